@@ -1,0 +1,425 @@
+"""Read chest X-rays (DICOM, PNG, JPEG) into display-ready greyscale pixels.
+
+The single entry point is :func:`read_image`. It accepts a path, raw bytes or
+a binary file object and returns an :class:`ImageRecord` whose ``pixels`` are
+a ``uint8`` array of shape ``(rows, columns)`` where air is dark, ready for
+:func:`pneumo.preprocess.preprocess` and for display.
+
+Metadata is split in two records so PHI cannot be logged by accident:
+:class:`DisplayMetadata` holds what may be shown or logged, and
+:class:`Identifiers` holds patient name, ID, birth date and accession number
+and hides them from ``repr``.
+
+Every failure raises a subclass of :class:`pneumo.errors.PneumoError`.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+import pydicom
+from PIL import Image, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+
+from pneumo.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    UnsupportedDicomError,
+    UnsupportedImageError,
+)
+
+#: Default cap on rows x columns (a 7000 x 7000 detector is ~49 MP).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+Source = Union[str, os.PathLike, bytes, BinaryIO]
+
+
+@dataclass(frozen=True)
+class DisplayMetadata:
+    """Fields that are safe to show, log and store beside a result."""
+
+    format: str
+    rows: int
+    columns: int
+    photometric_interpretation: str = "MONOCHROME2"
+    bits_stored: int = 8
+    transfer_syntax: str | None = None
+    transfer_syntax_name: str | None = None
+    modality: str | None = None
+    view_position: str | None = None
+    patient_orientation: tuple[str, ...] | None = None
+    laterality: str | None = None
+    body_part: str | None = None
+    study_date: str | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    spacing_source: str | None = None
+    windowing: str = "none"
+
+    def to_dict(self) -> dict:
+        """Plain JSON-serialisable dict."""
+        d = asdict(self)
+        for key in ("patient_orientation", "pixel_spacing_mm"):
+            if d[key] is not None:
+                d[key] = list(d[key])
+        return d
+
+
+@dataclass(frozen=True)
+class Identifiers:
+    """Patient-identifying fields and instance UIDs. Never log these.
+
+    ``repr`` and ``str`` hide every value so an accidental log line or
+    traceback cannot leak them.
+    """
+
+    patient_name: str | None = None
+    patient_id: str | None = None
+    birth_date: str | None = None
+    accession_number: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+
+    def __repr__(self) -> str:  # pragma: no cover - trivial
+        return "Identifiers(<hidden>)"
+
+    __str__ = __repr__
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Decoded image: ``pixels`` is ``uint8`` (rows, columns), air dark."""
+
+    pixels: np.ndarray
+    meta: DisplayMetadata
+    identifiers: Identifiers = field(default_factory=Identifiers, repr=False)
+
+    @property
+    def image_id(self) -> str | None:
+        """SOPInstanceUID for DICOM input (SIIM's ImageId), else ``None``."""
+        return self.identifiers.sop_instance_uid
+
+
+def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str | None = None) -> ImageRecord:
+    """Read a DICOM, PNG or JPEG chest X-ray.
+
+    Args:
+        source: path, raw bytes or a binary file object.
+        max_pixels: refuse images whose declared rows x columns exceed this.
+        name: optional name used only to word error messages (never logged).
+
+    Returns:
+        An :class:`ImageRecord` with ``uint8`` pixels of shape (rows, columns).
+
+    Raises:
+        UnsupportedImageError: not a DICOM, PNG or JPEG file.
+        CorruptImageError: truncated or damaged data.
+        UnsupportedDicomError: no pixel data, colour, multi-frame, no decoder.
+        ImageTooLargeError: zero or absurd dimensions.
+    """
+    data = _read_bytes(source)
+    if not data:
+        raise UnsupportedImageError("The file is empty.")
+    kind = sniff_format(data)
+    if kind == "DICOM":
+        return _read_dicom(data, max_pixels)
+    if kind in ("PNG", "JPEG"):
+        return _read_raster(data, kind, max_pixels)
+    raise UnsupportedImageError(
+        "This file is not a DICOM, PNG or JPEG image"
+        + (f" ({Path(name).suffix or 'no extension'})" if name else "") + ".")
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Return ``"DICOM"``, ``"PNG"``, ``"JPEG"`` or ``None`` from magic bytes.
+
+    DICOM files without the 128-byte preamble are recognised when they start
+    with a group 0x0002 or 0x0008 tag in little-endian order.
+    """
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "DICOM"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if len(data) >= 8 and (data[:2] in (b"\x02\x00", b"\x08\x00")
+                           or data[:2] in (b"\x00\x02", b"\x00\x08")):
+        return "DICOM"  # a dataset written without preamble or file meta
+    return None
+
+
+def _read_bytes(source: Source) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return Path(source).read_bytes()
+        except FileNotFoundError as exc:
+            raise UnsupportedImageError(f"No such file: {Path(source).name}") from exc
+        except IsADirectoryError as exc:
+            raise UnsupportedImageError(f"{Path(source).name} is a folder, not an image") from exc
+    return source.read()
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
+    ds = _parse_dicom(data)
+    _check_dicom_pixels(ds, max_pixels)
+    tsyntax = _transfer_syntax(ds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            arr = ds.pixel_array
+        except Exception as exc:  # decoders raise many types
+            raise CorruptImageError(
+                "The DICOM pixel data could not be decoded "
+                f"(transfer syntax {tsyntax.name if tsyntax else 'unknown'}); "
+                "the file may be truncated or damaged.") from exc
+        expected = (int(ds.Rows), int(ds.Columns))
+        if arr.shape != expected:
+            raise CorruptImageError(
+                f"Decoded pixel data has shape {arr.shape}, but Rows/Columns "
+                f"(0028,0010)/(0028,0011) declare {expected}.")
+        pixels, windowing = dicom_to_display(arr, ds)
+        return ImageRecord(pixels=pixels, meta=_dicom_meta(ds, tsyntax, windowing),
+                           identifiers=_dicom_identifiers(ds))
+
+
+def _parse_dicom(data: bytes) -> pydicom.Dataset:
+    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+            # Touch every element so truncated headers fail here, not later.
+            for _ in ds.iterall():
+                pass
+        except InvalidDicomError as exc:
+            raise UnsupportedImageError(f"Not a readable DICOM file: {exc}") from exc
+        except Exception as exc:
+            raise CorruptImageError(
+                "The DICOM header could not be read; the file is truncated or damaged.") from exc
+    ended_early = any("End of file" in str(w.message) for w in caught)
+    pixel_tag_cut = "PixelData" not in ds and b"\xe0\x7f\x10\x00" in data
+    if len(ds) == 0 or ended_early or pixel_tag_cut:
+        raise CorruptImageError(
+            "The DICOM file is truncated: it ends before its data elements are complete.")
+    return ds
+
+
+def _transfer_syntax(ds: pydicom.Dataset):
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if uid is None:
+        return None
+    return pydicom.uid.UID(str(uid))
+
+
+def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise UnsupportedDicomError("Float pixel data (7FE0,0008/0009) is not supported.")
+        raise UnsupportedDicomError(
+            "This DICOM has no image: Pixel Data (7FE0,0010) is missing "
+            "(is it a report or structured document?).")
+    for keyword, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)")):
+        if keyword not in ds or ds[keyword].value in (None, ""):
+            raise CorruptImageError(f"{keyword} {tag} is missing.")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if rows <= 0 or cols <= 0:
+        raise ImageTooLargeError(f"The image has zero size: Rows {rows} x Columns {cols}.")
+    if rows * cols > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is too large: {rows} x {cols} pixels exceeds the limit of "
+            f"{max_pixels:,} pixels.")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise UnsupportedDicomError(
+            f"Multi-frame DICOM (Number of Frames (0028,0008) = {frames}) is not supported; "
+            "upload a single radiograph.")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedDicomError(
+            f"Colour DICOM (Photometric Interpretation (0028,0004) = {photometric}, "
+            f"Samples per Pixel {samples}) is not a greyscale radiograph.")
+    tsyntax = _transfer_syntax(ds)
+    if tsyntax is not None and tsyntax.is_compressed:
+        try:
+            decoder = get_decoder(tsyntax)
+        except NotImplementedError as exc:
+            raise UnsupportedDicomError(
+                f"Transfer syntax {tsyntax} ({tsyntax.name}) is not supported.") from exc
+        if not decoder.is_available:
+            raise UnsupportedDicomError(
+                f"No decoder is installed for transfer syntax {tsyntax} ({tsyntax.name}).")
+
+
+def dicom_to_display(arr: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
+    """Apply Modality LUT, VOI LUT/window (or a robust window) and MONOCHROME1 inversion.
+
+    Args:
+        arr: stored pixel values, shape (rows, columns).
+        ds: the dataset the pixels came from.
+
+    Returns:
+        ``(uint8 pixels with air dark, name of the windowing used)``.
+    """
+    bits = int(ds.get("BitsStored", 8) or 8)
+    rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+    values = apply_modality_lut(arr, ds) if rescaled else arr
+    if "VOILUTSequence" in ds:
+        out = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
+        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        display = _to_uint8(out / float(2 ** lut_bits - 1))
+        windowing = "voi_lut"
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center = float(_first(ds.WindowCenter))
+        width = max(float(_first(ds.WindowWidth)), 1.0)
+        display = _to_uint8(window(values, center, width))
+        windowing = "window"
+    elif bits <= 8 and not rescaled and arr.dtype == np.uint8:
+        display = arr.copy()
+        windowing = "none"
+    else:
+        display = _to_uint8(percentile_window(values))
+        windowing = "percentile"
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        display = 255 - display
+    return np.ascontiguousarray(display), windowing
+
+
+def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM linear window (PS3.3 C.11.2.1.2) mapped to [0, 1] floats."""
+    v = values.astype(np.float64)
+    return np.clip((v - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0) if width > 1 else \
+        (v > center).astype(np.float64)
+
+
+def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Map the [low, high] percentile range of ``values`` to [0, 1] floats."""
+    v = values.astype(np.float64)
+    lo, hi = np.percentile(v, [low, high])
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _to_uint8(unit: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(unit, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _first(value):
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return value[0]
+    return value
+
+
+def _str_or_none(ds: pydicom.Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    return str(value).strip() or None
+
+
+def _spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str | None]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            if value is not None and len(value) == 2:
+                row, col = float(value[0]), float(value[1])
+                if row > 0 and col > 0:
+                    return (row, col), keyword
+        except (TypeError, ValueError):
+            continue
+    return None, None
+
+
+def _dicom_meta(ds: pydicom.Dataset, tsyntax, windowing: str) -> DisplayMetadata:
+    spacing, source = _spacing(ds)
+    orientation = ds.get("PatientOrientation")
+    if orientation not in (None, ""):
+        orientation = tuple(str(o) for o in (orientation if isinstance(
+            orientation, (list, tuple, pydicom.multival.MultiValue)) else [orientation]))
+    else:
+        orientation = None
+    return DisplayMetadata(
+        format="DICOM",
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        photometric_interpretation=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
+        bits_stored=int(ds.get("BitsStored", 8) or 8),
+        transfer_syntax=str(tsyntax) if tsyntax else None,
+        transfer_syntax_name=tsyntax.name if tsyntax else None,
+        modality=_str_or_none(ds, "Modality"),
+        view_position=_str_or_none(ds, "ViewPosition"),
+        patient_orientation=orientation,
+        laterality=_str_or_none(ds, "ImageLaterality") or _str_or_none(ds, "Laterality"),
+        body_part=_str_or_none(ds, "BodyPartExamined"),
+        study_date=_str_or_none(ds, "StudyDate"),
+        pixel_spacing_mm=spacing,
+        spacing_source=source,
+        windowing=windowing,
+    )
+
+
+def _dicom_identifiers(ds: pydicom.Dataset) -> Identifiers:
+    return Identifiers(
+        patient_name=_str_or_none(ds, "PatientName"),
+        patient_id=_str_or_none(ds, "PatientID"),
+        birth_date=_str_or_none(ds, "PatientBirthDate"),
+        accession_number=_str_or_none(ds, "AccessionNumber"),
+        sop_instance_uid=_str_or_none(ds, "SOPInstanceUID"),
+        study_instance_uid=_str_or_none(ds, "StudyInstanceUID"),
+        series_instance_uid=_str_or_none(ds, "SeriesInstanceUID"),
+    )
+
+
+# --------------------------------------------------------------------------- PNG / JPEG
+
+
+def _read_raster(data: bytes, kind: str, max_pixels: int) -> ImageRecord:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageTooLargeError(f"The image has zero size: {width} x {height}.")
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"The image is too large: {height} x {width} pixels exceeds the limit of "
+                    f"{max_pixels:,} pixels.")
+            img.load()
+    except (ImageTooLargeError,):
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        raise CorruptImageError(
+            f"The {kind} file could not be decoded; it may be truncated or damaged.") from exc
+    pixels = raster_to_grey(img)
+    meta = DisplayMetadata(format=kind, rows=pixels.shape[0], columns=pixels.shape[1],
+                           bits_stored=16 if img.mode.startswith("I") else 8,
+                           windowing="percentile" if img.mode.startswith("I") else "none")
+    return ImageRecord(pixels=pixels, meta=meta)
+
+
+def raster_to_grey(img: Image.Image) -> np.ndarray:
+    """Convert a PIL image (grey 8/16-bit, RGB, RGBA, palette) to ``uint8`` grey."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        return _to_uint8(percentile_window(arr))
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))

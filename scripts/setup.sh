@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One command to set everything up on a fresh machine with Python 3.11:
+#   bash scripts/setup.sh
+# Creates .venv, installs the pinned requirements, the project (console
+# command `pneumo`) and the test tools, and - when run as root on Debian -
+# the chromium browser the browser test drives. Nothing downloads weights.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+"$PY" -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is required"'
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements-dev.txt
+.venv/bin/python -m pip install -q --no-deps -e .
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian chromium for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium not found; the browser test needs Debian's chromium (apt-get install chromium)"
+  fi
+fi
+mkdir -p instance
+echo "setup done: start the app with 'bash scripts/run.sh', test with '.venv/bin/python -m pytest'"
