@@ -2,8 +2,123 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pneumo.training import TrainConfig, train
+    cfg = TrainConfig.load(args.config)
+    overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size",
+                                               "max_train", "max_val")
+                 if getattr(args, k) is not None}
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    if args.data:
+        cfg.data = args.data
+    card = train(cfg, args.out, resume=args.resume, verbose=0 if args.quiet else 1)
+    print(json.dumps(card["validation"], indent=2))
+    return 0
 
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register the ML subcommands on the ``pneumo`` parser."""
-    return None
+    p = sub.add_parser("train", help="train a model from a JSON config")
+    p.add_argument("--config", required=True, help="training config JSON")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--data", help="data config JSON (overrides the training config)")
+    p.add_argument("--resume", action="store_true", help="continue from last.weights.h5")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--max-train", dest="max_train", type=int, help="subsample training images")
+    p.add_argument("--max-val", dest="max_val", type=int, help="subsample validation images")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+    add_ml_commands(sub)
+
+
+def _load_predictor(args):
+    from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
+    predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR)
+    if getattr(args, "tta", False):
+        predictor.tta = True
+    return predictor
+
+
+def _samples_for(args):
+    from pneumo import dataset
+    from pneumo.datacfg import DataConfig
+    dcfg = DataConfig.load(args.data)
+    if args.rle:
+        dcfg.rle_csv = Path(args.rle).resolve()
+    if args.images:
+        dcfg.image_dirs = [Path(p).resolve() for p in args.images]
+        dcfg.nih_index = None
+    table = dcfg.table()
+    _, samples = dcfg.samples(table)
+    if args.split != "all" and not args.images:
+        split = dataset.read_split(dcfg.split)
+        samples = [s for s in samples if split.get(s.image_id) == args.split]
+    return samples, table
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pneumo.evaluation import evaluate
+    samples, table = _samples_for(args)
+    if args.limit:
+        samples = samples[: args.limit]
+    predictor = _load_predictor(args)
+    from pneumo.evaluation import json_safe
+    scores = evaluate(predictor, samples, table, args.out)
+    print(json.dumps(json_safe(scores), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pneumo.evaluation import predict_files
+    predictor = _load_predictor(args)
+    counts = predict_files(predictor, args.inputs, args.submission, args.scores, args.overlays,
+                           batch_size=args.batch_size)
+    print(json.dumps(counts))
+    return 0 if counts["images"] else 1
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from pneumo.evaluation import stats
+    samples, table = _samples_for(args)
+    print(json.dumps(stats(samples, table, args.out), indent=2))
+    return 0
+
+
+def _data_args(p):
+    from pneumo.datacfg import DEFAULT_DATA_CONFIG
+    p.add_argument("--data", default=str(DEFAULT_DATA_CONFIG), help="data config JSON")
+    p.add_argument("--images", nargs="*", help="image folders (instead of the data config's)")
+    p.add_argument("--rle", help="ground-truth RLE CSV (instead of the data config's)")
+    p.add_argument("--split", default="val", choices=["train", "val", "all"])
+
+
+def add_ml_commands(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model folder on labelled images")
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--out", default="runs/evaluation", help="report folder")
+    p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    _data_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict files or folders to a submission CSV")
+    p.add_argument("inputs", nargs="+", help="DICOM/PNG/JPEG files or folders")
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--submission", required=True, help="Kaggle submission CSV to write")
+    p.add_argument("--scores", help="per-image scores CSV to write")
+    p.add_argument("--overlays", help="folder for overlay PNGs")
+    p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("stats", help="exploratory statistics of a labelled data set")
+    p.add_argument("--out", help="folder for PNG plots")
+    _data_args(p)
+    p.set_defaults(func=cmd_stats)

@@ -1,0 +1,217 @@
+"""Evaluation of a model folder on labelled images, and batch prediction."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pneumo import dataset, metrics, rle
+from pneumo.errors import PneumoError
+from pneumo.imaging import read_image
+from pneumo.inference import Predictor, evaluate_probs
+from pneumo.preprocess import resize_mask
+
+
+def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
+             out_dir: str | Path, progress: bool = True) -> dict:
+    """Predict every sample, compute all metrics at the model size, write reports.
+
+    Writes ``metrics.json``, ``per_image.csv``, ``roc.png``, ``dice_hist.png``
+    and ``worst_cases.png`` into ``out_dir``.
+    """
+    from pneumo import postprocess
+    from pneumo.training import load_example
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    size = predictor.pcfg.size
+    xs = np.zeros((len(samples), size, size), np.uint8)
+    ys = np.zeros_like(xs)
+    iterator = range(len(samples))
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc="evaluating", unit="img")
+    for i in iterator:
+        xs[i], ys[i] = load_example(samples[i], table, predictor.pcfg)
+    probs = np.concatenate([predictor.probability_maps(xs[i:i + 8])
+                            for i in range(0, len(xs), 8)]) if len(xs) else xs.astype(np.float32)
+    scores = evaluate_probs(probs, ys, predictor.pp)
+    rows = []
+    for s, p, y in zip(samples, probs, ys):
+        mask, score, _ = postprocess.apply(p, predictor.pp)
+        rows.append({"ImageId": s.image_id, "truth_area": int(y.sum()),
+                     "pred_area": int(mask.sum()), "dice": metrics.dice(y.astype(bool), mask),
+                     "score": round(score, 4)})
+    with open(out / "per_image.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["ImageId"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "metrics.json").write_text(json.dumps(json_safe(scores), indent=2))
+    _plots(out, rows, xs, ys, probs, predictor)
+    return scores
+
+
+def json_safe(d: dict) -> dict:
+    """Replace NaN (undefined metrics) by ``None`` so the JSON is standard."""
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in d.items()}
+
+
+def _plots(out: Path, rows, xs, ys, probs, predictor) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pneumo import overlay, postprocess
+    if not rows:
+        return
+    labels = np.array([r["truth_area"] > 0 for r in rows])
+    scores = np.array([r["score"] for r in rows])
+    fpr, tpr = metrics.roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr); ax.plot([0, 1], [0, 1], "k:")
+    ax.set_xlabel("1 - specificity"); ax.set_ylabel("sensitivity")
+    ax.set_title(f"ROC, AUC {metrics.roc_auc(labels, scores):.3f}")
+    fig.tight_layout(); fig.savefig(out / "roc.png", dpi=80); plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist([r["dice"] for r in rows if r["truth_area"] > 0], bins=20, range=(0, 1))
+    ax.set_xlabel("Dice (positive images)"); ax.set_ylabel("images")
+    fig.tight_layout(); fig.savefig(out / "dice_hist.png", dpi=80); plt.close(fig)
+    worst = np.argsort([r["dice"] for r in rows])[:8]
+    tiles = []
+    for i in worst:
+        mask = postprocess.apply(probs[i], predictor.pp)[0]
+        pred = overlay.filled(xs[i], mask, 0.45)
+        truth = overlay.contour(xs[i], ys[i].astype(bool), 1, (0, 255, 0))
+        tiles.append(overlay.side_by_side(truth, pred, gap=2))
+    grid = np.concatenate(tiles, axis=0)
+    from PIL import Image
+    Image.fromarray(grid).save(out / "worst_cases.png")
+
+
+def predict_files(predictor: Predictor, inputs: list[str], submission: str | Path,
+                  scores_csv: str | Path | None = None, overlays: str | Path | None = None,
+                  batch_size: int = 4, progress: bool = True) -> dict:
+    """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
+
+    Returns counts: ``{"images": n, "positive": k, "failed": f}``. Files that
+    cannot be read are reported on stderr and left out of the CSVs.
+    """
+    import sys
+    from PIL import Image
+    from pneumo import overlay
+    from pneumo.preprocess import preprocess
+
+    files = dataset.iter_image_files(inputs)
+    if overlays:
+        Path(overlays).mkdir(parents=True, exist_ok=True)
+    sub_fh = open(submission, "w", newline="")
+    sub = csv.writer(sub_fh)
+    sub.writerow(["ImageId", "EncodedPixels"])
+    sc_fh = open(scores_csv, "w", newline="") if scores_csv else None
+    sc = csv.writer(sc_fh) if sc_fh else None
+    if sc:
+        sc.writerow(["ImageId", "probability", "area_px", "threshold"])
+    counts = {"images": 0, "positive": 0, "failed": 0}
+    iterator = range(0, len(files), batch_size)
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc="predicting", unit="batch")
+    try:
+        for start in iterator:
+            records, ids = [], []
+            for path in files[start:start + batch_size]:
+                try:
+                    rec = read_image(path)
+                except PneumoError as exc:
+                    counts["failed"] += 1
+                    print(f"skipped {path.name}: {exc}", file=sys.stderr)
+                    continue
+                records.append(rec)
+                ids.append(rec.image_id if rec.meta.format == "DICOM" and rec.image_id
+                           else path.stem)
+            if not records:
+                continue
+            batch = np.stack([np.round(preprocess(r.pixels, predictor.pcfg)[..., 0] * 255)
+                              .astype(np.uint8) for r in records])
+            probs = predictor.probability_maps(batch)
+            for rec, image_id, prob in zip(records, ids, probs):
+                pred = predictor.finish(rec, prob)
+                sub.writerow([image_id, rle.encode(pred.mask)])
+                if sc:
+                    sc.writerow([image_id, f"{pred.probability:.4f}", pred.area_px,
+                                 f"{pred.threshold:.4f}"])
+                if overlays:
+                    Image.fromarray(overlay.filled(rec.pixels, pred.mask)).save(
+                        Path(overlays) / f"{_safe_name(image_id)}.png")
+                counts["images"] += 1
+                counts["positive"] += int(pred.positive)
+    finally:
+        sub_fh.close()
+        if sc_fh:
+            sc_fh.close()
+    return counts
+
+
+def _safe_name(image_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in image_id)[:120]
+
+
+def stats(samples: list[dataset.Sample], table: dict, out_dir: str | Path | None = None) -> dict:
+    """Exploratory statistics: counts, mask areas, view position, sex and age."""
+    import pydicom
+    import warnings
+    from collections import Counter
+    areas, views, sexes, ages = [], Counter(), Counter(), []
+    multi = 0
+    for s in samples:
+        if s.image_id in table:
+            multi += len(table[s.image_id]) > 1
+            if s.positive:
+                areas.append(int(rle.merge(table[s.image_id]).sum()))
+        if s.format == "DICOM":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(s.path, stop_before_pixels=True)
+                views[str(ds.get("ViewPosition", "?"))] += 1
+                sexes[str(ds.get("PatientSex", "?"))] += 1
+                age = str(ds.get("PatientAge", "")).rstrip("Y")
+                if age.isdigit():
+                    ages.append(int(age))
+    result = {
+        "images": len(samples),
+        "positive": sum(1 for s in samples if s.positive),
+        "negative": sum(1 for s in samples if s.positive is False),
+        "multi_annotation_images": multi,
+        "mask_area_px_1024": _quantiles(areas),
+        "dicom_view_position": dict(views),
+        "dicom_sex": dict(sexes),
+        "dicom_age": _quantiles(ages),
+        "by_source": dict(Counter(s.source for s in samples)),
+    }
+    if out_dir:
+        _stats_plots(Path(out_dir), areas, views)
+    return result
+
+
+def _quantiles(values: list[int]) -> dict:
+    if not values:
+        return {}
+    q = np.percentile(values, [0, 25, 50, 75, 100])
+    return {"n": len(values), "min": float(q[0]), "q25": float(q[1]), "median": float(q[2]),
+            "q75": float(q[3]), "max": float(q[4])}
+
+
+def _stats_plots(out: Path, areas, views) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    if areas:
+        ax.hist(np.array(areas) / 1024 ** 2 * 100, bins=30)
+    ax.set_xlabel("mask area (% of image)"); ax.set_ylabel("positive images")
+    fig.tight_layout(); fig.savefig(out / "mask_area.png", dpi=80); plt.close(fig)
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(list(views), list(views.values()))
+    ax.set_ylabel("DICOM images"); ax.set_title("View position")
+    fig.tight_layout(); fig.savefig(out / "view_position.png", dpi=80); plt.close(fig)

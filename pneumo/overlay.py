@@ -1,0 +1,78 @@
+"""Overlay rendering: X-ray plus mask, contour or probability heat map.
+
+All functions are pure and return new ``uint8`` RGB/RGBA arrays. Colours
+are fixed (never rescaled to an image's own min/max), so an empty
+prediction renders as an untouched X-ray.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Bright yellow-orange: visible on grey X-rays and to most colour-blind readers.
+MASK_COLOUR = (255, 170, 0)
+CONTOUR_COLOUR = (255, 220, 0)
+
+
+def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) uint8."""
+    return np.repeat(pixels[:, :, None], 3, axis=2)
+
+
+def filled(pixels: np.ndarray, mask: np.ndarray, opacity: float = 0.4,
+           colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
+    """Blend ``colour`` over the mask pixels with ``opacity`` in [0, 1]."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    rgb = grey_to_rgb(pixels).astype(np.float32)
+    m = mask.astype(bool)
+    rgb[m] = (1.0 - opacity) * rgb[m] + opacity * np.array(colour, np.float32)
+    return np.round(rgb).astype(np.uint8)
+
+
+def contour(pixels: np.ndarray, mask: np.ndarray, thickness: int | None = None,
+            colour: tuple[int, int, int] = CONTOUR_COLOUR) -> np.ndarray:
+    """Draw the mask outline; thickness defaults to ~0.3 % of the image side."""
+    rgb = grey_to_rgb(pixels).copy()
+    if not mask.any():
+        return rgb
+    thickness = thickness or max(1, round(max(pixels.shape) / 300))
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(rgb, contours, -1, colour, thickness)
+    return rgb
+
+
+def heatmap_rgba(prob: np.ndarray, shape: tuple[int, int] | None = None,
+                 floor: float = 0.1) -> np.ndarray:
+    """Probability map -> RGBA heat map on an absolute 0..1 scale.
+
+    Pixels below ``floor`` are fully transparent; alpha grows with probability.
+    """
+    p = np.clip(np.asarray(prob, np.float32), 0.0, 1.0)
+    if shape is not None and p.shape != tuple(shape):
+        p = cv2.resize(p, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    lut = cv2.applyColorMap(np.round(p * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    alpha = np.where(p < floor, 0, np.round(np.clip(p, 0, 1) * 255)).astype(np.uint8)
+    return np.dstack([lut, alpha])
+
+
+def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
+    """Mask as an RGBA layer (opaque colour on the mask, transparent elsewhere)."""
+    m = mask.astype(bool)
+    out = np.zeros(m.shape + (4,), np.uint8)
+    out[m] = (*colour, 255)
+    return out
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
+    """Two RGB images of equal height next to each other with a black gap."""
+    if left.ndim == 2:
+        left = grey_to_rgb(left)
+    if right.ndim == 2:
+        right = grey_to_rgb(right)
+    h = max(left.shape[0], right.shape[0])
+    canvas = np.zeros((h, left.shape[1] + gap + right.shape[1], 3), np.uint8)
+    canvas[:left.shape[0], :left.shape[1]] = left
+    canvas[:right.shape[0], left.shape[1] + gap:] = right
+    return canvas

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+import keras
+
+from pneumo import losses
+from pneumo.networks import build_double_unet, build_model, build_unet
+
+
+@pytest.mark.parametrize("size,depth,width,channels", [
+    (64, 2, 0.125, 1), (64, 4, 0.125, 3), (96, 2, 0.25, 1), (128, 3, 0.125, 1)])
+def test_double_unet_shapes(size, depth, width, channels):
+    model = build_double_unet(size, depth, width, channels)
+    out = model(np.zeros((2, size, size, channels), np.float32))
+    assert [tuple(o.shape) for o in out] == [(2, size, size, 1)] * 2
+    names = {layer.name for layer in model.layers}
+    assert {"block1_conv2", "aspp1_concat", "aspp2_concat", "mask1", "mask2"} <= names
+    assert f"block{depth}_conv2" in names and f"block{depth + 1}_conv1" in names
+
+
+@pytest.mark.parametrize("size,depth,base", [(64, 3, 8), (96, 5, 4), (32, 1, 4)])
+def test_unet_shapes(size, depth, base):
+    model = build_unet(size, depth, base, channels=1, dropout=0.1)
+    assert tuple(model(np.zeros((1, size, size, 1), np.float32)).shape) == (1, size, size, 1)
+    assert "bottleneck_dropout" in {layer.name for layer in model.layers}
+
+
+def test_paper_parameter_count():
+    model = build_double_unet(512, depth=4, width=1.0, channels=3)
+    assert abs(model.count_params() - 29.3e6) / 29.3e6 < 0.01
+
+
+@pytest.mark.parametrize("kwargs,word", [
+    (dict(input_size=100, depth=4), "100"),
+    (dict(input_size=64, depth=5), "depth"),
+    (dict(input_size=64, depth=2, width=0), "width"),
+    (dict(input_size=64, depth=2, channels=2), "channels"),
+    (dict(input_size=64, depth=2, width=0.5, vgg_weights="x.h5"), "vgg_weights"),
+])
+def test_double_unet_bad_arguments(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        build_double_unet(**kwargs)
+
+
+def test_unet_bad_arguments():
+    with pytest.raises(ValueError, match="48"):
+        build_unet(48, depth=5)
+    with pytest.raises(ValueError, match="dropout"):
+        build_unet(64, depth=2, dropout=1.5)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model({"name": "resnet"})
+
+
+def test_save_rebuild_load_identical(tmp_path):
+    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
+                                            "channels": 1}}
+    a = build_model(arch)
+    x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
+    a.save_weights(tmp_path / "w.weights.h5")
+    b = build_model(arch)
+    b.load_weights(tmp_path / "w.weights.h5")
+    for oa, ob in zip(a(x), b(x)):
+        np.testing.assert_array_equal(np.asarray(oa), np.asarray(ob))
+
+
+def test_vgg_weights_copied_by_name(tmp_path):
+    vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(64, 64, 3))
+    vgg.save_weights(tmp_path / "vgg.weights.h5")
+    model = build_double_unet(64, depth=4, width=1.0, channels=3,
+                              vgg_weights=str(tmp_path / "vgg.weights.h5"))
+    np.testing.assert_array_equal(model.get_layer("block3_conv4").get_weights()[0],
+                                  vgg.get_layer("block3_conv4").get_weights()[0])
+
+
+def test_losses_values():
+    t = np.zeros((2, 8, 8, 1), np.float32); t[0, :4] = 1
+    perfect = t.copy()
+    assert float(keras.ops.mean(losses.soft_dice_loss(t, perfect))) < 0.01
+    wrong = 1 - t
+    for name in ("bce_dice", "weighted_bce_dice", "focal_dice"):
+        fn = losses.get_loss(name)
+        good = float(keras.ops.mean(fn(t, np.clip(perfect, 0.01, 0.99))))
+        bad = float(keras.ops.mean(fn(t, np.clip(wrong, 0.01, 0.99))))
+        assert good < bad, name
+    # foreground weighting: missing foreground costs more than with plain BCE
+    miss = np.full_like(t, 0.01)
+    assert float(losses.weighted_bce(t, miss)[0]) > float(losses.bce(t, miss)[0])
+
+
+def test_tiny_double_unet_loss_falls():
+    keras.utils.set_random_seed(0)
+    model = build_double_unet(32, depth=2, width=0.125, channels=1)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=[losses.bce_dice, losses.bce_dice], loss_weights=[0.5, 1.0])
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 32, 32, 1)).astype(np.float32) * 0.3
+    y = np.zeros((8, 32, 32, 1), np.float32)
+    y[:, 8:20, 8:20] = 1
+    x[y > 0] += 0.6
+    hist = model.fit(x, (y, y), epochs=15, batch_size=4, verbose=0)
+    assert hist.history["loss"][-1] < 0.9 * hist.history["loss"][0]

@@ -1,0 +1,105 @@
+"""Training, evaluation and prediction end to end on a tiny configuration."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pneumo import rle
+from pneumo.training import Augment, augment_pair, balanced_indices
+from conftest import ROOT, SIIM
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
+    cfg["cache_dir"] = str(cache)
+    cfg["data"] = str(ROOT / "configs/data_siim.json")
+    cfg_path = out.parent / "tiny.json"
+    cfg_path.write_text(json.dumps(cfg))
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config", str(cfg_path),
+                          "--out", str(out), "--quiet"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_train_writes_model_folder(tiny_model_dir):
+    for name in ("weights.weights.h5", "last.weights.h5", "model.json", "log.csv",
+                 "curves.png", "state.json"):
+        assert (tiny_model_dir / name).exists(), name
+    card = json.loads((tiny_model_dir / "model.json").read_text())
+    assert card["architecture"]["name"] == "double_unet"
+    assert card["preprocess"]["size"] == 64
+    assert set(card["postprocess"]) >= {"pixel_threshold", "top_threshold", "min_top_pixels",
+                                        "min_area"}
+    assert card["data"]["train_images"] == 24 and card["data"]["val_images"] == 12
+    assert card["config"]["seed"] == 2026
+    assert 0.0 <= card["validation"]["siim_score"] <= 1.0
+    rows = list(csv.DictReader(open(tiny_model_dir / "log.csv")))
+    assert len(rows) == 2 and "val_siim" in rows[0]
+
+
+def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
+    import shutil
+    work = tmp_path / "resumed"
+    shutil.copytree(tiny_model_dir, work)
+    cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
+    cfg.update(epochs=3, cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim.json"))
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config",
+                          str(tmp_path / "c.json"), "--out", str(work), "--resume", "--quiet"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(open(work / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # one more epoch appended
+    assert json.loads((work / "state.json").read_text())["epoch"] == 3
+
+
+def test_evaluate_and_predict(tiny_model_dir, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "evaluate", "--model",
+                          str(tiny_model_dir), "--limit", "10", "--out", str(tmp_path / "ev")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    scores = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert scores["n_images"] == 10
+    for name in ("per_image.csv", "roc.png", "dice_hist.png", "worst_cases.png"):
+        assert (tmp_path / "ev" / name).exists()
+    sub, sc = tmp_path / "sub.csv", tmp_path / "scores.csv"
+    folder = SIIM / "kaggle_sample_OleguerCanal"
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "predict", str(folder),
+                          "--model", str(tiny_model_dir), "--submission", str(sub),
+                          "--scores", str(sc), "--overlays", str(tmp_path / "ov"), "--tta"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(open(sub)))
+    assert len(rows) == 7
+    for row in rows:
+        assert row["ImageId"].startswith("1.2.276.0.7230010")
+        assert rle.decode(row["EncodedPixels"]).shape == (1024, 1024)
+    scores = list(csv.DictReader(open(sc)))
+    assert [r["ImageId"] for r in scores] == [r["ImageId"] for r in rows]
+    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in scores)
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 7
+
+
+def test_augment_moves_image_and_mask_together():
+    x = np.zeros((64, 64), np.uint8); y = np.zeros((64, 64), np.uint8)
+    x[10:20, 5:15] = 255; y[10:20, 5:15] = 1
+    aug = Augment(hflip=1.0, rotate_deg=0, scale=0, shift=0, brightness=0, contrast=0, gamma=0)
+    ax, ay = augment_pair(x, y, aug, np.random.default_rng(0))
+    assert ay[10:20, 49:59].all() and ax[10:20, 49:59].min() > 0.99
+    aug = Augment(grid_distort=0.2)
+    ax, ay = augment_pair(x, y, aug, np.random.default_rng(1))
+    assert ax.shape == (64, 64) and set(np.unique(ay)) <= {0.0, 1.0}
+    assert ((ax > 0.5) == (ay > 0.5)).mean() > 0.95
+
+
+def test_balanced_sampling_ratio():
+    labels = np.array([True] * 10 + [False] * 90)
+    idx = balanced_indices(labels, 1000, 0.6, np.random.default_rng(0))
+    assert labels[idx].mean() == pytest.approx(0.6, abs=0.01)
