@@ -129,7 +129,7 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     data = _read_bytes(source)
     if not data:
-        raise UnsupportedImageError("The file is empty.")
+        raise CorruptImageError("The file is empty (0 bytes).")
     kind = sniff_format(data)
     if kind == "DICOM":
         return _read_dicom(data, max_pixels)

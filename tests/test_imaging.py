@@ -169,7 +169,7 @@ def test_png_and_jpeg_inputs(tmp_path):
 
 @pytest.mark.parametrize("maker,err,words", [
     (lambda d: b"hello world, not an image" * 10, UnsupportedImageError, "not a DICOM"),
-    (lambda d: b"", UnsupportedImageError, "empty"),
+    (lambda d: b"", CorruptImageError, "empty"),
     (lambda d: d[: len(d) // 2], CorruptImageError, "truncated"),
     (lambda d: d[:300], CorruptImageError, None),
 ])

@@ -1,0 +1,75 @@
+"""Flask web app: upload chest X-rays, review the predicted pneumothorax overlay.
+
+``create_app`` follows the Flask tutorial's factory: defaults, then
+``PNEUMO_*`` environment variables, then the test mapping. The model is
+loaded once per process (each gunicorn worker) before the app serves.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+log = logging.getLogger("pneumo.app")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _secret_key(instance: Path) -> str:
+    """A persistent random secret in the instance folder (created once)."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    app = Flask(__name__, instance_path=str(Path(os.environ.get(
+        "PNEUMO_INSTANCE_DIR", ROOT / "instance")).resolve()),
+        template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    from pneumo.inference import DEFAULT_MODEL_DIR
+    app.config.from_mapping(
+        MODEL_DIR=str(DEFAULT_MODEL_DIR),
+        DATA_DIR=str(Path(app.instance_path) / "data"),
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,   # whole request
+        MAX_FILES=20,                          # files per upload
+        MAX_IMAGE_PIXELS=50_000_000,
+        RETENTION_DAYS=30.0,
+        WARM_UP=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=False,
+        PREDICTOR=None,
+    )
+    app.config.from_prefixed_env("PNEUMO")
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(Path(app.instance_path))
+
+    from app.store import Store
+    store = Store(app.config["DATA_DIR"])
+    store.init()
+    app.extensions["pneumo.store"] = store
+    app.extensions["pneumo.predictor"] = app.config["PREDICTOR"] or _load_model(app)
+
+    from app import api, views
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    views.register_error_handlers(app)
+    return app
+
+
+def _load_model(app: Flask):
+    from pneumo.device import configure_device
+    from pneumo.inference import Predictor
+    device = configure_device()
+    predictor = Predictor.load(app.config["MODEL_DIR"], warm_up=bool(app.config["WARM_UP"]))
+    log.info("model %s loaded from %s on %s", predictor.name, predictor.model_dir, device)
+    predictor.device = device
+    return predictor

@@ -1,0 +1,114 @@
+"""JSON API, version 1, with its OpenAPI document."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, jsonify, request, url_for
+
+from app import views
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def result_json(row) -> dict:
+    d = row.public_dict()
+    files = {name: url_for("views.download", result_id=row.id, name=name, _external=False)
+             for name in ("overlay.png", "mask.png", "image.png", "mask_rle.txt")}
+    d["links"] = {
+        "self": url_for("api.get_prediction", result_id=row.id),
+        "page": url_for("views.result", result_id=row.id),
+        "overlay": files["overlay.png"], "mask": files["mask.png"], "image": files["image.png"],
+        "rle": files["mask_rle.txt"],
+        "seg": url_for("views.seg", result_id=row.id) if row.source_format == "DICOM" else None,
+    }
+    return d
+
+
+@bp.post("/predictions")
+def create_predictions():
+    files = request.files.getlist("files") + request.files.getlist("file")
+    outcome = views.handle_files(files)
+    body = {
+        "results": [dict(result_json(row), file=name) for name, row in outcome.results],
+        "errors": [{"file": e["file"], "code": e["code"], "message": e["message"]}
+                   for e in outcome.errors],
+    }
+    status = 201 if outcome.results else views.error_status(outcome.errors)
+    return jsonify(body), status
+
+
+@bp.get("/predictions")
+def list_predictions():
+    sort = request.args.get("sort", "newest")
+    rows = views.store().list(views.current_owner(), "probability" if sort == "probability"
+                              else "newest")
+    return jsonify(results=[result_json(r) for r in rows])
+
+
+@bp.get("/predictions/<result_id>")
+def get_prediction(result_id: str):
+    row = views.store().get(result_id, views.current_owner())
+    if row is None:
+        abort(404, description="No such prediction.")
+    return jsonify(result_json(row))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(OPENAPI)
+
+
+_RESULT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"}, "file": {"type": "string"},
+        "verdict": {"type": "string", "enum": ["pneumothorax suspected", "not detected"]},
+        "positive": {"type": "boolean"},
+        "probability": {"type": "number", "description": "image-level score of the gate"},
+        "threshold": {"type": "number", "description": "operating threshold on probability"},
+        "area_px": {"type": "integer"}, "area_cm2": {"type": ["number", "null"]},
+        "side": {"type": "object"}, "metadata": {"type": "object"},
+        "model": {"type": "string"},
+        "mask_rle": {"type": "string", "description": "SIIM relative RLE, column-major, -1 if empty"},
+        "links": {"type": "object"},
+    },
+}
+_ERROR = {"type": "object", "properties": {"file": {"type": ["string", "null"]},
+                                           "code": {"type": "string"},
+                                           "message": {"type": "string"}}}
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "pneumo API", "version": "1",
+             "description": "Pneumothorax segmentation of chest X-rays. Decision support, "
+                            "not a diagnosis."},
+    "paths": {
+        "/api/v1/predictions": {
+            "post": {
+                "summary": "Analyse one or many DICOM/PNG/JPEG files",
+                "requestBody": {"content": {"multipart/form-data": {"schema": {
+                    "type": "object", "properties": {"files": {
+                        "type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
+                "responses": {
+                    "201": {"description": "at least one file analysed", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "results": {"type": "array", "items": _RESULT},
+                            "errors": {"type": "array", "items": _ERROR}}}}}},
+                    "400": {"description": "no file, or unreadable image"},
+                    "413": {"description": "too large or too many files"},
+                    "415": {"description": "not a DICOM, PNG or JPEG"},
+                    "422": {"description": "DICOM that cannot be shown (colour, multi-frame, no pixels)"},
+                },
+            },
+            "get": {"summary": "The caller's predictions",
+                    "parameters": [{"name": "sort", "in": "query", "schema": {
+                        "type": "string", "enum": ["newest", "probability"]}}],
+                    "responses": {"200": {"description": "list"}}},
+        },
+        "/api/v1/predictions/{id}": {
+            "get": {"summary": "One prediction of the caller",
+                    "parameters": [{"name": "id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "the prediction",
+                                          "content": {"application/json": {"schema": _RESULT}}},
+                                  "404": {"description": "unknown, or another user's"}}},
+        },
+    },
+}

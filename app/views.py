@@ -1,0 +1,222 @@
+"""HTML pages: upload, result viewer, worklist, downloads, health."""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from flask import (Blueprint, Flask, abort, current_app, flash, jsonify, redirect,
+                   render_template, request, send_file, session, url_for)
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from pneumo.errors import PneumoError
+
+from app import service
+
+log = logging.getLogger("pneumo.app")
+bp = Blueprint("views", __name__)
+
+DOWNLOADS = {
+    "image.png": ("image/png", "xray.png"),
+    "overlay.png": ("image/png", "overlay.png"),
+    "mask.png": ("image/png", "mask.png"),
+    "mask_layer.png": ("image/png", None),
+    "contour_layer.png": ("image/png", None),
+    "heatmap_layer.png": ("image/png", None),
+    "thumb.jpg": ("image/jpeg", None),
+    "mask_rle.txt": ("text/plain", "mask_rle.txt"),
+}
+
+
+def store():
+    return current_app.extensions["pneumo.store"]
+
+
+def predictor():
+    return current_app.extensions["pneumo.predictor"]
+
+
+def current_owner() -> str:
+    """The uploader's identity: a random id in the signed session cookie."""
+    owner = session.get("owner")
+    if not owner:
+        owner = secrets.token_urlsafe(18)
+        session["owner"] = owner
+        session.permanent = True
+    return owner
+
+
+@dataclass
+class UploadOutcome:
+    results: list
+    errors: list  # dicts: file, code, message, status
+
+
+def handle_files(files) -> UploadOutcome:
+    """Analyse every uploaded file; one bad file never loses the others."""
+    owner = current_owner()
+    outcome = UploadOutcome([], [])
+    limit = current_app.config["MAX_FILES"]
+    files = [f for f in files if f and (f.filename or "").strip()]
+    if not files:
+        outcome.errors.append({"file": None, "code": "no_file", "status": 400,
+                               "message": "No file was chosen. Pick one or more DICOM, PNG or "
+                                          "JPEG chest X-rays."})
+        return outcome
+    if len(files) > limit:
+        outcome.errors.append({"file": None, "code": "too_many_files", "status": 413,
+                               "message": f"{len(files)} files were sent; at most {limit} "
+                                          "can be analysed at once."})
+        return outcome
+    for f in files:
+        name = _display_name(f.filename)
+        data = f.read()
+        try:
+            row = service.analyse_upload(data, owner, predictor(), store(),
+                                         current_app.config["MAX_IMAGE_PIXELS"])
+        except PneumoError as exc:
+            outcome.errors.append({"file": name, "code": exc.code, "status": exc.http_status,
+                                   "message": str(exc)})
+            log.info("upload refused: %s", exc.code)
+            continue
+        except OSError as exc:
+            log.error("storage failure: %s", type(exc).__name__)
+            outcome.errors.append({"file": name, "code": "storage_unavailable", "status": 503,
+                                   "message": "The server could not store the result "
+                                              "(disk full or not writable). Try again later."})
+            continue
+        log.info("result %s stored (%s)", row.id, row.verdict)
+        outcome.results.append((name, row))
+    return outcome
+
+
+def _display_name(filename: str | None) -> str:
+    """Client file name for display to its uploader only: base name, trimmed."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:100] or "unnamed file"
+
+
+def error_status(errors: list) -> int:
+    return max((e["status"] for e in errors), default=400) if errors else 200
+
+
+@bp.get("/")
+def index():
+    current_owner()
+    return render_template("upload.html", max_files=current_app.config["MAX_FILES"],
+                           max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
+                           model=predictor().name)
+
+
+@bp.post("/upload")
+def upload():
+    outcome = handle_files(request.files.getlist("files"))
+    if len(outcome.results) == 1 and not outcome.errors:
+        return redirect(url_for("views.result", result_id=outcome.results[0][1].id), 303)
+    status = 200 if outcome.results else error_status(outcome.errors)
+    return render_template("upload_summary.html", outcome=outcome), status
+
+
+@bp.get("/results/<result_id>")
+def result(result_id: str):
+    row = store().get(result_id, current_owner())
+    if row is None:
+        abort(404)
+    card = predictor().card
+    return render_template("result.html", r=row, model_card=card)
+
+
+@bp.get("/results/<result_id>/identifiers")
+def identifiers(result_id: str):
+    """Patient identifiers, fetched only when the uploader asks to reveal them."""
+    row = store().get(result_id, current_owner())
+    if row is None:
+        abort(404)
+    ids = row.identifiers
+    return jsonify({k: ids.get(k) for k in ("patient_name", "patient_id", "birth_date",
+                                            "accession_number")})
+
+
+@bp.get("/results/<result_id>/files/<name>")
+def download(result_id: str, name: str):
+    row = store().get(result_id, current_owner())
+    if row is None or name not in DOWNLOADS:
+        abort(404)
+    mimetype, download_name = DOWNLOADS[name]
+    path = store().file(row.id, name)
+    if not path.exists():
+        abort(404)
+    return send_file(path, mimetype=mimetype, as_attachment=bool(download_name)
+                     and request.args.get("download") == "1",
+                     download_name=download_name and f"{row.id[:8]}_{download_name}",
+                     max_age=0)
+
+
+@bp.get("/results/<result_id>/seg.dcm")
+def seg(result_id: str):
+    import io
+    row = store().get(result_id, current_owner())
+    if row is None:
+        abort(404)
+    if row.source_format != "DICOM":
+        abort(404, description="A DICOM Segmentation needs a DICOM source image.")
+    data = service.seg_bytes(store(), row, deidentify=request.args.get("deidentify") == "1")
+    return send_file(io.BytesIO(data), mimetype="application/dicom", as_attachment=True,
+                     download_name=f"{row.id[:8]}_seg.dcm")
+
+
+@bp.post("/results/<result_id>/delete")
+def delete(result_id: str):
+    if not store().delete(result_id, current_owner()):
+        abort(404)
+    flash("Result deleted.")
+    return redirect(url_for("views.worklist"), 303)
+
+
+@bp.get("/worklist")
+def worklist():
+    sort = request.args.get("sort", "newest")
+    if sort not in ("newest", "probability"):
+        sort = "newest"
+    rows = store().list(current_owner(), sort)
+    return render_template("worklist.html", rows=rows, sort=sort)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    p = current_app.extensions.get("pneumo.predictor")
+    if p is None:
+        return jsonify(status="loading"), 503
+    return jsonify(status="ready", model=p.name, device=getattr(p, "device", "unknown"))
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if isinstance(exc, RequestEntityTooLarge):
+            limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+            message = f"The upload is too large: at most {limit} MB per request."
+        else:
+            message = exc.description
+        if request.path.startswith("/api/"):
+            return jsonify(error={"code": exc.name.lower().replace(" ", "_"),
+                                  "message": message}), exc.code
+        return render_template("error.html", code=exc.code, title=exc.name,
+                               message=message), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        import traceback
+        # frames only: exception messages can quote file contents (PHI)
+        log.error("unexpected error %s at\n%s", type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        message = "Something went wrong on the server. Nothing was stored; please try again."
+        if request.path.startswith("/api/"):
+            return jsonify(error={"code": "internal_error", "message": message}), 500
+        return render_template("error.html", code=500, title="Server error",
+                               message=message), 500

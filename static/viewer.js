@@ -1,0 +1,154 @@
+// Result viewer: X-ray on a canvas with zoom, pan, window/level, invert and
+// overlay layers (filled mask, contour, probability heat map) at an opacity.
+(function () {
+  "use strict";
+  const root = document.getElementById("viewer");
+  if (!root) return;
+  const canvas = document.getElementById("canvas");
+  const ctx = canvas.getContext("2d");
+  const ui = {
+    mode: document.getElementById("mode"), opacity: document.getElementById("opacity"),
+    invert: document.getElementById("invert"), side: document.getElementById("sidebyside"),
+    reset: document.getElementById("reset"), wl: document.getElementById("wl"),
+  };
+  const GAP = 16;
+  const state = { zoom: 1, panX: 0, panY: 0, center: 127.5, width: 255, lastMode: "filled" };
+  let grey = null, display = null, W = 0, H = 0;
+  const layers = {};
+
+  function loadImage(url) {
+    return new Promise((resolve, reject) => {
+      const img = new Image();
+      img.onload = () => resolve(img);
+      img.onerror = () => reject(new Error("could not load " + url));
+      img.src = url;
+    });
+  }
+
+  function applyWindow() {
+    const lut = new Uint8ClampedArray(256);
+    const lo = state.center - state.width / 2;
+    for (let v = 0; v < 256; v++) {
+      let y = 255 * (v - lo) / Math.max(state.width, 1);
+      if (ui.invert.checked) y = 255 - y;
+      lut[v] = y;
+    }
+    const out = display.getContext("2d").createImageData(W, H);
+    const src = grey.data, dst = out.data;
+    for (let i = 0; i < src.length; i += 4) {
+      const g = lut[src[i]];
+      dst[i] = dst[i + 1] = dst[i + 2] = g; dst[i + 3] = 255;
+    }
+    display.getContext("2d").putImageData(out, 0, 0);
+    ui.wl.textContent = "Window centre " + state.center.toFixed(0) + ", width " + state.width.toFixed(0) + (ui.invert.checked ? ", inverted" : "");
+  }
+
+  function draw() {
+    const side = ui.side.checked;
+    const cw = side ? 2 * W + GAP : W;
+    if (canvas.width !== cw || canvas.height !== H) { canvas.width = cw; canvas.height = H; }
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+    const panes = side ? [[0, false], [W + GAP, true]] : [[0, true]];
+    for (const [x0, withOverlay] of panes) {
+      ctx.save();
+      ctx.beginPath(); ctx.rect(x0, 0, W, H); ctx.clip();
+      ctx.setTransform(state.zoom, 0, 0, state.zoom, x0 + state.panX, state.panY);
+      ctx.imageSmoothingEnabled = state.zoom < 2;
+      ctx.drawImage(display, 0, 0);
+      const mode = ui.mode.value;
+      if (withOverlay && mode !== "off" && layers[mode]) {
+        ctx.globalAlpha = mode === "contour" ? Math.max(0.2, ui.opacity.value / 100) : ui.opacity.value / 100;
+        ctx.drawImage(layers[mode], 0, 0);
+        ctx.globalAlpha = 1;
+      }
+      ctx.restore();
+    }
+    canvas.dataset.mode = ui.mode.value;
+    canvas.dataset.opacity = ui.opacity.value;
+  }
+
+  function reset() {
+    state.zoom = 1; state.panX = 0; state.panY = 0; state.center = 127.5; state.width = 255;
+    ui.invert.checked = false; applyWindow(); draw();
+  }
+
+  function toImage(ev) {
+    const r = canvas.getBoundingClientRect();
+    return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height];
+  }
+
+  canvas.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const [x, y] = toImage(ev);
+    const xs = x >= W + GAP ? x - W - GAP : x;
+    const f = ev.deltaY < 0 ? 1.2 : 1 / 1.2;
+    const z = Math.min(20, Math.max(0.5, state.zoom * f));
+    state.panX = xs - (xs - state.panX) * z / state.zoom;
+    state.panY = y - (y - state.panY) * z / state.zoom;
+    state.zoom = z; draw();
+  }, { passive: false });
+
+  let drag = null;
+  canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  canvas.addEventListener("pointerdown", (ev) => {
+    drag = { x: ev.clientX, y: ev.clientY, wl: ev.shiftKey || ev.button === 2 };
+    canvas.setPointerCapture(ev.pointerId);
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (!drag) return;
+    const r = canvas.getBoundingClientRect();
+    const dx = (ev.clientX - drag.x) * canvas.width / r.width;
+    const dy = (ev.clientY - drag.y) * canvas.height / r.height;
+    drag.x = ev.clientX; drag.y = ev.clientY;
+    if (drag.wl) {
+      state.width = Math.min(512, Math.max(2, state.width + dx * 0.5));
+      state.center = Math.min(255, Math.max(0, state.center + dy * 0.25));
+      applyWindow();
+    } else { state.panX += dx; state.panY += dy; }
+    draw();
+  });
+  canvas.addEventListener("pointerup", () => { drag = null; });
+
+  ui.mode.addEventListener("change", () => { if (ui.mode.value !== "off") state.lastMode = ui.mode.value; draw(); });
+  ui.opacity.addEventListener("input", draw);
+  ui.invert.addEventListener("change", () => { applyWindow(); draw(); });
+  ui.side.addEventListener("change", draw);
+  ui.reset.addEventListener("click", reset);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
+    if (ev.key === "o" || ev.key === "O") { ui.mode.value = ui.mode.value === "off" ? state.lastMode : "off"; draw(); }
+    if (ev.key === "r" || ev.key === "R") reset();
+  });
+
+  const details = document.getElementById("patient");
+  if (details) {
+    details.addEventListener("toggle", () => {
+      if (!details.open || details.dataset.loaded) return;
+      fetch(details.dataset.url, { credentials: "same-origin" }).then((r) => r.json()).then((ids) => {
+        const dl = document.getElementById("patient-fields");
+        const names = { patient_name: "Name", patient_id: "Patient ID", birth_date: "Birth date", accession_number: "Accession" };
+        for (const k of Object.keys(names)) {
+          const dt = document.createElement("dt"); dt.textContent = names[k];
+          const dd = document.createElement("dd"); dd.textContent = ids[k] || "–";
+          dl.appendChild(dt); dl.appendChild(dd);
+        }
+        details.dataset.loaded = "1";
+      });
+    });
+  }
+
+  Promise.all([loadImage(root.dataset.image), loadImage(root.dataset.mask),
+               loadImage(root.dataset.contour), loadImage(root.dataset.heatmap)])
+    .then(([img, mask, contour, heat]) => {
+      W = img.naturalWidth; H = img.naturalHeight;
+      const c = document.createElement("canvas"); c.width = W; c.height = H;
+      c.getContext("2d").drawImage(img, 0, 0);
+      grey = c.getContext("2d").getImageData(0, 0, W, H);
+      display = document.createElement("canvas"); display.width = W; display.height = H;
+      layers.filled = mask; layers.contour = contour; layers.heatmap = heat;
+      applyWindow(); draw();
+      canvas.dataset.ready = "1";
+    })
+    .catch((err) => { ui.wl.textContent = "The image could not be shown: " + err.message; });
+})();

@@ -1,0 +1,236 @@
+"""The web app through Flask's test client, with a tiny model."""
+import io
+import json
+import re
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from pneumo import rle
+from conftest import SIIM
+
+
+def upload(client, *files, url="/upload"):
+    data = {"files": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post(url, data=data, content_type="multipart/form-data")
+
+
+def result_id_from(resp):
+    m = re.search(r"/results/([A-Za-z0-9_-]{16,})", resp.headers.get("Location", ""))
+    assert m, resp.headers
+    return m.group(1)
+
+
+def test_pages_render(client):
+    assert client.get("/").status_code == 200
+    assert b"Drop DICOM, PNG or JPEG" in client.get("/").data
+    assert client.get("/worklist").status_code == 200
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and "tiny_untrained" in ready.json["model"]
+
+
+def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
+    resp = upload(client, ("study.dcm", positive_dicom.read_bytes()))
+    assert resp.status_code == 303
+    rid = result_id_from(resp)
+    page = client.get(f"/results/{rid}")
+    assert page.status_code == 200
+    html = page.data.decode()
+    assert "Pneumothorax suspected" in html and "Operating threshold" in html
+    assert "cm²" in html and "Decision support, not a diagnosis" in html
+    ds = pydicom.dcmread(positive_dicom)
+    assert str(ds.PatientID) not in html  # identifiers hidden until revealed
+    ids = client.get(f"/results/{rid}/identifiers").json
+    assert ids["patient_id"] == str(ds.PatientID)
+    # downloads agree with each other
+    mask = np.asarray(Image.open(io.BytesIO(client.get(f"/results/{rid}/files/mask.png").data))) > 127
+    text = client.get(f"/results/{rid}/files/mask_rle.txt").data.decode().strip()
+    assert np.array_equal(rle.decode(text, mask.shape), mask) and mask.any()
+    overlay = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/overlay.png").data))
+    assert overlay.size == (1024, 1024) and overlay.mode == "RGB"
+    for name in ("image.png", "mask_layer.png", "contour_layer.png", "heatmap_layer.png",
+                 "thumb.jpg"):
+        assert client.get(f"/results/{rid}/files/{name}").status_code == 200
+    assert client.get(f"/results/{rid}/files/../../secret_key").status_code == 404
+
+
+def test_seg_download_round_trip(client, positive_dicom):
+    import highdicom as hd
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    mask = np.asarray(Image.open(io.BytesIO(client.get(f"/results/{rid}/files/mask.png").data))) > 127
+    resp = client.get(f"/results/{rid}/seg.dcm")
+    assert resp.status_code == 200 and resp.mimetype == "application/dicom"
+    seg = hd.seg.segread(io.BytesIO(resp.data))
+    src = pydicom.dcmread(positive_dicom)
+    ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert ref.ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert seg.StudyInstanceUID == src.StudyInstanceUID
+    assert np.array_equal(seg.pixel_array.astype(bool), mask)
+    anon = hd.seg.segread(io.BytesIO(client.get(f"/results/{rid}/seg.dcm?deidentify=1").data))
+    assert str(anon.PatientID) == "" and str(anon.PatientName) == "ANONYMOUS"
+    assert np.array_equal(anon.pixel_array.astype(bool), mask)
+
+
+def test_png_upload_has_no_seg_and_pixel_area(client):
+    png = next(SIIM.glob("ktlProject0/data/train/images/*.png")).read_bytes()
+    rid = result_id_from(upload(client, ("x.png", png)))
+    html = client.get(f"/results/{rid}").data.decode()
+    assert "no pixel spacing" in html and "seg.dcm" not in html
+    assert client.get(f"/results/{rid}/seg.dcm").status_code == 404
+
+
+@pytest.mark.parametrize("name,content,status,words", [
+    ("notes.txt", b"hello, I am not an X-ray" * 20, 415, "not a DICOM, PNG or JPEG"),
+    ("empty.dcm", b"", 400, None),
+    ("half.dcm", None, 400, "truncated"),
+])
+def test_bad_files_get_friendly_pages(client, positive_dicom, name, content, status, words):
+    if content is None:
+        data = positive_dicom.read_bytes()
+        content = data[: len(data) // 2]
+    resp = upload(client, (name, content))
+    assert resp.status_code == status
+    html = resp.data.decode()
+    assert "Not analysed" in html and name in html and "Traceback" not in html
+    if words:
+        assert words in html
+
+
+def test_no_pixel_data_and_colour_dicom(client):
+    from pydicom.data import get_testdata_file
+    for fname, status in (("rtplan.dcm", 422), ("SC_rgb.dcm", 422), ("emri_small.dcm", 422)):
+        with open(get_testdata_file(fname), "rb") as fh:
+            resp = upload(client, (fname, fh.read()))
+        assert resp.status_code == status, fname
+
+
+def test_empty_form_and_too_many_files(client, positive_dicom):
+    resp = client.post("/upload", data={}, content_type="multipart/form-data")
+    assert resp.status_code == 400 and b"No file was chosen" in resp.data
+    data = positive_dicom.read_bytes()
+    resp = upload(client, *[(f"{i}.dcm", data) for i in range(6)])
+    assert resp.status_code == 413 and b"at most 5" in resp.data
+
+
+def test_request_too_large(app, positive_dicom):
+    app.config["MAX_CONTENT_LENGTH"] = 100_000
+    client = app.test_client()
+    resp = upload(client, ("big.dcm", positive_dicom.read_bytes() * 2))
+    assert resp.status_code == 413 and b"too large" in resp.data
+    api = upload(client, ("big.dcm", positive_dicom.read_bytes() * 2), url="/api/v1/predictions")
+    assert api.status_code == 413 and api.json["error"]["message"]
+
+
+def test_batch_keeps_good_files_when_one_is_bad(client, positive_dicom):
+    resp = upload(client, ("good.dcm", positive_dicom.read_bytes()), ("bad.dcm", b"junk" * 50))
+    assert resp.status_code == 200
+    html = resp.data.decode()
+    assert "Analysed" in html and "Not analysed" in html and "bad.dcm" in html
+    assert len(client.get("/api/v1/predictions").json["results"]) == 1
+
+
+def test_results_isolated_between_uploaders(app, positive_dicom):
+    alice, bob = app.test_client(), app.test_client()
+    rid = result_id_from(upload(alice, ("a.dcm", positive_dicom.read_bytes())))
+    assert alice.get(f"/results/{rid}").status_code == 200
+    for url in (f"/results/{rid}", f"/results/{rid}/files/overlay.png", f"/results/{rid}/seg.dcm",
+                f"/results/{rid}/identifiers", f"/api/v1/predictions/{rid}"):
+        assert bob.get(url).status_code == 404, url
+    assert rid.encode() not in bob.get("/worklist").data
+    assert bob.get("/api/v1/predictions").json["results"] == []
+    assert bob.post(f"/results/{rid}/delete").status_code == 404
+
+
+def test_persistence_across_restart(tmp_path, tiny_predictor, positive_dicom):
+    from app import create_app
+    cfg = {"TESTING": True, "SECRET_KEY": "same", "DATA_DIR": str(tmp_path / "d"),
+           "PREDICTOR": tiny_predictor}
+    client = create_app(cfg).test_client()
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    cookie = client.get_cookie("session")
+    fresh = create_app(cfg).test_client()
+    fresh.set_cookie("session", cookie.value)
+    assert fresh.get(f"/results/{rid}").status_code == 200
+    assert rid.encode() in fresh.get("/worklist").data
+
+
+def test_worklist_sorting(client, positive_dicom):
+    from pneumo.inference import Predictor
+    a = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    png = next(SIIM.glob("ktlProject0/data/train/images/*.png")).read_bytes()
+    b = result_id_from(upload(client, ("b.png", png)))
+    newest = client.get("/worklist").data.decode()
+    assert newest.index(b) < newest.index(a)
+    api = client.get("/api/v1/predictions?sort=probability").json["results"]
+    probs = [r["probability"] for r in api]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_api_prediction_json(client, positive_dicom):
+    resp = upload(client, ("x.dcm", positive_dicom.read_bytes()), ("y.txt", b"nope" * 40),
+                  url="/api/v1/predictions")
+    assert resp.status_code == 201
+    body = resp.json
+    (res,), (err,) = body["results"], body["errors"]
+    assert err["code"] == "unsupported_format" and err["file"] == "y.txt"
+    assert res["verdict"] in ("pneumothorax suspected", "not detected")
+    assert 0 <= res["probability"] <= 1 and res["threshold"] == pytest.approx(0.3)
+    assert res["area_px"] == int(rle.decode(res["mask_rle"]).sum())
+    assert res["area_cm2"] > 0 and res["side"]["label"]
+    assert res["links"]["seg"].endswith("/seg.dcm")
+    again = client.get(res["links"]["self"]).json
+    assert again["mask_rle"] == res["mask_rle"]
+    ds = pydicom.dcmread(positive_dicom)
+    assert str(ds.PatientID) not in json.dumps(body)
+
+
+def test_api_errors_are_json(client):
+    resp = client.post("/api/v1/predictions", data={}, content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.json["errors"][0]["code"] == "no_file"
+    assert client.get("/api/v1/predictions/doesnotexist0000000").status_code == 404
+    assert client.get("/api/v1/predictions/doesnotexist0000000").json["error"]["message"]
+
+
+def test_openapi_document(client):
+    doc = client.get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    assert "post" in doc["paths"]["/api/v1/predictions"]
+
+
+def test_delete_and_purge(app, client, positive_dicom):
+    store = app.extensions["pneumo.store"]
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    assert client.post(f"/results/{rid}/delete").status_code == 303
+    assert client.get(f"/results/{rid}").status_code == 404
+    assert not store.file(rid, "overlay.png").exists()
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    assert store.purge(older_than_days=30) == 0
+    import time
+    assert store.purge(older_than_days=30, now=time.time() + 31 * 86400) == 1
+    assert not (store.results_dir / rid).exists() and store.all_ids() == []
+
+
+def test_unwritable_data_dir_gives_503(app, client, positive_dicom, monkeypatch):
+    store = app.extensions["pneumo.store"]
+    def boom(result_id):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(store, "staging", boom)
+    resp = upload(client, ("a.dcm", positive_dicom.read_bytes()))
+    assert resp.status_code == 503 and b"could not store" in resp.data
+
+
+def test_missing_model_stops_startup(tmp_path):
+    from app import create_app
+    from pneumo.errors import ModelLoadError
+    with pytest.raises(ModelLoadError, match="not found"):
+        create_app({"TESTING": True, "SECRET_KEY": "x", "DATA_DIR": str(tmp_path),
+                    "MODEL_DIR": str(tmp_path / "nope")})
+    broken = tmp_path / "broken"; broken.mkdir()
+    (broken / "model.json").write_text("{not json")
+    (broken / "weights.weights.h5").write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match="not valid JSON"):
+        create_app({"TESTING": True, "SECRET_KEY": "x", "DATA_DIR": str(tmp_path),
+                    "MODEL_DIR": str(broken)})
