@@ -47,6 +47,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         PREDICTOR=None,
     )
     app.config.from_prefixed_env("PNEUMO")
+    if app.config.get("MODEL"):  # PNEUMO_MODEL, the short spelling
+        app.config["MODEL_DIR"] = app.config["MODEL"]
     if test_config:
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):

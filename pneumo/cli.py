@@ -97,6 +97,30 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run gunicorn with the project's settings (a convenience wrapper)."""
+    import os
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
+               PNEUMO_WORKERS=str(args.workers))
+    if args.model:
+        env["PNEUMO_MODEL_DIR"] = str(Path(args.model).resolve())
+    os.chdir(root)
+    os.execvpe(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                "wsgi:app"], env)
+    return 0  # pragma: no cover
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete stored results older than the retention period (rows and files together)."""
+    from app.store import Store
+    store = Store(args.data_dir)
+    store.init()
+    n = store.purge(args.days)
+    print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pneumo.datacfg import DEFAULT_DATA_CONFIG
 
@@ -116,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-pixels", action="store_true",
                    help="look for identical images across train/val")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("serve", help="start the web app with gunicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("purge", help="delete results older than the retention period")
+    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent
+                                             / "instance" / "data"))
+    p.add_argument("--days", type=float, default=30.0)
+    p.set_defaults(func=cmd_purge)
 
     from pneumo import cli_ml
     cli_ml.add_subcommands(sub)

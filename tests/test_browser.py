@@ -1,0 +1,102 @@
+"""A real browser (Debian chromium driven by Playwright) against gunicorn on localhost."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(model_dir: Path, tmp: Path):
+    port = _free_port()
+    env = dict(os.environ, PNEUMO_PORT=str(port), PNEUMO_HOST="127.0.0.1",
+               PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(tmp / "instance"),
+               PNEUMO_WORKERS="1", PNEUMO_THREADS="4")
+    log = open(tmp / "gunicorn.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                             "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            break
+    proc.terminate()
+    raise AssertionError("gunicorn did not become ready:\n" + (tmp / "gunicorn.log").read_text()[-3000:])
+
+
+def orange_pixels(png: bytes) -> int:
+    import io
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    return int(((r - b > 60) & (r - g > 15)).sum())
+
+
+@pytest.fixture()
+def browser_page():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is not installed (scripts/setup.sh installs it)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield page
+        browser.close()
+
+
+def _upload_and_wait(page, url, dicom):
+    page.goto(url + "/")
+    page.set_input_files("#files", str(dicom))
+    page.click("#submit")
+    page.wait_for_url("**/results/**", timeout=120_000)
+    page.wait_for_selector("#canvas[data-ready='1']", timeout=60_000)
+
+
+def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positive_dicom, tmp_path):
+    proc, url = serve(tiny_model_folder, tmp_path)
+    try:
+        page = browser_page
+        _upload_and_wait(page, url, positive_dicom)
+        assert "Pneumothorax suspected" in page.inner_text("#verdict")
+        page.select_option("#mode", "off")
+        off = page.locator("#canvas").screenshot()
+        page.select_option("#mode", "filled")
+        page.eval_on_selector("#opacity", "e => { e.value = 80; e.dispatchEvent(new Event('input')); }")
+        assert page.get_attribute("#canvas", "data-opacity") == "80"
+        filled = page.locator("#canvas").screenshot()
+        assert orange_pixels(off) < 50
+        assert orange_pixels(filled) > 10_000
+        page.select_option("#mode", "contour")
+        assert page.get_attribute("#canvas", "data-mode") == "contour"
+        page.keyboard.press("o")
+        assert page.get_attribute("#canvas", "data-mode") == "off"
+        page.goto(url + "/worklist")
+        assert page.locator("img.thumb").count() == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert "on CPU" in log or "on GPU" in log
