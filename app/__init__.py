@@ -44,6 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,
+        ACCESS_PASSWORD=None,
         PREDICTOR=None,
     )
     app.config.from_prefixed_env("PNEUMO")
@@ -60,11 +61,30 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["pneumo.store"] = store
     app.extensions["pneumo.predictor"] = app.config["PREDICTOR"] or _load_model(app)
 
-    from app import api, views
+    from app import access, api, views
+    app.before_request(access.check_access)
+    app.register_blueprint(access.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     views.register_error_handlers(app)
+    app.after_request(_security_headers)
     return app
+
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+
+
+def _security_headers(response):
+    """No inline scripts, no framing, no MIME sniffing, no caching of results."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype != "text/css" and not response.mimetype.endswith("javascript"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def _load_model(app: Flask):

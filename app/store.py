@@ -96,11 +96,13 @@ class Store:
         self.db_path = self.root / "pneumo.sqlite3"
 
     def init(self) -> None:
-        """Create folders and the schema; clear half-written results from a crash."""
+        """Create folders and the schema; clear stale half-written results of a crash."""
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            # another worker may be writing a fresh one right now
+            if leftover.stat().st_mtime < time.time() - 3600:
+                shutil.rmtree(leftover, ignore_errors=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
 

