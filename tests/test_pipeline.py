@@ -103,3 +103,40 @@ def test_balanced_sampling_ratio():
     labels = np.array([True] * 10 + [False] * 90)
     idx = balanced_indices(labels, 1000, 0.6, np.random.default_rng(0))
     assert labels[idx].mean() == pytest.approx(0.6, abs=0.01)
+
+
+def test_unet_trains_through_the_same_pipeline(tmp_path):
+    cfg = json.loads((ROOT / "configs/train_unet_256.json").read_text())
+    cfg.update(architecture={"name": "unet", "args": {"input_size": 64, "depth": 3,
+                                                      "base_filters": 4, "channels": 1}},
+               preprocess={"size": 64, "channels": 1}, epochs=1, steps_per_epoch=2,
+               max_train=16, max_val=8, tta=False, cache_dir=str(tmp_path / "cache"),
+               data=str(ROOT / "configs/data_siim.json"))
+    (tmp_path / "u.json").write_text(json.dumps(cfg))
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config",
+                          str(tmp_path / "u.json"), "--out", str(tmp_path / "unet"), "--quiet"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    card = json.loads((tmp_path / "unet/model.json").read_text())
+    assert card["architecture"]["name"] == "unet" and card["data"]["val_images"] == 8
+
+
+def test_stats_command(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "stats", "--split", "all",
+                          "--images", str(SIIM / "jayantc79"), str(SIIM / "kaggle_sample_OleguerCanal"),
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)
+    assert out["images"] == 31 and out["positive"] == 9 and out["negative"] == 22
+    assert sum(out["dicom_view_position"].values()) == 31
+    assert set(out["dicom_sex"]) <= {"M", "F", "?"} and out["dicom_age"]["n"] > 0
+    assert out["mask_area_px_1024"]["n"] == 9
+    assert (tmp_path / "mask_area.png").exists() and (tmp_path / "view_position.png").exists()
+
+
+def test_train_config_rejects_unknown_keys(tmp_path):
+    from pneumo.training import TrainConfig
+    (tmp_path / "bad.json").write_text(json.dumps({"epochz": 3}))
+    with pytest.raises(ValueError, match="epochz"):
+        TrainConfig.load(tmp_path / "bad.json")

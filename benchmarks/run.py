@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Benchmark suite: model compute, end-to-end latency, cold start, memory, load.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--only forward,e2e,...] [--out FILE]
+
+Writes a JSON report (default ``benchmarks/results/<date>.json``) and prints a
+table. Every figure is the median and spread (min..max) over repeated runs.
+Load tests talk only to a gunicorn started by this script on 127.0.0.1 and
+stop by themselves after ``--duration`` seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BUNDLED = ROOT / "models" / "double_unet_siim_256"
+SIIM = ROOT.parent / "shared" / "data" / "siim"
+PEAK_GFLOPS = 2 * 2.45 * 32  # 2 cores x 2.45 GHz x 32 fp32 FLOP/cycle (AVX2 FMA) = 156.8
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def model_flops(model) -> float:
+    """FLOPs (2 x multiply-adds) of one forward pass, from conv and dense layers."""
+    import keras
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            out = layer.output.shape
+            total += 2.0 * out[1] * out[2] * out[3] * kh * kw * cin
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2.0 * layer.input.shape[-1] * layer.units
+    return total
+
+
+def bench_forward(model_dir: Path, repeats: int) -> dict:
+    import numpy as np
+    from pneumo.inference import Predictor
+    from pneumo.networks import build_double_unet
+    predictor = Predictor.load(model_dir)
+    size = predictor.pcfg.size
+    out = {"model": predictor.name, "input_size": size,
+           "gflop_per_image": model_flops(predictor.model) / 1e9}
+    for batch in (1, 4):
+        x = np.random.default_rng(0).integers(0, 255, (batch, size, size), dtype=np.uint8)
+        predictor.tta = False
+        predictor.probability_maps(x)  # warm-up / tracing
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter(); predictor.probability_maps(x); times.append(time.perf_counter() - t)
+        s = stats(times)
+        s["gflops_per_s"] = out["gflop_per_image"] * batch / s["median"]
+        s["fraction_of_peak"] = s["gflops_per_s"] / PEAK_GFLOPS
+        out[f"batch{batch}_s"] = s
+    paper = build_double_unet(512, depth=4, width=1.0, channels=3)
+    x = np.zeros((1, 512, 512, 3), np.float32)
+    paper(x, training=False)
+    times = []
+    for _ in range(max(3, repeats // 2)):
+        t = time.perf_counter(); paper(x, training=False); times.append(time.perf_counter() - t)
+    out["paper_double_unet_512"] = dict(stats(times), params=paper.count_params(),
+                                        gflop=model_flops(paper) / 1e9)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """gunicorn on 127.0.0.1 with the given model, started and stopped by us."""
+
+    def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4):
+        self.port = _free_port()
+        self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
+        env = dict(os.environ, PNEUMO_PORT=str(self.port), PNEUMO_HOST="127.0.0.1",
+                   PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=self.tmp,
+                   PNEUMO_WORKERS=str(workers), PNEUMO_THREADS=str(threads),
+                   PNEUMO_LOG_LEVEL="WARNING")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                      "wsgi:app"], cwd=ROOT, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cold_start_s = self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 180) -> float:
+        while time.perf_counter() - self.t0 < timeout:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.t0
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def worker_rss_mb(self) -> list[float]:
+        """Peak resident memory (VmHWM) of each gunicorn worker, MB."""
+        out = []
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for pid in children:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    out.append(int(line.split()[1]) / 1024)
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def post_file(url: str, data: bytes, cookie: str | None = None) -> tuple[float, dict, str | None]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"x.dcm\"\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    if cookie:
+        headers["Cookie"] = cookie
+    req = urllib.request.Request(url + "/api/v1/predictions", data=body, headers=headers,
+                                 method="POST")
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        payload = json.loads(resp.read())
+        set_cookie = resp.headers.get("Set-Cookie")
+    return time.perf_counter() - t, payload, set_cookie
+
+
+def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
+    data = dicom.read_bytes()
+    post_file(server.url, data)  # warm-up
+    latencies, stages = [], {}
+    for _ in range(repeats):
+        dt, payload, _ = post_file(server.url, data)
+        latencies.append(dt)
+    # per-stage timings are recorded by the server with each result
+    from app.store import Store
+    store = Store(Path(server.tmp) / "data")
+    rows = [r for r in _all_rows(store)][-repeats:]
+    for row in rows:
+        for key, value in row.timings.items():
+            stages.setdefault(key, []).append(value)
+    stage_stats = {k: stats(v) for k, v in stages.items()}
+    total = statistics.median(latencies)
+    model = stage_stats.get("model_s", {}).get("median", 0.0)
+    return {"file": dicom.name, "bytes": len(data), "latency_s": stats(latencies),
+            "p95_s": _percentile(latencies, 95), "stages_s": stage_stats,
+            "non_model_fraction": (total - model) / total if total else None}
+
+
+def _all_rows(store):
+    with store.connect() as db:
+        ids = [r["id"] for r in db.execute("SELECT id FROM results ORDER BY created")]
+        owners = {r["id"]: r["owner"] for r in db.execute("SELECT id, owner FROM results")}
+    return [store.get(i, owners[i]) for i in ids]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> dict:
+    """``clients`` threads post the same DICOM for ``duration`` seconds."""
+    data = dicom.read_bytes()
+    latencies, errors, lock = [], [0], threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def worker():
+        while time.perf_counter() < stop_at:
+            try:
+                dt, _, _ = post_file(server.url, data)
+                with lock:
+                    latencies.append(dt)
+            except Exception:
+                with lock:
+                    errors[0] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"clients": clients, "duration_s": wall, "requests": len(latencies),
+            "errors": errors[0], "throughput_per_s": len(latencies) / wall,
+            "p50_s": _percentile(latencies, 50) if latencies else None,
+            "p95_s": _percentile(latencies, 95) if latencies else None}
+
+
+def bench_cli_predict(model_dir: Path, folder: Path) -> dict:
+    out = tempfile.mkdtemp(prefix="pneumo-predict-")
+    n = len(list(folder.rglob("*.dcm")))
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pneumo.cli", "predict", str(folder), "--model",
+                    str(model_dir), "--submission", f"{out}/sub.csv"], check=True, cwd=ROOT,
+                   capture_output=True)
+    wall = time.perf_counter() - t
+    return {"folder": folder.name, "images": n, "wall_s": wall, "images_per_s": n / wall}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(BUNDLED))
+    p.add_argument("--only", default="forward,e2e,cold,load,cli")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--duration", type=float, default=60.0, help="seconds per load level")
+    p.add_argument("--quick", action="store_true", help="3 repeats, 10 s load levels")
+    p.add_argument("--out")
+    args = p.parse_args()
+    if args.quick:
+        args.repeats, args.duration = 3, 10.0
+    parts = set(args.only.split(","))
+    model_dir = Path(args.model)
+    dicom = sorted((SIIM / "jayantc79").rglob("*.dcm"))[0]
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "python": platform.python_version()}, "model_dir": str(model_dir)}
+    if "forward" in parts:
+        report["forward"] = bench_forward(model_dir, args.repeats)
+    if parts & {"e2e", "cold", "load"}:
+        colds = []
+        for _ in range(3 if "cold" in parts else 1):
+            server = Server(model_dir)
+            colds.append(server.cold_start_s)
+            if len(colds) < (3 if "cold" in parts else 1):
+                server.stop()
+        report["cold_start_s"] = stats(colds)
+        try:
+            if "e2e" in parts:
+                report["e2e"] = bench_e2e(server, dicom, args.repeats)
+            if "load" in parts:
+                report["load"] = [bench_load(server, dicom, c, args.duration) for c in (1, 4, 16)]
+            report["worker_peak_rss_mb"] = server.worker_rss_mb()
+        finally:
+            server.stop()
+    if "cli" in parts:
+        report["cli_predict"] = bench_cli_predict(model_dir, SIIM / "jayantc79")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
