@@ -182,7 +182,8 @@ def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
         warnings.simplefilter("ignore")
         try:
             arr = ds.pixel_array
-        except Exception as exc:  # decoders raise many types
+        except BaseException as exc:  # decoders raise many types, Rust plugins even panic
+            _reraise_interrupts(exc)
             raise CorruptImageError(
                 "The DICOM pixel data could not be decoded "
                 f"(transfer syntax {tsyntax.name if tsyntax else 'unknown'}); "
@@ -197,6 +198,12 @@ def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
                            identifiers=_dicom_identifiers(ds))
 
 
+def _reraise_interrupts(exc: BaseException) -> None:
+    """Let Ctrl-C and interpreter exit through; everything else is bad input."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)):
+        raise exc
+
+
 def _parse_dicom(data: bytes) -> pydicom.Dataset:
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
     with warnings.catch_warnings(record=True) as caught:
@@ -208,7 +215,8 @@ def _parse_dicom(data: bytes) -> pydicom.Dataset:
                 pass
         except InvalidDicomError as exc:
             raise UnsupportedImageError(f"Not a readable DICOM file: {exc}") from exc
-        except Exception as exc:
+        except BaseException as exc:
+            _reraise_interrupts(exc)
             raise CorruptImageError(
                 "The DICOM header could not be read; the file is truncated or damaged.") from exc
     ended_early = any("End of file" in str(w.message) for w in caught)
