@@ -45,6 +45,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,
         ACCESS_PASSWORD=None,
+        HOST=os.environ.get("PNEUMO_HOST", "127.0.0.1"),
+        LOGIN_RATE_LIMIT="10 per minute",
+        UPLOAD_RATE_LIMIT="120 per minute",
+        RATELIMIT_HEADERS_ENABLED=True,
         PREDICTOR=None,
     )
     app.config.from_prefixed_env("PNEUMO")
@@ -59,9 +63,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     store = Store(app.config["DATA_DIR"])
     store.init()
     app.extensions["pneumo.store"] = store
+    from app import access, api, views
+    access.check_startup(app)
+    access.limiter.init_app(app)
+    app.jinja_env.globals["csrf_token"] = access.csrf_token
     app.extensions["pneumo.predictor"] = app.config["PREDICTOR"] or _load_model(app)
 
-    from app import access, api, views
     app.before_request(access.check_access)
     app.register_blueprint(access.bp)
     app.register_blueprint(views.bp)

@@ -1,53 +1,146 @@
-"""Optional shared access password (``PNEUMO_ACCESS_PASSWORD``).
+"""Who is asking: accounts, API tokens, the shared access password, CSRF, rate limits.
 
-When set, every page and API call except health checks, static files and
-the login page needs a session that entered the password. This is the
-minimum protection for a demo exposed through a public tunnel.
+* With no users and no ``ACCESS_PASSWORD`` the app is open, which is allowed
+  only when it listens on loopback (``PNEUMO_HOST``); each browser session
+  then owns its own results.
+* ``ACCESS_PASSWORD`` (the Colab demo's minimum): one shared password.
+* Users (``pneumo create-user``): username + password login; API calls use
+  ``Authorization: Bearer <token>`` (``pneumo create-token``).
+* Every HTML form POST carries a per-session CSRF token.
 """
 from __future__ import annotations
 
 import hmac
+import secrets
 
-from flask import (Blueprint, current_app, jsonify, redirect, render_template, request,
-                   session, url_for)
+from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template,
+                   request, session, url_for)
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from app import users
 
 bp = Blueprint("access", __name__)
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
 OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "static"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def password_required() -> bool:
-    return bool(current_app.config.get("ACCESS_PASSWORD"))
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or inconsistent; the app refuses to start."""
+
+
+def check_startup(app) -> None:
+    """Refuse to serve beyond loopback without any login configured."""
+    host = str(app.config.get("HOST") or "127.0.0.1")
+    app.config["REQUIRE_LOGIN"] = host not in LOOPBACK or bool(app.config.get("REQUIRE_LOGIN"))
+    with app.extensions["pneumo.store"].connect() as db:
+        n_users = users.user_count(db)
+    if app.config["REQUIRE_LOGIN"] and not n_users and not app.config.get("ACCESS_PASSWORD"):
+        raise ConfigError(
+            f"The app listens on {host}, beyond this machine, but no login is configured: "
+            "create a user (`pneumo create-user NAME`) or set PNEUMO_ACCESS_PASSWORD.")
+
+
+def _login_mode() -> str | None:
+    with current_app.extensions["pneumo.store"].connect() as db:
+        if users.user_count(db):
+            return "users"
+    if current_app.config.get("ACCESS_PASSWORD"):
+        return "password"
+    return None
+
+
+def current_owner() -> str:
+    """Owner key of the caller's results (set by :func:`check_access`)."""
+    owner = g.get("owner")
+    if owner:
+        return owner
+    owner = session.get("owner")
+    if not owner:
+        owner = "session:" + secrets.token_urlsafe(18)
+        session["owner"] = owner
+        session.permanent = True
+    g.owner = owner
+    return owner
 
 
 def check_access():
-    """``before_request`` hook: redirect (pages) or 401 (API) without the password."""
-    if not password_required() or request.endpoint in OPEN_ENDPOINTS:
+    """``before_request`` hook: authenticate, then check CSRF on form posts."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return _check_csrf()
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        with current_app.extensions["pneumo.store"].connect() as db:
+            user_id = users.user_for_token(db, header[7:].strip())
+        if user_id is None:
+            return jsonify(error={"code": "unauthorized", "message": "Unknown API token."}), 401
+        g.owner, g.bearer = f"user:{user_id}", True
         return None
-    if session.get("access_granted"):
+    mode = _login_mode()
+    if mode and not session.get("user") and not session.get("access_granted"):
+        if request.path.startswith("/api/"):
+            return jsonify(error={"code": "unauthorized",
+                                  "message": "Log in, or send an API token."}), 401
+        return redirect(url_for("access.login", next=request.path))
+    if session.get("user"):
+        g.owner = f"user:{session['user']}"
+    return _check_csrf()
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return token
+
+
+def _check_csrf():
+    if request.method != "POST" or request.path.startswith("/api/") or g.get("bearer"):
         return None
-    if request.path.startswith("/api/"):
-        return jsonify(error={"code": "unauthorized",
-                              "message": "Log in with the access password first."}), 401
-    return redirect(url_for("access.login", next=request.path))
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
+    if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+        abort(400, description="The form expired or did not come from this site "
+                               "(missing CSRF token). Reload the page and try again.")
+    return None
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
 def login():
+    mode = _login_mode()
     error = None
     if request.method == "POST":
-        given = request.form.get("password", "")
-        expected = str(current_app.config.get("ACCESS_PASSWORD") or "")
-        if expected and hmac.compare_digest(given.encode(), expected.encode()):
-            session["access_granted"] = True
-            target = request.args.get("next", "/")
-            if not target.startswith("/") or target.startswith("//"):
-                target = "/"
-            return redirect(target, 303)
-        error = "Wrong password."
-    return render_template("login.html", error=error), (401 if error else 200)
+        if mode == "users":
+            with current_app.extensions["pneumo.store"].connect() as db:
+                user_id = users.authenticate(db, request.form.get("username", ""),
+                                             request.form.get("password", ""))
+            if user_id is not None:
+                session.clear()
+                session["user"] = user_id
+                return _after_login()
+            error = "Wrong user name or password."
+        elif mode == "password":
+            given = request.form.get("password", "")
+            expected = str(current_app.config["ACCESS_PASSWORD"])
+            if hmac.compare_digest(given.encode(), expected.encode()):
+                session["access_granted"] = True
+                return _after_login()
+            error = "Wrong password."
+        else:
+            return redirect(url_for("views.index"))
+    return render_template("login.html", error=error, mode=mode), (401 if error else 200)
+
+
+def _after_login():
+    session.permanent = True
+    target = request.args.get("next", "/")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/"
+    return redirect(target, 303)
 
 
 @bp.post("/logout")
 def logout():
-    session.pop("access_granted", None)
+    session.clear()
     return redirect(url_for("access.login"), 303)

@@ -23,6 +23,7 @@ def result_json(row) -> dict:
 
 
 @bp.post("/predictions")
+@views.limiter.limit(views.upload_limit)
 def create_predictions():
     files = request.files.getlist("files") + request.files.getlist("file")
     outcome = views.handle_files(files)

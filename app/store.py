@@ -103,8 +103,10 @@ class Store:
             # another worker may be writing a fresh one right now
             if leftover.stat().st_mtime < time.time() - 3600:
                 shutil.rmtree(leftover, ignore_errors=True)
+        from app import users
         with self.connect() as db:
             db.executescript(SCHEMA)
+            users.init(db)
 
     def connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30)

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 
 from flask import (Blueprint, Flask, abort, current_app, flash, jsonify, redirect,
-                   render_template, request, send_file, session, url_for)
+                   render_template, request, send_file, url_for)
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pneumo.errors import PneumoError
@@ -36,14 +35,11 @@ def predictor():
     return current_app.extensions["pneumo.predictor"]
 
 
-def current_owner() -> str:
-    """The uploader's identity: a random id in the signed session cookie."""
-    owner = session.get("owner")
-    if not owner:
-        owner = secrets.token_urlsafe(18)
-        session["owner"] = owner
-        session.permanent = True
-    return owner
+from app.access import current_owner, limiter  # noqa: E402
+
+
+def upload_limit() -> str:
+    return current_app.config["UPLOAD_RATE_LIMIT"]
 
 
 @dataclass
@@ -109,6 +105,7 @@ def index():
 
 
 @bp.post("/upload")
+@limiter.limit(upload_limit)
 def upload():
     outcome = handle_files(request.files.getlist("files"))
     if len(outcome.results) == 1 and not outcome.errors:

@@ -113,11 +113,53 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Delete stored results older than the retention period (rows and files together)."""
-    from app.store import Store
-    store = Store(args.data_dir)
-    store.init()
-    n = store.purge(args.days)
+    n = _open_store(args.data_dir).purge(args.days)
     print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}")
+    return 0
+
+
+def default_data_dir() -> str:
+    """The app's data directory under the same environment variables as the app."""
+    import os
+    if os.environ.get("PNEUMO_DATA_DIR"):
+        return os.environ["PNEUMO_DATA_DIR"]
+    instance = os.environ.get("PNEUMO_INSTANCE_DIR",
+                              str(Path(__file__).resolve().parent.parent / "instance"))
+    return str(Path(instance) / "data")
+
+
+def _open_store(data_dir: str):
+    from app.store import Store
+    store = Store(data_dir)
+    store.init()
+    return store
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    """Create a login for the web app (password from stdin or a prompt)."""
+    import getpass
+    from app import users
+    password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
+                else getpass.getpass(f"Password for {args.username}: "))
+    with _open_store(args.data_dir).connect() as db:
+        try:
+            users.create_user(db, args.username, password)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(f"created user {args.username}")
+    return 0
+
+
+def cmd_create_token(args: argparse.Namespace) -> int:
+    """Print a new API token for a user (shown once; only its hash is stored)."""
+    from app import users
+    with _open_store(args.data_dir).connect() as db:
+        try:
+            print(users.create_token(db, args.username))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -149,10 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("purge", help="delete results older than the retention period")
-    p.add_argument("--data-dir", default=str(Path(__file__).resolve().parent.parent
-                                             / "instance" / "data"))
+    p.add_argument("--data-dir", default=default_data_dir())
     p.add_argument("--days", type=float, default=30.0)
     p.set_defaults(func=cmd_purge)
+
+    default_data = default_data_dir()
+    p = sub.add_parser("create-user", help="create a login for the web app")
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--data-dir", default=default_data)
+    p.set_defaults(func=cmd_create_user)
+
+    p = sub.add_parser("create-token", help="create an API token for a user")
+    p.add_argument("username")
+    p.add_argument("--data-dir", default=default_data)
+    p.set_defaults(func=cmd_create_token)
 
     from pneumo import cli_ml
     cli_ml.add_subcommands(sub)

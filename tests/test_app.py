@@ -12,9 +12,22 @@ from pneumo import rle
 from conftest import SIIM
 
 
+def csrf(client) -> str:
+    client.get("/login")  # an open page: makes sure the session has a token
+    with client.session_transaction() as s:
+        if "csrf" not in s:
+            s["csrf"] = "test-token"
+        return s["csrf"]
+
+
 def upload(client, *files, url="/upload"):
-    data = {"files": [(io.BytesIO(content), name) for name, content in files]}
+    data = {"files": [(io.BytesIO(content), name) for name, content in files],
+            "csrf_token": csrf(client)}
     return client.post(url, data=data, content_type="multipart/form-data")
+
+
+def post(client, url, **form):
+    return client.post(url, data=dict(form, csrf_token=csrf(client)))
 
 
 def result_id_from(resp):
@@ -108,7 +121,8 @@ def test_no_pixel_data_and_colour_dicom(client):
 
 
 def test_empty_form_and_too_many_files(client, positive_dicom):
-    resp = client.post("/upload", data={}, content_type="multipart/form-data")
+    resp = client.post("/upload", data={"csrf_token": csrf(client)},
+                       content_type="multipart/form-data")
     assert resp.status_code == 400 and b"No file was chosen" in resp.data
     data = positive_dicom.read_bytes()
     resp = upload(client, *[(f"{i}.dcm", data) for i in range(6)])
@@ -141,7 +155,7 @@ def test_results_isolated_between_uploaders(app, positive_dicom):
         assert bob.get(url).status_code == 404, url
     assert rid.encode() not in bob.get("/worklist").data
     assert bob.get("/api/v1/predictions").json["results"] == []
-    assert bob.post(f"/results/{rid}/delete").status_code == 404
+    assert post(bob, f"/results/{rid}/delete").status_code == 404
 
 
 def test_persistence_across_restart(tmp_path, tiny_predictor, positive_dicom):
@@ -203,7 +217,7 @@ def test_openapi_document(client):
 def test_delete_and_purge(app, client, positive_dicom):
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    assert client.post(f"/results/{rid}/delete").status_code == 303
+    assert post(client, f"/results/{rid}/delete").status_code == 303
     assert client.get(f"/results/{rid}").status_code == 404
     assert not store.file(rid, "overlay.png").exists()
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
@@ -245,12 +259,12 @@ def test_access_password(tmp_path, tiny_predictor, positive_dicom):
     resp = c.get("/worklist")
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
     assert c.post("/api/v1/predictions").status_code == 401
-    assert c.post("/login", data={"password": "wrong"}).status_code == 401
-    resp = c.post("/login?next=//evil.example", data={"password": "s3cret"})
+    assert post(c, "/login", password="wrong").status_code == 401
+    resp = post(c, "/login?next=//evil.example", password="s3cret")
     assert resp.status_code == 303 and resp.headers["Location"] == "/"
     assert c.get("/worklist").status_code == 200
     assert upload(c, ("a.dcm", positive_dicom.read_bytes())).status_code == 303
-    c.post("/logout")
+    post(c, "/logout")
     assert c.get("/worklist").status_code == 302
 
 
@@ -263,3 +277,104 @@ def test_security_headers(client):
     assert resp.headers["Cache-Control"] == "no-store"
     for page in ("/", "/worklist", "/login"):
         assert b"<script>" not in client.get(page).data  # no inline scripts anywhere
+
+
+def test_csrf_required_on_forms(client, positive_dicom):
+    resp = client.post("/upload", data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")]},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 400 and b"CSRF" in resp.data
+    resp = client.post("/upload", data={"csrf_token": "forged",
+                                        "files": [(io.BytesIO(b"x"), "a.dcm")]},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 400 and b"CSRF" in resp.data
+    assert 'name="csrf_token"' in client.get("/").data.decode()
+
+
+def _user_app(tmp_path, tiny_predictor, **extra):
+    from app import create_app, users
+    from app.store import Store
+    store = Store(tmp_path / "d"); store.init()
+    with store.connect() as db:
+        users.create_user(db, "alice", "correct horse 1")
+        users.create_user(db, "bob", "correct horse 2")
+        token = users.create_token(db, "alice")
+    app = create_app(dict({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                           "PREDICTOR": tiny_predictor}, **extra))
+    return app, token
+
+
+def test_accounts_tokens_and_isolation(tmp_path, tiny_predictor, positive_dicom):
+    app, token = _user_app(tmp_path, tiny_predictor)
+    anon = app.test_client()
+    assert anon.get("/").status_code == 302
+    assert anon.post("/api/v1/predictions").status_code == 401
+    alice = app.test_client()
+    assert post(alice, "/login", username="alice", password="wrong password").status_code == 401
+    assert post(alice, "/login", username="alice", password="correct horse 1").status_code == 303
+    rid = result_id_from(upload(alice, ("a.dcm", positive_dicom.read_bytes())))
+    # the API token of the same user sees the same results, without cookies or CSRF
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    assert [r["id"] for r in api.get("/api/v1/predictions", headers=auth).json["results"]] == [rid]
+    resp = api.post("/api/v1/predictions", headers=auth, content_type="multipart/form-data",
+                    data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "b.dcm")]})
+    assert resp.status_code == 201
+    assert api.get("/api/v1/predictions", headers={"Authorization": "Bearer nope"}).status_code == 401
+    bob = app.test_client()
+    post(bob, "/login", username="bob", password="correct horse 2")
+    assert bob.get(f"/results/{rid}").status_code == 404
+    assert bob.get(f"/api/v1/predictions/{rid}").status_code == 404
+    assert bob.get("/api/v1/predictions").json["results"] == []
+
+
+def test_login_rate_limited(tmp_path, tiny_predictor):
+    app, _ = _user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
+    c = app.test_client()
+    codes = [post(c, "/login", username="alice", password="nope nope nope").status_code
+             for _ in range(5)]
+    assert codes[:3] == [401, 401, 401] and codes[3] == 429
+
+
+def test_upload_rate_limited(tmp_path, tiny_predictor):
+    from app import create_app
+    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                      "PREDICTOR": tiny_predictor, "UPLOAD_RATE_LIMIT": "2 per minute"})
+    c = app.test_client()
+    codes = [c.post("/api/v1/predictions", data={}, content_type="multipart/form-data").status_code
+             for _ in range(3)]
+    assert codes == [400, 400, 429]
+    assert c.post("/api/v1/predictions").json["error"]["message"]
+
+
+def test_refuses_open_server_beyond_loopback(tmp_path, tiny_predictor):
+    from app import create_app
+    from app.access import ConfigError
+    cfg = {"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+           "PREDICTOR": tiny_predictor, "HOST": "0.0.0.0"}
+    with pytest.raises(ConfigError, match="no login is configured"):
+        create_app(cfg)
+    app = create_app(dict(cfg, ACCESS_PASSWORD="demo-password"))
+    assert app.test_client().get("/").status_code == 302
+
+
+def test_cli_create_user_and_token(tmp_path):
+    import subprocess, sys
+    from conftest import ROOT
+    d = str(tmp_path / "data")
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "create-user", "carol",
+                          "--password-stdin", "--data-dir", d], input="long enough pw\n",
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and "created user carol" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "create-user", "dave",
+                          "--password-stdin", "--data-dir", d], input="short\n",
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and "at least" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "create-token", "carol",
+                          "--data-dir", d], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and res.stdout.startswith("pn_")
+    from app.store import Store
+    from app import users
+    with Store(d).connect() as db:
+        assert users.user_for_token(db, res.stdout.strip()) is not None
+        stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
+    assert stored.startswith("scrypt:") and "long enough pw" not in stored
