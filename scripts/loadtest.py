@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Bounded load and fault test against a gunicorn started here on 127.0.0.1.
+
+    .venv/bin/python scripts/loadtest.py [--uploads 100] [--workers 2] [--model DIR] [--kill]
+
+Sends ``--uploads`` concurrent uploads of distinct real SIIM images, then
+checks every result: it exists, belongs to its uploader, and its stored
+X-ray equals the uploaded image pixel for pixel (no crossed results). With
+``--kill`` one worker is killed mid-load: its requests may fail, the others
+must finish, and no half-written result may be visible. Prints a JSON report.
+Only loopback is contacted; the run stops by itself.
+"""
+from __future__ import annotations
+
+import argparse
+import http.cookiejar
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SIIM = ROOT.parent / "shared" / "data" / "siim"
+
+
+def start_server(model_dir: Path, workers: int, data: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PNEUMO_PORT=str(port), PNEUMO_HOST="127.0.0.1",
+               PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(data),
+               PNEUMO_WORKERS=str(workers), PNEUMO_THREADS="4",
+               PNEUMO_UPLOAD_RATE_LIMIT='"100000 per minute"', PNEUMO_LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                             "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def pick_images(n: int) -> list[Path]:
+    """``n`` real images with distinct content (copies of one file are skipped)."""
+    import hashlib
+    files = sorted(SIIM.rglob("*.dcm")) + sorted(SIIM.glob("amarshrma/Deployment/Images/*.jpg"))
+    seen, out = set(), []
+    for f in files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append(f)
+        if len(out) == n:
+            break
+    return out
+
+
+class Client:
+    """One uploader: own cookie jar, so results are checked as that uploader sees them."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def upload(self, path: Path) -> dict:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+                f"filename=\"f{path.suffix}\"\r\n\r\n").encode() + path.read_bytes() + \
+            f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(self.url + "/api/v1/predictions", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with self.opener.open(req, timeout=300) as resp:
+            return json.loads(resp.read())
+
+    def get(self, path: str) -> bytes:
+        with self.opener.open(self.url + path, timeout=60) as resp:
+            return resp.read()
+
+
+def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
+    from pneumo.imaging import read_image
+    data = Path(tempfile.mkdtemp(prefix="pneumo-load-"))
+    proc, url = start_server(model_dir, workers, data)
+    images = pick_images(uploads)
+    outcomes: list[dict | None] = [None] * len(images)
+    errors: list[str] = []
+    clients = [Client(url) for _ in images]
+
+    def one(i: int):
+        try:
+            outcomes[i] = clients[i].upload(images[i])
+        except Exception as exc:
+            errors.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(images))]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    killed = None
+    if kill:
+        time.sleep(1.5)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        if children:
+            killed = int(children[0])
+            os.kill(killed, signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=600)
+    wall = time.time() - t0
+    crossed, missing, ok = 0, 0, 0
+    for i, body in enumerate(outcomes):
+        if not body or not body.get("results"):
+            continue
+        res = body["results"][0]
+        try:
+            png = clients[i].get(res["links"]["image"])
+        except Exception:
+            missing += 1
+            continue
+        stored = np.asarray(Image.open(io.BytesIO(png)))
+        if np.array_equal(stored, read_image(images[i]).pixels):
+            ok += 1
+        else:
+            crossed += 1
+    # every visible result must be complete: row + all files
+    from app.store import Store
+    store = Store(data / "data")
+    incomplete = 0
+    for rid in store.all_ids():
+        folder = store.results_dir / rid
+        if not all((folder / n).exists() for n in ("image.png", "mask.png", "overlay.png",
+                                                   "thumb.jpg", "mask_rle.txt")):
+            incomplete += 1
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    return {"uploads": len(images), "workers": workers, "killed_worker": killed,
+            "wall_s": round(wall, 1), "answered": sum(1 for o in outcomes if o),
+            "client_errors": len(errors), "verified_own_image": ok, "crossed": crossed,
+            "result_missing": missing, "stored_results": len(store.all_ids()),
+            "incomplete_visible_results": incomplete}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--uploads", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", default=str(ROOT / "models" / "double_unet_siim_256"))
+    p.add_argument("--kill", action="store_true", help="kill one worker mid-load")
+    args = p.parse_args()
+    report = run(args.uploads, args.workers, Path(args.model), args.kill)
+    print(json.dumps(report, indent=2))
+    good = report["crossed"] == 0 and report["incomplete_visible_results"] == 0
+    if not args.kill:
+        good = good and report["verified_own_image"] == report["uploads"]
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
