@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -84,53 +83,28 @@ def bench_forward(model_dir: Path, repeats: int) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
-    """gunicorn on 127.0.0.1 with the given model, started and stopped by us."""
+    """The app under gunicorn on loopback, with peak RSS of its workers."""
 
     def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4):
-        self.port = _free_port()
+        from pneumo.localserver import LocalServer
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
-        env = dict(os.environ, PNEUMO_PORT=str(self.port), PNEUMO_HOST="127.0.0.1",
-                   PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=self.tmp,
-                   PNEUMO_WORKERS=str(workers), PNEUMO_THREADS=str(threads),
-                   PNEUMO_LOG_LEVEL="WARNING")
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                      "wsgi:app"], cwd=ROOT, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.cold_start_s = self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 180) -> float:
-        while time.perf_counter() - self.t0 < timeout:
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - self.t0
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
+        self.local = LocalServer(model_dir, self.tmp, workers, threads,
+                                 env={"PNEUMO_LOG_LEVEL": "WARNING",
+                                      "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"})
+        self.url, self.cold_start_s = self.local.url, self.local.cold_start_s
 
     def worker_rss_mb(self) -> list[float]:
         """Peak resident memory (VmHWM) of each gunicorn worker, MB."""
         out = []
-        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        for pid in children:
+        for pid in self.local.worker_pids():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     out.append(int(line.split()[1]) / 1024)
         return out
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        self.local.stop()
 
 
 def post_file(url: str, data: bytes, cookie: str | None = None) -> tuple[float, dict, str | None]:

@@ -234,6 +234,16 @@ def _transfer_syntax(ds: pydicom.Dataset):
     return pydicom.uid.UID(str(uid))
 
 
+def check_dimensions(rows: int, columns: int, max_pixels: int) -> None:
+    """Refuse zero-sized images and declared sizes beyond ``max_pixels`` (bombs)."""
+    if rows <= 0 or columns <= 0:
+        raise ImageTooLargeError(f"The image has zero size: {rows} rows x {columns} columns.")
+    if rows * columns > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is too large: {rows} x {columns} pixels exceeds the limit of "
+            f"{max_pixels:,} pixels.")
+
+
 def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
@@ -244,13 +254,7 @@ def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
     for keyword, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)")):
         if keyword not in ds or ds[keyword].value in (None, ""):
             raise CorruptImageError(f"{keyword} {tag} is missing.")
-    rows, cols = int(ds.Rows), int(ds.Columns)
-    if rows <= 0 or cols <= 0:
-        raise ImageTooLargeError(f"The image has zero size: Rows {rows} x Columns {cols}.")
-    if rows * cols > max_pixels:
-        raise ImageTooLargeError(
-            f"The image is too large: {rows} x {cols} pixels exceeds the limit of "
-            f"{max_pixels:,} pixels.")
+    check_dimensions(int(ds.Rows), int(ds.Columns), max_pixels)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise UnsupportedDicomError(
@@ -402,13 +406,7 @@ def _read_raster(data: bytes, kind: str, max_pixels: int) -> ImageRecord:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise ImageTooLargeError(f"The image has zero size: {width} x {height}.")
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"The image is too large: {height} x {width} pixels exceeds the limit of "
-                    f"{max_pixels:,} pixels.")
+            check_dimensions(img.size[1], img.size[0], max_pixels)
             img.load()
     except (ImageTooLargeError,):
         raise

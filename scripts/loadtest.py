@@ -18,8 +18,6 @@ import io
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,30 +32,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SIIM = ROOT.parent / "shared" / "data" / "siim"
-
-
-def start_server(model_dir: Path, workers: int, data: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PNEUMO_PORT=str(port), PNEUMO_HOST="127.0.0.1",
-               PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(data),
-               PNEUMO_WORKERS=str(workers), PNEUMO_THREADS="4",
-               PNEUMO_UPLOAD_RATE_LIMIT='"100000 per minute"', PNEUMO_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                             "wsgi:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
 
 
 def pick_images(n: int) -> list[Path]:
@@ -100,8 +74,12 @@ class Client:
 
 def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
     from pneumo.imaging import read_image
+    from pneumo.localserver import LocalServer
     data = Path(tempfile.mkdtemp(prefix="pneumo-load-"))
-    proc, url = start_server(model_dir, workers, data)
+    server = LocalServer(model_dir, data, workers=workers,
+                         env={"PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
+                              "PNEUMO_LOG_LEVEL": "WARNING"})
+    url = server.url
     images = pick_images(uploads)
     outcomes: list[dict | None] = [None] * len(images)
     errors: list[str] = []
@@ -120,10 +98,9 @@ def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
     killed = None
     if kill:
         time.sleep(1.5)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
+        children = server.worker_pids()
         if children:
-            killed = int(children[0])
+            killed = children[0]
             os.kill(killed, signal.SIGKILL)
     for t in threads:
         t.join(timeout=600)
@@ -152,8 +129,7 @@ def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
         if not all((folder / n).exists() for n in ("image.png", "mask.png", "overlay.png",
                                                    "thumb.jpg", "mask_rle.txt")):
             incomplete += 1
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
+    server.stop()
     return {"uploads": len(images), "workers": workers, "killed_worker": killed,
             "wall_s": round(wall, 1), "answered": sum(1 for o in outcomes if o),
             "client_errors": len(errors), "verified_own_image": ok, "crossed": crossed,

@@ -1,17 +1,10 @@
 """A real browser (Debian chromium driven by Playwright) against gunicorn on localhost."""
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -19,33 +12,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(model_dir: Path, tmp: Path):
-    port = _free_port()
-    env = dict(os.environ, PNEUMO_PORT=str(port), PNEUMO_HOST="127.0.0.1",
-               PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(tmp / "instance"),
-               PNEUMO_WORKERS="1", PNEUMO_THREADS="4")
-    log = open(tmp / "gunicorn.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                             "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            break
-    proc.terminate()
-    raise AssertionError("gunicorn did not become ready:\n" + (tmp / "gunicorn.log").read_text()[-3000:])
+    """gunicorn with ``model_dir`` on a free loopback port; returns (server, url)."""
+    from pneumo.localserver import LocalServer
+    server = LocalServer(model_dir, tmp / "instance", log_path=tmp / "gunicorn.log")
+    return server, server.url
 
 
 def orange_pixels(png: bytes) -> int:
@@ -96,7 +67,6 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         page.goto(url + "/worklist")
         assert page.locator("img.thumb").count() == 1
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
     assert "on CPU" in log or "on GPU" in log

@@ -76,7 +76,7 @@ def test_colab_helpers(tmp_path, tiny_model_folder):
                               "--port", port, "--timeout", "30"], capture_output=True, text=True)
         assert res.returncode == 0 and "app is ready" in res.stdout
     finally:
-        proc.terminate(); proc.wait(timeout=30)
+        proc.stop()
 
 
 def test_readme_commands_match_ci():
@@ -114,7 +114,7 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
         with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
             assert json.loads(resp.read())["device"] in ("CPU",) or "GPU" in resp.read().decode()
     finally:
-        proc.terminate(); proc.wait(timeout=30)
+        proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
     ds = pydicom.dcmread(positive_dicom)
     for phi in (str(ds.PatientName), str(ds.PatientID)):

@@ -1,0 +1,73 @@
+"""Start the app under gunicorn on a free loopback port (tests, benchmarks, load runs).
+
+Only ``127.0.0.1`` is used. No Flask import here: the server is a subprocess.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalServer:
+    """``gunicorn -c gunicorn.conf.py wsgi:app`` with the given model and data folder.
+
+    Attributes:
+        url: ``http://127.0.0.1:PORT``.
+        cold_start_s: seconds from process start to ``/readyz`` answering 200.
+    """
+
+    def __init__(self, model_dir: str | Path, instance_dir: str | Path, workers: int = 1,
+                 threads: int = 4, log_path: str | Path | None = None,
+                 env: dict | None = None, timeout: float = 180):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.instance_dir = Path(instance_dir)
+        full_env = dict(os.environ, PNEUMO_PORT=str(self.port), PNEUMO_HOST="127.0.0.1",
+                        PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(instance_dir),
+                        PNEUMO_WORKERS=str(workers), PNEUMO_THREADS=str(threads), **(env or {}))
+        out = open(log_path, "w") if log_path else subprocess.DEVNULL
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.cold_start_s = self._wait_ready(started, timeout, log_path)
+
+    def _wait_ready(self, started: float, timeout: float, log_path) -> float:
+        while time.perf_counter() - started < timeout:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                time.sleep(0.1)
+            if self.proc.poll() is not None:
+                break
+        self.stop()
+        log = Path(log_path).read_text()[-3000:] if log_path else ""
+        raise RuntimeError(f"gunicorn did not become ready\n{log}")
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
