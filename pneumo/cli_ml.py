@@ -21,6 +21,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from pneumo.training import TrainConfig, finalize
+    card = finalize(TrainConfig.load(args.config), args.run, args.out)
+    print(json.dumps(card["validation"], indent=2))
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register the ML subcommands on the ``pneumo`` parser."""
     p = sub.add_parser("train", help="train a model from a JSON config")
@@ -35,6 +42,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-val", dest="max_val", type=int, help="subsample validation images")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finalize", help="package a run's best checkpoint as a model folder")
+    p.add_argument("--config", required=True, help="the run's training config JSON")
+    p.add_argument("--run", required=True, help="training output folder")
+    p.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
+    p.set_defaults(func=cmd_finalize)
     add_ml_commands(sub)
 
 

@@ -249,7 +249,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     import keras
 
     from pneumo import losses, networks
-    from pneumo.inference import predict_arrays, finish_card
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -284,54 +283,103 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         state = json.loads(state_path.read_text())
         model.load_weights(out / "last.weights.h5")
         initial_epoch = state["epoch"]
-        best = state["best_score"] if isinstance(state["best_score"], list) else [-1.0, -1.0]
+        best = state["best_score"] if state.get("key") == "siim_balanced" else [-1.0, -1.0]
         seq.epoch = initial_epoch
         seq._draw()
+        # continue the learning-rate schedule where it stopped (no warm restart)
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(initial_epoch * len(seq))
 
     callback = _ValidationCallback(model, vx, vy, pcfg, out, best, cfg)
+    if resume and state_path.exists():
+        callback.prior_seconds = float(json.loads(state_path.read_text()).get("seconds") or 0.0)
     started = time.time()
     model.fit(seq, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
               callbacks=[callback, keras.callbacks.CSVLogger(str(out / "log.csv"),
                                                              append=resume)])
-    train_seconds = time.time() - started
-    model.load_weights(out / "weights.weights.h5")
-    probs = predict_arrays(model, vx, pcfg, tta=cfg.tta)
-    card = finish_card(out, cfg, pcfg, probs, vy, {
-        "train_images": len(train_s), "val_images": len(val_s),
-        "train_positive": int(sum(bool(s.positive) for s in train_s)),
-        "val_positive": int(sum(bool(s.positive) for s in val_s)),
-        "sources": sorted({s.source for s in train_s + val_s}),
-        "split_file": str(Path(dcfg.split).name) if dcfg.split else None,
-    }, {"seconds": round(train_seconds, 1), "epochs_run": callback.epochs_run,
-        "best_epoch": callback.best_epoch, "gpu": gpu,
-        "backend": keras.config.backend(),
-        "train_images_per_second": round(callback.images_seen / max(train_seconds, 1e-9), 2)})
-    _plot_curves(out)
+    train_seconds = time.time() - started + callback.prior_seconds
+    card = write_model_folder(model, cfg, out, out, _data_info(dcfg, train_s, val_s), {
+        "seconds": round(train_seconds, 1), "epochs_run": callback.epochs_run,
+        "best_epoch": callback.best_epoch, "gpu": gpu, "backend": keras.config.backend(),
+        "train_images_per_second": round(callback.images_seen / max(time.time() - started, 1e-9), 2)},
+        vx, vy)
     return card
+
+
+def _data_info(dcfg, train_s, val_s) -> dict:
+    return {"train_images": len(train_s), "val_images": len(val_s),
+            "train_positive": int(sum(bool(s.positive) for s in train_s)),
+            "val_positive": int(sum(bool(s.positive) for s in val_s)),
+            "sources": sorted({s.source for s in train_s + val_s}),
+            "split_file": str(Path(dcfg.split).name) if dcfg.split else None}
+
+
+def write_model_folder(model, cfg: TrainConfig, run_dir: Path, out: Path, data_info: dict,
+                       training_info: dict, vx: np.ndarray, vy: np.ndarray) -> dict:
+    """Load the run's best weights, tune post-processing on validation, measure,
+    and write ``out`` (weights, model.json, README.md, log and curves)."""
+    import shutil
+    from pneumo import modelcard
+    from pneumo.inference import finish_card, predict_arrays
+    out.mkdir(parents=True, exist_ok=True)
+    model.load_weights(run_dir / "weights.weights.h5")
+    if run_dir != out:
+        shutil.copy(run_dir / "weights.weights.h5", out / "weights.weights.h5")
+        for log in run_dir.glob("log*.csv"):  # a resumed run may have several parts
+            shutil.copy(log, out / log.name)
+    pcfg = PreprocessConfig.from_dict(cfg.preprocess)
+    probs = predict_arrays(model, vx, pcfg, tta=cfg.tta)
+    card = finish_card(out, cfg, pcfg, probs, vy, data_info,
+                       dict(training_info, parameters=model.count_params()))
+    card["parameters"] = model.count_params()
+    (out / "model.json").write_text(json.dumps(card, indent=2))
+    _plot_curves(out)
+    (out / "README.md").write_text(modelcard.render(out))
+    return card
+
+
+def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict:
+    """Package a (possibly unfinished) training run's best checkpoint as a model folder."""
+    import keras
+    from pneumo import networks
+    run_dir, out = Path(run_dir), Path(out_dir)
+    pcfg = PreprocessConfig.from_dict(cfg.preprocess)
+    dcfg, table, train_s, val_s = split_samples(cfg)
+    vx, vy = cached_arrays(val_s, table, pcfg, cfg.cache_dir)
+    model = networks.build_model(cfg.architecture)
+    state = json.loads((run_dir / "state.json").read_text())
+    info = {"seconds": state.get("seconds"), "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"], "gpu": has_gpu(),
+            "backend": keras.config.backend(),
+            "train_images_per_second": state.get("images_per_second")}
+    return write_model_folder(model, cfg, run_dir, out, _data_info(dcfg, train_s, val_s),
+                              info, vx, vy)
 
 
 def epoch_validation(model, vx: np.ndarray, vy: np.ndarray, pcfg: PreprocessConfig) -> dict:
     """Validation scores for checkpoint selection.
 
-    The gate is re-tuned on a small grid each epoch: with a fixed gate an
-    early model that predicts nothing scores the trivial 0.78 at 22 %
-    prevalence and no later epoch could look better. Ties (typically that
-    trivial score) are broken by the ungated positive-image Dice, a
-    continuous measure of how well the model localises.
+    The checkpoint key is the SIIM score at a balanced 50 % prevalence with a
+    gate re-tuned on a small grid each epoch: at 22 % prevalence a model that
+    predicts nothing already scores 0.78, so that score would prefer an empty
+    model to one that finds pneumothoraces. The re-weighted (22 %) score and
+    the ungated positive-image Dice are logged beside it.
     """
     from pneumo import metrics, postprocess
     from pneumo.inference import predict_arrays
     probs = predict_arrays(model, vx, pcfg, tta=False)
     truths = [y.astype(bool) for y in vy]
-    pp, score = postprocess.grid_search(
-        list(probs), truths, pcfg.size, pixel_thresholds=(0.5,),
-        top_thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), min_top_pixels=(10, 40, 160), min_areas=(20,))
+    grid = dict(pixel_thresholds=(0.5,), top_thresholds=(0.5, 0.6, 0.7, 0.8, 0.9),
+                min_top_pixels=(10, 40, 160), min_areas=(20,))
+    pp, balanced = postprocess.grid_search(list(probs), truths, pcfg.size, prevalence=0.5,
+                                           **grid)
     gated = metrics.summarise(truths, [postprocess.apply(p, pp)[0] for p in probs])
     positives = [i for i, t in enumerate(truths) if t.any()]
     raw = float(np.mean([metrics.dice(truths[i], probs[i] > 0.5) for i in positives])) \
         if positives else float("nan")
-    return {"siim_reweighted": score, "siim": gated["siim_score"],
-            "dice_positive": gated["dice_positive"], "dice_positive_raw": raw}
+    return {"siim_balanced": balanced, "siim_reweighted": gated["siim_score_reweighted"],
+            "siim": gated["siim_score"], "dice_positive": gated["dice_positive"],
+            "dice_positive_raw": raw}
 
 
 class _ValidationCallback:
@@ -346,6 +394,7 @@ class _ValidationCallback:
                 self._m, self.vx, self.vy, self.pcfg = model, vx, vy, pcfg
                 self.out, self.best, self.cfg = out, best, cfg
                 self.best_epoch, self.epochs_run, self.wait, self.images_seen = 0, 0, 0, 0
+                self.prior_seconds, self.started = 0.0, time.time()
 
             def on_train_batch_end(self, batch, logs=None):
                 self.images_seen += self.cfg.batch_size
@@ -354,12 +403,14 @@ class _ValidationCallback:
                 s = epoch_validation(self._m, self.vx, self.vy, self.pcfg)
                 if logs is not None:
                     logs.update({f"val_{k}": v for k, v in s.items()})
-                print(f" - val re-weighted SIIM {s['siim_reweighted']:.4f} (tuned gate), "
-                      f"positive Dice {s['dice_positive']:.4f} (gated), "
-                      f"{s['dice_positive_raw']:.4f} (ungated)", flush=True)
+                print(f" - val SIIM balanced {s['siim_balanced']:.4f}, re-weighted "
+                      f"{s['siim_reweighted']:.4f}, positive Dice {s['dice_positive']:.4f} "
+                      f"(gated), {s['dice_positive_raw']:.4f} (ungated)", flush=True)
                 self.epochs_run = epoch + 1
                 self._m.save_weights(self.out / "last.weights.h5")
-                key = [s["siim_reweighted"], s["dice_positive_raw"]]
+                (self.out / "epochs").mkdir(exist_ok=True)
+                self._m.save_weights(self.out / "epochs" / f"epoch_{epoch + 1:03d}.weights.h5")
+                key = [s["siim_balanced"], s["dice_positive_raw"]]
                 if key > self.best:
                     self.best, self.best_epoch, self.wait = key, epoch + 1, 0
                     self._m.save_weights(self.out / "weights.weights.h5")
@@ -367,8 +418,12 @@ class _ValidationCallback:
                     self.wait += 1
                     if self.wait >= self.cfg.early_stopping_patience:
                         self._m.stop_training = True
+                elapsed = time.time() - self.started
                 (self.out / "state.json").write_text(json.dumps(
-                    {"epoch": epoch + 1, "best_score": self.best, "best_epoch": self.best_epoch}))
+                    {"epoch": epoch + 1, "key": "siim_balanced", "best_score": self.best,
+                     "best_epoch": self.best_epoch,
+                     "seconds": round(self.prior_seconds + elapsed, 1),
+                     "images_per_second": round(self.images_seen / max(elapsed, 1e-9), 2)}))
 
         return Impl(*args, **kwargs)
 
@@ -388,7 +443,8 @@ def _plot_curves(out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     axes[0].plot(epochs, [float(r["loss"]) for r in rows], label="train loss")
     axes[0].set_xlabel("epoch"); axes[0].legend()
-    for key in ("val_siim", "val_siim_reweighted", "val_dice_positive", "val_dice_positive_raw"):
+    for key in ("val_siim_balanced", "val_siim_reweighted", "val_dice_positive",
+                "val_dice_positive_raw"):
         if key in rows[0]:
             axes[1].plot(epochs, [float(r[key]) for r in rows], label=key)
     axes[1].set_xlabel("epoch"); axes[1].legend()

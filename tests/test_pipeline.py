@@ -30,7 +30,7 @@ def tiny_model_dir(tmp_path_factory):
 
 def test_train_writes_model_folder(tiny_model_dir):
     for name in ("weights.weights.h5", "last.weights.h5", "model.json", "log.csv",
-                 "curves.png", "state.json"):
+                 "curves.png", "state.json", "README.md"):
         assert (tiny_model_dir / name).exists(), name
     card = json.loads((tiny_model_dir / "model.json").read_text())
     assert card["architecture"]["name"] == "double_unet"
@@ -42,6 +42,23 @@ def test_train_writes_model_folder(tiny_model_dir):
     assert 0.0 <= card["validation"]["siim_score"] <= 1.0
     rows = list(csv.DictReader(open(tiny_model_dir / "log.csv")))
     assert len(rows) == 2 and "val_siim" in rows[0]
+
+
+def test_finalize_packages_a_run(tiny_model_dir, tmp_path):
+    cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
+    cfg.update(cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim.json"))
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    out = tmp_path / "packaged"
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "finalize", "--config",
+                          str(tmp_path / "c.json"), "--run", str(tiny_model_dir), "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    card = json.loads((out / "model.json").read_text())
+    assert card["parameters"] > 0 and card["training"]["epochs_run"] == 2
+    readme = (out / "README.md").read_text()
+    assert "not a diagnosis" in readme and "re-weighted to 22 % prevalence" in readme
+    from pneumo.inference import Predictor
+    assert Predictor.load(out).pcfg.size == 64
 
 
 def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
