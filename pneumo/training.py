@@ -298,7 +298,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
               callbacks=[callback, keras.callbacks.CSVLogger(str(out / "log.csv"),
                                                              append=resume)])
     train_seconds = time.time() - started + callback.prior_seconds
-    card = write_model_folder(model, cfg, out, out, _data_info(dcfg, train_s, val_s), {
+    card = write_model_folder(cfg, out, out, _data_info(dcfg, train_s, val_s), {
         "seconds": round(train_seconds, 1), "epochs_run": callback.epochs_run,
         "best_epoch": callback.best_epoch, "gpu": gpu, "backend": keras.config.backend(),
         "train_images_per_second": round(callback.images_seen / max(time.time() - started, 1e-9), 2)},
@@ -314,17 +314,23 @@ def _data_info(dcfg, train_s, val_s) -> dict:
             "split_file": str(Path(dcfg.split).name) if dcfg.split else None}
 
 
-def write_model_folder(model, cfg: TrainConfig, run_dir: Path, out: Path, data_info: dict,
+def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data_info: dict,
                        training_info: dict, vx: np.ndarray, vy: np.ndarray) -> dict:
     """Load the run's best weights, tune post-processing on validation, measure,
     and write ``out`` (weights, model.json, README.md, log and curves)."""
     import shutil
     from pneumo import modelcard
     from pneumo.inference import finish_card, predict_arrays
+    import warnings
+    from pneumo import networks
     out.mkdir(parents=True, exist_ok=True)
-    model.load_weights(run_dir / "weights.weights.h5")
+    # a fresh, uncompiled network: the shipped file holds weights, not optimizer state
+    model = networks.build_model(cfg.architecture)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "skipping optimizer variables"
+        model.load_weights(run_dir / "weights.weights.h5")
+    model.save_weights(out / "weights.weights.h5")
     if run_dir != out:
-        shutil.copy(run_dir / "weights.weights.h5", out / "weights.weights.h5")
         for log in run_dir.glob("log*.csv"):  # a resumed run may have several parts
             shutil.copy(log, out / log.name)
     pcfg = PreprocessConfig.from_dict(cfg.preprocess)
@@ -341,19 +347,16 @@ def write_model_folder(model, cfg: TrainConfig, run_dir: Path, out: Path, data_i
 def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict:
     """Package a (possibly unfinished) training run's best checkpoint as a model folder."""
     import keras
-    from pneumo import networks
     run_dir, out = Path(run_dir), Path(out_dir)
     pcfg = PreprocessConfig.from_dict(cfg.preprocess)
     dcfg, table, train_s, val_s = split_samples(cfg)
     vx, vy = cached_arrays(val_s, table, pcfg, cfg.cache_dir)
-    model = networks.build_model(cfg.architecture)
     state = json.loads((run_dir / "state.json").read_text())
     info = {"seconds": state.get("seconds"), "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"], "gpu": has_gpu(),
             "backend": keras.config.backend(),
             "train_images_per_second": state.get("images_per_second")}
-    return write_model_folder(model, cfg, run_dir, out, _data_info(dcfg, train_s, val_s),
-                              info, vx, vy)
+    return write_model_folder(cfg, run_dir, out, _data_info(dcfg, train_s, val_s), info, vx, vy)
 
 
 def epoch_validation(model, vx: np.ndarray, vy: np.ndarray, pcfg: PreprocessConfig) -> dict:
