@@ -100,7 +100,7 @@ def grid_search(probs: list[np.ndarray], truths: list[np.ndarray],
             continue
         pp = PostProcess(pt, tt, k, a, reference_size)
         preds = [apply(p, pp)[0] for p in probs]
-        s = metrics.summarise(truths, preds)
+        s = metrics.summarise(truths, preds, prevalence=prevalence or metrics.REAL_PREVALENCE)
         score = s["siim_score_reweighted"] if prevalence is not None else s["siim_score"]
         if np.isnan(score):
             score = s["siim_score"]

@@ -93,3 +93,17 @@ def test_grid_search_prefers_gate_that_clears_false_positives():
     pp, score = postprocess.grid_search(probs, truths, 32)
     assert score == pytest.approx(1.0)
     assert pp.pixel_threshold >= 0.6 or pp.top_threshold > 0.55
+
+
+def test_grid_search_uses_the_given_prevalence():
+    # one positive found with one false positive on a negative, vs. predicting nothing
+    t_pos = np.zeros((16, 16), bool); t_pos[4:8, 4:8] = True
+    p_pos = t_pos.astype(np.float32) * 0.95
+    p_neg = np.zeros((16, 16), np.float32); p_neg[10:14, 10:14] = 0.95
+    probs, truths = [p_pos, p_neg], [t_pos, np.zeros((16, 16), bool)]
+    grid = dict(pixel_thresholds=(0.5,), top_thresholds=(0.9, 0.99), min_top_pixels=(4,),
+                min_areas=(0,))
+    _, balanced = postprocess.grid_search(probs, truths, 16, prevalence=0.5, **grid)
+    _, skewed = postprocess.grid_search(probs, truths, 16, prevalence=0.22, **grid)
+    assert balanced == pytest.approx(0.5)   # finding it: 0.5*1 + 0.5*0
+    assert skewed == pytest.approx(0.78)    # predicting nothing wins at 22 %
