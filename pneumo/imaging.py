@@ -29,6 +29,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from pneumo.errors import (
     CorruptImageError,
+    PneumoError,
     ImageTooLargeError,
     UnsupportedDicomError,
     UnsupportedImageError,
@@ -131,10 +132,18 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not data:
         raise CorruptImageError("The file is empty (0 bytes).")
     kind = sniff_format(data)
-    if kind == "DICOM":
-        return _read_dicom(data, max_pixels)
-    if kind in ("PNG", "JPEG"):
-        return _read_raster(data, kind, max_pixels)
+    try:
+        if kind == "DICOM":
+            return _read_dicom(data, max_pixels)
+        if kind in ("PNG", "JPEG"):
+            return _read_raster(data, kind, max_pixels)
+    except PneumoError:
+        raise
+    except BaseException as exc:  # the last net: damaged files find odd corners of decoders
+        _reraise_interrupts(exc)
+        raise CorruptImageError(
+            f"The {kind} file could not be read; it is damaged or uses values this reader "
+            "does not understand.") from exc
     raise UnsupportedImageError(
         "This file is not a DICOM, PNG or JPEG image"
         + (f" ({Path(name).suffix or 'no extension'})" if name else "") + ".")
@@ -267,6 +276,9 @@ def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
             f"Colour DICOM (Photometric Interpretation (0028,0004) = {photometric}, "
             f"Samples per Pixel {samples}) is not a greyscale radiograph.")
     tsyntax = _transfer_syntax(ds)
+    if tsyntax is not None and not tsyntax.is_transfer_syntax:
+        raise UnsupportedDicomError(
+            f"Transfer Syntax UID (0002,0010) {str(tsyntax)[:64]!r} is not a known transfer syntax.")
     if tsyntax is not None and tsyntax.is_compressed:
         try:
             decoder = get_decoder(tsyntax)

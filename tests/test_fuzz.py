@@ -52,7 +52,7 @@ def fuzz_client(tmp_path_factory, tiny_predictor):
     from app import create_app
     app = create_app({"TESTING": True, "SECRET_KEY": "f", "PREDICTOR": tiny_predictor,
                       "DATA_DIR": str(tmp_path_factory.mktemp("fuzzdata")),
-                      "MAX_IMAGE_PIXELS": MAX_PIXELS})
+                      "MAX_IMAGE_PIXELS": MAX_PIXELS, "RATELIMIT_ENABLED": False})
     return app.test_client()
 
 

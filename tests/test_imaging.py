@@ -217,6 +217,14 @@ def test_unsupported_transfer_syntax():
         read_image(buf.getvalue())
 
 
+def test_damaged_transfer_syntax_uid():
+    data, _, _ = _synthetic(bits=12)
+    damaged = data.replace(b"1.2.840.10008.1.2.1\x00", b"1.2.<40.10008.1.2.1\x00", 1)
+    assert damaged != data
+    with pytest.raises(UnsupportedDicomError, match="0002,0010"):
+        read_image(damaged)
+
+
 def test_all_errors_are_one_family():
     for cls in (CorruptImageError, UnsupportedDicomError, UnsupportedImageError, ImageTooLargeError):
         assert issubclass(cls, PneumoError)
