@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Screenshots for docs/: upload DICOMs to the app under gunicorn and capture its pages.
+
+    .venv/bin/python scripts/screenshots.py MODEL_DIR OUT_DIR DICOM [DICOM ...]
+
+The last DICOM's result page is captured with the filled overlay, then the
+upload page and the worklist (sorted by probability).
+"""
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pneumo.localserver import LocalServer  # noqa: E402
+
+
+def main(model: str, out: Path, dicoms: list[str]) -> None:
+    from playwright.sync_api import sync_playwright
+    out.mkdir(parents=True, exist_ok=True)
+    server = LocalServer(model, tempfile.mkdtemp())
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                        args=["--no-sandbox", "--disable-gpu",
+                                              "--disable-background-networking"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            for dicom in dicoms:
+                page.goto(server.url + "/")
+                page.set_input_files("#files", dicom)
+                page.click("#submit")
+                page.wait_for_url("**/results/**", timeout=120_000)
+                page.wait_for_selector("#canvas[data-ready='1']")
+            page.select_option("#mode", "filled")
+            page.eval_on_selector("#opacity", "e => { e.value = 55; e.dispatchEvent(new Event('input')); }")
+            page.screenshot(path=str(out / "result_filled.png"))
+            page.goto(server.url + "/worklist?sort=probability")
+            page.screenshot(path=str(out / "worklist.png"))
+            browser.close()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], Path(sys.argv[2]), sys.argv[3:])
