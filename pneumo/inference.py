@@ -86,14 +86,17 @@ def finish_card(out: Path, cfg, pcfg: PreprocessConfig, probs: np.ndarray, truth
     """Tune post-processing on validation, measure, and write ``model.json``."""
     from dataclasses import asdict
     truth_masks = [t.astype(bool) for t in truths]
-    pp, _ = postprocess.grid_search(list(probs), truth_masks, pcfg.size)
+    # operating point: the best SIIM score at the prevalence the config names (0.5 by
+    # default: at 22 % an almost silent model wins, which is useless at the bedside)
+    pp, _ = postprocess.grid_search(list(probs), truth_masks, pcfg.size,
+                                    prevalence=getattr(cfg, "tune_prevalence", 0.5))
     scores = evaluate_probs(probs, truths, pp)
     card = {
         "name": out.name,
         "version": time.strftime("%Y-%m-%d"),
         "architecture": cfg.architecture,
         "preprocess": pcfg.to_dict(),
-        "postprocess": pp.to_dict(),
+        "postprocess": dict(pp.to_dict(), tuned_for_prevalence=getattr(cfg, "tune_prevalence", 0.5)),
         "tta": cfg.tta,
         "data": data,
         "validation": {k: (None if isinstance(v, float) and np.isnan(v) else

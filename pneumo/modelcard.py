@@ -56,6 +56,8 @@ def render(model_dir: str | Path, command: str | None = None) -> str:
         f"- test-time augmentation (horizontal flip): {'on' if card.get('tta') else 'off'}",
         "",
         "## Post-processing (tuned on the validation split by grid search)",
+        f"- objective: SIIM score at {pp.get('tuned_for_prevalence', 0.22):.0%} prevalence"
+        " (at the real 22 % an almost silent model scores best, which helps no reader)",
         f"- image is positive when at least {pp['min_top_pixels']} pixels (at {pp['reference_size']}²)"
         f" exceed {pp['top_threshold']}: the image-level probability shown is that",
         f"  {pp['min_top_pixels']}-th highest pixel probability, the operating threshold {pp['top_threshold']}",

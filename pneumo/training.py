@@ -61,6 +61,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
     early_stopping_patience: int = 8
     tta: bool = True
+    tune_prevalence: float = 0.5
     seed: int = 2026
     max_train: int | None = None
     max_val: int | None = None
