@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,10 +107,9 @@ class Server:
 
 
 def post_file(url: str, data: bytes, cookie: str | None = None) -> tuple[float, dict, str | None]:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-            f"filename=\"x.dcm\"\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    from pneumo.localserver import multipart_file
+    body, ctype = multipart_file(data, "x.dcm")
+    headers = {"Content-Type": ctype}
     if cookie:
         headers["Cookie"] = cookie
     req = urllib.request.Request(url + "/api/v1/predictions", data=body, headers=headers,

@@ -11,7 +11,6 @@ from pneumo import dataset, metrics, rle
 from pneumo.errors import PneumoError
 from pneumo.imaging import read_image
 from pneumo.inference import Predictor, evaluate_probs
-from pneumo.preprocess import resize_mask
 
 
 def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
@@ -99,7 +98,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     import sys
     from PIL import Image
     from pneumo import overlay
-    from pneumo.preprocess import preprocess
+    from pneumo.preprocess import preprocess_uint8
 
     files = dataset.iter_image_files(inputs)
     if overlays:
@@ -131,8 +130,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                            else path.stem)
             if not records:
                 continue
-            batch = np.stack([np.round(preprocess(r.pixels, predictor.pcfg)[..., 0] * 255)
-                              .astype(np.uint8) for r in records])
+            batch = np.stack([preprocess_uint8(r.pixels, predictor.pcfg) for r in records])
             probs = predictor.probability_maps(batch)
             for rec, image_id, prob in zip(records, ids, probs):
                 pred = predictor.finish(rec, prob)

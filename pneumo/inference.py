@@ -20,7 +20,7 @@ import numpy as np
 from pneumo import metrics, postprocess
 from pneumo.errors import ModelLoadError
 from pneumo.imaging import ImageRecord
-from pneumo.preprocess import PreprocessConfig, preprocess, resize_probability
+from pneumo.preprocess import PreprocessConfig, preprocess_uint8, resize_probability
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,7 @@ class Predictor:
     def predict(self, record: ImageRecord) -> Prediction:
         """Predict one decoded image."""
         t0 = time.perf_counter()
-        x = preprocess(record.pixels, self.pcfg)
-        small = np.round(x[..., 0] * 255).astype(np.uint8)[None]
+        small = preprocess_uint8(record.pixels, self.pcfg)[None]
         t1 = time.perf_counter()
         prob = self.probability_maps(small)[0]
         t2 = time.perf_counter()

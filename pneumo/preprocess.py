@@ -50,6 +50,17 @@ def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     return np.repeat(x[:, :, None], config.channels, axis=2)
 
 
+def preprocess_uint8(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """:func:`preprocess` as compact ``uint8`` (size, size): one grey channel, values x 255.
+
+    Lossless: ``preprocess`` divides ``uint8`` values by 255, so rounding back
+    gives the same numbers. Training caches this form and inference batches
+    it; ``pneumo.inference.predict_arrays`` turns it into model input.
+    """
+    x = preprocess(pixels, PreprocessConfig(config.size, 1))[..., 0]
+    return np.round(x * 255.0).astype(np.uint8)
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Resize a bool/0-1 mask (H, W) to a ``float32`` (size, size, 1) target in [0, 1]."""
     m = mask.astype(np.float32)

@@ -24,7 +24,7 @@ import numpy as np
 from pneumo import dataset, rle
 from pneumo.datacfg import DataConfig
 from pneumo.imaging import read_image
-from pneumo.preprocess import PreprocessConfig, preprocess, resize_mask
+from pneumo.preprocess import PreprocessConfig, preprocess_uint8, resize_mask
 
 
 @dataclass
@@ -84,13 +84,13 @@ def load_example(sample: dataset.Sample, table: dict[str, list[str]],
                  pcfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Decode one sample to (uint8 image size x size, uint8 0/1 mask size x size)."""
     pixels = read_image(sample.path).pixels
-    x = preprocess(pixels, PreprocessConfig(pcfg.size, 1))[..., 0]
+    x = preprocess_uint8(pixels, pcfg)
     if sample.positive and sample.image_id in table:
         mask = rle.merge(table[sample.image_id])
         y = resize_mask(mask, pcfg.size)[..., 0]
     else:
         y = np.zeros((pcfg.size, pcfg.size), np.float32)
-    return np.round(x * 255).astype(np.uint8), (y > 0.5).astype(np.uint8)
+    return x, (y > 0.5).astype(np.uint8)
 
 
 def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],

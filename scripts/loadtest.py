@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +57,10 @@ class Client:
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def upload(self, path: Path) -> dict:
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-                f"filename=\"f{path.suffix}\"\r\n\r\n").encode() + path.read_bytes() + \
-            f"\r\n--{boundary}--\r\n".encode()
+        from pneumo.localserver import multipart_file
+        body, ctype = multipart_file(path.read_bytes(), f"f{path.suffix}")
         req = urllib.request.Request(self.url + "/api/v1/predictions", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                     headers={"Content-Type": ctype})
         with self.opener.open(req, timeout=300) as resp:
             return json.loads(resp.read())
 

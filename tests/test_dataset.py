@@ -58,6 +58,10 @@ def test_training_and_serving_paths_give_identical_arrays(positive_dicom):
     assert train_x.shape == (256, 256, 3) and train_x.dtype == np.float32
     assert np.array_equal(train_x, serve_x)
     assert 0.0 <= train_x.min() and train_x.max() <= 1.0
+    from pneumo.preprocess import preprocess_uint8
+    compact = preprocess_uint8(read_image(positive_dicom.read_bytes()).pixels, cfg)
+    assert compact.shape == (256, 256) and compact.dtype == np.uint8
+    assert np.array_equal(compact.astype(np.float32) / 255.0, train_x[..., 0])  # lossless
 
 
 def test_mask_and_probability_resizing():

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-import uuid
 
 import pydicom
 import pytest
@@ -87,21 +86,14 @@ def test_readme_commands_match_ci():
     assert "bash scripts/run.sh" in readme
 
 
-def _multipart(path):
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-            f"filename=\"upload.dcm\"\r\nContent-Type: application/dicom\r\n\r\n").encode()
-    body += path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 @pytest.mark.bundled
 def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     """gunicorn + the bundled model: a real SIIM DICOM through the HTTP API."""
     assert (BUNDLED / "model.json").exists() and (BUNDLED / "weights.weights.h5").exists()
     proc, url = serve(BUNDLED, tmp_path)
     try:
-        body, ctype = _multipart(positive_dicom)
+        from pneumo.localserver import multipart_file
+        body, ctype = multipart_file(positive_dicom.read_bytes(), "upload.dcm")
         req = urllib.request.Request(url + "/api/v1/predictions", data=body,
                                      headers={"Content-Type": ctype}, method="POST")
         with urllib.request.urlopen(req, timeout=120) as resp:
