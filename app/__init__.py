@@ -22,9 +22,18 @@ def _secret_key(instance: Path) -> str:
     """A persistent random secret in the instance folder (created once)."""
     path = instance / "secret_key"
     if not path.exists():
+        # several gunicorn workers boot at once: write aside, then link into place
+        # atomically, so no worker can ever read a half-written (empty) key
         instance.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
+        tmp = instance / f".secret_key.{os.getpid()}"
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another worker won; use its key
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -47,7 +48,9 @@ class LocalServer:
         full_env = dict(os.environ, PNEUMO_PORT=str(self.port), PNEUMO_HOST="127.0.0.1",
                         PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(instance_dir),
                         PNEUMO_WORKERS=str(workers), PNEUMO_THREADS=str(threads), **(env or {}))
-        out = open(log_path, "w") if log_path else subprocess.DEVNULL
+        if log_path is None:  # keep the output so a failed start can say why
+            log_path = Path(tempfile.mkdtemp(prefix="pneumo-server-")) / "gunicorn.log"
+        out = open(log_path, "w")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
@@ -66,7 +69,7 @@ class LocalServer:
             if self.proc.poll() is not None:
                 break
         self.stop()
-        log = Path(log_path).read_text()[-3000:] if log_path else ""
+        log = Path(log_path).read_text()[-3000:]
         raise RuntimeError(f"gunicorn did not become ready\n{log}")
 
     def worker_pids(self) -> list[int]:
