@@ -16,6 +16,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         setattr(cfg, key, value)
     if args.data:
         cfg.data = args.data
+    if args.init_weights:
+        cfg.init_weights = args.init_weights
     card = train(cfg, args.out, resume=args.resume, verbose=0 if args.quiet else 1)
     print(json.dumps(card["validation"], indent=2))
     return 0
@@ -35,6 +37,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--data", help="data config JSON (overrides the training config)")
     p.add_argument("--resume", action="store_true", help="continue from last.weights.h5")
+    p.add_argument("--init-weights", dest="init_weights",
+                   help="start from these weights (same architecture), with a fresh schedule")
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)

@@ -63,6 +63,7 @@ class TrainConfig:
     tta: bool = True
     tune_prevalence: float = 0.5
     seed: int = 2026
+    init_weights: str | None = None
     max_train: int | None = None
     max_val: int | None = None
     cache_dir: str = ".cache"
@@ -266,6 +267,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     vx, vy = cached_arrays(val_s, table, pcfg, cfg.cache_dir, progress=verbose > 0)
 
     model = networks.build_model(cfg.architecture)
+    if cfg.init_weights and not (resume and (out / "state.json").exists()):
+        load_init_weights(model, cfg.init_weights)
     n_out = len(model.outputs)
     seq = make_sequence(xs, ys, cfg, n_out, pcfg.channels)
     total_steps = len(seq) * cfg.epochs
@@ -305,6 +308,26 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         "train_images_per_second": round(callback.images_seen / max(time.time() - started, 1e-9), 2)},
         vx, vy)
     return card
+
+
+def load_init_weights(model, path: str | Path) -> None:
+    """Warm start: load a previous run's weights into a freshly built model.
+
+    The file must come from the same architecture; anything else is refused
+    with a message naming the file rather than a shape error from deep inside
+    Keras.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"init_weights: {path} does not exist")
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a run's file also holds optimizer variables
+            model.load_weights(path)
+    except Exception as exc:  # noqa: BLE001 - Keras raises several types here
+        raise ValueError(f"init_weights: {path} does not fit this architecture "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
 def _data_info(dcfg, train_s, val_s) -> dict:

@@ -77,6 +77,40 @@ def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
     assert json.loads((work / "state.json").read_text())["epoch"] == 3
 
 
+def test_init_weights_warm_start(tiny_model_dir, tmp_path):
+    """A second stage starts from a run's weights with a fresh schedule."""
+    import keras
+    from pneumo.networks import build_model
+    from pneumo.training import load_init_weights
+    arch = json.loads((ROOT / "configs/train_tiny.json").read_text())["architecture"]
+    keras.utils.set_random_seed(7)
+    model = build_model(arch)
+    fresh = [w.copy() for w in model.get_weights()]
+    load_init_weights(model, tiny_model_dir / "last.weights.h5")
+    reference = build_model(arch)
+    reference.load_weights(tiny_model_dir / "last.weights.h5")
+    loaded = model.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh, loaded))
+    assert all(np.array_equal(a, b) for a, b in zip(reference.get_weights(), loaded))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_init_weights(model, tmp_path / "missing.weights.h5")
+    other = dict(arch, args=dict(arch["args"], width=0.25))
+    with pytest.raises(ValueError, match="does not fit this architecture"):
+        load_init_weights(build_model(other), tiny_model_dir / "last.weights.h5")
+    # through the CLI: the card records where the run started from
+    cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
+    cfg.update(epochs=1, cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim.json"))
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    out = tmp_path / "stage2"
+    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config",
+                          str(tmp_path / "c.json"), "--out", str(out), "--quiet",
+                          "--init-weights", str(tiny_model_dir / "last.weights.h5")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    card = json.loads((out / "model.json").read_text())
+    assert card["config"]["init_weights"] == str(tiny_model_dir / "last.weights.h5")
+
+
 def test_evaluate_and_predict(tiny_model_dir, tmp_path):
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "evaluate", "--model",
                           str(tiny_model_dir), "--limit", "10", "--out", str(tmp_path / "ev")],
