@@ -1,12 +1,32 @@
 """The work behind an upload, as plain functions testable without HTTP.
 
-``analyse_upload`` reads the bytes, runs the model, renders every artefact
-into a staging folder and commits the result to the store.
+``analyse_upload`` reads the bytes, runs the model, writes the few files
+every later view is made from into a staging folder and commits the result
+to the store. The upload writes only what is cheap and sufficient:
+
+``pixels.npy``
+    the X-ray as displayed (uint8, original size), the source of every image;
+``prob.png``
+    the probability map at the model's resolution (uint8, 0..255), which the
+    viewer turns into its heat map;
+``mask_rle.txt``
+    the mask as SIIM RLE (also kept in the database row);
+``source.dcm``
+    DICOM uploads only, for the DICOM Segmentation download.
+
+Everything a person downloads or looks at (``image.png``, ``mask.png``,
+``overlay.png``, ``thumb.jpg``) is rendered from those on first request and
+cached beside them, so encoding PNGs never delays the answer to an upload
+(see benchmarks/README.md). The viewer builds its overlay layers (filled,
+contour, heat map) in the browser from ``mask.png`` and ``prob.png``.
 """
 from __future__ import annotations
 
 import io
+import logging
+import os
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +39,96 @@ from pneumo.laterality import patient_side
 
 from app.store import ResultRow, Store, new_id
 
+log = logging.getLogger("pneumo.app")
+
 THUMB_SIDE = 160
+OVERLAY_OPACITY = 0.4
 
 
-def _png(arr: np.ndarray, path: Path) -> None:
-    Image.fromarray(arr).save(path, "PNG", compress_level=1)
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
 
 
-def render_artefacts(folder: Path, pixels: np.ndarray, mask: np.ndarray,
-                     prob: np.ndarray) -> None:
-    """Write the viewer's layers and the downloads into ``folder``."""
-    _png(pixels, folder / "image.png")
-    _png((mask * 255).astype(np.uint8), folder / "mask.png")
-    _png(overlay.mask_rgba(mask), folder / "mask_layer.png")
-    contour = overlay.contour(np.zeros_like(pixels), mask)
-    alpha = (contour.max(axis=2) > 0).astype(np.uint8) * 255
-    _png(np.dstack([contour, alpha]), folder / "contour_layer.png")
-    _png(overlay.heatmap_rgba(prob, pixels.shape), folder / "heatmap_layer.png")
-    _png(overlay.filled(pixels, mask, 0.4), folder / "overlay.png")
-    thumb = Image.fromarray(overlay.filled(pixels, mask, 0.5))
+def write_upload_files(folder: Path, pixels: np.ndarray, prob: np.ndarray,
+                       encoded_mask: str) -> None:
+    """The files written while the uploader waits (a few milliseconds)."""
+    np.save(folder / "pixels.npy", np.ascontiguousarray(pixels, np.uint8))
+    prob_u8 = np.round(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
+    (folder / "prob.png").write_bytes(_png_bytes(prob_u8))
+    (folder / "mask_rle.txt").write_text(encoded_mask + "\n")
+
+
+def result_pixels(store: Store, row: ResultRow) -> np.ndarray:
+    """The displayed X-ray of a stored result."""
+    npy = store.file(row.id, "pixels.npy")
+    if npy.exists():
+        return np.load(npy, allow_pickle=False)
+    # results stored before pixels.npy existed kept image.png instead
+    return np.asarray(Image.open(store.file(row.id, "image.png")).convert("L"))
+
+
+def result_mask(store: Store, row: ResultRow, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The predicted mask of a stored result (bool, X-ray size)."""
+    if shape is None:
+        shape = result_pixels(store, row).shape
+    return rle.decode(row.rle, shape)
+
+
+def _render_image(store, row) -> bytes:
+    return _png_bytes(result_pixels(store, row))
+
+
+def _render_mask(store, row) -> bytes:
+    return _png_bytes(result_mask(store, row).astype(np.uint8) * 255)
+
+
+def _render_overlay(store, row) -> bytes:
+    pixels = result_pixels(store, row)
+    return _png_bytes(overlay.filled(pixels, result_mask(store, row, pixels.shape),
+                                     OVERLAY_OPACITY))
+
+
+def _render_thumb(store, row) -> bytes:
+    pixels = result_pixels(store, row)
+    thumb = Image.fromarray(overlay.filled(pixels, result_mask(store, row, pixels.shape), 0.5))
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    thumb.save(folder / "thumb.jpg", "JPEG", quality=80)
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+#: Files rendered on first request from the upload's files.
+RENDERERS = {"image.png": _render_image, "mask.png": _render_mask,
+             "overlay.png": _render_overlay, "thumb.jpg": _render_thumb}
+
+
+def artefact(store: Store, row: ResultRow, name: str) -> Path | None:
+    """Path of a result's file, rendering and caching it first if needed.
+
+    ``None`` when the file does not exist and cannot be made (e.g. the result
+    was deleted meanwhile). Two requests rendering the same file at once each
+    write a private temporary file and rename it into place, so a reader
+    never sees half a file.
+    """
+    path = store.file(row.id, name)
+    if path.exists():
+        return path
+    render = RENDERERS.get(name)
+    if render is None or not path.parent.is_dir():
+        return None
+    try:
+        data = render(store, row)
+        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except FileNotFoundError:  # deleted or purged while rendering
+        return None
+    except OSError as exc:
+        log.warning("could not cache %s for a result: %s", name, type(exc).__name__)
+        return None
+    return path
 
 
 def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
@@ -58,14 +147,13 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
     result_id = new_id()
     staged = store.staging(result_id)
     try:
-        render_artefacts(staged, record.pixels, pred.mask, pred.probability_map)
         encoded = rle.encode(pred.mask)
-        (staged / "mask_rle.txt").write_text(encoded + "\n")
+        write_upload_files(staged, record.pixels, pred.probability_map, encoded)
         if record.meta.format == "DICOM":
             (staged / "source.dcm").write_bytes(data)
         t3 = time.perf_counter()
         timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1,
-                   "render_s": t3 - t2}
+                   "store_s": t3 - t2}
         row = ResultRow(
             id=result_id, owner=owner, created=time.time(),
             source_format=record.meta.format, positive=pred.positive,
@@ -84,12 +172,5 @@ def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
     """DICOM SEG for a DICOM result, built from the stored source and mask."""
     from pneumo.seg import make_seg
     source = store.file(row.id, "source.dcm").read_bytes()
-    mask = np.asarray(Image.open(store.file(row.id, "mask.png"))) > 127
+    mask = result_mask(store, row)
     return make_seg(source, mask, row.model, deidentify=deidentify)
-
-
-def deidentified_png(path: Path) -> bytes:
-    """Re-encode a PNG without any text chunks (no metadata travels with it)."""
-    buf = io.BytesIO()
-    Image.open(path).save(buf, "PNG")
-    return buf.getvalue()

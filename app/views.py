@@ -19,9 +19,7 @@ DOWNLOADS = {
     "image.png": ("image/png", "xray.png"),
     "overlay.png": ("image/png", "overlay.png"),
     "mask.png": ("image/png", "mask.png"),
-    "mask_layer.png": ("image/png", None),
-    "contour_layer.png": ("image/png", None),
-    "heatmap_layer.png": ("image/png", None),
+    "prob.png": ("image/png", "probability.png"),
     "thumb.jpg": ("image/jpeg", None),
     "mask_rle.txt": ("text/plain", "mask_rle.txt"),
 }
@@ -140,8 +138,8 @@ def download(result_id: str, name: str):
     if row is None or name not in DOWNLOADS:
         abort(404)
     mimetype, download_name = DOWNLOADS[name]
-    path = store().file(row.id, name)
-    if not path.exists():
+    path = service.artefact(store(), row, name)
+    if path is None:
         abort(404)
     return send_file(path, mimetype=mimetype, as_attachment=bool(download_name)
                      and request.args.get("download") == "1",

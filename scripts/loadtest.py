@@ -123,8 +123,7 @@ def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
     incomplete = 0
     for rid in store.all_ids():
         folder = store.results_dir / rid
-        if not all((folder / n).exists() for n in ("image.png", "mask.png", "overlay.png",
-                                                   "thumb.jpg", "mask_rle.txt")):
+        if not all((folder / n).exists() for n in ("pixels.npy", "prob.png", "mask_rle.txt")):
             incomplete += 1
     server.stop()
     return {"uploads": len(images), "workers": workers, "killed_worker": killed,

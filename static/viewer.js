@@ -1,5 +1,7 @@
 // Result viewer: X-ray on a canvas with zoom, pan, window/level, invert and
 // overlay layers (filled mask, contour, probability heat map) at an opacity.
+// The layers are built here from the mask PNG and the model-resolution
+// probability PNG, so the server never spends time encoding them.
 (function () {
   "use strict";
   const root = document.getElementById("viewer");
@@ -138,15 +140,92 @@
     });
   }
 
+  const MASK_RGB = [255, 170, 0], CONTOUR_RGB = [255, 220, 0], HEAT_FLOOR = 0.1;
+
+  function pixelsOf(img, w, h) {
+    const c = document.createElement("canvas"); c.width = w; c.height = h;
+    const g = c.getContext("2d");
+    g.imageSmoothingEnabled = true; g.imageSmoothingQuality = "medium";
+    g.drawImage(img, 0, 0, w, h);
+    return g.getImageData(0, 0, w, h).data;
+  }
+
+  function layerFrom(fill) {
+    const c = document.createElement("canvas"); c.width = W; c.height = H;
+    const g = c.getContext("2d");
+    const out = g.createImageData(W, H);
+    fill(out.data);
+    g.putImageData(out, 0, 0);
+    return c;
+  }
+
+  // 1 where the whole (2r+1)-square around a pixel is inside the mask
+  function erode(m, r) {
+    const rows = new Uint8Array(W * H), out = new Uint8Array(W * H);
+    const full = 2 * r + 1;
+    for (let y = 0; y < H; y++) {
+      let run = 0;
+      const line = new Int32Array(W + 1);
+      for (let x = 0; x < W; x++) { run += m[y * W + x]; line[x + 1] = run; }
+      for (let x = 0; x < W; x++) {
+        const a = x - r, b = x + r + 1;
+        rows[y * W + x] = a >= 0 && b <= W && line[b] - line[a] === full ? 1 : 0;
+      }
+    }
+    const col = new Int32Array(H + 1);
+    for (let x = 0; x < W; x++) {
+      for (let y = 0; y < H; y++) col[y + 1] = col[y] + rows[y * W + x];
+      for (let y = 0; y < H; y++) {
+        const a = y - r, b = y + r + 1;
+        out[y * W + x] = a >= 0 && b <= H && col[b] - col[a] === full ? 1 : 0;
+      }
+    }
+    return out;
+  }
+
+  function maskLayers(maskImg) {
+    const src = pixelsOf(maskImg, W, H);
+    const inside = new Uint8Array(W * H);
+    for (let i = 0; i < W * H; i++) inside[i] = src[4 * i] > 127 ? 1 : 0;
+    const core = erode(inside, Math.max(1, Math.round(Math.max(W, H) / 300)));
+    const paint = (keep, rgb) => (d) => {
+      for (let i = 0; i < W * H; i++) {
+        if (!keep(i)) continue;
+        d[4 * i] = rgb[0]; d[4 * i + 1] = rgb[1]; d[4 * i + 2] = rgb[2]; d[4 * i + 3] = 255;
+      }
+    };
+    return [layerFrom(paint((i) => inside[i], MASK_RGB)),
+            layerFrom(paint((i) => inside[i] && !core[i], CONTOUR_RGB))];
+  }
+
+  // jet colour map on an absolute 0..1 scale; transparent below the floor
+  function heatLayer(probImg) {
+    const src = pixelsOf(probImg, W, H);
+    const clamp = (v) => Math.round(255 * Math.min(1, Math.max(0, v)));
+    const lut = [];
+    for (let v = 0; v < 256; v++) {
+      const p = v / 255;
+      lut.push([clamp(1.5 - Math.abs(4 * p - 3)), clamp(1.5 - Math.abs(4 * p - 2)),
+                clamp(1.5 - Math.abs(4 * p - 1)), p < HEAT_FLOOR ? 0 : v]);
+    }
+    return layerFrom((d) => {
+      for (let i = 0; i < W * H; i++) {
+        const c = lut[src[4 * i]];
+        d[4 * i] = c[0]; d[4 * i + 1] = c[1]; d[4 * i + 2] = c[2]; d[4 * i + 3] = c[3];
+      }
+    });
+  }
+
   Promise.all([loadImage(root.dataset.image), loadImage(root.dataset.mask),
-               loadImage(root.dataset.contour), loadImage(root.dataset.heatmap)])
-    .then(([img, mask, contour, heat]) => {
+               loadImage(root.dataset.heatmap)])
+    .then(([img, mask, prob]) => {
       W = img.naturalWidth; H = img.naturalHeight;
       const c = document.createElement("canvas"); c.width = W; c.height = H;
       c.getContext("2d").drawImage(img, 0, 0);
       grey = c.getContext("2d").getImageData(0, 0, W, H);
       display = document.createElement("canvas"); display.width = W; display.height = H;
-      layers.filled = mask; layers.contour = contour; layers.heatmap = heat;
+      [layers.filled, layers.contour] = maskLayers(mask);
+      layers.heatmap = heatLayer(prob);
       applyWindow(); draw();
       canvas.dataset.ready = "1";
     })

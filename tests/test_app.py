@@ -64,8 +64,7 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     assert np.array_equal(rle.decode(text, mask.shape), mask) and mask.any()
     overlay = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/overlay.png").data))
     assert overlay.size == (1024, 1024) and overlay.mode == "RGB"
-    for name in ("image.png", "mask_layer.png", "contour_layer.png", "heatmap_layer.png",
-                 "thumb.jpg"):
+    for name in ("image.png", "prob.png", "thumb.jpg"):
         assert client.get(f"/results/{rid}/files/{name}").status_code == 200
     assert client.get(f"/results/{rid}/files/../../secret_key").status_code == 404
 
@@ -219,7 +218,7 @@ def test_delete_and_purge(app, client, positive_dicom):
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     assert post(client, f"/results/{rid}/delete").status_code == 303
     assert client.get(f"/results/{rid}").status_code == 404
-    assert not store.file(rid, "overlay.png").exists()
+    assert not store.file(rid, "pixels.npy").parent.exists()
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     assert store.purge(older_than_days=30) == 0
     import time
@@ -378,3 +377,81 @@ def test_cli_create_user_and_token(tmp_path):
         assert users.user_for_token(db, res.stdout.strip()) is not None
         stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
     assert stored.startswith("scrypt:") and "long enough pw" not in stored
+
+
+def test_upload_writes_little_and_views_render_on_demand(app, client, positive_dicom):
+    """The upload stores pixels, probabilities and RLE; images are made when first asked for."""
+    from pneumo.imaging import read_image
+    store = app.extensions["pneumo.store"]
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    folder = store.results_dir / rid
+    assert sorted(p.name for p in folder.iterdir()) == ["mask_rle.txt", "pixels.npy",
+                                                        "prob.png", "source.dcm"]
+    assert np.array_equal(np.load(folder / "pixels.npy"), read_image(positive_dicom).pixels)
+    prob = Image.open(folder / "prob.png")
+    assert prob.size == (64, 64) and prob.mode == "L"  # the tiny model's resolution
+    image = client.get(f"/results/{rid}/files/image.png")
+    assert image.status_code == 200 and (folder / "image.png").exists()
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.data))),
+                          np.load(folder / "pixels.npy"))
+    # a second request serves the cached file, byte for byte
+    assert client.get(f"/results/{rid}/files/image.png").data == image.data
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
+    import threading
+    from app import service
+    store = app.extensions["pneumo.store"]
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    row = next(r for r in _rows(store) if r.id == rid)
+    outputs, errors = [], []
+
+    def fetch():
+        try:
+            path = service.artefact(store, row, "overlay.png")
+            outputs.append(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(outputs) == 8 and len(set(outputs)) == 1
+    overlay = np.asarray(Image.open(io.BytesIO(outputs[0])))
+    mask = rle.decode(row.rle, overlay.shape[:2])
+    assert mask.any() and (overlay[mask][:, 0] > overlay[mask][:, 2]).all()  # orange on grey
+    assert not list((store.results_dir / rid).glob(".*.tmp"))
+
+
+def _rows(store):
+    with store.connect() as db:
+        pairs = [(r["id"], r["owner"]) for r in db.execute("SELECT id, owner FROM results")]
+    return [store.get(i, o) for i, o in pairs]
+
+
+def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_dicom):
+    from app import service
+    store = app.extensions["pneumo.store"]
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    row = next(r for r in _rows(store) if r.id == rid)
+    assert post(client, f"/results/{rid}/delete").status_code == 303
+    assert service.artefact(store, row, "overlay.png") is None
+    assert not (store.results_dir / rid).exists()
+
+
+def test_results_stored_before_pixels_npy_still_render(app, client, positive_dicom):
+    """Older results kept image.png and no pixels.npy; their views must keep working."""
+    store = app.extensions["pneumo.store"]
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    folder = store.results_dir / rid
+    pixels = np.load(folder / "pixels.npy")
+    Image.fromarray(pixels).save(folder / "image.png")
+    (folder / "pixels.npy").unlink()
+    overlay = client.get(f"/results/{rid}/files/overlay.png")
+    assert overlay.status_code == 200
+    assert np.asarray(Image.open(io.BytesIO(overlay.data))).shape == pixels.shape + (3,)
+    seg = client.get(f"/results/{rid}/seg.dcm")
+    assert seg.status_code == 200

@@ -26,6 +26,12 @@ def orange_pixels(png: bytes) -> int:
     return int(((r - b > 60) & (r - g > 15)).sum())
 
 
+def coloured_pixels(png: bytes) -> int:
+    import io
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((a.max(axis=2) - a.min(axis=2) > 30).sum())
+
+
 @pytest.fixture()
 def browser_page():
     if not Path(CHROMIUM).exists():
@@ -62,6 +68,12 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         assert orange_pixels(filled) > 10_000
         page.select_option("#mode", "contour")
         assert page.get_attribute("#canvas", "data-mode") == "contour"
+        contour = page.locator("#canvas").screenshot()
+        # the outline (built in the browser from mask.png) is a thin band of the filled area
+        assert 500 < orange_pixels(contour) < orange_pixels(filled) / 2
+        page.select_option("#mode", "heatmap")
+        assert coloured_pixels(page.locator("#canvas").screenshot()) > 10_000
+        assert coloured_pixels(off) < 50
         page.keyboard.press("o")
         assert page.get_attribute("#canvas", "data-mode") == "off"
         page.goto(url + "/worklist")
