@@ -59,6 +59,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         UPLOAD_RATE_LIMIT="120 per minute",
         RATELIMIT_HEADERS_ENABLED=True,
         PREDICTOR=None,
+        TF_THREADS=None,
     )
     app.config.from_prefixed_env("PNEUMO")
     if app.config.get("MODEL"):  # PNEUMO_MODEL, the short spelling
@@ -106,7 +107,7 @@ def _security_headers(response):
 def _load_model(app: Flask):
     from pneumo.device import configure_device
     from pneumo.inference import Predictor
-    device = configure_device()
+    device = configure_device(app.config["TF_THREADS"])
     predictor = Predictor.load(app.config["MODEL_DIR"], warm_up=bool(app.config["WARM_UP"]))
     log.info("model %s loaded from %s on %s", predictor.name, predictor.model_dir, device)
     predictor.device = device

@@ -85,12 +85,14 @@ def bench_forward(model_dir: Path, repeats: int) -> dict:
 class Server:
     """The app under gunicorn on loopback, with peak RSS of its workers."""
 
-    def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4):
+    def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4,
+                 tf_threads: int | None = None):
         from pneumo.localserver import LocalServer
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
-        self.local = LocalServer(model_dir, self.tmp, workers, threads,
-                                 env={"PNEUMO_LOG_LEVEL": "WARNING",
-                                      "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"})
+        env = {"PNEUMO_LOG_LEVEL": "WARNING", "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"}
+        if tf_threads:
+            env["PNEUMO_TF_THREADS"] = str(tf_threads)
+        self.local = LocalServer(model_dir, self.tmp, workers, threads, env=env)
         self.url, self.cold_start_s = self.local.url, self.local.cold_start_s
 
     def worker_rss_mb(self) -> list[float]:
@@ -121,13 +123,28 @@ def post_file(url: str, data: bytes, cookie: str | None = None) -> tuple[float, 
     return time.perf_counter() - t, payload, set_cookie
 
 
+def get_bytes(url: str, cookie: str | None) -> bytes:
+    req = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return resp.read()
+
+
 def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
+    """One upload at a time: the API answer, then what the viewer fetches to show it."""
     data = dicom.read_bytes()
-    post_file(server.url, data)  # warm-up
-    latencies, stages = [], {}
+    _, _, set_cookie = post_file(server.url, data)  # warm-up; results belong to this session
+    cookie = set_cookie.split(";", 1)[0] if set_cookie else None
+    latencies, viewer, stages = [], [], {}
     for _ in range(repeats):
-        dt, payload, _ = post_file(server.url, data)
+        dt, payload, _ = post_file(server.url, data, cookie)
         latencies.append(dt)
+        # the result page's viewer loads these three (image.png and mask.png are
+        # rendered on this first request; prob.png was written by the upload)
+        base = server.url + payload["results"][0]["links"]["image"].rsplit("/", 1)[0]
+        t = time.perf_counter()
+        for name in ("image.png", "mask.png", "prob.png"):
+            get_bytes(f"{base}/{name}", cookie)
+        viewer.append(dt + time.perf_counter() - t)
     # per-stage timings are recorded by the server with each result
     from app.store import Store
     store = Store(Path(server.tmp) / "data")
@@ -140,6 +157,7 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
     model = stage_stats.get("model_s", {}).get("median", 0.0)
     return {"file": dicom.name, "bytes": len(data), "latency_s": stats(latencies),
             "p95_s": _percentile(latencies, 95), "stages_s": stage_stats,
+            "upload_plus_viewer_files_s": stats(viewer),
             "non_model_fraction": (total - model) / total if total else None}
 
 
@@ -186,6 +204,25 @@ def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> di
             "p95_s": _percentile(latencies, 95) if latencies else None}
 
 
+def scaling(levels: list[dict], cores: int) -> float | None:
+    """4-client throughput over (1-client throughput x cores), the issue's scaling measure."""
+    by = {lv["clients"]: lv["throughput_per_s"] for lv in levels}
+    return by[4] / (by[1] * cores) if by.get(1) and 4 in by else None
+
+
+def bench_throughput_config(model_dir: Path, dicom: Path, duration: float) -> dict:
+    """The same load with one worker per core and one TensorFlow thread each."""
+    cores = os.cpu_count() or 1
+    server = Server(model_dir, workers=cores, threads=4, tf_threads=1)
+    try:
+        levels = [bench_load(server, dicom, c, duration) for c in (1, 4)]
+        rss = server.worker_rss_mb()
+    finally:
+        server.stop()
+    return {"workers": cores, "tf_threads": 1, "levels": levels,
+            "scaling_4_clients": scaling(levels, cores), "worker_peak_rss_mb": rss}
+
+
 def bench_cli_predict(model_dir: Path, folder: Path) -> dict:
     out = tempfile.mkdtemp(prefix="pneumo-predict-")
     n = len(list(folder.rglob("*.dcm")))
@@ -229,9 +266,13 @@ def main() -> int:
                 report["e2e"] = bench_e2e(server, dicom, args.repeats)
             if "load" in parts:
                 report["load"] = [bench_load(server, dicom, c, args.duration) for c in (1, 4, 16)]
+                report["load_scaling_4_clients"] = scaling(report["load"], os.cpu_count() or 1)
             report["worker_peak_rss_mb"] = server.worker_rss_mb()
         finally:
             server.stop()
+        if "load" in parts:
+            report["load_throughput_config"] = bench_throughput_config(model_dir, dicom,
+                                                                       args.duration)
     if "cli" in parts:
         report["cli_predict"] = bench_cli_predict(model_dir, SIIM / "jayantc79")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}.json")

@@ -6,15 +6,25 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def configure_device() -> str:
+def configure_device(threads: int | None = None) -> str:
     """Enable GPU memory growth when possible and describe the device in words.
 
-    Must run before the first TensorFlow operation of the process.
+    ``threads`` caps TensorFlow's CPU threads per operation (``None``: one per
+    core). Several workers with one thread each trade single-image latency for
+    throughput; see benchmarks/README.md. Must run before the first
+    TensorFlow operation of the process.
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"PNEUMO_TF_THREADS must be a whole number of at least 1, "
+                         f"got {threads!r}")
     import keras
     if keras.config.backend() != "tensorflow":
         return f"{keras.config.backend()} backend"
     import tensorflow as tf
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
@@ -23,4 +33,4 @@ def configure_device() -> str:
             log.warning("GPU memory growth could not be enabled (TensorFlow already started)")
     if gpus:
         return f"GPU ({', '.join(g.name for g in gpus)}, memory growth on)"
-    return "CPU"
+    return "CPU" if threads is None else f"CPU ({threads} thread{'s' if threads > 1 else ''})"

@@ -90,7 +90,11 @@ def test_readme_commands_match_ci():
 def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     """gunicorn + the bundled model: a real SIIM DICOM through the HTTP API."""
     assert (BUNDLED / "model.json").exists() and (BUNDLED / "weights.weights.h5").exists()
-    proc, url = serve(BUNDLED, tmp_path)
+    from pneumo.localserver import LocalServer
+    # the throughput configuration from benchmarks/README.md: one TensorFlow thread per worker
+    proc = LocalServer(BUNDLED, tmp_path / "instance", log_path=tmp_path / "gunicorn.log",
+                       env={"PNEUMO_TF_THREADS": "1"})
+    url = proc.url
     try:
         from pneumo.localserver import multipart_file
         body, ctype = multipart_file(positive_dicom.read_bytes(), "upload.dcm")
@@ -104,7 +108,8 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
         assert result["model"].startswith(card["name"])
         assert result["verdict"] in ("pneumothorax suspected", "not detected")
         with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
-            assert json.loads(resp.read())["device"] in ("CPU",) or "GPU" in resp.read().decode()
+            device = json.loads(resp.read())["device"]
+        assert device == "CPU (1 thread)" or device.startswith("GPU")
     finally:
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
@@ -112,3 +117,10 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     for phi in (str(ds.PatientName), str(ds.PatientID)):
         assert phi and phi not in log
     assert "upload.dcm" not in log
+
+
+@pytest.mark.parametrize("bad", [0, -2, "two", 1.5, True])
+def test_tf_threads_setting_is_checked(bad):
+    from pneumo.device import configure_device
+    with pytest.raises(ValueError, match="PNEUMO_TF_THREADS"):
+        configure_device(bad)
