@@ -79,6 +79,8 @@ def render(model_dir: str | Path, command: str | None = None) -> str:
         f" {train.get('seconds')} s on {'a GPU' if train.get('gpu') else 'the CPU'}"
         f" ({train.get('backend')} backend), {train.get('train_images_per_second')} training images/s",
         f"- seed {cfg.get('seed')}",
+        *([f"- warm start: began from `{cfg['init_weights']}` (a previous run's weights, same"
+           " architecture) with a fresh learning-rate schedule"] if cfg.get("init_weights") else []),
         "",
         "## Validation results (held-out split, model input resolution)",
         "",

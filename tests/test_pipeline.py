@@ -109,6 +109,7 @@ def test_init_weights_warm_start(tiny_model_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     card = json.loads((out / "model.json").read_text())
     assert card["config"]["init_weights"] == str(tiny_model_dir / "last.weights.h5")
+    assert "warm start: began from" in (out / "README.md").read_text()
 
 
 def test_evaluate_and_predict(tiny_model_dir, tmp_path):
