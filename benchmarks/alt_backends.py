@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Optional inference backends against TensorFlow, for the bundled model.
+
+    .venv/bin/pip install openvino          # optional, not in requirements.txt
+    .venv/bin/python benchmarks/alt_backends.py [--repeats 15] [--out FILE]
+
+Exports the bundled Keras model as a TensorFlow SavedModel, converts it with
+OpenVINO's converter, checks that both give the same probabilities on real
+validation images (largest absolute difference, the issue's bound is 1e-4)
+and times a forward pass at batch 1 and 4 (median and range) against
+TensorFlow through Keras' compiled predict function, the path the app uses.
+Writes ``benchmarks/results/alt_backends.json``. A backend that is not
+installed is reported as such, not silently skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BUNDLED = ROOT / "models" / "double_unet_siim_256"
+
+
+def timed(fn, repeats: int) -> dict:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times),
+            "n": repeats}
+
+
+def validation_inputs(size: int, n: int = 8) -> np.ndarray:
+    """``n`` real validation images at model size, as the network sees them (0..1)."""
+    from pneumo.preprocess import PreprocessConfig, preprocess
+    from pneumo.training import TrainConfig, load_example, split_samples
+    cfg = TrainConfig(data=str(ROOT / "configs" / "data_siim.json"))
+    _, table, _, val = split_samples(cfg)
+    pcfg = PreprocessConfig(size=size, channels=1)
+    return np.stack([preprocess(load_example(s, table, pcfg)[0], pcfg) for s in val[:n]])
+
+
+def openvino_row(ov, saved: Path, size: int, precision: str, x8: np.ndarray,
+                 reference: np.ndarray, tf_row: dict, repeats: int) -> dict:
+    core = ov.Core()
+    row = {"version": ov.__version__, "inference_precision": precision}
+    for batch in (1, 4, 8):
+        converted = ov.convert_model(str(saved), input=[batch, size, size, 1])
+        compiled = core.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                         "INFERENCE_PRECISION_HINT": precision})
+        port = compiled.outputs[len(compiled.outputs) - 1]  # the second U-Net's mask
+
+        def run(xb, compiled=compiled, port=port):
+            return compiled(xb)[port]
+        if batch == 8:
+            probs = np.asarray(run(x8), np.float32)[..., 0]
+        else:
+            row[f"batch{batch}_s"] = timed(lambda xb=x8[:batch], run=run: run(xb), repeats)
+    row["max_abs_diff_vs_tensorflow"] = float(np.abs(probs - reference).max())
+    row["within_1e-4"] = row["max_abs_diff_vs_tensorflow"] <= 1e-4
+    for batch in (1, 4):
+        row[f"speed_up_batch{batch}"] = (tf_row[f"batch{batch}_s"]["median"]
+                                         / row[f"batch{batch}_s"]["median"])
+    return row
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(BUNDLED))
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "alt_backends.json"))
+    args = p.parse_args()
+
+    from pneumo.inference import Predictor, _predict_batch
+    predictor = Predictor.load(args.model)
+    size = predictor.pcfg.size
+    model = predictor.model
+    x8 = validation_inputs(size)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": predictor.name,
+              "input_size": size, "cores": os.cpu_count(), "backends": {}}
+    reference = _predict_batch(model, x8)
+    tf_row = {}
+    for batch in (1, 4):
+        xb = x8[:batch]
+        tf_row[f"batch{batch}_s"] = timed(lambda: _predict_batch(model, xb), args.repeats)
+    report["backends"]["tensorflow"] = tf_row
+
+    try:
+        import openvino as ov
+    except ImportError:
+        report["backends"]["openvino"] = {"status": "not installed (pip install openvino)"}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = Path(tmp) / "saved_model"
+            model.export(str(saved), format="tf_saved_model", verbose=False)
+            # fp32 is the like-for-like comparison; this CPU also has AVX512_BF16, which
+            # OpenVINO picks by default (faster, but no longer identical within 1e-4)
+            for precision in ("f32", "bf16"):
+                report["backends"][f"openvino_{precision}"] = openvino_row(
+                    ov, saved, size, precision, x8, reference, tf_row, args.repeats)
+    try:
+        import onnxruntime  # noqa: F401
+        report["backends"]["onnxruntime"] = {
+            "status": "installed, not measured: exporting this Keras 3 model to ONNX needs "
+                      "tf2onnx (or the torch backend), which this project does not install"}
+    except ImportError:
+        report["backends"]["onnxruntime"] = {"status": "not installed"}
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
