@@ -3,8 +3,8 @@
 
     .venv/bin/python scripts/screenshots.py MODEL_DIR OUT_DIR DICOM [DICOM ...]
 
-The last DICOM's result page is captured with the filled overlay, then the
-upload page and the worklist (sorted by probability).
+The last DICOM's result page is captured with the filled overlay, the contour
+and the probability heat map, then the worklist (sorted by probability).
 """
 import sys
 import tempfile
@@ -33,6 +33,10 @@ def main(model: str, out: Path, dicoms: list[str]) -> None:
             page.select_option("#mode", "filled")
             page.eval_on_selector("#opacity", "e => { e.value = 55; e.dispatchEvent(new Event('input')); }")
             page.screenshot(path=str(out / "result_filled.png"))
+            page.select_option("#mode", "contour")
+            page.screenshot(path=str(out / "result_contour.png"))
+            page.select_option("#mode", "heatmap")
+            page.screenshot(path=str(out / "result_heatmap.png"))
             page.goto(server.url + "/worklist?sort=probability")
             page.screenshot(path=str(out / "worklist.png"))
             browser.close()
