@@ -15,7 +15,6 @@ installed is reported as such, not silently skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -119,11 +118,8 @@ def main() -> int:
     except ImportError:
         report["backends"]["onnxruntime"] = {"status": "not installed"}
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    from run import write_report  # benchmarks/run.py, beside this script
+    write_report(report, Path(args.out))
     return 0
 
 

@@ -234,6 +234,14 @@ def bench_cli_predict(model_dir: Path, folder: Path) -> dict:
     return {"folder": folder.name, "images": n, "wall_s": wall, "images_per_s": n / wall}
 
 
+def write_report(report: dict, out: Path) -> None:
+    """Write the JSON report and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(BUNDLED))
@@ -275,11 +283,8 @@ def main() -> int:
                                                                        args.duration)
     if "cli" in parts:
         report["cli_predict"] = bench_cli_predict(model_dir, SIIM / "jayantc79")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, Path(args.out or ROOT / "benchmarks" / "results"
+                              / f"{time.strftime('%Y-%m-%d')}.json"))
     return 0
 
 
