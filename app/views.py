@@ -117,8 +117,11 @@ def result(result_id: str):
     row = store().get(result_id, current_owner())
     if row is None:
         abort(404)
+    from pneumo import overlay
     card = predictor().card
-    return render_template("result.html", r=row, model_card=card)
+    return render_template("result.html", r=row, model_card=card,
+                           mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
+                           contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)))
 
 
 @bp.get("/results/<result_id>/identifiers")

@@ -1,6 +1,6 @@
-"""Overlay rendering: X-ray plus mask, contour or probability heat map.
+"""Overlay rendering: the X-ray with the mask filled in or outlined.
 
-All functions are pure and return new ``uint8`` RGB/RGBA arrays. Colours
+All functions are pure and return new ``uint8`` RGB arrays. Colours
 are fixed (never rescaled to an image's own min/max), so an empty
 prediction renders as an untouched X-ray.
 """
@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 #: Bright yellow-orange: visible on grey X-rays and to most colour-blind readers.
+#: The result viewer draws its layers in these colours too (passed by the page).
 MASK_COLOUR = (255, 170, 0)
 CONTOUR_COLOUR = (255, 220, 0)
 
@@ -41,28 +42,6 @@ def contour(pixels: np.ndarray, mask: np.ndarray, thickness: int | None = None,
                                    cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(rgb, contours, -1, colour, thickness)
     return rgb
-
-
-def heatmap_rgba(prob: np.ndarray, shape: tuple[int, int] | None = None,
-                 floor: float = 0.1) -> np.ndarray:
-    """Probability map -> RGBA heat map on an absolute 0..1 scale.
-
-    Pixels below ``floor`` are fully transparent; alpha grows with probability.
-    """
-    p = np.clip(np.asarray(prob, np.float32), 0.0, 1.0)
-    if shape is not None and p.shape != tuple(shape):
-        p = cv2.resize(p, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    lut = cv2.applyColorMap(np.round(p * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    alpha = np.where(p < floor, 0, np.round(np.clip(p, 0, 1) * 255)).astype(np.uint8)
-    return np.dstack([lut, alpha])
-
-
-def mask_rgba(mask: np.ndarray, colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
-    """Mask as an RGBA layer (opaque colour on the mask, transparent elsewhere)."""
-    m = mask.astype(bool)
-    out = np.zeros(m.shape + (4,), np.uint8)
-    out[m] = (*colour, 255)
-    return out
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:

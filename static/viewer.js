@@ -36,7 +36,7 @@
       lut[v] = y;
     }
     const out = display.getContext("2d").createImageData(W, H);
-    const src = grey.data, dst = out.data;
+    const src = grey, dst = out.data;
     for (let i = 0; i < src.length; i += 4) {
       const g = lut[src[i]];
       dst[i] = dst[i + 1] = dst[i + 2] = g; dst[i + 3] = 255;
@@ -140,7 +140,10 @@
     });
   }
 
-  const MASK_RGB = [255, 170, 0], CONTOUR_RGB = [255, 220, 0], HEAT_FLOOR = 0.1;
+  // the server's overlay colours (pneumo.overlay), so downloads and viewer agree
+  const rgb = (text) => text.split(",").map(Number);
+  const MASK_RGB = rgb(root.dataset.maskColour), CONTOUR_RGB = rgb(root.dataset.contourColour);
+  const HEAT_FLOOR = 0.1;
 
   function pixelsOf(img, w, h) {
     const c = document.createElement("canvas"); c.width = w; c.height = h;
@@ -220,9 +223,7 @@
                loadImage(root.dataset.heatmap)])
     .then(([img, mask, prob]) => {
       W = img.naturalWidth; H = img.naturalHeight;
-      const c = document.createElement("canvas"); c.width = W; c.height = H;
-      c.getContext("2d").drawImage(img, 0, 0);
-      grey = c.getContext("2d").getImageData(0, 0, W, H);
+      grey = pixelsOf(img, W, H);
       display = document.createElement("canvas"); display.width = W; display.height = H;
       [layers.filled, layers.contour] = maskLayers(mask);
       layers.heatmap = heatLayer(prob);
