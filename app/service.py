@@ -84,15 +84,17 @@ def _render_mask(store, row) -> bytes:
     return _png_bytes(result_mask(store, row).astype(np.uint8) * 255)
 
 
-def _render_overlay(store, row) -> bytes:
+def _filled(store, row, opacity: float) -> np.ndarray:
     pixels = result_pixels(store, row)
-    return _png_bytes(overlay.filled(pixels, result_mask(store, row, pixels.shape),
-                                     OVERLAY_OPACITY))
+    return overlay.filled(pixels, result_mask(store, row, pixels.shape), opacity)
+
+
+def _render_overlay(store, row) -> bytes:
+    return _png_bytes(_filled(store, row, OVERLAY_OPACITY))
 
 
 def _render_thumb(store, row) -> bytes:
-    pixels = result_pixels(store, row)
-    thumb = Image.fromarray(overlay.filled(pixels, result_mask(store, row, pixels.shape), 0.5))
+    thumb = Image.fromarray(_filled(store, row, 0.5))
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
     buf = io.BytesIO()
     thumb.save(buf, "JPEG", quality=80)
