@@ -82,27 +82,28 @@ def evaluate_probs(probs: np.ndarray, truths: np.ndarray, pp: postprocess.PostPr
 
 
 def finish_card(out: Path, cfg, pcfg: PreprocessConfig, probs: np.ndarray, truths: np.ndarray,
-                data: dict, training: dict) -> dict:
+                data: dict, training: dict, parameters: int | None = None) -> dict:
     """Tune post-processing on validation, measure, and write ``model.json``."""
     from dataclasses import asdict
     truth_masks = [t.astype(bool) for t in truths]
     # operating point: the best SIIM score at the prevalence the config names (0.5 by
     # default: at 22 % an almost silent model wins, which is useless at the bedside)
-    pp, _ = postprocess.grid_search(list(probs), truth_masks, pcfg.size,
-                                    prevalence=getattr(cfg, "tune_prevalence", 0.5))
+    prevalence = getattr(cfg, "tune_prevalence", 0.5)
+    pp, _ = postprocess.grid_search(list(probs), truth_masks, pcfg.size, prevalence=prevalence)
     scores = evaluate_probs(probs, truths, pp)
     card = {
         "name": out.name,
         "version": time.strftime("%Y-%m-%d"),
         "architecture": cfg.architecture,
         "preprocess": pcfg.to_dict(),
-        "postprocess": dict(pp.to_dict(), tuned_for_prevalence=getattr(cfg, "tune_prevalence", 0.5)),
+        "postprocess": dict(pp.to_dict(), tuned_for_prevalence=prevalence),
         "tta": cfg.tta,
         "data": data,
         "validation": {k: (None if isinstance(v, float) and np.isnan(v) else
                            round(v, 4) if isinstance(v, float) else v)
                        for k, v in scores.items()},
         "training": training,
+        "parameters": parameters,
         "config": asdict(cfg),
         "intended_use": "Decision support for pneumothorax on chest radiographs; not a diagnosis.",
     }

@@ -281,10 +281,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         loss_weights=cfg.deep_supervision[-n_out:] if n_out > 1 else None,
         metrics=([[]] * (n_out - 1) + [[losses.dice_coef]]) if n_out > 1 else [losses.dice_coef],
     )
-    initial_epoch, best = 0, [-1.0, -1.0]
+    initial_epoch, best, prior_seconds = 0, [-1.0, -1.0], 0.0
     state_path = out / "state.json"
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
+        prior_seconds = float(state.get("seconds") or 0.0)
         model.load_weights(out / "last.weights.h5")
         initial_epoch = state["epoch"]
         best = state["best_score"] if state.get("key") == "siim_balanced" else [-1.0, -1.0]
@@ -295,8 +296,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         model.optimizer.iterations.assign(initial_epoch * len(seq))
 
     callback = _ValidationCallback(model, vx, vy, pcfg, out, best, cfg)
-    if resume and state_path.exists():
-        callback.prior_seconds = float(json.loads(state_path.read_text()).get("seconds") or 0.0)
+    callback.prior_seconds = prior_seconds
     started = time.time()
     model.fit(seq, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
               callbacks=[callback, keras.callbacks.CSVLogger(str(out / "log.csv"),
@@ -310,6 +310,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     return card
 
 
+def load_model_weights(model, path: str | Path) -> None:
+    """Load a run's weights file into ``model``, ignoring its optimizer variables."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "skipping optimizer variables"
+        model.load_weights(path)
+
+
 def load_init_weights(model, path: str | Path) -> None:
     """Warm start: load a previous run's weights into a freshly built model.
 
@@ -320,11 +328,8 @@ def load_init_weights(model, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"init_weights: {path} does not exist")
-    import warnings
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a run's file also holds optimizer variables
-            model.load_weights(path)
+        load_model_weights(model, path)
     except Exception as exc:  # noqa: BLE001 - Keras raises several types here
         raise ValueError(f"init_weights: {path} does not fit this architecture "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from exc
@@ -343,26 +348,20 @@ def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data_info: di
     """Load the run's best weights, tune post-processing on validation, measure,
     and write ``out`` (weights, model.json, README.md, log and curves)."""
     import shutil
-    from pneumo import modelcard
+    from pneumo import modelcard, networks
     from pneumo.inference import finish_card, predict_arrays
-    import warnings
-    from pneumo import networks
     out.mkdir(parents=True, exist_ok=True)
     # a fresh, uncompiled network: the shipped file holds weights, not optimizer state
     model = networks.build_model(cfg.architecture)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "skipping optimizer variables"
-        model.load_weights(run_dir / "weights.weights.h5")
+    load_model_weights(model, run_dir / "weights.weights.h5")
     model.save_weights(out / "weights.weights.h5")
     if run_dir != out:
         for log in run_dir.glob("log*.csv"):  # a resumed run may have several parts
             shutil.copy(log, out / log.name)
     pcfg = PreprocessConfig.from_dict(cfg.preprocess)
     probs = predict_arrays(model, vx, pcfg, tta=cfg.tta)
-    card = finish_card(out, cfg, pcfg, probs, vy, data_info,
-                       dict(training_info, parameters=model.count_params()))
-    card["parameters"] = model.count_params()
-    (out / "model.json").write_text(json.dumps(card, indent=2))
+    card = finish_card(out, cfg, pcfg, probs, vy, data_info, training_info,
+                       parameters=model.count_params())
     _plot_curves(out)
     (out / "README.md").write_text(modelcard.render(out))
     return card
