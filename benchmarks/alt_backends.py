@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,18 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from run import timed, write_report  # noqa: E402  (benchmarks/run.py, beside this script)
+
 BUNDLED = ROOT / "models" / "double_unet_siim_256"
-
-
-def timed(fn, repeats: int) -> dict:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times),
-            "n": repeats}
 
 
 def validation_inputs(size: int, n: int = 8) -> np.ndarray:
@@ -118,7 +108,6 @@ def main() -> int:
     except ImportError:
         report["backends"]["onnxruntime"] = {"status": "not installed"}
 
-    from run import write_report  # benchmarks/run.py, beside this script
     write_report(report, Path(args.out))
     return 0
 

@@ -37,6 +37,17 @@ def stats(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def timed(fn, repeats: int) -> dict:
+    """Call ``fn`` once to warm up (tracing), then time ``repeats`` calls."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return stats(times)
+
+
 def model_flops(model) -> float:
     """FLOPs (2 x multiply-adds) of one forward pass, from conv and dense layers."""
     import keras
@@ -60,24 +71,18 @@ def bench_forward(model_dir: Path, repeats: int) -> dict:
     size = predictor.pcfg.size
     out = {"model": predictor.name, "input_size": size,
            "gflop_per_image": model_flops(predictor.model) / 1e9}
+    predictor.tta = False
     for batch in (1, 4):
         x = np.random.default_rng(0).integers(0, 255, (batch, size, size), dtype=np.uint8)
-        predictor.tta = False
-        predictor.probability_maps(x)  # warm-up / tracing
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter(); predictor.probability_maps(x); times.append(time.perf_counter() - t)
-        s = stats(times)
+        s = timed(lambda x=x: predictor.probability_maps(x), repeats)
         s["gflops_per_s"] = out["gflop_per_image"] * batch / s["median"]
         s["fraction_of_peak"] = s["gflops_per_s"] / PEAK_GFLOPS
         out[f"batch{batch}_s"] = s
     paper = build_double_unet(512, depth=4, width=1.0, channels=3)
     x = np.zeros((1, 512, 512, 3), np.float32)
-    paper(x, training=False)
-    times = []
-    for _ in range(max(3, repeats // 2)):
-        t = time.perf_counter(); paper(x, training=False); times.append(time.perf_counter() - t)
-    out["paper_double_unet_512"] = dict(stats(times), params=paper.count_params(),
+    out["paper_double_unet_512"] = dict(timed(lambda: paper(x, training=False),
+                                              max(3, repeats // 2)),
+                                        params=paper.count_params(),
                                         gflop=model_flops(paper) / 1e9)
     return out
 
