@@ -94,7 +94,11 @@ def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
         t.start()
     killed = None
     if kill:
-        time.sleep(1.5)
+        # kill as soon as the first answer arrives: the load is then still in flight,
+        # however fast the model is (a fixed delay missed it once uploads got faster)
+        deadline = time.time() + 120
+        while not any(outcomes) and not errors and time.time() < deadline:
+            time.sleep(0.01)
         children = server.worker_pids()
         if children:
             killed = children[0]
