@@ -32,14 +32,14 @@ from run import timed, write_report  # noqa: E402  (benchmarks/run.py, beside th
 BUNDLED = ROOT / "models" / "double_unet_siim_256"
 
 
-def validation_inputs(size: int, n: int = 8) -> np.ndarray:
-    """``n`` real validation images at model size, as the network sees them (0..1)."""
-    from pneumo.preprocess import PreprocessConfig, preprocess
+def validation_inputs(pcfg, n: int = 8) -> np.ndarray:
+    """``n`` real validation images as the network sees them (the one model-input path)."""
+    from pneumo.preprocess import model_input
     from pneumo.training import TrainConfig, load_example, split_samples
-    cfg = TrainConfig(data=str(ROOT / "configs" / "data_siim.json"))
-    _, table, _, val = split_samples(cfg)
-    pcfg = PreprocessConfig(size=size, channels=1)
-    return np.stack([preprocess(load_example(s, table, pcfg)[0], pcfg) for s in val[:n]])
+    data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
+    images = np.stack([load_example(s, data.table, pcfg.size)[0]
+                       for s in data.samples["val"][:n]])
+    return model_input(images, pcfg)
 
 
 def openvino_row(ov, saved: Path, size: int, precision: str, x8: np.ndarray,
@@ -47,7 +47,7 @@ def openvino_row(ov, saved: Path, size: int, precision: str, x8: np.ndarray,
     core = ov.Core()
     row = {"version": ov.__version__, "inference_precision": precision}
     for batch in (1, 4, 8):
-        converted = ov.convert_model(str(saved), input=[batch, size, size, 1])
+        converted = ov.convert_model(str(saved), input=[batch, size, size, x8.shape[-1]])
         compiled = core.compile_model(converted, "CPU", {"PERFORMANCE_HINT": "LATENCY",
                                                          "INFERENCE_PRECISION_HINT": precision})
         port = compiled.outputs[len(compiled.outputs) - 1]  # the second U-Net's mask
@@ -73,11 +73,14 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "alt_backends.json"))
     args = p.parse_args()
 
-    from pneumo.inference import Predictor, _predict_batch
+    from pneumo.inference import Predictor, _predict_once
     predictor = Predictor.load(args.model)
     size = predictor.pcfg.size
     model = predictor.model
-    x8 = validation_inputs(size)
+    x8 = validation_inputs(predictor.pcfg)
+
+    def _predict_batch(m, x):
+        return _predict_once(m, x)[0]
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": predictor.name,
               "input_size": size, "cores": os.cpu_count(), "backends": {}}
     reference = _predict_batch(model, x8)

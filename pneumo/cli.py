@@ -75,12 +75,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     cfg = DataConfig.load(args.data)
     result, samples = cfg.samples()
     counts = result.counts()
-    counts["nih_negatives"] = sum(1 for s in samples if s.source == "nih")
+    counts["nih_negatives"] = sum(1 for s in samples if s.source == "nih" and not s.positive)
+    counts["nih_positives"] = sum(1 for s in samples if s.source == "nih" and s.positive)
     for key, value in counts.items():
         print(f"{key:20s} {value}")
     for path in result.unmatched:
         print(f"unmatched: {path}")
-    split = dataset.assign_split(samples, cfg.val_fraction, cfg.split_seed)
+    split = cfg.make_split(samples)
     out = Path(args.write) if args.write else None
     if out:
         dataset.write_split(out, samples, split)

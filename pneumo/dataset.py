@@ -20,7 +20,7 @@ import csv
 import hashlib
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -44,6 +44,7 @@ class Sample:
     positive: bool | None
     source: str = "siim"
     group: str = ""
+    has_mask: bool = True  # False: an image-level label only (NIH positives)
 
     @property
     def split_key(self) -> str:
@@ -180,30 +181,34 @@ def build_index(folders: Iterable[str | Path], table: dict[str, list[str]],
     return result
 
 
-def nih_samples(index_csv: str | Path, images_dir: str | Path) -> tuple[list[Sample], int]:
-    """NIH ChestX-ray14 negatives as samples with an empty mask.
+def nih_samples(index_csv: str | Path, images_dir: str | Path,
+                positives: bool = False) -> tuple[list[Sample], int]:
+    """NIH ChestX-ray14 images as samples: negatives with an empty mask.
 
-    An image is negative when its NIH label lacks Pneumothorax and the Google
-    2019 adjudication (where present) does not say positive. Positives have
-    no mask and are left out of segmentation data.
+    An image is positive when its NIH label says Pneumothorax or the Google
+    2019 adjudication says positive. Positives have no mask: with
+    ``positives`` they are returned with ``has_mask=False`` (they can train
+    an image-level head only), otherwise they are left out.
 
     Returns:
-        ``(negative samples present on disk, number of positives left out)``.
+        ``(samples present on disk, number of positives present)``.
     """
     images_dir = Path(images_dir)
-    samples, positives = [], 0
+    samples, n_pos = [], 0
     with open(index_csv, newline="") as fh:
         for row in csv.DictReader(fh):
             path = images_dir / row["image_index"]
             if not path.exists():
                 continue
-            if row["pneumothorax"] == "1" or row.get("google2019_pneumothorax") == "1":
-                positives += 1
+            positive = row["pneumothorax"] == "1" or row.get("google2019_pneumothorax") == "1"
+            n_pos += positive
+            if positive and not positives:
                 continue
             samples.append(Sample(image_id=f"nih:{row['image_index']}", path=str(path),
-                                  format="PNG", positive=False, source="nih",
-                                  group=f"nih-patient:{row['patient_id']}"))
-    return samples, positives
+                                  format="PNG", positive=positive, source="nih",
+                                  group=f"nih-patient:{row['patient_id']}",
+                                  has_mask=not positive))
+    return samples, n_pos
 
 
 def _hash_fraction(key: str, seed: int) -> float:
@@ -231,6 +236,30 @@ def assign_split(samples: Iterable[Sample], val_fraction: float = 0.2,
         for i, key in enumerate(keys):
             for s in groups[key]:
                 split[s.image_id] = "val" if i < n_val else "train"
+    return split
+
+
+def carve_tune(samples: Iterable[Sample], base: dict[str, str], fraction: float,
+               seed: int) -> dict[str, str]:
+    """Add a ``tune`` split carved from training, keeping ``val`` exactly as in ``base``.
+
+    A group (ImageId, or NIH patient) goes to ``tune`` when its seeded hash
+    falls under ``fraction``, so a patient never straddles train and tune.
+    Samples missing from ``base`` (e.g. NIH positives added later) follow
+    their patient's split; one whose patient is in ``val`` becomes
+    ``excluded`` so validation stays unchanged.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"tune fraction must be in (0, 1), got {fraction}")
+    samples = list(samples)
+    group_split = {s.split_key: base[s.image_id] for s in samples if s.image_id in base}
+    split: dict[str, str] = {}
+    for s in samples:
+        where = base.get(s.image_id, group_split.get(s.split_key, "train"))
+        if where == "val":
+            split[s.image_id] = "val" if s.image_id in base else "excluded"
+        else:
+            split[s.image_id] = "tune" if _hash_fraction(s.split_key, seed) < fraction else "train"
     return split
 
 
@@ -272,7 +301,7 @@ def cross_split_pixel_duplicates(samples: list[Sample], split: dict[str, str],
                                            dtype=np.uint8))
         prints[s.image_id] = bits
     val = [i for i in prints if split.get(i) == "val"]
-    train = [i for i in prints if split.get(i) == "train"]
+    train = [i for i in prints if split.get(i) in ("train", "tune")]
     if not val or not train:
         return []
     v = np.stack([prints[i] for i in val]).astype(np.int16)
@@ -292,7 +321,3 @@ def summarise(samples: Iterable[Sample], split: dict[str, str]) -> dict[str, Cou
         key = f"{s.source}_{'pos' if s.positive else 'neg'}"
         out.setdefault(split.get(s.image_id, "none"), Counter())[key] += 1
     return out
-
-
-def sample_to_dict(s: Sample) -> dict:
-    return asdict(s)

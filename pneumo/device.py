@@ -34,3 +34,22 @@ def configure_device(threads: int | None = None) -> str:
     if gpus:
         return f"GPU ({', '.join(g.name for g in gpus)}, memory growth on)"
     return "CPU" if threads is None else f"CPU ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def has_gpu() -> bool:
+    """True when the active Keras backend sees a GPU."""
+    import keras
+    backend = keras.config.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+            return jax.devices()[0].platform == "gpu"
+        if backend == "torch":
+            import torch
+            return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a broken driver means no usable GPU
+        return False
+    return False

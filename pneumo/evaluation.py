@@ -3,14 +3,65 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from pneumo import dataset, metrics, rle
+from pneumo import calibration, dataset, metrics, postprocess, rle
 from pneumo.errors import PneumoError
 from pneumo.imaging import read_image
-from pneumo.inference import Predictor, evaluate_probs
+from pneumo.inference import ModelOutput, Predictor, image_probability
+from pneumo.modelcard import ModelCard
+
+
+def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
+    """Every figure of a model card for one split's network output.
+
+    Args:
+        card: thresholds, calibration and operating points.
+        out: the network output for the split's images.
+        arrays: the split's ``Arrays`` (uint8 masks, labels, which masks are truth).
+
+    Returns:
+        ``auc`` and ``ece`` of the displayed probability over all labelled
+        images; ``dice_positive_mask`` (mean Dice of the outlined region on
+        positive images with a mask, no gate); and per operating point the
+        sensitivity, specificity and SIIM scores with the gate applied
+        (``operating_points``). The default point's figures are repeated at the
+        top level.
+    """
+    prob = image_probability(card, out)
+    labels = np.asarray(arrays.label, bool)
+    m = np.asarray(arrays.has_mask, bool)
+    regions = [postprocess.mask_from_map(p, card.postprocess) for p in out.maps]
+    truths = [y > 0 for y in arrays.y]
+    rel = calibration.reliability(prob, labels)
+    pos_masked = np.flatnonzero(labels & m)
+    result = {
+        "n_images": int(len(labels)), "n_positive": int(labels.sum()),
+        "n_negative": int((~labels).sum()), "n_label_only": int((~m).sum()),
+        "auc": metrics.roc_auc(labels, prob), "ece": rel.ece,
+        "brier": float(np.mean((prob - labels) ** 2)) if len(labels) else float("nan"),
+        "dice_positive_mask": float(np.mean([metrics.dice(truths[i], regions[i])
+                                             for i in pos_masked])) if len(pos_masked)
+        else float("nan"),
+        "reliability": asdict(rel), "operating_points": {},
+    }
+    for name, point in card.operating_points.items():
+        called = prob >= point.threshold
+        preds = [r if c else np.zeros_like(r) for r, c in zip(regions, called)]
+        seg = metrics.summarise([truths[i] for i in np.flatnonzero(m)],
+                                [preds[i] for i in np.flatnonzero(m)])
+        sens, spec = metrics.sensitivity_specificity(labels, called)
+        result["operating_points"][name] = json_safe({
+            "threshold": point.threshold, "sensitivity": sens, "specificity": spec,
+            "dice_positive": seg["dice_positive"], "empty_accuracy": seg["empty_accuracy"],
+            "siim_score": seg["siim_score"],
+            "siim_score_reweighted": seg["siim_score_reweighted"]})
+    result.update(result["operating_points"].get(card.default_operating_point, {}))
+    result.pop("threshold", None)
+    return json_safe(result)
 
 
 def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
@@ -20,8 +71,7 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     Writes ``metrics.json``, ``per_image.csv``, ``roc.png``, ``dice_hist.png``
     and ``worst_cases.png`` into ``out_dir``.
     """
-    from pneumo import postprocess
-    from pneumo.training import load_example
+    from pneumo.training.data import Arrays, load_example
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = predictor.pcfg.size
@@ -32,22 +82,28 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
         from tqdm import tqdm
         iterator = tqdm(iterator, desc="evaluating", unit="img")
     for i in iterator:
-        xs[i], ys[i] = load_example(samples[i], table, predictor.pcfg)
-    probs = np.concatenate([predictor.probability_maps(xs[i:i + 8])
-                            for i in range(0, len(xs), 8)]) if len(xs) else xs.astype(np.float32)
-    scores = evaluate_probs(probs, ys, predictor.pp)
+        xs[i], ys[i] = load_example(samples[i], table, size)
+    arrays = Arrays(xs, ys, np.array([bool(s.positive) for s in samples], bool),
+                    np.array([s.has_mask for s in samples], bool))
+    model_out = predictor.output(xs)
+    card = predictor.card
+    scores = score_outputs(card, model_out, arrays)
+    prob = image_probability(card, model_out)
     rows = []
-    for s, p, y in zip(samples, probs, ys):
-        mask, score, _ = postprocess.apply(p, predictor.pp)
-        rows.append({"ImageId": s.image_id, "truth_area": int(y.sum()),
-                     "pred_area": int(mask.sum()), "dice": metrics.dice(y.astype(bool), mask),
-                     "score": round(score, 4)})
+    for s, p, y, pr in zip(samples, model_out.maps, ys, prob):
+        region = postprocess.mask_from_map(p, card.postprocess)
+        called = pr >= predictor.operating_point.threshold
+        mask = region if called else np.zeros_like(region)
+        rows.append({"ImageId": s.image_id, "label": int(bool(s.positive)),
+                     "truth_area": int(y.sum()), "pred_area": int(mask.sum()),
+                     "dice": metrics.dice(y.astype(bool), mask),
+                     card.probability_kind: round(float(pr), 4)})
     with open(out / "per_image.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["ImageId"])
         writer.writeheader()
         writer.writerows(rows)
-    (out / "metrics.json").write_text(json.dumps(json_safe(scores), indent=2))
-    _plots(out, rows, xs, ys, probs, predictor)
+    (out / "metrics.json").write_text(json.dumps(scores, indent=2))
+    _plots(out, rows, xs, ys, model_out.maps, predictor, prob)
     return scores
 
 
@@ -56,15 +112,15 @@ def json_safe(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in d.items()}
 
 
-def _plots(out: Path, rows, xs, ys, probs, predictor) -> None:
+def _plots(out: Path, rows, xs, ys, maps, predictor, prob) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pneumo import overlay, postprocess
+    from pneumo import overlay
     if not rows:
         return
-    labels = np.array([r["truth_area"] > 0 for r in rows])
-    scores = np.array([r["score"] for r in rows])
+    labels = np.array([r["label"] > 0 for r in rows])
+    scores = np.asarray(prob)
     fpr, tpr = metrics.roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(fpr, tpr); ax.plot([0, 1], [0, 1], "k:")
@@ -78,7 +134,8 @@ def _plots(out: Path, rows, xs, ys, probs, predictor) -> None:
     worst = np.argsort([r["dice"] for r in rows])[:8]
     tiles = []
     for i in worst:
-        mask = postprocess.apply(probs[i], predictor.pp)[0]
+        mask = postprocess.mask_from_map(maps[i], predictor.pp) \
+            if prob[i] >= predictor.operating_point.threshold else np.zeros(maps[i].shape, bool)
         pred = overlay.filled(xs[i], mask, 0.45)
         truth = overlay.contour(xs[i], ys[i].astype(bool), 1, (0, 255, 0))
         tiles.append(overlay.side_by_side(truth, pred, gap=2))
@@ -98,7 +155,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     import sys
     from PIL import Image
     from pneumo import overlay
-    from pneumo.preprocess import preprocess_uint8
+    from pneumo.preprocess import resize_image
 
     files = dataset.iter_image_files(inputs)
     if overlays:
@@ -109,7 +166,8 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     sc_fh = open(scores_csv, "w", newline="") if scores_csv else None
     sc = csv.writer(sc_fh) if sc_fh else None
     if sc:
-        sc.writerow(["ImageId", "probability", "area_px", "threshold"])
+        sc.writerow(["ImageId", predictor.card.probability_kind, "area_px", "threshold",
+                     "operating_point"])
     counts = {"images": 0, "positive": 0, "failed": 0}
     iterator = range(0, len(files), batch_size)
     if progress:
@@ -130,14 +188,14 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                            else path.stem)
             if not records:
                 continue
-            batch = np.stack([preprocess_uint8(r.pixels, predictor.pcfg) for r in records])
-            probs = predictor.probability_maps(batch)
-            for rec, image_id, prob in zip(records, ids, probs):
-                pred = predictor.finish(rec, prob)
+            batch = np.stack([resize_image(r.pixels, predictor.pcfg.size) for r in records])
+            model_out = predictor.output(batch)
+            for index, (rec, image_id) in enumerate(zip(records, ids)):
+                pred = predictor.finish(rec, model_out, index)
                 sub.writerow([image_id, rle.encode(pred.mask)])
                 if sc:
                     sc.writerow([image_id, f"{pred.probability:.4f}", pred.area_px,
-                                 f"{pred.threshold:.4f}"])
+                                 f"{pred.threshold:.4f}", pred.operating_point.name])
                 if overlays:
                     Image.fromarray(overlay.filled(rec.pixels, pred.mask)).save(
                         Path(overlays) / f"{_safe_name(image_id)}.png")

@@ -1,14 +1,13 @@
 """Model folders and inference.
 
-A model folder holds ``model.json`` (the card) and ``weights.weights.h5``.
-:class:`Predictor` loads one, and :meth:`Predictor.predict` turns an
+:class:`Predictor` loads a model folder (``model.json`` card +
+``weights.weights.h5``) and :meth:`Predictor.predict` turns an
 :class:`~pneumo.imaging.ImageRecord` into a :class:`Prediction` at the
-image's own resolution. The card's preprocessing and post-processing are the
-only source of input size and thresholds.
+image's own resolution. The card is the only source of input size,
+normalisation, thresholds, calibration and operating points.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,180 +16,168 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import metrics, postprocess
+from pneumo import modelcard, postprocess
+from pneumo.calibration import evidence
 from pneumo.errors import ModelLoadError
 from pneumo.imaging import ImageRecord
-from pneumo.preprocess import PreprocessConfig, preprocess_uint8, resize_probability
+from pneumo.modelcard import ModelCard
+from pneumo.postprocess import OperatingPoint
+from pneumo.preprocess import PreprocessConfig, model_input, resize_image
 
 log = logging.getLogger(__name__)
 
-CARD = "model.json"
-WEIGHTS = "weights.weights.h5"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "double_unet_siim_256"
+
+
+@dataclass
+class ModelOutput:
+    """Raw network output for a batch at the model's resolution."""
+
+    maps: np.ndarray          # float32 (N, size, size) pixel probabilities
+    head: np.ndarray | None   # float32 (N,) image-level head output, if the model has one
+
+    def evidence(self, k: int) -> np.ndarray:
+        """The ``k``-th highest pixel probability of each map."""
+        return evidence(self.maps, k)
 
 
 @dataclass
 class Prediction:
     """What the model says about one image."""
 
-    mask: np.ndarray            # bool (rows, columns) at the image's resolution
-    probability_map: np.ndarray  # float32 (size, size) at the model's resolution
-    probability: float          # image-level score used by the gate
-    threshold: float            # the gate's operating threshold
+    mask: np.ndarray              # bool (rows, columns): the outlined region when positive
+    probability_map: np.ndarray   # float32 (size, size) at the model's resolution
+    probability: float            # calibrated image-level probability (or score, see card)
+    operating_point: OperatingPoint
     positive: bool
+    finding_below_threshold: bool  # negative verdict, yet pixels pass the mask threshold
     area_px: int
     area_cm2: float | None
     timings: dict
 
     @property
-    def verdict(self) -> str:
-        return "pneumothorax suspected" if self.positive else "not detected"
+    def threshold(self) -> float:
+        return self.operating_point.threshold
 
 
-def _predict_batch(model, x: np.ndarray) -> np.ndarray:
-    """Prediction output for one batch through Keras' compiled predict function.
+def _predict_once(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mask map and head output for one batch through Keras' compiled predict function.
 
     ``predict_on_batch`` traces the network once per input shape (a graph
     under TensorFlow, jit under JAX): about 3x faster on CPU than an eager call.
     """
-    from pneumo.networks import prediction_output
-    out = prediction_output(model.predict_on_batch(x))
-    return np.asarray(out, dtype=np.float32)[..., 0]
+    from pneumo.networks import split_outputs
+    mask, head = split_outputs(model, model.predict_on_batch(x))
+    maps = np.asarray(mask, dtype=np.float32)[..., 0]
+    return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
 
 
-def predict_arrays(model, xs: np.ndarray, pcfg: PreprocessConfig, tta: bool = False,
-                   batch_size: int = 8) -> np.ndarray:
-    """Probability maps for cached uint8 arrays (N, size, size); optional flip TTA."""
-    out = np.zeros(xs.shape, np.float32)
-    for i in range(0, len(xs), batch_size):
-        x = xs[i:i + batch_size].astype(np.float32) / 255.0
-        x = np.repeat(x[..., None], pcfg.channels, axis=-1)
-        p = _predict_batch(model, x)
+def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool = False,
+                    batch_size: int = 8) -> ModelOutput:
+    """Network output for model-size ``uint8`` images (N, size, size); optional flip TTA."""
+    maps = np.zeros(images.shape, np.float32)
+    heads: list[np.ndarray] = []
+    for i in range(0, len(images), batch_size):
+        x = model_input(images[i:i + batch_size], pcfg)
+        m, h = _predict_once(model, x)
         if tta:
-            p = 0.5 * (p + _predict_batch(model, x[:, :, ::-1].copy())[:, :, ::-1])
-        out[i:i + batch_size] = p
-    return out
+            mf, hf = _predict_once(model, x[:, :, ::-1].copy())
+            m = 0.5 * (m + mf[:, :, ::-1])
+            h = None if h is None else 0.5 * (h + hf)
+        maps[i:i + batch_size] = m
+        if h is not None:
+            heads.append(h)
+    return ModelOutput(maps, np.concatenate(heads) if heads else None)
 
 
-def evaluate_probs(probs: np.ndarray, truths: np.ndarray, pp: postprocess.PostProcess) -> dict:
-    """All metrics for probability maps and 0/1 truths at the model size."""
-    results = [postprocess.apply(p, pp) for p in probs]
-    preds = [r[0] for r in results]
-    scores = np.array([r[1] for r in results])
-    truth_masks = [t.astype(bool) for t in truths]
-    return metrics.summarise(truth_masks, preds, scores)
-
-
-def finish_card(out: Path, cfg, pcfg: PreprocessConfig, probs: np.ndarray, truths: np.ndarray,
-                data: dict, training: dict, parameters: int | None = None) -> dict:
-    """Tune post-processing on validation, measure, and write ``model.json``."""
-    from dataclasses import asdict
-    truth_masks = [t.astype(bool) for t in truths]
-    # operating point: the best SIIM score at the prevalence the config names (0.5 by
-    # default: at 22 % an almost silent model wins, which is useless at the bedside)
-    prevalence = getattr(cfg, "tune_prevalence", 0.5)
-    pp, _ = postprocess.grid_search(list(probs), truth_masks, pcfg.size, prevalence=prevalence)
-    scores = evaluate_probs(probs, truths, pp)
-    card = {
-        "name": out.name,
-        "version": time.strftime("%Y-%m-%d"),
-        "architecture": cfg.architecture,
-        "preprocess": pcfg.to_dict(),
-        "postprocess": dict(pp.to_dict(), tuned_for_prevalence=prevalence),
-        "tta": cfg.tta,
-        "data": data,
-        "validation": {k: (None if isinstance(v, float) and np.isnan(v) else
-                           round(v, 4) if isinstance(v, float) else v)
-                       for k, v in scores.items()},
-        "training": training,
-        "parameters": parameters,
-        "config": asdict(cfg),
-        "intended_use": "Decision support for pneumothorax on chest radiographs; not a diagnosis.",
-    }
-    (out / CARD).write_text(json.dumps(card, indent=2))
-    return card
-
-
-def read_card(model_dir: str | Path) -> dict:
-    """Read and check a model card; raise :class:`ModelLoadError` with the reason."""
-    model_dir = Path(model_dir)
-    card_path, weights = model_dir / CARD, model_dir / WEIGHTS
-    if not model_dir.is_dir():
-        raise ModelLoadError(f"Model folder not found: {model_dir}")
-    if not card_path.exists():
-        raise ModelLoadError(f"Model card {CARD} is missing in {model_dir}")
-    if not weights.exists():
-        raise ModelLoadError(f"Weights file {WEIGHTS} is missing in {model_dir}")
-    try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"Model card {card_path} is not valid JSON: {exc}") from exc
-    for key in ("architecture", "preprocess", "postprocess"):
-        if key not in card:
-            raise ModelLoadError(f"Model card {card_path} lacks '{key}'")
-    return card
+def image_probability(card: ModelCard, out: ModelOutput) -> np.ndarray:
+    """The image-level number shown to readers: calibrated where the card has a
+    calibration, otherwise the uncalibrated mask evidence ("score")."""
+    ev = out.evidence(postprocess.evidence_pixels(card.postprocess, card.preprocess.size))
+    if card.calibration is None:
+        return ev.astype(np.float64)
+    return card.calibration.probability(out.head, ev)
 
 
 class Predictor:
     """A loaded model with its card; thread-safe (model calls are serialised)."""
 
-    def __init__(self, model, card: dict, model_dir: Path):
+    def __init__(self, model, card: ModelCard, model_dir: Path,
+                 operating_point: str | None = None):
         self.model = model
         self.card = card
         self.model_dir = Path(model_dir)
-        self.pcfg = PreprocessConfig.from_dict(card["preprocess"])
-        self.pp = postprocess.PostProcess.from_dict(card["postprocess"])
-        self.tta = bool(card.get("tta", False))
+        self.pcfg = card.preprocess
+        self.pp = card.postprocess
+        self.tta = card.tta
+        self.operating_point = card.operating_point(operating_point)
         self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
-        return f"{self.card.get('name', self.model_dir.name)} ({self.card.get('version', '?')})"
+        return f"{self.card.name} ({self.card.version or '?'})"
 
     @classmethod
-    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True) -> "Predictor":
-        """Build the network from the card, load its weights and optionally warm it up."""
+    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True,
+             operating_point: str | None = None) -> "Predictor":
+        """Build the network from the card, load its weights and optionally warm it up.
+
+        ``operating_point`` names one of the card's points (default: the card's).
+        """
         from pneumo.networks import build_model
-        card = read_card(model_dir)
+        card = modelcard.read(model_dir)
         try:
-            model = build_model(card["architecture"])
-            model.load_weights(Path(model_dir) / WEIGHTS)
+            card.operating_point(operating_point)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        try:
+            model = build_model(card.architecture)
+            model.load_weights(Path(model_dir) / modelcard.WEIGHTS)
         except Exception as exc:
             raise ModelLoadError(
                 f"Weights in {model_dir} could not be loaded into "
-                f"{card['architecture'].get('name')}: {exc}") from exc
-        predictor = cls(model, card, Path(model_dir))
+                f"{card.architecture.get('name')}: {exc}") from exc
+        predictor = cls(model, card, Path(model_dir), operating_point)
         if warm_up:
-            predictor.probability_maps(np.zeros((1, predictor.pcfg.size, predictor.pcfg.size),
-                                                np.uint8))
+            predictor.output(np.zeros((1, predictor.pcfg.size, predictor.pcfg.size), np.uint8))
         return predictor
+
+    def output(self, batch: np.ndarray) -> ModelOutput:
+        """(N, size, size) uint8 model-size images -> raw network output."""
+        with self._lock:
+            return predict_batches(self.model, batch, self.pcfg, tta=self.tta)
 
     def probability_maps(self, batch: np.ndarray) -> np.ndarray:
         """(N, size, size) uint8 model-size images -> (N, size, size) probabilities."""
-        with self._lock:
-            return predict_arrays(self.model, batch, self.pcfg, tta=self.tta)
+        return self.output(batch).maps
 
     def predict(self, record: ImageRecord) -> Prediction:
         """Predict one decoded image."""
         t0 = time.perf_counter()
-        small = preprocess_uint8(record.pixels, self.pcfg)[None]
+        small = resize_image(record.pixels, self.pcfg.size)[None]
         t1 = time.perf_counter()
-        prob = self.probability_maps(small)[0]
+        out = self.output(small)
         t2 = time.perf_counter()
-        result = self.finish(record, prob)
+        result = self.finish(record, out, 0)
         result.timings.update(preprocess_s=t1 - t0, model_s=t2 - t1,
                               postprocess_s=time.perf_counter() - t2)
         return result
 
-    def finish(self, record: ImageRecord, prob: np.ndarray) -> Prediction:
-        """Post-process a model-size probability map for ``record``."""
-        mask_small, score, positive = postprocess.apply(prob, self.pp)
+    def finish(self, record: ImageRecord, out: ModelOutput, index: int) -> Prediction:
+        """Post-process image ``index`` of a batch's output for ``record``."""
+        prob_map = out.maps[index]
+        one = ModelOutput(out.maps[index:index + 1],
+                          None if out.head is None else out.head[index:index + 1])
+        probability = float(image_probability(self.card, one)[0])
+        positive = probability >= self.operating_point.threshold
+        region = postprocess.mask_from_map(prob_map, self.pp)
         shape = record.pixels.shape
-        mask = (resize_probability(mask_small.astype(np.float32), shape) > 0.5) if positive \
-            else np.zeros(shape, bool)
+        mask = (postprocess.upsample_probability(region.astype(np.float32), shape) > 0.5) \
+            if positive and region.any() else np.zeros(shape, bool)
         area_px = int(mask.sum())
         spacing = record.meta.pixel_spacing_mm
         area_cm2 = (area_px * spacing[0] * spacing[1] / 100.0) if spacing else None
-        return Prediction(mask=mask, probability_map=prob, probability=score,
-                          threshold=self.pp.top_threshold, positive=positive and area_px > 0,
+        return Prediction(mask=mask, probability_map=prob_map, probability=probability,
+                          operating_point=self.operating_point, positive=positive,
+                          finding_below_threshold=(not positive) and bool(region.any()),
                           area_px=area_px, area_cm2=area_cm2, timings={})

@@ -49,6 +49,13 @@ def focal_loss(y_true, y_pred, gamma: float = 2.0, alpha: float = 0.75):
     return -ops.mean(a * ops.power(1.0 - pt, gamma) * ops.log(pt), axis=1)
 
 
+def image_bce(y_true, y_pred):
+    """Binary cross-entropy of the image-level output (N, 1), one value per image."""
+    t = ops.cast(ops.reshape(y_true, (-1,)), "float32")
+    p = ops.clip(ops.cast(ops.reshape(y_pred, (-1,)), "float32"), EPS, 1.0 - EPS)
+    return -(t * ops.log(p) + (1.0 - t) * ops.log(1.0 - p))
+
+
 def bce_dice(y_true, y_pred):
     """BCE + soft Dice per image (the default)."""
     return bce(y_true, y_pred) + soft_dice_loss(y_true, y_pred)

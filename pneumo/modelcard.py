@@ -1,107 +1,131 @@
-"""Render a model folder's human-readable card (README.md) from its model.json."""
+"""The model card: one typed record, written by packaging, read by the Predictor,
+shown by the result page and rendered to a model folder's README.md.
+
+A model folder holds ``model.json`` (this card) and ``weights.weights.h5``.
+Cards written before model v2 (a gate on the ``min_top_pixels``-th highest
+pixel, no calibration) are read as one ``balanced`` operating point on that
+uncalibrated score.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-LIMITATIONS = """\
-- Trained on a small public subset (about 600 positive SIIM training images) on a 2-core CPU,
-  from scratch: no ImageNet pretraining was available offline. Expect missed small or
-  apical pneumothoraces and false positives on tubes, skin folds and scapular edges.
-- Few negatives come from SIIM itself; most negatives are NIH ChestX-ray14 images
-  (512 x 512 PNG re-encodings) whose labels are text-mined, so some may be wrong.
-- Many SIIM training images are lossy JPEG re-encodings (amarshrma) of the DICOM pixels.
-- The validation split is small (147 SIIM positives); the confidence intervals of every
-  figure below are wide.
-- Not validated on images from other hospitals, paediatric images, lateral views or
-  post-drain follow-up films. Decision support only: a radiologist reads every image."""
+from pneumo.calibration import Calibrator
+from pneumo.errors import ModelLoadError
+from pneumo.postprocess import OperatingPoint, PostProcess
+from pneumo.preprocess import PreprocessConfig
+
+CARD = "model.json"
+WEIGHTS = "weights.weights.h5"
+INTENDED_USE = "Decision support for pneumothorax on chest radiographs; not a diagnosis."
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
+@dataclass
+class ModelCard:
+    """Everything the weights need to be used and judged."""
+
+    name: str
+    architecture: dict[str, Any]
+    preprocess: PreprocessConfig
+    postprocess: PostProcess
+    operating_points: dict[str, OperatingPoint]
+    default_operating_point: str = "balanced"
+    calibration: Calibrator | None = None
+    tta: bool = False
+    version: str = ""
+    parameters: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = INTENDED_USE
+
+    def __post_init__(self):
+        if self.default_operating_point not in self.operating_points:
+            raise ValueError(f"default operating point {self.default_operating_point!r} is not "
+                             f"among {sorted(self.operating_points)}")
+
+    @property
+    def probability_kind(self) -> str:
+        """``probability`` when calibrated, otherwise ``score``."""
+        return "probability" if self.calibration else "score"
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        """The named operating point (the default when ``name`` is None)."""
+        name = name or self.default_operating_point
+        if name not in self.operating_points:
+            raise ValueError(f"unknown operating point {name!r}; this model has "
+                             f"{', '.join(sorted(self.operating_points))}")
+        return self.operating_points[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "architecture": self.architecture,
+            "parameters": self.parameters, "preprocess": self.preprocess.to_dict(),
+            "postprocess": self.postprocess.to_dict(),
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "operating_points": {k: v.to_dict() for k, v in self.operating_points.items()},
+            "default_operating_point": self.default_operating_point, "tta": self.tta,
+            "data": self.data, "tune": self.tune, "validation": self.validation,
+            "training": self.training, "config": self.config, "extra": self.extra,
+            "intended_use": self.intended_use,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        pp = d["postprocess"]
+        if "operating_points" in d:
+            points = {k: OperatingPoint.from_dict(k, v) for k, v in d["operating_points"].items()}
+        else:  # before model v2: one gate on the uncalibrated score
+            val = d.get("validation", {})
+            points = {"balanced": OperatingPoint(
+                "balanced", float(pp["top_threshold"]), float(val.get("sensitivity", "nan")),
+                float(val.get("specificity", "nan")), "the single gate of a pre-v2 card")}
+        cal = d.get("calibration")
+        return cls(
+            name=d["name"], architecture=d["architecture"],
+            preprocess=PreprocessConfig.from_dict(d["preprocess"]),
+            postprocess=PostProcess.from_dict(pp), operating_points=points,
+            default_operating_point=d.get("default_operating_point", "balanced"),
+            calibration=Calibrator.from_dict(cal) if cal else None, tta=bool(d.get("tta")),
+            version=str(d.get("version", "")), parameters=d.get("parameters"),
+            data=d.get("data", {}), tune=d.get("tune", {}), validation=d.get("validation", {}),
+            training=d.get("training", {}), config=d.get("config", {}),
+            extra=d.get("extra", {}), intended_use=d.get("intended_use", INTENDED_USE))
+
+    def write(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / CARD
+        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False, default=_nan_none))
+        return path
 
 
-def render(model_dir: str | Path, command: str | None = None) -> str:
-    """Markdown model card for ``model_dir``."""
+def _nan_none(value):
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def read(model_dir: str | Path) -> ModelCard:
+    """Read and check a model folder's card; :class:`ModelLoadError` says what is wrong."""
     model_dir = Path(model_dir)
-    card = json.loads((model_dir / "model.json").read_text())
-    arch, pre, pp = card["architecture"], card["preprocess"], card["postprocess"]
-    val, data, train = card.get("validation", {}), card.get("data", {}), card.get("training", {})
-    cfg = card.get("config", {})
-    weights = model_dir / "weights.weights.h5"
-    size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
-    params = card.get("parameters")
-    lines = [
-        f"# Model card: {card['name']}",
-        "",
-        "**Intended use**: decision support for pneumothorax on adult frontal (PA/AP) chest",
-        "radiographs: it highlights a suspected pneumothorax for a radiologist or emergency",
-        "physician to check. **It is not a diagnosis** and must not be used to rule a",
-        "pneumothorax out.",
-        "",
-        "## Architecture",
-        f"- `{arch['name']}` with arguments `{json.dumps(arch.get('args', {}))}`"
-        + (f", {params:,} parameters" if params else ""),
-        f"- weights file `weights.weights.h5`: {size_mb:.1f} MB (Keras 3, loads under any backend)",
-        "",
-        "## Input and preprocessing",
-        f"- grey image resized to {pre['size']} x {pre['size']} (`{pre.get('resize')}`), values "
-        f"{pre.get('scale')}, {pre['channels']} channel(s); DICOM windowing and MONOCHROME1",
-        "  inversion by `pneumo.imaging.read_image`, then `pneumo.preprocess.preprocess` (shared",
-        "  by training, evaluation and serving).",
-        f"- test-time augmentation (horizontal flip): {'on' if card.get('tta') else 'off'}",
-        "",
-        "## Post-processing (tuned on the validation split by grid search)",
-        f"- objective: SIIM score at {pp.get('tuned_for_prevalence', 0.22):.0%} prevalence"
-        " (at the real 22 % an almost silent model scores best, which helps no reader)",
-        f"- image is positive when at least {pp['min_top_pixels']} pixels (at {pp['reference_size']}²)"
-        f" exceed {pp['top_threshold']}: the image-level probability shown is that",
-        f"  {pp['min_top_pixels']}-th highest pixel probability, the operating threshold {pp['top_threshold']}",
-        f"- mask = pixels above {pp['pixel_threshold']}, components under {pp['min_area']} pixels removed",
-        "",
-        "## Training data",
-        f"- sources: {', '.join(data.get('sources', []))} (see `../shared/data/*/SOURCES.md`)",
-        f"- split file `splits/{data.get('split_file')}` (fixed before training; SIIM by ImageId,"
-        " NIH by patient; no pixel-identical image across splits)",
-        f"- training images: {data.get('train_images')} ({data.get('train_positive')} positive);"
-        f" validation images: {data.get('val_images')} ({data.get('val_positive')} positive)",
-        "",
-        "## Training procedure",
-        f"- loss `{cfg.get('loss')}`, deep supervision weights {cfg.get('deep_supervision')},"
-        f" Adam lr {cfg.get('learning_rate')} ({cfg.get('lr_schedule')}), batch {cfg.get('batch_size')},"
-        f" {cfg.get('steps_per_epoch')} steps per epoch, positives drawn at {cfg.get('positive_fraction')}",
-        f"- augmentation: {json.dumps(cfg.get('augment', {}))}",
-        f"- epochs run: {train.get('epochs_run')} (best epoch {train.get('best_epoch')}),"
-        f" {train.get('seconds')} s on {'a GPU' if train.get('gpu') else 'the CPU'}"
-        f" ({train.get('backend')} backend), {train.get('train_images_per_second')} training images/s",
-        f"- seed {cfg.get('seed')}",
-        *([f"- warm start: began from `{cfg['init_weights']}` (a previous run's weights, same"
-           " architecture) with a fresh learning-rate schedule"] if cfg.get("init_weights") else []),
-        "",
-        "## Validation results (held-out split, model input resolution)",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| SIIM score (mean per-image Dice, this split's prevalence) | {_fmt(val.get('siim_score'))} |",
-        f"| SIIM score re-weighted to 22 % prevalence | {_fmt(val.get('siim_score_reweighted'))} |",
-        f"| mean Dice on positive images | {_fmt(val.get('dice_positive'))} |",
-        f"| empty-image accuracy | {_fmt(val.get('empty_accuracy'))} |",
-        f"| image-level AUC | {_fmt(val.get('auc'))} |",
-        f"| sensitivity / specificity at the operating point | {_fmt(val.get('sensitivity'))} / {_fmt(val.get('specificity'))} |",
-        f"| images (positive / negative) | {val.get('n_images')} ({val.get('n_positive')} / {val.get('n_negative')}) |",
-        "",
-        "## Known limitations",
-        LIMITATIONS,
-        "",
-        "## Reproduce",
-        "```bash",
-        command or f"pneumo train --config configs/<config>.json --out models/{card['name']}",
-        "pneumo evaluate --model models/" + card["name"],
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    card_path = model_dir / CARD
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"Model folder not found: {model_dir}")
+    if not card_path.exists():
+        raise ModelLoadError(f"Model card {CARD} is missing in {model_dir}")
+    if not (model_dir / WEIGHTS).exists():
+        raise ModelLoadError(f"Weights file {WEIGHTS} is missing in {model_dir}")
+    try:
+        raw = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"Model card {card_path} is not valid JSON: {exc}") from exc
+    for key in ("name", "architecture", "preprocess", "postprocess"):
+        if key not in raw:
+            raise ModelLoadError(f"Model card {card_path} lacks '{key}'")
+    try:
+        return ModelCard.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"Model card {card_path} is inconsistent: {exc}") from exc

@@ -21,10 +21,8 @@ from typing import Any
 import keras
 from keras import layers
 
-# VGG19: (number of 3x3 convolutions, filters) for blocks 1..5.
-VGG19_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
-DECODER_FILTERS = (256, 128, 64, 32)
-ENCODER2_FILTERS = (32, 64, 128, 256)
+from pneumo import encoders
+
 
 
 def _scaled(filters: int, width: float) -> int:
@@ -88,8 +86,10 @@ def aspp(x, filters: int, name: str, rates: tuple[int, ...] = (6, 12, 18)):
     return conv_bn_relu(y, filters, f"{name}_proj", kernel=1)
 
 
-def _mask_head(x, name: str):
+def _mask_head(x, name: str, upsample: int = 1):
     x = layers.Conv2D(1, 1, padding="same", name=f"{name}_logits")(x)
+    if upsample > 1:  # logits from a coarser decoder, bilinear to the input size
+        x = layers.UpSampling2D(upsample, interpolation="bilinear", name=f"{name}_up")(x)
     return layers.Activation("sigmoid", dtype="float32", name=name)(x)
 
 
@@ -142,109 +142,141 @@ def build_unet(input_size: int = 256, depth: int = 4, base_filters: int = 32,
 
 # --------------------------------------------------------------------------- Double-UNet
 
+# decoder / second-encoder filters (before ``width``): VGG encoders by depth (1..4),
+# EfficientNet-Lite0 always five stages (bottleneck at stride 32)
+DECODER_FILTERS = (256, 128, 64, 32)
+ENCODER2_FILTERS = (32, 64, 128, 256)
+LITE_DECODER_FILTERS = (256, 128, 64, 32, 16)
+LITE_ENCODER2_FILTERS = (16, 32, 64, 128, 256)
 
-def _vgg19_encoder(inputs, depth: int, width: float, batch_norm: bool = False):
-    """VGG19-structured encoder; returns (bottleneck, skips). Convolution names match
-    ``keras.applications.VGG19`` so ImageNet weights can be copied by name. With
-    ``batch_norm`` a BatchNormalization follows each convolution (``blockN_convM_bn``),
-    which lets the encoder train from scratch."""
-    x, skips = inputs, []
-    for block, (n_convs, filters) in enumerate(VGG19_BLOCKS[: depth + 1], start=1):
-        if block > 1:
-            x = layers.MaxPooling2D(2, name=f"block{block - 1}_pool")(x)
-        for i in range(1, n_convs + 1):
-            name = f"block{block}_conv{i}"
-            x = layers.Conv2D(_scaled(filters, width), 3, padding="same",
-                              activation=None if batch_norm else "relu", name=name)(x)
-            if batch_norm:
-                x = layers.BatchNormalization(name=f"{name}_bn")(x)
-                x = layers.Activation("relu", name=f"{name}_relu")(x)
-        if block <= depth:
-            skips.append(x)
-    return x, skips
+
+def _check_double_unet(input_size, depth, width, channels, encoder) -> None:
+    if encoder not in encoders.ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {list(encoders.ENCODERS)}")
+    if encoder == "efficientnet_lite0":
+        if depth != 5:
+            raise ValueError(f"the efficientnet_lite0 encoder has depth 5 (stride 32), got {depth!r}")
+        _check_common(input_size, depth, 5, channels)
+    else:
+        _check_common(input_size, depth, 4, channels)
+    if not 0.0 < width <= 4.0:
+        raise ValueError(f"width must be in (0, 4], got {width}")
+
+
+def _encoder1(inputs, encoder: str, depth: int, width: float, batch_norm: bool):
+    if encoder == "efficientnet_lite0":
+        return encoders.efficientnet_lite0_encoder(inputs)
+    return encoders.vgg_encoder(inputs, encoder, depth, width, batch_norm)
+
+
+def _decoder(x, filters, skip_lists, name: str):
+    """Upsample x2 per stage, concatenate the skips present at that scale, SE block."""
+    for stage, (f, *skips) in enumerate(zip(filters, *skip_lists), start=1):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_stage{stage}_up")(x)
+        present = [s for s in skips if s is not None]
+        if present:
+            x = layers.Concatenate(name=f"{name}_stage{stage}_concat")([x, *present])
+        x = se_conv_block(x, f, f"{name}_stage{stage}")
+    return x
 
 
 def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
-                      channels: int = 3, aspp_filters: int = 64,
-                      vgg_weights: str | None = None, encoder_batch_norm: bool = False,
+                      channels: int = 3, aspp_filters: int = 64, encoder: str = "vgg19",
+                      encoder_batch_norm: bool = False, image_head: bool = False,
+                      head_dropout: float = 0.3, output_stride: int = 1,
                       name: str = "double_unet") -> keras.Model:
-    """Double-UNet (Jha et al. 2020).
+    """Double-UNet (Jha et al. 2020), with a choice of first encoder.
 
     Args:
         input_size: square input side; must be divisible by ``2**depth``.
-        depth: encoder depth; 4 is the paper (skips block1_conv2 ... block4_conv4,
-            bottleneck block5_conv4), 2 the lighter "2-block" variant.
-        width: multiplier on every filter count; 1.0 is the paper (29.3 M
-            parameters with 3 input channels).
-        channels: input channels (3 to start from ImageNet VGG19 weights).
+        depth: decoder stages. VGG encoders: 1..4 (4 is the paper: skips
+            block1_conv2 ... block4, bottleneck block5); ``efficientnet_lite0``: 5.
+        width: multiplier on the decoder, second-encoder and ASPP filters (and on a
+            VGG encoder's); 1.0 is the paper (29.3 M parameters with 3 channels).
+            ImageNet weights need a VGG encoder at width 1.
+        channels: input channels (3 for ImageNet-pretrained encoders).
         aspp_filters: filters of both ASPP modules (64 in the paper), scaled by ``width``.
-        vgg_weights: optional path to Keras VGG19 ``include_top=False`` weights
-            (``.h5``); copied by layer name into encoder 1. Needs ``width=1``
-            and ``channels=3``.
+        encoder: ``vgg19`` (the paper), ``vgg16`` or ``efficientnet_lite0``.
+            Pretrained weights are loaded by training (:func:`load_encoder_weights`),
+            never by the builder, so serving reads only the model folder.
         encoder_batch_norm: batch norm after each VGG convolution (not in the
-            paper, which starts from ImageNet weights; it makes training from
-            scratch converge).
+            paper; it makes training from scratch converge).
+        image_head: add an image-level output ``image_prob`` (N, 1): the first encoder's
+            deepest features and the second ASPP's output, pooled, then a sigmoid.
+        head_dropout: dropout before the image head's dense layer.
+        output_stride: 1 (the paper) or 2: both decoders stop at half the input
+            size and their logits are upsampled bilinearly, and the second
+            encoder starts from the gated input averaged 2x2. With an
+            ImageNet encoder this halves the work at full resolution, which
+            dominates training time on a CPU at 384² and more.
 
     Returns:
-        ``keras.Model`` with two outputs ``[mask1, mask2]``, each
-        (N, size, size, 1) sigmoid; ``mask2`` is the prediction.
+        ``keras.Model`` with outputs ``[mask1, mask2]`` (each (N, size, size, 1)
+        sigmoid; ``mask2`` is the prediction), plus ``image_prob`` (N, 1) when ``image_head``.
     """
-    _check_common(input_size, depth, 4, channels)
-    if not 0.0 < width <= 4.0:
-        raise ValueError(f"width must be in (0, 4], got {width}")
-    if vgg_weights and (width != 1.0 or channels != 3):
-        raise ValueError(
-            f"vgg_weights need width=1.0 and channels=3, got width={width}, channels={channels}")
+    _check_double_unet(input_size, depth, width, channels, encoder)
+    if not 0.0 <= head_dropout < 1.0:
+        raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
+    if output_stride not in (1, 2) or output_stride >= 2 ** depth:
+        raise ValueError(f"output_stride must be 1 or 2 (and below 2**depth), got {output_stride!r}")
+    lite = encoder == "efficientnet_lite0"
+    skip = output_stride // 2  # decoder stages left out at the fine end
     inputs = keras.Input((input_size, input_size, channels), name="image")
-    dec_filters = [_scaled(f, width) for f in DECODER_FILTERS[-depth:]]
-    enc2_filters = [_scaled(f, width) for f in ENCODER2_FILTERS[:depth]]
+    dec_filters = [_scaled(f, width) for f in (LITE_DECODER_FILTERS if lite
+                                               else DECODER_FILTERS[-depth:])]
+    enc2_filters = [_scaled(f, width) for f in (LITE_ENCODER2_FILTERS if lite
+                                                else ENCODER2_FILTERS[:depth])]
+    dec_filters, enc2_filters = dec_filters[:len(dec_filters) - skip], enc2_filters[skip:]
     a_filters = _scaled(aspp_filters, width)
 
     # Network 1
-    x, skips1 = _vgg19_encoder(inputs, depth, width, encoder_batch_norm)
-    x = aspp(x, a_filters, "aspp1")
-    for stage, (f, skip) in enumerate(zip(dec_filters, reversed(skips1)), start=1):
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec1_stage{stage}_up")(x)
-        x = layers.Concatenate(name=f"dec1_stage{stage}_concat")([x, skip])
-        x = se_conv_block(x, f, f"dec1_stage{stage}")
-    mask1 = _mask_head(x, "mask1")
+    enc = _encoder1(inputs, encoder, depth, width, encoder_batch_norm)
+    enc.skips = enc.skips[skip:]
+    x = aspp(enc.bottleneck, a_filters, "aspp1")
+    x = _decoder(x, dec_filters, [list(reversed(enc.skips))], "dec1")
+    mask1 = _mask_head(x, "mask1", output_stride)
 
     # Network 2: the input gated by mask 1
     x = layers.Multiply(name="gate_input")([inputs, mask1])
+    if output_stride > 1:
+        x = layers.AveragePooling2D(output_stride, name="gate_input_pool")(x)
     skips2 = []
     for stage, f in enumerate(enc2_filters, start=1):
         x = se_conv_block(x, f, f"enc2_stage{stage}")
         skips2.append(x)
         x = layers.MaxPooling2D(2, name=f"enc2_stage{stage}_pool")(x)
-    x = aspp(x, a_filters, "aspp2")
-    for stage, (f, s1, s2) in enumerate(
-            zip(dec_filters, reversed(skips1), reversed(skips2)), start=1):
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec2_stage{stage}_up")(x)
-        x = layers.Concatenate(name=f"dec2_stage{stage}_concat")([x, s1, s2])
-        x = se_conv_block(x, f, f"dec2_stage{stage}")
-    mask2 = _mask_head(x, "mask2")
-
-    model = keras.Model(inputs, [mask1, mask2], name=name)
-    if vgg_weights:
-        load_vgg19_weights(model, vgg_weights, depth)
-    return model
+    bottom2 = aspp(x, a_filters, "aspp2")
+    x = _decoder(bottom2, dec_filters, [list(reversed(enc.skips)), list(reversed(skips2))],
+                 "dec2")
+    outputs = [mask1, _mask_head(x, "mask2", output_stride)]
+    if image_head:
+        outputs.append(_image_head(enc.pooled_source, bottom2, head_dropout))
+    return keras.Model(inputs, outputs, name=name)
 
 
-def load_vgg19_weights(model: keras.Model, weights_path: str, depth: int = 4) -> int:
-    """Copy ImageNet VGG19 (``include_top=False``) weights into encoder 1 by layer name.
+def _image_head(deep, aspp_out, dropout: float):
+    pooled = layers.Concatenate(name="image_head_concat")([
+        layers.GlobalAveragePooling2D(name="image_head_pool1")(deep),
+        layers.GlobalAveragePooling2D(name="image_head_pool2")(aspp_out)])
+    if dropout:
+        pooled = layers.Dropout(dropout, name="image_head_dropout")(pooled)
+    logit = layers.Dense(1, name="image_head_logit")(pooled)
+    return layers.Activation("sigmoid", dtype="float32", name="image_prob")(logit)
+
+
+def load_encoder_weights(model: keras.Model, architecture: dict[str, Any], path: str) -> int:
+    """Copy ImageNet weights into the first encoder of a built Double-UNet.
 
     Returns:
-        Number of layers whose weights were copied.
+        Number of layers copied.
     """
-    vgg = keras.applications.VGG19(include_top=False, weights=weights_path,
-                                   input_shape=model.input_shape[1:])
-    copied = 0
-    for block, (n_convs, _) in enumerate(VGG19_BLOCKS[: depth + 1], start=1):
-        for i in range(1, n_convs + 1):
-            layer_name = f"block{block}_conv{i}"
-            model.get_layer(layer_name).set_weights(vgg.get_layer(layer_name).get_weights())
-            copied += 1
-    return copied
+    args = architecture.get("args", {})
+    encoder = args.get("encoder", "vgg19")
+    if architecture.get("name") != "double_unet":
+        raise ValueError("encoder_weights apply to the double_unet architecture only")
+    if encoder == "efficientnet_lite0":
+        return encoders.load_efficientnet_lite0(model, path)
+    return encoders.load_vgg(model, path, encoder, args.get("depth", 4))
 
 
 BUILDERS = {"unet": build_unet, "double_unet": build_double_unet}
@@ -258,8 +290,14 @@ def build_model(architecture: dict[str, Any]) -> keras.Model:
     return BUILDERS[name](**architecture.get("args", {}))
 
 
-def prediction_output(outputs):
-    """The prediction among a model's outputs: the last one (mask2 for Double-UNet)."""
-    if isinstance(outputs, (list, tuple)):
-        return outputs[-1]
-    return outputs
+def split_outputs(model: keras.Model, outputs) -> tuple[Any, Any | None]:
+    """``(mask prediction, image-level probability or None)`` from a model's outputs.
+
+    The mask prediction is ``mask2`` for Double-UNet and ``mask`` for U-Net;
+    the image-level output is ``image_prob`` where the model has the head.
+    """
+    if not isinstance(outputs, (list, tuple)):
+        return outputs, None
+    named = dict(zip(model.output_names, outputs))
+    mask = named.get("mask2", named.get("mask"))
+    return (mask if mask is not None else outputs[-1]), named.get("image_prob")

@@ -1,8 +1,16 @@
-"""The one preprocessing path from decoded pixels to model input.
+"""The one path from decoded pixels to model input.
 
-Training, evaluation and serving all call :func:`preprocess`; masks follow
-the image through :func:`resize_mask`, and model output goes back to the
-original resolution through :func:`resize_probability`.
+Two steps, both used by training, evaluation, serving and the benchmarks:
+
+1. :func:`resize_image` - display pixels (any size, ``uint8``) to the model's
+   square size, still ``uint8``. Training caches this form, the server and
+   ``pneumo predict`` batch it.
+2. :func:`model_input` - a batch of those images (``uint8``, or ``float32``
+   in [0, 1] after photometric augmentation) to the network's input: the
+   normalisation and channel layout the model card names.
+
+:func:`preprocess` chains both for one image. Training targets follow the
+image through :func:`resize_target_mask`.
 """
 from __future__ import annotations
 
@@ -11,68 +19,119 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# How [0, 1] grey values become network input, per channel (all channels equal: grey).
+# "unit": the value itself (networks trained from scratch).
+# "efficientnet_lite": (255 v - 127) / 128, the convention of the EfficientNet-Lite
+#   ImageNet checkpoints (TensorFlow's lite models; the PyTorch port keeps it).
+# "caffe": 255 v minus the ImageNet channel mean in BGR order (Keras VGG16/VGG19).
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+NORMALISATIONS = ("unit", "efficientnet_lite", "caffe")
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How pixels become model input. Stored in every model card."""
+    """How pixels become model input. Stored in every model card.
+
+    Attributes:
+        size: square side of the network input.
+        channels: 1 (grey) or 3 (grey repeated, for ImageNet-pretrained encoders).
+        normalisation: one of :data:`NORMALISATIONS`.
+    """
 
     size: int = 256
     channels: int = 1
+    normalisation: str = "unit"
+
+    def __post_init__(self):
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"preprocess size must be a positive integer, got {self.size!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"preprocess channels must be 1 or 3, got {self.channels!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {self.normalisation!r}; "
+                             f"choose one of {list(NORMALISATIONS)}")
+        if self.normalisation == "caffe" and self.channels != 3:
+            raise ValueError("the caffe normalisation needs channels=3")
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "channels": self.channels, "scale": "uint8/255",
-                "resize": "cv2.INTER_AREA"}
+        return {"size": self.size, "channels": self.channels,
+                "normalisation": self.normalisation}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(size=int(d["size"]), channels=int(d.get("channels", 1)))
+        return cls(size=int(d["size"]), channels=int(d.get("channels", 1)),
+                   normalisation=str(d.get("normalisation", "unit")))
+
+    def describe(self) -> str:
+        """One line for model cards."""
+        norm = {"unit": "v (grey value scaled to [0, 1])",
+                "efficientnet_lite": "(255 v - 127) / 128",
+                "caffe": "255 v minus the ImageNet BGR mean"}[self.normalisation]
+        return (f"grey image resized to {self.size} x {self.size} in uint8 (`cv2.INTER_AREA` when "
+                f"shrinking), {self.channels} channel(s), each channel = {norm}")
 
 
-def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """Turn display pixels into one model input.
+def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize display pixels to the model's square size, keeping ``uint8``.
 
     Args:
         pixels: ``uint8`` array (rows, columns), air dark (from ``read_image``).
-        config: target size and channel count.
+        size: target side.
 
     Returns:
-        ``float32`` array (size, size, channels) with values in [0, 1].
+        ``uint8`` array (size, size): area interpolation when shrinking,
+        bilinear when enlarging.
     """
     if pixels.ndim != 2:
         raise ValueError(f"pixels must be 2-D (rows, columns), got shape {pixels.shape}")
     if pixels.dtype != np.uint8:
         raise ValueError(f"pixels must be uint8, got {pixels.dtype}")
-    size = config.size
-    if pixels.shape != (size, size):
-        interp = cv2.INTER_AREA if min(pixels.shape) >= size else cv2.INTER_LINEAR
-        pixels = cv2.resize(pixels, (size, size), interpolation=interp)
-    x = pixels.astype(np.float32) / 255.0
-    return np.repeat(x[:, :, None], config.channels, axis=2)
+    if pixels.shape == (size, size):
+        return pixels
+    interp = cv2.INTER_AREA if min(pixels.shape) >= size else cv2.INTER_LINEAR
+    return cv2.resize(pixels, (size, size), interpolation=interp)
 
 
-def preprocess_uint8(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """:func:`preprocess` as compact ``uint8`` (size, size): one grey channel, values x 255.
+def model_input(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Turn a batch of model-size grey images into network input.
 
-    Lossless: ``preprocess`` divides ``uint8`` values by 255, so rounding back
-    gives the same numbers. Training caches this form and inference batches
-    it; ``pneumo.inference.predict_arrays`` turns it into model input.
+    Args:
+        images: (N, size, size) ``uint8`` (from :func:`resize_image`), or
+            ``float32`` in [0, 1] (the same after photometric augmentation).
+        config: channels and normalisation from the model card.
+
+    Returns:
+        ``float32`` (N, size, size, channels).
     """
-    x = preprocess(pixels, PreprocessConfig(config.size, 1))[..., 0]
-    return np.round(x * 255.0).astype(np.uint8)
+    if images.ndim != 3 or images.shape[1:] != (config.size, config.size):
+        raise ValueError(f"images must be (N, {config.size}, {config.size}), got {images.shape}")
+    v = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else \
+        np.asarray(images, np.float32)
+    v = v[..., None]
+    if config.normalisation == "efficientnet_lite":
+        v = (v * 255.0 - 127.0) / 128.0
+    elif config.normalisation == "caffe":
+        return v * 255.0 - _CAFFE_MEAN_BGR
+    return np.repeat(v, config.channels, axis=-1) if config.channels > 1 else v
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a bool/0-1 mask (H, W) to a ``float32`` (size, size, 1) target in [0, 1]."""
+def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """One image's network input: :func:`resize_image` then :func:`model_input`.
+
+    Returns:
+        ``float32`` array (size, size, channels).
+    """
+    return model_input(resize_image(pixels, config.size)[None], config)[0]
+
+
+def resize_target_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """A training target: bool/0-1 mask (H, W) to ``uint8`` 0/1 (size, size).
+
+    Area interpolation then a 0.5 cut, so a pixel is foreground when at least
+    half of the original pixels it covers are.
+    """
     m = mask.astype(np.float32)
     if m.shape != (size, size):
         interp = cv2.INTER_AREA if min(m.shape) >= size else cv2.INTER_LINEAR
         m = cv2.resize(m, (size, size), interpolation=interp)
-    return np.clip(m, 0.0, 1.0)[:, :, None]
-
-
-def resize_probability(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a (size, size) probability map to ``shape`` (rows, columns), bilinear."""
-    prob = np.asarray(prob, dtype=np.float32)
-    if prob.shape == tuple(shape):
-        return prob
-    return cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return (m > 0.5).astype(np.uint8)

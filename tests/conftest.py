@@ -43,28 +43,39 @@ def positive_dicom(rle_table, siim_dicoms):
     raise AssertionError("no positive labelled DICOM in shared data")
 
 
+def write_untrained_model(folder: Path, arch: dict, preprocess: dict, seed: int = 1,
+                          calibration: dict | None = None) -> Path:
+    """An untrained model folder with a v2 card (low thresholds: its random output
+    produces a mask). ``calibration``: a Platt calibration for the card, else a score."""
+    import keras
+    from pneumo.calibration import Calibrator
+    from pneumo.modelcard import ModelCard
+    from pneumo.networks import build_model
+    from pneumo.postprocess import OperatingPoint, PostProcess
+    from pneumo.preprocess import PreprocessConfig
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    build_model(arch).save_weights(folder / "weights.weights.h5")
+    size = preprocess["size"]
+    card = ModelCard(
+        name=folder.name, version="test", architecture=arch,
+        preprocess=PreprocessConfig.from_dict(preprocess),
+        postprocess=PostProcess(pixel_threshold=0.3, min_area=0, evidence_pixels=4,
+                                reference_size=size),
+        operating_points={"balanced": OperatingPoint("balanced", 0.3, 0.8, 0.7, "test"),
+                          "triage": OperatingPoint("triage", 0.2, 0.9, 0.5, "test")},
+        calibration=Calibrator.from_dict(calibration) if calibration else None)
+    card.write(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_folder(tmp_path_factory):
-    """An untrained 64x64 Double-UNet folder with a card, made in seconds.
-
-    Its thresholds are set low so that its (random) output produces a mask.
-    """
-    import json
-    from pneumo.networks import build_model
-    folder = tmp_path_factory.mktemp("models") / "tiny_untrained"
-    folder.mkdir()
+    """An untrained 64x64 Double-UNet folder with a card, made in seconds."""
     arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
                                             "channels": 1}}
-    import keras
-    keras.utils.set_random_seed(1)
-    build_model(arch).save_weights(folder / "weights.weights.h5")
-    card = {"name": "tiny_untrained", "version": "test", "architecture": arch,
-            "preprocess": {"size": 64, "channels": 1},
-            "postprocess": {"pixel_threshold": 0.3, "top_threshold": 0.3, "min_top_pixels": 4,
-                            "min_area": 0, "reference_size": 64},
-            "tta": False, "validation": {}}
-    (folder / "model.json").write_text(json.dumps(card))
-    return folder
+    return write_untrained_model(tmp_path_factory.mktemp("models") / "tiny_untrained", arch,
+                                 {"size": 64, "channels": 1})
 
 
 @pytest.fixture(scope="session")

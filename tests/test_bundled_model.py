@@ -27,10 +27,11 @@ def validation_scores(tmp_path_factory):
     from pneumo.training import TrainConfig, split_samples
     assert DEFAULT_MODEL_DIR.resolve() == BUNDLED.resolve()
     predictor = Predictor.load()  # the default, as the app and `pneumo predict` load it
-    _, table, _, val = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim.json")))
+    data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
+    val = data.samples["val"]
     formats = {s.format for s in val}
     assert "DICOM" in formats and len(val) == 404, formats
-    return evaluate(predictor, val, table, tmp_path_factory.mktemp("eval"), progress=False)
+    return evaluate(predictor, val, data.table, tmp_path_factory.mktemp("eval"), progress=False)
 
 
 def test_bundled_model_floors(validation_scores):

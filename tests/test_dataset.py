@@ -7,7 +7,10 @@ import numpy as np
 from pneumo import dataset
 from pneumo.datacfg import DataConfig
 from pneumo.imaging import read_image
-from pneumo.preprocess import PreprocessConfig, preprocess, resize_mask, resize_probability
+import pytest
+
+from pneumo.postprocess import upsample_probability
+from pneumo.preprocess import PreprocessConfig, resize_target_mask
 from conftest import ROOT, SIIM
 
 
@@ -50,27 +53,73 @@ def test_id_map_reads_both_csv_styles():
     assert ktl["0_train_0_.png"] == "1.2.276.0.7230010.3.1.4.8323329.5597.1517875188.959090"
 
 
-def test_training_and_serving_paths_give_identical_arrays(positive_dicom):
-    """Training reads files by path; serving reads uploaded bytes. Same input either way."""
-    cfg = PreprocessConfig(size=256, channels=3)
-    train_x = preprocess(read_image(str(positive_dicom)).pixels, cfg)
-    serve_x = preprocess(read_image(positive_dicom.read_bytes()).pixels, cfg)
-    assert train_x.shape == (256, 256, 3) and train_x.dtype == np.float32
-    assert np.array_equal(train_x, serve_x)
-    assert 0.0 <= train_x.min() and train_x.max() <= 1.0
-    from pneumo.preprocess import preprocess_uint8
-    compact = preprocess_uint8(read_image(positive_dicom.read_bytes()).pixels, cfg)
-    assert compact.shape == (256, 256) and compact.dtype == np.uint8
-    assert np.array_equal(compact.astype(np.float32) / 255.0, train_x[..., 0])  # lossless
+class _InputRecorder:
+    """Stands in for a Keras model: keeps every batch the Predictor feeds it."""
+
+    output_names = ["mask1", "mask2", "image_prob"]
+
+    def __init__(self, model):
+        self.model, self.inputs = model, []
+
+    def predict_on_batch(self, x):
+        self.inputs.append(np.array(x))
+        return self.model.predict_on_batch(x)
+
+
+def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rle_table,
+                                                                    positive_dicom):
+    """The same DICOM through the training sequence (augmentation off) and through the
+    server's Predictor (uploaded bytes) reaches the network as identical arrays."""
+    from conftest import write_untrained_model
+    from pneumo.dataset import Sample, dicom_image_id
+    from pneumo.inference import Predictor
+    from pneumo.training import TrainConfig
+    from pneumo.training.data import BalancedBatches, cached_arrays
+    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
+                                            "channels": 3, "encoder": "efficientnet_lite0",
+                                            "image_head": True}}
+    pre = {"size": 64, "channels": 3, "normalisation": "efficientnet_lite"}
+    predictor = Predictor.load(write_untrained_model(tmp_path / "m", arch, pre))
+    sample = Sample(dicom_image_id(positive_dicom), str(positive_dicom), "DICOM", True)
+    arrays = cached_arrays([sample], rle_table, 64, tmp_path / "cache", progress=False)
+    cfg = TrainConfig(architecture=arch, preprocess=pre, batch_size=1)
+    seq = BalancedBatches(arrays, cfg, predictor.pcfg, predictor.model.output_names,
+                          augment=None, steps=1)
+    train_x, targets, weights = seq[0]
+    recorder = _InputRecorder(predictor.model)
+    predictor.model = recorder
+    predictor.predict(read_image(positive_dicom.read_bytes()))
+    assert train_x.shape == (1, 64, 64, 3) and train_x.dtype == np.float32
+    np.testing.assert_array_equal(recorder.inputs[0], train_x)
+    assert -1.0 <= train_x.min() < 0 < train_x.max() <= 1.0  # (255 v - 127) / 128
+    assert targets["mask2"].shape == (1, 64, 64, 1) and targets["mask2"].max() == 1.0
+    assert targets["image_prob"].tolist() == [[1.0]] and [w.tolist() for w in weights] == [[1.0]] * 3
+
+
+def test_model_input_normalisations():
+    from pneumo.preprocess import model_input
+    img = np.array([[[0, 255], [127, 64]]], np.uint8)
+    unit = model_input(img, PreprocessConfig(2, 1, "unit"))
+    assert unit.shape == (1, 2, 2, 1) and unit[0, 0, 1, 0] == 1.0
+    lite = model_input(img, PreprocessConfig(2, 3, "efficientnet_lite"))
+    assert lite.shape == (1, 2, 2, 3) and lite[0, 1, 0].tolist() == [0.0] * 3
+    caffe = model_input(img, PreprocessConfig(2, 3, "caffe"))
+    assert caffe[0, 0, 0].tolist() == pytest.approx([-103.939, -116.779, -123.68])
+    # float input in [0, 1] (after photometric augmentation) means the same as uint8 / 255
+    np.testing.assert_allclose(model_input(img.astype(np.float32) / 255, PreprocessConfig(2, 3, "efficientnet_lite")), lite)
+    with pytest.raises(ValueError, match="normalisation"):
+        PreprocessConfig(64, 3, "zscore")
+    with pytest.raises(ValueError, match=r"\(N, 2, 2\)"):
+        model_input(np.zeros((2, 2), np.uint8), PreprocessConfig(2, 1))
 
 
 def test_mask_and_probability_resizing():
     mask = np.zeros((1024, 1024), bool)
     mask[:512, :256] = True
-    small = resize_mask(mask, 256)
-    assert small.shape == (256, 256, 1)
-    assert small[:128, :64].min() == 1.0 and small[128:, 64:].max() == 0.0
-    back = resize_probability(small[..., 0], (1024, 1024)) > 0.5
+    small = resize_target_mask(mask, 256)
+    assert small.shape == (256, 256) and small.dtype == np.uint8
+    assert small[:128, :64].min() == 1 and small[128:, 64:].max() == 0
+    back = upsample_probability(small.astype(np.float32), (1024, 1024)) > 0.5
     assert (back == mask).mean() > 0.99
 
 

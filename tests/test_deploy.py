@@ -103,9 +103,10 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
         with urllib.request.urlopen(req, timeout=120) as resp:
             assert resp.status == 201
             result = json.loads(resp.read())["results"][0]
-        card = json.loads((BUNDLED / "model.json").read_text())
-        assert result["threshold"] == pytest.approx(card["postprocess"]["top_threshold"], abs=1e-4)
-        assert result["model"].startswith(card["name"])
+        from pneumo import modelcard
+        card = modelcard.read(BUNDLED)
+        assert result["threshold"] == pytest.approx(card.operating_point().threshold, abs=1e-4)
+        assert result["model"].startswith(card.name)
         assert result["verdict"] in ("pneumothorax suspected", "not detected")
         with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
             device = json.loads(resp.read())["device"]

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from pneumo import metrics, postprocess
+from pneumo import calibration, metrics, postprocess
+from pneumo.calibration import evidence
 
 E = np.zeros((4, 4), bool)
 
@@ -61,49 +62,91 @@ def test_summary_hand_computed():
     assert s["auc"] == pytest.approx(1.0)
 
 
-def test_triplet_gate_and_min_area():
-    pp = postprocess.PostProcess(pixel_threshold=0.5, top_threshold=0.8, min_top_pixels=4,
-                                 min_area=3, reference_size=16)
+def test_mask_threshold_min_area_and_evidence():
+    pp = postprocess.PostProcess(pixel_threshold=0.5, min_area=3, evidence_pixels=4,
+                                 reference_size=16)
     prob = np.zeros((16, 16), np.float32)
-    prob[2:4, 2:4] = 0.7          # 4 pixels above 0.5 but none above 0.8 -> gated out
-    mask, score, positive = postprocess.apply(prob, pp)
-    assert not positive and not mask.any() and score == pytest.approx(0.7)
-    prob[2:4, 2:4] = 0.9          # now 4 pixels above 0.8 -> positive
+    prob[2:4, 2:4] = 0.9
     prob[10, 10] = 0.6            # a 1-pixel speck: removed by min_area
-    mask, score, positive = postprocess.apply(prob, pp)
-    assert positive and mask.sum() == 4 and not mask[10, 10]
+    mask = postprocess.mask_from_map(prob, pp)
+    assert mask.sum() == 4 and not mask[10, 10]
+    # evidence: the 4th highest pixel
+    assert evidence(prob[None], 4)[0] == pytest.approx(0.9)
+    assert evidence(prob[None], 5)[0] == pytest.approx(0.6)
 
 
 def test_thresholds_scale_with_resolution():
-    pp = postprocess.PostProcess(0.5, 0.8, 40, 20, reference_size=256)
+    pp = postprocess.PostProcess(0.5, 20, 40, reference_size=256)
     big = pp.scaled(512)
-    assert (big.min_top_pixels, big.min_area) == (160, 80)
+    assert (big.evidence_pixels, big.min_area) == (160, 80)
+    assert postprocess.evidence_pixels(pp, 128) == 10
 
 
-def test_grid_search_prefers_gate_that_clears_false_positives():
+def test_legacy_card_postprocess_is_read():
+    old = {"pixel_threshold": 0.6, "top_threshold": 0.9, "min_top_pixels": 200, "min_area": 20,
+           "reference_size": 256}
+    pp = postprocess.PostProcess.from_dict(old)
+    assert (pp.pixel_threshold, pp.min_area, pp.evidence_pixels) == (0.6, 20, 200)
+
+
+def test_tune_mask_finds_the_clean_threshold():
     rng = np.random.default_rng(0)
-    probs, truths = [], []
-    for i in range(10):
+    maps, truths = [], []
+    for _ in range(6):
         p = rng.random((32, 32)).astype(np.float32) * 0.55   # noise up to 0.55
-        t = np.zeros((32, 32), bool)
-        if i % 2:
-            t[8:16, 8:16] = True
-            p[8:16, 8:16] = 0.95
-        probs.append(p); truths.append(t)
-    pp, score = postprocess.grid_search(probs, truths, 32)
-    assert score == pytest.approx(1.0)
-    assert pp.pixel_threshold >= 0.6 or pp.top_threshold > 0.55
+        t = np.zeros((32, 32), np.uint8)
+        t[8:16, 8:16] = 1
+        p[8:16, 8:16] = 0.95
+        maps.append(p); truths.append(t)
+    pp, score = postprocess.tune_mask(np.stack(maps), np.stack(truths), 32)
+    assert score == pytest.approx(1.0) and pp.pixel_threshold >= 0.6
 
 
-def test_grid_search_uses_the_given_prevalence():
-    # one positive found with one false positive on a negative, vs. predicting nothing
-    t_pos = np.zeros((16, 16), bool); t_pos[4:8, 4:8] = True
-    p_pos = t_pos.astype(np.float32) * 0.95
-    p_neg = np.zeros((16, 16), np.float32); p_neg[10:14, 10:14] = 0.95
-    probs, truths = [p_pos, p_neg], [t_pos, np.zeros((16, 16), bool)]
-    grid = dict(pixel_thresholds=(0.5,), top_thresholds=(0.9, 0.99), min_top_pixels=(4,),
-                min_areas=(0,))
-    _, balanced = postprocess.grid_search(probs, truths, 16, prevalence=0.5, **grid)
-    _, skewed = postprocess.grid_search(probs, truths, 16, prevalence=0.22, **grid)
-    assert balanced == pytest.approx(0.5)   # finding it: 0.5*1 + 0.5*0
-    assert skewed == pytest.approx(0.78)    # predicting nothing wins at 22 %
+def test_operating_points_by_hand():
+    # 4 positives (probabilities .9 .8 .7 .2), 4 negatives (.6 .3 .1 .05)
+    prob = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.05])
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    dice_if_pos = np.array([0.8, 0.8, 0.8, 0.8, 0.0, 0.0, 0.0, 0.0])
+    points = postprocess.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
+                                                 min_sensitivity=0.9, prevalence=0.5)
+    triage = points["triage"]   # sensitivity 1.0 needs the threshold at 0.2
+    assert triage.threshold == pytest.approx(0.2)
+    assert (triage.sensitivity, triage.specificity) == (1.0, 0.5)
+    balanced = points["balanced"]  # at 0.7: 3 found (0.8 each), all negatives clean
+    assert balanced.threshold == pytest.approx(0.7)
+    assert (balanced.sensitivity, balanced.specificity) == (0.75, 1.0)
+    scores = postprocess.siim_by_threshold(prob, dice_if_pos, labels, np.array([0.7, 2.0]), 0.5)
+    assert scores.tolist() == pytest.approx([0.5 * 0.6 + 0.5 * 1.0, 0.5 * 0.0 + 0.5 * 1.0])
+
+
+def test_platt_calibration_recovers_a_known_logistic_model():
+    rng = np.random.default_rng(1)
+    head = rng.uniform(0.02, 0.98, 4000)
+    true_p = 1 / (1 + np.exp(-(0.5 * calibration.logit(head) - 0.7)))
+    labels = rng.random(4000) < true_p
+    cal = calibration.fit_calibrator(("head",), head, head, labels)
+    assert cal.coef[0] == pytest.approx(0.5, abs=0.1) and cal.intercept == pytest.approx(-0.7, abs=0.1)
+    raw = calibration.reliability(head, labels).ece
+    fitted = calibration.reliability(cal.probability(head, head), labels).ece
+    assert fitted < 0.03 < raw
+
+
+def test_choose_calibrator_prefers_the_informative_input():
+    rng = np.random.default_rng(2)
+    labels = rng.random(600) < 0.4
+    head = np.where(labels, rng.uniform(0.4, 0.99, 600), rng.uniform(0.01, 0.6, 600))
+    noise = rng.uniform(0.01, 0.99, 600)  # evidence carrying no information
+    cal, losses = calibration.choose_calibrator(head, noise, labels)
+    assert "head" in cal.features and losses["head"] < losses["evidence"]
+    assert calibration.Calibrator.from_dict(cal.to_dict()) == cal
+    with pytest.raises(ValueError, match="head"):
+        cal.probability(None, noise)
+
+
+def test_reliability_and_ece_by_hand():
+    probs = np.array([0.05, 0.15, 0.95, 0.95])
+    labels = np.array([0, 1, 1, 1])
+    rel = calibration.reliability(probs, labels, bins=10)
+    assert rel.counts[0] == 1 and rel.counts[1] == 1 and rel.counts[9] == 2
+    # bins: |0-0.05|*1/4 + |1-0.15|*1/4 + |1-0.95|*2/4
+    assert rel.ece == pytest.approx(0.05 / 4 + 0.85 / 4 + 0.05 * 2 / 4)

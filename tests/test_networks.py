@@ -35,7 +35,8 @@ def test_paper_parameter_count():
     (dict(input_size=64, depth=5), "depth"),
     (dict(input_size=64, depth=2, width=0), "width"),
     (dict(input_size=64, depth=2, channels=2), "channels"),
-    (dict(input_size=64, depth=2, width=0.5, vgg_weights="x.h5"), "vgg_weights"),
+    (dict(input_size=64, depth=2, output_stride=4), "output_stride"),
+    (dict(input_size=64, depth=2, image_head=True, head_dropout=1.0), "head_dropout"),
 ])
 def test_double_unet_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -63,13 +64,28 @@ def test_save_rebuild_load_identical(tmp_path):
         np.testing.assert_array_equal(np.asarray(oa), np.asarray(ob))
 
 
-def test_vgg_weights_copied_by_name(tmp_path):
-    vgg = keras.applications.VGG19(include_top=False, weights=None, input_shape=(64, 64, 3))
-    vgg.save_weights(tmp_path / "vgg.weights.h5")
-    model = build_double_unet(64, depth=4, width=1.0, channels=3,
-                              vgg_weights=str(tmp_path / "vgg.weights.h5"))
-    np.testing.assert_array_equal(model.get_layer("block3_conv4").get_weights()[0],
-                                  vgg.get_layer("block3_conv4").get_weights()[0])
+def test_output_stride_two_keeps_full_size_outputs():
+    model = build_double_unet(64, depth=3, width=0.125, channels=1, output_stride=2,
+                              image_head=True)
+    out = model(np.zeros((1, 64, 64, 1), np.float32))
+    assert [tuple(o.shape) for o in out] == [(1, 64, 64, 1), (1, 64, 64, 1), (1, 1)]
+    names = {layer.name for layer in model.layers}
+    assert {"mask2_up", "gate_input_pool"} <= names and "dec2_stage3_up" not in names
+
+
+def test_mask_loss_skipped_for_label_only_images():
+    """Sample weight 0 on the mask outputs: an image label trains the head alone."""
+    from pneumo.training.data import targets
+    keras.utils.set_random_seed(0)
+    model = build_double_unet(32, depth=2, width=0.125, channels=1, image_head=True)
+    model.compile(optimizer="adam", loss={"mask1": losses.bce_dice, "mask2": losses.bce_dice,
+                                          "image_prob": losses.image_bce})
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
+    y = np.ones((2, 32, 32), np.uint8)  # a nonsense "mask" that must not count
+    ys, weights = targets(model.output_names, y, np.array([True, True]), np.array([False, False]))
+    assert [w.tolist() for w in weights] == [[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]
+    logs = model.test_on_batch(x, ys, sample_weight=weights, return_dict=True)
+    assert logs["mask2_loss"] == pytest.approx(0.0, abs=1e-6) and logs["image_prob_loss"] > 0
 
 
 def test_losses_values():

@@ -18,7 +18,7 @@ def tiny_model_dir(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
     cfg["cache_dir"] = str(cache)
-    cfg["data"] = str(ROOT / "configs/data_siim.json")
+    cfg["data"] = str(ROOT / "configs/data_siim_v2.json")
     cfg_path = out.parent / "tiny.json"
     cfg_path.write_text(json.dumps(cfg))
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config", str(cfg_path),
@@ -35,18 +35,24 @@ def test_train_writes_model_folder(tiny_model_dir):
     card = json.loads((tiny_model_dir / "model.json").read_text())
     assert card["architecture"]["name"] == "double_unet"
     assert card["preprocess"]["size"] == 64
-    assert set(card["postprocess"]) >= {"pixel_threshold", "top_threshold", "min_top_pixels",
-                                        "min_area"}
+    assert set(card["postprocess"]) >= {"pixel_threshold", "min_area", "evidence_pixels"}
+    assert set(card["operating_points"]) == {"triage", "balanced"}
+    assert card["calibration"]["fitted_on"] == "tune" and card["default_operating_point"] == "balanced"
     assert card["data"]["train_images"] == 24 and card["data"]["val_images"] == 12
+    assert card["data"]["tune_images"] == 12
+    assert card["architecture"]["args"]["image_head"] is True
+    # the triage point keeps at least 90 % sensitivity on the split it was chosen on
+    assert card["operating_points"]["triage"]["sensitivity"] >= 0.9
+    assert card["tune"]["operating_points"]["triage"]["sensitivity"] >= 0.9
     assert card["config"]["seed"] == 2026
     assert 0.0 <= card["validation"]["siim_score"] <= 1.0
     rows = list(csv.DictReader(open(tiny_model_dir / "log.csv")))
-    assert len(rows) == 2 and "val_siim" in rows[0]
+    assert len(rows) == 2 and "tune_auc" in rows[0] and "tune_key" in rows[0]
 
 
 def test_finalize_packages_a_run(tiny_model_dir, tmp_path):
     cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
-    cfg.update(cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim.json"))
+    cfg.update(cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim_v2.json"))
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     out = tmp_path / "packaged"
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "finalize", "--config",
@@ -56,7 +62,8 @@ def test_finalize_packages_a_run(tiny_model_dir, tmp_path):
     card = json.loads((out / "model.json").read_text())
     assert card["parameters"] > 0 and card["training"]["epochs_run"] == 2
     readme = (out / "README.md").read_text()
-    assert "not a diagnosis" in readme and "re-weighted to 22 % prevalence" in readme
+    assert "not a diagnosis" in readme and "SIIM score at 22 % prevalence" in readme
+    assert "expected calibration error" in readme and (out / "reliability.png").exists()
     from pneumo.inference import Predictor
     assert Predictor.load(out).pcfg.size == 64
 
@@ -66,7 +73,7 @@ def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
     work = tmp_path / "resumed"
     shutil.copytree(tiny_model_dir, work)
     cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
-    cfg.update(epochs=3, cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim.json"))
+    cfg.update(epochs=3, cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim_v2.json"))
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config",
                           str(tmp_path / "c.json"), "--out", str(work), "--resume", "--quiet"],
@@ -99,7 +106,7 @@ def test_init_weights_warm_start(tiny_model_dir, tmp_path):
         load_init_weights(build_model(other), tiny_model_dir / "last.weights.h5")
     # through the CLI: the card records where the run started from
     cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
-    cfg.update(epochs=1, cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim.json"))
+    cfg.update(epochs=1, cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim_v2.json"))
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     out = tmp_path / "stage2"
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "train", "--config",
@@ -171,6 +178,8 @@ def test_unet_trains_through_the_same_pipeline(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     card = json.loads((tmp_path / "unet/model.json").read_text())
     assert card["architecture"]["name"] == "unet" and card["data"]["val_images"] == 8
+    # split_v1 has no tune split: the card says that validation was used for tuning
+    assert card["calibration"]["fitted_on"] == "val" and card["data"]["tune_images"] == 0
 
 
 def test_stats_command(tmp_path):

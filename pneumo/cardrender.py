@@ -1,0 +1,187 @@
+"""A model folder's human-readable card (README.md) and plots, from its ModelCard."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pneumo import modelcard
+from pneumo.modelcard import ModelCard
+
+LIMITATIONS = """\
+- Trained on a small public subset (about 500 positive SIIM training images with masks) on a
+  2-core CPU. Expect missed small or apical pneumothoraces and false positives on tubes,
+  skin folds and scapular edges.
+- Few negatives come from SIIM itself; most negatives are NIH ChestX-ray14 images
+  (512 x 512 PNG re-encodings) whose labels are text-mined, so some may be wrong.
+- Many SIIM training images are lossy JPEG re-encodings (amarshrma) of the DICOM pixels.
+- The probability is calibrated at the tune split's prevalence (about 37 % positive); where
+  pneumothorax is rarer the true chance behind a given number is lower.
+- The validation split is small (147 SIIM positives); the confidence intervals of every
+  figure below are wide.
+- Not validated on images from other hospitals, paediatric images, lateral views or
+  post-drain follow-up films. Decision support only: a radiologist reads every image."""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _figures(title: str, scores: dict, card: ModelCard) -> list[str]:
+    lines = [f"## {title}", "",
+             f"{scores.get('n_images')} images ({scores.get('n_positive')} positive, "
+             f"{scores.get('n_negative')} negative"
+             + (f", {scores['n_label_only']} with an image label only" if scores.get("n_label_only")
+                else "") + ")", "",
+             f"- image-level AUC of the displayed {card.probability_kind}: {_fmt(scores.get('auc'))}",
+             f"- expected calibration error (10 bins): {_fmt(scores.get('ece'))}; Brier score "
+             f"{_fmt(scores.get('brier'))}",
+             f"- mean Dice of the outlined region on positive images (no gate): "
+             f"{_fmt(scores.get('dice_positive_mask'))}", "",
+             "| operating point | threshold | sensitivity | specificity | positive-image Dice "
+             "| SIIM score | SIIM score at 22 % prevalence |", "|---|---|---|---|---|---|---|"]
+    for name, s in scores.get("operating_points", {}).items():
+        lines.append(f"| `{name}` | {_fmt(s.get('threshold'))} | {_fmt(s.get('sensitivity'))} | "
+                     f"{_fmt(s.get('specificity'))} | {_fmt(s.get('dice_positive'))} | "
+                     f"{_fmt(s.get('siim_score'))} | {_fmt(s.get('siim_score_reweighted'))} |")
+    return lines + [""]
+
+
+def render(model_dir: str | Path, notes: str | None = None) -> str:
+    """Markdown model card for ``model_dir`` (``notes``: extra Markdown, e.g. the pilot)."""
+    model_dir = Path(model_dir)
+    card = modelcard.read(model_dir)
+    data, train, cfg = card.data, card.training, card.config
+    weights = model_dir / modelcard.WEIGHTS
+    pp, cal = card.postprocess, card.calibration
+    lines = [
+        f"# Model card: {card.name}", "",
+        "**Intended use**: decision support for pneumothorax on adult frontal (PA/AP) chest",
+        "radiographs: it highlights a suspected pneumothorax for a radiologist or emergency",
+        "physician to check. **It is not a diagnosis** and must not be used to rule a",
+        "pneumothorax out.", "",
+        "## Architecture",
+        f"- `{card.architecture['name']}` with arguments `{json.dumps(card.architecture.get('args', {}))}`"
+        + (f", {card.parameters:,} parameters" if card.parameters else ""),
+        f"- weights file `{modelcard.WEIGHTS}`: {weights.stat().st_size / 1e6:.1f} MB "
+        "(Keras 3, loads under any backend)", "",
+        "## Input and preprocessing",
+        f"- {card.preprocess.describe()}; DICOM windowing and MONOCHROME1 inversion by",
+        "  `pneumo.imaging.read_image`, then `pneumo.preprocess.resize_image` and",
+        "  `pneumo.preprocess.model_input` (shared by training, evaluation and serving).",
+        f"- test-time augmentation (horizontal flip): {'on' if card.tta else 'off'}", "",
+        "## From network output to what the reader sees (fitted on the "
+        f"{cal.fitted_on if cal else 'validation'} split)",
+        f"- mask: pixels above {pp.pixel_threshold}, components under {pp.min_area} pixels"
+        f" (at {pp.reference_size}²) removed",
+        f"- mask evidence: the {pp.evidence_pixels}-th highest pixel probability (at {pp.reference_size}²)",
+    ]
+    if cal:
+        lines.append(f"- image-level probability: Platt-calibrated logistic model on the logits of "
+                     f"{' and '.join(cal.features)} (coefficients {', '.join(f'{c:.3f}' for c in cal.coef)},"
+                     f" intercept {cal.intercept:.3f}); inputs chosen by 5-fold cross-validated"
+                     f" log-loss {json.dumps(card.extra.get('calibration_cv_log_loss', {}))}")
+    else:
+        lines.append("- image-level **score** (uncalibrated): the mask evidence itself")
+    lines += ["", "Operating points (the verdict is *suspected* at or above the threshold; "
+              f"default `{card.default_operating_point}`):", ""]
+    for name, p in card.operating_points.items():
+        lines.append(f"- `{name}`: threshold {p.threshold:.4f}; {p.description} "
+                     f"(tune split: sensitivity {_fmt(p.sensitivity)}, specificity {_fmt(p.specificity)})")
+    lines += ["", "## Training data",
+              f"- sources: {', '.join(data.get('sources', []))} (see `../shared/data/*/SOURCES.md`)",
+              f"- split file `splits/{data.get('split_file')}` (fixed before training; SIIM by"
+              " ImageId, NIH by patient; no pixel-identical image across splits)"]
+    for split in ("train", "tune", "val"):
+        if f"{split}_images" in data:
+            lines.append(f"- {split}: {data[f'{split}_images']} images ({data.get(f'{split}_positive')}"
+                         f" positive, {data.get(f'{split}_label_only', 0)} of them with an image"
+                         " label only)")
+    lines += ["", "## Training procedure",
+              f"- loss `{cfg.get('loss')}` on the masks, deep supervision {cfg.get('deep_supervision')},"
+              f" image-level BCE weight {cfg.get('image_loss_weight')}; Adam lr {cfg.get('learning_rate')}"
+              f" ({cfg.get('lr_schedule')}, warm-up {cfg.get('warmup_epochs')} epoch(s)), batch"
+              f" {cfg.get('batch_size')}, {cfg.get('steps_per_epoch')} steps per epoch, positives"
+              f" drawn at {cfg.get('positive_fraction')}",
+              f"- augmentation: {json.dumps(cfg.get('augment', {}))}",
+              f"- epochs run: {train.get('epochs_run')} (best epoch {train.get('best_epoch')}),"
+              f" {train.get('seconds')} s on {'a GPU' if train.get('gpu') else 'the CPU'}"
+              f" ({train.get('backend')} backend, {train.get('precision', 'float32')}),"
+              f" {train.get('train_images_per_second')} training images/s",
+              f"- seed {cfg.get('seed')}"]
+    if cfg.get("encoder_weights"):
+        lines.append(f"- encoder initialised from `{cfg['encoder_weights']}` (see below)")
+    if cfg.get("init_weights"):
+        lines.append(f"- warm start: began from `{cfg['init_weights']}` (a previous run's weights,"
+                     " same architecture) with a fresh learning-rate schedule")
+    lines.append("")
+    if card.tune:
+        lines += _figures("Tune split (used for checkpoint, thresholds, calibration)", card.tune, card)
+    if card.validation:
+        lines += _figures("Validation results (held-out split, used once, model input resolution)",
+                          card.validation, card)
+    lines += ["Plots: `reliability.png` (validation), `roc.png` (validation), `curves.png`"
+              " (training).", "", "## Known limitations", LIMITATIONS, ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    return "\n".join(lines)
+
+
+def plots(out: Path, card: ModelCard, val_out, val_arrays) -> None:
+    """``reliability.png`` and ``roc.png`` on validation; ``curves.png`` from the log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pneumo import metrics
+    from pneumo.inference import image_probability
+    prob = image_probability(card, val_out)
+    labels = np.asarray(val_arrays.label, bool)
+    rel = card.validation.get("reliability", {})
+    fig, ax = plt.subplots(figsize=(4, 4))
+    pts = [(p, o, n) for p, o, n in zip(rel.get("mean_predicted", []), rel.get("observed", []),
+                                          rel.get("counts", [])) if p is not None]
+    if pts:
+        ax.plot([p for p, _, _ in pts], [o for _, o, _ in pts], "o-", label="validation")
+    ax.plot([0, 1], [0, 1], "k:", label="perfect")
+    ax.set_xlabel(f"predicted {card.probability_kind}"); ax.set_ylabel("observed frequency")
+    ax.set_title(f"Reliability, ECE {_fmt(card.validation.get('ece'))}"); ax.legend()
+    fig.tight_layout(); fig.savefig(out / "reliability.png", dpi=80); plt.close(fig)
+    fpr, tpr = metrics.roc_curve(labels, prob)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(fpr, tpr); ax.plot([0, 1], [0, 1], "k:")
+    for name, p in card.operating_points.items():
+        s, sp = metrics.sensitivity_specificity(labels, prob >= p.threshold)
+        ax.plot([1 - sp], [s], "o", label=name)
+    ax.set_xlabel("1 - specificity"); ax.set_ylabel("sensitivity"); ax.legend()
+    ax.set_title(f"Validation ROC, AUC {_fmt(card.validation.get('auc'))}")
+    fig.tight_layout(); fig.savefig(out / "roc.png", dpi=80); plt.close(fig)
+    curves(out)
+
+
+def curves(out: Path) -> None:
+    """``curves.png``: training loss and the per-epoch tune scores from ``log.csv``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    log = out / "log.csv"
+    if not log.exists():
+        return
+    with open(log) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(epochs, [float(r["loss"]) for r in rows], label="train loss")
+    axes[0].set_xlabel("epoch"); axes[0].legend()
+    for key in ("tune_auc", "tune_dice_positive_raw", "tune_key"):
+        if key in rows[0]:
+            axes[1].plot(epochs, [float(r[key] or "nan") for r in rows], label=key)
+    axes[1].set_xlabel("epoch"); axes[1].legend()
+    fig.tight_layout(); fig.savefig(out / "curves.png", dpi=80); plt.close(fig)

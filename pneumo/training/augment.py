@@ -1,0 +1,58 @@
+"""Augmentation of one model-size image and its mask (numpy + OpenCV)."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from pneumo.training.config import Augment
+
+
+def augment_pair(x: np.ndarray, y: np.ndarray, aug: Augment,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one image and its 0/1 mask (both ``uint8`` size x size).
+
+    Returns:
+        ``(float32 image in [0, 1], float32 0/1 mask)``: the image is ready for
+        :func:`pneumo.preprocess.model_input`.
+    """
+    size = x.shape[0]
+    if rng.random() < aug.hflip:
+        x, y = x[:, ::-1], y[:, ::-1]
+    angle = rng.uniform(-aug.rotate_deg, aug.rotate_deg)
+    scale = 1.0 + rng.uniform(-aug.scale, aug.scale)
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    m[:, 2] += rng.uniform(-aug.shift, aug.shift, 2) * size
+    x = cv2.warpAffine(np.ascontiguousarray(x), m, (size, size), flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REFLECT_101)
+    y = cv2.warpAffine(np.ascontiguousarray(y), m, (size, size), flags=cv2.INTER_NEAREST,
+                       borderMode=cv2.BORDER_REFLECT_101)
+    if aug.grid_distort > 0:
+        x, y = grid_distort(x, y, aug.grid_distort, rng)
+    return photometric(x, aug, rng), y.astype(np.float32)
+
+
+def photometric(x: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """Contrast, brightness and gamma on a ``uint8`` image; ``float32`` in [0, 1] out."""
+    xf = x.astype(np.float32) / 255.0
+    xf = xf * (1.0 + rng.uniform(-aug.contrast, aug.contrast)) + rng.uniform(
+        -aug.brightness, aug.brightness)
+    return (np.clip(xf, 0.0, 1.0) ** math.exp(rng.uniform(-aug.gamma, aug.gamma))).astype(
+        np.float32)
+
+
+def grid_distort(x: np.ndarray, y: np.ndarray, strength: float, rng: np.random.Generator,
+                 cells: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth elastic warp: a jittered ``cells`` x ``cells`` grid, fixed border."""
+    size = x.shape[0]
+    knots = np.linspace(0, size - 1, cells + 1)
+    jitter = rng.uniform(-strength, strength, (2, cells + 1, cells + 1)) * size / cells
+    jitter[:, [0, -1], :] = 0
+    jitter[:, :, [0, -1]] = 0
+    gx, gy = np.meshgrid(knots, knots)
+    map_x = cv2.resize((gx + jitter[0]).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    map_y = cv2.resize((gy + jitter[1]).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    x = cv2.remap(x, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    y = cv2.remap(y, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
+    return x, y

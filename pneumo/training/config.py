@@ -1,0 +1,80 @@
+"""Training configuration: everything a run needs, saved inside the model card."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclass
+class Augment:
+    """Augmentation strengths; geometric ones move image and mask together."""
+
+    hflip: float = 0.5
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    shift: float = 0.06
+    brightness: float = 0.1
+    contrast: float = 0.15
+    gamma: float = 0.2
+    grid_distort: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """A training run, read from ``configs/train_*.json``.
+
+    ``encoder_weights`` names an ImageNet weight file for the first encoder
+    (``pneumo fetch-encoder`` puts them under ``.cache/encoders/``); it is
+    read once when the network is built for training and never by serving.
+    ``precision`` ``"auto"`` means ``mixed_float16`` on a GPU and float32 on
+    a CPU; ``mixed_bfloat16`` pays on CPUs with AVX-512 BF16.
+    """
+
+    architecture: dict[str, Any] = field(default_factory=lambda: {
+        "name": "double_unet", "args": {"input_size": 256, "depth": 4, "width": 0.25,
+                                        "channels": 1}})
+    preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 256, "channels": 1})
+    data: str = "configs/data_siim.json"
+    batch_size: int = 8
+    epochs: int = 20
+    steps_per_epoch: int | None = None
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 0
+    encoder_lr_factor: float = 1.0
+    loss: str = "bce_dice"
+    deep_supervision: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    image_loss_weight: float = 0.5
+    positive_fraction: float = 0.5
+    augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
+    early_stopping_patience: int = 8
+    tta: bool = True
+    tune_prevalence: float = 0.5
+    seed: int = 2026
+    init_weights: str | None = None
+    encoder_weights: str | None = None
+    precision: str = "auto"
+    max_seconds: float | None = None
+    max_train: int | None = None
+    max_val: int | None = None
+    cache_dir: str = ".cache"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS + ("auto",):
+            raise ValueError(f"precision must be one of {list(PRECISIONS) + ['auto']}, "
+                             f"got {self.precision!r}")
+        if not 0.0 < self.encoder_lr_factor <= 1.0:
+            raise ValueError(f"encoder_lr_factor must be in (0, 1], got {self.encoder_lr_factor}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        raw = json.loads(Path(path).read_text())
+        unknown = set(raw) - set(cls.__dataclass_fields__) - {"_comment"}
+        if unknown:
+            raise ValueError(f"unknown keys in {Path(path).name}: {sorted(unknown)}")
+        raw.pop("_comment", None)
+        return cls(**raw)

@@ -1,0 +1,192 @@
+"""Training data: the committed split, decoded arrays, balanced augmented batches."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pneumo import dataset, rle
+from pneumo.datacfg import DataConfig
+from pneumo.imaging import read_image
+from pneumo.preprocess import PreprocessConfig, model_input, resize_image, resize_target_mask
+from pneumo.training.augment import augment_pair
+from pneumo.training.config import Augment, TrainConfig
+
+SPLITS = ("train", "tune", "val")
+
+
+@dataclass
+class Arrays:
+    """Decoded model-size images of one split, with their targets."""
+
+    x: np.ndarray         # uint8 (N, size, size)
+    y: np.ndarray         # uint8 0/1 (N, size, size)
+    label: np.ndarray     # bool (N,): image-level pneumothorax
+    has_mask: np.ndarray  # bool (N,): y is ground truth (False: image label only)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def with_masks(self) -> "Arrays":
+        """Only the images whose mask is ground truth (for segmentation metrics)."""
+        keep = self.has_mask
+        return Arrays(self.x[keep], self.y[keep], self.label[keep], self.has_mask[keep])
+
+
+@dataclass
+class SplitData:
+    """The data config, ground truth and samples of each split."""
+
+    dcfg: DataConfig
+    table: dict[str, list[str]]
+    samples: dict[str, list[dataset.Sample]]
+
+    def info(self) -> dict:
+        """Counts for the model card."""
+        out = {"sources": sorted({s.source for v in self.samples.values() for s in v}),
+               "split_file": Path(self.dcfg.split).name if self.dcfg.split else None}
+        for name, items in self.samples.items():
+            out[f"{name}_images"] = len(items)
+            out[f"{name}_positive"] = sum(bool(s.positive) for s in items)
+            out[f"{name}_label_only"] = sum(not s.has_mask for s in items)
+        return out
+
+
+def split_samples(cfg: TrainConfig) -> SplitData:
+    """Load the data config, the ground truth and the committed split.
+
+    A split file without ``tune`` rows (split_v1) gives an empty tune split.
+    """
+    dcfg = DataConfig.load(cfg.data)
+    table = dcfg.table()
+    _, samples = dcfg.samples(table)
+    if not dcfg.split or not dcfg.split.exists():
+        raise FileNotFoundError(f"split file missing: {dcfg.split} (run `pneumo index --write`)")
+    split = dataset.read_split(dcfg.split)
+    by_split = {name: [s for s in samples if split.get(s.image_id) == name] for name in SPLITS}
+    rng = np.random.default_rng(cfg.seed)
+    for name, limit in (("train", cfg.max_train), ("tune", cfg.max_val), ("val", cfg.max_val)):
+        items = by_split[name]
+        if limit and len(items) > limit:
+            by_split[name] = [items[i] for i in sorted(rng.choice(len(items), limit, replace=False))]
+    return SplitData(dcfg, table, by_split)
+
+
+def load_example(sample: dataset.Sample, table: dict[str, list[str]],
+                 size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one sample to (uint8 image size x size, uint8 0/1 mask size x size)."""
+    x = resize_image(read_image(sample.path).pixels, size)
+    if sample.positive and sample.has_mask and sample.image_id in table:
+        return x, resize_target_mask(rle.merge(table[sample.image_id]), size)
+    return x, np.zeros((size, size), np.uint8)
+
+
+def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], size: int,
+                  cache_dir: str | Path, progress: bool = True) -> Arrays:
+    """Decode and resize every sample once; reuse the ``.npz`` cache afterwards."""
+    key = hashlib.sha256(json.dumps(
+        [size, 2] + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
+    ).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"arrays_{size}_{key}.npz"
+    label = np.array([bool(s.positive) for s in samples], bool)
+    has_mask = np.array([s.has_mask for s in samples], bool)
+    if path.exists():
+        with np.load(path) as z:
+            return Arrays(z["x"], z["y"], label, has_mask)
+    xs = np.zeros((len(samples), size, size), np.uint8)
+    ys = np.zeros_like(xs)
+    iterator = range(len(samples))
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(iterator, desc=f"decoding {len(samples)} images", unit="img")
+    for i in iterator:
+        xs[i], ys[i] = load_example(samples[i], table, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=xs, y=ys)
+    return Arrays(xs, ys, label, has_mask)
+
+
+def balanced_indices(labels: np.ndarray, n: int, positive_fraction: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` indices so that about ``positive_fraction`` of them are positives."""
+    pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
+    if len(pos) == 0 or len(neg) == 0:
+        return rng.choice(len(labels), n, replace=True)
+    n_pos = int(round(n * positive_fraction))
+    idx = np.concatenate([rng.choice(pos, n_pos, replace=True),
+                          rng.choice(neg, n - n_pos, replace=True)])
+    rng.shuffle(idx)
+    return idx
+
+
+def targets(output_names: list[str], y: np.ndarray, label: np.ndarray,
+            has_mask: np.ndarray) -> tuple[dict | np.ndarray, tuple | np.ndarray]:
+    """Targets (by output name) and per-image sample weights (a tuple in output order).
+
+    Mask outputs learn only from images whose mask is ground truth (weight 0
+    for label-only positives); the image-level output learns from all. (Keras
+    3 takes sample weights for several outputs in order, not by name.)
+    """
+    ys, weights = {}, []
+    for name in output_names:
+        if name == "image_prob":
+            ys[name] = label.astype(np.float32)[:, None]
+            weights.append(np.ones(len(label), np.float32))
+        else:
+            ys[name] = y.astype(np.float32)[..., None]
+            weights.append(has_mask.astype(np.float32))
+    if len(output_names) == 1:  # a single-output model (U-Net) takes plain arrays
+        return ys[output_names[0]], weights[0]
+    return ys, tuple(weights)
+
+
+class BalancedBatches(keras.utils.PyDataset):
+    """Augmented, class-balanced batches of model input, targets and sample weights.
+
+    Epoch ``e`` draws its order from ``seed + e`` and batch ``i`` augments with
+    ``[seed, e, i]``, so a resumed run sees the batches an uninterrupted one would.
+    With ``augment=None`` images pass unchanged (used to check that training and
+    serving build identical input).
+    """
+
+    def __init__(self, arrays: Arrays, cfg: TrainConfig, pcfg: PreprocessConfig,
+                 output_names: list[str], augment: Augment | None, steps: int):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.arrays, self.cfg, self.pcfg = arrays, cfg, pcfg
+        self.output_names, self.augment, self.steps = output_names, augment, steps
+        self.epoch = 0
+        self._draw()
+
+    def _draw(self) -> None:
+        rng = np.random.default_rng(self.cfg.seed + self.epoch)
+        self.order = balanced_indices(self.arrays.label, self.steps * self.cfg.batch_size,
+                                      self.cfg.positive_fraction, rng)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._draw()
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batch(self, idx: np.ndarray, rng: np.random.Generator):
+        """``(model input, targets, sample weights)`` for the images ``idx``."""
+        a = self.arrays
+        if self.augment is None:
+            bx, by = a.x[idx], a.y[idx]
+        else:
+            pairs = [augment_pair(a.x[j], a.y[j], self.augment, rng) for j in idx]
+            bx, by = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        ys, weights = targets(self.output_names, by, a.label[idx], a.has_mask[idx])
+        return model_input(bx, self.pcfg), ys, weights
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
+        return self.batch(idx, np.random.default_rng([self.cfg.seed, self.epoch, i]))
+
+    def on_epoch_end(self):
+        self.set_epoch(self.epoch + 1)

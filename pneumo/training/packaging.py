@@ -1,0 +1,119 @@
+"""Packaging a run as a model folder: weights, tuned post-processing, calibration,
+operating points, validation figures, card and plots.
+
+Everything is fitted on the tune split; the validation split is predicted once,
+at the end, for the card's figures. (A data config without a tune split, such
+as split_v1, tunes on validation, and the card says so.)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from pneumo import calibration, modelcard, networks, postprocess
+from pneumo.evaluation import score_outputs
+from pneumo.inference import ModelOutput, predict_batches
+from pneumo.modelcard import ModelCard
+from pneumo.preprocess import PreprocessConfig
+from pneumo.training.config import TrainConfig
+from pneumo.training.data import Arrays, SplitData, cached_arrays
+
+
+def load_model_weights(model, path: str | Path) -> None:
+    """Load a run's weights file into ``model``, ignoring its optimizer variables."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "skipping optimizer variables"
+        model.load_weights(path)
+
+
+def load_init_weights(model, path: str | Path) -> None:
+    """Warm start: load a previous run's weights into a freshly built model.
+
+    The file must come from the same architecture; anything else is refused
+    with a message naming the file rather than a shape error from deep inside
+    Keras.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"init_weights: {path} does not exist")
+    try:
+        load_model_weights(model, path)
+    except Exception as exc:  # noqa: BLE001 - Keras raises several types here
+        raise ValueError(f"init_weights: {path} does not fit this architecture "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+
+
+def fit_card(name: str, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
+             tune_out: ModelOutput, fitted_on: str) -> ModelCard:
+    """Mask thresholds, calibration and operating points from the tune split."""
+    with_mask = tune.label & tune.has_mask
+    base = postprocess.PostProcess(reference_size=pcfg.size)
+    pp, _ = postprocess.tune_mask(tune_out.maps[with_mask], tune.y[with_mask], pcfg.size,
+                                  base.evidence_pixels)
+    ev = tune_out.evidence(postprocess.evidence_pixels(pp, pcfg.size))
+    cal, cv_losses = calibration.choose_calibrator(tune_out.head, ev, tune.label)
+    cal = calibration.Calibrator(cal.features, cal.coef, cal.intercept, fitted_on=fitted_on)
+    prob = cal.probability(tune_out.head, ev)
+    dice_if_pos = np.array([_dice(t, postprocess.mask_from_map(m, pp))
+                            for m, t in zip(tune_out.maps, tune.y)])
+    points = postprocess.choose_operating_points(prob, tune.label, dice_if_pos, tune.has_mask)
+    return ModelCard(name=name, architecture=cfg.architecture, preprocess=pcfg, postprocess=pp,
+                     operating_points=points, calibration=cal, tta=cfg.tta,
+                     version=time.strftime("%Y-%m-%d"),
+                     extra={"calibration_cv_log_loss": cv_losses})
+
+
+def _dice(truth: np.ndarray, pred: np.ndarray) -> float:
+    from pneumo.metrics import dice
+    return dice(truth > 0, pred)
+
+
+def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitData,
+                       training_info: dict, progress: bool = True) -> dict:
+    """Load the run's best weights, fit post-processing on tune, measure on validation,
+    and write ``out`` (weights, model.json, README.md, logs and plots)."""
+    from pneumo import cardrender
+    out.mkdir(parents=True, exist_ok=True)
+    pcfg = PreprocessConfig.from_dict(cfg.preprocess)
+    # a fresh, uncompiled float32 network: the shipped file holds weights, not optimizer state
+    model = networks.build_model(cfg.architecture)
+    load_model_weights(model, run_dir / "weights.weights.h5")
+    model.save_weights(out / modelcard.WEIGHTS)
+    if run_dir != out:
+        for log in run_dir.glob("log*.csv"):  # a resumed run may have several parts
+            shutil.copy(log, out / log.name)
+    tune_name = "tune" if data.samples["tune"] else "val"
+    arrays = {name: cached_arrays(data.samples[name], data.table, pcfg.size, cfg.cache_dir,
+                                  progress) for name in {tune_name, "val"}}
+    outputs = {name: predict_batches(model, arrays[name].x, pcfg, tta=cfg.tta)
+               for name in arrays}
+    card = fit_card(out.name, cfg, pcfg, arrays[tune_name], outputs[tune_name], tune_name)
+    card.tune = score_outputs(card, outputs[tune_name], arrays[tune_name])
+    card.validation = score_outputs(card, outputs["val"], arrays["val"])
+    card.parameters = model.count_params()
+    card.data = data.info()
+    card.training = training_info
+    card.config = json.loads(json.dumps(cfg.__dict__))
+    card.write(out)
+    cardrender.plots(out, card, outputs["val"], arrays["val"])
+    (out / "README.md").write_text(cardrender.render(out))
+    return card.to_dict()
+
+
+def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict:
+    """Package a (possibly unfinished) training run's best checkpoint as a model folder."""
+    import keras
+    from pneumo.device import has_gpu
+    from pneumo.training.data import split_samples
+    run_dir, out = Path(run_dir), Path(out_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    info = {"seconds": state.get("seconds"), "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"], "gpu": has_gpu(),
+            "backend": keras.config.backend(), "precision": cfg.precision,
+            "train_images_per_second": state.get("images_per_second")}
+    return write_model_folder(cfg, run_dir, out, split_samples(cfg), info)
