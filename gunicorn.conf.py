@@ -1,19 +1,28 @@
 """gunicorn settings for a model-holding Flask app.
 
-Every value can be overridden by an environment variable (documented in
-README). Each worker holds its own model: keep workers few (1 per GPU, 1-2
-on CPU) and use threads for I/O. Never preload: TensorFlow does not survive
-fork.
+Every value comes from the ``PNEUMO_*`` environment variables through
+``app.settings.Settings`` (documented in README). Each worker holds its own
+model: keep workers few (1 per GPU, 1-2 on CPU) and use threads for I/O.
+Never preload: TensorFlow does not survive fork.
 """
 import os
+import sys
 
-bind = f"{os.environ.get('PNEUMO_HOST', '127.0.0.1')}:{os.environ.get('PNEUMO_PORT', '8000')}"
-workers = int(os.environ.get("PNEUMO_WORKERS", "1"))
-threads = int(os.environ.get("PNEUMO_THREADS", "4"))
+from app.settings import Settings, SettingsError, login_problem
+
+try:
+    _settings = Settings.from_env()
+except SettingsError as _exc:
+    print(f"pneumo refuses to start: {_exc}", file=sys.stderr)
+    sys.exit(3)
+
+bind = _settings.bind
+workers = _settings.workers
+threads = _settings.threads
 worker_class = "gthread"
 preload_app = False
-# the first request after start-up may include graph tracing; model load happens before ready
-timeout = int(os.environ.get("PNEUMO_TIMEOUT", "120"))
+# the first request after start-up may include graph tracing; the model loads in the background
+timeout = _settings.timeout
 graceful_timeout = 30
 keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
@@ -22,5 +31,13 @@ max_requests = int(os.environ.get("PNEUMO_MAX_REQUESTS", "0"))
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
-loglevel = os.environ.get("PNEUMO_LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 limit_request_line = 4094
+
+
+def on_starting(server):
+    """In the master, before it listens: refuse an open service beyond loopback."""
+    problem = login_problem(_settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(3)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from flask import Flask
 
+from pneumo import paths
+
 log = logging.getLogger("pneumo.app")
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _secret_key(instance: Path) -> str:
@@ -38,32 +39,30 @@ def _secret_key(instance: Path) -> str:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    app = Flask(__name__, instance_path=str(Path(os.environ.get(
-        "PNEUMO_INSTANCE_DIR", ROOT / "instance")).resolve()),
-        template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
-    from pneumo.inference import DEFAULT_MODEL_DIR
+    """The app: defaults from :class:`app.settings.Settings`, then other ``PNEUMO_*``
+    variables, then ``test_config``. The model loads in the background (see
+    :mod:`app.model`); ``/healthz`` answers at once, ``/readyz`` once it is loaded."""
+    from app.settings import Settings
+    settings = Settings.from_env()
+    app = Flask(__name__, instance_path=str(settings.instance_dir),
+                template_folder=str(paths.project_root() / "templates"),
+                static_folder=str(paths.project_root() / "static"))
     app.config.from_mapping(
-        MODEL_DIR=str(DEFAULT_MODEL_DIR),
-        DATA_DIR=str(Path(app.instance_path) / "data"),
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,   # whole request
         MAX_FILES=20,                          # files per upload
         MAX_IMAGE_PIXELS=50_000_000,
-        RETENTION_DAYS=30.0,
         WARM_UP=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=False,
-        ACCESS_PASSWORD=None,
-        HOST=os.environ.get("PNEUMO_HOST", "127.0.0.1"),
         LOGIN_RATE_LIMIT="10 per minute",
         UPLOAD_RATE_LIMIT="120 per minute",
         RATELIMIT_HEADERS_ENABLED=True,
         PREDICTOR=None,
-        TF_THREADS=None,
+        **settings.flask_config(),
     )
     app.config.from_prefixed_env("PNEUMO")
-    if app.config.get("MODEL"):  # PNEUMO_MODEL, the short spelling
-        app.config["MODEL_DIR"] = app.config["MODEL"]
+    app.config.update(settings.flask_config())  # typed values win over from_prefixed_env's
     if test_config:
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):
@@ -77,7 +76,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     access.check_startup(app)
     access.limiter.init_app(app)
     app.jinja_env.globals["csrf_token"] = access.csrf_token
-    app.extensions["pneumo.predictor"] = app.config["PREDICTOR"] or _load_model(app)
+    from app.model import ModelHolder
+    holder = ModelHolder(app.config["PREDICTOR"])
+    if app.config["PREDICTOR"] is None:
+        holder.start(app.config["MODEL_DIR"], bool(app.config["WARM_UP"]),
+                     app.config["TF_THREADS"], app.config["OPERATING_POINT"])
+    app.extensions["pneumo.model"] = holder
 
     app.before_request(access.check_access)
     app.register_blueprint(access.bp)
@@ -102,13 +106,3 @@ def _security_headers(response):
     if response.mimetype != "text/css" and not response.mimetype.endswith("javascript"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
-
-
-def _load_model(app: Flask):
-    from pneumo.device import configure_device
-    from pneumo.inference import Predictor
-    device = configure_device(app.config["TF_THREADS"])
-    predictor = Predictor.load(app.config["MODEL_DIR"], warm_up=bool(app.config["WARM_UP"]))
-    log.info("model %s loaded from %s on %s", predictor.name, predictor.model_dir, device)
-    predictor.device = device
-    return predictor

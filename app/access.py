@@ -19,11 +19,11 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from app import users
+from app.settings import LOOPBACK
 
 bp = Blueprint("access", __name__)
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
 OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "static"}
-LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 class ConfigError(RuntimeError):
@@ -37,9 +37,8 @@ def check_startup(app) -> None:
     with app.extensions["pneumo.store"].connect() as db:
         n_users = users.user_count(db)
     if app.config["REQUIRE_LOGIN"] and not n_users and not app.config.get("ACCESS_PASSWORD"):
-        raise ConfigError(
-            f"The app listens on {host}, beyond this machine, but no login is configured: "
-            "create a user (`pneumo create-user NAME`) or set PNEUMO_ACCESS_PASSWORD.")
+        from app.settings import no_login_message
+        raise ConfigError(no_login_message(host))
 
 
 def _login_mode() -> str | None:

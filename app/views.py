@@ -30,7 +30,8 @@ def store():
 
 
 def predictor():
-    return current_app.extensions["pneumo.predictor"]
+    """The loaded Predictor (waits while it loads; ModelNotReady after a failure)."""
+    return current_app.extensions["pneumo.model"].get()
 
 
 from app.access import current_owner, limiter  # noqa: E402
@@ -182,15 +183,21 @@ def worklist():
 
 @bp.get("/healthz")
 def healthz():
+    """The process is up (answers while the model is still loading)."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
 def readyz():
-    p = current_app.extensions.get("pneumo.predictor")
-    if p is None:
+    """200 with the model and device once the model is loaded and warmed up, else 503."""
+    holder = current_app.extensions["pneumo.model"]
+    if not holder.ready:
+        if holder.error:
+            return jsonify(status="failed", error=holder.error), 503
         return jsonify(status="loading"), 503
-    return jsonify(status="ready", model=p.name, device=getattr(p, "device", "unknown"))
+    p = holder.predictor
+    return jsonify(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
+                   operating_point=p.operating_point.name)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -5,9 +5,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pneumo import dataset, rle
+from pneumo import dataset, paths, rle
 
-DEFAULT_DATA_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "data_siim.json"
+DEFAULT_DATA_CONFIG = paths.default_data_config()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import modelcard, postprocess
+from pneumo import modelcard, paths, postprocess
 from pneumo.calibration import evidence
 from pneumo.errors import ModelLoadError
 from pneumo.imaging import ImageRecord
@@ -26,7 +26,7 @@ from pneumo.preprocess import PreprocessConfig, model_input, resize_image
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "double_unet_siim_256"
+DEFAULT_MODEL_DIR = paths.default_model_dir()
 
 
 @dataclass

@@ -15,7 +15,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "encoders"
+from pneumo import paths
+
+DEFAULT_CACHE = paths.cache_dir() / "encoders"
 
 
 @dataclass(frozen=True)

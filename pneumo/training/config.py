@@ -38,7 +38,7 @@ class TrainConfig:
         "name": "double_unet", "args": {"input_size": 256, "depth": 4, "width": 0.25,
                                         "channels": 1}})
     preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 256, "channels": 1})
-    data: str = "configs/data_siim.json"
+    data: str = "configs/data_siim_v2.json"
     batch_size: int = 8
     epochs: int = 20
     steps_per_epoch: int | None = None

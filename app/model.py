@@ -1,0 +1,73 @@
+"""The worker's model, loaded in the background so the process answers at once.
+
+``/healthz`` answers while the weights load; ``/readyz`` answers 503 until the
+model is loaded and warmed up (200 after); requests that need the model wait
+for it (up to ``wait_s``) and get a clear 503 if it is still not there.
+The card is read before the worker serves, so a wrong model folder still
+stops the service at start-up with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from pneumo import modelcard
+from pneumo.errors import PneumoError
+
+log = logging.getLogger("pneumo.app")
+
+
+class ModelNotReady(PneumoError):
+    """The model is still loading (or failed to load)."""
+
+    code = "model_loading"
+    http_status = 503
+
+
+class ModelHolder:
+    """A Predictor that becomes available once loaded."""
+
+    def __init__(self, predictor=None):
+        self.predictor = predictor
+        self.error: str | None = None
+        self._ready = threading.Event()
+        if predictor is not None:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.predictor is not None
+
+    def start(self, model_dir: str | Path, warm_up: bool, tf_threads: int | None,
+              operating_point: str | None) -> None:
+        """Check the card now, load the weights on a background thread."""
+        modelcard.read(model_dir).operating_point(operating_point)  # fail fast, with the reason
+        thread = threading.Thread(target=self._load, name="model-loader", daemon=True,
+                                  args=(model_dir, warm_up, tf_threads, operating_point))
+        thread.start()
+
+    def _load(self, model_dir, warm_up, tf_threads, operating_point) -> None:
+        from pneumo.device import configure_device
+        from pneumo.inference import Predictor
+        try:
+            device = configure_device(tf_threads)
+            predictor = Predictor.load(model_dir, warm_up=warm_up,
+                                       operating_point=operating_point)
+            predictor.device = device
+            self.predictor = predictor
+            log.info("model %s loaded from %s on %s", predictor.name, model_dir, device)
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("the model could not be loaded: %s", self.error)
+        finally:
+            self._ready.set()
+
+    def get(self, wait_s: float = 120.0):
+        """The Predictor; waits for loading; raises :class:`ModelNotReady`."""
+        self._ready.wait(wait_s)
+        if self.predictor is None:
+            raise ModelNotReady(
+                f"The model could not be loaded ({self.error})." if self.error else
+                "The model is still loading; try again in a few seconds.")
+        return self.predictor
