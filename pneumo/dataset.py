@@ -252,7 +252,9 @@ def carve_tune(samples: Iterable[Sample], base: dict[str, str], fraction: float,
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"tune fraction must be in (0, 1), got {fraction}")
     samples = list(samples)
-    group_split = {s.split_key: base[s.image_id] for s in samples if s.image_id in base}
+    in_val = {s.split_key for s in samples if base.get(s.image_id) == "val"}
+    group_split = {s.split_key: "val" if s.split_key in in_val else base[s.image_id]
+                   for s in samples if s.image_id in base}
     split: dict[str, str] = {}
     for s in samples:
         where = base.get(s.image_id, group_split.get(s.split_key, "train"))

@@ -14,9 +14,9 @@ from pneumo.preprocess import PreprocessConfig, resize_target_mask
 from conftest import ROOT, SIIM
 
 
-def test_index_counts_and_committed_split(rle_table):
-    cfg = DataConfig.load()
-    result, samples = cfg.samples(rle_table)
+def test_index_counts_and_committed_splits(rle_table):
+    v1 = DataConfig.load(ROOT / "configs" / "data_siim.json")
+    result, samples = v1.samples(rle_table)
     counts = result.counts()
     assert counts["matched_images"] == 789
     assert counts["positives"] == 733 and counts["negatives"] == 56
@@ -25,15 +25,42 @@ def test_index_counts_and_committed_split(rle_table):
     assert len(ids) == len(set(ids))
     # DICOM copies win over PNG/JPEG copies of the same image
     assert all(s.format == "DICOM" for s in result.samples if s.image_id.endswith("280319"))
-    # the committed split is exactly what the deterministic splitter makes
-    split = dataset.assign_split(samples, cfg.val_fraction, cfg.split_seed)
-    assert dataset.read_split(cfg.split) == split
+    # the committed splits are exactly what the deterministic splitters make
+    split_v1 = v1.make_split(samples)
+    assert dataset.read_split(v1.split) == split_v1
+    v2 = DataConfig.load()  # the default: split_v2 with its tune split and NIH positives
+    _, samples2 = v2.samples(rle_table)
+    split_v2 = dataset.read_split(v2.split)
+    assert split_v2 == v2.make_split(samples2)
+    # validation is split_v1's, unchanged; tune is carved from training only
+    assert {k for k, v in split_v2.items() if v == "val"} == {k for k, v in split_v1.items()
+                                                               if v == "val"}
+    assert all(split_v1.get(k, "train") == "train" for k, v in split_v2.items() if v == "tune")
+    label_only = [s for s in samples2 if not s.has_mask]
+    assert len(label_only) == 40 and all(s.positive and s.source == "nih" for s in label_only)
     # NIH patients never straddle splits
     by_patient = {}
-    for s in samples:
+    for s in samples2:
         if s.source == "nih":
-            by_patient.setdefault(s.group, set()).add(split[s.image_id])
+            by_patient.setdefault(s.group, set()).add(split_v2[s.image_id])
     assert all(len(v) == 1 for v in by_patient.values())
+
+
+def test_carve_tune_keeps_validation_and_groups():
+    samples = [dataset.Sample(f"id{i}", "x", "PNG", positive=i % 3 == 0, group=f"p{i // 2}")
+               for i in range(300)]
+    base = {s.image_id: ("val" if i % 5 == 0 else "train") for i, s in enumerate(samples)}
+    extra = dataset.Sample("new", "x", "PNG", positive=True, group="p0", has_mask=False)
+    split = dataset.carve_tune(samples + [extra], base, 0.2, seed=3)
+    assert all(split[k] == "val" for k, v in base.items() if v == "val")
+    assert split["new"] == "excluded"  # its patient p0 has a validation image (id0)
+    tune = [k for k, v in split.items() if v == "tune"]
+    assert 0.1 < len(tune) / 240 < 0.3
+    groups = {}
+    for s in samples:
+        if split[s.image_id] != "val":
+            groups.setdefault(s.group, set()).add(split[s.image_id])
+    assert all(len(v) == 1 for v in groups.values())
 
 
 def test_split_is_stratified_and_deterministic():
