@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, jsonify, request, url_for
 
 from app import views
+from app.store import public_schema
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -28,7 +29,7 @@ def create_predictions():
     files = request.files.getlist("files") + request.files.getlist("file")
     outcome = views.handle_files(files)
     body = {
-        "results": [dict(result_json(row), file=name) for name, row in outcome.results],
+        "results": [result_json(row) for _, row in outcome.results],
         "errors": [{"file": e["file"], "code": e["code"], "message": e["message"]}
                    for e in outcome.errors],
     }
@@ -57,21 +58,12 @@ def openapi():
     return jsonify(OPENAPI)
 
 
-_RESULT = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"}, "file": {"type": "string"},
-        "verdict": {"type": "string", "enum": ["pneumothorax suspected", "not detected"]},
-        "positive": {"type": "boolean"},
-        "probability": {"type": "number", "description": "image-level score of the gate"},
-        "threshold": {"type": "number", "description": "operating threshold on probability"},
-        "area_px": {"type": "integer"}, "area_cm2": {"type": ["number", "null"]},
-        "side": {"type": "object"}, "metadata": {"type": "object"},
-        "model": {"type": "string"},
-        "mask_rle": {"type": "string", "description": "SIIM relative RLE, column-major, -1 if empty"},
-        "links": {"type": "object"},
-    },
-}
+_LINKS = {"type": "object", "description": "URLs of the result's page and files",
+          "properties": {k: {"type": ["string", "null"] if k == "seg" else "string"}
+                         for k in ("self", "page", "overlay", "mask", "image", "rle", "seg")}}
+_RESULT = dict(public_schema())
+_RESULT["properties"] = dict(_RESULT["properties"], links=_LINKS)
+_RESULT["required"] = sorted(_RESULT["properties"])
 _ERROR = {"type": "object", "properties": {"file": {"type": ["string", "null"]},
                                            "code": {"type": "string"},
                                            "message": {"type": "string"}}}

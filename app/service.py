@@ -134,8 +134,11 @@ def artefact(store: Store, row: ResultRow, name: str) -> Path | None:
 
 
 def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
-                   max_pixels: int) -> ResultRow:
+                   max_pixels: int, file_name: str = "") -> ResultRow:
     """Read, predict, render and store one uploaded file.
+
+    ``file_name`` is the uploader's own name for the file, kept in the row for
+    its owner's worklist (never logged, never used on disk).
 
     Raises:
         PneumoError: the file is not a usable image (nothing is stored).
@@ -162,7 +165,10 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
             probability=pred.probability, threshold=pred.threshold, area_px=pred.area_px,
             area_cm2=pred.area_cm2, side=side.to_dict(), meta=record.meta.to_dict(),
             identifiers=record.identifiers.to_dict(), model=predictor.name, rle=encoded,
-            timings={k: round(v, 4) for k, v in timings.items()})
+            timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
+            probability_kind=predictor.card.probability_kind,
+            operating_point=pred.operating_point.to_dict(),
+            finding_below_threshold=pred.finding_below_threshold)
         store.commit(row, staged)
     except BaseException:
         store.discard(staged)

@@ -3,7 +3,8 @@
 A result becomes visible only when its folder is complete: files are
 written to ``tmp/<id>`` and renamed into ``results/<id>`` before the row is
 inserted, so a crash mid-request never leaves a half-written result.
-Stored file names are generated ids, never client-supplied names.
+Folder and file names on disk are generated ids, never client-supplied names;
+the uploader's own file name is kept in the row, shown to its owner only.
 """
 from __future__ import annotations
 
@@ -13,36 +14,80 @@ import secrets
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS results (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    created REAL NOT NULL,
-    source_format TEXT NOT NULL,
-    positive INTEGER NOT NULL,
-    probability REAL NOT NULL,
-    threshold REAL NOT NULL,
-    area_px INTEGER NOT NULL,
-    area_cm2 REAL,
-    side TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    identifiers TEXT NOT NULL,
-    model TEXT NOT NULL,
-    rle TEXT NOT NULL,
-    timings TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);
-"""
+@dataclass(frozen=True)
+class Field:
+    """One stored field of a result: its SQLite column and its public JSON form.
+
+    The table, the row object, the API's JSON and the OpenAPI schema are all
+    made from :data:`FIELDS`, so they cannot drift apart.
+    """
+
+    name: str
+    sql: str                    # column type (NOT NULL columns added later carry a DEFAULT)
+    schema: dict | None         # JSON schema of the public value; None: never public
+    description: str = ""
+    kind: str = "value"         # "value", "bool" (INTEGER 0/1) or "json" (TEXT)
+    public: str | None = None   # the public name when it differs from ``name``
+    digits: int | None = None   # rounding of the public value
+
+    @property
+    def public_name(self) -> str:
+        return self.public or self.name
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("id", "TEXT PRIMARY KEY", {"type": "string"}, "result id (unguessable)"),
+    Field("owner", "TEXT NOT NULL", None),
+    Field("created", "REAL NOT NULL", {"type": "number"}, "upload time, seconds since 1970 (UTC)"),
+    Field("source_format", "TEXT NOT NULL", {"type": "string", "enum": ["DICOM", "PNG", "JPEG"]}),
+    Field("positive", "INTEGER NOT NULL", {"type": "boolean"},
+          "the verdict at the operating point: pneumothorax suspected", kind="bool"),
+    Field("probability", "REAL NOT NULL", {"type": "number", "minimum": 0, "maximum": 1},
+          "image-level probability of pneumothorax (calibrated), or an uncalibrated score "
+          "when probability_kind says so", digits=4),
+    Field("threshold", "REAL NOT NULL", {"type": "number"},
+          "the operating point's threshold on probability (positive at or above)", digits=4),
+    Field("area_px", "INTEGER NOT NULL", {"type": "integer"}, "outlined area in pixels"),
+    Field("area_cm2", "REAL", {"type": ["number", "null"]},
+          "outlined area in cm² (null without a plausible pixel spacing)", digits=2),
+    Field("side", "TEXT NOT NULL", {"type": "object"}, "patient side of the outlined region",
+          kind="json"),
+    Field("meta", "TEXT NOT NULL", {"type": "object"},
+          "image metadata safe to show (no patient identifiers)", kind="json", public="metadata"),
+    Field("identifiers", "TEXT NOT NULL", None, kind="json"),
+    Field("model", "TEXT NOT NULL", {"type": "string"}, "model name and version"),
+    Field("rle", "TEXT NOT NULL", {"type": "string"},
+          "SIIM relative RLE, column-major, -1 if empty", public="mask_rle"),
+    Field("timings", "TEXT NOT NULL", None, kind="json"),
+    Field("file_name", "TEXT NOT NULL DEFAULT ''", {"type": "string"},
+          "the uploader's own file name (shown to its owner only)", public="file"),
+    Field("probability_kind", "TEXT NOT NULL DEFAULT 'score'",
+          {"type": "string", "enum": ["probability", "score"]},
+          "probability: calibrated; score: an uncalibrated model output"),
+    Field("operating_point", "TEXT NOT NULL DEFAULT '{}'", {"type": "object"},
+          "name, threshold and the sensitivity/specificity it had when the model was tuned",
+          kind="json"),
+    Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
+          "negative verdict although some pixels pass the mask threshold", kind="bool"),
+)
+#: Public fields computed from the row rather than stored.
+DERIVED_SCHEMA = {
+    "verdict": {"type": "string", "enum": ["pneumothorax suspected", "not detected"]},
+}
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS results (\n    "
+          + ",\n    ".join(f"{f.name} {f.sql}" for f in FIELDS)
+          + "\n);\nCREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);\n")
 
 ID_BYTES = 16  # 128-bit unguessable ids
 
 
 @dataclass
 class ResultRow:
-    """One stored result."""
+    """One stored result (fields in the order of :data:`FIELDS`)."""
 
     id: str
     owner: str
@@ -59,22 +104,52 @@ class ResultRow:
     model: str
     rle: str
     timings: dict
+    file_name: str = ""
+    probability_kind: str = "score"
+    operating_point: dict = field(default_factory=dict)
+    finding_below_threshold: bool = False
 
     @property
     def verdict(self) -> str:
         return "pneumothorax suspected" if self.positive else "not detected"
 
     def public_dict(self) -> dict:
-        """JSON for the API and pages: everything but the patient identifiers."""
-        return {
-            "id": self.id, "created": self.created, "source_format": self.source_format,
-            "verdict": self.verdict, "positive": self.positive,
-            "probability": round(self.probability, 4), "threshold": round(self.threshold, 4),
-            "area_px": self.area_px,
-            "area_cm2": None if self.area_cm2 is None else round(self.area_cm2, 2),
-            "side": self.side, "metadata": self.meta, "model": self.model,
-            "mask_rle": self.rle,
-        }
+        """JSON for the API and pages: every public field, never the patient identifiers."""
+        out = {}
+        for f in FIELDS:
+            if f.schema is None:
+                continue
+            value = getattr(self, f.name)
+            if f.digits is not None and value is not None:
+                value = round(value, f.digits)
+            out[f.public_name] = value
+        out["verdict"] = self.verdict
+        return out
+
+
+def public_schema() -> dict:
+    """JSON schema of :meth:`ResultRow.public_dict` (the OpenAPI result, without links)."""
+    props = {f.public_name: dict(f.schema, **({"description": f.description}
+                                              if f.description else {}))
+             for f in FIELDS if f.schema is not None}
+    props.update(DERIVED_SCHEMA)
+    return {"type": "object", "properties": props, "required": sorted(props)}
+
+
+def _to_sql(row: ResultRow) -> tuple:
+    values = []
+    for f in FIELDS:
+        v = getattr(row, f.name)
+        values.append(json.dumps(v) if f.kind == "json" else int(v) if f.kind == "bool" else v)
+    return tuple(values)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Databases made by an earlier version get the newer columns (with their defaults)."""
+    have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
+    for f in FIELDS:
+        if f.name not in have:
+            db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {f.sql}")
 
 
 def new_id() -> str:
@@ -106,6 +181,7 @@ class Store:
         from app import users
         with self.connect() as db:
             db.executescript(SCHEMA)
+            _add_missing_columns(db)
             users.init(db)
 
     def connect(self) -> sqlite3.Connection:
@@ -127,12 +203,8 @@ class Store:
         os.replace(staged, final)
         try:
             with self.connect() as db:
-                db.execute(
-                    "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (row.id, row.owner, row.created, row.source_format, int(row.positive),
-                     row.probability, row.threshold, row.area_px, row.area_cm2,
-                     json.dumps(row.side), json.dumps(row.meta), json.dumps(row.identifiers),
-                     row.model, row.rle, json.dumps(row.timings)))
+                db.execute(f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
+                           f"VALUES ({', '.join('?' for _ in FIELDS)})", _to_sql(row))
         except Exception:
             shutil.rmtree(final, ignore_errors=True)
             raise
@@ -144,13 +216,12 @@ class Store:
 
     @staticmethod
     def _row(r: sqlite3.Row) -> ResultRow:
-        return ResultRow(
-            id=r["id"], owner=r["owner"], created=r["created"],
-            source_format=r["source_format"], positive=bool(r["positive"]),
-            probability=r["probability"], threshold=r["threshold"], area_px=r["area_px"],
-            area_cm2=r["area_cm2"], side=json.loads(r["side"]), meta=json.loads(r["meta"]),
-            identifiers=json.loads(r["identifiers"]), model=r["model"], rle=r["rle"],
-            timings=json.loads(r["timings"]))
+        values = {}
+        for f in FIELDS:
+            v = r[f.name]
+            values[f.name] = json.loads(v) if f.kind == "json" else bool(v) if f.kind == "bool" \
+                else v
+        return ResultRow(**values)
 
     def get(self, result_id: str, owner: str) -> ResultRow | None:
         """The result if it exists and belongs to ``owner``; else ``None``."""

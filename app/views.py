@@ -68,7 +68,7 @@ def handle_files(files) -> UploadOutcome:
         data = f.read()
         try:
             row = service.analyse_upload(data, owner, predictor(), store(),
-                                         current_app.config["MAX_IMAGE_PIXELS"])
+                                         current_app.config["MAX_IMAGE_PIXELS"], file_name=name)
         except PneumoError as exc:
             outcome.errors.append({"file": name, "code": exc.code, "status": exc.http_status,
                                    "message": str(exc)})

@@ -207,10 +207,31 @@ def test_api_errors_are_json(client):
     assert client.get("/api/v1/predictions/doesnotexist0000000").json["error"]["message"]
 
 
-def test_openapi_document(client):
+def test_served_openapi_document_matches_real_responses(client, positive_dicom):
+    """Every response body is valid under the served document's schema, which lists
+    every field (required, no others): the document cannot drift from the API."""
+    import jsonschema
     doc = client.get("/api/v1/openapi.json").json
     assert doc["openapi"].startswith("3.")
-    assert "post" in doc["paths"]["/api/v1/predictions"]
+    paths = doc["paths"]
+    created = paths["/api/v1/predictions"]["post"]["responses"]["201"]["content"][
+        "application/json"]["schema"]
+    one = paths["/api/v1/predictions/{id}"]["get"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    strict = dict(one, additionalProperties=False)
+    resp = client.post("/api/v1/predictions", data={"files": [
+        (io.BytesIO(positive_dicom.read_bytes()), "chest.dcm"),
+        (io.BytesIO(b"not an image"), "y.txt")]}, content_type="multipart/form-data")
+    assert resp.status_code == 201
+    jsonschema.validate(resp.json, created)
+    result = resp.json["results"][0]
+    jsonschema.validate(result, strict)
+    assert result["file"] == "chest.dcm" and {"created", "source_format"} <= set(result)
+    got = client.get(f"/api/v1/predictions/{result['id']}").json
+    jsonschema.validate(got, strict)
+    listed = client.get("/api/v1/predictions").json["results"]
+    assert listed and all(jsonschema.validate(r, strict) is None for r in listed)
+    assert listed[0]["file"] == "chest.dcm"  # the list no longer drops the file name
 
 
 def test_delete_and_purge(app, client, positive_dicom):
@@ -455,3 +476,26 @@ def test_results_stored_before_pixels_npy_still_render(app, client, positive_dic
     assert np.asarray(Image.open(io.BytesIO(overlay.data))).shape == pixels.shape + (3,)
     seg = client.get(f"/results/{rid}/seg.dcm")
     assert seg.status_code == 200
+
+
+def test_results_stored_by_an_earlier_version_stay_readable(tmp_path):
+    """A database without the newer columns is migrated in place; its rows keep working."""
+    import sqlite3
+    from app.store import Store
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "pneumo.sqlite3") as db:
+        db.executescript("""CREATE TABLE results (id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+            created REAL NOT NULL, source_format TEXT NOT NULL, positive INTEGER NOT NULL,
+            probability REAL NOT NULL, threshold REAL NOT NULL, area_px INTEGER NOT NULL,
+            area_cm2 REAL, side TEXT NOT NULL, meta TEXT NOT NULL, identifiers TEXT NOT NULL,
+            model TEXT NOT NULL, rle TEXT NOT NULL, timings TEXT NOT NULL);""")
+        db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   ("x" * 22, "session:a", 1.0, "PNG", 1, 0.93, 0.9, 10, None, "{}",
+                    '{"format": "PNG"}', "{}", "old (2026-11-27)", "1 2", "{}"))
+    store = Store(data)
+    store.init()
+    row = store.get("x" * 22, "session:a")
+    assert row.probability == 0.93 and row.positive and row.probability_kind == "score"
+    assert row.file_name == "" and row.operating_point == {} and not row.finding_below_threshold
+    assert row.public_dict()["verdict"] == "pneumothorax suspected"
