@@ -136,12 +136,23 @@ def _open_store(data_dir: str):
     return store
 
 
+def _new_password(args: argparse.Namespace) -> str | None:
+    """One line from stdin when asked to or when stdin is not a terminal (read
+    once, no prompt); else a hidden prompt asked twice. None if the two differ."""
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    password = getpass.getpass(f"Password for {args.username}: ")
+    return password if getpass.getpass("Repeat the password: ") == password else None
+
+
 def cmd_create_user(args: argparse.Namespace) -> int:
     """Create a login for the web app (password from stdin or a prompt)."""
-    import getpass
     from app import users
-    password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
-                else getpass.getpass(f"Password for {args.username}: "))
+    password = _new_password(args)
+    if password is None:
+        print("error: the passwords do not match", file=sys.stderr)
+        return 2
     with _open_store(args.data_dir).connect() as db:
         try:
             users.create_user(db, args.username, password)
@@ -199,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     default_data = default_data_dir()
     p = sub.add_parser("create-user", help="create a login for the web app")
     p.add_argument("username")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password as one line from stdin (also the default when "
+                        "stdin is not a terminal)")
     p.add_argument("--data-dir", default=default_data)
     p.set_defaults(func=cmd_create_user)
 
