@@ -48,6 +48,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         m = rec.meta
         spacing = (f"{m.pixel_spacing_mm[0]:.4g} x {m.pixel_spacing_mm[1]:.4g} mm "
                    f"({m.spacing_source})" if m.pixel_spacing_mm else "none")
+        if m.spacing_warning:
+            spacing += f"; {m.spacing_warning}"
         info = {
             "format": m.format,
             "transfer syntax": (f"{m.transfer_syntax} ({m.transfer_syntax_name})"

@@ -34,6 +34,7 @@ from pneumo.errors import (
     UnsupportedDicomError,
     UnsupportedImageError,
 )
+from pneumo.spacing import from_dataset as spacing_from_dataset
 
 #: Default cap on rows x columns (a 7000 x 7000 detector is ~49 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -60,6 +61,7 @@ class DisplayMetadata:
     study_date: str | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     spacing_source: str | None = None
+    spacing_warning: str | None = None  # set when areas in cm² would mislead
     windowing: str = "none"
 
     def to_dict(self) -> dict:
@@ -357,21 +359,8 @@ def _str_or_none(ds: pydicom.Dataset, keyword: str) -> str | None:
     return str(value).strip() or None
 
 
-def _spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str | None]:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        try:
-            if value is not None and len(value) == 2:
-                row, col = float(value[0]), float(value[1])
-                if row > 0 and col > 0:
-                    return (row, col), keyword
-        except (TypeError, ValueError):
-            continue
-    return None, None
-
-
 def _dicom_meta(ds: pydicom.Dataset, tsyntax, windowing: str) -> DisplayMetadata:
-    spacing, source = _spacing(ds)
+    spacing = spacing_from_dataset(ds, int(ds.Rows), int(ds.Columns))
     orientation = ds.get("PatientOrientation")
     if orientation not in (None, ""):
         orientation = tuple(str(o) for o in (orientation if isinstance(
@@ -392,8 +381,9 @@ def _dicom_meta(ds: pydicom.Dataset, tsyntax, windowing: str) -> DisplayMetadata
         laterality=_str_or_none(ds, "ImageLaterality") or _str_or_none(ds, "Laterality"),
         body_part=_str_or_none(ds, "BodyPartExamined"),
         study_date=_str_or_none(ds, "StudyDate"),
-        pixel_spacing_mm=spacing,
-        spacing_source=source,
+        pixel_spacing_mm=spacing.mm,
+        spacing_source=spacing.source,
+        spacing_warning=spacing.warning,
         windowing=windowing,
     )
 

@@ -176,7 +176,8 @@ class Predictor:
             if positive and region.any() else np.zeros(shape, bool)
         area_px = int(mask.sum())
         spacing = record.meta.pixel_spacing_mm
-        area_cm2 = (area_px * spacing[0] * spacing[1] / 100.0) if spacing else None
+        area_cm2 = (area_px * spacing[0] * spacing[1] / 100.0) \
+            if spacing and not record.meta.spacing_warning else None
         return Prediction(mask=mask, probability_map=prob_map, probability=probability,
                           operating_point=self.operating_point, positive=positive,
                           finding_below_threshold=(not positive) and bool(region.any()),

@@ -125,7 +125,7 @@ def test_16bit_rescale_and_window():
     data, _, _ = _synthetic(bits=16, slope=2.0, intercept=-1000.0, window=(0.0, 2000.0))
     rec = read_image(data)
     assert rec.meta.windowing == "window"
-    assert rec.meta.pixel_spacing_mm == (0.2, 0.2) and rec.meta.spacing_source == "ImagerPixelSpacing"
+    assert rec.meta.pixel_spacing_mm == (0.2, 0.2) and "Imager Pixel Spacing" in rec.meta.spacing_source
     # stored 0 -> -1000 -> below window -> 0; stored 65535 -> 130070 -> above -> 255
     assert rec.pixels[:, 0].max() == 0 and rec.pixels[:, -1].min() == 255
 
@@ -228,3 +228,68 @@ def test_damaged_transfer_syntax_uid():
 def test_all_errors_are_one_family():
     for cls in (CorruptImageError, UnsupportedDicomError, UnsupportedImageError, ImageTooLargeError):
         assert issubclass(cls, PneumoError)
+
+
+# --------------------------------------------------------------------------- pixel spacing
+
+def _ds(**tags):
+    """A real Dataset, or a plain mapping where pydicom itself refuses the value."""
+    try:
+        ds = pydicom.Dataset()
+        for k, v in tags.items():
+            setattr(ds, k, v)
+        return ds
+    except ValueError:
+        return dict(tags)
+
+
+@pytest.mark.parametrize("tags,mm,source_word,warn", [
+    # 1024 px at 0.4 mm: a 41 cm chest, plausible
+    (dict(PixelSpacing=[0.4, 0.4]), (0.4, 0.4), "calibration not stated", None),
+    (dict(PixelSpacing=[0.4, 0.4], PixelSpacingCalibrationType="GEOMETRY"), (0.4, 0.4),
+     "calibrated (geometry)", None),
+    # Pixel Spacing wins over Imager Pixel Spacing when both are present
+    (dict(PixelSpacing=[0.35, 0.35], ImagerPixelSpacing=[0.4, 0.4]), (0.35, 0.35),
+     "Pixel Spacing", None),
+    # detector plane corrected by the magnification factor
+    (dict(ImagerPixelSpacing=[0.44, 0.44], EstimatedRadiographicMagnificationFactor=1.1),
+     (0.4, 0.4), "magnification factor 1.1", None),
+    (dict(ImagerPixelSpacing=[0.4, 0.4]), (0.4, 0.4), "not corrected", None),
+    # SIIM's case: the full-size film's spacing on a 1024 px image
+    (dict(PixelSpacing=[0.143, 0.143]), (0.143, 0.143), "Pixel Spacing", "14.6 cm wide"),
+    (dict(PixelSpacing=[0.6, 0.6]), (0.6, 0.6), "Pixel Spacing", "61.4 cm wide"),
+    (dict(PixelSpacing=[0.6, 0.4]), (0.6, 0.4), "Pixel Spacing", "61.4 cm tall"),
+    # unusable values are ignored, never a crash
+    (dict(PixelSpacing=[0, 0.4]), None, None, None),
+    (dict(ImagerPixelSpacing=[0.4, 0.4], EstimatedRadiographicMagnificationFactor="x"),
+     (0.4, 0.4), "not corrected", None),
+])
+def test_pixel_spacing_rules(tags, mm, source_word, warn):
+    from pneumo.spacing import from_dataset
+    s = from_dataset(_ds(**tags), 1024, 1024)
+    if mm is None:
+        assert s.mm is None and s.source is None and not s.usable
+        return
+    assert s.mm == pytest.approx(mm)
+    assert source_word in s.source
+    assert (s.warning is None) == (warn is None) and (warn is None or warn in s.warning)
+    assert s.usable == (warn is None)
+
+
+def test_siim_files_get_no_misleading_area(positive_dicom):
+    """Every SIIM DICOM here keeps its full-size film's spacing: no cm² for any of them."""
+    rec = read_image(str(positive_dicom))
+    assert rec.meta.pixel_spacing_mm and "implausible" in rec.meta.spacing_warning
+    from pneumo.inference import Predictor
+    from pneumo.postprocess import OperatingPoint
+    from conftest import write_untrained_model
+    import tempfile
+    from pathlib import Path
+    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
+                                            "channels": 1}}
+    with tempfile.TemporaryDirectory() as tmp:
+        predictor = Predictor.load(write_untrained_model(Path(tmp) / "m", arch,
+                                                         {"size": 64, "channels": 1}))
+        predictor.operating_point = OperatingPoint("test", 0.0, 1.0, 0.0)  # always positive
+        pred = predictor.predict(rec)
+    assert pred.area_px > 0 and pred.area_cm2 is None
