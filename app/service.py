@@ -177,8 +177,10 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
 
 
 def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
-    """DICOM SEG for a DICOM result, built from the stored source and mask."""
+    """DICOM SEG for a DICOM result, built from the stored source and mask; the same
+    result always gives the same SEG (UIDs and dates derive from the result)."""
     from pneumo.seg import make_seg
     source = store.file(row.id, "source.dcm").read_bytes()
     mask = result_mask(store, row)
-    return make_seg(source, mask, row.model, deidentify=deidentify)
+    return make_seg(source, mask, row.model, deidentify=deidentify, uid_seed=row.id,
+                    created=row.created)

@@ -159,9 +159,10 @@ def seg(result_id: str):
         abort(404)
     if row.source_format != "DICOM":
         abort(404, description="A DICOM Segmentation needs a DICOM source image.")
-    data = service.seg_bytes(store(), row, deidentify=request.args.get("deidentify") == "1")
+    deidentify = request.args.get("deidentify") == "1"
+    data = service.seg_bytes(store(), row, deidentify=deidentify)
     return send_file(io.BytesIO(data), mimetype="application/dicom", as_attachment=True,
-                     download_name=f"{row.id[:8]}_seg.dcm")
+                     download_name=f"{row.id[:8]}_seg{'_deidentified' if deidentify else ''}.dcm")
 
 
 @bp.post("/results/<result_id>/delete")

@@ -1,13 +1,30 @@
 """DICOM Segmentation (SEG) export of a predicted mask with highdicom.
 
 The SEG references its source image (same study, patient and frame), so a
-PACS or viewer can show it over the X-ray. ``deidentify=True`` writes a SEG
-whose patient module is blanked, for sharing outside the care team.
+PACS or viewer can show it over the X-ray.
+
+* **Stable identity.** Given a ``uid_seed`` (the app passes the result id)
+  the SEG's Series and SOP Instance UIDs are UUID-derived ``2.25`` UIDs
+  (PS3.5 B.2, ITU-T X.667 name-based UUIDs) of that seed, and its dates are
+  the result's creation time, so the same result exported twice is the same
+  instance: a PACS that receives it again does not store a second series.
+* **De-identification.** ``deidentify=True`` applies dicognito (a maintained
+  implementation of the PS3.15 Annex E Basic Application Level
+  Confidentiality Profile that replaces names, IDs and UIDs consistently and
+  shifts dates) to the whole SEG, removes the few patient attributes it keeps
+  (sex, age, size, weight...), and records Patient Identity Removed and the
+  De-identification Method (text and CID 7050 codes). With the same
+  ``deid_seed`` the output is the same; keep that seed secret, since it is
+  what stands between the pseudonyms and the real values.
 """
 from __future__ import annotations
 
-import copy
+import datetime as dt
+import hashlib
 import io
+import logging
+import time
+import uuid
 import warnings
 
 import numpy as np
@@ -18,77 +35,175 @@ from pneumo.errors import UnsupportedDicomError
 
 #: SNOMED CT 36118008 |Pneumothorax (disorder)|
 PNEUMOTHORAX_CODE = ("36118008", "SCT", "Pneumothorax")
-_PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
-                 "OtherPatientIDs", "PatientAddress", "ReferringPhysicianName",
-                 "InstitutionName")
+#: Namespace of the name-based UUIDs behind the SEG UIDs (a fixed random UUID).
+_UID_NAMESPACE = uuid.UUID("5a0f3c52-8f0e-4f57-9d6a-0c1b7f4a8e21")
+#: PS3.15 Table E.1-1 attributes dicognito keeps (it aims for plausible data)
+#: that the Basic Profile removes (X) or empties (Z).
+_BASIC_PROFILE_REMOVE = ("PatientAge", "PatientSize", "PatientWeight", "EthnicGroup",
+                         "PatientComments", "AdditionalPatientHistory", "StudyDescription",
+                         "PatientSexNeutered", "MedicalAlerts", "Allergies",
+                         "PregnancyStatus", "SmokingStatus", "PatientState")
+_BASIC_PROFILE_EMPTY = ("PatientSex",)
+#: CID 7050 De-identification Method codes that describe what is applied.
+_DEID_CODES = (("113100", "Basic Application Confidentiality Profile"),
+               ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
 
 
-def deidentified_copy(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """Copy of ``ds`` with patient-identifying attributes blanked (UIDs kept)."""
-    out = copy.deepcopy(ds)
-    for keyword in _PHI_KEYWORDS:
-        if keyword in out:
-            setattr(out, keyword, "ANONYMOUS" if keyword == "PatientName" else "")
-    out.PatientIdentityRemoved = "YES"
-    return out
+def stable_uid(seed: str, purpose: str) -> str:
+    """A UUID-derived DICOM UID (``2.25.<128-bit integer>``), the same for the same inputs.
+
+    Args:
+        seed: what the UID identifies (e.g. a result id).
+        purpose: which of its UIDs (``"series"``, ``"instance"``...).
+    """
+    if not seed or not purpose:
+        raise ValueError(f"stable_uid needs a seed and a purpose, got {seed!r}, {purpose!r}")
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{purpose}:{seed}').int}"
+
+
+def _quiet_highdicom() -> None:
+    """highdicom logs a dozen INFO/DEBUG lines per SEG (with the source's UIDs);
+    keep its warnings only, unless someone chose a level for it."""
+    logger = logging.getLogger("highdicom")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
+    """De-identify ``ds`` in place (PS3.15 Basic Profile via dicognito, dates shifted).
+
+    Args:
+        ds: a dataset without burned-in text (e.g. a SEG this module made).
+        seed: makes the pseudonyms, new UIDs and date shift repeatable; ``None``: random.
+    """
+    from dicognito import __version__ as dicognito_version
+    from dicognito.anonymizer import Anonymizer
+
+    Anonymizer(seed=seed).anonymize(ds)
+    for keyword in _BASIC_PROFILE_REMOVE:
+        if keyword in ds:
+            delattr(ds, keyword)
+    for keyword in _BASIC_PROFILE_EMPTY:
+        if keyword in ds:
+            setattr(ds, keyword, "")
+    # a SEG's pixels are a generated mask: nothing is burned in
+    ds.PatientIdentityRemoved = "YES"
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = [f"DICOGNITO {dicognito_version}",
+                                 "PS3.15 Basic Profile, dates shifted"]
+    codes = []
+    for value, meaning in _DEID_CODES:
+        item = pydicom.Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        codes.append(item)
+    ds.DeidentificationMethodCodeSequence = codes
 
 
 def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
-             deidentify: bool = False) -> bytes:
+             deidentify: bool = False, uid_seed: str | None = None,
+             created: dt.datetime | float | None = None, deid_seed: str | None = None) -> bytes:
     """Encode ``mask`` (bool, rows x columns of the source) as a binary DICOM SEG.
 
     Args:
         source: the uploaded DICOM (bytes) or its dataset.
         mask: prediction at the source image's resolution.
         model_name: recorded as the algorithm name.
-        deidentify: blank patient name, ID, birth date and accession number.
+        deidentify: de-identify the SEG (see :func:`_deidentify`).
+        uid_seed: derive the Series and SOP Instance UIDs from this (e.g. the
+            result id); ``None``: new random UIDs.
+        created: content and instance creation time (datetime or POSIX seconds);
+            ``None``: now.
+        deid_seed: secret seed of the de-identification (repeatable output);
+            ``None`` with a ``uid_seed``: derived from it (a result id is an
+            unguessable secret); with neither: random.
 
     Returns:
         The SEG file as bytes.
-    """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-    from pydicom.sr.coding import Code
 
+    Raises:
+        UnsupportedDicomError: the mask does not match the source's size.
+    """
+    _quiet_highdicom()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
-        if deidentify:
-            ds = deidentified_copy(ds)
         if mask.shape != (int(ds.Rows), int(ds.Columns)):
             raise UnsupportedDicomError(
                 f"Mask shape {mask.shape} does not match the source image "
                 f"{int(ds.Rows)} x {int(ds.Columns)}.")
-        spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
-        description = hd.seg.SegmentDescription(
-            segment_number=1,
-            segment_label="Pneumothorax",
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=Code(*PNEUMOTHORAX_CODE),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name=model_name[:64], version=__version__,
-                family=codes.cid7162.ArtificialIntelligence),
-        )
-        seg = hd.seg.Segmentation(
-            source_images=[ds],
-            pixel_array=mask.astype(np.uint8),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
-            series_number=900,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="pneumo",
-            manufacturer_model_name=model_name[:64],
-            software_versions=__version__,
-            device_serial_number="0",
-            series_description="Pneumothorax (AI, decision support)",
-            # Projection radiographs have no slice thickness; the SEG IOD needs one
-            # when a frame of reference is present, so a nominal 1 mm is written.
-            pixel_measures=hd.PixelMeasuresSequence(
-                pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0),
-        )
+        if created is None or isinstance(created, (int, float)):
+            created = dt.datetime.fromtimestamp(time.time() if created is None else created)
+        seg = _segmentation(ds, mask, model_name, uid_seed, created)
         buf = io.BytesIO()
         seg.save_as(buf)
+        if deidentify:
+            if deid_seed is None and uid_seed:
+                deid_seed = hashlib.sha256(f"pneumo-deid:{uid_seed}".encode()).hexdigest()
+            # dicognito works on values as read from a file (strings, not date objects)
+            written = pydicom.dcmread(io.BytesIO(buf.getvalue()))
+            _deidentify(written, deid_seed)
+            buf = io.BytesIO()
+            written.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
+                  uid_seed: str | None, created: dt.datetime):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Pneumothorax",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=Code(*PNEUMOTHORAX_CODE),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=model_name[:64], version=__version__,
+            family=codes.cid7162.ArtificialIntelligence),
+    )
+    if uid_seed:
+        series_uid, sop_uid = stable_uid(uid_seed, "seg-series"), stable_uid(uid_seed, "seg-sop")
+    else:
+        series_uid, sop_uid = hd.UID(), hd.UID()
+    seg = hd.seg.Segmentation(
+        source_images=[ds],
+        pixel_array=mask.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=series_uid,
+        series_number=900,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer="pneumo",
+        manufacturer_model_name=model_name[:64],
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description="Pneumothorax (AI, decision support)",
+        # Projection radiographs have no slice thickness; the SEG IOD needs one
+        # when a frame of reference is present, so a nominal 1 mm is written.
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0),
+        content_date=created.date(), content_time=created.time(),
+        series_date=created.date(), series_time=created.time(),
+    )
+    _pin_generated_values(seg, uid_seed or sop_uid, created)
+    return seg
+
+
+def _pin_generated_values(seg, seed: str, created: dt.datetime) -> None:
+    """highdicom stamps "now" and a random Dimension Organization UID; derive them
+    from the result instead, so one result always gives the same bytes."""
+    seg.InstanceCreationDate = seg.ContentDate
+    seg.InstanceCreationTime = seg.ContentTime
+    stamp = created.strftime("%Y%m%d%H%M%S.%f")
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = stamp
+    dim_uid = stable_uid(seed, "seg-dimension-organization")
+    for item in (list(seg.get("DimensionOrganizationSequence", []))
+                 + list(seg.get("DimensionIndexSequence", []))):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = dim_uid

@@ -82,7 +82,7 @@ def test_seg_download_round_trip(client, positive_dicom):
     assert seg.StudyInstanceUID == src.StudyInstanceUID
     assert np.array_equal(seg.pixel_array.astype(bool), mask)
     anon = hd.seg.segread(io.BytesIO(client.get(f"/results/{rid}/seg.dcm?deidentify=1").data))
-    assert str(anon.PatientID) == "" and str(anon.PatientName) == "ANONYMOUS"
+    assert str(anon.PatientID) != str(src.PatientID) and anon.PatientIdentityRemoved == "YES"
     assert np.array_equal(anon.pixel_array.astype(bool), mask)
 
 

@@ -1,0 +1,94 @@
+"""DICOM SEG: stable identity per result, PS3.15 de-identification, quiet downloads."""
+import io
+import logging
+import re
+
+import numpy as np
+import pydicom
+import pytest
+
+from pneumo.seg import make_seg, stable_uid
+from test_app import result_id_from, upload
+from test_privacy import PHI, phi_dicom
+
+
+def test_stable_uid_is_a_valid_uuid_derived_uid():
+    uid = stable_uid("result-1", "seg-series")
+    assert uid == stable_uid("result-1", "seg-series")
+    assert uid != stable_uid("result-2", "seg-series") != stable_uid("result-1", "seg-sop")
+    assert re.fullmatch(r"2\.25\.(0|[1-9][0-9]*)", uid) and len(uid) <= 64
+    assert pydicom.uid.UID(uid).is_valid
+    with pytest.raises(ValueError, match="seed"):
+        stable_uid("", "seg-series")
+
+
+def test_same_result_same_seg(client, positive_dicom):
+    """Downloading twice (or resending to a PACS) gives the same instance, byte for byte."""
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    first = client.get(f"/results/{rid}/seg.dcm")
+    second = client.get(f"/results/{rid}/seg.dcm")
+    assert first.data == second.data
+    seg = pydicom.dcmread(io.BytesIO(first.data))
+    assert seg.SeriesInstanceUID == stable_uid(rid, "seg-series")
+    assert seg.SOPInstanceUID == stable_uid(rid, "seg-sop")
+    other = result_id_from(upload(client, ("b.dcm", positive_dicom.read_bytes())))
+    assert pydicom.dcmread(io.BytesIO(client.get(f"/results/{other}/seg.dcm").data)) \
+        .SOPInstanceUID != seg.SOPInstanceUID
+    anon1 = client.get(f"/results/{rid}/seg.dcm?deidentify=1").data
+    assert anon1 == client.get(f"/results/{rid}/seg.dcm?deidentify=1").data
+    anon = pydicom.dcmread(io.BytesIO(anon1))
+    assert anon.SOPInstanceUID != seg.SOPInstanceUID  # never the clinical SEG's identity
+    assert anon.SeriesInstanceUID != seg.SeriesInstanceUID
+
+
+def test_seg_downloads_have_distinct_file_names(client, positive_dicom):
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    names = [client.get(f"/results/{rid}/seg.dcm{q}").headers["Content-Disposition"]
+             for q in ("", "?deidentify=1")]
+    assert names[0] != names[1]
+    assert names[0].endswith(f'{rid[:8]}_seg.dcm') and "deidentified" in names[1]
+
+
+def test_deidentified_seg_follows_basic_profile(client, positive_dicom):
+    import highdicom as hd
+    data = phi_dicom(positive_dicom)
+    src = pydicom.dcmread(io.BytesIO(data))
+    assert src.get("PatientSex") and src.get("PatientAge")  # the SIIM file has both
+    rid = result_id_from(upload(client, ("a.dcm", data)))
+    raw = client.get(f"/results/{rid}/seg.dcm?deidentify=1").data
+    anon = hd.seg.segread(io.BytesIO(raw))
+    assert anon.PatientIdentityRemoved == "YES"
+    method = list(anon.DeidentificationMethod)
+    assert any(m.startswith("DICOGNITO") for m in method)
+    codes = {c.CodeValue for c in anon.DeidentificationMethodCodeSequence}
+    assert {"113100", "113107"} <= codes  # Basic Profile, dates shifted (CID 7050)
+    for value in list(PHI.values()) + [str(src.StudyInstanceUID), str(src.SOPInstanceUID),
+                                       str(src.SeriesInstanceUID)]:
+        assert value.encode() not in raw, value
+    assert anon.PatientSex == "" and "PatientAge" not in anon
+    assert anon.StudyDate != src.StudyDate
+    # the references stay consistent inside the de-identified SEG
+    ref = anon.ReferencedSeriesSequence[0]
+    source_ref = anon.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0] \
+        .SourceImageSequence[0]
+    assert ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+        source_ref.ReferencedSOPInstanceUID
+    mask = client.get(f"/results/{rid}/files/mask.png")
+    assert mask.status_code == 200
+    assert anon.pixel_array.any() == (client.get(f"/api/v1/predictions/{rid}").json["area_px"] > 0)
+
+
+def test_seg_download_logs_nothing_from_highdicom(client, positive_dicom, caplog):
+    rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    for q in ("", "?deidentify=1"):
+        assert client.get(f"/results/{rid}/seg.dcm{q}").status_code == 200
+    noisy = [r for r in caplog.records if r.name.startswith(("highdicom", "dicognito"))]
+    assert noisy == []
+
+
+def test_make_seg_rejects_a_mask_of_another_size(positive_dicom):
+    from pneumo.errors import UnsupportedDicomError
+    with pytest.raises(UnsupportedDicomError, match="does not match"):
+        make_seg(positive_dicom.read_bytes(), np.zeros((10, 10), bool), "m", uid_seed="x")
