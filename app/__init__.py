@@ -83,10 +83,14 @@ def create_app(test_config: dict | None = None) -> Flask:
                      app.config["TF_THREADS"], app.config["OPERATING_POINT"])
     app.extensions["pneumo.model"] = holder
 
+    from app import dicomweb, pacs
+    dicomweb.init_app(app)  # first: a DICOMweb client without a token gets 401, not the login page
     app.before_request(access.check_access)
     app.register_blueprint(access.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dicomweb.bp)
+    pacs.init_app(app)  # PACS pages, pacs_sends table, resumes unfinished sends
     views.register_error_handlers(app)
     app.after_request(_security_headers)
     return app

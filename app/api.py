@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request, url_for
 
-from app import views
+from app import dicomweb, views
 from app.store import public_schema
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -105,3 +105,4 @@ OPENAPI = {
         },
     },
 }
+OPENAPI["paths"].update(dicomweb.OPENAPI_PATHS)  # STOW-RS, documented in app/dicomweb.py

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from pneumo.errors import PneumoError
 
-from app import service
+from app import pacs, service
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -81,6 +81,7 @@ def handle_files(files) -> UploadOutcome:
                                               "(disk full or not writable). Try again later."})
             continue
         log.info("result %s stored (%s)", row.id, row.verdict)
+        pacs.after_new_result(current_app, row)  # PNEUMO_DICOMWEB_AUTOSEND
         outcome.results.append((name, row))
     return outcome
 

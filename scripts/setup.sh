@@ -21,5 +21,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "note: chromium not found; the browser test needs Debian's chromium (apt-get install chromium)"
   fi
 fi
+# Orthanc with its DICOMweb plugin: the real PACS the PACS tests start on free loopback ports
+if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian orthanc and orthanc-dicomweb for the PACS tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null
+  else
+    echo "note: Orthanc not found; the PACS tests need Debian's orthanc and orthanc-dicomweb"
+  fi
+fi
 mkdir -p instance
 echo "setup done: start the app with 'bash scripts/run.sh', test with '.venv/bin/python -m pytest'"

@@ -1,0 +1,280 @@
+"""DICOMweb STOW-RS receiver: a PACS (or any DICOMweb client) pushes X-rays for analysis.
+
+``POST /dicomweb/studies`` (and ``/dicomweb/studies/<StudyInstanceUID>``)
+takes ``multipart/related; type="application/dicom"`` with one or more
+instances, authenticated by an API bearer token whose user owns the results.
+Each instance is analysed exactly like an upload (:func:`app.service.analyse_upload`)
+under the same request size, instance count and pixel limits, and the answer
+is the standard STOW-RS response (PS3.18 §10.5): a DICOM JSON dataset with a
+Referenced SOP Sequence for the stored instances and a Failed SOP Sequence
+with a Failure Reason for each refused one; 200 when all were stored, 202
+when some were, 409 when none was. The reason in words comes back in
+``Warning: 299`` headers (PS3.18 §8.3.5). The body is parsed by the
+maintained ``multipart`` package, streaming, never by hand.
+"""
+from __future__ import annotations
+
+import io
+import logging
+
+import multipart
+import pydicom
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from pydicom.errors import InvalidDicomError
+from werkzeug.exceptions import HTTPException
+
+from pneumo.errors import (CorruptImageError, ImageTooLargeError, PneumoError,
+                           UnsupportedDicomError, UnsupportedImageError)
+
+from app import service, views
+
+log = logging.getLogger("pneumo.app")
+bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
+
+# Failure Reason (0008,1197) values, PS3.18 Table 10.5.3-2 (codes from PS3.4
+# Annex B.2.3 and PS3.7 Annex C):
+#: 0xA700 Refused: Out of Resources (too large, or the server cannot store it).
+OUT_OF_RESOURCES = 0xA700
+#: 0xA900 Error: Data Set does not match SOP Class (an image we cannot read as a
+#: greyscale radiograph: colour, multi-frame, missing Rows...).
+DOES_NOT_MATCH = 0xA900
+#: 0xC000 Error: Cannot understand (not a DICOM Part 10 instance, damaged).
+CANNOT_UNDERSTAND = 0xC000
+#: 0x0110 Processing failure (anything unexpected while analysing).
+PROCESSING_FAILURE = 0x0110
+#: 0x0122 Referenced SOP Class not supported (no pixel data: SR, SEG, KO...).
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+
+class StowError(Exception):
+    """A whole STOW request is refused (HTTP status and a message)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def init_app(app) -> None:
+    """Answer DICOMweb requests without a bearer token before the login check
+    (which would redirect a PACS to the login page)."""
+    app.before_request(_require_bearer)
+
+
+def _require_bearer():
+    if not request.path.startswith(bp.url_prefix + "/"):
+        return None
+    if not request.headers.get("Authorization", "").startswith("Bearer "):
+        return _error(401, "Send an API token: Authorization: Bearer <token> "
+                           "(.venv/bin/pneumo create-token NAME).")
+    return None
+
+
+def _error(status: int, message: str) -> Response:
+    code = {401: "unauthorized", 413: "too_large", 415: "unsupported_media_type"}.get(
+        status, "bad_request" if status < 500 else "server_error")
+    resp = jsonify(error={"code": code, "message": message})
+    resp.status_code = status
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="pneumo"'
+    return resp
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    if exc.code == 413:
+        limit = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        return _error(413, f"The request is too large: at most {limit} MB.")
+    return _error(exc.code or 500, exc.description or exc.name)
+
+
+class _RelatedParser(multipart.PushMultipartParser):
+    """``multipart/related`` (RFC 2387): parts carry a Content-Type, no Content-Disposition.
+
+    The package's parser checks form-data dispositions in ``_create_segment``,
+    the hook its documentation names for other multipart types."""
+
+    def _create_segment(self, headerlist):
+        return multipart.MultipartSegment(headerlist)
+
+
+def read_parts(stream, content_type: str, max_parts: int) -> list[tuple[str | None, bytes]]:
+    """The ``(content type, bytes)`` of each part of a STOW-RS request body.
+
+    Raises:
+        StowError: wrong media type (415), malformed body (400), too many parts (413).
+    """
+    mimetype, options = multipart.parse_options_header(content_type or "")
+    if mimetype != "multipart/related":
+        raise StowError(415, "STOW-RS expects multipart/related; type=\"application/dicom\".")
+    if options.get("type", "application/dicom").lower() != "application/dicom":
+        raise StowError(415, f"Only application/dicom parts are accepted, not {options['type']!r} "
+                             "(send Part 10 instances, not metadata and bulk data).")
+    if not options.get("boundary"):
+        raise StowError(400, "The multipart Content-Type has no boundary.")
+    parts: list[tuple[str | None, bytes]] = []
+    chunks: list[bytes] = []
+    try:
+        parser = _RelatedParser(options["boundary"], max_segment_count=max_parts)
+        for event in parser.parse_blocking(stream.read):
+            if isinstance(event, multipart.MultipartSegment):
+                segment, chunks = event, []
+            elif event:
+                chunks.append(event)
+            else:
+                parts.append((segment.content_type, b"".join(chunks)))
+    except multipart.ParserLimitReached:
+        raise StowError(413, f"More than {max_parts} instances were sent; at most {max_parts} "
+                             "can be analysed in one request.") from None
+    except multipart.MultipartError as exc:
+        raise StowError(400, f"The multipart body could not be read: {exc}") from None
+    if not parts:
+        raise StowError(400, "The request holds no DICOM instance.")
+    return parts
+
+
+def _identify(data: bytes) -> pydicom.Dataset | None:
+    """The instance as a dataset (pixels not decoded), or ``None`` when it is not DICOM."""
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=False)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, KeyError,
+            OSError, OverflowError):
+        return None
+
+
+def _failure_reason(exc: Exception) -> int:
+    if isinstance(exc, (ImageTooLargeError, OSError)):
+        return OUT_OF_RESOURCES
+    if isinstance(exc, UnsupportedDicomError):
+        return DOES_NOT_MATCH
+    if isinstance(exc, (UnsupportedImageError, CorruptImageError)):
+        return CANNOT_UNDERSTAND
+    return PROCESSING_FAILURE
+
+
+def store_instance(data: bytes, content_type: str | None, owner: str,
+                   study_uid: str | None = None):
+    """Analyse one received instance.
+
+    Returns:
+        ``(header, row, None)`` when stored, ``(header, None, (reason, message))`` when not.
+    """
+    header = _identify(data)
+    if content_type and content_type != "application/dicom":
+        return header, None, (CANNOT_UNDERSTAND, f"A part of type {content_type} is not a "
+                                                 "DICOM instance.")
+    if header is None:
+        return None, None, (CANNOT_UNDERSTAND, "Not a DICOM Part 10 instance.")
+    if study_uid and str(header.get("StudyInstanceUID", "")) != study_uid:
+        return header, None, (DOES_NOT_MATCH, "The instance belongs to another study than "
+                                              "the one in the URL.")
+    if "PixelData" not in header and "FloatPixelData" not in header:
+        return header, None, (SOP_CLASS_NOT_SUPPORTED, "No image: Pixel Data (7FE0,0010) is "
+                                                      "missing (a report, SEG or other object).")
+    try:
+        row = service.analyse_upload(data, owner, views.predictor(), views.store(),
+                                     current_app.config["MAX_IMAGE_PIXELS"])
+    except PneumoError as exc:
+        log.info("STOW instance refused: %s", exc.code)
+        return header, None, (_failure_reason(exc), str(exc))
+    except OSError as exc:
+        log.error("storage failure on STOW: %s", type(exc).__name__)
+        return header, None, (OUT_OF_RESOURCES, "The server could not store the result.")
+    except Exception as exc:  # noqa: BLE001 - one bad instance never loses the others
+        log.error("STOW analysis failed: %s", type(exc).__name__)
+        return header, None, (PROCESSING_FAILURE, "The analysis failed on the server.")
+    log.info("result %s stored from STOW (%s)", row.id, row.verdict)
+    return header, row, None
+
+
+def _sop_item(header: pydicom.Dataset | None) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    if header is not None:
+        if "SOPClassUID" in header:
+            item.ReferencedSOPClassUID = header.SOPClassUID
+        if "SOPInstanceUID" in header:
+            item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+    return item
+
+
+def stow_response(outcomes: list) -> tuple[dict, int]:
+    """The STOW-RS response (DICOM JSON) and its HTTP status for the per-instance outcomes."""
+    resp = pydicom.Dataset()
+    stored, failed = [], []
+    for header, row, failure in outcomes:
+        item = _sop_item(header)
+        if row is not None:
+            stored.append(item)
+        else:
+            item.FailureReason = failure[0]
+            failed.append(item)
+    if stored:
+        resp.ReferencedSOPSequence = stored
+    if failed:
+        resp.FailedSOPSequence = failed
+    status = 200 if not failed else (202 if stored else 409)
+    return resp.to_json_dict(), status
+
+
+@bp.post("/studies")
+@bp.post("/studies/<study_uid>")
+@views.limiter.limit(views.upload_limit)
+def stow(study_uid: str | None = None):
+    if not g.get("bearer"):  # an API token was checked by access.check_access
+        return _error(401, "Send an API token: Authorization: Bearer <token>.")
+    try:
+        parts = read_parts(request.stream, request.headers.get("Content-Type", ""),
+                           int(current_app.config["MAX_FILES"]))
+    except StowError as exc:
+        return _error(exc.status, str(exc))
+    owner = views.current_owner()
+    outcomes = [store_instance(data, ctype, owner, study_uid) for ctype, data in parts]
+    from app import pacs
+    for _, row, _failure in outcomes:
+        if row is not None:
+            pacs.after_new_result(current_app, row)
+    body, status = stow_response(outcomes)
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.mimetype = "application/dicom+json"
+    for _, _row, failure in outcomes:
+        if failure:
+            resp.headers.add("Warning", f'299 pneumo "{_header_text(failure[1])}"')
+    return resp
+
+
+def _header_text(message: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 and c != '"' else " " for c in message)[:300]
+
+
+#: The STOW endpoint in the OpenAPI document (merged into app.api.OPENAPI).
+OPENAPI_PATHS = {
+    "/dicomweb/studies": {
+        "post": {
+            "summary": "STOW-RS: store DICOM instances, each analysed like an upload",
+            "description": "DICOMweb Store (PS3.18 §10.5). Needs `Authorization: Bearer "
+                           "<token>`; the token's user owns the results. Failure Reason "
+                           "codes: 0xA700 out of resources (too large), 0xA900 data set does "
+                           "not match (colour, multi-frame), 0xC000 cannot understand (not "
+                           "DICOM), 0x0122 SOP class not supported (no image), 0x0110 "
+                           "processing failure. Reasons in words come in `Warning: 299` "
+                           "headers.",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {
+                'multipart/related; type="application/dicom"': {
+                    "schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "200": {"description": "all instances stored and analysed",
+                        "content": {"application/dicom+json": {"schema": {
+                            "type": "object", "description": "DICOM JSON with "
+                            "ReferencedSOPSequence (00081199)"}}}},
+                "202": {"description": "some stored; FailedSOPSequence (00081198) lists "
+                                       "the others with FailureReason (00081197)"},
+                "409": {"description": "no instance could be stored"},
+                "400": {"description": "malformed multipart body"},
+                "401": {"description": "missing or unknown API token"},
+                "413": {"description": "request too large or too many instances"},
+                "415": {"description": "not multipart/related with application/dicom parts"},
+            },
+        },
+    },
+}

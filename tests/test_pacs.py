@@ -1,0 +1,584 @@
+"""PACS integration over DICOMweb, against a real Orthanc (Debian's orthanc + orthanc-dicomweb).
+
+Orthanc runs on free loopback ports with a temporary storage folder, a generated
+configuration with basic auth, the DICOMweb plugin and a DICOMweb server entry
+pointing at the app (gunicorn through LocalServer, tiny untrained model). Real
+SIIM DICOMs go into Orthanc, Orthanc pushes them to the app with its own
+DICOMweb client, and the app's SEG must come back into Orthanc.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+
+from pneumo.localserver import LocalServer, free_port
+
+ORTHANC_USER, ORTHANC_PASSWORD = "pneumo-test", "orthanc-secret-1"
+PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                     "/usr/lib/orthanc/libOrthancDicomWeb.so*")
+NOT_INSTALLED = ("Orthanc with its DICOMweb plugin is not installed (Debian packages orthanc "
+                 "and orthanc-dicomweb; scripts/setup.sh installs them when run as root)")
+
+
+def _orthanc_binary() -> tuple[str, str] | None:
+    exe = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc")
+                                      else None)
+    plugins = [p for pattern in PLUGIN_CANDIDATES for p in sorted(glob.glob(pattern))]
+    return (exe, plugins[0]) if exe and plugins else None
+
+
+class Orthanc:
+    """One Orthanc process on loopback; stopped by PID."""
+
+    def __init__(self, folder: Path, servers: dict | None = None, http_port: int | None = None,
+                 dicom_port: int | None = None):
+        found = _orthanc_binary()
+        if found is None:
+            pytest.skip(NOT_INSTALLED)
+        self.exe, self.plugin = found
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.http_port = http_port or free_port()
+        self.dicom_port = dicom_port or free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.dicomweb_url = f"{self.url}/dicom-web"
+        self.auth = (ORTHANC_USER, ORTHANC_PASSWORD)
+        self.servers = servers or {}
+        self.proc = None
+        self.start()
+
+    def config(self) -> dict:
+        return {
+            "Name": "pneumo-test", "StorageDirectory": str(self.folder / "storage"),
+            "IndexDirectory": str(self.folder / "storage"),
+            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": "PNEUMOTEST",
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": True,
+            "RegisteredUsers": {ORTHANC_USER: ORTHANC_PASSWORD},
+            "DicomAlwaysAllowEcho": False, "DicomAlwaysAllowStore": False,
+            "Plugins": [self.plugin], "StorageCompression": False, "HttpTimeout": 120,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Servers": self.servers},
+        }
+
+    def start(self) -> None:
+        cfg = self.folder / "orthanc.json"
+        cfg.write_text(json.dumps(self.config(), indent=1))
+        self.log = open(self.folder / "orthanc.log", "a")
+        self.proc = subprocess.Popen([self.exe, str(cfg)], stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if requests.get(self.url + "/system", auth=self.auth, timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("Orthanc did not start:\n" + (self.folder / "orthanc.log").read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "log", None):
+            self.log.close()
+
+    # -- REST helpers ------------------------------------------------------------
+    def get(self, path: str, **kw):
+        r = requests.get(self.url + path, auth=self.auth, timeout=60, **kw)
+        r.raise_for_status()
+        return r.json()
+
+    def upload(self, data: bytes) -> dict:
+        r = requests.post(self.url + "/instances", data=data, auth=self.auth, timeout=60)
+        r.raise_for_status()
+        return r.json()
+
+    def stow_to(self, server: str, resources: list[str]) -> requests.Response:
+        return requests.post(f"{self.url}/dicom-web/servers/{server}/stow", auth=self.auth,
+                             json={"Resources": resources, "Synchronous": True}, timeout=180)
+
+    def instance_file(self, sop_uid: str) -> bytes:
+        found = requests.post(self.url + "/tools/lookup", data=sop_uid, auth=self.auth,
+                              timeout=30).json()
+        r = requests.get(f"{self.url}/instances/{found[0]['ID']}/file", auth=self.auth,
+                         timeout=60)
+        r.raise_for_status()
+        return r.content
+
+    def segs_in_study(self, study_uid: str) -> list[dict]:
+        """QIDO-RS: the SEG instances of a study."""
+        r = requests.get(f"{self.dicomweb_url}/studies/{study_uid}/instances", auth=self.auth,
+                         params={"Modality": "SEG"}, timeout=60)
+        r.raise_for_status()
+        return r.json() if r.content else []
+
+
+def with_study(data: bytes, **changes) -> bytes:
+    """A copy of a DICOM with new study/series/instance UIDs (so tests never collide)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+def non_image_dicom(study_uid: str | None = None) -> bytes:
+    """A real-world non-image instance: a Basic Text SR with no Pixel Data."""
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.StudyInstanceUID = study_uid or pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.Modality, ds.PatientID, ds.PatientName = "SR", "SR-TEST-1", "Report^Only"
+    ds.ValueType, ds.CompletionFlag, ds.VerificationFlag = "CONTAINER", "COMPLETE", "UNVERIFIED"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def colour_dicom(source: bytes) -> bytes:
+    """A real SIIM DICOM turned into an RGB image (not a greyscale radiograph)."""
+    ds = pydicom.dcmread(io.BytesIO(source))
+    grey = ds.pixel_array
+    ds.PixelData = np.repeat(grey[..., None], 3, axis=2).astype(np.uint8).tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+# -- fixtures ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def orthanc_installed():
+    if _orthanc_binary() is None:
+        pytest.skip(NOT_INSTALLED)
+
+
+@pytest.fixture(scope="module")
+def app_instance(tmp_path_factory):
+    return make_instance(tmp_path_factory.mktemp("pacs-app"))
+
+
+def make_instance(folder: Path) -> tuple[Path, str]:
+    """An instance folder with a user and an API token (the token's user owns results)."""
+    from app import users
+    from app.store import Store
+    store = Store(folder / "data")
+    store.init()
+    with store.connect() as db:
+        users.create_user(db, "radiologist", "a-long-password-1")
+        token = users.create_token(db, "radiologist")
+    return folder, token
+
+
+@pytest.fixture(scope="module")
+def pacs_world(orthanc_installed, app_instance, tiny_model_folder, tmp_path_factory):
+    """gunicorn (the app) and Orthanc, each configured with the other."""
+    folder, token = app_instance
+    orthanc_http = free_port()
+    server = LocalServer(tiny_model_folder, folder, env={
+        "PNEUMO_DICOMWEB_URL": f"http://127.0.0.1:{orthanc_http}/dicom-web",
+        "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER, "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+        "PNEUMO_DICOMWEB_AUTOSEND": "1", "PNEUMO_WARM_UP": "false"})
+    try:
+        orthanc = Orthanc(tmp_path_factory.mktemp("orthanc"), http_port=orthanc_http, servers={
+            "pneumo": {"Url": f"{server.url}/dicomweb/",
+                       "HttpHeaders": {"Authorization": f"Bearer {token}"}},
+            "pneumo-badtoken": {"Url": f"{server.url}/dicomweb/",
+                                "HttpHeaders": {"Authorization": "Bearer pn_not-a-real-token"}},
+        })
+    except BaseException:
+        server.stop()
+        raise
+    yield server, orthanc, token
+    orthanc.stop()
+    server.stop()
+
+
+def api_results(server, token) -> list[dict]:
+    r = requests.get(server.url + "/api/v1/predictions",
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r.raise_for_status()
+    return r.json()["results"]
+
+
+def wait_for(check, timeout: float = 90.0, every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    return check()
+
+
+# -- (1) push: Orthanc -> app (STOW-RS) -> SEG back into Orthanc ---------------------
+
+def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, capsys):
+    import highdicom as hd
+    server, orthanc, token = pacs_world
+    data = with_study(positive_dicom.read_bytes())
+    src = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    stored = orthanc.upload(data)
+    before = len(api_results(server, token))
+
+    t0 = time.perf_counter()
+    resp = orthanc.stow_to("pneumo", [stored["ParentStudy"]])
+    t_stow = time.perf_counter() - t0
+    assert resp.ok, resp.text
+    segs = wait_for(lambda: orthanc.segs_in_study(str(src.StudyInstanceUID)))
+    t_back = time.perf_counter() - t0
+    assert len(segs) == 1, "the SEG did not arrive back in Orthanc"
+    with capsys.disabled():
+        print(f"\nround trip (tiny model): Orthanc STOW -> app analysed {t_stow:.2f} s, "
+              f"SEG back in Orthanc {t_back:.2f} s")
+
+    results = api_results(server, token)
+    assert len(results) == before + 1  # the token's user owns the result
+    seg_uid = segs[0]["00080018"]["Value"][0]
+    series_uid = segs[0]["0020000E"]["Value"][0]
+    seg = hd.seg.segread(io.BytesIO(orthanc.instance_file(seg_uid)))
+    assert seg.SeriesInstanceUID == series_uid
+    assert seg.StudyInstanceUID == src.StudyInstanceUID
+    ref = seg.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == src.SeriesInstanceUID
+    assert ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert seg.PatientID == src.PatientID  # the clinical SEG keeps the patient link
+
+    # a resend (the button, through the API token) replaces: still one SEG, same UID
+    rid = results[0]["id"]
+    again = requests.post(f"{server.url}/results/{rid}/pacs/send", allow_redirects=False,
+                          headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    assert again.status_code == 303
+    state = requests.get(f"{server.url}/results/{rid}/pacs",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    assert state["state"] == "sent" and state["attempts"] == 2, state
+    assert state["seg_sop_instance_uid"] == seg_uid
+    segs = orthanc.segs_in_study(str(src.StudyInstanceUID))
+    assert [s["00080018"]["Value"][0] for s in segs] == [seg_uid]
+
+
+@pytest.mark.slow
+@pytest.mark.bundled
+def test_round_trip_with_bundled_model(orthanc_installed, positive_dicom, tmp_path, capsys):
+    """The same push -> analyse -> SEG back with the bundled model (timings printed)."""
+    import highdicom as hd
+    from pneumo.paths import default_model_dir
+    folder, token = make_instance(tmp_path / "instance")
+    orthanc_http = free_port()
+    server = LocalServer(default_model_dir(), folder, env={
+        "PNEUMO_DICOMWEB_URL": f"http://127.0.0.1:{orthanc_http}/dicom-web",
+        "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER, "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+        "PNEUMO_DICOMWEB_AUTOSEND": "1"})
+    orthanc = None
+    try:
+        orthanc = Orthanc(tmp_path / "orthanc", http_port=orthanc_http, servers={
+            "pneumo": {"Url": f"{server.url}/dicomweb/",
+                       "HttpHeaders": {"Authorization": f"Bearer {token}"}}})
+        timings = []
+        for _ in range(2):  # the first request also pays for any lazy set-up
+            data = with_study(positive_dicom.read_bytes())
+            src = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            stored = orthanc.upload(data)
+            t0 = time.perf_counter()
+            assert orthanc.stow_to("pneumo", [stored["ParentStudy"]]).ok
+            t_stow = time.perf_counter() - t0
+            segs = wait_for(lambda: orthanc.segs_in_study(str(src.StudyInstanceUID)),
+                            every=0.05)
+            timings.append((t_stow, time.perf_counter() - t0))
+            assert len(segs) == 1
+        seg = hd.seg.segread(io.BytesIO(orthanc.instance_file(segs[0]["00080018"]["Value"][0])))
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+        assert "double_unet" in seg.SegmentSequence[0].SegmentAlgorithmName
+        with capsys.disabled():
+            for i, (stow, back) in enumerate(timings, 1):
+                print(f"\nround trip {i} (bundled model, gunicorn cold start "
+                      f"{server.cold_start_s:.1f} s): Orthanc STOW -> analysed {stow:.2f} s, "
+                      f"SEG back in Orthanc {back:.2f} s")
+    finally:
+        if orthanc is not None:
+            orthanc.stop()
+        server.stop()
+
+
+# -- (3) bad input through the real servers --------------------------------------------
+
+def test_orthanc_push_with_wrong_token_is_refused(pacs_world, positive_dicom):
+    server, orthanc, token = pacs_world
+    stored = orthanc.upload(with_study(positive_dicom.read_bytes()))
+    before = len(api_results(server, token))
+    resp = orthanc.stow_to("pneumo-badtoken", [stored["ParentStudy"]])
+    assert not resp.ok  # Orthanc reports the app's 401
+    assert len(api_results(server, token)) == before
+
+
+def test_orthanc_push_of_non_image_is_refused_with_reason(pacs_world, positive_dicom):
+    server, orthanc, token = pacs_world
+    stored = orthanc.upload(non_image_dicom())
+    before = len(api_results(server, token))
+    resp = orthanc.stow_to("pneumo", [stored["ParentStudy"]])
+    assert not resp.ok, resp.text  # the app answered 409 with a Failed SOP Sequence
+    assert len(api_results(server, token)) == before
+
+
+def test_dicomweb_client_stow_mixed_batch(pacs_world, positive_dicom):
+    """A maintained DICOMweb client against the app: one good, one report, one colour image."""
+    from dicomweb_client.api import DICOMwebClient
+    server, _orthanc, token = pacs_world
+    good = with_study(positive_dicom.read_bytes())
+    study = str(pydicom.dcmread(io.BytesIO(good)).StudyInstanceUID)
+    instances = [pydicom.dcmread(io.BytesIO(b)) for b in
+                 (good, non_image_dicom(study), colour_dicom(good))]
+    client = DICOMwebClient(f"{server.url}/dicomweb",
+                            headers={"Authorization": f"Bearer {token}"})
+    client.set_http_retry_params(retry=False)
+    resp = client.store_instances(instances)
+    assert [i.ReferencedSOPInstanceUID for i in resp.ReferencedSOPSequence] == \
+        [instances[0].SOPInstanceUID]
+    failed = {i.ReferencedSOPInstanceUID: i.FailureReason for i in resp.FailedSOPSequence}
+    assert failed == {instances[1].SOPInstanceUID: 0x0122, instances[2].SOPInstanceUID: 0xA900}
+
+
+# -- (2) pull: app -> Orthanc (QIDO-RS + WADO-RS) ---------------------------------------
+
+@pytest.fixture()
+def orthanc(orthanc_installed, tmp_path):
+    server = Orthanc(tmp_path / "orthanc")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def pacs_app(tmp_path, tiny_predictor, orthanc):
+    from app import create_app
+    app = create_app({"TESTING": True, "SECRET_KEY": "test", "DATA_DIR": str(tmp_path / "data"),
+                      "PREDICTOR": tiny_predictor, "MAX_FILES": 5,
+                      "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
+                      "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_TIMEOUT": 10})
+    return app
+
+
+def _csrf(client) -> str:
+    client.get("/login")
+    with client.session_transaction() as s:
+        s.setdefault("csrf", "test-token")
+        return s["csrf"]
+
+
+def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
+    from pneumo.seg import make_seg
+    data = with_study(positive_dicom.read_bytes(), PatientID="PULL-TEST-42",
+                      AccessionNumber="ACC-PULL-1", StudyDate="20240115")
+    orthanc.upload(data)
+    src = pydicom.dcmread(io.BytesIO(data))
+    # an earlier SEG in the same study must be skipped, not analysed
+    orthanc.upload(make_seg(src, np.zeros((src.Rows, src.Columns), bool), "earlier"))
+    orthanc.upload(with_study(positive_dicom.read_bytes(), PatientID="SOMEONE-ELSE"))
+    client = pacs_app.test_client()
+
+    page = client.get("/pacs?patient_id=PULL-TEST-42&date_from=2024-01-01&date_to=2024-01-31")
+    assert page.status_code == 200, page.data
+    html = page.data.decode()
+    assert str(src.StudyInstanceUID) in html and "SOMEONE-ELSE" not in html
+    assert "ACC-PULL-1" in html and "From PACS" in html
+    empty = client.get("/pacs?accession=NO-SUCH-ACCESSION").data.decode()
+    assert 'id="pacs-none"' in empty
+
+    resp = client.post("/pacs/import", data={"study": str(src.StudyInstanceUID),
+                                            "csrf_token": _csrf(client)})
+    assert resp.status_code == 303, resp.data
+    rid = resp.headers["Location"].rsplit("/", 1)[-1]
+    result = client.get(f"/results/{rid}").data.decode()
+    assert "Send to PACS" in result
+    assert client.get(f"/results/{rid}/identifiers").json["patient_id"] == "PULL-TEST-42"
+    pixels = client.get(f"/results/{rid}/files/image.png")
+    assert pixels.status_code == 200
+
+
+def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_path,
+                                monkeypatch, capsys):
+    from app import cli, users
+    from app.store import Store
+    data = with_study(positive_dicom.read_bytes())
+    orthanc.upload(data)
+    study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
+    store = Store(tmp_path / "data")
+    store.init()
+    with store.connect() as db:
+        users.create_user(db, "alice", "a-long-password-1")
+    for key, value in {"PNEUMO_INSTANCE_DIR": tmp_path, "PNEUMO_DATA_DIR": tmp_path / "data",
+                       "PNEUMO_MODEL_DIR": tiny_model_folder,
+                       "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
+                       "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
+                       "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD}.items():
+        monkeypatch.setenv(key, str(value))
+    assert cli.main(["pacs", "pull", "--study", study, "--user", "alice"]) == 0
+    out = capsys.readouterr().out
+    rid = out.split("\t", 1)[0]
+    with store.connect() as db:
+        owner = db.execute("SELECT owner FROM results WHERE id = ?", (rid,)).fetchone()[0]
+    assert owner.startswith("user:")
+    assert cli.main(["pacs", "pull", "--study", "1.2.3.4.5.404", "--user", "alice"]) == 1
+    assert "no study" in capsys.readouterr().err
+
+
+# -- (3) the PACS is down: the failure is shown, kept, and retried -----------------------
+
+def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tiny_predictor,
+                                                positive_dicom):
+    from app import create_app, pacs
+    orthanc = Orthanc(tmp_path / "orthanc")
+    orthanc.stop()  # down from the start
+    try:
+        app = create_app({"TESTING": True, "SECRET_KEY": "test",
+                          "DATA_DIR": str(tmp_path / "data"), "PREDICTOR": tiny_predictor,
+                          "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
+                          "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_AUTOSEND": "1",
+                          "DICOMWEB_TIMEOUT": 5, "DICOMWEB_RETRY_AFTER": 0.5})
+        client = app.test_client()
+        data = with_study(positive_dicom.read_bytes())
+        resp = client.post("/upload", content_type="multipart/form-data", data={
+            "files": [(io.BytesIO(data), "chest.dcm")], "csrf_token": _csrf(client)})
+        assert resp.status_code == 303  # the analysis never waits for the PACS
+        rid = resp.headers["Location"].rsplit("/", 1)[-1]
+        sender = app.extensions["pneumo.pacs_sender"]
+        sender.wait()
+        store = app.extensions["pneumo.store"]
+        state = pacs.get_state(store, rid)
+        assert state.state == "failed" and state.attempts == 1
+        assert "could not be reached" in state.last_error
+        page = client.get(f"/results/{rid}").data.decode()
+        assert "Sending failed" in page and "could not be reached" in page and "Retry now" in page
+
+        # a new app process (restart) finds the failed send and retries it: still down
+        create_app(app.config).extensions["pneumo.pacs_sender"].wait()
+        assert pacs.get_state(store, rid).attempts == 2
+
+        orthanc.start()  # the PACS is back
+        time.sleep(0.6)  # past DICOMWEB_RETRY_AFTER: the next page view retries
+        client.get(f"/results/{rid}")
+        sender.wait()
+        state = pacs.get_state(store, rid)
+        assert state.state == "sent" and state.attempts == 3 and state.last_error is None
+        study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
+        assert len(orthanc.segs_in_study(study)) == 1
+        assert "Segmentation stored on the PACS" in client.get(f"/results/{rid}").data.decode()
+    finally:
+        orthanc.stop()
+
+
+# -- receiver details without Orthanc ----------------------------------------------------
+
+def _related(*parts: bytes, boundary: str | None = None) -> tuple[bytes, str]:
+    boundary = boundary or uuid.uuid4().hex
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
+                    + p + b"\r\n" for p in parts) + b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+@pytest.fixture()
+def token_client(app):
+    from app import users
+    with app.extensions["pneumo.store"].connect() as db:
+        users.create_user(db, "pacs", "a-long-password-1")
+        token = users.create_token(db, "pacs")
+    return app.test_client(), {"Authorization": f"Bearer {token}"}
+
+
+def test_stow_answers_in_dicom_json(token_client, positive_dicom):
+    client, auth = token_client
+    good = with_study(positive_dicom.read_bytes())
+    body, ctype = _related(good, b"not a dicom at all")
+    resp = client.post("/dicomweb/studies", data=body, content_type=ctype, headers=auth)
+    assert resp.status_code == 202 and resp.mimetype == "application/dicom+json"
+    ds = pydicom.Dataset.from_json(resp.json)
+    assert ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
+        pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID
+    assert ds.FailedSOPSequence[0].FailureReason == 0xC000
+    assert "Not a DICOM" in resp.headers["Warning"]
+    listed = client.get("/api/v1/predictions", headers=auth).json["results"]
+    assert len(listed) == 1
+
+    all_bad, ctype = _related(non_image_dicom())
+    resp = client.post("/dicomweb/studies", data=all_bad, content_type=ctype, headers=auth)
+    assert resp.status_code == 409
+    assert pydicom.Dataset.from_json(resp.json).FailedSOPSequence[0].FailureReason == 0x0122
+
+
+def test_stow_refusals(token_client, positive_dicom):
+    client, auth = token_client
+    body, ctype = _related(positive_dicom.read_bytes())
+    no_token = client.post("/dicomweb/studies", data=body, content_type=ctype)
+    assert no_token.status_code == 401 and "WWW-Authenticate" in no_token.headers
+    wrong = client.post("/dicomweb/studies", data=body, content_type=ctype,
+                        headers={"Authorization": "Bearer pn_wrong"})
+    assert wrong.status_code == 401
+    form = client.post("/dicomweb/studies", data={"x": "1"}, headers=auth)
+    assert form.status_code == 415
+    json_parts = client.post("/dicomweb/studies", data=body, headers=auth,
+                             content_type=ctype.replace("application/dicom",
+                                                        "application/dicom+json"))
+    assert json_parts.status_code == 415
+    many, many_type = _related(*[b"x"] * 6)  # MAX_FILES is 5 in the test app
+    assert client.post("/dicomweb/studies", data=many, content_type=many_type,
+                       headers=auth).status_code == 413
+    other_study = client.post("/dicomweb/studies/1.2.3", data=body, content_type=ctype,
+                              headers=auth)
+    assert other_study.status_code == 409
+    assert pydicom.Dataset.from_json(other_study.json).FailedSOPSequence[0].FailureReason == 0xA900
+    assert client.get("/api/v1/predictions", headers=auth).json["results"] == []
+
+
+def test_openapi_documents_stow(client):
+    doc = client.get("/api/v1/openapi.json").json
+    post = doc["paths"]["/dicomweb/studies"]["post"]
+    assert {"200", "202", "409", "401", "413", "415"} <= set(post["responses"])
+
+
+def test_pacs_settings_are_checked():
+    from app.pacs import PacsSettings
+    ok = PacsSettings.from_config({"DICOMWEB_URL": "http://pacs:8042/dicom-web/",
+                                   "DICOMWEB_AUTOSEND": 1, "DICOMWEB_PASSWORD": 1234,
+                                   "DICOMWEB_USERNAME": "u"})
+    assert ok.url == "http://pacs:8042/dicom-web" and ok.autosend and ok.password == "1234"
+    for bad in ({"DICOMWEB_URL": "pacs:8042"}, {"DICOMWEB_AUTOSEND": "maybe"},
+                {"DICOMWEB_TIMEOUT": "soon"},
+                {"DICOMWEB_TOKEN": "t", "DICOMWEB_USERNAME": "u"}):
+        with pytest.raises(ValueError, match="PNEUMO_DICOMWEB"):
+            PacsSettings.from_config(bad)
+    assert not PacsSettings.from_config({}).configured
+
+
+def test_no_pacs_configured(client, positive_dicom):
+    assert "No PACS is connected" in client.get("/pacs").data.decode()
+    assert "From PACS" not in client.get("/").data.decode()
