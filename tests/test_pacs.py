@@ -455,8 +455,8 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
 # -- (3) the PACS is down: the failure is shown, kept, and retried -----------------------
 
 def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tiny_predictor,
-                                                positive_dicom):
-    from app import create_app, pacs
+                                                positive_dicom, monkeypatch, capsys):
+    from app import cli, create_app, pacs
     orthanc = Orthanc(tmp_path / "orthanc")
     orthanc.stop()  # down from the start
     try:
@@ -464,7 +464,7 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
                           "DATA_DIR": str(tmp_path / "data"), "PREDICTOR": tiny_predictor,
                           "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
                           "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_AUTOSEND": "1",
-                          "DICOMWEB_TIMEOUT": 5, "DICOMWEB_RETRY_AFTER": 0.5})
+                          "DICOMWEB_TIMEOUT": 5, "DICOMWEB_RETRY_AFTER": 2.0})
         client = app.test_client()
         data = with_study(positive_dicom.read_bytes())
         resp = client.post("/upload", content_type="multipart/form-data", data={
@@ -484,15 +484,35 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         create_app(app.config).extensions["pneumo.pacs_sender"].wait()
         assert pacs.get_state(store, rid).attempts == 2
 
+        client.get(f"/results/{rid}")  # too soon after the last attempt: no retry
+        sender.wait()
+        assert pacs.get_state(store, rid).attempts == 2
+        time.sleep(2.1)  # past DICOMWEB_RETRY_AFTER: the next page view retries (still down)
+        client.get(f"/results/{rid}")
+        sender.wait()
+        assert pacs.get_state(store, rid).attempts == 3
+
         orthanc.start()  # the PACS is back
-        time.sleep(0.6)  # past DICOMWEB_RETRY_AFTER: the next page view retries
+        time.sleep(2.1)
         client.get(f"/results/{rid}")
         sender.wait()
         state = pacs.get_state(store, rid)
-        assert state.state == "sent" and state.attempts == 3 and state.last_error is None
+        assert state.state == "sent" and state.attempts == 4 and state.last_error is None
         study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
         assert len(orthanc.segs_in_study(study)) == 1
         assert "Segmentation stored on the PACS" in client.get(f"/results/{rid}").data.decode()
+
+        # the command line: send one result again, then retry (nothing left to do)
+        for key, value in {"PNEUMO_INSTANCE_DIR": tmp_path, "PNEUMO_DATA_DIR": tmp_path / "data",
+                           "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
+                           "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
+                           "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD}.items():
+            monkeypatch.setenv(key, str(value))
+        assert cli.main(["pacs", "send", "--result", rid]) == 0
+        assert f"{rid}: sent" in capsys.readouterr().out
+        assert cli.main(["pacs", "retry"]) == 0
+        assert pacs.get_state(store, rid).attempts == 5
+        assert len(orthanc.segs_in_study(study)) == 1  # resends replace, never duplicate
     finally:
         orthanc.stop()
 
