@@ -90,7 +90,7 @@ def _filled(store, row, opacity: float) -> np.ndarray:
 
 
 def _render_overlay(store, row) -> bytes:
-    return _png_bytes(_filled(store, row, OVERLAY_OPACITY))
+    return _png_bytes(overlay.burn_label(_filled(store, row, OVERLAY_OPACITY)))
 
 
 def _render_thumb(store, row) -> bytes:
@@ -167,7 +167,8 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
             identifiers=record.identifiers.to_dict(), model=predictor.name, rle=encoded,
             timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
             probability_kind=predictor.card.probability_kind,
-            operating_point=pred.operating_point.to_dict(),
+            operating_point=dict(pred.operating_point.to_dict(),
+                                 mask_threshold=predictor.pp.pixel_threshold),
             finding_below_threshold=pred.finding_below_threshold)
         store.commit(row, staged)
     except BaseException:

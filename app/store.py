@@ -68,7 +68,8 @@ FIELDS: tuple[Field, ...] = (
           {"type": "string", "enum": ["probability", "score"]},
           "probability: calibrated; score: an uncalibrated model output"),
     Field("operating_point", "TEXT NOT NULL DEFAULT '{}'", {"type": "object"},
-          "name, threshold and the sensitivity/specificity it had when the model was tuned",
+          "the verdict's rule: name, threshold, the sensitivity and specificity it had on "
+          "the tune split, and the mask threshold of the outlined region",
           kind="json"),
     Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
           "negative verdict although some pixels pass the mask threshold", kind="bool"),

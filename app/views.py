@@ -120,8 +120,9 @@ def result(result_id: str):
     if row is None:
         abort(404)
     from pneumo import overlay
-    card = predictor().card
-    return render_template("result.html", r=row, model_card=card,
+    point = row.operating_point or {}
+    mask_threshold = point.get("mask_threshold", predictor().pp.pixel_threshold)
+    return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
                            contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)))
 
@@ -200,6 +201,14 @@ def readyz():
     p = holder.predictor
     return jsonify(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
                    operating_point=p.operating_point.name)
+
+
+def dicom_date(value: str | None) -> str:
+    """A DICOM DA value (YYYYMMDD) as an ISO date; anything else as it is, or a dash."""
+    text = (value or "").strip()
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text or "–"
 
 
 def register_error_handlers(app: Flask) -> None:

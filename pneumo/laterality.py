@@ -62,7 +62,8 @@ def patient_side(mask: np.ndarray, meta: DisplayMetadata) -> Side:
     elif row_dir.startswith("R"):
         flip, basis = True, "from Patient Orientation"
     elif (meta.view_position or "").upper() in ("PA", "AP"):
-        flip, basis = False, f"assuming standard display of a {meta.view_position.upper()} film"
+        view = meta.view_position.upper()
+        flip, basis = False, f"assuming standard display of {'an' if view == 'AP' else 'a'} {view} film"
     else:
         return Side(None, image_side, "image has no orientation or view position")
     if image_side == "both halves":

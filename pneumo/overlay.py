@@ -44,6 +44,29 @@ def contour(pixels: np.ndarray, mask: np.ndarray, thickness: int | None = None,
     return rgb
 
 
+AI_LABEL = "AI output, not a diagnosis"
+
+
+def burn_label(rgb: np.ndarray, text: str = AI_LABEL) -> np.ndarray:
+    """Write ``text`` white on a black box in the bottom-left corner of an RGB image.
+
+    The box's height is about 3 % of the image's (at least 12 pixels), so the
+    label stays legible on a thumbnail and small on a full-size film.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+    img = Image.fromarray(np.ascontiguousarray(rgb, np.uint8))
+    size = max(10, round(min(img.size) * 0.025))
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(img)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, size // 4)
+    x0, y1 = pad, img.height - pad
+    y0 = y1 - (bottom - top) - 2 * pad
+    draw.rectangle((x0, y0, x0 + (right - left) + 2 * pad, y1), fill=(0, 0, 0))
+    draw.text((x0 + pad - left, y0 + pad - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
     """Two RGB images of equal height next to each other with a black gap."""
     if left.ndim == 2:

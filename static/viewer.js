@@ -45,10 +45,22 @@
     ui.wl.textContent = "Window centre " + state.center.toFixed(0) + ", width " + state.width.toFixed(0) + (ui.invert.checked ? ", inverted" : "");
   }
 
+  // Whole image in view by default: the canvas gets the largest on-screen size that fits
+  // both the pane's width and the window's height below the canvas's top edge.
+  function fit() {
+    if (!W) return;
+    const top = root.getBoundingClientRect().top + window.scrollY;
+    const availH = Math.max(160, window.innerHeight - top - 8);
+    const aspect = canvas.width / canvas.height;
+    const w = Math.min(root.clientWidth, availH * aspect);
+    canvas.style.width = Math.floor(w) + "px";
+    canvas.style.height = Math.floor(w / aspect) + "px";
+  }
+
   function draw() {
     const side = ui.side.checked;
     const cw = side ? 2 * W + GAP : W;
-    if (canvas.width !== cw || canvas.height !== H) { canvas.width = cw; canvas.height = H; }
+    if (canvas.width !== cw || canvas.height !== H) { canvas.width = cw; canvas.height = H; fit(); }
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height);
     const panes = side ? [[0, false], [W + GAP, true]] : [[0, true]];
@@ -112,7 +124,10 @@
   });
   canvas.addEventListener("pointerup", () => { drag = null; });
 
-  ui.mode.addEventListener("change", () => { if (ui.mode.value !== "off") state.lastMode = ui.mode.value; draw(); });
+  const legend = document.getElementById("legend");
+  function showLegend() { if (legend) legend.hidden = ui.mode.value !== "heatmap"; fit(); }
+  ui.mode.addEventListener("change", () => { if (ui.mode.value !== "off") state.lastMode = ui.mode.value; showLegend(); draw(); });
+  window.addEventListener("resize", fit);
   ui.opacity.addEventListener("input", draw);
   ui.invert.addEventListener("change", () => { applyWindow(); draw(); });
   ui.side.addEventListener("change", draw);
@@ -202,15 +217,36 @@
   }
 
   // jet colour map on an absolute 0..1 scale; transparent below the floor
+  const clamp = (v) => Math.round(255 * Math.min(1, Math.max(0, v)));
+  const HEAT_LUT = [];
+  for (let v = 0; v < 256; v++) {
+    const p = v / 255;
+    HEAT_LUT.push([clamp(1.5 - Math.abs(4 * p - 3)), clamp(1.5 - Math.abs(4 * p - 2)),
+                   clamp(1.5 - Math.abs(4 * p - 1)), p < HEAT_FLOOR ? 0 : v]);
+  }
+
+  // the legend: the same colours from 0 to 1, a marker at the mask threshold
+  function drawLegend() {
+    const bar = document.getElementById("legend-bar");
+    if (!bar || !legend) return;
+    const g = bar.getContext("2d"), w = bar.width, h = bar.height;
+    for (let x = 0; x < w; x++) {
+      const c = HEAT_LUT[Math.round(255 * x / (w - 1))];
+      g.fillStyle = "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")";
+      g.fillRect(x, 0, 1, h);
+    }
+    const t = parseFloat(legend.dataset.maskThreshold);
+    if (!isNaN(t)) {
+      const x = Math.round(t * (w - 1));
+      g.fillStyle = "#fff"; g.fillRect(x - 1, 0, 3, h);
+      g.fillStyle = "#000"; g.fillRect(x, 0, 1, h);
+    }
+    bar.dataset.threshold = String(t);
+  }
+
   function heatLayer(probImg) {
     const src = pixelsOf(probImg, W, H);
-    const clamp = (v) => Math.round(255 * Math.min(1, Math.max(0, v)));
-    const lut = [];
-    for (let v = 0; v < 256; v++) {
-      const p = v / 255;
-      lut.push([clamp(1.5 - Math.abs(4 * p - 3)), clamp(1.5 - Math.abs(4 * p - 2)),
-                clamp(1.5 - Math.abs(4 * p - 1)), p < HEAT_FLOOR ? 0 : v]);
-    }
+    const lut = HEAT_LUT;
     return layerFrom((d) => {
       for (let i = 0; i < W * H; i++) {
         const c = lut[src[4 * i]];
@@ -227,7 +263,7 @@
       display = document.createElement("canvas"); display.width = W; display.height = H;
       [layers.filled, layers.contour] = maskLayers(mask);
       layers.heatmap = heatLayer(prob);
-      applyWindow(); draw();
+      applyWindow(); draw(); fit(); drawLegend(); showLegend();
       canvas.dataset.ready = "1";
     })
     .catch((err) => { ui.wl.textContent = "The image could not be shown: " + err.message; });

@@ -52,8 +52,17 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     page = client.get(f"/results/{rid}")
     assert page.status_code == 200
     html = page.data.decode()
-    assert "Pneumothorax suspected" in html and "Operating threshold" in html
-    assert "cm²" in html and "Decision support, not a diagnosis" in html
+    assert "Pneumothorax suspected" in html and "Operating point" in html
+    assert "<strong>balanced</strong>: suspected at" in html and "sensitivity" in html
+    # the tiny test model has no calibration: its number is called a score, not a probability
+    assert "Model score (uncalibrated, not a probability)" in html
+    # SIIM files keep the full-size film's spacing: no cm², and the page says why
+    area = re.search(r'<dd id="area">(.*?)</dd>', html, re.S).group(1)
+    assert "cm²" not in area and "pixel spacing implausible" in area
+    assert re.search(r"would be 1[0-9]\.[0-9] cm wide", area)
+    assert "Decision support, not a diagnosis" in html and "heat map colour scale" in html
+    worklist = client.get("/worklist").data.decode()
+    assert "study.dcm" in worklist and re.search(r"<td>\d{4}-\d{2}-\d{2}</td>", worklist)
     ds = pydicom.dcmread(positive_dicom)
     assert str(ds.PatientID) not in html  # identifiers hidden until revealed
     ids = client.get(f"/results/{rid}/identifiers").json
@@ -192,7 +201,9 @@ def test_api_prediction_json(client, positive_dicom):
     assert res["verdict"] in ("pneumothorax suspected", "not detected")
     assert 0 <= res["probability"] <= 1 and res["threshold"] == pytest.approx(0.3)
     assert res["area_px"] == int(rle.decode(res["mask_rle"]).sum())
-    assert res["area_cm2"] > 0 and res["side"]["label"]
+    assert res["area_cm2"] is None and "implausible" in res["metadata"]["spacing_warning"]
+    assert res["side"]["label"] and res["file"] == "x.dcm"
+    assert res["operating_point"]["name"] == "balanced" and res["probability_kind"] == "score"
     assert res["links"]["seg"].endswith("/seg.dcm")
     again = client.get(res["links"]["self"]).json
     assert again["mask_rle"] == res["mask_rle"]
@@ -443,6 +454,7 @@ def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
     assert not errors and len(outputs) == 8 and len(set(outputs)) == 1
     overlay = np.asarray(Image.open(io.BytesIO(outputs[0])))
     mask = rle.decode(row.rle, overlay.shape[:2])
+    mask[int(0.9 * mask.shape[0]):] = False  # the bottom strip holds the "AI output" label
     assert mask.any() and (overlay[mask][:, 0] > overlay[mask][:, 2]).all()  # orange on grey
     assert not list((store.results_dir / rid).glob(".*.tmp"))
 
