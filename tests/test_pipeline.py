@@ -201,3 +201,16 @@ def test_train_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"epochz": 3}))
     with pytest.raises(ValueError, match="epochz"):
         TrainConfig.load(tmp_path / "bad.json")
+
+
+def test_source_balance_lifts_rare_groups():
+    labels = np.array([True] * 100 + [False] * 100)
+    source = np.array(["siim"] * 95 + ["nih"] * 5 + ["siim"] * 10 + ["nih"] * 90)
+    rng = np.random.default_rng(0)
+    plain = balanced_indices(labels, 20000, 0.5, rng)
+    assert (source[plain][labels[plain]] == "nih").mean() == pytest.approx(0.05, abs=0.01)
+    even = balanced_indices(labels, 20000, 0.5, rng, source, 1.0)
+    pos = even[labels[even]]
+    assert (source[pos] == "nih").mean() == pytest.approx(0.5, abs=0.02)
+    assert (source[even[~labels[even]]] == "siim").mean() == pytest.approx(0.5, abs=0.02)
+    assert labels[even].mean() == pytest.approx(0.5, abs=0.01)

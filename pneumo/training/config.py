@@ -50,6 +50,7 @@ class TrainConfig:
     deep_supervision: list[float] = field(default_factory=lambda: [0.5, 1.0])
     image_loss_weight: float = 0.5
     positive_fraction: float = 0.5
+    source_balance: float = 0.0
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
     early_stopping_patience: int = 8
     tta: bool = True

@@ -27,6 +27,7 @@ class Arrays:
     y: np.ndarray         # uint8 0/1 (N, size, size)
     label: np.ndarray     # bool (N,): image-level pneumothorax
     has_mask: np.ndarray  # bool (N,): y is ground truth (False: image label only)
+    source: np.ndarray | None = None  # str (N,): data source of each image ("siim", "nih")
 
     def __len__(self) -> int:
         return len(self.x)
@@ -34,7 +35,8 @@ class Arrays:
     def with_masks(self) -> "Arrays":
         """Only the images whose mask is ground truth (for segmentation metrics)."""
         keep = self.has_mask
-        return Arrays(self.x[keep], self.y[keep], self.label[keep], self.has_mask[keep])
+        return Arrays(self.x[keep], self.y[keep], self.label[keep], self.has_mask[keep],
+                      None if self.source is None else self.source[keep])
 
 
 @dataclass
@@ -94,9 +96,10 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], si
     path = Path(cache_dir) / f"arrays_{size}_{key}.npz"
     label = np.array([bool(s.positive) for s in samples], bool)
     has_mask = np.array([s.has_mask for s in samples], bool)
+    source = np.array([s.source for s in samples], dtype=str)
     if path.exists():
         with np.load(path) as z:
-            return Arrays(z["x"], z["y"], label, has_mask)
+            return Arrays(z["x"], z["y"], label, has_mask, source)
     xs = np.zeros((len(samples), size, size), np.uint8)
     ys = np.zeros_like(xs)
     iterator = range(len(samples))
@@ -107,18 +110,33 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], si
         xs[i], ys[i] = load_example(samples[i], table, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=xs, y=ys)
-    return Arrays(xs, ys, label, has_mask)
+    return Arrays(xs, ys, label, has_mask, source)
 
 
 def balanced_indices(labels: np.ndarray, n: int, positive_fraction: float,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Draw ``n`` indices so that about ``positive_fraction`` of them are positives."""
+                     rng: np.random.Generator, groups: np.ndarray | None = None,
+                     group_balance: float = 0.0) -> np.ndarray:
+    """Draw ``n`` indices so that about ``positive_fraction`` of them are positives.
+
+    With ``groups`` (e.g. the source of each image) and ``group_balance`` ``a`` > 0,
+    an image in a group of ``k`` images of its class is drawn with weight
+    ``k ** -a`` (``a = 1``: every group equally often; ``0``: every image equally
+    often). This keeps a rare kind, such as NIH positives or SIIM negatives, from
+    being so rare that the source of an image predicts its label.
+    """
     pos, neg = np.flatnonzero(labels), np.flatnonzero(~labels)
     if len(pos) == 0 or len(neg) == 0:
         return rng.choice(len(labels), n, replace=True)
     n_pos = int(round(n * positive_fraction))
-    idx = np.concatenate([rng.choice(pos, n_pos, replace=True),
-                          rng.choice(neg, n - n_pos, replace=True)])
+
+    def draw(members: np.ndarray, k: int) -> np.ndarray:
+        if groups is None or group_balance <= 0:
+            return rng.choice(members, k, replace=True)
+        _, inverse, counts = np.unique(groups[members], return_inverse=True, return_counts=True)
+        weight = counts[inverse].astype(np.float64) ** -group_balance
+        return rng.choice(members, k, replace=True, p=weight / weight.sum())
+
+    idx = np.concatenate([draw(pos, n_pos), draw(neg, n - n_pos)])
     rng.shuffle(idx)
     return idx
 
@@ -164,7 +182,8 @@ class BalancedBatches(keras.utils.PyDataset):
     def _draw(self) -> None:
         rng = np.random.default_rng(self.cfg.seed + self.epoch)
         self.order = balanced_indices(self.arrays.label, self.steps * self.cfg.batch_size,
-                                      self.cfg.positive_fraction, rng)
+                                      self.cfg.positive_fraction, rng, self.arrays.source,
+                                      self.cfg.source_balance)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
