@@ -23,7 +23,7 @@ from app.settings import LOOPBACK
 
 bp = Blueprint("access", __name__)
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
-OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "static"}
+OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "views.favicon", "static"}
 
 
 class ConfigError(RuntimeError):

@@ -184,6 +184,12 @@ def worklist():
     return render_template("worklist.html", rows=rows, sort=sort)
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico before reading the page's icon link."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
 @bp.get("/healthz")
 def healthz():
     """The process is up (answers while the model is still loading)."""

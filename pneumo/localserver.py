@@ -48,8 +48,10 @@ class LocalServer:
         full_env = dict(os.environ, PNEUMO_PORT=str(self.port), PNEUMO_HOST="127.0.0.1",
                         PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(instance_dir),
                         PNEUMO_WORKERS=str(workers), PNEUMO_THREADS=str(threads), **(env or {}))
+        self._own_log_dir = None
         if log_path is None:  # keep the output so a failed start can say why
-            log_path = Path(tempfile.mkdtemp(prefix="pneumo-server-")) / "gunicorn.log"
+            self._own_log_dir = Path(tempfile.mkdtemp(prefix="pneumo-server-"))
+            log_path = self._own_log_dir / "gunicorn.log"
         out = open(log_path, "w")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -68,8 +70,8 @@ class LocalServer:
                 time.sleep(0.1)
             if self.proc.poll() is not None:
                 break
-        self.stop()
         log = Path(log_path).read_text()[-3000:]
+        self.stop()
         raise RuntimeError(f"gunicorn did not become ready\n{log}")
 
     def worker_pids(self) -> list[int]:
@@ -83,3 +85,6 @@ class LocalServer:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self._own_log_dir is not None:  # the caller did not ask to keep the log
+            import shutil
+            shutil.rmtree(self._own_log_dir, ignore_errors=True)

@@ -41,6 +41,8 @@ def test_pages_render(client):
     assert b"Drop DICOM, PNG or JPEG" in client.get("/").data
     assert client.get("/worklist").status_code == 200
     assert client.get("/healthz").json == {"status": "ok"}
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 301 and client.get(icon.location).status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 200 and "tiny_untrained" in ready.json["model"]
 
@@ -53,12 +55,12 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     assert page.status_code == 200
     html = page.data.decode()
     assert "Pneumothorax suspected" in html and "Operating point" in html
-    assert "<strong>balanced</strong>: suspected at" in html and "sensitivity" in html
+    assert "<strong>balanced</strong>: suspected at" in html and "sensitivity 80 %" in html
     # the tiny test model has no calibration: its number is called a score, not a probability
-    assert "Model score (uncalibrated, not a probability)" in html
+    assert "(uncalibrated, not a probability)" in html and "Probability of" not in html
     # SIIM files keep the full-size film's spacing: no cm², and the page says why
     area = re.search(r'<dd id="area">(.*?)</dd>', html, re.S).group(1)
-    assert "cm²" not in area and "pixel spacing implausible" in area
+    assert re.match(r"\d+ px", area) and "no cm²: pixel spacing implausible" in area
     assert re.search(r"would be 1[0-9]\.[0-9] cm wide", area)
     assert "Decision support, not a diagnosis" in html and "heat map colour scale" in html
     worklist = client.get("/worklist").data.decode()
@@ -511,3 +513,48 @@ def test_results_stored_by_an_earlier_version_stay_readable(tmp_path):
     assert row.probability == 0.93 and row.positive and row.probability_kind == "score"
     assert row.file_name == "" and row.operating_point == {} and not row.finding_below_threshold
     assert row.public_dict()["verdict"] == "pneumothorax suspected"
+
+
+def test_health_answers_while_the_model_loads(tmp_path, tiny_model_folder, monkeypatch):
+    """/healthz answers at once; /readyz says 503 until the model is loaded and warm;
+    an upload meanwhile waits for the model instead of failing."""
+    import threading
+    from app import create_app
+    from pneumo.inference import Predictor
+    release, real_load = threading.Event(), Predictor.load.__func__
+
+    def slow_load(cls, *args, **kwargs):
+        release.wait(30)
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "load", classmethod(slow_load))
+    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                      "MODEL_DIR": str(tiny_model_folder)})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    loading = client.get("/readyz")
+    assert loading.status_code == 503 and loading.json["status"] == "loading"
+    release.set()
+    assert app.extensions["pneumo.model"].get(wait_s=30) is not None
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["operating_point"] == "balanced"
+
+
+def test_a_model_that_fails_to_load_is_reported(tmp_path, tiny_model_folder):
+    import shutil
+    from app import create_app
+    from pneumo.errors import ModelLoadError
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_folder, broken)
+    (broken / "weights.weights.h5").write_bytes(b"not weights")
+    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                      "MODEL_DIR": str(broken)})
+    holder = app.extensions["pneumo.model"]
+    with pytest.raises(Exception, match="could not be loaded"):
+        holder.get(wait_s=60)
+    body = app.test_client().get("/readyz")
+    assert body.status_code == 503 and body.json["status"] == "failed"
+    # a missing model folder is refused before the app serves, with the reason
+    with pytest.raises(ModelLoadError, match="not found"):
+        create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                    "MODEL_DIR": str(tmp_path / "nowhere")})

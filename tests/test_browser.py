@@ -82,3 +82,42 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
     assert "on CPU" in log or "on GPU" in log
+
+
+@pytest.mark.bundled
+def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
+    """With the bundled model: the whole X-ray is inside the viewport by default at
+    1024x600, 1280x720 and 1920x1080 (screenshots of the last two go to docs/), and
+    the heat map has a legend with the mask threshold marked."""
+    from playwright.sync_api import sync_playwright
+    from pneumo.inference import DEFAULT_MODEL_DIR
+    from conftest import ROOT
+    proc, url = serve(DEFAULT_MODEL_DIR, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            _upload_and_wait(page, url, positive_dicom)
+            result_url = page.url
+            for width, height in ((1024, 600), (1280, 720), (1920, 1080)):
+                page.set_viewport_size({"width": width, "height": height})
+                page.goto(result_url)
+                page.wait_for_selector("#canvas[data-ready='1']", timeout=60_000)
+                box = page.locator("#canvas").bounding_box()
+                assert box["x"] >= 0 and box["y"] >= 0, (width, height, box)
+                assert box["x"] + box["width"] <= width + 1, (width, height, box)
+                assert box["y"] + box["height"] <= height + 1, (width, height, box)
+                assert box["height"] > 0.6 * height  # fitted, not shrunk to a stamp
+                if width >= 1280:
+                    page.screenshot(path=str(ROOT / "docs" / f"viewer_{width}x{height}.png"))
+            assert page.locator("#legend").is_hidden()
+            page.select_option("#mode", "heatmap")
+            assert page.locator("#legend").is_visible()
+            from pneumo import modelcard
+            threshold = modelcard.read(DEFAULT_MODEL_DIR).postprocess.pixel_threshold
+            assert float(page.get_attribute("#legend-bar", "data-threshold")) == pytest.approx(
+                threshold)
+            page.screenshot(path=str(ROOT / "docs" / "result_heatmap_legend.png"))
+            browser.close()
+    finally:
+        proc.stop()

@@ -114,6 +114,10 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     finally:
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
+    from pneumo.device import nvidia_driver_present
+    if not nvidia_driver_present():  # the expected "no GPU" noise is dropped; errors are not
+        assert "cuInit" not in log and "Could not find cuda drivers" not in log
+    assert " ERROR " not in log and "Traceback" not in log
     ds = pydicom.dcmread(positive_dicom)
     for phi in (str(ds.PatientName), str(ds.PatientID)):
         assert phi and phi not in log
@@ -125,3 +129,25 @@ def test_tf_threads_setting_is_checked(bad):
     from pneumo.device import configure_device
     with pytest.raises(ValueError, match="PNEUMO_TF_THREADS"):
         configure_device(bad)
+
+
+def test_gunicorn_refuses_an_open_service_beyond_loopback_in_one_line(tmp_path):
+    """No login beyond loopback: one clear line on stderr, non-zero exit, before
+    anything that looks like success (no 'Listening at', no traceback)."""
+    from pneumo.localserver import free_port
+    env = dict(os.environ, PNEUMO_HOST="0.0.0.0", PNEUMO_PORT=str(free_port()),
+               PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_MODEL_DIR=str(BUNDLED))
+    env.pop("PNEUMO_ACCESS_PASSWORD", None)
+    res = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert res.returncode == 3
+    out = res.stdout + res.stderr
+    assert "Listening at" not in out and "Traceback" not in out and "Booting worker" not in out
+    refusal = [line for line in res.stderr.splitlines() if "refuses to start" in line]
+    assert len(refusal) == 1 and "PNEUMO_ACCESS_PASSWORD" in refusal[0]
+    assert ".venv/bin/pneumo create-user" in refusal[0]
+    # a bad setting is refused the same way, naming the variable
+    res = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                         capture_output=True, text=True, env=dict(env, PNEUMO_WORKERS="two"),
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 3 and "PNEUMO_WORKERS must be a whole number" in res.stderr
