@@ -1,20 +1,24 @@
-"""Command-line tools that need the web app (its store, settings and accounts).
+"""The ``pneumo`` command: the core's commands (:mod:`pneumo.cli`) plus those that
+need the web app (its settings, store and accounts).
 
-``python -m app.cli pacs pull --study UID --user NAME``
+``pneumo serve``, ``pneumo purge``, ``pneumo create-user``, ``pneumo create-token``
+    run the service, apply the retention period, add logins and API tokens;
+``pneumo pacs pull --study UID --user NAME``
     import a study from the configured PACS and analyse it (results owned by NAME);
 ``python -m app.cli pacs send --result ID``
     send a result's DICOM SEG to the PACS now;
 ``python -m app.cli pacs retry``
     send every queued or failed SEG again (e.g. from cron after a PACS outage).
 
-They read the same ``PNEUMO_*`` settings as the server. The core command
-(``pneumo``, in :mod:`pneumo.cli`) never imports the app; it can mount these
-subcommands with :func:`add_app_commands`.
+They read the same ``PNEUMO_*`` settings as the server
+(:class:`app.settings.Settings`). The core (:mod:`pneumo.cli`) never imports
+the app: this module extends the core's parser.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _app(load_model: bool):
@@ -101,6 +105,101 @@ def cmd_pacs_retry(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run gunicorn with the project's settings (a convenience wrapper)."""
+    import os
+    from pneumo import paths
+    env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
+               PNEUMO_WORKERS=str(args.workers))
+    if args.model:
+        env["PNEUMO_MODEL_DIR"] = str(Path(args.model).resolve())
+    os.chdir(paths.project_root())
+    os.execvpe(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                "wsgi:app"], env)
+    return 0  # pragma: no cover
+
+
+def _open_store(data_dir: str):
+    from app.store import Store
+    store = Store(data_dir)
+    store.init()
+    return store
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete stored results older than the retention period (rows and files together)."""
+    n = _open_store(args.data_dir).purge(args.days)
+    print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}")
+    return 0
+
+
+def _new_password(args: argparse.Namespace) -> str | None:
+    """One line from stdin when asked to or when stdin is not a terminal (read
+    once, no prompt); else a hidden prompt asked twice. None if the two differ."""
+    if args.password_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    password = getpass.getpass(f"Password for {args.username}: ")
+    return password if getpass.getpass("Repeat the password: ") == password else None
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    """Create a login for the web app (password from stdin or a prompt)."""
+    from app import users
+    password = _new_password(args)
+    if password is None:
+        print("error: the passwords do not match", file=sys.stderr)
+        return 2
+    with _open_store(args.data_dir).connect() as db:
+        try:
+            users.create_user(db, args.username, password)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(f"created user {args.username}")
+    return 0
+
+
+def cmd_create_token(args: argparse.Namespace) -> int:
+    """Print a new API token for a user (shown once; only its hash is stored)."""
+    from app import users
+    with _open_store(args.data_dir).connect() as db:
+        try:
+            print(users.create_token(db, args.username))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def add_web_commands(subparsers, settings) -> None:
+    """Register ``serve``, ``purge``, ``create-user`` and ``create-token``."""
+    p = subparsers.add_parser("serve", help="start the web app with gunicorn")
+    p.add_argument("--host", default=settings.host)
+    p.add_argument("--port", type=int, default=settings.port)
+    p.add_argument("--workers", type=int, default=settings.workers)
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("purge", help="delete results older than the retention period")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.add_argument("--days", type=float, default=settings.retention_days,
+                   help="retention period (default: PNEUMO_RETENTION_DAYS or 30)")
+    p.set_defaults(func=cmd_purge)
+
+    p = subparsers.add_parser("create-user", help="create a login for the web app")
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from stdin (implied when stdin is not a terminal)")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.set_defaults(func=cmd_create_user)
+
+    p = subparsers.add_parser("create-token", help="create an API token for a user")
+    p.add_argument("username")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.set_defaults(func=cmd_create_token)
+
+
 def add_app_commands(subparsers) -> None:
     """Register ``pacs pull|send|retry`` on an ``argparse`` subparsers object."""
     pacs = subparsers.add_parser("pacs", help="exchange studies and results with a PACS "
@@ -118,13 +217,30 @@ def add_app_commands(subparsers) -> None:
     retry.set_defaults(func=cmd_pacs_retry)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The core's parser with the web app's commands added."""
+    from pneumo.cli import build_parser as core_parser
+    from app.settings import Settings
+    parser = core_parser()
+    parser.description = ("Pneumothorax segmentation of chest X-rays: data, training, "
+                          "evaluation, prediction and the web service.")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    add_web_commands(sub, Settings.from_env())
+    add_app_commands(sub)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.cli", description=__doc__.split("\n")[0])
-    add_app_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    """``pneumo``: every command, the web app's included."""
+    from app.settings import SettingsError
+    from pneumo.errors import PneumoError
     try:
-        return args.func(args)
-    except ValueError as exc:  # a bad setting, named
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (PneumoError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a bad PACS setting, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

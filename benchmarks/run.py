@@ -92,7 +92,7 @@ class Server:
 
     def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4,
                  tf_threads: int | None = None):
-        from pneumo.localserver import LocalServer
+        from app.localserver import LocalServer
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
         env = {"PNEUMO_LOG_LEVEL": "WARNING", "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"}
         if tf_threads:
@@ -114,7 +114,7 @@ class Server:
 
 
 def post_file(url: str, data: bytes, cookie: str | None = None) -> tuple[float, dict, str | None]:
-    from pneumo.localserver import multipart_file
+    from app.localserver import multipart_file
     body, ctype = multipart_file(data, "x.dcm")
     headers = {"Content-Type": ctype}
     if cookie:

@@ -1,9 +1,12 @@
-"""The ``pneumo`` command line.
+"""The core of the ``pneumo`` command line (no web app here).
 
-Subcommands: ``inspect``, ``index``, ``stats``, ``train``, ``evaluate``,
-``predict``, ``serve``, ``purge``, ``create-user``. Each subcommand lives in a
-small ``cmd_*`` function; heavy imports (Keras) happen inside them so
-``pneumo inspect`` starts fast.
+Subcommands: ``inspect``, ``index``, ``stats``, ``train``, ``finalize``,
+``fetch-encoder``, ``evaluate``, ``predict``. Each lives in a small ``cmd_*``
+function; heavy imports (Keras) happen inside them so ``pneumo inspect``
+starts fast. The installed ``pneumo`` command is :func:`app.cli.main`, which
+adds the web app's commands (``serve``, ``purge``, ``create-user``,
+``create-token``, ``pacs``) to :func:`build_parser`'s parser;
+``python -m pneumo.cli`` runs the core alone.
 """
 from __future__ import annotations
 
@@ -100,87 +103,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Run gunicorn with the project's settings (a convenience wrapper)."""
-    import os
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
-               PNEUMO_WORKERS=str(args.workers))
-    if args.model:
-        env["PNEUMO_MODEL_DIR"] = str(Path(args.model).resolve())
-    os.chdir(root)
-    os.execvpe(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                "wsgi:app"], env)
-    return 0  # pragma: no cover
-
-
-def cmd_purge(args: argparse.Namespace) -> int:
-    """Delete stored results older than the retention period (rows and files together)."""
-    n = _open_store(args.data_dir).purge(args.days)
-    print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}")
-    return 0
-
-
-def default_data_dir() -> str:
-    """The app's data directory under the same environment variables as the app."""
-    import os
-    if os.environ.get("PNEUMO_DATA_DIR"):
-        return os.environ["PNEUMO_DATA_DIR"]
-    instance = os.environ.get("PNEUMO_INSTANCE_DIR",
-                              str(Path(__file__).resolve().parent.parent / "instance"))
-    return str(Path(instance) / "data")
-
-
-def _open_store(data_dir: str):
-    from app.store import Store
-    store = Store(data_dir)
-    store.init()
-    return store
-
-
-def _new_password(args: argparse.Namespace) -> str | None:
-    """One line from stdin when asked to or when stdin is not a terminal (read
-    once, no prompt); else a hidden prompt asked twice. None if the two differ."""
-    if args.password_stdin or not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
-    import getpass
-    password = getpass.getpass(f"Password for {args.username}: ")
-    return password if getpass.getpass("Repeat the password: ") == password else None
-
-
-def cmd_create_user(args: argparse.Namespace) -> int:
-    """Create a login for the web app (password from stdin or a prompt)."""
-    from app import users
-    password = _new_password(args)
-    if password is None:
-        print("error: the passwords do not match", file=sys.stderr)
-        return 2
-    with _open_store(args.data_dir).connect() as db:
-        try:
-            users.create_user(db, args.username, password)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    print(f"created user {args.username}")
-    return 0
-
-
-def cmd_create_token(args: argparse.Namespace) -> int:
-    """Print a new API token for a user (shown once; only its hash is stored)."""
-    from app import users
-    with _open_store(args.data_dir).connect() as db:
-        try:
-            print(users.create_token(db, args.username))
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from pneumo.datacfg import DEFAULT_DATA_CONFIG
 
-    parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pneumo", description="Pneumothorax segmentation "
+                                     "of chest X-rays: data, training, evaluation, prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="show what the reader finds in image files")
@@ -196,32 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-pixels", action="store_true",
                    help="look for identical images across train/val")
     p.set_defaults(func=cmd_index)
-
-    p = sub.add_parser("serve", help="start the web app with gunicorn")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--model", help="model folder (default: the bundled model)")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("purge", help="delete results older than the retention period")
-    p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument("--days", type=float, default=30.0)
-    p.set_defaults(func=cmd_purge)
-
-    default_data = default_data_dir()
-    p = sub.add_parser("create-user", help="create a login for the web app")
-    p.add_argument("username")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password as one line from stdin (also the default when "
-                        "stdin is not a terminal)")
-    p.add_argument("--data-dir", default=default_data)
-    p.set_defaults(func=cmd_create_user)
-
-    p = sub.add_parser("create-token", help="create an API token for a user")
-    p.add_argument("username")
-    p.add_argument("--data-dir", default=default_data)
-    p.set_defaults(func=cmd_create_token)
 
     from pneumo import cli_ml
     cli_ml.add_subcommands(sub)

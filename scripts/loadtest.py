@@ -57,7 +57,7 @@ class Client:
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def upload(self, path: Path) -> dict:
-        from pneumo.localserver import multipart_file
+        from app.localserver import multipart_file
         body, ctype = multipart_file(path.read_bytes(), f"f{path.suffix}")
         req = urllib.request.Request(self.url + "/api/v1/predictions", data=body, method="POST",
                                      headers={"Content-Type": ctype})
@@ -71,7 +71,7 @@ class Client:
 
 def run(uploads: int, workers: int, model_dir: Path, kill: bool) -> dict:
     from pneumo.imaging import read_image
-    from pneumo.localserver import LocalServer
+    from app.localserver import LocalServer
     data = Path(tempfile.mkdtemp(prefix="pneumo-load-"))
     server = LocalServer(model_dir, data, workers=workers,
                          env={"PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",

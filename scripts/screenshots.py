@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pneumo.localserver import LocalServer  # noqa: E402
+from app.localserver import LocalServer  # noqa: E402
 
 
 def main(model: str, out: Path, dicoms: list[str]) -> None:

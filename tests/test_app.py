@@ -394,15 +394,15 @@ def test_cli_create_user_and_token(tmp_path):
     import subprocess, sys
     from conftest import ROOT
     d = str(tmp_path / "data")
-    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "create-user", "carol",
+    res = subprocess.run([sys.executable, "-m", "app.cli", "create-user", "carol",
                           "--password-stdin", "--data-dir", d], input="long enough pw\n",
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and "created user carol" in res.stdout
-    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "create-user", "dave",
+    res = subprocess.run([sys.executable, "-m", "app.cli", "create-user", "dave",
                           "--password-stdin", "--data-dir", d], input="short\n",
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "at least" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "pneumo.cli", "create-token", "carol",
+    res = subprocess.run([sys.executable, "-m", "app.cli", "create-token", "carol",
                           "--data-dir", d], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and res.stdout.startswith("pn_")
     from app.store import Store

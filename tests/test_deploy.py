@@ -90,13 +90,13 @@ def test_readme_commands_match_ci():
 def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     """gunicorn + the bundled model: a real SIIM DICOM through the HTTP API."""
     assert (BUNDLED / "model.json").exists() and (BUNDLED / "weights.weights.h5").exists()
-    from pneumo.localserver import LocalServer
+    from app.localserver import LocalServer
     # the throughput configuration from benchmarks/README.md: one TensorFlow thread per worker
     proc = LocalServer(BUNDLED, tmp_path / "instance", log_path=tmp_path / "gunicorn.log",
                        env={"PNEUMO_TF_THREADS": "1"})
     url = proc.url
     try:
-        from pneumo.localserver import multipart_file
+        from app.localserver import multipart_file
         body, ctype = multipart_file(positive_dicom.read_bytes(), "upload.dcm")
         req = urllib.request.Request(url + "/api/v1/predictions", data=body,
                                      headers={"Content-Type": ctype}, method="POST")
@@ -134,7 +134,7 @@ def test_tf_threads_setting_is_checked(bad):
 def test_gunicorn_refuses_an_open_service_beyond_loopback_in_one_line(tmp_path):
     """No login beyond loopback: one clear line on stderr, non-zero exit, before
     anything that looks like success (no 'Listening at', no traceback)."""
-    from pneumo.localserver import free_port
+    from app.localserver import free_port
     env = dict(os.environ, PNEUMO_HOST="0.0.0.0", PNEUMO_PORT=str(free_port()),
                PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_MODEL_DIR=str(BUNDLED))
     env.pop("PNEUMO_ACCESS_PASSWORD", None)

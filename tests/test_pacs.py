@@ -23,7 +23,7 @@ import pydicom
 import pytest
 import requests
 
-from pneumo.localserver import LocalServer, free_port
+from app.localserver import LocalServer, free_port
 
 ORTHANC_USER, ORTHANC_PASSWORD = "pneumo-test", "orthanc-secret-1"
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",

@@ -14,7 +14,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from pneumo import paths
+
+ROOT = paths.project_root()
 
 
 def multipart_file(data: bytes, filename: str, field: str = "files") -> tuple[bytes, str]:
