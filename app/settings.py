@@ -60,7 +60,7 @@ class Settings:
     model_dir: Path = paths.default_model_dir()
     operating_point: str | None = None
     instance_dir: Path = paths.project_root() / "instance"
-    data_dir: Path = paths.project_root() / "instance" / "data"
+    data_dir: Path = paths.project_root() / "uploads"  # results (git-ignored contents)
     retention_days: float = 30.0
     access_password: str | None = None
 
@@ -96,7 +96,8 @@ class Settings:
             model_dir=Path(model).resolve(),
             operating_point=env.get("PNEUMO_OPERATING_POINT") or None,
             instance_dir=instance,
-            data_dir=Path(env.get("PNEUMO_DATA_DIR") or instance / "data").resolve(),
+            data_dir=Path(env.get("PNEUMO_DATA_DIR") or (
+                instance / "data" if env.get("PNEUMO_INSTANCE_DIR") else cls.data_dir)).resolve(),
             retention_days=retention,
             access_password=env.get("PNEUMO_ACCESS_PASSWORD") or None,
         )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pneumo.errors import PneumoError
 from pneumo.imaging import read_image
 from pneumo.inference import ModelOutput, Predictor, image_probability
 from pneumo.modelcard import ModelCard
+from pneumo.progress import progress
 
 
 def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
@@ -79,8 +81,7 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     ys = np.zeros_like(xs)
     iterator = range(len(samples))
     if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc="evaluating", unit="img")
+        iterator = progress(iterator, "evaluating")
     for i in iterator:
         xs[i], ys[i] = load_example(samples[i], table, size)
     arrays = Arrays(xs, ys, np.array([bool(s.positive) for s in samples], bool),
@@ -113,7 +114,11 @@ def json_safe(d: dict) -> dict:
 
 
 def _plots(out: Path, rows, xs, ys, maps, predictor, prob) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the serving image has no plotting library (the train extra has)
+        print("note: matplotlib is not installed; plots skipped", file=sys.stderr)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from pneumo import overlay
@@ -152,7 +157,6 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     Returns counts: ``{"images": n, "positive": k, "failed": f}``. Files that
     cannot be read are reported on stderr and left out of the CSVs.
     """
-    import sys
     from PIL import Image
     from pneumo import overlay
     from pneumo.preprocess import resize_image
@@ -171,8 +175,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     counts = {"images": 0, "positive": 0, "failed": 0}
     iterator = range(0, len(files), batch_size)
     if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc="predicting", unit="batch")
+        iterator = progress(iterator, "predicting", unit="batch")
     try:
         for start in iterator:
             records, ids = [], []

@@ -29,3 +29,48 @@ def test_core_cli_runs_without_the_web_layer():
     full = subprocess.run([sys.executable, "-m", "app.cli", "--help"], capture_output=True,
                           text=True, cwd=ROOT, timeout=120).stdout
     assert "predict" in full and "purge" in full and "pacs" in full
+
+
+def _names(lines):
+    import re
+    out = set()
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-r"):
+            out.add(re.split(r"[<>=!\[ ;]", line, maxsplit=1)[0].lower())
+    return out
+
+
+def test_pyproject_and_requirement_files_name_the_same_packages():
+    """requirements*.txt pin exactly what pyproject.toml declares: serving in
+    requirements.txt, the train extra in requirements-train.txt."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    serving = _names((ROOT / "requirements.txt").read_text().splitlines())
+    train = _names((ROOT / "requirements-train.txt").read_text().splitlines())
+    assert _names(project["dependencies"]) == serving
+    assert _names(project["optional-dependencies"]["train"]) == train
+    assert not ({"tqdm", "matplotlib", "torch"} & serving)  # kept out of the serving image
+    pins = [l for l in (ROOT / "requirements.txt").read_text().splitlines()
+            if l.strip() and not l.startswith("#")]
+    assert all("==" in l for l in pins), pins
+
+
+def test_settings_defaults_and_folders(tmp_path):
+    from app.settings import Settings, SettingsError
+    from pneumo import paths
+    s = Settings.from_env({})
+    assert s.data_dir == ROOT / "uploads" and s.model_dir == paths.default_model_dir()
+    assert s.model_dir.is_dir() and (s.model_dir / "model.json").exists()
+    assert s.bind == "127.0.0.1:8000" and s.loopback and s.workers == 1
+    inst = Settings.from_env({"PNEUMO_INSTANCE_DIR": str(tmp_path)})
+    assert inst.data_dir == tmp_path / "data"
+    assert Settings.from_env({"PNEUMO_DATA_DIR": str(tmp_path / "x")}).data_dir == tmp_path / "x"
+    for bad in ({"PNEUMO_PORT": "eighty"}, {"PNEUMO_WORKERS": "0"},
+                {"PNEUMO_RETENTION_DAYS": "a month"}):
+        try:
+            Settings.from_env(bad)
+        except SettingsError as exc:
+            assert next(iter(bad)) in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
