@@ -81,7 +81,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     holder = ModelHolder(app.config["PREDICTOR"])
     if app.config["PREDICTOR"] is None:
         holder.start(app.config["MODEL_DIR"], bool(app.config["WARM_UP"]),
-                     app.config["TF_THREADS"], app.config["OPERATING_POINT"])
+                     app.config["TF_THREADS"], app.config["OPERATING_POINT"],
+                     app.config.get("DEVICE", "auto"))
     app.extensions["pneumo.model"] = holder
 
     from app import dicomweb, pacs

@@ -40,23 +40,31 @@ class ModelHolder:
         return self._ready.is_set() and self.predictor is not None
 
     def start(self, model_dir: str | Path, warm_up: bool, tf_threads: int | None,
-              operating_point: str | None) -> None:
-        """Check the card now, load the weights on a background thread."""
+              operating_point: str | None, device: str = "auto") -> None:
+        """Check the card now, load the weights on a background thread.
+
+        ``device`` is the ``PNEUMO_DEVICE`` choice (auto, cpu, gpu); see
+        :func:`pneumo.device.configure_device`.
+        """
         modelcard.read(model_dir).operating_point(operating_point)  # fail fast, with the reason
         thread = threading.Thread(target=self._load, name="model-loader", daemon=True,
-                                  args=(model_dir, warm_up, tf_threads, operating_point))
+                                  args=(model_dir, warm_up, tf_threads, operating_point, device))
         thread.start()
 
-    def _load(self, model_dir, warm_up, tf_threads, operating_point) -> None:
-        from pneumo.device import configure_device
+    def _load(self, model_dir, warm_up, tf_threads, operating_point, device) -> None:
+        from pneumo.device import configure_device, weights_device
         from pneumo.inference import Predictor
         try:
-            device = configure_device(tf_threads)
+            placement = configure_device(tf_threads, device)
+            log.info("Keras backend %s; the model goes on %s (PNEUMO_DEVICE=%s)",
+                     placement.backend, placement, device)
             predictor = Predictor.load(model_dir, warm_up=warm_up,
                                        operating_point=operating_point)
-            predictor.device = device
+            predictor.device = str(placement)
+            predictor.backend = placement.backend
             self.predictor = predictor
-            log.info("model %s loaded from %s on %s", predictor.name, model_dir, device)
+            log.info("model %s loaded from %s on %s (weights on %s)", predictor.name,
+                     model_dir, placement, weights_device(predictor.model))
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("the model could not be loaded: %s", self.error)

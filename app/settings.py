@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from pneumo import paths
+from pneumo.device import check_device_choice
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -56,6 +57,7 @@ class Settings:
     threads: int = 4
     timeout: int = 120
     tf_threads: int | None = None
+    device: str = "auto"
     log_level: str = "INFO"
     model_dir: Path = paths.default_model_dir()
     operating_point: str | None = None
@@ -81,6 +83,10 @@ class Settings:
         model = env.get("PNEUMO_MODEL_DIR") or env.get("PNEUMO_MODEL") or cls.model_dir
         tf_threads = env.get("PNEUMO_TF_THREADS")
         try:
+            device = check_device_choice(env.get("PNEUMO_DEVICE") or "auto")
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        try:
             retention = float(env.get("PNEUMO_RETENTION_DAYS") or 30.0)
         except ValueError:
             raise SettingsError("PNEUMO_RETENTION_DAYS must be a number of days, got "
@@ -92,6 +98,7 @@ class Settings:
             threads=_int(env, "THREADS", 4),
             timeout=_int(env, "TIMEOUT", 120),
             tf_threads=None if not tf_threads else _int(env, "TF_THREADS", 1),
+            device=device,
             log_level=(env.get("PNEUMO_LOG_LEVEL") or "INFO").upper(),
             model_dir=Path(model).resolve(),
             operating_point=env.get("PNEUMO_OPERATING_POINT") or None,
@@ -107,7 +114,7 @@ class Settings:
         return {"HOST": self.host, "MODEL_DIR": str(self.model_dir),
                 "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
                 "RETENTION_DAYS": self.retention_days, "TF_THREADS": self.tf_threads,
-                "ACCESS_PASSWORD": self.access_password}
+                "DEVICE": self.device, "ACCESS_PASSWORD": self.access_password}
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()

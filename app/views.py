@@ -198,7 +198,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """200 with the model and device once the model is loaded and warmed up, else 503."""
+    """200 with the model, device and Keras backend once the model is loaded and warmed
+    up, else 503."""
     holder = current_app.extensions["pneumo.model"]
     if not holder.ready:
         if holder.error:
@@ -206,6 +207,7 @@ def readyz():
         return jsonify(status="loading"), 503
     p = holder.predictor
     return jsonify(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
+                   backend=getattr(p, "backend", "unknown"),
                    operating_point=p.operating_point.name)
 
 

@@ -110,7 +110,7 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
         assert result["verdict"] in ("pneumothorax suspected", "not detected")
         with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
             device = json.loads(resp.read())["device"]
-        assert device == "CPU (1 thread)" or device.startswith("GPU")
+        assert device == "CPU (tensorflow, 1 thread)" or device.startswith("GPU")
     finally:
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
