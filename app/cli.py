@@ -17,6 +17,8 @@ the app: this module extends the core's parser.
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -107,7 +109,6 @@ def cmd_pacs_retry(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run gunicorn with the project's settings (a convenience wrapper)."""
-    import os
     from pneumo import paths
     env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
                PNEUMO_WORKERS=str(args.workers))
@@ -138,7 +139,6 @@ def _new_password(args: argparse.Namespace) -> str | None:
     once, no prompt); else a hidden prompt asked twice. None if the two differ."""
     if args.password_stdin or not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
-    import getpass
     password = getpass.getpass(f"Password for {args.username}: ")
     return password if getpass.getpass("Repeat the password: ") == password else None
 

@@ -5,6 +5,7 @@ Only ``127.0.0.1`` is used. No Flask import here: the server is a subprocess.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,7 +55,7 @@ class LocalServer:
         if log_path is None:  # keep the output so a failed start can say why
             self._own_log_dir = Path(tempfile.mkdtemp(prefix="pneumo-server-"))
             log_path = self._own_log_dir / "gunicorn.log"
-        out = open(log_path, "w")
+        self._log = out = open(log_path, "w")
         started = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
@@ -87,6 +88,7 @@ class LocalServer:
                 self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        self._log.close()
         if self._own_log_dir is not None:  # the caller did not ask to keep the log
-            import shutil
             shutil.rmtree(self._own_log_dir, ignore_errors=True)

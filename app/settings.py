@@ -9,6 +9,7 @@ this before any worker starts.
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
@@ -113,7 +114,7 @@ class Settings:
         """The app factory's defaults that come from these settings."""
         return {"HOST": self.host, "MODEL_DIR": str(self.model_dir),
                 "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
-                "RETENTION_DAYS": self.retention_days, "TF_THREADS": self.tf_threads,
+                "TF_THREADS": self.tf_threads,
                 "DEVICE": self.device, "ACCESS_PASSWORD": self.access_password}
 
     def to_dict(self) -> dict:
@@ -125,7 +126,6 @@ def login_problem(settings: Settings) -> str | None:
     """Why the service must not start, or ``None``: beyond loopback a login must exist."""
     if settings.loopback or settings.access_password:
         return None
-    import sqlite3
     db_path = settings.data_dir / "pneumo.sqlite3"
     n_users = 0
     if db_path.exists():

@@ -1,6 +1,7 @@
 """HTML pages: upload, result viewer, worklist, downloads, health."""
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 
@@ -155,7 +156,6 @@ def download(result_id: str, name: str):
 
 @bp.get("/results/<result_id>/seg.dcm")
 def seg(result_id: str):
-    import io
     row = store().get(result_id, current_owner())
     if row is None:
         abort(404)
@@ -225,6 +225,7 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, RequestEntityTooLarge):
             limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
             message = f"The upload is too large: at most {limit} MB per request."
+            request.close()  # the part of the upload already spooled to a temporary file
         else:
             message = exc.description
         if request.path.startswith("/api/"):

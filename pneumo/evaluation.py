@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import warnings
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from pneumo.errors import PneumoError
 from pneumo.imaging import read_image
 from pneumo.inference import ModelOutput, Predictor, image_probability
 from pneumo.modelcard import ModelCard
-from pneumo.progress import progress
+from pneumo.progress import track
 
 
 def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
@@ -81,7 +83,7 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     ys = np.zeros_like(xs)
     iterator = range(len(samples))
     if progress:
-        iterator = progress(iterator, "evaluating")
+        iterator = track(iterator, "evaluating")
     for i in iterator:
         xs[i], ys[i] = load_example(samples[i], table, size)
     arrays = Arrays(xs, ys, np.array([bool(s.positive) for s in samples], bool),
@@ -175,7 +177,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     counts = {"images": 0, "positive": 0, "failed": 0}
     iterator = range(0, len(files), batch_size)
     if progress:
-        iterator = progress(iterator, "predicting", unit="batch")
+        iterator = track(iterator, "predicting", unit="batch")
     try:
         for start in iterator:
             records, ids = [], []
@@ -218,8 +220,6 @@ def _safe_name(image_id: str) -> str:
 def stats(samples: list[dataset.Sample], table: dict, out_dir: str | Path | None = None) -> dict:
     """Exploratory statistics: counts, mask areas, view position, sex and age."""
     import pydicom
-    import warnings
-    from collections import Counter
     areas, views, sexes, ages = [], Counter(), Counter(), []
     multi = 0
     for s in samples:

@@ -239,10 +239,10 @@ def _parse_dicom(data: bytes) -> pydicom.Dataset:
 
 
 def _transfer_syntax(ds: pydicom.Dataset):
-    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if uid is None:
-        return None
-    return pydicom.uid.UID(str(uid))
+    with warnings.catch_warnings():  # an invalid UID is judged by the caller, not warned about
+        warnings.simplefilter("ignore")
+        uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        return None if uid is None else pydicom.uid.UID(str(uid))
 
 
 def check_dimensions(rows: int, columns: int, max_pixels: int) -> None:

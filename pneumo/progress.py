@@ -8,7 +8,7 @@ from typing import Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None,
+def track(items: Iterable[T], desc: str, total: int | None = None,
              unit: str = "img") -> Iterable[T]:
     """Wrap ``items`` in a progress display."""
     try:

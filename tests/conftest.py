@@ -15,6 +15,23 @@ SIIM = SHARED / "siim"
 RLE_CSV = SIIM / "torchxrayvision-1.5.7-wheel/torchxrayvision/data/siim-pneumothorax-train-rle.csv.gz"
 
 
+def _buffered_test_clients() -> None:
+    """Test clients read every response to the end and close it, so a test that does
+    not read a file download leaves no open file (warnings are errors here)."""
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    class BufferedClient(FlaskClient):
+        def open(self, *args, **kwargs):
+            kwargs.setdefault("buffered", True)
+            return super().open(*args, **kwargs)
+
+    Flask.test_client_class = BufferedClient
+
+
+_buffered_test_clients()
+
+
 def pytest_collection_modifyitems(config, items):
     if not SIIM.exists():
         raise pytest.UsageError(f"The shared data folder is missing: {SIIM}")

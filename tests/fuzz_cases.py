@@ -5,6 +5,7 @@ import io
 import struct
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -21,8 +22,8 @@ def seed_files() -> dict[str, bytes]:
         "siim.dcm": sorted(SIIM.glob("jayantc79/**/*.dcm"))[0].read_bytes(),
         "siim.png": sorted(SIIM.glob("ktlProject0/data/train/images/*.png"))[0].read_bytes(),
         "siim.jpg": sorted(SIIM.glob("amarshrma/Deployment/Images/*.jpg"))[0].read_bytes(),
-        "rle.dcm": open(get_testdata_file("MR_small_RLE.dcm"), "rb").read(),
-        "ct16.dcm": open(get_testdata_file("CT_small.dcm"), "rb").read(),
+        "rle.dcm": Path(get_testdata_file("MR_small_RLE.dcm")).read_bytes(),
+        "ct16.dcm": Path(get_testdata_file("CT_small.dcm")).read_bytes(),
     }
 
 

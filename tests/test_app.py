@@ -422,7 +422,8 @@ def test_upload_writes_little_and_views_render_on_demand(app, client, positive_d
     assert sorted(p.name for p in folder.iterdir()) == ["mask_rle.txt", "pixels.npy",
                                                         "prob.png", "source.dcm"]
     assert np.array_equal(np.load(folder / "pixels.npy"), read_image(positive_dicom).pixels)
-    prob = Image.open(folder / "prob.png")
+    with Image.open(folder / "prob.png") as prob:
+        prob.load()
     assert prob.size == (64, 64) and prob.mode == "L"  # the tiny model's resolution
     image = client.get(f"/results/{rid}/files/image.png")
     assert image.status_code == 200 and (folder / "image.png").exists()

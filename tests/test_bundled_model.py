@@ -19,6 +19,8 @@ BUNDLED = ROOT / "models" / "double_unet_siim_256"
 FLOOR_DICE_POSITIVE = 0.29
 FLOOR_AUC = 0.79
 
+pytestmark = [pytest.mark.bundled, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def validation_scores(tmp_path_factory):

@@ -150,6 +150,7 @@ def test_mask_and_probability_resizing():
     assert (back == mask).mean() > 0.99
 
 
+@pytest.mark.slow
 def test_cli_inspect_every_siim_file():
     files = [p for p in SIIM.rglob("*") if p.suffix.lower() in (".dcm", ".png", ".jpg")]
     out = subprocess.run([sys.executable, "-m", "pneumo.cli", "inspect", "--strict", str(SIIM)],

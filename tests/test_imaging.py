@@ -239,7 +239,7 @@ def _ds(**tags):
         for k, v in tags.items():
             setattr(ds, k, v)
         return ds
-    except ValueError:
+    except (ValueError, UserWarning):  # pydicom warns, then refuses, an invalid DS
         return dict(tags)
 
 

@@ -12,6 +12,11 @@ from pneumo.training import Augment, augment_pair, balanced_indices
 from conftest import ROOT, SIIM
 
 
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "tiny"
@@ -28,6 +33,7 @@ def tiny_model_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_model_folder(tiny_model_dir):
     for name in ("weights.weights.h5", "last.weights.h5", "model.json", "log.csv",
                  "curves.png", "state.json", "README.md"):
@@ -46,10 +52,11 @@ def test_train_writes_model_folder(tiny_model_dir):
     assert card["tune"]["operating_points"]["triage"]["sensitivity"] >= 0.9
     assert card["config"]["seed"] == 2026
     assert 0.0 <= card["validation"]["siim_score"] <= 1.0
-    rows = list(csv.DictReader(open(tiny_model_dir / "log.csv")))
+    rows = read_rows(tiny_model_dir / "log.csv")
     assert len(rows) == 2 and "tune_auc" in rows[0] and "tune_key" in rows[0]
 
 
+@pytest.mark.slow
 def test_finalize_packages_a_run(tiny_model_dir, tmp_path):
     cfg = json.loads((ROOT / "configs/train_tiny.json").read_text())
     cfg.update(cache_dir=str(tmp_path / "cache"), data=str(ROOT / "configs/data_siim_v2.json"))
@@ -68,6 +75,7 @@ def test_finalize_packages_a_run(tiny_model_dir, tmp_path):
     assert Predictor.load(out).pcfg.size == 64
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
     import shutil
     work = tmp_path / "resumed"
@@ -79,11 +87,12 @@ def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
                           str(tmp_path / "c.json"), "--out", str(work), "--resume", "--quiet"],
                          capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = list(csv.DictReader(open(work / "log.csv")))
+    rows = read_rows(work / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # one more epoch appended
     assert json.loads((work / "state.json").read_text())["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_init_weights_warm_start(tiny_model_dir, tmp_path):
     """A second stage starts from a run's weights with a fresh schedule."""
     import keras
@@ -119,6 +128,7 @@ def test_init_weights_warm_start(tiny_model_dir, tmp_path):
     assert "warm start: began from" in (out / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict(tiny_model_dir, tmp_path):
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "evaluate", "--model",
                           str(tiny_model_dir), "--limit", "10", "--out", str(tmp_path / "ev")],
@@ -135,12 +145,12 @@ def test_evaluate_and_predict(tiny_model_dir, tmp_path):
                           "--scores", str(sc), "--overlays", str(tmp_path / "ov"), "--tta"],
                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = list(csv.DictReader(open(sub)))
+    rows = read_rows(sub)
     assert len(rows) == 7
     for row in rows:
         assert row["ImageId"].startswith("1.2.276.0.7230010")
         assert rle.decode(row["EncodedPixels"]).shape == (1024, 1024)
-    scores = list(csv.DictReader(open(sc)))
+    scores = read_rows(sc)
     assert [r["ImageId"] for r in scores] == [r["ImageId"] for r in rows]
     assert all(0.0 <= float(r["probability"]) <= 1.0 for r in scores)
     assert len(list((tmp_path / "ov").glob("*.png"))) == 7
@@ -164,6 +174,7 @@ def test_balanced_sampling_ratio():
     assert labels[idx].mean() == pytest.approx(0.6, abs=0.01)
 
 
+@pytest.mark.slow
 def test_unet_trains_through_the_same_pipeline(tmp_path):
     cfg = json.loads((ROOT / "configs/train_unet_256.json").read_text())
     cfg.update(architecture={"name": "unet", "args": {"input_size": 64, "depth": 3,
@@ -182,6 +193,7 @@ def test_unet_trains_through_the_same_pipeline(tmp_path):
     assert card["calibration"]["fitted_on"] == "val" and card["data"]["tune_images"] == 0
 
 
+@pytest.mark.slow
 def test_stats_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "pneumo.cli", "stats", "--split", "all",
                           "--images", str(SIIM / "jayantc79"), str(SIIM / "kaggle_sample_OleguerCanal"),

@@ -54,6 +54,7 @@ class TrainConfig:
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
     early_stopping_patience: int = 8
     tta: bool = True
+    report_validation: bool = True  # False for pilots: the validation split is for the final card
     tune_prevalence: float = 0.5
     seed: int = 2026
     init_weights: str | None = None

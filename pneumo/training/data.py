@@ -13,7 +13,7 @@ from pneumo import dataset, rle
 from pneumo.datacfg import DataConfig
 from pneumo.imaging import read_image
 from pneumo.preprocess import PreprocessConfig, model_input, resize_image, resize_target_mask
-from pneumo.progress import progress
+from pneumo.progress import track
 from pneumo.training.augment import augment_pair
 from pneumo.training.config import Augment, TrainConfig
 
@@ -105,7 +105,7 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], si
     ys = np.zeros_like(xs)
     iterator = range(len(samples))
     if progress:
-        iterator = progress(iterator, f"decoding {len(samples)} images")
+        iterator = track(iterator, f"decoding {len(samples)} images")
     for i in iterator:
         xs[i], ys[i] = load_example(samples[i], table, size)
     path.parent.mkdir(parents=True, exist_ok=True)

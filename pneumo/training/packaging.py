@@ -88,25 +88,32 @@ def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitDa
         for log in run_dir.glob("log*.csv"):  # a resumed run may have several parts
             shutil.copy(log, out / log.name)
     tune_name = "tune" if data.samples["tune"] else "val"
+    names = {tune_name, "val"} if cfg.report_validation else {tune_name}
     arrays = {name: cached_arrays(data.samples[name], data.table, pcfg.size, cfg.cache_dir,
-                                  progress) for name in {tune_name, "val"}}
+                                  progress) for name in names}
     outputs = {name: predict_batches(model, arrays[name].x, pcfg, tta=cfg.tta)
                for name in arrays}
     card = fit_card(out.name, cfg, pcfg, arrays[tune_name], outputs[tune_name], tune_name)
     card.tune = score_outputs(card, outputs[tune_name], arrays[tune_name])
-    card.validation = score_outputs(card, outputs["val"], arrays["val"])
+    if "val" in outputs:
+        card.validation = score_outputs(card, outputs["val"], arrays["val"])
     card.parameters = model.count_params()
     card.data = data.info()
     card.training = training_info
     card.config = json.loads(json.dumps(cfg.__dict__))
     card.write(out)
-    cardrender.plots(out, card, outputs["val"], arrays["val"])
+    if "val" in outputs:
+        cardrender.plots(out, card, outputs["val"], arrays["val"])
+    else:
+        cardrender.curves(out)
     (out / "README.md").write_text(cardrender.render(out))
     return card.to_dict()
 
 
 def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict:
-    """Package a (possibly unfinished) training run's best checkpoint as a model folder."""
+    """Package a (possibly unfinished) training run's best checkpoint as a model folder.
+
+    This is where the validation split is used: once, for the card's figures."""
     import keras
     from pneumo.device import has_gpu
     from pneumo.training.data import split_samples
@@ -116,4 +123,5 @@ def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict
             "best_epoch": state["best_epoch"], "gpu": has_gpu(),
             "backend": keras.config.backend(), "precision": cfg.precision,
             "train_images_per_second": state.get("images_per_second")}
-    return write_model_folder(cfg, run_dir, out, split_samples(cfg), info)
+    final = TrainConfig(**{**cfg.__dict__, "report_validation": True})
+    return write_model_folder(final, run_dir, out, split_samples(cfg), info)
