@@ -40,18 +40,21 @@ class ModelHolder:
         return self._ready.is_set() and self.predictor is not None
 
     def start(self, model_dir: str | Path, warm_up: bool, tf_threads: int | None,
-              operating_point: str | None, device: str = "auto") -> None:
+              operating_point: str | None, device: str = "auto",
+              runtime: str = "keras") -> None:
         """Check the card now, load the weights on a background thread.
 
         ``device`` is the ``PNEUMO_DEVICE`` choice (auto, cpu, gpu); see
-        :func:`pneumo.device.configure_device`.
+        :func:`pneumo.device.configure_device`. ``runtime`` is ``PNEUMO_RUNTIME``
+        (keras, openvino; see :mod:`pneumo.runtime`).
         """
         modelcard.read(model_dir).operating_point(operating_point)  # fail fast, with the reason
         thread = threading.Thread(target=self._load, name="model-loader", daemon=True,
-                                  args=(model_dir, warm_up, tf_threads, operating_point, device))
+                                  args=(model_dir, warm_up, tf_threads, operating_point, device,
+                                        runtime))
         thread.start()
 
-    def _load(self, model_dir, warm_up, tf_threads, operating_point, device) -> None:
+    def _load(self, model_dir, warm_up, tf_threads, operating_point, device, runtime) -> None:
         from pneumo.device import configure_device, weights_device
         from pneumo.inference import Predictor
         try:
@@ -59,7 +62,7 @@ class ModelHolder:
             log.info("Keras backend %s; the model goes on %s (PNEUMO_DEVICE=%s)",
                      placement.backend, placement, device)
             predictor = Predictor.load(model_dir, warm_up=warm_up,
-                                       operating_point=operating_point)
+                                       operating_point=operating_point, runtime=runtime)
             predictor.device = str(placement)
             predictor.backend = placement.backend
             self.predictor = predictor

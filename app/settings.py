@@ -37,6 +37,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(f"PNEUMO_{name}") or default).strip().lower()
+    if raw not in choices:
+        raise SettingsError(f"PNEUMO_{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = str(env.get(f"PNEUMO_{name}", "")).strip().lower()
     if not raw:
@@ -59,6 +66,7 @@ class Settings:
     timeout: int = 120
     tf_threads: int | None = None
     device: str = "auto"
+    runtime: str = "keras"
     log_level: str = "INFO"
     model_dir: Path = paths.default_model_dir()
     operating_point: str | None = None
@@ -100,6 +108,7 @@ class Settings:
             timeout=_int(env, "TIMEOUT", 120),
             tf_threads=None if not tf_threads else _int(env, "TF_THREADS", 1),
             device=device,
+            runtime=_choice(env, "RUNTIME", "keras", ("keras", "openvino")),
             log_level=(env.get("PNEUMO_LOG_LEVEL") or "INFO").upper(),
             model_dir=Path(model).resolve(),
             operating_point=env.get("PNEUMO_OPERATING_POINT") or None,
@@ -115,7 +124,8 @@ class Settings:
         return {"HOST": self.host, "MODEL_DIR": str(self.model_dir),
                 "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
                 "TF_THREADS": self.tf_threads,
-                "DEVICE": self.device, "ACCESS_PASSWORD": self.access_password}
+                "DEVICE": self.device, "RUNTIME": self.runtime,
+                "ACCESS_PASSWORD": self.access_password}
 
     def to_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()

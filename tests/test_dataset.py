@@ -114,7 +114,7 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
                           augment=None, steps=1)
     train_x, targets, weights = seq[0]
     recorder = _InputRecorder(predictor.model)
-    predictor.model = recorder
+    predictor.runtime.model = recorder  # the Keras runtime now feeds the recorder
     predictor.predict(read_image(positive_dicom.read_bytes()))
     assert train_x.shape == (1, 64, 64, 3) and train_x.dtype == np.float32
     np.testing.assert_array_equal(recorder.inputs[0], train_x)

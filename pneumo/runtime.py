@@ -1,0 +1,89 @@
+"""The inference runtime seam: one ``predict(batch) -> (maps, head)`` behind a loader.
+
+:class:`KerasRuntime` runs the Keras model (any backend); :class:`OpenVINORuntime`
+converts the same weights to OpenVINO at load time (the ``openvino`` extra) and runs
+them on the CPU at float32, which measured faster than TensorFlow here with outputs
+within 1e-5 (benchmarks/README.md). The Predictor and the benchmarks pick one by
+name (``PNEUMO_RUNTIME``); nothing else knows which is in use.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+RUNTIMES = ("keras", "openvino")
+
+
+class Runtime(Protocol):
+    """Runs the network on a batch of model input."""
+
+    name: str
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, size, size, C) float32 -> ((N, size, size) mask probabilities, (N,) head or None)."""
+
+
+class KerasRuntime:
+    """The Keras model through its compiled predict function."""
+
+    def __init__(self, model):
+        import keras
+        self.model = model
+        self.name = f"keras ({keras.config.backend()})"
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        # predict_on_batch traces once per input shape (a graph under TensorFlow, jit under
+        # JAX): about 3x faster on CPU than an eager call
+        from pneumo.networks import split_outputs
+        mask, head = split_outputs(self.model, self.model.predict_on_batch(x))
+        maps = np.asarray(mask, dtype=np.float32)[..., 0]
+        return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
+
+
+class OpenVINORuntime:
+    """The same network converted to OpenVINO (CPU, float32 inference precision)."""
+
+    def __init__(self, model, precision: str = "f32"):
+        import openvino as ov
+        shape = model.input_shape[1:]
+        self.output_names = list(model.output_names)
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = Path(tmp) / "saved_model"
+            model.export(str(saved), format="tf_saved_model", verbose=False)
+            converted = ov.convert_model(str(saved), input=[[-1, *shape]])
+        self.compiled = ov.Core().compile_model(
+            converted, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                               "INFERENCE_PRECISION_HINT": precision})
+        self.name = f"openvino {ov.__version__} ({precision})"
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        result = self.compiled(np.ascontiguousarray(x, np.float32))
+        named = dict(zip(self.output_names, (result[port] for port in self.compiled.outputs)))
+        mask = named.get("mask2", named.get("mask"))
+        head = named.get("image_prob")
+        maps = np.asarray(mask, np.float32)[..., 0]
+        return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
+
+
+def load(name: str, model) -> Runtime:
+    """The runtime ``name`` for a built Keras model with its weights loaded."""
+    if name == "keras":
+        return KerasRuntime(model)
+    if name == "openvino":
+        try:
+            import openvino  # noqa: F401
+        except ImportError as exc:
+            raise ValueError("PNEUMO_RUNTIME=openvino needs the openvino extra "
+                             "(pip install 'pneumo[openvino]')") from exc
+        return OpenVINORuntime(model)
+    raise ValueError(f"unknown runtime {name!r}; choose one of {list(RUNTIMES)}")
+
+
+def as_runtime(model_or_runtime) -> Runtime:
+    """A Runtime as it is, a Keras model wrapped in :class:`KerasRuntime`."""
+    return model_or_runtime if hasattr(model_or_runtime, "predict") and \
+        hasattr(model_or_runtime, "name") and not hasattr(model_or_runtime, "layers") \
+        else KerasRuntime(model_or_runtime)
