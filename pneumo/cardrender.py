@@ -43,7 +43,12 @@ def _figures(title: str, scores: dict, card: ModelCard) -> list[str]:
              f"- expected calibration error (10 bins): {_fmt(scores.get('ece'))}; Brier score "
              f"{_fmt(scores.get('brier'))}",
              f"- mean Dice of the outlined region on positive images (no gate): "
-             f"{_fmt(scores.get('dice_positive_mask'))}", "",
+             f"{_fmt(scores.get('dice_positive_mask'))}",
+             "- AUC within one source (a shortcut check: most positives are SIIM images and most"
+             " negatives NIH images): " + (", ".join(
+                 f"{k} {_fmt(v.get('auc'))} ({v.get('n_positive')} positive /"
+                 f" {v.get('n_negative')} negative)"
+                 for k, v in scores.get("auc_by_source", {}).items()) or "n/a"), "",
              "| operating point | threshold | sensitivity | specificity | positive-image Dice "
              "| SIIM score | SIIM score at 22 % prevalence |", "|---|---|---|---|---|---|---|"]
     for name, s in scores.get("operating_points", {}).items():

@@ -51,6 +51,7 @@ def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
                                              for i in pos_masked])) if len(pos_masked)
         else float("nan"),
         "reliability": asdict(rel), "operating_points": {},
+        "auc_by_source": auc_by_source(prob, labels, getattr(arrays, "source", None)),
     }
     for name, point in card.operating_points.items():
         called = prob >= point.threshold
@@ -66,6 +67,24 @@ def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
     result.update(result["operating_points"].get(card.default_operating_point, {}))
     result.pop("threshold", None)
     return json_safe(result)
+
+
+def auc_by_source(prob: np.ndarray, labels: np.ndarray, source: np.ndarray | None) -> dict:
+    """Image-level AUC within each data source that has both classes.
+
+    A shortcut check: most positives here are SIIM images and most negatives NIH
+    images, so a model can score a high overall AUC by recognising the source. The
+    AUC within one source cannot be earned that way.
+    """
+    if source is None:
+        return {}
+    out = {}
+    for name in sorted(set(source.tolist())):
+        sel = source == name
+        n_pos, n_neg = int(labels[sel].sum()), int((~labels[sel]).sum())
+        out[name] = {"auc": metrics.roc_auc(labels[sel], prob[sel]) if n_pos and n_neg else None,
+                     "n_positive": n_pos, "n_negative": n_neg}
+    return out
 
 
 def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
@@ -87,7 +106,8 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     for i in iterator:
         xs[i], ys[i] = load_example(samples[i], table, size)
     arrays = Arrays(xs, ys, np.array([bool(s.positive) for s in samples], bool),
-                    np.array([s.has_mask for s in samples], bool))
+                    np.array([s.has_mask for s in samples], bool),
+                    np.array([s.source for s in samples], dtype=str))
     model_out = predictor.output(xs)
     card = predictor.card
     scores = score_outputs(card, model_out, arrays)

@@ -150,3 +150,18 @@ def test_reliability_and_ece_by_hand():
     assert rel.counts[0] == 1 and rel.counts[1] == 1 and rel.counts[9] == 2
     # bins: |0-0.05|*1/4 + |1-0.15|*1/4 + |1-0.95|*2/4
     assert rel.ece == pytest.approx(0.05 / 4 + 0.85 / 4 + 0.05 * 2 / 4)
+
+
+def test_auc_by_source_is_the_within_source_auc():
+    from pneumo.evaluation import auc_by_source
+    # a model that only recognises the source: perfect overall, chance within each source
+    source = np.array(["siim"] * 6 + ["nih"] * 6)
+    labels = np.array([1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0], bool)
+    prob = np.where(source == "siim", 0.9, 0.1)
+    assert metrics.roc_auc(labels, prob) == pytest.approx((16 + 4 + 4) / 36)  # well above 0.5
+    out = auc_by_source(prob, labels, source)
+    assert out["siim"]["auc"] == 0.5 and out["nih"]["auc"] == 0.5
+    assert out["siim"]["n_positive"] == 4 and out["nih"]["n_negative"] == 4
+    assert auc_by_source(prob, labels, None) == {}
+    only_neg = auc_by_source(prob[labels == 0], labels[labels == 0], source[labels == 0])
+    assert only_neg["nih"]["auc"] is None
