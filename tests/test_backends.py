@@ -123,7 +123,17 @@ def test_app_serves_under_the_backend_on_the_device_asked_for(backend, tmp_path,
     assert "Traceback" not in text
 
 
-def test_device_choice_is_checked_and_a_missing_gpu_is_an_error(monkeypatch):
+def test_the_app_leaves_keras_unstarted_until_the_device_is_chosen():
+    """PNEUMO_DEVICE=cpu under torch and JAX's lazy GPU memory hold only when
+    configure_device runs before Keras is imported: the app's modules must not import it."""
+    code = ("import sys, app, app.api, app.model, app.views, pneumo.inference, pneumo.runtime; "
+            "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr[-2000:]
+
+
+def test_device_choice_is_checked_and_a_missing_gpu_is_an_error():
     from app.settings import Settings, SettingsError
     from pneumo.device import DeviceError, configure_device, has_gpu
     assert Settings.from_env({}).device == "auto"
