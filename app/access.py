@@ -88,6 +88,7 @@ def check_access():
 
 
 def csrf_token() -> str:
+    """The session's CSRF token for forms (created on first use)."""
     token = session.get("csrf")
     if not token:
         token = session["csrf"] = secrets.token_urlsafe(24)
@@ -107,6 +108,7 @@ def _check_csrf():
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
 def login():
+    """Log in with a user name and password, or the shared access password."""
     mode = _login_mode()
     error = None
     if request.method == "POST":
@@ -141,5 +143,6 @@ def _after_login():
 
 @bp.post("/logout")
 def logout():
+    """End the session."""
     session.clear()
     return redirect(url_for("access.login"), 303)

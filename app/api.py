@@ -10,6 +10,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
 def result_json(row) -> dict:
+    """A result's public JSON with links to its page and files."""
     d = row.public_dict()
     files = {name: url_for("views.download", result_id=row.id, name=name, _external=False)
              for name in ("overlay.png", "mask.png", "image.png", "mask_rle.txt")}
@@ -26,6 +27,7 @@ def result_json(row) -> dict:
 @bp.post("/predictions")
 @views.limiter.limit(views.upload_limit)
 def create_predictions():
+    """POST /api/v1/predictions: analyse one or many uploaded files."""
     files = request.files.getlist("files") + request.files.getlist("file")
     outcome = views.handle_files(files)
     body = {
@@ -39,6 +41,7 @@ def create_predictions():
 
 @bp.get("/predictions")
 def list_predictions():
+    """GET /api/v1/predictions: the caller's results, newest or most probable first."""
     sort = request.args.get("sort", "newest")
     rows = views.store().list(views.current_owner(), "probability" if sort == "probability"
                               else "newest")
@@ -47,6 +50,7 @@ def list_predictions():
 
 @bp.get("/predictions/<result_id>")
 def get_prediction(result_id: str):
+    """GET /api/v1/predictions/<id>: one of the caller's results."""
     row = views.store().get(result_id, views.current_owner())
     if row is None:
         abort(404, description="No such prediction.")
@@ -55,6 +59,7 @@ def get_prediction(result_id: str):
 
 @bp.get("/openapi.json")
 def openapi():
+    """The OpenAPI document (result schema made from app.store.FIELDS)."""
     return jsonify(OPENAPI)
 
 

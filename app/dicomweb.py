@@ -219,6 +219,7 @@ def stow_response(outcomes: list) -> tuple[dict, int]:
 @bp.post("/studies/<study_uid>")
 @views.limiter.limit(views.upload_limit)
 def stow(study_uid: str | None = None):
+    """STOW-RS: store (analyse) the DICOM instances of a multipart/related request."""
     if not g.get("bearer"):  # an API token was checked by access.check_access
         return _error(401, "Send an API token: Authorization: Bearer <token>.")
     try:

@@ -29,6 +29,7 @@ def multipart_file(data: bytes, filename: str, field: str = "files") -> tuple[by
 
 
 def free_port() -> int:
+    """A free TCP port on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -78,10 +79,12 @@ class LocalServer:
         raise RuntimeError(f"gunicorn did not become ready\n{log}")
 
     def worker_pids(self) -> list[int]:
+        """Process ids of gunicorn's workers."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
     def stop(self) -> None:
+        """Stop gunicorn (SIGTERM, then SIGKILL after 60 s) and remove its own log folder."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

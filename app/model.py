@@ -37,6 +37,7 @@ class ModelHolder:
 
     @property
     def ready(self) -> bool:
+        """True once the model is loaded and warmed up."""
         return self._ready.is_set() and self.predictor is not None
 
     def start(self, model_dir: str | Path, warm_up: bool, tf_threads: int | None,

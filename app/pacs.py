@@ -80,6 +80,7 @@ class PacsSettings:
 
     @property
     def configured(self) -> bool:
+        """True when a DICOMweb server URL is set."""
         return bool(self.url)
 
     @classmethod
@@ -90,10 +91,12 @@ class PacsSettings:
             ValueError: a value the connection cannot use, naming the variable.
         """
         def text(key):
+            """A DICOM JSON attribute's first value as text."""
             value = config.get(key)
             return None if value in (None, "") else str(value)
 
         def number(key, default):
+            """A DICOM JSON attribute's first value as a number."""
             value = config.get(key)
             try:
                 out = default if value in (None, "") else float(value)
@@ -177,12 +180,14 @@ class SendState:
     seg_sop_uid: str | None
 
     def to_dict(self) -> dict:
+        """Plain JSON for the result page's send status."""
         return {"state": self.state, "attempts": self.attempts, "error": self.last_error,
                 "updated": self.updated, "sent_at": self.sent_at,
                 "seg_sop_instance_uid": self.seg_sop_uid}
 
 
 def get_state(store: Store, result_id: str) -> SendState | None:
+    """The send state of a result's SEG, or None if it was never queued."""
     with store.connect() as db:
         r = db.execute("SELECT * FROM pacs_sends WHERE result_id = ?", (result_id,)).fetchone()
     if r is None:
@@ -334,6 +339,7 @@ class StudyHit:
 
     @property
     def is_chest_radiograph(self) -> bool:
+        """True for a CR/DX series of the chest (or with no body part stated)."""
         return not self.modalities or bool(CHEST_MODALITIES & set(self.modalities))
 
 
@@ -388,6 +394,7 @@ def search_studies(settings: PacsSettings, patient_id: str = "", accession: str 
 
 @dataclass
 class PullOutcome:
+    """Results and errors of importing studies from the PACS."""
     results: list = field(default_factory=list)   # (display name, ResultRow)
     errors: list = field(default_factory=list)    # dicts: file, code, message, status
 
@@ -556,6 +563,7 @@ def search():
 
 @bp.post("/pacs/import")
 def import_studies():
+    """POST /pacs/import: pull the chosen studies and analyse them."""
     from app import views
     settings = _settings()
     if not settings.configured:

@@ -77,10 +77,12 @@ class Settings:
 
     @property
     def loopback(self) -> bool:
+        """True when the service listens on this machine only."""
         return self.host in LOOPBACK
 
     @property
     def bind(self) -> str:
+        """gunicorn's bind address (IPv6 in brackets)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host.strip("[]") else \
             f"{self.host}:{self.port}"
 
@@ -128,6 +130,7 @@ class Settings:
                 "ACCESS_PASSWORD": self.access_password}
 
     def to_dict(self) -> dict:
+        """The settings as JSON, without the access password."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
                 if k != "access_password"}
 

@@ -35,6 +35,7 @@ class Field:
 
     @property
     def public_name(self) -> str:
+        """The field's name in the API's JSON."""
         return self.public or self.name
 
 
@@ -112,6 +113,7 @@ class ResultRow:
 
     @property
     def verdict(self) -> str:
+        """'pneumothorax suspected' or 'not detected'."""
         return "pneumothorax suspected" if self.positive else "not detected"
 
     def public_dict(self) -> dict:
@@ -154,10 +156,12 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 
 
 def new_id() -> str:
+    """A new unguessable result id."""
     return secrets.token_urlsafe(ID_BYTES)
 
 
 def valid_id(result_id: str) -> bool:
+    """True when ``result_id`` has the shape of an id (nothing else reaches the disk)."""
     return (isinstance(result_id, str) and 16 <= len(result_id) <= 64
             and all(c.isalnum() or c in "-_" for c in result_id))
 
@@ -186,6 +190,7 @@ class Store:
             users.init(db)
 
     def connect(self) -> sqlite3.Connection:
+        """A connection to the results database (WAL, rows by name)."""
         db = sqlite3.connect(self.db_path, timeout=30)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
@@ -194,6 +199,7 @@ class Store:
     # -- writing -------------------------------------------------------------
 
     def staging(self, result_id: str) -> Path:
+        """A fresh private folder where a result's files are written before commit."""
         path = self.tmp_dir / result_id
         path.mkdir(parents=True)
         return path
@@ -211,6 +217,7 @@ class Store:
             raise
 
     def discard(self, staged: Path) -> None:
+        """Remove a staged folder of a failed upload."""
         shutil.rmtree(staged, ignore_errors=True)
 
     # -- reading -------------------------------------------------------------
@@ -234,6 +241,7 @@ class Store:
         return self._row(r) if r else None
 
     def list(self, owner: str, sort: str = "newest", limit: int = 200) -> list[ResultRow]:
+        """An owner's results, newest first or by probability (triage)."""
         order = "probability DESC, created DESC" if sort == "probability" else "created DESC"
         with self.connect() as db:
             rows = db.execute(f"SELECT * FROM results WHERE owner = ? ORDER BY {order} LIMIT ?",
@@ -241,11 +249,13 @@ class Store:
         return [self._row(r) for r in rows]
 
     def file(self, result_id: str, name: str) -> Path:
+        """Path of one file of a result (it may not exist yet)."""
         return self.results_dir / result_id / name
 
     # -- retention -----------------------------------------------------------
 
     def delete(self, result_id: str, owner: str) -> bool:
+        """Delete an owner's result, row and files together."""
         with self.connect() as db:
             n = db.execute("DELETE FROM results WHERE id = ? AND owner = ?",
                            (result_id, owner)).rowcount
@@ -271,5 +281,6 @@ class Store:
         return len(ids)
 
     def all_ids(self) -> list[str]:
+        """Every stored result id."""
         with self.connect() as db:
             return [r["id"] for r in db.execute("SELECT id FROM results")]

@@ -29,6 +29,7 @@ MIN_PASSWORD = 10
 
 
 def init(db: sqlite3.Connection) -> None:
+    """Create the users and tokens tables."""
     db.executescript(SCHEMA)
 
 
@@ -52,6 +53,7 @@ def create_user(db: sqlite3.Connection, username: str, password: str) -> int:
 
 
 def authenticate(db: sqlite3.Connection, username: str, password: str) -> int | None:
+    """The user id for a name and password, or None."""
     row = db.execute("SELECT id, password_hash FROM users WHERE username = ?",
                      (username,)).fetchone()
     if row is None:
@@ -61,6 +63,7 @@ def authenticate(db: sqlite3.Connection, username: str, password: str) -> int | 
 
 
 def user_count(db: sqlite3.Connection) -> int:
+    """How many logins exist."""
     return int(db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
 
 
@@ -79,6 +82,7 @@ def create_token(db: sqlite3.Connection, username: str) -> str:
 
 
 def user_for_token(db: sqlite3.Connection, token: str) -> int | None:
+    """The user id an API token belongs to, or None."""
     row = db.execute("SELECT user_id FROM tokens WHERE token_hash = ?",
                      (_hash_token(token),)).fetchone()
     return int(row[0]) if row else None

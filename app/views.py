@@ -27,6 +27,7 @@ DOWNLOADS = {
 
 
 def store():
+    """The app's result store."""
     return current_app.extensions["pneumo.store"]
 
 
@@ -39,11 +40,13 @@ from app.access import current_owner, limiter  # noqa: E402
 
 
 def upload_limit() -> str:
+    """The upload rate limit (PNEUMO_UPLOAD_RATE_LIMIT)."""
     return current_app.config["UPLOAD_RATE_LIMIT"]
 
 
 @dataclass
 class UploadOutcome:
+    """The analysed files (name, row) and the refused ones of one request."""
     results: list
     errors: list  # dicts: file, code, message, status
 
@@ -94,11 +97,13 @@ def _display_name(filename: str | None) -> str:
 
 
 def error_status(errors: list) -> int:
+    """The HTTP status of a request whose files were all refused."""
     return max((e["status"] for e in errors), default=400) if errors else 200
 
 
 @bp.get("/")
 def index():
+    """The upload page."""
     current_owner()
     return render_template("upload.html", max_files=current_app.config["MAX_FILES"],
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
@@ -108,6 +113,7 @@ def index():
 @bp.post("/upload")
 @limiter.limit(upload_limit)
 def upload():
+    """Analyse the uploaded files; one opens its result, several a summary."""
     outcome = handle_files(request.files.getlist("files"))
     if len(outcome.results) == 1 and not outcome.errors:
         return redirect(url_for("views.result", result_id=outcome.results[0][1].id), 303)
@@ -117,6 +123,7 @@ def upload():
 
 @bp.get("/results/<result_id>")
 def result(result_id: str):
+    """The result page: viewer, verdict, measurements, downloads."""
     row = store().get(result_id, current_owner())
     if row is None:
         abort(404)
@@ -141,6 +148,7 @@ def identifiers(result_id: str):
 
 @bp.get("/results/<result_id>/files/<name>")
 def download(result_id: str, name: str):
+    """One file of a result (rendered on first request)."""
     row = store().get(result_id, current_owner())
     if row is None or name not in DOWNLOADS:
         abort(404)
@@ -156,6 +164,7 @@ def download(result_id: str, name: str):
 
 @bp.get("/results/<result_id>/seg.dcm")
 def seg(result_id: str):
+    """The result as a DICOM Segmentation (optionally de-identified)."""
     row = store().get(result_id, current_owner())
     if row is None:
         abort(404)
@@ -169,6 +178,7 @@ def seg(result_id: str):
 
 @bp.post("/results/<result_id>/delete")
 def delete(result_id: str):
+    """Delete a result and go back to the worklist."""
     if not store().delete(result_id, current_owner()):
         abort(404)
     flash("Result deleted.")
@@ -177,6 +187,7 @@ def delete(result_id: str):
 
 @bp.get("/worklist")
 def worklist():
+    """The owner's results, newest or most probable first."""
     sort = request.args.get("sort", "newest")
     if sort not in ("newest", "probability"):
         sort = "newest"
@@ -220,8 +231,10 @@ def dicom_date(value: str | None) -> str:
 
 
 def register_error_handlers(app: Flask) -> None:
+    """JSON errors for the API, friendly pages elsewhere, never a traceback."""
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        """An HTTP error as JSON (API) or a page."""
         if isinstance(exc, RequestEntityTooLarge):
             limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
             message = f"The upload is too large: at most {limit} MB per request."
@@ -236,6 +249,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
+        """Any other exception: logged without patient data, answered 500 with a plain message."""
         import traceback
         # frames only: exception messages can quote file contents (PHI)
         log.error("unexpected error %s at\n%s", type(exc).__name__,
