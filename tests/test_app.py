@@ -21,9 +21,17 @@ def csrf(client) -> str:
 
 
 def upload(client, *files, url="/upload"):
-    data = {"files": [(io.BytesIO(content), name) for name, content in files],
-            "csrf_token": csrf(client)}
-    return client.post(url, data=data, content_type="multipart/form-data")
+    """POST files as multipart/form-data, encoded here in memory: the test client's own
+    encoder spools bodies over 500 kB to a temporary file that it never closes."""
+    from werkzeug.datastructures import FileStorage, MultiDict
+    from werkzeug.test import encode_multipart
+    fields = MultiDict([("files", FileStorage(io.BytesIO(content), filename=name,
+                                              content_type="application/octet-stream"))
+                        for name, content in files])
+    fields.add("csrf_token", csrf(client))
+    boundary, body = encode_multipart(fields)
+    return client.post(url, data=body,
+                       content_type=f"multipart/form-data; boundary={boundary}")
 
 
 def post(client, url, **form):
