@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Training speed (images/s) of U-Net and Double-UNet at 256² and 512² on this machine.
+"""Training speed (images/s) of the model-v2 pilot candidates and the U-Net baseline.
 
-    .venv/bin/python benchmarks/train_speed.py [--steps 10] [--out FILE]
+    .venv/bin/python benchmarks/train_speed.py [--steps 6] [--out FILE]
 
-Uses the bundled model's Double-UNet configuration (width 0.25, encoder batch
-norm) and the U-Net baseline configuration; random data, batch 8, after 2
-warm-up steps. Median of per-step times.
+Builds each config in configs/pilot/ (and configs/train_unet_256.json) with its
+precision policy; random data, batch 8, after 2 warm-up steps, median of per-step
+times; loss on every named output as in training. Run it on an idle machine.
 """
 from __future__ import annotations
 
@@ -22,45 +22,56 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def measure(arch: dict, size: int, steps: int, batch: int = 8) -> dict:
+def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     import keras
     import numpy as np
     from pneumo import losses
     from pneumo.networks import build_model
-    arch = json.loads(json.dumps(arch))
-    arch["args"]["input_size"] = size
-    model = build_model(arch)
-    n_out = len(model.outputs)
+    from pneumo.training import TrainConfig
+    from pneumo.training.loop import precision_policy
+    cfg = TrainConfig.load(cfg_path)
+    policy = precision_policy(cfg, gpu=False)
+    keras.mixed_precision.set_global_policy(policy)
+    model = build_model(cfg.architecture)
+    names = list(model.output_names)
+    loss = {n: (losses.image_bce if n == "image_prob" else losses.weighted_bce_dice)
+            for n in names}
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=[losses.weighted_bce_dice] * n_out if n_out > 1 else losses.weighted_bce_dice)
+                  loss=loss if len(names) > 1 else losses.weighted_bce_dice)
+    size, channels = cfg.preprocess["size"], cfg.preprocess.get("channels", 1)
     rng = np.random.default_rng(0)
-    x = rng.random((batch, size, size, 1)).astype("float32")
+    x = rng.random((batch, size, size, channels)).astype("float32")
     y = (rng.random((batch, size, size, 1)) > 0.98).astype("float32")
-    target = (y,) * n_out if n_out > 1 else y
+    target = {n: (np.ones((batch, 1), "float32") if n == "image_prob" else y) for n in names}
+    target = target if len(names) > 1 else y
     times = []
     for i in range(steps + 2):
         t = time.perf_counter()
         model.train_on_batch(x, target)
         if i >= 2:
             times.append(time.perf_counter() - t)
+    keras.mixed_precision.set_global_policy("float32")
     step = statistics.median(times)
-    return {"architecture": arch["name"], "size": size, "batch": batch,
-            "params": model.count_params(), "step_s": step, "images_per_s": batch / step}
+    return {"config": cfg_path.name, "architecture": cfg.architecture["name"],
+            "encoder": cfg.architecture["args"].get("encoder", "-"), "size": size,
+            "precision": policy, "batch": batch, "params": model.count_params(),
+            "step_s": step, "images_per_s": batch / step}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=6)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_speed.json"))
     args = p.parse_args()
-    double = json.loads((ROOT / "configs/train_double_unet_256.json").read_text())["architecture"]
-    unet = json.loads((ROOT / "configs/train_unet_256.json").read_text())["architecture"]
-    rows = [measure(a, s, args.steps) for a in (unet, double) for s in (256, 512)]
+    configs = sorted((ROOT / "configs" / "pilot").glob("*.json")) + [
+        ROOT / "configs" / "train_unet_256.json"]
+    rows = [measure(c, args.steps) for c in configs]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2))
+    Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"),
+                                          "cores": os.cpu_count(), "rows": rows}, indent=2))
     for r in rows:
-        print(f"{r['architecture']:12s} {r['size']}²  {r['params']:>9,} params  "
-              f"{r['images_per_s']:6.2f} images/s")
+        print(f"{r['config']:22s} {r['encoder']:18s} {r['size']}² {r['precision']:15s} "
+              f"{r['params']:>10,} params  {r['images_per_s']:6.2f} images/s")
     return 0
 
 
