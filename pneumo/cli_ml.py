@@ -72,9 +72,14 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_predictor(args):
+    import sys
+    from pneumo.device import configure_device
     from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
+    placement = configure_device(None, args.device)  # before Keras builds anything
+    print(f"model on {placement}", file=sys.stderr)
     predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR,
-                               operating_point=getattr(args, "operating_point", None))
+                               operating_point=getattr(args, "operating_point", None),
+                               runtime=args.runtime)
     if getattr(args, "tta", False):
         predictor.tta = True
     return predictor
@@ -133,9 +138,22 @@ def _data_args(p):
     p.add_argument("--split", default="val", choices=["train", "val", "all"])
 
 
+def _model_args(p) -> None:
+    import os
+    from pneumo.device import DEVICE_CHOICES
+    from pneumo.runtime import RUNTIMES
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.add_argument("--device", choices=DEVICE_CHOICES,
+                   default=os.environ.get("PNEUMO_DEVICE", "auto").lower(),
+                   help="where the model runs (default: PNEUMO_DEVICE or auto)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   default=os.environ.get("PNEUMO_RUNTIME", "keras").lower(),
+                   help="inference runtime (default: PNEUMO_RUNTIME or keras)")
+
+
 def add_ml_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model folder on labelled images")
-    p.add_argument("--model", help="model folder (default: the bundled model)")
+    _model_args(p)
     p.add_argument("--out", default="runs/evaluation", help="report folder")
     p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
@@ -144,7 +162,7 @@ def add_ml_commands(sub) -> None:
 
     p = sub.add_parser("predict", help="predict files or folders to a submission CSV")
     p.add_argument("inputs", nargs="+", help="DICOM/PNG/JPEG files or folders")
-    p.add_argument("--model", help="model folder (default: the bundled model)")
+    _model_args(p)
     p.add_argument("--submission", required=True, help="Kaggle submission CSV to write")
     p.add_argument("--scores", help="per-image scores CSV to write")
     p.add_argument("--overlays", help="folder for overlay PNGs")
