@@ -14,6 +14,7 @@ from pathlib import Path
 from flask import Flask
 
 from pneumo import paths
+from pneumo.imaging import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger("pneumo.app")
 
@@ -50,7 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,   # whole request
         MAX_FILES=20,                          # files per upload
-        MAX_IMAGE_PIXELS=50_000_000,
+        MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,         # decompression-bomb guard
         WARM_UP=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -42,7 +42,6 @@ from app.store import ResultRow, Store, new_id
 log = logging.getLogger("pneumo.app")
 
 THUMB_SIDE = 160
-OVERLAY_OPACITY = 0.4
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -90,7 +89,7 @@ def _filled(store, row, opacity: float) -> np.ndarray:
 
 
 def _render_overlay(store, row) -> bytes:
-    return _png_bytes(overlay.burn_label(_filled(store, row, OVERLAY_OPACITY)))
+    return _png_bytes(overlay.burn_label(_filled(store, row, overlay.DEFAULT_OPACITY)))
 
 
 def _render_thumb(store, row) -> bytes:

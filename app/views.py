@@ -130,9 +130,12 @@ def result(result_id: str):
     from pneumo import overlay
     point = row.operating_point or {}
     mask_threshold = point.get("mask_threshold", predictor().pp.pixel_threshold)
+    shape = (row.meta.get("rows", 0), row.meta.get("columns", 0))
     return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
-                           contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)))
+                           contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)),
+                           contour_width=overlay.contour_width(shape),
+                           opacity=round(100 * overlay.DEFAULT_OPACITY))
 
 
 @bp.get("/results/<result_id>/identifiers")

@@ -163,7 +163,7 @@ def _plots(out: Path, rows, xs, ys, maps, predictor, prob) -> None:
     for i in worst:
         mask = postprocess.mask_from_map(maps[i], predictor.pp) \
             if prob[i] >= predictor.operating_point.threshold else np.zeros(maps[i].shape, bool)
-        pred = overlay.filled(xs[i], mask, 0.45)
+        pred = overlay.filled(xs[i], mask)
         truth = overlay.contour(xs[i], ys[i].astype(bool), 1, (0, 255, 0))
         tiles.append(overlay.side_by_side(truth, pred, gap=2))
     grid = np.concatenate(tiles, axis=0)

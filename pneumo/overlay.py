@@ -13,6 +13,13 @@ import numpy as np
 #: The result viewer draws its layers in these colours too (passed by the page).
 MASK_COLOUR = (255, 170, 0)
 CONTOUR_COLOUR = (255, 220, 0)
+#: Opacity of the filled mask in the overlay PNG and the viewer's starting value.
+DEFAULT_OPACITY = 0.4
+
+
+def contour_width(shape: tuple[int, ...]) -> int:
+    """Outline width in pixels: about 0.3 % of the image's longer side (the viewer's too)."""
+    return max(1, round(max(shape[:2]) / 300))
 
 
 def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
@@ -20,7 +27,7 @@ def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(pixels[:, :, None], 3, axis=2)
 
 
-def filled(pixels: np.ndarray, mask: np.ndarray, opacity: float = 0.4,
+def filled(pixels: np.ndarray, mask: np.ndarray, opacity: float = DEFAULT_OPACITY,
            colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
     """Blend ``colour`` over the mask pixels with ``opacity`` in [0, 1]."""
     if not 0.0 <= opacity <= 1.0:
@@ -37,7 +44,7 @@ def contour(pixels: np.ndarray, mask: np.ndarray, thickness: int | None = None,
     rgb = grey_to_rgb(pixels).copy()
     if not mask.any():
         return rgb
-    thickness = thickness or max(1, round(max(pixels.shape) / 300))
+    thickness = thickness or contour_width(pixels.shape)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(rgb, contours, -1, colour, thickness)

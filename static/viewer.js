@@ -205,7 +205,8 @@
     const src = pixelsOf(maskImg, W, H);
     const inside = new Uint8Array(W * H);
     for (let i = 0; i < W * H; i++) inside[i] = src[4 * i] > 127 ? 1 : 0;
-    const core = erode(inside, Math.max(1, Math.round(Math.max(W, H) / 300)));
+    // the outline width comes from the server (pneumo.overlay.contour_width), one rule for both
+    const core = erode(inside, parseInt(root.dataset.contourWidth, 10) || 1);
     const paint = (keep, rgb) => (d) => {
       for (let i = 0; i < W * H; i++) {
         if (!keep(i)) continue;

@@ -71,6 +71,10 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     assert re.match(r"\d+ px", area) and "no cm²: pixel spacing implausible" in area
     assert re.search(r"would be 1[0-9]\.[0-9] cm wide", area)
     assert "Decision support, not a diagnosis" in html and "heat map colour scale" in html
+    # one rule for the outline and the starting opacity, shared with pneumo.overlay
+    from pneumo import overlay as ov
+    assert f'data-contour-width="{ov.contour_width((1024, 1024))}"' in html
+    assert f'id="opacity" type="range" min="0" max="100" value="{round(100 * ov.DEFAULT_OPACITY)}"' in html
     worklist = client.get("/worklist").data.decode()
     assert "study.dcm" in worklist and re.search(r"<td>\d{4}-\d{2}-\d{2}</td>", worklist)
     ds = pydicom.dcmread(positive_dicom)
