@@ -212,7 +212,11 @@ def test_api_prediction_json(client, positive_dicom):
     body = resp.json
     (res,), (err,) = body["results"], body["errors"]
     assert err["code"] == "unsupported_format" and err["file"] == "y.txt"
-    assert res["verdict"] in ("pneumothorax suspected", "not detected")
+    # the verdict is the operating point's rule applied to the probability, and the mask follows it
+    suspected = res["probability"] >= res["threshold"]
+    assert res["positive"] == suspected
+    assert res["verdict"] == ("pneumothorax suspected" if suspected else "not detected")
+    assert (res["area_px"] > 0) <= suspected
     assert 0 <= res["probability"] <= 1 and res["threshold"] == pytest.approx(0.3)
     assert res["area_px"] == int(rle.decode(res["mask_rle"]).sum())
     assert res["area_cm2"] is None and "implausible" in res["metadata"]["spacing_warning"]

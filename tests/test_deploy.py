@@ -112,7 +112,9 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
         card = modelcard.read(BUNDLED)
         assert result["threshold"] == pytest.approx(card.operating_point().threshold, abs=1e-4)
         assert result["model"].startswith(card.name)
-        assert result["verdict"] in ("pneumothorax suspected", "not detected")
+        suspected = result["probability"] >= result["threshold"]
+        assert result["positive"] == suspected and (result["area_px"] > 0) <= suspected
+        assert result["verdict"] == ("pneumothorax suspected" if suspected else "not detected")
         with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
             device = json.loads(resp.read())["device"]
         assert device == "CPU (tensorflow, 1 thread)" or device.startswith("GPU")
