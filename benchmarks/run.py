@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-BUNDLED = ROOT / "models" / "double_unet_siim_256"
+from pneumo.paths import default_model_dir  # noqa: E402
+
+BUNDLED = default_model_dir()
 SIIM = ROOT.parent / "shared" / "data" / "siim"
 PEAK_GFLOPS = 2 * 2.45 * 32  # 2 cores x 2.45 GHz x 32 fp32 FLOP/cycle (AVX2 FMA) = 156.8
 

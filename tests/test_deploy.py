@@ -11,10 +11,11 @@ import pydicom
 import pytest
 
 from conftest import ROOT
+from pneumo.paths import default_model_dir
 from test_browser import serve
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
-BUNDLED = ROOT / "models" / "double_unet_siim_256"
+BUNDLED = default_model_dir()
 
 
 def run_entrypoint(env_extra, *cmd):
