@@ -55,7 +55,11 @@ def model_flops(model) -> float:
     import keras
     total = 0.0
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # one filter per input channel
+            kh, kw = layer.kernel_size
+            out = layer.output.shape
+            total += 2.0 * out[1] * out[2] * out[3] * kh * kw
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
             kh, kw = layer.kernel_size
             cin = layer.input.shape[-1]
             out = layer.output.shape
