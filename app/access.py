@@ -96,11 +96,25 @@ def csrf_token() -> str:
 
 
 def _check_csrf():
-    if request.method != "POST" or request.path.startswith("/api/") or g.get("bearer"):
+    """POSTs riding on a browser session must carry the session's CSRF token.
+
+    Exempt: bearer-token calls (no cookie is trusted) and API calls that bring no
+    session cookie at all (there is no session to forge; they get a new one).
+    A cookie-authenticated API call sends the token in ``X-CSRF-Token``
+    (``GET /api/v1/csrf-token``), a form in its ``csrf_token`` field.
+    """
+    if request.method != "POST" or g.get("bearer"):
+        return None
+    cookie = current_app.config.get("SESSION_COOKIE_NAME", "session")
+    if request.path.startswith("/api/") and cookie not in request.cookies:
         return None
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
-        abort(400, description="The form expired or did not come from this site "
+        if request.path.startswith("/api/"):
+            return jsonify(error={"code": "csrf_token_missing", "message": (
+                "This call carries a browser session cookie but no valid X-CSRF-Token header "
+                "(GET /api/v1/csrf-token gives it); or use an API token.")}), 403
+        abort(403, description="The form expired or did not come from this site "
                                "(missing CSRF token). Reload the page and try again.")
     return None
 

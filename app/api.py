@@ -57,6 +57,13 @@ def get_prediction(result_id: str):
     return jsonify(result_json(row))
 
 
+@bp.get("/csrf-token")
+def csrf_token():
+    """The CSRF token of the caller's browser session, for cookie-authenticated POSTs."""
+    from app.access import csrf_token as token
+    return jsonify(csrf_token=token())
+
+
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI document (result schema made from app.store.FIELDS)."""
@@ -99,6 +106,13 @@ OPENAPI = {
                     "parameters": [{"name": "sort", "in": "query", "schema": {
                         "type": "string", "enum": ["newest", "probability"]}}],
                     "responses": {"200": {"description": "list"}}},
+        },
+        "/api/v1/csrf-token": {
+            "get": {"summary": "The browser session's CSRF token: a POST that carries the "
+                               "session cookie sends it as X-CSRF-Token (bearer calls need none)",
+                    "responses": {"200": {"description": "the token", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "csrf_token": {"type": "string"}}}}}}}},
         },
         "/api/v1/predictions/{id}": {
             "get": {"summary": "One prediction of the caller",

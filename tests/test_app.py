@@ -331,11 +331,11 @@ def test_security_headers(client):
 def test_csrf_required_on_forms(client, positive_dicom):
     resp = client.post("/upload", data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")]},
                        content_type="multipart/form-data")
-    assert resp.status_code == 400 and b"CSRF" in resp.data
+    assert resp.status_code == 403 and b"CSRF" in resp.data
     resp = client.post("/upload", data={"csrf_token": "forged",
                                         "files": [(io.BytesIO(b"x"), "a.dcm")]},
                        content_type="multipart/form-data")
-    assert resp.status_code == 400 and b"CSRF" in resp.data
+    assert resp.status_code == 403 and b"CSRF" in resp.data
     assert 'name="csrf_token"' in client.get("/").data.decode()
 
 
@@ -575,3 +575,35 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path, tiny_model_folder):
     with pytest.raises(ModelLoadError, match="not found"):
         create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                     "MODEL_DIR": str(tmp_path / "nowhere")})
+
+
+def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny_predictor,
+                                                                  positive_dicom):
+    """Only bearer-token calls (and calls without any session cookie) skip the CSRF check."""
+    from app import create_app, users
+    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                      "PREDICTOR": tiny_predictor})
+    data = positive_dicom.read_bytes()
+
+    def post_api(client, headers=None):
+        return client.post("/api/v1/predictions", headers=headers or {},
+                           data={"files": [(io.BytesIO(data), "a.dcm")]},
+                           content_type="multipart/form-data")
+
+    browser = app.test_client()
+    browser.get("/")  # a page visit: the browser now holds a session cookie
+    refused = post_api(browser)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "csrf_token_missing"
+    forged = post_api(browser, {"X-CSRF-Token": "forged"})
+    assert forged.status_code == 403
+    token = browser.get("/api/v1/csrf-token").json["csrf_token"]
+    assert post_api(browser, {"X-CSRF-Token": token}).status_code == 201
+    # a form with its token (the upload page) is allowed
+    assert upload(browser, ("b.dcm", data)).status_code == 303
+    # a script without any cookie: nothing to forge
+    assert post_api(app.test_client()).status_code == 201
+    # a bearer token: allowed whatever cookie comes with it
+    with app.extensions["pneumo.store"].connect() as db:
+        users.create_user(db, "erin", "long enough pw")
+        api_token = users.create_token(db, "erin")
+    assert post_api(browser, {"Authorization": f"Bearer {api_token}"}).status_code == 201
