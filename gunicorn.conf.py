@@ -20,6 +20,11 @@ bind = _settings.bind
 workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"
+# A gthread worker accepts connections up to worker_connections, then leaves the rest in the
+# shared listen queue. Tied to its threads, a worker holds only what it is working on, so a
+# killed worker loses only those requests; the others wait for a live worker (measured in
+# benchmarks/README.md, asserted by tests/test_load.py).
+worker_connections = _settings.worker_connections or _settings.threads
 preload_app = False
 # the first request after start-up may include graph tracing; the model loads in the background
 timeout = _settings.timeout

@@ -63,6 +63,7 @@ class Settings:
     port: int = 8000
     workers: int = 1
     threads: int = 4
+    worker_connections: int | None = None  # None: as many as threads
     timeout: int = 120
     tf_threads: int | None = None
     device: str = "auto"
@@ -107,6 +108,7 @@ class Settings:
             port=_int(env, "PORT", 8000),
             workers=_int(env, "WORKERS", 1),
             threads=_int(env, "THREADS", 4),
+            worker_connections=_int(env, "WORKER_CONNECTIONS", 0) or None,
             timeout=_int(env, "TIMEOUT", 120),
             tf_threads=None if not tf_threads else _int(env, "TF_THREADS", 1),
             device=device,

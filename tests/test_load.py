@@ -28,3 +28,5 @@ def test_killed_worker_loses_only_its_requests(tiny_model_folder):
     assert report["answered"] + report["client_errors"] == 12
     assert report["verified_own_image"] == report["answered"]
     assert report["stored_results"] >= report["answered"]
+    # the killed worker held only the connections it was working on: at most its threads
+    assert report["client_errors"] <= report["threads_per_worker"]
