@@ -111,7 +111,10 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
     lines += ["", "## Training data",
               f"- sources: {', '.join(data.get('sources', []))} (see `../shared/data/*/SOURCES.md`)",
               f"- split file `splits/{data.get('split_file')}` (fixed before training; SIIM by"
-              " ImageId, NIH by patient; no pixel-identical image across splits)"]
+              " ImageId, NIH by patient; no pixel-identical image across splits)"
+              + (f", sha256 `{data['split_sha256']}`" if data.get("split_sha256") else ""),
+              *([f"- ground truth: `{data['ground_truth']}` (SIIM-ACR stage 2 RLE from the"
+                 " `torchxrayvision==1.5.7` wheel)"] if data.get("ground_truth") else [])]
     for split in ("train", "tune", "val"):
         if f"{split}_images" in data:
             lines.append(f"- {split}: {data[f'{split}_images']} images ({data.get(f'{split}_positive')}"

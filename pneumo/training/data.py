@@ -51,7 +51,10 @@ class SplitData:
     def info(self) -> dict:
         """Counts for the model card."""
         out = {"sources": sorted({s.source for v in self.samples.values() for s in v}),
-               "split_file": Path(self.dcfg.split).name if self.dcfg.split else None}
+               "split_file": Path(self.dcfg.split).name if self.dcfg.split else None,
+               "split_sha256": hashlib.sha256(Path(self.dcfg.split).read_bytes()).hexdigest()
+               if self.dcfg.split else None,
+               "ground_truth": Path(self.dcfg.rle_csv).name}
         for name, items in self.samples.items():
             out[f"{name}_images"] = len(items)
             out[f"{name}_positive"] = sum(bool(s.positive) for s in items)
