@@ -4,7 +4,9 @@
     .venv/bin/python scripts/screenshots.py MODEL_DIR OUT_DIR DICOM [DICOM ...]
 
 The last DICOM's result page is captured with the filled overlay, the contour
-and the probability heat map, then the worklist (sorted by probability).
+and the probability heat map (with its legend), its overlay PNG download (with
+its "AI output" label), the first result with a sub-threshold finding if any,
+then the worklist (sorted by probability).
 """
 import sys
 import tempfile
@@ -37,6 +39,16 @@ def main(model: str, out: Path, dicoms: list[str]) -> None:
             page.screenshot(path=str(out / "result_contour.png"))
             page.select_option("#mode", "heatmap")
             page.screenshot(path=str(out / "result_heatmap.png"))
+            overlay = page.request.get(page.url + "/files/overlay.png")
+            (out / "overlay_download.png").write_bytes(overlay.body())
+            results = page.request.get(server.url + "/api/v1/predictions").json()["results"]
+            quiet = [r for r in results if r["finding_below_threshold"]]
+            if quiet:
+                page.goto(server.url + quiet[0]["links"]["page"])
+                page.wait_for_selector("#canvas[data-ready='1']")
+                page.select_option("#mode", "heatmap")
+                page.screenshot(path=str(out / "result_subthreshold.png"))
+            print(f"{len(results)} results, {len(quiet)} with a sub-threshold finding")
             page.goto(server.url + "/worklist?sort=probability")
             page.screenshot(path=str(out / "worklist.png"))
             browser.close()
