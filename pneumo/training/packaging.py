@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import calibration, modelcard, networks, postprocess
+from pneumo import calibration, metrics, modelcard, networks, postprocess
 from pneumo.evaluation import score_outputs
 from pneumo.inference import ModelOutput, predict_batches
 from pneumo.modelcard import ModelCard
@@ -59,18 +59,13 @@ def fit_card(name: str, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
     cal, cv_losses = calibration.choose_calibrator(tune_out.head, ev, tune.label)
     cal = calibration.Calibrator(cal.features, cal.coef, cal.intercept, fitted_on=fitted_on)
     prob = cal.probability(tune_out.head, ev)
-    dice_if_pos = np.array([_dice(t, postprocess.mask_from_map(m, pp))
+    dice_if_pos = np.array([metrics.dice(t > 0, postprocess.mask_from_map(m, pp))
                             for m, t in zip(tune_out.maps, tune.y)])
     points = postprocess.choose_operating_points(prob, tune.label, dice_if_pos, tune.has_mask)
     return ModelCard(name=name, architecture=cfg.architecture, preprocess=pcfg, postprocess=pp,
                      operating_points=points, calibration=cal, tta=cfg.tta,
                      version=time.strftime("%Y-%m-%d"),
                      extra={"calibration_cv_log_loss": cv_losses})
-
-
-def _dice(truth: np.ndarray, pred: np.ndarray) -> float:
-    from pneumo.metrics import dice
-    return dice(truth > 0, pred)
 
 
 def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitData,
