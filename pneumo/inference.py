@@ -133,6 +133,10 @@ class Predictor:
             raise ModelLoadError(
                 f"Weights in {model_dir} could not be loaded into "
                 f"{card.architecture.get('name')}: {exc}") from exc
+        if card.calibration and "head" in card.calibration.features \
+                and "image_prob" not in model.output_names:
+            raise ModelLoadError(f"The card in {model_dir} calibrates the image head's output, "
+                                 "but its architecture has no image head")
         try:
             predictor = cls(model, card, Path(model_dir), operating_point, runtime)
         except ValueError as exc:

@@ -47,3 +47,15 @@ def test_runtime_is_chosen_by_name(tmp_path):
     folder = write_untrained_model(tmp_path / "m", arch, {"size": 64, "channels": 1})
     with pytest.raises(ModelLoadError, match="unknown runtime"):
         Predictor.load(folder, runtime="onnx", warm_up=False)
+
+
+def test_a_card_that_calibrates_a_missing_head_is_refused(tmp_path):
+    from pneumo.errors import ModelLoadError
+    from pneumo.inference import Predictor
+    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
+                                            "channels": 1}}
+    folder = write_untrained_model(tmp_path / "m", arch, {"size": 64, "channels": 1},
+                                   calibration={"features": ["head"], "coef": [1.0],
+                                                "intercept": 0.0})
+    with pytest.raises(ModelLoadError, match="no image head"):
+        Predictor.load(folder, warm_up=False)
