@@ -388,7 +388,7 @@ def test_upload_rate_limited(tmp_path, tiny_predictor):
     from app import create_app
     app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                       "PREDICTOR": tiny_predictor, "UPLOAD_RATE_LIMIT": "2 per minute"})
-    c = app.test_client()
+    c = app.test_client(use_cookies=False)  # a script client (curl): no session, so no CSRF
     codes = [c.post("/api/v1/predictions", data={}, content_type="multipart/form-data").status_code
              for _ in range(3)]
     assert codes == [400, 400, 429]

@@ -69,7 +69,8 @@ def fuzz_client(tmp_path_factory, tiny_predictor):
     app = create_app({"TESTING": True, "SECRET_KEY": "f", "PREDICTOR": tiny_predictor,
                       "DATA_DIR": str(tmp_path_factory.mktemp("fuzzdata")),
                       "MAX_IMAGE_PIXELS": MAX_PIXELS, "RATELIMIT_ENABLED": False})
-    return app.test_client()
+    # a cookie-less API client, as curl: the fuzz target is the upload parser, not CSRF
+    return app.test_client(use_cookies=False)
 
 
 @pytest.mark.slow
