@@ -119,12 +119,14 @@ class Server:
         self.local.stop()
 
 
-def post_file(url: str, data: bytes, cookie: str | None = None) -> tuple[float, dict, str | None]:
+def post_file(url: str, data: bytes, cookie: str | None = None,
+              csrf: str | None = None) -> tuple[float, dict, str | None]:
     from app.localserver import multipart_file
     body, ctype = multipart_file(data, "x.dcm")
     headers = {"Content-Type": ctype}
-    if cookie:
+    if cookie:  # a browser session: its POSTs carry the session's CSRF token
         headers["Cookie"] = cookie
+        headers["X-CSRF-Token"] = csrf or ""
     req = urllib.request.Request(url + "/api/v1/predictions", data=body, headers=headers,
                                  method="POST")
     t = time.perf_counter()
@@ -140,14 +142,25 @@ def get_bytes(url: str, cookie: str | None) -> bytes:
         return resp.read()
 
 
+def browser_session(url: str, set_cookie: str | None) -> tuple[str | None, str | None]:
+    """The session cookie and its CSRF token, as the result page's script holds them."""
+    cookie = set_cookie.split(";", 1)[0] if set_cookie else None
+    req = urllib.request.Request(url + "/api/v1/csrf-token",
+                                 headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        token = json.loads(resp.read())["csrf_token"]
+        renewed = resp.headers.get("Set-Cookie")  # the session now holds the token
+    return (renewed.split(";", 1)[0] if renewed else cookie), token
+
+
 def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
     """One upload at a time: the API answer, then what the viewer fetches to show it."""
     data = dicom.read_bytes()
     _, _, set_cookie = post_file(server.url, data)  # warm-up; results belong to this session
-    cookie = set_cookie.split(";", 1)[0] if set_cookie else None
+    cookie, csrf = browser_session(server.url, set_cookie)
     latencies, viewer, stages = [], [], {}
     for _ in range(repeats):
-        dt, payload, _ = post_file(server.url, data, cookie)
+        dt, payload, _ = post_file(server.url, data, cookie, csrf)
         latencies.append(dt)
         # the result page's viewer loads these three (image.png and mask.png are
         # rendered on this first request; prob.png was written by the upload)
