@@ -78,6 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     access.limiter.init_app(app)
     app.jinja_env.globals["csrf_token"] = access.csrf_token
     app.add_template_filter(views.dicom_date, "dicom_date")
+    app.add_template_filter(views.shown_probability, "shown_probability")
     from app.model import ModelHolder
     holder = ModelHolder(app.config["PREDICTOR"])
     if app.config["PREDICTOR"] is None:

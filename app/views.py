@@ -233,6 +233,21 @@ def dicom_date(value: str | None) -> str:
     return text or "–"
 
 
+def shown_probability(value: float | None) -> str:
+    """A calibrated probability to two decimals, never claiming certainty it lacks.
+
+    Rounding 0.996 to "1.00" (or 0.003 to "0.00") would read as certainty; such
+    values show as "> 0.99" and "< 0.01".
+    """
+    if value is None or value != value:
+        return "–"
+    if value > 0.99:
+        return "> 0.99"
+    if value < 0.01:
+        return "< 0.01"
+    return f"{value:.2f}"
+
+
 def register_error_handlers(app: Flask) -> None:
     """JSON errors for the API, friendly pages elsewhere, never a traceback."""
     @app.errorhandler(HTTPException)

@@ -607,3 +607,14 @@ def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny
         users.create_user(db, "erin", "long enough pw")
         api_token = users.create_token(db, "erin")
     assert post_api(browser, {"Authorization": f"Bearer {api_token}"}).status_code == 201
+
+
+def test_shown_probability_never_rounds_to_certainty():
+    from app.views import shown_probability
+    assert shown_probability(0.996) == "> 0.99"
+    assert shown_probability(0.004) == "< 0.01"
+    assert shown_probability(0.99) == "0.99"
+    assert shown_probability(0.01) == "0.01"
+    assert shown_probability(0.634) == "0.63"
+    assert shown_probability(float("nan")) == "–"
+    assert shown_probability(None) == "–"
