@@ -39,6 +39,7 @@ print(keras.config.backend())
 """
 
 
+@pytest.mark.slow  # trains under torch in a subprocess
 def test_torch_trained_weights_load_under_tensorflow(tmp_path):
     arch = {"name": "double_unet", "args": {"input_size": 32, "depth": 2, "width": 0.125,
                                             "channels": 1}}

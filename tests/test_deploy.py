@@ -67,6 +67,7 @@ def test_notebook_is_valid_and_calls_readme_commands():
         assert (ROOT / script).exists(), script
 
 
+@pytest.mark.slow  # starts a server
 def test_colab_helpers(tmp_path, tiny_model_folder):
     sys.path.insert(0, str(ROOT / "scripts"))
     import colab_tunnel

@@ -103,6 +103,7 @@ def test_losses_values():
     assert float(losses.weighted_bce(t, miss)[0]) > float(losses.bce(t, miss)[0])
 
 
+@pytest.mark.slow  # trains
 def test_tiny_double_unet_loss_falls():
     keras.utils.set_random_seed(0)
     model = build_double_unet(32, depth=2, width=0.125, channels=1)

@@ -244,6 +244,7 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.25):
 
 # -- (1) push: Orthanc -> app (STOW-RS) -> SEG back into Orthanc ---------------------
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, capsys):
     import highdicom as hd
     server, orthanc, token = pacs_world
@@ -333,6 +334,7 @@ def test_round_trip_with_bundled_model(orthanc_installed, positive_dicom, tmp_pa
 
 # -- (3) bad input through the real servers --------------------------------------------
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_orthanc_push_with_wrong_token_is_refused(pacs_world, positive_dicom):
     server, orthanc, token = pacs_world
     stored = orthanc.upload(with_study(positive_dicom.read_bytes()))
@@ -342,6 +344,7 @@ def test_orthanc_push_with_wrong_token_is_refused(pacs_world, positive_dicom):
     assert len(api_results(server, token)) == before
 
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_orthanc_push_of_non_image_is_refused_with_reason(pacs_world, positive_dicom):
     server, orthanc, token = pacs_world
     stored = orthanc.upload(non_image_dicom())
@@ -351,6 +354,7 @@ def test_orthanc_push_of_non_image_is_refused_with_reason(pacs_world, positive_d
     assert len(api_results(server, token)) == before
 
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_dicomweb_client_stow_mixed_batch(pacs_world, positive_dicom):
     """A maintained DICOMweb client against the app: one good, one report, one colour image."""
     from dicomweb_client.api import DICOMwebClient
@@ -395,6 +399,7 @@ def _csrf(client) -> str:
         return s["csrf"]
 
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
     from pneumo.seg import make_seg
     data = with_study(positive_dicom.read_bytes(), PatientID="PULL-TEST-42",
@@ -425,6 +430,7 @@ def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
     assert pixels.status_code == 200
 
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_path,
                                 monkeypatch, capsys):
     from app import cli, users
@@ -454,6 +460,7 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
 
 # -- (3) the PACS is down: the failure is shown, kept, and retried -----------------------
 
+@pytest.mark.slow  # starts a real Orthanc
 def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tiny_predictor,
                                                 positive_dicom, monkeypatch, capsys):
     from app import cli, create_app, pacs
