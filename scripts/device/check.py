@@ -190,11 +190,18 @@ def _installed(name: str) -> bool:
         return False
 
 
-def upload(opener, url: str, path: Path) -> tuple[float, int, dict]:
+def csrf_token(opener, url: str) -> str:
+    """The browser session's CSRF token (the session cookie lands in the opener's jar)."""
+    with opener.open(url + "/api/v1/csrf-token", timeout=30) as resp:
+        return json.loads(resp.read())["csrf_token"]
+
+
+def upload(opener, url: str, path: Path, csrf: str) -> tuple[float, int, dict]:
+    """POST one file as the result page does: session cookie plus its CSRF token."""
     from app.localserver import multipart_file
     body, ctype = multipart_file(path.read_bytes(), path.name)
     req = urllib.request.Request(url + "/api/v1/predictions", data=body, method="POST",
-                                 headers={"Content-Type": ctype})
+                                 headers={"Content-Type": ctype, "X-CSRF-Token": csrf})
     t0 = time.perf_counter()
     try:
         with opener.open(req, timeout=300) as resp:
@@ -223,10 +230,11 @@ def serve(backend: str, device: str, files: list[Path], rounds: int, out: Path) 
             row["readyz"] = json.loads(resp.read())
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        csrf = csrf_token(opener, server.url)
         times, failures, probabilities = [], [], {}
         for _ in range(rounds):
             for path in files:
-                seconds, status, answer = upload(opener, server.url, path)
+                seconds, status, answer = upload(opener, server.url, path, csrf)
                 times.append(seconds)
                 if status != 201:
                     failures.append({"file": path.name, "status": status, "answer": answer})
