@@ -232,15 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``pneumo``: every command, the web app's included."""
-    from app.settings import SettingsError
     from pneumo.errors import PneumoError
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except (PneumoError, SettingsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # a bad PACS setting, named
+    except (PneumoError, ValueError) as exc:  # ValueError: a bad setting (SettingsError), named
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Mapping
 
 from pneumo import paths
-from pneumo.device import check_device_choice
+from pneumo.device import DEVICE_CHOICES
+from pneumo.runtime import RUNTIMES
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
@@ -38,6 +39,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    """``PNEUMO_<name>`` lower-cased, one of ``choices`` (``default`` when unset)."""
     raw = (env.get(f"PNEUMO_{name}") or default).strip().lower()
     if raw not in choices:
         raise SettingsError(f"PNEUMO_{name} must be one of {', '.join(choices)}, got {raw!r}")
@@ -95,10 +97,6 @@ class Settings:
         model = env.get("PNEUMO_MODEL_DIR") or env.get("PNEUMO_MODEL") or cls.model_dir
         tf_threads = env.get("PNEUMO_TF_THREADS")
         try:
-            device = check_device_choice(env.get("PNEUMO_DEVICE") or "auto")
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
-        try:
             retention = float(env.get("PNEUMO_RETENTION_DAYS") or 30.0)
         except ValueError:
             raise SettingsError("PNEUMO_RETENTION_DAYS must be a number of days, got "
@@ -111,8 +109,8 @@ class Settings:
             worker_connections=_int(env, "WORKER_CONNECTIONS", 0) or None,
             timeout=_int(env, "TIMEOUT", 120),
             tf_threads=None if not tf_threads else _int(env, "TF_THREADS", 1),
-            device=device,
-            runtime=_choice(env, "RUNTIME", "keras", ("keras", "openvino")),
+            device=_choice(env, "DEVICE", "auto", DEVICE_CHOICES),
+            runtime=_choice(env, "RUNTIME", "keras", RUNTIMES),
             log_level=(env.get("PNEUMO_LOG_LEVEL") or "INFO").upper(),
             model_dir=Path(model).resolve(),
             operating_point=env.get("PNEUMO_OPERATING_POINT") or None,
