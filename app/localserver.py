@@ -35,6 +35,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM a server process, SIGKILL it if it is still there after ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class LocalServer:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` with the given model and data folder.
 
@@ -85,13 +96,7 @@ class LocalServer:
 
     def stop(self) -> None:
         """Stop gunicorn (SIGTERM, then SIGKILL after 60 s) and remove its own log folder."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 60)
         self._log.close()
         if self._own_log_dir is not None:  # the caller did not ask to keep the log
             shutil.rmtree(self._own_log_dir, ignore_errors=True)

@@ -23,7 +23,7 @@ import pydicom
 import pytest
 import requests
 
-from app.localserver import LocalServer, free_port
+from app.localserver import LocalServer, free_port, stop_process
 
 ORTHANC_USER, ORTHANC_PASSWORD = "pneumo-test", "orthanc-secret-1"
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
@@ -90,13 +90,8 @@ class Orthanc:
         raise RuntimeError("Orthanc did not start:\n" + (self.folder / "orthanc.log").read_text()[-3000:])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 30)
         self.proc = None
         if getattr(self, "log", None):
             self.log.close()
