@@ -23,6 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -180,7 +182,7 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
     total = statistics.median(latencies)
     model = stage_stats.get("model_s", {}).get("median", 0.0)
     return {"file": dicom.name, "bytes": len(data), "latency_s": stats(latencies),
-            "p95_s": _percentile(latencies, 95), "stages_s": stage_stats,
+            "p95_s": float(np.percentile(latencies, 95)), "stages_s": stage_stats,
             "upload_plus_viewer_files_s": stats(viewer),
             "non_model_fraction": (total - model) / total if total else None}
 
@@ -190,13 +192,6 @@ def _all_rows(store):
         ids = [r["id"] for r in db.execute("SELECT id FROM results ORDER BY created")]
         owners = {r["id"]: r["owner"] for r in db.execute("SELECT id, owner FROM results")}
     return [store.get(i, owners[i]) for i in ids]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> dict:
@@ -224,8 +219,8 @@ def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> di
     wall = time.perf_counter() - t0
     return {"clients": clients, "duration_s": wall, "requests": len(latencies),
             "errors": errors[0], "throughput_per_s": len(latencies) / wall,
-            "p50_s": _percentile(latencies, 50) if latencies else None,
-            "p95_s": _percentile(latencies, 95) if latencies else None}
+            "p50_s": float(np.percentile(latencies, 50)) if latencies else None,
+            "p95_s": float(np.percentile(latencies, 95)) if latencies else None}
 
 
 def scaling(levels: list[dict], cores: int) -> float | None:

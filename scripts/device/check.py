@@ -64,13 +64,16 @@ def run_text(cmd: list[str]) -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
+def _version(name: str) -> str | None:
+    """The installed version of a distribution, or ``None``."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def host_info() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = {name: _version(name) for name in PACKAGES}
     return {"gpus": run_text(["nvidia-smi", "--query-gpu=index,name,driver_version,memory.total",
                               "--format=csv,noheader"]),
             "python": platform.python_version(), "machine": platform.machine(),
@@ -137,19 +140,19 @@ def pick_dicoms(source: Path, n: int) -> list[Path]:
     return out
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) without needing numpy here."""
-    s = sorted(values)
-    k = (len(s) - 1) * q / 100
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
 def predict_run(backend: str, device: str, data: Path, out_json: Path, maps: Path, log: Path,
                 bench: str | None, memory: GpuMemory | None = None) -> dict:
     """``predict_run.py`` under ``backend`` in its own process; its JSON report."""
     cmd = [sys.executable, str(PREDICT_RUN), str(data), "--device", device,
            "--out", str(out_json), "--maps", str(maps)] + (["--bench", bench] if bench else [])
+    if run_logged(cmd, backend, log, memory) != 0:
+        raise RuntimeError(f"predict_run.py failed under {backend} (see {log.name})")
+    return json.loads(out_json.read_text())
+
+
+def run_logged(cmd: list[str], backend: str, log: Path, memory: GpuMemory | None = None) -> int:
+    """Run ``cmd`` under ``KERAS_BACKEND=backend`` with its output appended to ``log``
+    (after the command line); ``memory`` watches its process. Returns the exit code."""
     with open(log, "a") as fh:
         fh.write(f"$ KERAS_BACKEND={backend} {' '.join(cmd)}\n")
         fh.flush()
@@ -157,9 +160,11 @@ def predict_run(backend: str, device: str, data: Path, out_json: Path, maps: Pat
                                 stdout=fh, stderr=subprocess.STDOUT)
         if memory is not None:
             memory.pids = {proc.pid}
-        if proc.wait(timeout=600) != 0:
-            raise RuntimeError(f"predict_run.py failed under {backend} (see {log.name})")
-    return json.loads(out_json.read_text())
+        try:
+            return proc.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
 
 
 def reference(prefix: Path, data: Path, weights_sha: str, work: Path, log: Path) -> dict:
@@ -174,20 +179,12 @@ def reference(prefix: Path, data: Path, weights_sha: str, work: Path, log: Path)
             ref["source"] = f"{json_path.name} (made by scripts/device/prepare.sh)"
             ref["maps"] = np.load(npz_path)["maps"]
             return ref
-    backend = "tensorflow" if _installed("tensorflow") else "torch"
+    backend = "tensorflow" if _version("tensorflow") else "torch"
     ref = predict_run(backend, "cpu", data, work / "reference.json", work / "reference.npz",
                       log, None)
     ref["source"] = f"computed in this run on this machine's CPU under {backend}"
     ref["maps"] = np.load(work / "reference.npz")["maps"]
     return ref
-
-
-def _installed(name: str) -> bool:
-    try:
-        metadata.version(name)
-        return True
-    except metadata.PackageNotFoundError:
-        return False
 
 
 def csrf_token(opener, url: str) -> str:
@@ -213,6 +210,7 @@ def upload(opener, url: str, path: Path, csrf: str) -> tuple[float, int, dict]:
 
 def serve(backend: str, device: str, files: list[Path], rounds: int, out: Path) -> dict:
     """gunicorn with the bundled model under ``backend``; upload every file ``rounds`` times."""
+    import numpy as np
     from app.localserver import LocalServer
     from pneumo.inference import DEFAULT_MODEL_DIR
     memory = GpuMemory()
@@ -241,8 +239,8 @@ def serve(backend: str, device: str, files: list[Path], rounds: int, out: Path) 
                     continue
                 probabilities.setdefault(path.name, answer["results"][0]["probability"])
         row["uploads"] = {"n": len(times), "failed": len(failures), "first_s": round(times[0], 4),
-                          "p50_s": round(percentile(times, 50), 4),
-                          "p95_s": round(percentile(times, 95), 4),
+                          "p50_s": round(float(np.percentile(times, 50)), 4),
+                          "p95_s": round(float(np.percentile(times, 95)), 4),
                           "max_s": round(max(times), 4), "failures": failures[:5]}
         row["api_probabilities"] = probabilities
     finally:
@@ -262,13 +260,9 @@ def cli_predict(backend: str, data: Path, work: Path, log: Path) -> dict:
     cmd = [sys.executable, "-m", "pneumo.cli", "predict", str(data), "--batch-size", "16",
            "--submission", str(work / f"cli_sub_{backend}.csv"), "--scores", str(scores)]
     t0 = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"$ KERAS_BACKEND={backend} {' '.join(cmd)}\n")
-        fh.flush()
-        res = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND=backend),
-                             stdout=fh, stderr=subprocess.STDOUT, timeout=600)
-    row = {"returncode": res.returncode, "wall_s_with_start_up": round(time.perf_counter() - t0, 2)}
-    if res.returncode == 0 and scores.exists():
+    returncode = run_logged(cmd, backend, log)
+    row = {"returncode": returncode, "wall_s_with_start_up": round(time.perf_counter() - t0, 2)}
+    if returncode == 0 and scores.exists():
         with open(scores, newline="") as fh:
             rows = list(csv.reader(fh))
         row["probabilities"] = {r[0]: float(r[1]) for r in rows[1:]}
