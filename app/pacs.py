@@ -91,12 +91,12 @@ class PacsSettings:
             ValueError: a value the connection cannot use, naming the variable.
         """
         def text(key):
-            """A DICOM JSON attribute's first value as text."""
+            """A setting as text, ``None`` when unset or empty."""
             value = config.get(key)
             return None if value in (None, "") else str(value)
 
         def number(key, default):
-            """A DICOM JSON attribute's first value as a number."""
+            """A setting as a positive number (``default`` when unset), checked."""
             value = config.get(key)
             try:
                 out = default if value in (None, "") else float(value)

@@ -9,7 +9,7 @@ T = TypeVar("T")
 
 
 def track(items: Iterable[T], desc: str, total: int | None = None,
-             unit: str = "img") -> Iterable[T]:
+          unit: str = "img") -> Iterable[T]:
     """Wrap ``items`` in a progress display."""
     try:
         from tqdm import tqdm

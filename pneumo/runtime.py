@@ -38,9 +38,7 @@ class KerasRuntime:
         # predict_on_batch traces once per input shape (a graph under TensorFlow, jit under
         # JAX): about 3x faster on CPU than an eager call
         from pneumo.networks import split_outputs
-        mask, head = split_outputs(self.model, self.model.predict_on_batch(x))
-        maps = np.asarray(mask, dtype=np.float32)[..., 0]
-        return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
+        return _as_arrays(*split_outputs(self.model, self.model.predict_on_batch(x)))
 
 
 class OpenVINORuntime:
@@ -62,10 +60,13 @@ class OpenVINORuntime:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         result = self.compiled(np.ascontiguousarray(x, np.float32))
         named = dict(zip(self.output_names, (result[port] for port in self.compiled.outputs)))
-        mask = named.get("mask2", named.get("mask"))
-        head = named.get("image_prob")
-        maps = np.asarray(mask, np.float32)[..., 0]
-        return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
+        return _as_arrays(named.get("mask2", named.get("mask")), named.get("image_prob"))
+
+
+def _as_arrays(mask, head) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, size, size, 1) mask and (N, 1) head outputs as float32 (N, size, size) and (N,)."""
+    maps = np.asarray(mask, np.float32)[..., 0]
+    return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
 
 
 def load(name: str, model) -> Runtime:
@@ -84,6 +85,5 @@ def load(name: str, model) -> Runtime:
 
 def as_runtime(model_or_runtime) -> Runtime:
     """A Runtime as it is, a Keras model wrapped in :class:`KerasRuntime`."""
-    return model_or_runtime if hasattr(model_or_runtime, "predict") and \
-        hasattr(model_or_runtime, "name") and not hasattr(model_or_runtime, "layers") \
-        else KerasRuntime(model_or_runtime)
+    return KerasRuntime(model_or_runtime) if hasattr(model_or_runtime, "layers") \
+        else model_or_runtime

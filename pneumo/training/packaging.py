@@ -7,6 +7,7 @@ as split_v1, tunes on validation, and the card says so.)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -118,5 +119,5 @@ def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict
             "best_epoch": state["best_epoch"], "gpu": has_gpu(),
             "backend": keras.config.backend(), "precision": cfg.precision,
             "train_images_per_second": state.get("images_per_second")}
-    final = TrainConfig(**{**cfg.__dict__, "report_validation": True})
+    final = dataclasses.replace(cfg, report_validation=True)
     return write_model_folder(final, run_dir, out, split_samples(cfg), info)
