@@ -81,10 +81,10 @@ def _load_predictor(args):
     from pneumo.device import configure_device
     from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
     placement = configure_device(None, args.device)  # before Keras builds anything
-    print(f"model on {placement}", file=sys.stderr)
     predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR,
                                operating_point=getattr(args, "operating_point", None),
                                runtime=args.runtime)
+    print(f"model on {placement}, runtime {predictor.runtime.name}", file=sys.stderr)
     if getattr(args, "tta", False):
         predictor.tta = True
     return predictor
