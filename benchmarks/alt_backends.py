@@ -59,7 +59,7 @@ def main() -> int:
         except ValueError as exc:
             report["runtimes"][name] = {"status": str(exc)}
             continue
-        maps, head = rt.predict(x8)
+        maps, head, _ = rt.predict(x8)
         row = {"runtime": rt.name, "load_s": round(load_s, 2),
                "max_abs_diff_maps": float(np.abs(maps - reference[0]).max())}
         if head is not None:

@@ -30,11 +30,13 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2,
-                 iterations: int = 50) -> tuple[np.ndarray, float]:
+                 iterations: int = 50, sample_weight: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, float]:
     """Logistic regression by Newton's method with a small L2 penalty on the weights.
 
     Args:
-        x: (N, F) features; y: (N,) 0/1 labels.
+        x: (N, F) features; y: (N,) 0/1 labels; sample_weight: (N,) weights
+            of each example's loss (default: all 1).
 
     Returns:
         ``(coef (F,), intercept)``.
@@ -42,13 +44,14 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2,
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     a = np.hstack([x, np.ones((len(x), 1))])
+    sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     w = np.zeros(a.shape[1])
     penalty = np.full(a.shape[1], l2)
     penalty[-1] = 0.0
     for _ in range(iterations):
         p = 1.0 / (1.0 + np.exp(-a @ w))
-        grad = a.T @ (p - y) + penalty * w
-        hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(penalty) + 1e-9 * np.eye(len(w))
+        grad = a.T @ (sw * (p - y)) + penalty * w
+        hess = (a * (sw * p * (1 - p))[:, None]).T @ a + np.diag(penalty) + 1e-9 * np.eye(len(w))
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:

@@ -43,6 +43,13 @@ class ImageTooLargeError(PneumoError):
     code = "image_too_large"
 
 
+class NotChestXrayError(PneumoError):
+    """The image is readable but is not a frontal chest radiograph: no verdict is made."""
+
+    http_status = 422
+    code = "not_chest_xray"
+
+
 class RLEError(PneumoError):
     """A run-length-encoded mask string is malformed or does not fit the image."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumo import calibration, dataset, metrics, postprocess, rle
-from pneumo.errors import PneumoError
+from pneumo.errors import NotChestXrayError, PneumoError
 from pneumo.imaging import read_image
 from pneumo.inference import ModelOutput, Predictor, image_probability
 from pneumo.modelcard import ModelCard
@@ -176,8 +176,9 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                   batch_size: int = 4, progress: bool = True) -> dict:
     """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
 
-    Returns counts: ``{"images": n, "positive": k, "failed": f}``. Files that
-    cannot be read are reported on stderr and left out of the CSVs.
+    Returns counts: ``{"images": n, "positive": k, "failed": f, "not_chest": g}``.
+    Files that cannot be read, and images the chest gate refuses, are reported
+    on stderr and left out of the CSVs.
     """
     from PIL import Image
     from pneumo import overlay
@@ -194,7 +195,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     if sc:
         sc.writerow(["ImageId", predictor.card.probability_kind, "area_px", "threshold",
                      "operating_point"])
-    counts = {"images": 0, "positive": 0, "failed": 0}
+    counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
     iterator = range(0, len(files), batch_size)
     if progress:
         iterator = track(iterator, "predicting", unit="batch")
@@ -204,6 +205,11 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
             for path in files[start:start + batch_size]:
                 try:
                     rec = read_image(path)
+                    predictor.check_header(rec)
+                except NotChestXrayError as exc:
+                    counts["not_chest"] += 1
+                    print(f"skipped {path.name}: {exc}", file=sys.stderr)
+                    continue
                 except PneumoError as exc:
                     counts["failed"] += 1
                     print(f"skipped {path.name}: {exc}", file=sys.stderr)
@@ -216,6 +222,12 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
             batch = np.stack([resize_image(r.pixels, predictor.pcfg.size) for r in records])
             model_out = predictor.output(batch)
             for index, (rec, image_id) in enumerate(zip(records, ids)):
+                try:
+                    predictor.check_appearance(model_out, index)
+                except NotChestXrayError as exc:
+                    counts["not_chest"] += 1
+                    print(f"skipped {image_id}: {exc}", file=sys.stderr)
+                    continue
                 pred = predictor.finish(rec, model_out, index)
                 sub.writerow([image_id, rle.encode(pred.mask)])
                 if sc:

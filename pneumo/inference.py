@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import modelcard, paths, postprocess
+from pneumo import gate, modelcard, paths, postprocess
 from pneumo.calibration import evidence
 from pneumo.errors import ModelLoadError
 from pneumo.imaging import ImageRecord
@@ -36,6 +36,7 @@ class ModelOutput:
 
     maps: np.ndarray          # float32 (N, size, size) pixel probabilities
     head: np.ndarray | None   # float32 (N,) image-level head output, if the model has one
+    features: np.ndarray | None = None  # float32 (N, F) pooled features (the chest gate's)
 
     def evidence(self, k: int) -> np.ndarray:
         """The ``k``-th highest pixel probability of each map."""
@@ -70,17 +71,22 @@ def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool
     runtime = as_runtime(model)
     maps = np.zeros(images.shape, np.float32)
     heads: list[np.ndarray] = []
+    feats: list[np.ndarray] = []
     for i in range(0, len(images), batch_size):
         x = model_input(images[i:i + batch_size], pcfg)
-        m, h = runtime.predict(x)
+        m, h, f = runtime.predict(x)
         if tta:
-            mf, hf = runtime.predict(x[:, :, ::-1].copy())
+            mf, hf, ff = runtime.predict(x[:, :, ::-1].copy())
             m = 0.5 * (m + mf[:, :, ::-1])
             h = None if h is None else 0.5 * (h + hf)
+            f = None if f is None else 0.5 * (f + ff)
         maps[i:i + batch_size] = m
         if h is not None:
             heads.append(h)
-    return ModelOutput(maps, np.concatenate(heads) if heads else None)
+        if f is not None:
+            feats.append(f)
+    return ModelOutput(maps, np.concatenate(heads) if heads else None,
+                       np.concatenate(feats) if feats else None)
 
 
 def image_probability(card: ModelCard, out: ModelOutput) -> np.ndarray:
@@ -106,6 +112,7 @@ class Predictor:
         self.pp = card.postprocess
         self.tta = card.tta
         self.operating_point = card.operating_point(operating_point)
+        self.gate = gate.AppearanceGate.from_dict(card.chest_gate) if card.chest_gate else None
         self._lock = threading.Lock()
 
     @property
@@ -120,7 +127,7 @@ class Predictor:
         ``operating_point`` names one of the card's points (default: the card's);
         ``runtime`` picks the inference runtime (:mod:`pneumo.runtime`).
         """
-        from pneumo.networks import build_model
+        from pneumo.networks import build_model, with_features
         card = modelcard.read(model_dir)
         try:
             card.operating_point(operating_point)
@@ -129,6 +136,8 @@ class Predictor:
         try:
             model = build_model(card.architecture)
             model.load_weights(Path(model_dir) / modelcard.WEIGHTS)
+            if card.chest_gate:  # the gate reads the network's pooled features
+                model = with_features(model)
         except Exception as exc:
             raise ModelLoadError(
                 f"Weights in {model_dir} could not be loaded into "
@@ -155,16 +164,35 @@ class Predictor:
         return self.output(batch).maps
 
     def predict(self, record: ImageRecord) -> Prediction:
-        """Predict one decoded image."""
+        """Predict one decoded image.
+
+        Raises:
+            NotChestXrayError: the chest gate refuses the image (no verdict is made).
+        """
         t0 = time.perf_counter()
+        self.check_header(record)
         small = resize_image(record.pixels, self.pcfg.size)[None]
         t1 = time.perf_counter()
         out = self.output(small)
+        self.check_appearance(out, 0)
         t2 = time.perf_counter()
         result = self.finish(record, out, 0)
         result.timings.update(preprocess_s=t1 - t0, model_s=t2 - t1,
                               postprocess_s=time.perf_counter() - t2)
         return result
+
+    @staticmethod
+    def check_header(record: ImageRecord) -> None:
+        """Refuse, before the model runs, what the header or colour says is no chest film."""
+        why = gate.metadata_reason(record.meta)
+        if why:
+            raise gate.refuse(why)
+
+    def check_appearance(self, out: ModelOutput, index: int) -> None:
+        """Refuse image ``index`` of a batch when the card's appearance gate does."""
+        if self.gate is not None and out.features is not None \
+                and not self.gate.passes(out.features[index:index + 1])[0]:
+            raise gate.refuse(gate.APPEARANCE_REASON)
 
     def finish(self, record: ImageRecord, out: ModelOutput, index: int) -> Prediction:
         """Post-process image ``index`` of a batch's output for ``record``."""

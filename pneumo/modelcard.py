@@ -44,6 +44,8 @@ class ModelCard:
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     intended_use: str = INTENDED_USE
+    chest_gate: dict[str, Any] | None = None  # pneumo.gate.AppearanceGate, fitted on its features
+    calibration_prevalence: float | None = None  # prevalence the probability is calibrated at
 
     def __post_init__(self):
         if self.default_operating_point not in self.operating_points:
@@ -73,7 +75,8 @@ class ModelCard:
             "default_operating_point": self.default_operating_point, "tta": self.tta,
             "data": self.data, "tune": self.tune, "validation": self.validation,
             "training": self.training, "config": self.config, "extra": self.extra,
-            "intended_use": self.intended_use,
+            "intended_use": self.intended_use, "chest_gate": self.chest_gate,
+            "calibration_prevalence": self.calibration_prevalence,
         }
 
     @classmethod
@@ -96,7 +99,9 @@ class ModelCard:
             version=str(d.get("version", "")), parameters=d.get("parameters"),
             data=d.get("data", {}), tune=d.get("tune", {}), validation=d.get("validation", {}),
             training=d.get("training", {}), config=d.get("config", {}),
-            extra=d.get("extra", {}), intended_use=d.get("intended_use", INTENDED_USE))
+            extra=d.get("extra", {}), intended_use=d.get("intended_use", INTENDED_USE),
+            chest_gate=d.get("chest_gate"),
+            calibration_prevalence=d.get("calibration_prevalence"))
 
     def write(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / CARD

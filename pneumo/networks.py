@@ -290,14 +290,42 @@ def build_model(architecture: dict[str, Any]) -> keras.Model:
     return BUILDERS[name](**architecture.get("args", {}))
 
 
+#: The pooled deep features the image head reads; the chest gate reads them too.
+FEATURES_LAYER = "image_head_concat"
+FEATURES_OUTPUT = "features"
+
+
+def with_features(model: keras.Model) -> keras.Model:
+    """The same network (shared weights) with its pooled image features as an extra
+    output named :data:`FEATURES_OUTPUT`.
+
+    Raises:
+        ValueError: the model has no image head, so no pooled features.
+    """
+    names = [layer.name for layer in model.layers]
+    if FEATURES_LAYER not in names:
+        raise ValueError(f"model {model.name!r} has no {FEATURES_LAYER!r} layer (no image head)")
+    if FEATURES_OUTPUT in model.output_names:
+        return model
+    features = layers.Identity(name=FEATURES_OUTPUT, dtype="float32")(
+        model.get_layer(FEATURES_LAYER).output)
+    outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
+    return keras.Model(model.inputs, [*outputs, features], name=model.name)
+
+
 def split_outputs(model: keras.Model, outputs) -> tuple[Any, Any | None]:
     """``(mask prediction, image-level probability or None)`` from a model's outputs.
 
     The mask prediction is ``mask2`` for Double-UNet and ``mask`` for U-Net;
     the image-level output is ``image_prob`` where the model has the head.
     """
+    return split_named(model.output_names, outputs)[:2]
+
+
+def split_named(output_names: list[str], outputs) -> tuple[Any, Any | None, Any | None]:
+    """``(mask, image probability or None, pooled features or None)`` by output name."""
     if not isinstance(outputs, (list, tuple)):
-        return outputs, None
-    named = dict(zip(model.output_names, outputs))
+        return outputs, None, None
+    named = dict(zip(output_names, outputs))
     mask = named.get("mask2", named.get("mask"))
-    return (mask if mask is not None else outputs[-1]), named.get("image_prob")
+    return mask, named.get("image_prob"), named.get(FEATURES_OUTPUT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -22,8 +22,8 @@ class Runtime(Protocol):
 
     name: str
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, size, size, C) float32 -> ((N, size, size) mask probabilities, (N,) head or None)."""
+    def predict(self, x: np.ndarray) -> Raw:
+        """(N, size, size, C) float32 -> mask probabilities, head and features (see :class:`Raw`)."""
 
 
 class KerasRuntime:
@@ -34,11 +34,11 @@ class KerasRuntime:
         self.model = model
         self.name = f"keras ({keras.config.backend()})"
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, x: np.ndarray) -> Raw:
         # predict_on_batch traces once per input shape (a graph under TensorFlow, jit under
         # JAX): about 3x faster on CPU than an eager call
-        from pneumo.networks import split_outputs
-        return _as_arrays(*split_outputs(self.model, self.model.predict_on_batch(x)))
+        from pneumo.networks import split_named
+        return _as_arrays(*split_named(self.model.output_names, self.model.predict_on_batch(x)))
 
 
 class OpenVINORuntime:
@@ -57,16 +57,26 @@ class OpenVINORuntime:
                                "INFERENCE_PRECISION_HINT": precision})
         self.name = f"openvino {ov.__version__} ({precision})"
 
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, x: np.ndarray) -> Raw:
+        from pneumo.networks import split_named
         result = self.compiled(np.ascontiguousarray(x, np.float32))
-        named = dict(zip(self.output_names, (result[port] for port in self.compiled.outputs)))
-        return _as_arrays(named.get("mask2", named.get("mask")), named.get("image_prob"))
+        return _as_arrays(*split_named(self.output_names,
+                                       [result[port] for port in self.compiled.outputs]))
 
 
-def _as_arrays(mask, head) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, size, size, 1) mask and (N, 1) head outputs as float32 (N, size, size) and (N,)."""
+class Raw(NamedTuple):
+    """One batch's network output as float32 arrays."""
+
+    maps: np.ndarray                # (N, size, size) mask probabilities
+    head: np.ndarray | None         # (N,) image-level head output
+    features: np.ndarray | None = None  # (N, F) pooled features, when the model exposes them
+
+
+def _as_arrays(mask, head, features=None) -> Raw:
+    """(N, size, size, 1) mask, (N, 1) head and (N, F) feature outputs as float32 arrays."""
     maps = np.asarray(mask, np.float32)[..., 0]
-    return maps, (None if head is None else np.asarray(head, np.float32).reshape(-1))
+    return Raw(maps, None if head is None else np.asarray(head, np.float32).reshape(-1),
+               None if features is None else np.asarray(features, np.float32))
 
 
 def load(name: str, model) -> Runtime:

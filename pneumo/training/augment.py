@@ -6,6 +6,7 @@ import math
 import cv2
 import numpy as np
 
+from pneumo.encodings import jpeg_roundtrip, resample_roundtrip
 from pneumo.training.config import Augment
 
 
@@ -56,3 +57,33 @@ def grid_distort(x: np.ndarray, y: np.ndarray, strength: float, rng: np.random.G
     x = cv2.remap(x, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     y = cv2.remap(y, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
     return x, y
+
+
+def encode_augment(x: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarray:
+    """What storing the film differently would do, at its own resolution.
+
+    In order: a lower-resolution round trip, blur or sharpening, sensor-like
+    noise, then a JPEG round trip at a random quality (last, as a file is
+    written last). Applied to both classes with the same probabilities, so
+    the artefacts no longer predict the label.
+
+    Args:
+        x: ``uint8`` (rows, columns) display pixels at the file's resolution.
+
+    Returns:
+        ``uint8`` array of the same shape.
+    """
+    if rng.random() < aug.resample:
+        x = resample_roundtrip(x, float(rng.uniform(*aug.resample_range)))
+    if rng.random() < aug.blur:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.3, 1.2)))
+    elif rng.random() < aug.sharpen:
+        soft = cv2.GaussianBlur(x, (0, 0), 1.0).astype(np.float32)
+        x = np.clip(x + rng.uniform(0.3, 1.0) * (x - soft), 0, 255).astype(np.uint8)
+    if rng.random() < aug.noise:
+        noisy = x + rng.normal(0.0, rng.uniform(1.0, 4.0), x.shape).astype(np.float32)
+        x = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if rng.random() < aug.jpeg:
+        x = jpeg_roundtrip(np.ascontiguousarray(x), int(rng.integers(aug.jpeg_quality[0],
+                                                                     aug.jpeg_quality[1] + 1)))
+    return x

@@ -17,7 +17,8 @@ from pneumo.training.data import Arrays
 KEY = "key"
 
 
-def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig) -> dict:
+def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
+                 images: np.ndarray | None = None) -> dict:
     """Scores for checkpoint choice on the tune split (no TTA).
 
     ``auc``: image-level AUC of the model's image probability (the head where
@@ -25,14 +26,34 @@ def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig) -> dict:
     Dice on positive images with a mask at pixel threshold 0.5, no gate. The
     checkpoint key is their mean: a model must both find and outline.
     """
-    out = predict_batches(model, arrays.x, pcfg, tta=False)
+    out = predict_batches(model, arrays.x if images is None else images, pcfg, tta=False)
     score = out.head if out.head is not None else out.evidence(100)
     auc = metrics.roc_auc(arrays.label, score)
     pos = np.flatnonzero(arrays.label & arrays.has_mask)
     raw = float(np.mean([metrics.dice(arrays.y[i] > 0, out.maps[i] > 0.5) for i in pos])) \
         if len(pos) else float("nan")
     key = np.nanmean([auc, raw]) if not (np.isnan(auc) and np.isnan(raw)) else -1.0
-    return {"auc": auc, "dice_positive_raw": raw, KEY: float(key)}
+    return {"auc": auc, "dice_positive_raw": raw, KEY: float(key), "_head": out.head}
+
+
+def worst_encoding_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
+                          encoded: dict[str, np.ndarray]) -> dict:
+    """:func:`epoch_scores` on each encoding of the tune split; the key is the worst one's.
+
+    Also reports, per encoding, the mean absolute change of the image head
+    against the first encoding (the original files): a model that reads the
+    file's encoding moves here even when its AUC does not.
+    """
+    per = {name: epoch_scores(model, arrays, pcfg, images) for name, images in encoded.items()}
+    first = next(iter(per.values()))
+    worst = min(per, key=lambda n: per[n][KEY])
+    out = {"auc": per[worst]["auc"], "dice_positive_raw": per[worst]["dice_positive_raw"],
+           KEY: per[worst][KEY], "worst_encoding": worst}
+    for name, s in per.items():
+        out[f"{name}_auc"], out[f"{name}_dice"] = s["auc"], s["dice_positive_raw"]
+        if s["_head"] is not None and first["_head"] is not None:
+            out[f"{name}_mean_abs_dhead"] = float(np.mean(np.abs(s["_head"] - first["_head"])))
+    return out
 
 
 class TuneCheckpoint(keras.callbacks.Callback):
@@ -40,8 +61,10 @@ class TuneCheckpoint(keras.callbacks.Callback):
     and ``state.json`` (for ``--resume``), stop early or at the time limit."""
 
     def __init__(self, arrays: Arrays, pcfg: PreprocessConfig, out: Path, cfg: TrainConfig,
-                 best: float = -1.0, best_epoch: int = 0, prior_seconds: float = 0.0):
+                 best: float = -1.0, best_epoch: int = 0, prior_seconds: float = 0.0,
+                 encoded: dict[str, np.ndarray] | None = None):
         super().__init__()
+        self.encoded = encoded or {"original": arrays.x}
         self.arrays, self.pcfg, self.out, self.cfg = arrays, pcfg, out, cfg
         self.best, self.best_epoch, self.prior_seconds = best, best_epoch, prior_seconds
         self.epochs_run, self.wait, self.images_seen = 0, 0, 0
@@ -51,10 +74,12 @@ class TuneCheckpoint(keras.callbacks.Callback):
         self.images_seen += self.cfg.batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        s = epoch_scores(self.model, self.arrays, self.pcfg)
+        s = worst_encoding_scores(self.model, self.arrays, self.pcfg, self.encoded)
         if logs is not None:
-            logs.update({f"tune_{k}": v for k, v in s.items()})
-        print(f" - tune AUC {s['auc']:.4f}, positive Dice (raw) {s['dice_positive_raw']:.4f}",
+            logs.update({f"tune_{k}": v for k, v in s.items() if k != "worst_encoding"})
+        print(f" - tune (worst encoding: {s['worst_encoding']}) AUC {s['auc']:.4f}, positive "
+              f"Dice (raw) {s['dice_positive_raw']:.4f}; " + ", ".join(
+                  f"{k} {v:.3f}" for k, v in s.items() if k.endswith("mean_abs_dhead")),
               flush=True)
         self.epochs_run = epoch + 1
         self.model.save_weights(self.out / "last.weights.h5")

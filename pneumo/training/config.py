@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+BALANCE_BY = ("source", "source_format")
 
 
 @dataclass
@@ -21,6 +22,29 @@ class Augment:
     contrast: float = 0.15
     gamma: float = 0.2
     grid_distort: float = 0.0
+    # File-encoding augmentation at the image's own resolution, before the resize to
+    # model size, applied to both classes alike so that compression artefacts and
+    # resolution carry no information about the label (see :mod:`pneumo.training.encode`).
+    jpeg: float = 0.0                   # probability of a JPEG round trip
+    jpeg_quality: tuple[int, int] = (30, 95)
+    resample: float = 0.0               # probability of a down/up-scale round trip
+    resample_range: tuple[float, float] = (0.4, 0.9)
+    blur: float = 0.0                   # probability of a Gaussian blur (sigma 0.3-1.2 px)
+    sharpen: float = 0.0                # probability of an unsharp mask
+    noise: float = 0.0                  # probability of Gaussian noise (sd 1-4 grey levels)
+
+    def __post_init__(self):
+        lo, hi = self.jpeg_quality
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError(f"jpeg_quality must be 1 <= low <= high <= 100, got {self.jpeg_quality}")
+        lo, hi = self.resample_range
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"resample_range must be 0 < low <= high <= 1, got {self.resample_range}")
+
+    @property
+    def encodes(self) -> bool:
+        """Whether any augmentation works at the image's own resolution."""
+        return any(p > 0 for p in (self.jpeg, self.resample, self.blur, self.sharpen, self.noise))
 
 
 @dataclass
@@ -51,6 +75,9 @@ class TrainConfig:
     image_loss_weight: float = 0.5
     positive_fraction: float = 0.5
     source_balance: float = 0.0
+    balance_by: str = "source"  # "source" or "source_format": the groups source_balance evens out
+    native_size: int = 1024     # cap of the full-size image cache used by encoding augmentation
+    tune_encodings: list[str] = field(default_factory=lambda: ["original"])
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
     early_stopping_patience: int = 8
     tta: bool = True
@@ -69,6 +96,8 @@ class TrainConfig:
         if self.precision not in PRECISIONS + ("auto",):
             raise ValueError(f"precision must be one of {list(PRECISIONS) + ['auto']}, "
                              f"got {self.precision!r}")
+        if self.balance_by not in BALANCE_BY:
+            raise ValueError(f"balance_by must be one of {list(BALANCE_BY)}, got {self.balance_by!r}")
         if not 0.0 < self.encoder_lr_factor <= 1.0:
             raise ValueError(f"encoder_lr_factor must be in (0, 1], got {self.encoder_lr_factor}")
 

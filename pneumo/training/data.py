@@ -6,15 +6,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 
-from pneumo import dataset, rle
+from pneumo import dataset, encodings, rle
 from pneumo.datacfg import DataConfig
 from pneumo.imaging import read_image
 from pneumo.preprocess import PreprocessConfig, model_input, resize_image, resize_target_mask
 from pneumo.progress import track
-from pneumo.training.augment import augment_pair
+from pneumo.training.augment import augment_pair, encode_augment
 from pneumo.training.config import Augment, TrainConfig
 
 SPLITS = ("train", "tune", "val")
@@ -29,6 +30,8 @@ class Arrays:
     label: np.ndarray     # bool (N,): image-level pneumothorax
     has_mask: np.ndarray  # bool (N,): y is ground truth (False: image label only)
     source: np.ndarray | None = None  # str (N,): data source of each image ("siim", "nih")
+    file_format: np.ndarray | None = None  # str (N,): the file's format ("DICOM", "PNG", "JPEG")
+    native: list[np.ndarray] | None = None  # uint8 images at their own size (capped), if loaded
 
     def __len__(self) -> int:
         return len(self.x)
@@ -38,6 +41,12 @@ class Arrays:
         keep = self.has_mask
         return Arrays(self.x[keep], self.y[keep], self.label[keep], self.has_mask[keep],
                       None if self.source is None else self.source[keep])
+
+    def groups(self, by: str) -> np.ndarray | None:
+        """The groups that balanced sampling evens out within each class."""
+        if self.source is None or by == "source" or self.file_format is None:
+            return self.source
+        return np.char.add(np.char.add(self.source, "/"), self.file_format)
 
 
 @dataclass
@@ -101,9 +110,10 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], si
     label = np.array([bool(s.positive) for s in samples], bool)
     has_mask = np.array([s.has_mask for s in samples], bool)
     source = np.array([s.source for s in samples], dtype=str)
+    fmt = np.array([s.format for s in samples], dtype=str)
     if path.exists():
         with np.load(path) as z:
-            return Arrays(z["x"], z["y"], label, has_mask, source)
+            return Arrays(z["x"], z["y"], label, has_mask, source, fmt)
     xs = np.zeros((len(samples), size, size), np.uint8)
     ys = np.zeros_like(xs)
     iterator = range(len(samples))
@@ -113,7 +123,49 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], si
         xs[i], ys[i] = load_example(samples[i], table, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=xs, y=ys)
-    return Arrays(xs, ys, label, has_mask, source)
+    return Arrays(xs, ys, label, has_mask, source, fmt)
+
+
+def native_image(sample: dataset.Sample, cap: int) -> np.ndarray:
+    """One sample's display pixels at its own resolution, shrunk to at most ``cap`` a side."""
+    x = read_image(sample.path).pixels
+    if max(x.shape) > cap:
+        f = cap / max(x.shape)
+        x = cv2.resize(x, (round(x.shape[1] * f), round(x.shape[0] * f)),
+                       interpolation=cv2.INTER_AREA)
+    return x
+
+
+def cached_native(samples: list[dataset.Sample], cap: int, cache_dir: str | Path,
+                  progress: bool = True) -> list[np.ndarray]:
+    """Every sample's full-size pixels (for encoding augmentation); cached as ``.npz``."""
+    key = hashlib.sha256(json.dumps(
+        [cap, 1] + [(s.image_id, s.path) for s in samples]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"native_{cap}_{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return [z[f"x{i}"] for i in range(len(samples))]
+    iterator = range(len(samples))
+    if progress:
+        iterator = track(iterator, f"decoding {len(samples)} images at full size")
+    out = [native_image(samples[i], cap) for i in iterator]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"x{i}": x for i, x in enumerate(out)})
+    return out
+
+
+def encoded_arrays(arrays: Arrays, encoding: str, size: int) -> np.ndarray:
+    """Model-size images of ``arrays`` after storing each full-size film as ``encoding``
+    and reading it back through the upload reader (``original``: unchanged)."""
+    if encoding == "original":
+        return arrays.x
+    if arrays.native is None:
+        raise ValueError("encoded_arrays needs the full-size images (Arrays.native)")
+    out = np.zeros_like(arrays.x)
+    for i, pixels in enumerate(arrays.native):
+        data, _ = encodings.encode(pixels, encoding)
+        out[i] = resize_image(read_image(data).pixels, size)
+    return out
 
 
 def balanced_indices(labels: np.ndarray, n: int, positive_fraction: float,
@@ -185,7 +237,8 @@ class BalancedBatches(keras.utils.PyDataset):
     def _draw(self) -> None:
         rng = np.random.default_rng(self.cfg.seed + self.epoch)
         self.order = balanced_indices(self.arrays.label, self.steps * self.cfg.batch_size,
-                                      self.cfg.positive_fraction, rng, self.arrays.source,
+                                      self.cfg.positive_fraction, rng,
+                                      self.arrays.groups(self.cfg.balance_by),
                                       self.cfg.source_balance)
 
     def set_epoch(self, epoch: int) -> None:
@@ -201,10 +254,17 @@ class BalancedBatches(keras.utils.PyDataset):
         if self.augment is None:
             bx, by = a.x[idx], a.y[idx]
         else:
-            pairs = [augment_pair(a.x[j], a.y[j], self.augment, rng) for j in idx]
+            pairs = [augment_pair(self._image(j, rng), a.y[j], self.augment, rng) for j in idx]
             bx, by = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         ys, weights = targets(self.output_names, by, a.label[idx], a.has_mask[idx])
         return model_input(bx, self.pcfg), ys, weights
+
+    def _image(self, j: int, rng: np.random.Generator) -> np.ndarray:
+        """Image ``j`` at model size, re-encoded at full size first when configured."""
+        a = self.arrays
+        if a.native is None or not self.augment.encodes:
+            return a.x[j]
+        return resize_image(encode_augment(a.native[j], self.augment, rng), self.pcfg.size)
 
     def __getitem__(self, i):
         idx = self.order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]

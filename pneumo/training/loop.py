@@ -12,7 +12,8 @@ from pneumo.device import has_gpu
 from pneumo.preprocess import PreprocessConfig
 from pneumo.training.callbacks import KEY, TuneCheckpoint
 from pneumo.training.config import Augment, TrainConfig
-from pneumo.training.data import BalancedBatches, cached_arrays, split_samples
+from pneumo.training.data import (BalancedBatches, cached_arrays, cached_native, encoded_arrays,
+                                  split_samples)
 from pneumo.training.packaging import load_init_weights, write_model_folder
 
 
@@ -78,10 +79,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
     tune_name = "tune" if data.samples["tune"] else "val"  # split_v1 has no tune split
     arrays = {name: cached_arrays(data.samples[name], data.table, pcfg.size, cfg.cache_dir,
                                   progress=verbose > 0) for name in ("train", tune_name)}
+    augment = Augment(**cfg.augment)
+    encoded = None
+    if augment.encodes or cfg.tune_encodings != ["original"]:
+        for name in ("train", tune_name):
+            arrays[name].native = cached_native(data.samples[name], cfg.native_size,
+                                                cfg.cache_dir, progress=verbose > 0)
+        encoded = {name: encoded_arrays(arrays[tune_name], name, pcfg.size)
+                   for name in cfg.tune_encodings}
     model = build_for_training(cfg, out, resume)
     steps = cfg.steps_per_epoch or max(1, len(arrays["train"]) // cfg.batch_size)
     seq = BalancedBatches(arrays["train"], cfg, pcfg, list(model.output_names),
-                          Augment(**cfg.augment), steps)
+                          augment, steps)
     compile_model(model, cfg, steps)
     initial_epoch, best, best_epoch, prior = 0, -1.0, 0, 0.0
     state_path = out / "state.json"
@@ -96,7 +105,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         # continue the learning-rate schedule where it stopped (no warm restart)
         model.optimizer.build(model.trainable_variables)
         model.optimizer.iterations.assign(initial_epoch * len(seq))
-    check = TuneCheckpoint(arrays[tune_name], pcfg, out, cfg, best, best_epoch, prior)
+    check = TuneCheckpoint(arrays[tune_name], pcfg, out, cfg, best, best_epoch, prior, encoded)
     started = time.time()
     model.fit(seq, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
               callbacks=[check, keras.callbacks.CSVLogger(str(out / "log.csv"), append=resume)])
