@@ -84,7 +84,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config["PREDICTOR"] is None:
         holder.start(app.config["MODEL_DIR"], bool(app.config["WARM_UP"]),
                      app.config["TF_THREADS"], app.config["OPERATING_POINT"],
-                     app.config.get("DEVICE", "auto"), app.config.get("RUNTIME", "keras"))
+                     app.config.get("DEVICE", "auto"), app.config.get("RUNTIME", "keras"),
+                     app.config.get("PREVALENCE"))
     app.extensions["pneumo.model"] = holder
 
     from app import dicomweb, pacs

@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydicom.errors import InvalidDicomError
 from werkzeug.exceptions import HTTPException
 
-from pneumo.errors import (CorruptImageError, ImageTooLargeError, PneumoError,
+from pneumo.errors import (CorruptImageError, ImageTooLargeError, NotChestXrayError, PneumoError,
                            UnsupportedDicomError, UnsupportedImageError)
 
 from app import service, views
@@ -144,7 +144,7 @@ def _identify(data: bytes) -> pydicom.Dataset | None:
 def _failure_reason(exc: Exception) -> int:
     if isinstance(exc, (ImageTooLargeError, OSError)):
         return OUT_OF_RESOURCES
-    if isinstance(exc, UnsupportedDicomError):
+    if isinstance(exc, (UnsupportedDicomError, NotChestXrayError)):
         return DOES_NOT_MATCH
     if isinstance(exc, (UnsupportedImageError, CorruptImageError)):
         return CANNOT_UNDERSTAND

@@ -42,20 +42,26 @@ class ModelHolder:
 
     def start(self, model_dir: str | Path, warm_up: bool, tf_threads: int | None,
               operating_point: str | None, device: str = "auto",
-              runtime: str = "keras") -> None:
+              runtime: str = "keras", prevalence: float | None = None) -> None:
         """Check the card now, load the weights on a background thread.
 
         ``device`` is the ``PNEUMO_DEVICE`` choice (auto, cpu, gpu); see
         :func:`pneumo.device.configure_device`. ``runtime`` is ``PNEUMO_RUNTIME``
-        (keras, openvino; see :mod:`pneumo.runtime`).
+        (keras, openvino; see :mod:`pneumo.runtime`). ``prevalence`` is
+        ``PNEUMO_PREVALENCE``: the shown probability is re-based to it.
         """
-        modelcard.read(model_dir).operating_point(operating_point)  # fail fast, with the reason
+        card = modelcard.read(model_dir)
+        card.operating_point(operating_point)  # fail fast, with the reason
+        if prevalence is not None and card.calibrated_at is None:
+            raise ModelNotReady(f"PNEUMO_PREVALENCE is set, but the model {card.name} has no "
+                                "calibrated probability to re-base")
         thread = threading.Thread(target=self._load, name="model-loader", daemon=True,
                                   args=(model_dir, warm_up, tf_threads, operating_point, device,
-                                        runtime))
+                                        runtime, prevalence))
         thread.start()
 
-    def _load(self, model_dir, warm_up, tf_threads, operating_point, device, runtime) -> None:
+    def _load(self, model_dir, warm_up, tf_threads, operating_point, device, runtime,
+              prevalence=None) -> None:
         from pneumo.device import configure_device, weights_device
         from pneumo.inference import Predictor
         try:
@@ -63,7 +69,8 @@ class ModelHolder:
             log.info("Keras backend %s; the model goes on %s (PNEUMO_DEVICE=%s)",
                      placement.backend, placement, device)
             predictor = Predictor.load(model_dir, warm_up=warm_up,
-                                       operating_point=operating_point, runtime=runtime)
+                                       operating_point=operating_point, runtime=runtime,
+                                       prevalence=prevalence)
             # OpenVINO runs on the CPU whatever the Keras backend placed
             predictor.device = str(placement) if runtime == "keras" else \
                 f"CPU ({predictor.runtime.name})"

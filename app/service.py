@@ -36,6 +36,7 @@ from pneumo import overlay, rle
 from pneumo.imaging import read_image
 from pneumo.inference import Predictor
 from pneumo.laterality import patient_side
+from pneumo.postprocess import review_band
 
 from app.store import ResultRow, Store, new_id
 
@@ -152,7 +153,8 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
     staged = store.staging(result_id)
     try:
         encoded = rle.encode(pred.mask)
-        write_upload_files(staged, record.pixels, pred.probability_map, encoded)
+        write_upload_files(staged, record.pixels, pred.heat_map if pred.heat_map is not None
+                           else pred.probability_map, encoded)
         if record.meta.format == "DICOM":
             (staged / "source.dcm").write_bytes(data)
         t3 = time.perf_counter()
@@ -166,14 +168,32 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
             identifiers=record.identifiers.to_dict(), model=predictor.name, rle=encoded,
             timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
             probability_kind=predictor.card.probability_kind,
-            operating_point=dict(pred.operating_point.to_dict(),
-                                 mask_threshold=predictor.pp.pixel_threshold),
+            operating_point=operating_point_facts(predictor, pred),
             finding_below_threshold=pred.finding_below_threshold)
         store.commit(row, staged)
     except BaseException:
         store.discard(staged)
         raise
     return row
+
+
+def operating_point_facts(predictor: Predictor, pred) -> dict:
+    """What the result page says about how the verdict was made, stored with the row.
+
+    ``threshold`` and ``review_band`` are on the shown probability's scale (re-based
+    to the site's prevalence where ``PNEUMO_PREVALENCE`` is set); ``heat_scale`` is
+    the factor the heat map's pixel probabilities were multiplied by, so the
+    legend can mark where the mask threshold falls on it.
+    """
+    card = predictor.card
+    facts = dict(pred.operating_point.to_dict(), mask_threshold=predictor.pp.pixel_threshold,
+                 split=card.calibration.fitted_on if card.calibration else "tune",
+                 calibrated_at=card.calibrated_at, site_prevalence=predictor.prevalence,
+                 heat_scale=pred.probability if card.calibration is not None else 1.0)
+    band = review_band(card.operating_points, pred.operating_point)
+    if band is not None:
+        facts["review_band"] = [predictor.shown(band[0]), predictor.shown(band[1])]
+    return facts
 
 
 def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:

@@ -46,6 +46,22 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return raw
 
 
+def _fraction(env: Mapping[str, str], name: str) -> float | None:
+    """``PNEUMO_<name>`` as a fraction strictly between 0 and 1 (``None`` when unset);
+    a percentage such as ``3%`` is accepted too."""
+    raw = (env.get(f"PNEUMO_{name}") or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise SettingsError(f"PNEUMO_{name} must be a fraction such as 0.05 (or 5%), "
+                            f"got {raw!r}") from None
+    if not 0.0 < value < 1.0:
+        raise SettingsError(f"PNEUMO_{name} must be strictly between 0 and 1, got {raw!r}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = str(env.get(f"PNEUMO_{name}", "")).strip().lower()
     if not raw:
@@ -77,6 +93,7 @@ class Settings:
     data_dir: Path = paths.project_root() / "uploads"  # results (git-ignored contents)
     retention_days: float = 30.0
     access_password: str | None = None
+    prevalence: float | None = None  # the site's pneumothorax prevalence, re-bases the probability
 
     @property
     def loopback(self) -> bool:
@@ -102,6 +119,7 @@ class Settings:
             raise SettingsError("PNEUMO_RETENTION_DAYS must be a number of days, got "
                                 f"{env.get('PNEUMO_RETENTION_DAYS')!r}") from None
         return cls(
+            prevalence=_fraction(env, "PREVALENCE"),
             host=env.get("PNEUMO_HOST") or "127.0.0.1",
             port=_int(env, "PORT", 8000),
             workers=_int(env, "WORKERS", 1),
@@ -127,7 +145,7 @@ class Settings:
                 "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
                 "TF_THREADS": self.tf_threads,
                 "DEVICE": self.device, "RUNTIME": self.runtime,
-                "ACCESS_PASSWORD": self.access_password}
+                "ACCESS_PASSWORD": self.access_password, "PREVALENCE": self.prevalence}
 
     def to_dict(self) -> dict:
         """The settings as JSON, without the access password."""

@@ -130,8 +130,11 @@ def result(result_id: str):
     from pneumo import overlay
     point = row.operating_point or {}
     mask_threshold = point.get("mask_threshold", predictor().pp.pixel_threshold)
+    # results stored before the heat map was scaled by the image probability have no heat_scale
+    heat_scale = point.get("heat_scale", 1.0)
     shape = (row.meta.get("rows", 0), row.meta.get("columns", 0))
     return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
+                           heat_scale=heat_scale,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
                            contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)),
                            contour_width=overlay.contour_width(shape),

@@ -69,6 +69,62 @@ def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
     return json_safe(result)
 
 
+def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of the card's headline figures.
+
+    Images are resampled with replacement ``n`` times (per class, so every
+    resample keeps the split's positives and negatives); each figure is
+    recomputed on the resample from per-image quantities computed once.
+
+    Returns:
+        ``{figure: [low, high]}`` for ``auc``, ``ece``, ``dice_positive_mask``
+        and, per operating point, ``<point>.sensitivity``, ``.specificity``,
+        ``.dice_positive`` and ``.siim_score_reweighted``.
+    """
+    prob = image_probability(card, out)
+    labels = np.asarray(arrays.label, bool)
+    m = np.asarray(arrays.has_mask, bool)
+    truths = [y > 0 for y in arrays.y]
+    regions = [postprocess.mask_from_map(p, card.postprocess) for p in out.maps]
+    dice_region = np.array([metrics.dice(t, r) for t, r in zip(truths, regions)])
+    empty_region = np.array([not r.any() for r in regions])
+    pos_idx, neg_idx = np.flatnonzero(labels), np.flatnonzero(~labels)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        draws.setdefault(name, []).append(value)
+
+    for _ in range(n):
+        idx = np.concatenate([rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))])
+        y, p = labels[idx], prob[idx]
+        add("auc", metrics.roc_auc(y, p))
+        add("ece", calibration.reliability(p, y).ece)
+        pm = idx[labels[idx] & m[idx]]
+        add("dice_positive_mask", float(dice_region[pm].mean()) if len(pm) else np.nan)
+        for name, point in card.operating_points.items():
+            called = p >= point.threshold
+            sens, spec = metrics.sensitivity_specificity(y, called)
+            add(f"{name}.sensitivity", sens)
+            add(f"{name}.specificity", spec)
+            # SIIM per-image score with the gate: a called image scores its region's Dice
+            # (an empty region on a negative scores 1), an uncalled one 1 if negative, else 0
+            mi = idx[m[idx]]
+            c = prob[mi] >= point.threshold
+            per = np.where(c, dice_region[mi], (~labels[mi]).astype(float))
+            pos_s = per[labels[mi]]
+            add(f"{name}.dice_positive", float(pos_s.mean()) if len(pos_s) else np.nan)
+            neg_s = np.where(c, empty_region[mi], True)[~labels[mi]].astype(float)
+            if len(pos_s) and len(neg_s):
+                add(f"{name}.siim_score_reweighted", metrics.REAL_PREVALENCE * pos_s.mean()
+                    + (1 - metrics.REAL_PREVALENCE) * neg_s.mean())
+    tail = (1 - level) / 2 * 100
+    return {k: [round(float(np.nanpercentile(v, tail)), 4),
+                round(float(np.nanpercentile(v, 100 - tail)), 4)]
+            for k, v in draws.items() if np.isfinite(v).any()}
+
+
 def auc_by_source(prob: np.ndarray, labels: np.ndarray, source: np.ndarray | None) -> dict:
     """Image-level AUC within each data source that has both classes.
 
@@ -111,6 +167,9 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     model_out = predictor.output(xs)
     card = predictor.card
     scores = score_outputs(card, model_out, arrays)
+    if predictor.gate is not None and model_out.features is not None:
+        # chest films the chest gate would refuse (the gate's false rejections)
+        scores["gate_rejections"] = int((~predictor.gate.passes(model_out.features)).sum())
     prob = image_probability(card, model_out)
     rows = []
     for s, p, y, pr in zip(samples, model_out.maps, ys, prob):

@@ -49,17 +49,16 @@ class Prediction:
 
     mask: np.ndarray              # bool (rows, columns): the outlined region when positive
     probability_map: np.ndarray   # float32 (size, size) at the model's resolution
-    probability: float            # calibrated image-level probability (or score, see card)
+    probability: float            # calibrated image-level probability (or score, see card),
+    #                               re-based to the site's prevalence where one is set
     operating_point: OperatingPoint
     positive: bool
-    finding_below_threshold: bool  # negative verdict, yet pixels pass the mask threshold
+    finding_below_threshold: bool  # negative verdict, probability in the review band
     area_px: int
     area_cm2: float | None
     timings: dict
-
-    @property
-    def threshold(self) -> float:
-        return self.operating_point.threshold
+    threshold: float = float("nan")  # the operating point's threshold on ``probability``'s scale
+    heat_map: np.ndarray | None = None  # float32 (size, size): what the viewer colours
 
 
 def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool = False,
@@ -102,7 +101,8 @@ class Predictor:
     """A loaded model with its card; thread-safe (model calls are serialised)."""
 
     def __init__(self, model, card: ModelCard, model_dir: Path,
-                 operating_point: str | None = None, runtime: str = "keras"):
+                 operating_point: str | None = None, runtime: str = "keras",
+                 prevalence: float | None = None):
         from pneumo import runtime as runtimes
         self.model = model
         self.runtime = runtimes.load(runtime, model)
@@ -113,6 +113,12 @@ class Predictor:
         self.tta = card.tta
         self.operating_point = card.operating_point(operating_point)
         self.gate = gate.AppearanceGate.from_dict(card.chest_gate) if card.chest_gate else None
+        self.prevalence = prevalence
+        if prevalence is not None:
+            if card.calibration is None or card.calibrated_at is None:
+                raise ValueError("a site prevalence needs a model with a calibrated probability "
+                                 "and the prevalence it was calibrated at")
+            postprocess.rebase_probability(0.5, card.calibrated_at, prevalence)  # checks range
         self._lock = threading.Lock()
 
     @property
@@ -121,11 +127,13 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True,
-             operating_point: str | None = None, runtime: str = "keras") -> "Predictor":
+             operating_point: str | None = None, runtime: str = "keras",
+             prevalence: float | None = None) -> "Predictor":
         """Build the network from the card, load its weights and optionally warm it up.
 
         ``operating_point`` names one of the card's points (default: the card's);
-        ``runtime`` picks the inference runtime (:mod:`pneumo.runtime`).
+        ``runtime`` picks the inference runtime (:mod:`pneumo.runtime`);
+        ``prevalence`` re-bases the shown probability to a site's prevalence.
         """
         from pneumo.networks import build_model, with_features
         card = modelcard.read(model_dir)
@@ -147,7 +155,7 @@ class Predictor:
             raise ModelLoadError(f"The card in {model_dir} calibrates the image head's output, "
                                  "but its architecture has no image head")
         try:
-            predictor = cls(model, card, Path(model_dir), operating_point, runtime)
+            predictor = cls(model, card, Path(model_dir), operating_point, runtime, prevalence)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         if warm_up:
@@ -201,6 +209,9 @@ class Predictor:
                           None if out.head is None else out.head[index:index + 1])
         probability = float(image_probability(self.card, one)[0])
         positive = probability >= self.operating_point.threshold
+        band = postprocess.review_band(self.card.operating_points, self.operating_point)
+        in_band = (not positive) and band is not None and probability >= band[0]
+        shown = self.shown(probability)
         region = postprocess.mask_from_map(prob_map, self.pp)
         shape = record.pixels.shape
         mask = (postprocess.upsample_probability(region.astype(np.float32), shape) > 0.5) \
@@ -209,7 +220,17 @@ class Predictor:
         spacing = record.meta.pixel_spacing_mm
         area_cm2 = (area_px * spacing[0] * spacing[1] / 100.0) \
             if spacing and not record.meta.spacing_warning else None
-        return Prediction(mask=mask, probability_map=prob_map, probability=probability,
+        calibrated = self.card.calibration is not None
+        return Prediction(mask=mask, probability_map=prob_map, probability=shown,
                           operating_point=self.operating_point, positive=positive,
-                          finding_below_threshold=(not positive) and bool(region.any()),
-                          area_px=area_px, area_cm2=area_cm2, timings={})
+                          finding_below_threshold=bool(in_band),
+                          area_px=area_px, area_cm2=area_cm2, timings={},
+                          threshold=self.shown(self.operating_point.threshold),
+                          heat_map=postprocess.heat_map(prob_map, shown if calibrated else None))
+
+    def shown(self, probability: float) -> float:
+        """A calibrated probability as shown: re-based to the site's prevalence if one is set."""
+        if self.prevalence is None:
+            return float(probability)
+        return float(postprocess.rebase_probability(probability, self.card.calibrated_at,
+                                                    self.prevalence))

@@ -57,6 +57,17 @@ class ModelCard:
         """``probability`` when calibrated, otherwise ``score``."""
         return "probability" if self.calibration else "score"
 
+    @property
+    def calibrated_at(self) -> float | None:
+        """The prevalence the probability is calibrated at: the calibration split's
+        share of positives (read from the tune figures for cards that predate the field)."""
+        if self.calibration is None:
+            return None
+        if self.calibration_prevalence is not None:
+            return self.calibration_prevalence
+        n, k = self.tune.get("n_images"), self.tune.get("n_positive")
+        return k / n if n and k else None
+
     def operating_point(self, name: str | None = None) -> OperatingPoint:
         """The named operating point (the default when ``name`` is None)."""
         name = name or self.default_operating_point

@@ -141,25 +141,33 @@ def siim_by_threshold(probability: np.ndarray, dice_if_positive: np.ndarray,
 
 def choose_operating_points(probability: np.ndarray, labels: np.ndarray,
                             dice_if_positive: np.ndarray, has_mask: np.ndarray,
-                            min_sensitivity: float = 0.90,
+                            min_sensitivity: float = 0.95,
                             prevalence: float = metrics.REAL_PREVALENCE
                             ) -> dict[str, OperatingPoint]:
     """The ``triage`` and ``balanced`` operating points on the tune split.
 
-    ``triage``: the highest threshold whose sensitivity is at least
-    ``min_sensitivity``. ``balanced``: the threshold with the best SIIM score
-    re-weighted to ``prevalence`` (images with a mask only).
+    ``balanced``: the threshold with the best SIIM score re-weighted to
+    ``prevalence`` (images with a mask only). ``triage``: the highest
+    threshold whose sensitivity is at least ``min_sensitivity``, and always a
+    different, lower point than ``balanced``: where the balanced point already
+    reaches that sensitivity, triage is the highest threshold that finds more
+    positives than balanced does (or half the balanced threshold when balanced
+    finds them all), so the two settings never behave the same.
     """
     probability = np.asarray(probability, np.float64)
     labels = np.asarray(labels, bool)
     candidates = np.unique(np.concatenate([probability, [1.0 + 1e-9]]))
     sens = np.array([(probability[labels] >= t).mean() for t in candidates])
-    ok = candidates[sens >= min_sensitivity]
-    triage_t = float(ok.max()) if len(ok) else float(candidates.min())
     m = np.asarray(has_mask, bool)
     scores = siim_by_threshold(probability[m], dice_if_positive[m], labels[m], candidates,
                                prevalence)
     balanced_t = float(candidates[int(np.argmax(scores))])
+    ok = candidates[sens >= min_sensitivity]
+    triage_t = float(ok.max()) if len(ok) else float(candidates.min())
+    if triage_t >= balanced_t:
+        balanced_sens = (probability[labels] >= balanced_t).mean()
+        more = candidates[(candidates < balanced_t) & (sens > balanced_sens)]
+        triage_t = float(more.max()) if len(more) else balanced_t / 2.0
 
     def point(name: str, t: float, text: str) -> OperatingPoint:
         s, sp = metrics.sensitivity_specificity(labels, probability >= t)
@@ -171,3 +179,48 @@ def choose_operating_points(probability: np.ndarray, labels: np.ndarray,
         "balanced": point("balanced", balanced_t, f"best SIIM score at {prevalence:.0%} "
                           "prevalence on the tune split: fewer false alarms"),
     }
+
+
+def review_band(points: dict[str, OperatingPoint], active: OperatingPoint
+                ) -> tuple[float, float] | None:
+    """The probabilities, below the active point, at which a reader should still look.
+
+    From the highest other operating point below ``active`` up to ``active``'s
+    threshold (with the usual two points: between triage and balanced).
+    ``None`` when no point lies below (the triage setting itself).
+    """
+    lower = [p.threshold for p in points.values() if p.threshold < active.threshold]
+    return (max(lower), active.threshold) if lower else None
+
+
+def heat_map(prob_map: np.ndarray, probability: float | None) -> np.ndarray:
+    """What the viewer colours: each pixel's probability times the image's.
+
+    A film with a low calibrated probability then shows no strong colour
+    anywhere, whatever its pixel map holds, and a pixel's colour reads as
+    "this image has a pneumothorax, and it is here". With no calibrated
+    probability (``None``) the pixel map is shown as it is.
+
+    Returns:
+        ``float32`` array of ``prob_map``'s shape in [0, 1].
+    """
+    shown = np.clip(np.asarray(prob_map, np.float32), 0.0, 1.0)
+    if probability is None:
+        return shown
+    return shown * np.float32(min(max(float(probability), 0.0), 1.0))
+
+
+def rebase_probability(p: np.ndarray | float, from_prevalence: float,
+                       to_prevalence: float) -> np.ndarray:
+    """Shift calibrated probabilities from one prevalence to another (prior shift on the odds).
+
+    ``odds' = odds * [to / (1 - to)] / [from / (1 - from)]``: the likelihood
+    ratio the image carries is kept; only the prior changes.
+    """
+    for name, v in (("from_prevalence", from_prevalence), ("to_prevalence", to_prevalence)):
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"{name} must be strictly between 0 and 1, got {v}")
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    factor = (to_prevalence / (1 - to_prevalence)) / (from_prevalence / (1 - from_prevalence))
+    odds = p / (1 - p) * factor
+    return odds / (1 + odds)

@@ -119,6 +119,56 @@ def test_operating_points_by_hand():
     assert scores.tolist() == pytest.approx([0.5 * 0.6 + 0.5 * 1.0, 0.5 * 0.0 + 0.5 * 1.0])
 
 
+def test_triage_is_always_a_lower_point_than_balanced():
+    # balanced already finds every positive (at 0.7), so triage at >= 90 % would land on it
+    prob = np.array([0.9, 0.8, 0.75, 0.7, 0.6, 0.3, 0.1, 0.05])
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    dice_if_pos = np.array([0.8] * 4 + [0.0] * 4)
+    points = postprocess.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
+                                                 min_sensitivity=0.9, prevalence=0.5)
+    assert points["balanced"].threshold == pytest.approx(0.7)
+    assert points["triage"].threshold == pytest.approx(0.35)   # half of balanced's
+    # with a positive below balanced, triage is the highest threshold that finds more
+    prob2 = np.array([0.9, 0.8, 0.7, 0.4, 0.6, 0.3, 0.1, 0.05])
+    points = postprocess.choose_operating_points(prob2, labels, dice_if_pos, np.ones(8, bool),
+                                                 min_sensitivity=0.5, prevalence=0.5)
+    assert points["balanced"].threshold == pytest.approx(0.7)
+    assert points["triage"].threshold == pytest.approx(0.4)
+    assert points["triage"].sensitivity == 1.0
+
+
+def test_review_band_lies_between_the_points():
+    from pneumo.postprocess import OperatingPoint, review_band
+    points = {"triage": OperatingPoint("triage", 0.2, 1, 0.5, ""),
+              "balanced": OperatingPoint("balanced", 0.6, 0.8, 0.9, "")}
+    assert review_band(points, points["balanced"]) == (0.2, 0.6)
+    assert review_band(points, points["triage"]) is None
+
+
+def test_heat_map_follows_the_image_probability():
+    m = np.array([[0.0, 0.5], [0.9, 1.2]], np.float32)
+    assert postprocess.heat_map(m, None).ravel().tolist() == pytest.approx([0, 0.5, 0.9, 1.0])
+    low = postprocess.heat_map(m, 0.05)       # a normal film: nothing near saturation
+    assert low.max() == pytest.approx(0.05) and low.dtype == np.float32
+    assert postprocess.heat_map(m, 0.5).ravel().tolist() == pytest.approx([0, 0.25, 0.45, 0.5])
+
+
+@pytest.mark.parametrize("p, frm, to, expected", [
+    (0.5, 0.5, 0.5, 0.5),
+    (0.5, 0.5, 0.2, 0.2),          # no evidence either way: the prior itself
+    (0.8, 0.37, 0.37, 0.8),
+    # odds 4 x (0.05/0.95) / (0.37/0.63) = 0.3584 -> 0.2638
+    (0.8, 0.37, 0.05, 0.3584 / 1.3584),
+])
+def test_rebase_probability_by_hand(p, frm, to, expected):
+    assert float(postprocess.rebase_probability(p, frm, to)) == pytest.approx(expected, abs=1e-4)
+
+
+def test_rebase_probability_refuses_impossible_prevalences():
+    with pytest.raises(ValueError, match="to_prevalence"):
+        postprocess.rebase_probability(0.5, 0.3, 1.0)
+
+
 def test_platt_calibration_recovers_a_known_logistic_model():
     rng = np.random.default_rng(1)
     head = rng.uniform(0.02, 0.98, 4000)

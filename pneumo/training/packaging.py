@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from pneumo import calibration, metrics, modelcard, networks, postprocess
-from pneumo.evaluation import score_outputs
+from pneumo.evaluation import bootstrap_intervals, score_outputs
 from pneumo.inference import ModelOutput, predict_batches
 from pneumo.modelcard import ModelCard
 from pneumo.preprocess import PreprocessConfig
 from pneumo.training.config import TrainConfig
-from pneumo.training.data import Arrays, SplitData, cached_arrays
+from pneumo.training.data import (Arrays, SplitData, cached_arrays, cached_native,
+                                  encoded_arrays)
 
 
 def load_model_weights(model, path: str | Path) -> None:
@@ -66,7 +67,32 @@ def fit_card(name: str, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
     return ModelCard(name=name, architecture=cfg.architecture, preprocess=pcfg, postprocess=pp,
                      operating_points=points, calibration=cal, tta=cfg.tta,
                      version=time.strftime("%Y-%m-%d"),
-                     extra={"calibration_cv_log_loss": cv_losses})
+                     extra={"calibration_cv_log_loss": cv_losses,
+                            "fitted_on_encodings": list(cfg.tune_encodings)},
+                     calibration_prevalence=round(float(np.mean(tune.label)), 4))
+
+
+def pooled_tune(model, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
+                samples: list, tune_out: ModelOutput) -> tuple[Arrays, ModelOutput]:
+    """The tune split once per encoding of ``cfg.tune_encodings`` (original first), with
+    the network's output on each: thresholds, calibration and operating points fitted on
+    all of them hold whichever way a site stores its films."""
+    names = [n for n in cfg.tune_encodings if n != "original"]
+    if not names:
+        return tune, tune_out
+    if tune.native is None:
+        tune.native = cached_native(samples, cfg.native_size, cfg.cache_dir, progress=False)
+    xs, outs = [tune.x], [tune_out]
+    for name in names:
+        xs.append(encoded_arrays(tune, name, pcfg.size))
+        outs.append(predict_batches(model, xs[-1], pcfg, tta=cfg.tta))
+    k = len(xs)
+    pooled = Arrays(np.concatenate(xs), np.concatenate([tune.y] * k),
+                    np.tile(tune.label, k), np.tile(tune.has_mask, k),
+                    None if tune.source is None else np.tile(tune.source, k))
+    heads = [o.head for o in outs]
+    return pooled, ModelOutput(np.concatenate([o.maps for o in outs]),
+                               None if heads[0] is None else np.concatenate(heads))
 
 
 def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitData,
@@ -89,10 +115,13 @@ def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitDa
                                   progress) for name in names}
     outputs = {name: predict_batches(model, arrays[name].x, pcfg, tta=cfg.tta)
                for name in arrays}
-    card = fit_card(out.name, cfg, pcfg, arrays[tune_name], outputs[tune_name], tune_name)
+    fit_arrays, fit_out = pooled_tune(model, cfg, pcfg, arrays[tune_name],
+                                      data.samples[tune_name], outputs[tune_name])
+    card = fit_card(out.name, cfg, pcfg, fit_arrays, fit_out, tune_name)
     card.tune = score_outputs(card, outputs[tune_name], arrays[tune_name])
     if "val" in outputs:
         card.validation = score_outputs(card, outputs["val"], arrays["val"])
+        card.validation["ci95"] = bootstrap_intervals(card, outputs["val"], arrays["val"])
     card.parameters = model.count_params()
     card.data = data.info()
     card.training = training_info

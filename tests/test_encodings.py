@@ -1,0 +1,78 @@
+"""Writing a film in other encodings and reading it back through the upload reader."""
+import numpy as np
+import pytest
+
+from conftest import SIIM
+
+
+@pytest.fixture(scope="module")
+def film():
+    from pneumo.imaging import read_image
+    return read_image(next(iter(sorted(SIIM.rglob("*.dcm"))))).pixels
+
+
+@pytest.mark.parametrize("name", ["png", "dicom_raw", "dicom16"])
+def test_lossless_encodings_read_back_identical(film, name):
+    from pneumo.encodings import encode
+    from pneumo.imaging import read_image
+    data, _ = encode(film, name)
+    rec = read_image(data)
+    assert np.array_equal(rec.pixels, film)
+    if name == "dicom16":
+        assert rec.meta.bits_stored == 12 and rec.meta.windowing == "window"
+
+
+@pytest.mark.parametrize("name, suffix, low, high", [
+    ("jpeg95", ".jpg", 0.05, 1.5), ("jpeg50", ".jpg", 0.5, 4.0), ("dicom_jpeg", ".dcm", 0.1, 2.0),
+])
+def test_lossy_encodings_change_pixels_by_their_quality(film, name, suffix, low, high):
+    from pneumo.encodings import encode
+    from pneumo.imaging import read_image
+    data, got_suffix = encode(film, name)
+    rec = read_image(data)
+    diff = np.abs(rec.pixels.astype(int) - film).mean()
+    assert got_suffix == suffix and rec.pixels.shape == film.shape and low < diff < high, diff
+    if name == "dicom_jpeg":
+        assert rec.meta.transfer_syntax == "1.2.840.10008.1.2.4.50"
+
+
+def test_downscale_halves_the_film(film):
+    from pneumo.encodings import encode
+    from pneumo.imaging import read_image
+    rec = read_image(encode(film, "downscale2x")[0])
+    assert rec.pixels.shape == (film.shape[0] // 2, film.shape[1] // 2)
+
+
+def test_bad_arguments_are_refused(film):
+    from pneumo.encodings import encode, jpeg_bytes, downscale
+    with pytest.raises(ValueError, match="unknown encoding 'webp'"):
+        encode(film, "webp")
+    with pytest.raises(ValueError, match="uint8"):
+        encode(film.astype(np.float32), "png")
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_bytes(film, 0)
+    with pytest.raises(ValueError, match="factor"):
+        downscale(film, 1.5)
+
+
+def test_encoding_augmentation_keeps_shape_and_is_off_by_default(film):
+    from pneumo.training.augment import encode_augment
+    from pneumo.training.config import Augment
+    rng = np.random.default_rng(0)
+    assert not Augment().encodes
+    assert np.array_equal(encode_augment(film, Augment(), rng), film)
+    strong = Augment(jpeg=1.0, jpeg_quality=(20, 20), resample=1.0, noise=1.0, blur=1.0)
+    out = encode_augment(film, strong, rng)
+    assert strong.encodes and out.shape == film.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - film).mean() > 1.0
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        Augment(jpeg_quality=(90, 10))
+
+
+def test_balancing_groups_by_source_and_format():
+    from pneumo.training.data import Arrays
+    a = Arrays(np.zeros((3, 4, 4), np.uint8), np.zeros((3, 4, 4), np.uint8),
+               np.array([True, True, False]), np.ones(3, bool),
+               np.array(["siim", "siim", "nih"]), np.array(["JPEG", "DICOM", "PNG"]))
+    assert a.groups("source").tolist() == ["siim", "siim", "nih"]
+    assert a.groups("source_format").tolist() == ["siim/JPEG", "siim/DICOM", "nih/PNG"]
