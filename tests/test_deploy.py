@@ -85,11 +85,43 @@ def test_colab_helpers(tmp_path, tiny_model_folder):
 
 
 def test_readme_commands_match_ci():
+    """README's quick start is the two commands; CI runs exactly README's test command."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for command in ("bash scripts/setup.sh", ".venv/bin/python -m pytest"):
-        assert command in readme and command in ci
-    assert "bash scripts/run.sh" in readme
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    block = quick.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["bash scripts/run.sh", "bash scripts/test.sh"]
+    assert [line for line in ci.splitlines() if line and not line.startswith(("#", "set ", "cd "))] \
+        == ["bash scripts/test.sh"]
+    assert 'exec "${PNEUMO_VENV:-.venv}/bin/python" -m pytest "$@"' in \
+        (ROOT / "scripts" / "test.sh").read_text()
+
+
+@pytest.mark.slow
+def test_run_sh_makes_a_serving_environment_without_test_or_training_tools(tmp_path):
+    """`scripts/run.sh`'s install step on its own: the app imports, the developer set is absent,
+    and a second call finds the environment up to date at once."""
+    venv = tmp_path / "venv"
+    env = dict(os.environ, PNEUMO_VENV=str(venv))
+    first = subprocess.run(["bash", "scripts/setup.sh", "serve"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "installed (serve)" in first.stdout
+    probe = ("import importlib.util, app, app.views, app.api, app.dicomweb, app.pacs, "
+             "pneumo.inference, pneumo.gate; "
+             "print([m for m in ('pytest', 'playwright', 'hypothesis', 'tqdm', 'matplotlib', "
+             "'skimage', 'torch', 'jax', 'openvino', 'jsonschema', 'importlinter') "
+             "if importlib.util.find_spec(m)])")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path,
+                         env=dict(env, PNEUMO_WARM_UP="0", PNEUMO_DATA_DIR=str(tmp_path / "d"),
+                                  PNEUMO_INSTANCE_DIR=str(tmp_path / "i")),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    again = subprocess.run(["bash", "scripts/setup.sh", "serve"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "up to date (serve)" in again.stdout
 
 
 @pytest.mark.slow
