@@ -55,7 +55,49 @@ def _figures(title: str, scores: dict, card: ModelCard) -> list[str]:
         lines.append(f"| `{name}` | {_fmt(s.get('threshold'))} | {_fmt(s.get('sensitivity'))} | "
                      f"{_fmt(s.get('specificity'))} | {_fmt(s.get('dice_positive'))} | "
                      f"{_fmt(s.get('siim_score'))} | {_fmt(s.get('siim_score_reweighted'))} |")
+    ci = scores.get("ci95") or {}
+    if ci:
+        lines += ["", "95 % bootstrap intervals (1,000 resamples within each class):", ""]
+        lines += [f"- {k}: {v[0]:.3f} to {v[1]:.3f}" for k, v in ci.items()]
     return lines + [""]
+
+
+def _gate_lines(card: ModelCard) -> list[str]:
+    """The chest gate: how it decides, and how it did when fitted."""
+    lines = ["## Not a frontal chest X-ray: the gate before the verdict", "",
+             "- DICOM header: Modality other than CR/DX/DR/RG/OT/SC, Body Part Examined other than"
+             " the chest, a lateral or decubitus View Position; colour images (mean saturation"
+             " above 12 of 255)"]
+    gate = card.chest_gate
+    if not gate:
+        return lines + ["- appearance: not fitted for this model", ""]
+    r = gate.get("report", {})
+    lines += [f"- appearance: a logistic model on the network's pooled features, threshold"
+              f" {gate['threshold']:.2f} log-odds ({gate['info'].get('margin')} below the lowest"
+              f" of {gate['info'].get('chest_images')} training and tune chest films), fitted against"
+              f" {gate['info'].get('other_images')} non-chest images (skimage samples, pydicom test"
+              " files, synthetic patterns, each also rotated and cropped)"]
+    if r:
+        lines += [f"- validation chest films refused: {r.get('validation_false_rejections')} of"
+                  f" {r.get('validation_chest_films')} (target 0)",
+                  f"- held-out non-chest images refused: {r.get('held_out_caught_in_all')} of"
+                  f" {r.get('held_out_non_chest')} (appearance alone"
+                  f" {r.get('held_out_caught_by_appearance')}; target >= 95 %); by kind"
+                  f" {json.dumps(r.get('held_out_by_kind', {}))}"]
+    return lines + [""]
+
+
+def _invariance_lines(model_dir: Path) -> list[str]:
+    """The per-encoding table, from ``encoding_invariance.json`` beside the card."""
+    path = model_dir / "encoding_invariance.json"
+    if not path.exists():
+        return []
+    from pneumo.invariance import markdown
+    report = json.loads(path.read_text())
+    return ["## Encoding invariance (validation split, the same films stored nine ways)", "",
+            "Made by `benchmarks/encoding_invariance.py`; flips and |dp| against the original"
+            " file. Targets: flips <= 2 % for every encoding, median |dp| <= 0.02, AUC within"
+            " 0.01 of the original's.", "", markdown(report)]
 
 
 def _pretrained_lines(encoder: str | None) -> list[str]:
@@ -96,6 +138,13 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
         f" (at {pp.reference_size}²) removed",
         f"- mask evidence: the {pp.evidence_pixels}-th highest pixel probability (at {pp.reference_size}²)",
     ]
+    if cal and card.calibrated_at:
+        lines.append(f"- the probability is calibrated at {100 * card.calibrated_at:.0f} % prevalence"
+                     " (the tune split's); `PNEUMO_PREVALENCE` re-bases what the page shows to a"
+                     " site's prevalence (prior shift on the odds; the verdict does not change)")
+    if card.extra.get("fitted_on_encodings"):
+        lines.append("- thresholds, calibration and operating points fitted on the tune split in"
+                     f" these encodings together: {', '.join(card.extra['fitted_on_encodings'])}")
     if cal:
         lines.append(f"- image-level probability: Platt-calibrated logistic model on the logits of "
                      f"{' and '.join(cal.features)} (coefficients {', '.join(f'{c:.3f}' for c in cal.coef)},"
@@ -144,6 +193,7 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
     if card.validation:
         lines += _figures("Validation results (held-out split, used once, model input resolution)",
                           card.validation, card)
+    lines += _invariance_lines(model_dir) + _gate_lines(card)
     lines += ["Plots: `reliability.png` (validation), `roc.png` (validation), `curves.png`"
               " (training).", "", "## Known limitations", LIMITATIONS, ""]
     if notes:
