@@ -32,7 +32,7 @@ def validation_inputs(pcfg, n: int = 8) -> np.ndarray:
     from pneumo.preprocess import model_input
     from pneumo.training import TrainConfig, load_example, split_samples
     data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
-    images = np.stack([load_example(s, data.table, pcfg.size)[0]
+    images = np.stack([load_example(s, data.table, pcfg)[0]
                        for s in data.samples["val"][:n]])
     return model_input(images, pcfg)
 

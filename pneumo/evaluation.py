@@ -160,7 +160,7 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     if progress:
         iterator = track(iterator, "evaluating")
     for i in iterator:
-        xs[i], ys[i] = load_example(samples[i], table, size)
+        xs[i], ys[i] = load_example(samples[i], table, predictor.pcfg)
     arrays = Arrays(xs, ys, np.array([bool(s.positive) for s in samples], bool),
                     np.array([s.has_mask for s in samples], bool),
                     np.array([s.source for s in samples], dtype=str))
@@ -241,7 +241,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     """
     from PIL import Image
     from pneumo import overlay
-    from pneumo.preprocess import resize_image
+    from pneumo.preprocess import model_image
 
     files = dataset.iter_image_files(inputs)
     if overlays:
@@ -278,7 +278,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                            else path.stem)
             if not records:
                 continue
-            batch = np.stack([resize_image(r.pixels, predictor.pcfg.size) for r in records])
+            batch = np.stack([model_image(r.pixels, predictor.pcfg) for r in records])
             model_out = predictor.output(batch)
             for index, (rec, image_id) in enumerate(zip(records, ids)):
                 try:

@@ -22,7 +22,7 @@ from pneumo.errors import ModelLoadError
 from pneumo.imaging import ImageRecord
 from pneumo.modelcard import ModelCard
 from pneumo.postprocess import OperatingPoint
-from pneumo.preprocess import PreprocessConfig, model_input, resize_image
+from pneumo.preprocess import PreprocessConfig, model_image, model_input
 from pneumo.runtime import as_runtime
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class Predictor:
         """
         t0 = time.perf_counter()
         self.check_header(record)
-        small = resize_image(record.pixels, self.pcfg.size)[None]
+        small = model_image(record.pixels, self.pcfg)[None]
         t1 = time.perf_counter()
         out = self.output(small)
         self.check_appearance(out, 0)

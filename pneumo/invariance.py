@@ -21,7 +21,7 @@ from pneumo.evaluation import json_safe, score_outputs
 from pneumo.imaging import ImageRecord, read_image
 from pneumo.inference import ModelOutput, Predictor, image_probability
 from pneumo.metrics import dice
-from pneumo.preprocess import resize_image, resize_target_mask
+from pneumo.preprocess import model_image, resize_target_mask
 from pneumo.progress import track
 
 ALL = ("original",) + encodings.ENCODINGS
@@ -74,7 +74,7 @@ def predict_encoding(predictor: Predictor, samples: list[dataset.Sample], table:
     for start in starts:
         chunk = samples[start:start + batch_size]
         records = [record_as(s, encoding) for s in chunk]
-        batch = np.stack([resize_image(r.pixels, size) for r in records])
+        batch = np.stack([model_image(r.pixels, predictor.pcfg) for r in records])
         small[start:start + len(chunk)] = batch
         out = predictor.output(batch)
         maps.append(out.maps)

@@ -41,6 +41,7 @@ class PreprocessConfig:
     size: int = 256
     channels: int = 1
     normalisation: str = "unit"
+    jpeg_quality: int | None = None  # canonical JPEG round trip at the file's own resolution
 
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size < 1:
@@ -52,23 +53,32 @@ class PreprocessConfig:
                              f"choose one of {list(NORMALISATIONS)}")
         if self.normalisation == "caffe" and self.channels != 3:
             raise ValueError("the caffe normalisation needs channels=3")
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"preprocess jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "channels": self.channels,
-                "normalisation": self.normalisation}
+        d = {"size": self.size, "channels": self.channels, "normalisation": self.normalisation}
+        if self.jpeg_quality is not None:
+            d["jpeg_quality"] = self.jpeg_quality
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
+        q = d.get("jpeg_quality")
         return cls(size=int(d["size"]), channels=int(d.get("channels", 1)),
-                   normalisation=str(d.get("normalisation", "unit")))
+                   normalisation=str(d.get("normalisation", "unit")),
+                   jpeg_quality=None if q is None else int(q))
 
     def describe(self) -> str:
         """One line for model cards."""
         norm = {"unit": "v (grey value scaled to [0, 1])",
                 "efficientnet_lite": "(255 v - 127) / 128",
                 "caffe": "255 v minus the ImageNet BGR mean"}[self.normalisation]
-        return (f"grey image resized to {self.size} x {self.size} in uint8 (`cv2.INTER_AREA` when "
-                f"shrinking), {self.channels} channel(s), each channel = {norm}")
+        canon = "" if self.jpeg_quality is None else (
+            f"stored once more as JPEG quality {self.jpeg_quality} at its own resolution (a "
+            "canonical encoding, so the file's own compression matters less), then ")
+        return (f"grey image {canon}resized to {self.size} x {self.size} in uint8 (`cv2.INTER_AREA`"
+                f" when shrinking), {self.channels} channel(s), each channel = {norm}")
 
 
 def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -90,6 +100,30 @@ def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
         return pixels
     interp = cv2.INTER_AREA if min(pixels.shape) >= size else cv2.INTER_LINEAR
     return cv2.resize(pixels, (size, size), interpolation=interp)
+
+
+def canonical(pixels: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
+    """The canonical encoding step: a JPEG round trip at ``jpeg_quality`` (``None``: none).
+
+    Every input then carries at least this level of JPEG artefacts, whatever
+    its file held: a lossless film and a JPEG of the same film reach the
+    network much closer to each other.
+    """
+    if jpeg_quality is None:
+        return pixels
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(pixels),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    if not ok:  # pragma: no cover - OpenCV encodes any 2-D uint8 image
+        raise ValueError("the canonical JPEG step failed")
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def model_image(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Display pixels (any size, ``uint8``) to the model-size ``uint8`` image the card asks for:
+    :func:`canonical` then :func:`resize_image`."""
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be 2-D uint8, got {pixels.dtype} {pixels.shape}")
+    return resize_image(canonical(pixels, config.jpeg_quality), config.size)
 
 
 def model_input(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -121,7 +155,7 @@ def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     Returns:
         ``float32`` array (size, size, channels).
     """
-    return model_input(resize_image(pixels, config.size)[None], config)[0]
+    return model_input(model_image(pixels, config)[None], config)[0]
 
 
 def resize_target_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from pneumo.datacfg import DataConfig  # noqa: E402
 from pneumo.dataset import read_split  # noqa: E402
 from pneumo.imaging import read_image  # noqa: E402
 from pneumo.inference import predict_batches  # noqa: E402
-from pneumo.preprocess import resize_image  # noqa: E402
+from pneumo.preprocess import model_image  # noqa: E402
 from pneumo.progress import track  # noqa: E402
 from pneumo.training.gate_data import non_chest_examples  # noqa: E402
 
@@ -65,7 +65,7 @@ class Features:
         size = self.card.preprocess.size
         out = []
         for i in track(range(0, len(images), 16), f"features of {label}", unit="batch"):
-            batch = np.stack([resize_image(p, size) for p in images[i:i + 16]])
+            batch = np.stack([model_image(p, self.card.preprocess) for p in images[i:i + 16]])
             out.append(predict_batches(self.model, batch, self.card.preprocess,
                                        tta=self.card.tta).features)
         return np.concatenate(out)

@@ -76,3 +76,16 @@ def test_balancing_groups_by_source_and_format():
                np.array(["siim", "siim", "nih"]), np.array(["JPEG", "DICOM", "PNG"]))
     assert a.groups("source").tolist() == ["siim", "siim", "nih"]
     assert a.groups("source_format").tolist() == ["siim/JPEG", "siim/DICOM", "nih/PNG"]
+
+
+def test_the_canonical_jpeg_step_is_part_of_the_model_image(film):
+    from pneumo.encodings import jpeg_roundtrip
+    from pneumo.preprocess import PreprocessConfig, model_image, resize_image
+    plain = PreprocessConfig(size=64)
+    assert np.array_equal(model_image(film, plain), resize_image(film, 64))
+    canon = PreprocessConfig.from_dict({"size": 64, "jpeg_quality": 75})
+    assert canon.to_dict()["jpeg_quality"] == 75 and "JPEG quality 75" in canon.describe()
+    assert np.array_equal(model_image(film, canon), resize_image(jpeg_roundtrip(film, 75), 64))
+    assert "jpeg_quality" not in plain.to_dict()
+    with pytest.raises(ValueError, match="jpeg_quality must be in 1..100"):
+        PreprocessConfig(size=64, jpeg_quality=0)

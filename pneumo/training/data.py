@@ -13,7 +13,7 @@ import numpy as np
 from pneumo import dataset, encodings, rle
 from pneumo.datacfg import DataConfig
 from pneumo.imaging import read_image
-from pneumo.preprocess import PreprocessConfig, model_input, resize_image, resize_target_mask
+from pneumo.preprocess import PreprocessConfig, model_image, model_input, resize_target_mask
 from pneumo.progress import track
 from pneumo.training.augment import augment_pair, encode_augment
 from pneumo.training.config import Augment, TrainConfig
@@ -91,20 +91,32 @@ def split_samples(cfg: TrainConfig) -> SplitData:
     return SplitData(dcfg, table, by_split)
 
 
+def _config(preprocess: PreprocessConfig | int) -> PreprocessConfig:
+    """A preprocessing config; a bare size means no canonical step."""
+    return preprocess if isinstance(preprocess, PreprocessConfig) else \
+        PreprocessConfig(size=int(preprocess))
+
+
 def load_example(sample: dataset.Sample, table: dict[str, list[str]],
-                 size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one sample to (uint8 image size x size, uint8 0/1 mask size x size)."""
-    x = resize_image(read_image(sample.path).pixels, size)
+                 preprocess: PreprocessConfig | int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one sample to (uint8 model image size x size, uint8 0/1 mask size x size)."""
+    pcfg = _config(preprocess)
+    size = pcfg.size
+    x = model_image(read_image(sample.path).pixels, pcfg)
     if sample.positive and sample.has_mask and sample.image_id in table:
         return x, resize_target_mask(rle.merge(table[sample.image_id]), size)
     return x, np.zeros((size, size), np.uint8)
 
 
-def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], size: int,
-                  cache_dir: str | Path, progress: bool = True) -> Arrays:
+def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],
+                  preprocess: PreprocessConfig | int, cache_dir: str | Path,
+                  progress: bool = True) -> Arrays:
     """Decode and resize every sample once; reuse the ``.npz`` cache afterwards."""
+    pcfg = _config(preprocess)
+    size = pcfg.size
+    version = [size, 2] if pcfg.jpeg_quality is None else [size, 2, pcfg.jpeg_quality]
     key = hashlib.sha256(json.dumps(
-        [size, 2] + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
+        version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
     ).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"arrays_{size}_{key}.npz"
     label = np.array([bool(s.positive) for s in samples], bool)
@@ -120,7 +132,7 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]], si
     if progress:
         iterator = track(iterator, f"decoding {len(samples)} images")
     for i in iterator:
-        xs[i], ys[i] = load_example(samples[i], table, size)
+        xs[i], ys[i] = load_example(samples[i], table, pcfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=xs, y=ys)
     return Arrays(xs, ys, label, has_mask, source, fmt)
@@ -154,9 +166,10 @@ def cached_native(samples: list[dataset.Sample], cap: int, cache_dir: str | Path
     return out
 
 
-def encoded_arrays(arrays: Arrays, encoding: str, size: int) -> np.ndarray:
+def encoded_arrays(arrays: Arrays, encoding: str, preprocess: PreprocessConfig | int) -> np.ndarray:
     """Model-size images of ``arrays`` after storing each full-size film as ``encoding``
     and reading it back through the upload reader (``original``: unchanged)."""
+    pcfg = _config(preprocess)
     if encoding == "original":
         return arrays.x
     if arrays.native is None:
@@ -164,7 +177,7 @@ def encoded_arrays(arrays: Arrays, encoding: str, size: int) -> np.ndarray:
     out = np.zeros_like(arrays.x)
     for i, pixels in enumerate(arrays.native):
         data, _ = encodings.encode(pixels, encoding)
-        out[i] = resize_image(read_image(data).pixels, size)
+        out[i] = model_image(read_image(data).pixels, pcfg)
     return out
 
 
@@ -264,7 +277,7 @@ class BalancedBatches(keras.utils.PyDataset):
         a = self.arrays
         if a.native is None or not self.augment.encodes:
             return a.x[j]
-        return resize_image(encode_augment(a.native[j], self.augment, rng), self.pcfg.size)
+        return model_image(encode_augment(a.native[j], self.augment, rng), self.pcfg)
 
     def __getitem__(self, i):
         idx = self.order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]

@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         raise ValueError(f"architecture input_size {arch_size} != preprocess size {pcfg.size}")
     data = split_samples(cfg)
     tune_name = "tune" if data.samples["tune"] else "val"  # split_v1 has no tune split
-    arrays = {name: cached_arrays(data.samples[name], data.table, pcfg.size, cfg.cache_dir,
+    arrays = {name: cached_arrays(data.samples[name], data.table, pcfg, cfg.cache_dir,
                                   progress=verbose > 0) for name in ("train", tune_name)}
     augment = Augment(**cfg.augment)
     encoded = None
@@ -85,7 +85,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         for name in ("train", tune_name):
             arrays[name].native = cached_native(data.samples[name], cfg.native_size,
                                                 cfg.cache_dir, progress=verbose > 0)
-        encoded = {name: encoded_arrays(arrays[tune_name], name, pcfg.size)
+        encoded = {name: encoded_arrays(arrays[tune_name], name, pcfg)
                    for name in cfg.tune_encodings}
     model = build_for_training(cfg, out, resume)
     steps = cfg.steps_per_epoch or max(1, len(arrays["train"]) // cfg.batch_size)

@@ -84,7 +84,7 @@ def pooled_tune(model, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
         tune.native = cached_native(samples, cfg.native_size, cfg.cache_dir, progress=False)
     xs, outs = [tune.x], [tune_out]
     for name in names:
-        xs.append(encoded_arrays(tune, name, pcfg.size))
+        xs.append(encoded_arrays(tune, name, pcfg))
         outs.append(predict_batches(model, xs[-1], pcfg, tta=cfg.tta))
     k = len(xs)
     pooled = Arrays(np.concatenate(xs), np.concatenate([tune.y] * k),
@@ -111,7 +111,7 @@ def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitDa
             shutil.copy(log, out / log.name)
     tune_name = "tune" if data.samples["tune"] else "val"
     names = {tune_name, "val"} if cfg.report_validation else {tune_name}
-    arrays = {name: cached_arrays(data.samples[name], data.table, pcfg.size, cfg.cache_dir,
+    arrays = {name: cached_arrays(data.samples[name], data.table, pcfg, cfg.cache_dir,
                                   progress) for name in names}
     outputs = {name: predict_batches(model, arrays[name].x, pcfg, tta=cfg.tta)
                for name in arrays}

@@ -38,12 +38,12 @@ def outputs(predictor, files: list[Path], batch: int = 16):
     import numpy as np
     from pneumo.imaging import read_image
     from pneumo.inference import image_probability
-    from pneumo.preprocess import resize_image
+    from pneumo.preprocess import model_image
     ids, probs, maps = [], [], []
     for start in range(0, len(files), batch):
         records = [read_image(f) for f in files[start:start + batch]]
         ids += [r.image_id or f.stem for r, f in zip(records, files[start:start + batch])]
-        out = predictor.output(np.stack([resize_image(r.pixels, predictor.pcfg.size)
+        out = predictor.output(np.stack([model_image(r.pixels, predictor.pcfg)
                                          for r in records]))
         probs += [float(p) for p in image_probability(predictor.card, out)]
         maps.append(out.maps)
