@@ -55,3 +55,27 @@ def test_bundled_model_card_matches_its_weights(validation_scores):
         for key in ("sensitivity", "specificity"):
             assert validation_scores["operating_points"][point][key] == pytest.approx(
                 card["operating_points"][point][key], abs=0.005), (point, key)
+
+
+def test_bundled_model_gate_passes_every_validation_chest_film(validation_scores):
+    """The chest gate (header, colour, appearance) refuses none of the 404 validation films."""
+    assert validation_scores["gate_rejections"] == 0
+
+
+def test_bundled_model_gate_refuses_held_out_non_chest_images():
+    """Photographs, micrographs, CT/MR/NM/US slices, an extremity film and synthetic patterns
+    that the gate was not fitted on: at least 95 % get "not a frontal chest X-ray"."""
+    from pneumo.errors import NotChestXrayError
+    from pneumo.inference import Predictor
+    from pneumo.training.gate_data import non_chest_examples
+    predictor = Predictor.load()
+    held = non_chest_examples("held_out")
+    refused = []
+    for example in held:
+        try:
+            predictor.predict(example.record)
+        except NotChestXrayError as exc:
+            assert str(exc).startswith("Not analysed: not a frontal chest X-ray (")
+            refused.append(example.name)
+    assert len(held) >= 100 and {e.kind for e in held} == {"skimage", "dicom", "synthetic"}
+    assert len(refused) >= 0.95 * len(held), sorted({e.name for e in held} - set(refused))
