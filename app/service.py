@@ -189,7 +189,9 @@ def operating_point_facts(predictor: Predictor, pred) -> dict:
     facts = dict(pred.operating_point.to_dict(), mask_threshold=predictor.pp.pixel_threshold,
                  split=card.calibration.fitted_on if card.calibration else "tune",
                  calibrated_at=card.calibrated_at, site_prevalence=predictor.prevalence,
-                 heat_scale=pred.probability if card.calibration is not None else 1.0)
+                 heat_scale=pred.probability if card.calibration is not None else 1.0,
+                 threshold=pred.threshold,
+                 calibrated_threshold=pred.operating_point.threshold)
     band = review_band(card.operating_points, pred.operating_point)
     if band is not None:
         facts["review_band"] = [predictor.shown(band[0]), predictor.shown(band[1])]

@@ -604,3 +604,19 @@ def test_pacs_settings_are_checked():
 def test_no_pacs_configured(client, positive_dicom):
     assert "No PACS is connected" in client.get("/pacs").data.decode()
     assert "From PACS" not in client.get("/").data.decode()
+
+
+def test_stow_of_a_ct_slice_is_refused_as_not_a_chest_film(token_client):
+    """A STOW-RS push of a CT instance gets no verdict: Failed SOP with 0xA900 and the reason."""
+    from pathlib import Path
+    from pydicom.data import get_testdata_file
+    client, auth = token_client
+    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    body, ctype = _related(ct)
+    resp = client.post("/dicomweb/studies", data=body, content_type=ctype, headers=auth)
+    assert resp.status_code == 409
+    failed = pydicom.Dataset.from_json(resp.json).FailedSOPSequence[0]
+    assert failed.FailureReason == 0xA900
+    assert failed.ReferencedSOPInstanceUID == pydicom.dcmread(io.BytesIO(ct)).SOPInstanceUID
+    assert "not a frontal chest X-ray (Modality (0008,0060) is CT" in resp.headers["Warning"]
+    assert client.get("/api/v1/predictions", headers=auth).json["results"] == []
