@@ -69,11 +69,15 @@ FIELDS: tuple[Field, ...] = (
           {"type": "string", "enum": ["probability", "score"]},
           "probability: calibrated; score: an uncalibrated model output"),
     Field("operating_point", "TEXT NOT NULL DEFAULT '{}'", {"type": "object"},
-          "the verdict's rule: name, threshold, the sensitivity and specificity it had on "
-          "the tune split, and the mask threshold of the outlined region",
+          "the verdict's rule: name, threshold (on the shown probability's scale) and "
+          "calibrated_threshold, the sensitivity and specificity it had on the tune split "
+          "(split), the mask threshold of the outlined region, the review band, the "
+          "prevalence the probability is calibrated at and the site's (site_prevalence), "
+          "and the heat map's scale",
           kind="json"),
     Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
-          "negative verdict although some pixels pass the mask threshold", kind="bool"),
+          "negative verdict with the probability in the review band (between the triage "
+          "point and the operating point): look again", kind="bool"),
 )
 #: Public fields computed from the row rather than stored.
 DERIVED_SCHEMA = {
