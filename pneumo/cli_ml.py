@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -124,7 +125,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = _load_predictor(args)
     counts = predict_files(predictor, args.inputs, args.submission, args.scores, args.overlays,
                            batch_size=args.batch_size)
+    for line in counts.pop("skipped"):  # after the progress bar, not inside it
+        print(line, file=sys.stderr)
     print(json.dumps(counts))
+    left_out = counts["failed"] + counts["not_chest"]
+    if left_out and not args.keep_going:
+        print(f"{left_out} file(s) left out of the submission (see above); --keep-going "
+              "exits 0 all the same", file=sys.stderr)
+        return 1
     return 0 if counts["images"] else 1
 
 
@@ -176,6 +184,8 @@ def add_ml_commands(sub) -> None:
     p.add_argument("--operating-point", dest="operating_point",
                    help="the card's operating point for the verdict (default: the card's, "
                         "usually balanced; triage finds more at more false alarms)")
+    p.add_argument("--keep-going", dest="keep_going", action="store_true",
+                   help="exit 0 even when some files could not be read or are not chest films")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("stats", help="exploratory statistics of a labelled data set")

@@ -235,9 +235,10 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                   batch_size: int = 4, progress: bool = True) -> dict:
     """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
 
-    Returns counts: ``{"images": n, "positive": k, "failed": f, "not_chest": g}``.
-    Files that cannot be read, and images the chest gate refuses, are reported
-    on stderr and left out of the CSVs.
+    Returns counts: ``{"images": n, "positive": k, "failed": f, "not_chest": g}``
+    and ``"skipped"``: one line per file that could not be read or that the chest
+    gate refused (left out of the CSVs), for the caller to print after the
+    progress bar.
     """
     from PIL import Image
     from pneumo import overlay
@@ -255,6 +256,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
         sc.writerow(["ImageId", predictor.card.probability_kind, "area_px", "threshold",
                      "operating_point"])
     counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
+    skipped: list[str] = []
     iterator = range(0, len(files), batch_size)
     if progress:
         iterator = track(iterator, "predicting", unit="batch")
@@ -267,11 +269,11 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                     predictor.check_header(rec)
                 except NotChestXrayError as exc:
                     counts["not_chest"] += 1
-                    print(f"skipped {path.name}: {exc}", file=sys.stderr)
+                    skipped.append(f"skipped {path.name}: {exc}")
                     continue
                 except PneumoError as exc:
                     counts["failed"] += 1
-                    print(f"skipped {path.name}: {exc}", file=sys.stderr)
+                    skipped.append(f"skipped {path.name}: {exc}")
                     continue
                 records.append(rec)
                 ids.append(rec.image_id if rec.meta.format == "DICOM" and rec.image_id
@@ -285,7 +287,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
                     predictor.check_appearance(model_out, index)
                 except NotChestXrayError as exc:
                     counts["not_chest"] += 1
-                    print(f"skipped {image_id}: {exc}", file=sys.stderr)
+                    skipped.append(f"skipped {image_id}: {exc}")
                     continue
                 pred = predictor.finish(rec, model_out, index)
                 sub.writerow([image_id, rle.encode(pred.mask)])
@@ -301,7 +303,7 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
         sub_fh.close()
         if sc_fh:
             sc_fh.close()
-    return counts
+    return dict(counts, skipped=skipped)
 
 
 def _safe_name(image_id: str) -> str:

@@ -130,4 +130,5 @@ def test_batch_predict_skips_non_chest_files_with_the_reason(tmp_path, tiny_pred
     shutil.copy(positive_dicom, tmp_path / "chest.dcm")
     counts = predict_files(tiny_predictor, [str(tmp_path)], tmp_path / "sub.csv", progress=False)
     assert counts["images"] == 1 and counts["not_chest"] == 1
-    assert "Modality (0008,0060) is MR" in capsys.readouterr().err
+    (line,) = counts["skipped"]
+    assert line.startswith("skipped mr.dcm: Not analysed") and "Modality (0008,0060) is MR" in line

@@ -226,3 +226,23 @@ def test_source_balance_lifts_rare_groups():
     assert (source[pos] == "nih").mean() == pytest.approx(0.5, abs=0.02)
     assert (source[even[~labels[even]]] == "siim").mean() == pytest.approx(0.5, abs=0.02)
     assert labels[even].mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_predict_exits_non_zero_when_files_are_left_out(tmp_path, tiny_model_folder,
+                                                         positive_dicom, capsys):
+    """`pneumo predict` says which files it left out, after the bar, and exits 1 unless
+    --keep-going; the readable chest film still reaches the submission."""
+    import shutil
+    from pydicom.data import get_testdata_file
+    from pneumo.cli import main
+    shutil.copy(positive_dicom, tmp_path / "chest.dcm")
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "mr.dcm")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    args = ["predict", str(tmp_path), "--model", str(tiny_model_folder), "--device", "cpu",
+            "--submission", str(tmp_path / "sub.csv")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "skipped mr.dcm: Not analysed: not a frontal chest X-ray" in err
+    assert "skipped broken.png:" in err and "2 file(s) left out" in err
+    assert len(read_rows(tmp_path / "sub.csv")) == 1
+    assert main(args + ["--keep-going"]) == 0
