@@ -69,7 +69,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"{path}")
             for key, value in info.items():
                 print(f"  {key:18s} {value}")
-    return 1 if failures and args.strict else 0
+    if failures:
+        print(f"{failures} of {len(files)} file(s) could not be read", file=sys.stderr)
+    return 1 if failures and not args.keep_going else 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -114,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="files or folders")
     p.add_argument("--data", default=str(DEFAULT_DATA_CONFIG), help="data config JSON")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any file fails")
+    p.add_argument("--keep-going", dest="keep_going", action="store_true",
+                   help="exit 0 even when some files could not be read (default: exit 1)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if any file fails (the default now; kept for old scripts)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("index", help="match images to SIIM labels and make the split")

@@ -167,5 +167,9 @@ def test_cli_inspect_reports_bad_file(tmp_path):
     bad.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x40\x00")
     out = subprocess.run([sys.executable, "-m", "pneumo.cli", "inspect", str(bad)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.returncode == 0
+    assert out.returncode == 1  # an unreadable file is an honest failure
     assert "ERROR CorruptImageError" in out.stdout and "Traceback" not in out.stderr
+    assert "1 of 1 file(s) could not be read" in out.stderr
+    kept = subprocess.run([sys.executable, "-m", "pneumo.cli", "inspect", "--keep-going", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert kept.returncode == 0 and "ERROR CorruptImageError" in kept.stdout
