@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from flask import (Blueprint, Flask, abort, current_app, flash, jsonify, redirect,
                    render_template, request, send_file, url_for)
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.utils import secure_filename
 
 from pneumo.errors import PneumoError
 
@@ -164,8 +165,15 @@ def download(result_id: str, name: str):
         abort(404)
     return send_file(path, mimetype=mimetype, as_attachment=bool(download_name)
                      and request.args.get("download") == "1",
-                     download_name=download_name and f"{row.id[:8]}_{download_name}",
+                     download_name=download_name and f"{download_stem(row)}_{download_name}",
                      max_age=0)
+
+
+def download_stem(row) -> str:
+    """The start of a download's file name: the uploader's own file name without its
+    suffix (only letters, digits, '.', '_' and '-'), or the result id when it had none."""
+    stem = secure_filename(row.file_name.rsplit(".", 1)[0] if row.file_name else "")[:60]
+    return stem or row.id[:8]
 
 
 @bp.get("/results/<result_id>/seg.dcm")
@@ -178,8 +186,10 @@ def seg(result_id: str):
         abort(404, description="A DICOM Segmentation needs a DICOM source image.")
     deidentify = request.args.get("deidentify") == "1"
     data = service.seg_bytes(store(), row, deidentify=deidentify)
+    # a de-identified SEG never carries the uploader's file name, which may name the patient
+    name = f"{row.id[:8]}_seg_deidentified.dcm" if deidentify else f"{download_stem(row)}_seg.dcm"
     return send_file(io.BytesIO(data), mimetype="application/dicom", as_attachment=True,
-                     download_name=f"{row.id[:8]}_seg{'_deidentified' if deidentify else ''}.dcm")
+                     download_name=name)
 
 
 @bp.post("/results/<result_id>/delete")

@@ -80,6 +80,10 @@ def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
     from dicognito.anonymizer import Anonymizer
 
     Anonymizer(seed=seed).anonymize(ds)
+    # dicognito invents a realistic person; a reader must see at once that this is a pseudonym.
+    # The hash of dicognito's (consistent) pseudonymous ID keeps one patient one name.
+    pseudo_id = str(ds.get("PatientID", "") or "")
+    ds.PatientName = "ANON^" + hashlib.sha256(pseudo_id.encode()).hexdigest()[:8].upper()
     for keyword in _BASIC_PROFILE_REMOVE:
         if keyword in ds:
             delattr(ds, keyword)

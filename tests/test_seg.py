@@ -46,7 +46,19 @@ def test_seg_downloads_have_distinct_file_names(client, positive_dicom):
     names = [client.get(f"/results/{rid}/seg.dcm{q}").headers["Content-Disposition"]
              for q in ("", "?deidentify=1")]
     assert names[0] != names[1]
-    assert names[0].endswith(f'{rid[:8]}_seg.dcm') and "deidentified" in names[1]
+    assert names[0].endswith("a_seg.dcm")           # named after the uploaded file
+    assert names[1].endswith(f"{rid[:8]}_seg_deidentified.dcm")  # never the uploader's name
+    overlay = client.get(f"/results/{rid}/files/overlay.png?download=1")
+    assert overlay.headers["Content-Disposition"].endswith("a_overlay.png")
+
+
+def test_download_names_are_safe_and_fall_back_to_the_id():
+    from types import SimpleNamespace
+    from app.views import download_stem
+    row = SimpleNamespace(id="0123456789abcdef", file_name="../chest 0421 (copy).dcm")
+    assert download_stem(row) == "chest_0421_copy"
+    assert download_stem(SimpleNamespace(id="0123456789abcdef", file_name="")) == "01234567"
+    assert download_stem(SimpleNamespace(id="0123456789abcdef", file_name="...")) == "01234567"
 
 
 def test_deidentified_seg_follows_basic_profile(client, positive_dicom):
@@ -66,6 +78,7 @@ def test_deidentified_seg_follows_basic_profile(client, positive_dicom):
                                        str(src.SeriesInstanceUID)]:
         assert value.encode() not in raw, value
     assert anon.PatientSex == "" and "PatientAge" not in anon
+    assert re.fullmatch(r"ANON\^[0-9A-F]{8}", str(anon.PatientName))  # plainly a pseudonym
     assert anon.StudyDate != src.StudyDate
     # the references stay consistent inside the de-identified SEG
     ref = anon.ReferencedSeriesSequence[0]
