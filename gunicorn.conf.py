@@ -29,7 +29,9 @@ preload_app = False
 # the first request after start-up may include graph tracing; the model loads in the background
 timeout = _settings.timeout
 graceful_timeout = 30
-keepalive = 5
+# Keep-alive needs connections beyond the threads (gthread holds idle keep-alive connections
+# apart); with connections tied to threads it is off, so gunicorn has nothing to warn about.
+keepalive = 5 if worker_connections > threads else 0
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 max_requests = int(os.environ.get("PNEUMO_MAX_REQUESTS", "0"))
 # Access log without query strings or bodies: method, path, status, size, time.

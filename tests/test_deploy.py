@@ -193,3 +193,18 @@ def test_gunicorn_refuses_an_open_service_beyond_loopback_in_one_line(tmp_path):
                          capture_output=True, text=True, env=dict(env, PNEUMO_WORKERS="two"),
                          cwd=ROOT, timeout=120)
     assert res.returncode == 3 and "PNEUMO_WORKERS must be a whole number" in res.stderr
+
+
+@pytest.mark.parametrize("env, keepalive", [({}, 0), ({"PNEUMO_WORKER_CONNECTIONS": "8"}, 5)])
+def test_gunicorn_settings_give_no_keepalive_warning(env, keepalive, monkeypatch):
+    """gthread warns "No keepalived connections can be handled" at every start when
+    keep-alive is on but worker_connections leaves no room beyond the threads."""
+    import runpy
+    for key in ("PNEUMO_WORKER_CONNECTIONS", "PNEUMO_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    assert conf["keepalive"] == keepalive
+    would_warn = conf["worker_connections"] - conf["threads"] <= 0 and conf["keepalive"]
+    assert not would_warn
