@@ -132,10 +132,30 @@
   ui.invert.addEventListener("change", () => { applyWindow(); draw(); });
   ui.side.addEventListener("change", draw);
   ui.reset.addEventListener("click", reset);
+  // keys work whatever control has focus (the overlay menu, a slider, a checkbox), except
+  // where the user types text
+  const TEXT_TYPES = ["text", "search", "password", "email", "number", "url", "tel"];
+  const typing = (el) => el && (el.tagName === "TEXTAREA" || el.isContentEditable ||
+    (el.tagName === "INPUT" && TEXT_TYPES.includes((el.type || "text").toLowerCase())));
+  const keysHelp = document.getElementById("keys-help");
+  function toggleKeysHelp(show) {
+    if (!keysHelp) return;
+    keysHelp.hidden = show === undefined ? !keysHelp.hidden : !show;
+  }
+  const keysButton = document.getElementById("keys-button");
+  if (keysButton) keysButton.addEventListener("click", () => toggleKeysHelp());
+  const keysClose = document.getElementById("keys-close");
+  if (keysClose) keysClose.addEventListener("click", () => toggleKeysHelp(false));
   document.addEventListener("keydown", (ev) => {
-    if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
-    if (ev.key === "o" || ev.key === "O") { ui.mode.value = ui.mode.value === "off" ? state.lastMode : "off"; draw(); }
-    if (ev.key === "r" || ev.key === "R") reset();
+    if (typing(ev.target) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const key = ev.key.toLowerCase();
+    if (key === "o") {
+      ev.preventDefault();  // a focused menu would otherwise jump to its "off" entry itself
+      ui.mode.value = ui.mode.value === "off" ? state.lastMode : "off";
+      showLegend(); draw();
+    } else if (key === "r") { ev.preventDefault(); reset(); }
+    else if (ev.key === "?") { ev.preventDefault(); toggleKeysHelp(); }
+    else if (ev.key === "Escape") toggleKeysHelp(false);
   });
 
   const details = document.getElementById("patient");

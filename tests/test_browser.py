@@ -76,6 +76,19 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         assert coloured_pixels(off) < 50
         page.keyboard.press("o")
         assert page.get_attribute("#canvas", "data-mode") == "off"
+        # O works whatever control has focus: the overlay menu, the opacity slider
+        page.focus("#mode")
+        page.keyboard.press("o")
+        assert page.get_attribute("#canvas", "data-mode") == "heatmap"
+        page.focus("#opacity")
+        page.keyboard.press("O")
+        assert page.get_attribute("#canvas", "data-mode") == "off"
+        # ? shows the keys, Esc hides them
+        assert not page.is_visible("#keys-help")
+        page.keyboard.press("?")
+        assert page.is_visible("#keys-help") and "overlay on / off" in page.inner_text("#keys-help")
+        page.keyboard.press("Escape")
+        assert not page.is_visible("#keys-help")
         page.goto(url + "/worklist")
         assert page.locator("img.thumb").count() == 1
     finally:
