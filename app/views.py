@@ -194,7 +194,12 @@ def seg(result_id: str):
 
 @bp.post("/results/<result_id>/delete")
 def delete(result_id: str):
-    """Delete a result and go back to the worklist."""
+    """Delete a result once the user has confirmed; otherwise ask (no JavaScript needed)."""
+    row = store().get(result_id, current_owner())
+    if row is None:
+        abort(404)
+    if request.form.get("confirm") != "yes":
+        return render_template("delete.html", r=row)
     if not store().delete(result_id, current_owner()):
         abort(404)
     flash("Result deleted.")

@@ -178,6 +178,7 @@ def test_results_isolated_between_uploaders(app, positive_dicom):
     assert rid.encode() not in bob.get("/worklist").data
     assert bob.get("/api/v1/predictions").json["results"] == []
     assert post(bob, f"/results/{rid}/delete").status_code == 404
+    assert post(bob, f"/results/{rid}/delete", confirm="yes").status_code == 404
 
 
 def test_persistence_across_restart(tmp_path, tiny_predictor, positive_dicom):
@@ -266,7 +267,11 @@ def test_served_openapi_document_matches_real_responses(client, positive_dicom):
 def test_delete_and_purge(app, client, positive_dicom):
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    assert post(client, f"/results/{rid}/delete").status_code == 303
+    ask = post(client, f"/results/{rid}/delete")   # the first click only asks
+    assert ask.status_code == 200 and b"Delete this result permanently?" in ask.data
+    assert b'name="confirm" value="yes"' in ask.data
+    assert client.get(f"/results/{rid}").status_code == 200
+    assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
     assert client.get(f"/results/{rid}").status_code == 404
     assert not store.file(rid, "pixels.npy").parent.exists()
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
@@ -489,7 +494,7 @@ def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
-    assert post(client, f"/results/{rid}/delete").status_code == 303
+    assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
     assert service.artefact(store, row, "overlay.png") is None
     assert not (store.results_dir / rid).exists()
 

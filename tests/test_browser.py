@@ -91,6 +91,18 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         assert not page.is_visible("#keys-help")
         page.goto(url + "/worklist")
         assert page.locator("img.thumb").count() == 1
+        # deleting asks first; Cancel keeps the result, the confirmation removes it
+        page.click("img.thumb")
+        page.wait_for_url("**/results/**")
+        result_url = page.url
+        page.click("#delete-button")
+        assert "Delete this result permanently?" in page.inner_text("#confirm-delete")
+        page.click("#cancel-delete")
+        assert page.url == result_url
+        page.click("#delete-button")
+        page.click("#confirm-delete-button")
+        page.wait_for_url("**/worklist")
+        assert page.locator("img.thumb").count() == 0 and "Result deleted." in page.content()
     finally:
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
