@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -101,9 +102,37 @@ def _render_thumb(store, row) -> bytes:
     return buf.getvalue()
 
 
+#: Longest side of the rendition the viewer shows (the full-size files stay for downloads).
+VIEW_SIDE = 2048
+
+
+def view_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of the viewer's rendition of an image of ``shape``."""
+    rows, cols = int(shape[0]), int(shape[1])
+    f = min(1.0, VIEW_SIDE / max(rows, cols, 1))
+    return max(1, round(rows * f)), max(1, round(cols * f))
+
+
+def _render_view(store, row) -> bytes:
+    pixels = result_pixels(store, row)
+    rows, cols = view_shape(pixels.shape)
+    if (rows, cols) != pixels.shape:
+        pixels = cv2.resize(pixels, (cols, rows), interpolation=cv2.INTER_AREA)
+    return _png_bytes(pixels)
+
+
+def _render_view_mask(store, row) -> bytes:
+    mask = result_mask(store, row).astype(np.float32)
+    rows, cols = view_shape(mask.shape)
+    if (rows, cols) != mask.shape:
+        mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
+    return _png_bytes((mask > 0.5).astype(np.uint8) * 255)
+
+
 #: Files rendered on first request from the upload's files.
 RENDERERS = {"image.png": _render_image, "mask.png": _render_mask,
-             "overlay.png": _render_overlay, "thumb.jpg": _render_thumb}
+             "overlay.png": _render_overlay, "thumb.jpg": _render_thumb,
+             "view.png": _render_view, "view_mask.png": _render_view_mask}
 
 
 def artefact(store: Store, row: ResultRow, name: str) -> Path | None:

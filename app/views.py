@@ -24,6 +24,8 @@ DOWNLOADS = {
     "prob.png": ("image/png", "probability.png"),
     "thumb.jpg": ("image/jpeg", None),
     "mask_rle.txt": ("text/plain", "mask_rle.txt"),
+    "view.png": ("image/png", None),       # the viewer's display-size rendition
+    "view_mask.png": ("image/png", None),
 }
 
 
@@ -133,7 +135,7 @@ def result(result_id: str):
     mask_threshold = point.get("mask_threshold", predictor().pp.pixel_threshold)
     # results stored before the heat map was scaled by the image probability have no heat_scale
     heat_scale = point.get("heat_scale", 1.0)
-    shape = (row.meta.get("rows", 0), row.meta.get("columns", 0))
+    shape = service.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
     return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
                            heat_scale=heat_scale,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),

@@ -276,6 +276,7 @@
     });
   }
 
+  const loading = document.getElementById("loading");
   Promise.all([loadImage(root.dataset.image), loadImage(root.dataset.mask),
                loadImage(root.dataset.heatmap)])
     .then(([img, mask, prob]) => {
@@ -286,6 +287,10 @@
       layers.heatmap = heatLayer(prob);
       applyWindow(); draw(); fit(); drawLegend(); showLegend();
       canvas.dataset.ready = "1";
+      if (loading) loading.hidden = true;
     })
-    .catch((err) => { ui.wl.textContent = "The image could not be shown: " + err.message; });
+    .catch((err) => {
+      ui.wl.textContent = "The image could not be shown: " + err.message;
+      if (loading) loading.textContent = "The image could not be shown.";
+    });
 })();

@@ -623,3 +623,20 @@ def test_shown_probability_never_rounds_to_certainty():
     assert shown_probability(0.634) == "0.63"
     assert shown_probability(float("nan")) == "–"
     assert shown_probability(None) == "–"
+
+
+def test_large_image_gets_a_display_rendition_and_keeps_the_original(app, client, positive_dicom):
+    """The viewer loads a rendition at most 2048 px a side; downloads keep the full size."""
+    import cv2
+    from pneumo.imaging import read_image
+    film = cv2.resize(read_image(positive_dicom).pixels, (3000, 4096), interpolation=cv2.INTER_LINEAR)
+    buf = io.BytesIO()
+    Image.fromarray(film).save(buf, "PNG")
+    rid = result_id_from(upload(client, ("big.png", buf.getvalue())))
+    page = client.get(f"/results/{rid}").get_data(as_text=True)
+    assert f"/results/{rid}/files/view.png" in page and 'id="loading"' in page
+    assert f'data-image="/results/{rid}/files/image.png"' not in page
+    view = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/view.png").data))
+    vmask = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/view_mask.png").data))
+    full = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/image.png").data))
+    assert view.size == vmask.size == (1500, 2048) and full.size == (3000, 4096)
