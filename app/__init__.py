@@ -79,6 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.jinja_env.globals["csrf_token"] = access.csrf_token
     app.add_template_filter(views.dicom_date, "dicom_date")
     app.add_template_filter(views.shown_probability, "shown_probability")
+    app.add_template_filter(views.iso_time, "iso_time")
     from app.model import ModelHolder
     holder = ModelHolder(app.config["PREDICTOR"])
     if app.config["PREDICTOR"] is None:

@@ -1,6 +1,7 @@
 """HTML pages: upload, result viewer, worklist, downloads, health."""
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 from dataclasses import dataclass
@@ -251,6 +252,12 @@ def dicom_date(value: str | None) -> str:
     if len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
     return text or "–"
+
+
+def iso_time(epoch: float) -> str:
+    """Seconds since the epoch as ``YYYY-MM-DD HH:MM`` in UTC (the page's script turns it
+    into the reader's own time zone)."""
+    return dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def shown_probability(value: float | None) -> str:

@@ -204,6 +204,21 @@ def test_worklist_sorting(client, positive_dicom):
     api = client.get("/api/v1/predictions?sort=probability").json["results"]
     probs = [r["probability"] for r in api]
     assert probs == sorted(probs, reverse=True)
+    # the probability column header sorts, and toggles back to upload order
+    assert 'id="sort-probability" href="/worklist?sort=probability"' in newest
+    by_prob = client.get("/worklist?sort=probability").data.decode()
+    assert 'id="sort-probability" href="/worklist?sort=newest"' in by_prob and "Probability ▼" in by_prob
+
+
+def test_worklist_is_readable(client, positive_dicom):
+    """Long file names end in an ellipsis with the whole name on hover/focus; upload times
+    are ISO like the study date, in UTC until the page's script says the reader's zone."""
+    name = "a_very_long_file_name_from_the_modality_archive_2026_12_01_chest_pa.dcm"
+    upload(client, (name, positive_dicom.read_bytes()))
+    page = client.get("/worklist").data.decode()
+    assert f'<span class="ellipsis" tabindex="0" title="{name}">{name}</span>' in page
+    assert re.search(r'<td class="when" data-epoch="[\d.]+">\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>', page)
+    assert '<span class="small" id="tz">(UTC)</span>' in page
 
 
 def test_api_prediction_json(client, positive_dicom):

@@ -91,6 +91,9 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         assert not page.is_visible("#keys-help")
         page.goto(url + "/worklist")
         assert page.locator("img.thumb").count() == 1
+        import re
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", page.inner_text("td.when"))
+        assert re.fullmatch(r"\(.+, UTC[+-]\d{2}:\d{2}\)", page.inner_text("#tz"))
         # deleting asks first; Cancel keeps the result, the confirmation removes it
         page.click("img.thumb")
         page.wait_for_url("**/results/**")
