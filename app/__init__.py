@@ -95,6 +95,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(access.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(api.docs_bp)
     app.register_blueprint(dicomweb.bp)
     pacs.init_app(app)  # PACS pages, pacs_sends table, resumes unfinished sends
     views.register_error_handlers(app)

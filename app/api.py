@@ -1,12 +1,39 @@
 """JSON API, version 1, with its OpenAPI document."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, request, url_for
+from flask import (Blueprint, abort, jsonify, redirect, render_template, request,
+                   send_from_directory, url_for)
+from swagger_ui_bundle import swagger_ui_path
 
 from app import dicomweb, views
 from app.store import public_schema
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+docs_bp = Blueprint("api_docs", __name__)
+
+#: Swagger UI's files that the reference page loads (from the swagger-ui-bundle package:
+#: nothing is fetched from the internet).
+SWAGGER_ASSETS = {"swagger-ui-bundle.js", "swagger-ui.css"}
+
+
+@docs_bp.get("/api/docs")
+def api_docs():
+    """An interactive reference of the JSON API, drawn from its OpenAPI document."""
+    return render_template("api_docs.html")
+
+
+@docs_bp.get("/api/docs/assets/<name>")
+def api_docs_asset(name: str):
+    """Swagger UI's script and style sheet, from the installed package."""
+    if name not in SWAGGER_ASSETS:
+        abort(404)
+    return send_from_directory(swagger_ui_path, name, max_age=3600)
+
+
+@docs_bp.get("/docs")
+def docs_redirect():
+    """``/docs`` is where people look first."""
+    return redirect(url_for("api_docs.api_docs"), 302)
 
 
 def result_json(row) -> dict:

@@ -655,3 +655,20 @@ def test_large_image_gets_a_display_rendition_and_keeps_the_original(app, client
     vmask = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/view_mask.png").data))
     full = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/image.png").data))
     assert view.size == vmask.size == (1500, 2048) and full.size == (3000, 4096)
+
+
+def test_api_reference_page_serves_its_assets_locally(client):
+    """/docs leads to an interactive reference built from the package's Swagger UI files;
+    the page loads nothing from another host and its script is not inline (CSP)."""
+    assert client.get("/docs").headers["Location"].endswith("/api/docs")
+    page = client.get("/api/docs")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'data-url="/api/v1/openapi.json"' in html
+    assert "http://" not in html and "https://" not in html
+    assert re.findall(r'<script src="([^"]+)"', html) == [
+        "/api/docs/assets/swagger-ui-bundle.js", "/static/api_docs.js"]
+    js = client.get("/api/docs/assets/swagger-ui-bundle.js")
+    assert js.status_code == 200 and b"SwaggerUIBundle" in js.data[:200_000]
+    assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200
+    assert client.get("/api/docs/assets/index.html").status_code == 404
+    assert 'href="/api/docs"' in client.get("/").get_data(as_text=True)  # the footer link

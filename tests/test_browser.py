@@ -106,6 +106,11 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         page.click("#confirm-delete-button")
         page.wait_for_url("**/worklist")
         assert page.locator("img.thumb").count() == 0 and "Result deleted." in page.content()
+        # the API reference renders the OpenAPI document with the packaged Swagger UI
+        page.click("text=API reference")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        assert page.locator(".opblock").count() >= 4
+        assert "/api/v1/predictions" in page.inner_text("#swagger-ui")
     finally:
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
