@@ -56,12 +56,23 @@ def current_owner() -> str:
     if owner:
         return owner
     owner = session.get("owner")
+    if not owner and one_off_call():
+        # an API call with neither a token nor a session cookie asked for no session:
+        # its results are returned in full, without a cookie and without links
+        g.owner, g.one_off = "oneoff:" + secrets.token_urlsafe(18), True
+        return g.owner
     if not owner:
         owner = "session:" + secrets.token_urlsafe(18)
         session["owner"] = owner
         session.permanent = True
     g.owner = owner
     return owner
+
+
+def one_off_call() -> bool:
+    """An API request that carries no bearer token and no session cookie."""
+    return request.blueprint == "api" and not g.get("bearer") and \
+        current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies
 
 
 def check_access():

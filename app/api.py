@@ -1,7 +1,7 @@
 """JSON API, version 1, with its OpenAPI document."""
 from __future__ import annotations
 
-from flask import (Blueprint, abort, jsonify, redirect, render_template, request,
+from flask import (Blueprint, abort, g, jsonify, redirect, render_template, request,
                    send_from_directory, url_for)
 from swagger_ui_bundle import swagger_ui_path
 
@@ -37,8 +37,12 @@ def docs_redirect():
 
 
 def result_json(row) -> dict:
-    """A result's public JSON with links to its page and files."""
+    """A result's public JSON with links to its page and files (``links`` is null for a
+    one-off call, which has no session or token to read them with)."""
     d = row.public_dict()
+    if g.get("one_off"):
+        d["links"] = None
+        return d
     files = {name: url_for("views.download", result_id=row.id, name=name, _external=False)
              for name in ("overlay.png", "mask.png", "image.png", "mask_rle.txt")}
     d["links"] = {
@@ -97,7 +101,12 @@ def openapi():
     return jsonify(OPENAPI)
 
 
-_LINKS = {"type": "object", "description": "URLs of the result's page and files",
+_LINKS = {"type": ["object", "null"],
+          "description": "URLs of the result's page and files, for the caller's session or "
+                         "token. null when the call carried neither a bearer token nor a "
+                         "session cookie: such a call gets no cookie and could not open the "
+                         "links, so send a token (or first GET /api/v1/csrf-token to start a "
+                         "session) to read results back later",
           "properties": {k: {"type": ["string", "null"] if k == "seg" else "string"}
                          for k in ("self", "page", "overlay", "mask", "image", "rle", "seg")}}
 _RESULT = dict(public_schema())

@@ -58,9 +58,12 @@ class Client:
 
     def upload(self, path: Path) -> dict:
         from app.localserver import multipart_file
+        # start a session first (a cookie-less call would get its result without links);
+        # a POST that rides on the session cookie sends the session's CSRF token
+        csrf = json.loads(self.get("/api/v1/csrf-token"))["csrf_token"]
         body, ctype = multipart_file(path.read_bytes(), f"f{path.suffix}")
         req = urllib.request.Request(self.url + "/api/v1/predictions", data=body, method="POST",
-                                     headers={"Content-Type": ctype})
+                                     headers={"Content-Type": ctype, "X-CSRF-Token": csrf})
         with self.opener.open(req, timeout=300) as resp:
             return json.loads(resp.read())
 

@@ -264,9 +264,11 @@ def test_served_openapi_document_matches_real_responses(client, positive_dicom):
     one = paths["/api/v1/predictions/{id}"]["get"]["responses"]["200"]["content"][
         "application/json"]["schema"]
     strict = dict(one, additionalProperties=False)
+    token = client.get("/api/v1/csrf-token").json["csrf_token"]   # starts a session
     resp = client.post("/api/v1/predictions", data={"files": [
         (io.BytesIO(positive_dicom.read_bytes()), "chest.dcm"),
-        (io.BytesIO(b"not an image"), "y.txt")]}, content_type="multipart/form-data")
+        (io.BytesIO(b"not an image"), "y.txt")]}, content_type="multipart/form-data",
+        headers={"X-CSRF-Token": token})
     assert resp.status_code == 201
     jsonschema.validate(resp.json, created)
     result = resp.json["results"][0]
@@ -672,3 +674,27 @@ def test_api_reference_page_serves_its_assets_locally(client):
     assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200
     assert client.get("/api/docs/assets/index.html").status_code == 404
     assert 'href="/api/docs"' in client.get("/").get_data(as_text=True)  # the footer link
+
+
+def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
+    """curl without a cookie jar or token: the full result, no Set-Cookie, links null
+    (the OpenAPI document says so); a bearer call gets links that work."""
+    from app import users
+    fresh = app.test_client(use_cookies=False)
+    resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data",
+                      data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
+    assert resp.status_code == 201 and "Set-Cookie" not in resp.headers
+    (res,) = resp.json["results"]
+    assert res["links"] is None and res["mask_rle"] and res["verdict"]
+    links = fresh.get("/api/v1/openapi.json").json
+    schema = links["paths"]["/api/v1/predictions"]["post"]["responses"]["201"]["content"][
+        "application/json"]["schema"]["properties"]["results"]["items"]["properties"]["links"]
+    assert "null" in schema["type"] and "null when the call carried neither" in schema["description"]
+    with app.extensions["pneumo.store"].connect() as db:
+        users.create_user(db, "ann", "a-long-password-1")
+        token = users.create_token(db, "ann")
+    auth = {"Authorization": f"Bearer {token}"}
+    resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data", headers=auth,
+                      data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
+    (res,) = resp.json["results"]
+    assert fresh.get(res["links"]["self"], headers=auth).status_code == 200
