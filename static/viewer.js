@@ -42,7 +42,7 @@
       dst[i] = dst[i + 1] = dst[i + 2] = g; dst[i + 3] = 255;
     }
     display.getContext("2d").putImageData(out, 0, 0);
-    ui.wl.textContent = "Window centre " + state.center.toFixed(0) + ", width " + state.width.toFixed(0) + (ui.invert.checked ? ", inverted" : "");
+    ui.wl.textContent = "window " + state.center.toFixed(0) + " / " + state.width.toFixed(0) + (ui.invert.checked ? ", inverted" : "");
   }
 
   // Whole image in view by default: the canvas gets the largest on-screen size that fits

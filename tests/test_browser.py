@@ -154,3 +154,45 @@ def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
             browser.close()
     finally:
         proc.stop()
+
+
+def test_layout_holds_still_across_modes_and_results(tiny_model_folder, positive_dicom, tmp_path):
+    """The image's box is the same in every overlay mode and for results whose texts differ
+    (a DICOM with a long file name, a PNG with a short one), at 1280x720 and 1920x1080; at
+    1280x720 the downloads, Delete and the window/level readout are on screen unscrolled."""
+    from playwright.sync_api import sync_playwright
+    from conftest import SIIM
+    png = next(SIIM.glob("ktlProject0/data/train/images/*.png"))
+    long_name = tmp_path / ("a_long_modality_export_name_for_layout_" * 3 + ".dcm")
+    long_name.write_bytes(positive_dicom.read_bytes())
+    proc, url = serve(tiny_model_folder, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            results = []
+            for f in (long_name, png):
+                _upload_and_wait(page, url, f)
+                results.append(page.url)
+            for width, height in ((1280, 720), (1920, 1080)):
+                page.set_viewport_size({"width": width, "height": height})
+                boxes = set()
+                for result in results:
+                    page.goto(result)
+                    page.wait_for_selector("#canvas[data-ready='1']")
+                    for mode in ("filled", "contour", "heatmap", "off", "filled"):
+                        page.select_option("#mode", mode)
+                        page.wait_for_timeout(50)
+                        box = page.locator("#canvas").bounding_box()
+                        boxes.add(tuple(round(box[k]) for k in ("x", "y", "width", "height")))
+                    if (width, height) == (1280, 720):
+                        for sel in ("#delete-button", "ul.downloads", "#wl", "#reset"):
+                            b = page.locator(sel).bounding_box()
+                            assert b and b["y"] + b["height"] <= height, (sel, b)
+                        assert page.evaluate("document.scrollingElement.scrollTop") == 0
+                assert len(boxes) == 1, (width, boxes)
+                (x, y, w, h) = boxes.pop()
+                assert h > 0.7 * height and y + h <= height  # a square film fills the height
+            browser.close()
+    finally:
+        proc.stop()
