@@ -62,6 +62,7 @@ def create_predictions():
     files = request.files.getlist("files") + request.files.getlist("file")
     outcome = views.handle_files(files)
     body = {
+        "batch": outcome.batch,
         "results": [result_json(row) for _, row in outcome.results],
         "errors": [{"file": e["file"], "code": e["code"], "message": e["message"]}
                    for e in outcome.errors],
@@ -130,6 +131,9 @@ OPENAPI = {
                 "responses": {
                     "201": {"description": "at least one file analysed", "content": {
                         "application/json": {"schema": {"type": "object", "properties": {
+                            "batch": {"type": ["string", "null"],
+                                      "description": "the batch id when several files were "
+                                                     "sent (its page: /batches/<id>), else null"},
                             "results": {"type": "array", "items": _RESULT},
                             "errors": {"type": "array", "items": _ERROR}}}}}},
                     "400": {"description": "no file, or unreadable image"},

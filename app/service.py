@@ -163,7 +163,7 @@ def artefact(store: Store, row: ResultRow, name: str) -> Path | None:
 
 
 def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
-                   max_pixels: int, file_name: str = "") -> ResultRow:
+                   max_pixels: int, file_name: str = "", batch: str = "") -> ResultRow:
     """Read, predict, render and store one uploaded file.
 
     ``file_name`` is the uploader's own name for the file, kept in the row for
@@ -198,7 +198,7 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
             timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
             probability_kind=predictor.card.probability_kind,
             operating_point=operating_point_facts(predictor, pred),
-            finding_below_threshold=pred.finding_below_threshold)
+            finding_below_threshold=pred.finding_below_threshold, batch=batch)
         store.commit(row, staged)
     except BaseException:
         store.discard(staged)

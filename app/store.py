@@ -75,6 +75,9 @@ FIELDS: tuple[Field, ...] = (
           "prevalence the probability is calibrated at and the site's (site_prevalence), "
           "and the heat map's scale",
           kind="json"),
+    Field("batch", "TEXT NOT NULL DEFAULT ''", {"type": "string"},
+          "id of the upload batch (several files sent at once; its page is /batches/<id>), "
+          "empty for a single file"),
     Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
           "negative verdict with the probability in the review band (between the triage "
           "point and the operating point): look again", kind="bool"),
@@ -86,7 +89,10 @@ DERIVED_SCHEMA = {
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS results (\n    "
           + ",\n    ".join(f"{f.name} {f.sql}" for f in FIELDS)
-          + "\n);\nCREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);\n")
+          + "\n);\nCREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);\n"
+          "CREATE TABLE IF NOT EXISTS batches (\n    id TEXT PRIMARY KEY,\n    owner TEXT NOT NULL,\n"
+          "    created REAL NOT NULL,\n    files INTEGER NOT NULL,\n"
+          "    errors TEXT NOT NULL DEFAULT '[]'\n);\n")
 
 ID_BYTES = 16  # 128-bit unguessable ids
 
@@ -113,6 +119,7 @@ class ResultRow:
     file_name: str = ""
     probability_kind: str = "score"
     operating_point: dict = field(default_factory=dict)
+    batch: str = ""
     finding_below_threshold: bool = False
 
     @property
@@ -244,13 +251,37 @@ class Store:
                            (result_id, owner)).fetchone()
         return self._row(r) if r else None
 
-    def list(self, owner: str, sort: str = "newest", limit: int = 200) -> list[ResultRow]:
-        """An owner's results, newest first or by probability (triage)."""
-        order = "probability DESC, created DESC" if sort == "probability" else "created DESC"
+    def list(self, owner: str, sort: str = "newest", limit: int = 200,
+             batch: str | None = None) -> list[ResultRow]:
+        """An owner's results (of one batch, if given): newest first, by probability
+        (triage), or in upload order (``sort="upload"``)."""
+        order = {"probability": "probability DESC, created DESC",
+                 "upload": "created ASC"}.get(sort, "created DESC")
+        where, args = "owner = ?", [owner]
+        if batch is not None:
+            where, args = where + " AND batch = ?", args + [batch]
         with self.connect() as db:
-            rows = db.execute(f"SELECT * FROM results WHERE owner = ? ORDER BY {order} LIMIT ?",
-                              (owner, limit)).fetchall()
+            rows = db.execute(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT ?",
+                              (*args, limit)).fetchall()
         return [self._row(r) for r in rows]
+
+    def add_batch(self, batch_id: str, owner: str, files: int, errors: list[dict]) -> None:
+        """Record an upload batch: how many files were sent and the refused ones' messages."""
+        with self.connect() as db:
+            db.execute("INSERT INTO batches (id, owner, created, files, errors) VALUES (?, ?, ?, ?, ?)",
+                       (batch_id, owner, time.time(), files, json.dumps(errors)))
+
+    def get_batch(self, batch_id: str, owner: str) -> dict | None:
+        """A batch of ``owner`` (``id``, ``created``, ``files``, ``errors``), else ``None``."""
+        if not valid_id(batch_id):
+            return None
+        with self.connect() as db:
+            r = db.execute("SELECT * FROM batches WHERE id = ? AND owner = ?",
+                           (batch_id, owner)).fetchone()
+        if r is None:
+            return None
+        return {"id": r["id"], "created": r["created"], "files": r["files"],
+                "errors": json.loads(r["errors"])}
 
     def file(self, result_id: str, name: str) -> Path:
         """Path of one file of a result (it may not exist yet)."""
@@ -276,6 +307,7 @@ class Store:
             for result_id in ids:
                 shutil.rmtree(self.results_dir / result_id, ignore_errors=True)
                 db.execute("DELETE FROM results WHERE id = ?", (result_id,))
+            db.execute("DELETE FROM batches WHERE created < ?", (cutoff,))
         # folders without a row (e.g. a crash between rename and insert)
         known = set(self.all_ids())
         for folder in self.results_dir.iterdir():

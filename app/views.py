@@ -14,6 +14,7 @@ from werkzeug.utils import secure_filename
 from pneumo.errors import PneumoError
 
 from app import pacs, service
+from app.store import new_id
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -53,6 +54,7 @@ class UploadOutcome:
     """The analysed files (name, row) and the refused ones of one request."""
     results: list
     errors: list  # dicts: file, code, message, status
+    batch: str | None = None  # the batch id when several files came at once
 
 
 def handle_files(files) -> UploadOutcome:
@@ -71,12 +73,14 @@ def handle_files(files) -> UploadOutcome:
                                "message": f"{len(files)} files were sent; at most {limit} "
                                           "can be analysed at once."})
         return outcome
+    outcome.batch = new_id() if len(files) > 1 else None
     for f in files:
         name = _display_name(f.filename)
         data = f.read()
         try:
             row = service.analyse_upload(data, owner, predictor(), store(),
-                                         current_app.config["MAX_IMAGE_PIXELS"], file_name=name)
+                                         current_app.config["MAX_IMAGE_PIXELS"], file_name=name,
+                                         batch=outcome.batch or "")
         except PneumoError as exc:
             outcome.errors.append({"file": name, "code": exc.code, "status": exc.http_status,
                                    "message": str(exc)})
@@ -91,6 +95,9 @@ def handle_files(files) -> UploadOutcome:
         log.info("result %s stored (%s)", row.id, row.verdict)
         pacs.after_new_result(current_app, row)  # PNEUMO_DICOMWEB_AUTOSEND
         outcome.results.append((name, row))
+    if outcome.batch:
+        store().add_batch(outcome.batch, owner, len(files),
+                          [{"file": e["file"], "message": e["message"]} for e in outcome.errors])
     return outcome
 
 
@@ -119,8 +126,10 @@ def index():
 def upload():
     """Analyse the uploaded files; one opens its result, several a summary."""
     outcome = handle_files(request.files.getlist("files"))
-    if len(outcome.results) == 1 and not outcome.errors:
+    if len(outcome.results) == 1 and not outcome.errors and not outcome.batch:
         return redirect(url_for("views.result", result_id=outcome.results[0][1].id), 303)
+    if outcome.batch:  # a batch has a page of its own: a reload keeps it
+        return redirect(url_for("views.batch", batch_id=outcome.batch), 303)
     status = 200 if outcome.results else error_status(outcome.errors)
     return render_template("upload_summary.html", outcome=outcome), status
 
@@ -209,14 +218,26 @@ def delete(result_id: str):
     return redirect(url_for("views.worklist"), 303)
 
 
+@bp.get("/batches/<batch_id>")
+def batch(batch_id: str):
+    """One upload batch: most probable first (or in upload order), with the refused files."""
+    info = store().get_batch(batch_id, current_owner())
+    if info is None:
+        abort(404)
+    order = "upload" if request.args.get("order") == "upload" else "probability"
+    rows = store().list(current_owner(), order, batch=batch_id)
+    return render_template("batch.html", batch=info, rows=rows, order=order)
+
+
 @bp.get("/worklist")
 def worklist():
-    """The owner's results, newest or most probable first."""
+    """The owner's results, newest or most probable first (of one batch: ``?batch=``)."""
     sort = request.args.get("sort", "newest")
     if sort not in ("newest", "probability"):
         sort = "newest"
-    rows = store().list(current_owner(), sort)
-    return render_template("worklist.html", rows=rows, sort=sort)
+    batch_id = request.args.get("batch") or None
+    rows = store().list(current_owner(), sort, batch=batch_id)
+    return render_template("worklist.html", rows=rows, sort=sort, batch=batch_id)
 
 
 @bp.get("/favicon.ico")

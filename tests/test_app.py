@@ -162,10 +162,40 @@ def test_request_too_large(app, positive_dicom):
 
 def test_batch_keeps_good_files_when_one_is_bad(client, positive_dicom):
     resp = upload(client, ("good.dcm", positive_dicom.read_bytes()), ("bad.dcm", b"junk" * 50))
-    assert resp.status_code == 200
-    html = resp.data.decode()
-    assert "Analysed" in html and "Not analysed" in html and "bad.dcm" in html
+    assert resp.status_code == 303 and "/batches/" in resp.headers["Location"]
+    html = client.get(resp.headers["Location"]).data.decode()   # a reload gives the same page
+    assert "Batch of 2 files" in html and "1 analysed, 1 not analysed" in html
+    assert "Not analysed" in html and "bad.dcm" in html and "good.dcm" in html
     assert len(client.get("/api/v1/predictions").json["results"]) == 1
+
+
+def test_batch_page_orders_filters_and_stays_with_its_owner(app, client, positive_dicom):
+    png = next(SIIM.glob("ktlProject0/data/train/images/*.png")).read_bytes()
+    resp = upload(client, ("first.dcm", positive_dicom.read_bytes()), ("second.png", png),
+                  ("third.dcm", positive_dicom.read_bytes()))
+    url = resp.headers["Location"]
+    batch_id = url.rsplit("/", 1)[1]
+    rows = app.extensions["pneumo.store"].list(
+        next(r.owner for r in _rows(app.extensions["pneumo.store"])), "upload", batch=batch_id)
+    assert [r.file_name for r in rows] == ["first.dcm", "second.png", "third.dcm"]
+    by_prob = client.get(url).data.decode()
+    names = [n for n in ("first.dcm", "second.png", "third.dcm")]
+    shown = sorted(names, key=lambda n: by_prob.index(f'title="{n}"'))
+    probs = {r.file_name: r.probability for r in rows}
+    assert [probs[n] for n in shown] == sorted(probs.values(), reverse=True)
+    upload_order = client.get(url + "?order=upload").data.decode()
+    assert sorted(names, key=lambda n: upload_order.index(f'title="{n}"')) == names
+    assert 'src="/results/' in by_prob and "thumb.jpg" in by_prob
+    listed = client.get(f"/worklist?batch={batch_id}").data.decode()
+    assert "Showing one batch only" in listed and all(n in listed for n in names)
+    single = result_id_from(upload(client, ("alone.dcm", positive_dicom.read_bytes())))
+    assert single not in client.get(f"/worklist?batch={batch_id}").data.decode()
+    assert app.test_client().get(url).status_code == 404     # another browser session
+    api = upload(client, ("a.dcm", positive_dicom.read_bytes()), ("b.dcm", positive_dicom.read_bytes()),
+                 url="/api/v1/predictions").json
+    assert api["batch"] and {r["batch"] for r in api["results"]} == {api["batch"]}
+    one = upload(client, ("c.dcm", positive_dicom.read_bytes()), url="/api/v1/predictions").json
+    assert one["batch"] is None and one["results"][0]["batch"] == ""
 
 
 def test_results_isolated_between_uploaders(app, positive_dicom):

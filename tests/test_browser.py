@@ -170,6 +170,17 @@ def test_layout_holds_still_across_modes_and_results(tiny_model_folder, positive
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 720})
+            # several files at once: a batch page of their own, which a reload keeps
+            page.goto(url + "/")
+            page.set_input_files("#files", [str(long_name), str(png)])
+            page.click("#submit")
+            page.wait_for_url("**/batches/**", timeout=120_000)
+            batch_text = page.inner_text("#batch-results")
+            page.reload()
+            assert page.inner_text("#batch-results") == batch_text
+            assert page.locator("#batch-results img.thumb").count() == 2
+            page.click("#order-upload")
+            assert page.url.endswith("?order=upload")
             results = []
             for f in (long_name, png):
                 _upload_and_wait(page, url, f)
