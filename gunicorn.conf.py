@@ -33,8 +33,13 @@ graceful_timeout = 30
 # apart); with connections tied to threads it is off, so gunicorn has nothing to warn about.
 keepalive = 5 if worker_connections > threads else 0
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# results (stored DICOMs, images) readable by the service's user only: files 0600, folders 0700
+# (gunicorn's own umask setting applies to daemons only; the hooks below set it everywhere)
+umask = 0o077
 max_requests = int(os.environ.get("PNEUMO_MAX_REQUESTS", "0"))
-# Access log without query strings or bodies: method, path, status, size, time.
+# Access log without query strings or bodies: method, path, status, size, time. The path is
+# escaped (no forged lines, no NUL bytes) and DICOMweb UIDs are written as {uid}.
+logger_class = "app.accesslog.SafeAccessLogger"
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
@@ -42,8 +47,14 @@ loglevel = _settings.log_level.lower()
 limit_request_line = 4094
 
 
+def post_fork(server, worker):
+    """In each worker: files it writes are its user's alone."""
+    os.umask(0o077)
+
+
 def on_starting(server):
     """In the master, before it listens: refuse an open service beyond loopback."""
+    os.umask(0o077)
     problem = login_problem(_settings)
     if problem:
         print(problem, file=sys.stderr)

@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 
 from pneumo import paths
 from pneumo.imaging import DEFAULT_MAX_PIXELS
@@ -114,6 +114,9 @@ def _security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
-    if response.mimetype != "text/css" and not response.mimetype.endswith("javascript"):
+    if request.path.startswith(("/results/", "/batches/", "/api/v1/predictions")):
+        # a result's page and files hold patient images: never kept by the browser
+        response.headers["Cache-Control"] = "no-store"
+    elif response.mimetype != "text/css" and not response.mimetype.endswith("javascript"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response

@@ -190,6 +190,8 @@ class Store:
         """Create folders and the schema; clear stale half-written results of a crash."""
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.results_dir, self.tmp_dir):
+            os.chmod(folder, 0o700)  # stored images and DICOMs: the service's user only
         for leftover in self.tmp_dir.iterdir():
             # another worker may be writing a fresh one right now
             if leftover.stat().st_mtime < time.time() - 3600:
@@ -199,6 +201,8 @@ class Store:
             db.executescript(SCHEMA)
             _add_missing_columns(db)
             users.init(db)
+        for f in self.root.glob(self.db_path.name + "*"):  # the database and its WAL files
+            os.chmod(f, 0o600)
 
     def connect(self) -> sqlite3.Connection:
         """A connection to the results database (WAL, rows by name)."""
