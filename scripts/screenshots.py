@@ -6,7 +6,8 @@
 The last DICOM's result page is captured with the filled overlay, the contour
 and the probability heat map (with its legend), its overlay PNG download (with
 its "AI output" label), the first result with a sub-threshold finding if any,
-then the worklist (sorted by probability).
+then the worklist (sorted by probability), the page of a batch of all the files
+uploaded at once, and the API reference.
 """
 import sys
 import tempfile
@@ -51,6 +52,14 @@ def main(model: str, out: Path, dicoms: list[str]) -> None:
             print(f"{len(results)} results, {len(quiet)} with a sub-threshold finding")
             page.goto(server.url + "/worklist?sort=probability")
             page.screenshot(path=str(out / "worklist.png"))
+            page.goto(server.url + "/")
+            page.set_input_files("#files", dicoms)
+            page.click("#submit")
+            page.wait_for_url("**/batches/**", timeout=300_000)
+            page.screenshot(path=str(out / "batch.png"))
+            page.goto(server.url + "/api/docs")
+            page.wait_for_selector(".opblock")
+            page.screenshot(path=str(out / "api_docs.png"))
             browser.close()
     finally:
         server.stop()

@@ -14,10 +14,12 @@ from conftest import ROOT
 pytestmark = [pytest.mark.bundled, pytest.mark.slow]
 
 # measured when packaged (models/<default>/model.json "validation"); floors a little under
-FLOOR_DICE_POSITIVE = 0.42      # measured 0.446 (balanced operating point)
-FLOOR_AUC = 0.98                # measured 0.996
-CEILING_ECE = 0.05              # measured 0.033
-FLOOR_TRIAGE_SENSITIVITY = 0.94  # measured 0.973
+# (model v3: the v2 figures rode on the file-format shortcut; these hold in every encoding,
+# see tests/test_invariance.py)
+FLOOR_DICE_POSITIVE = 0.41      # measured 0.433 (balanced operating point)
+FLOOR_AUC = 0.96                # measured 0.971
+CEILING_ECE = 0.06              # measured 0.050
+FLOOR_TRIAGE_SENSITIVITY = 0.96  # measured 0.986
 
 
 @pytest.fixture(scope="module")

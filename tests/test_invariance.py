@@ -7,9 +7,11 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# measured on this subset with the bundled model (benchmarks/README.md); limits a little above
-MAX_FLIP_RATE = 0.10
-MAX_MEDIAN_ABS_DP = 0.02
+# On the whole validation split (benchmarks/README.md, model v3) the worst encoding (2x
+# downscale) flipped 14.9 % of verdicts at triage, median |dp| 0.029, AUC drop 0.013 (JPEG
+# q50); v2 flipped 47 % at JPEG q75 alone. Limits above those, on a 60-image subset:
+MAX_FLIP_RATE = 0.20
+MAX_MEDIAN_ABS_DP = 0.04
 MAX_AUC_DROP = 0.03
 
 
