@@ -148,8 +148,12 @@ def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
             assert page.locator("#legend").is_visible()
             from pneumo import modelcard
             threshold = modelcard.read(DEFAULT_MODEL_DIR).postprocess.pixel_threshold
+            rid = result_url.rstrip("/").rsplit("/", 1)[1]
+            point = page.request.get(f"{url}/api/v1/predictions/{rid}").json()["operating_point"]
+            # the heat map shows pixel x image probability: the marker sits where the
+            # outline's pixel threshold falls on that scale
             assert float(page.get_attribute("#legend-bar", "data-threshold")) == pytest.approx(
-                threshold)
+                threshold * point["heat_scale"])
             page.screenshot(path=str(ROOT / "docs" / "result_heatmap_legend.png"))
             browser.close()
     finally:
