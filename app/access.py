@@ -71,8 +71,9 @@ def current_owner() -> str:
 
 def one_off_call() -> bool:
     """An API request that carries no bearer token and no session cookie."""
-    return request.blueprint == "api" and not g.get("bearer") and \
-        current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies
+    return request.blueprint == "api" and request.endpoint != "api.csrf_token" \
+        and not g.get("bearer") \
+        and current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies
 
 
 def check_access():

@@ -91,8 +91,10 @@ def get_prediction(result_id: str):
 
 @bp.get("/csrf-token")
 def csrf_token():
-    """The CSRF token of the caller's browser session, for cookie-authenticated POSTs."""
+    """The CSRF token of the caller's browser session, for cookie-authenticated POSTs; a
+    caller without a session gets one here (its cookie holds the owner and the token)."""
     from app.access import csrf_token as token
+    views.current_owner()
     return jsonify(csrf_token=token())
 
 

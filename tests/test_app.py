@@ -720,6 +720,14 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
     schema = links["paths"]["/api/v1/predictions"]["post"]["responses"]["201"]["content"][
         "application/json"]["schema"]["properties"]["results"]["items"]["properties"]["links"]
     assert "null" in schema["type"] and "null when the call carried neither" in schema["description"]
+    # a client that wants a session starts one at /api/v1/csrf-token: its uploads get links
+    jar = app.test_client()
+    token = jar.get("/api/v1/csrf-token").json["csrf_token"]
+    resp = jar.post("/api/v1/predictions", content_type="multipart/form-data",
+                    headers={"X-CSRF-Token": token},
+                    data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
+    (res,) = resp.json["results"]
+    assert jar.get(res["links"]["image"]).status_code == 200
     with app.extensions["pneumo.store"].connect() as db:
         users.create_user(db, "ann", "a-long-password-1")
         token = users.create_token(db, "ann")
