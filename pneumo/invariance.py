@@ -81,11 +81,12 @@ def predict_encoding(predictor: Predictor, samples: list[dataset.Sample], table:
         if out.head is not None:
             heads.append(out.head)
         for i, (s, rec) in enumerate(zip(chunk, records)):
-            truth_small[start + i] = resize_target_mask(
-                _truth(s, table, rec.pixels.shape), size) if s.positive else 0
-            if s.positive and s.has_mask and s.image_id in table:
-                pred = predictor.finish(rec, out, i)
-                dice_full.append(dice(_truth(s, table, rec.pixels.shape), pred.mask))
+            if not s.positive:
+                continue
+            truth = _truth(s, table, rec.pixels.shape)  # decoded once for both sizes
+            truth_small[start + i] = resize_target_mask(truth, size)
+            if s.has_mask and s.image_id in table:
+                dice_full.append(dice(truth, predictor.finish(rec, out, i).mask))
     model_out = ModelOutput(np.concatenate(maps), np.concatenate(heads) if heads else None)
     labels = _Labels(truth_small, np.array([bool(s.positive) for s in samples]),
                      np.array([s.has_mask for s in samples]),

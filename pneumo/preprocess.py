@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pneumo.encodings import jpeg_roundtrip
+
 # How [0, 1] grey values become network input, per channel (all channels equal: grey).
 # "unit": the value itself (networks trained from scratch).
 # "efficientnet_lite": (255 v - 127) / 128, the convention of the EfficientNet-Lite
@@ -111,11 +113,7 @@ def canonical(pixels: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
     """
     if jpeg_quality is None:
         return pixels
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(pixels),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-    if not ok:  # pragma: no cover - OpenCV encodes any 2-D uint8 image
-        raise ValueError("the canonical JPEG step failed")
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return jpeg_roundtrip(np.ascontiguousarray(pixels), int(jpeg_quality))
 
 
 def model_image(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 
@@ -141,11 +140,7 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],
 def native_image(sample: dataset.Sample, cap: int) -> np.ndarray:
     """One sample's display pixels at its own resolution, shrunk to at most ``cap`` a side."""
     x = read_image(sample.path).pixels
-    if max(x.shape) > cap:
-        f = cap / max(x.shape)
-        x = cv2.resize(x, (round(x.shape[1] * f), round(x.shape[0] * f)),
-                       interpolation=cv2.INTER_AREA)
-    return x
+    return encodings.downscale(x, cap / max(x.shape)) if max(x.shape) > cap else x
 
 
 def cached_native(samples: list[dataset.Sample], cap: int, cache_dir: str | Path,
