@@ -1,0 +1,128 @@
+"""Structural figures of the code base, for the re-cut's before/after (issue 21).
+
+    python benchmarks/architecture.py
+
+Prints: import cycles between modules of the product packages, imports between the web
+entry points, raw database connections outside the store, direct environment reads
+outside the settings module, imports inside functions, and the largest files.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pneumo", "app")
+ENTRY_POINTS = ("app.views", "app.api", "app.dicomweb", "app.pacs", "app.cli")
+SETTINGS_MODULES = {"app/settings.py", "app/settings"}
+
+
+def product_files() -> list[Path]:
+    files = [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+    return files + [ROOT / "wsgi.py", ROOT / "gunicorn.conf.py"]
+
+
+def cycles(graph) -> list[tuple[str, str]]:
+    mods = sorted(m for m in graph.modules if m.startswith(PACKAGES))
+    found = set()
+    for a in mods:
+        for b in graph.find_modules_directly_imported_by(a):
+            if b.startswith(PACKAGES) and graph.chain_exists(importer=b, imported=a):
+                found.add(tuple(sorted((a, b))))
+    return sorted(found)
+
+
+def unit(module: str) -> str:
+    """The room a module lives in: the second level of the dotted name (a subpackage or a
+    top-level module)."""
+    return ".".join(module.split(".")[:2])
+
+
+def unit_cycles(graph) -> list[tuple[str, str]]:
+    edges: dict[str, set[str]] = {}
+    for a in graph.modules:
+        if a.startswith(PACKAGES):
+            for b in graph.find_modules_directly_imported_by(a):
+                if b.startswith(PACKAGES) and unit(a) != unit(b):
+                    edges.setdefault(unit(a), set()).add(unit(b))
+
+    def reaches(src: str, dst: str) -> bool:
+        seen, todo = set(), [src]
+        while todo:
+            n = todo.pop()
+            if n == dst:
+                return True
+            if n not in seen:
+                seen.add(n)
+                todo.extend(edges.get(n, ()))
+        return False
+
+    return sorted({tuple(sorted((a, b))) for a, bs in edges.items() for b in bs if reaches(b, a)})
+
+
+def entry_cross_imports(graph) -> list[tuple[str, str]]:
+    present = [m for m in graph.modules if m.startswith(ENTRY_POINTS)]
+    out = []
+    for a in present:
+        for b in graph.find_modules_directly_imported_by(a):
+            if b.startswith(ENTRY_POINTS) and not b.startswith(a.split(".")[0] + "." + a.split(".")[1]):
+                out.append((a, b))
+    return sorted(out)
+
+
+def scan(files: list[Path]) -> dict:
+    inner, env, connects = [], [], []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        inner.append(f"{rel}:{node.lineno}")
+        for node in ast.walk(tree):
+            text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Subscript, ast.Attribute)) else ""
+            if isinstance(node, ast.Attribute) and text in ("os.environ", "os.getenv"):
+                if not any(rel.startswith(s) for s in SETTINGS_MODULES):
+                    env.append(f"{rel}:{node.lineno}")
+            if isinstance(node, ast.Call) and text.split("(")[0].endswith(".connect") \
+                    and "sqlite3" not in text and not rel.startswith("app/store"):
+                connects.append(f"{rel}:{node.lineno} {text.split('(')[0]}")
+    return {"inner": sorted(set(inner)), "env": sorted(set(env)), "connects": sorted(set(connects))}
+
+
+def main() -> int:
+    graph = grimp.build_graph(*PACKAGES)
+    files = product_files()
+    found = scan(files)
+    sizes = sorted(((len(p.read_text().splitlines()), p.relative_to(ROOT).as_posix()) for p in files),
+                   reverse=True)
+    cyc = cycles(graph)
+    cross = entry_cross_imports(graph)
+    print(f"modules: {len([m for m in graph.modules if m.startswith(PACKAGES)])}")
+    print(f"import cycles (module pairs): {len(cyc)}")
+    for a, b in cyc:
+        print(f"  {a} <-> {b}")
+    ucyc = unit_cycles(graph)
+    print(f"cycles between rooms (subpackages or top-level modules): {len(ucyc)}")
+    for a, b in ucyc:
+        print(f"  {a} <-> {b}")
+    print(f"entry-point cross-imports: {len(cross)}")
+    for a, b in cross:
+        print(f"  {a} -> {b}")
+    print(f"raw connects outside the store: {len(found['connects'])}")
+    for c in found["connects"]:
+        print(f"  {c}")
+    print(f"direct environment reads outside settings: {len(found['env'])}")
+    for e in found["env"]:
+        print(f"  {e}")
+    print(f"imports inside functions: {len(found['inner'])}")
+    print("largest files: " + ", ".join(f"{p} {n}" for n, p in sizes[:5]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
