@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/alt_backends.py [--model DIR] [--repeats 15] [--out FILE]
 
-Loads the model through ``pneumo.runtime`` under every runtime (Keras with its
+Loads the model through ``pneumo.inference.runtime`` under every runtime (Keras with its
 backend, and OpenVINO fp32 when the ``openvino`` extra is installed), checks that
 they give the same mask probabilities and head outputs on real validation images
 (largest absolute difference; the bound is 1e-4) and times a forward pass at batch
@@ -29,8 +29,9 @@ from run import timed, write_report  # noqa: E402  (benchmarks/run.py, beside th
 
 def validation_inputs(pcfg, n: int = 8) -> np.ndarray:
     """``n`` real validation images as the network sees them (the one model-input path)."""
-    from pneumo.preprocess import model_input
-    from pneumo.training import TrainConfig, load_example, split_samples
+    from pneumo.data.examples import load_example
+    from pneumo.inference.preprocess import model_input
+    from pneumo.training import TrainConfig, split_samples
     data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
     images = np.stack([load_example(s, data.table, pcfg)[0]
                        for s in data.samples["val"][:n]])
@@ -38,8 +39,8 @@ def validation_inputs(pcfg, n: int = 8) -> np.ndarray:
 
 
 def main() -> int:
-    from pneumo import runtime as runtimes
-    from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
+    from pneumo.inference import runtime as runtimes
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     p.add_argument("--repeats", type=int, default=15)

@@ -7,7 +7,7 @@
 Each image of the split is decoded, written again as lossless PNG, JPEG at
 quality 95/75/50, a 2x downscaled PNG, DICOM with JPEG Baseline and with
 uncompressed pixels, and 12-bit DICOM that the reader must window
-(:mod:`pneumo.encodings`); every version goes through the upload reader and
+(:mod:`pneumo.io.encodings`); every version goes through the upload reader and
 the model. The JSON holds every figure; the Markdown table printed at the
 end is the one in the model card and benchmarks/README.md. Targets (issue
 20): verdict flips <= 2 % for every encoding, median |dp| <= 0.02, AUC of
@@ -26,9 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pneumo import dataset, invariance, paths  # noqa: E402
-from pneumo.datacfg import DataConfig  # noqa: E402
-from pneumo.inference import Predictor  # noqa: E402
+from pneumo import paths  # noqa: E402
+from pneumo.data import dataset  # noqa: E402
+from pneumo.data.datacfg import DataConfig  # noqa: E402
+from pneumo.evaluation import invariance  # noqa: E402
+from pneumo.inference.predictor import Predictor  # noqa: E402
 
 
 def split_samples(data: str | Path, split_name: str, max_images: int | None,

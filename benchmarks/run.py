@@ -73,8 +73,8 @@ def model_flops(model) -> float:
 
 def bench_forward(model_dir: Path, repeats: int) -> dict:
     import numpy as np
-    from pneumo.inference import Predictor
-    from pneumo.networks import build_double_unet
+    from pneumo.inference.predictor import Predictor
+    from pneumo.nets.networks import build_double_unet
     predictor = Predictor.load(model_dir)
     size = predictor.pcfg.size
     out = {"model": predictor.name, "input_size": size,

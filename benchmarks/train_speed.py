@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     import keras
     import numpy as np
-    from pneumo import losses
-    from pneumo.networks import build_model
+    from pneumo.nets import losses
+    from pneumo.nets.networks import build_model
     from pneumo.training import TrainConfig
     from pneumo.training.loop import precision_policy
     cfg = TrainConfig.load(cfg_path)

@@ -20,9 +20,9 @@ from pneumo.errors import PneumoError
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print what the reader finds in each file, and whether SIIM knows it."""
-    from pneumo.datacfg import DataConfig
-    from pneumo.dataset import IMAGE_SUFFIXES, iter_image_files
-    from pneumo.imaging import read_image
+    from pneumo.data.datacfg import DataConfig
+    from pneumo.data.dataset import IMAGE_SUFFIXES, iter_image_files
+    from pneumo.io.imaging import read_image
 
     table, id_map = {}, {}
     try:
@@ -46,7 +46,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         known = image_id in table
         label = ""
         if known:
-            from pneumo.rle import is_positive
+            from pneumo.io.rle import is_positive
             label = " (pneumothorax)" if is_positive(table[image_id]) else " (no pneumothorax)"
         m = rec.meta
         spacing = (f"{m.pixel_spacing_mm[0]:.4g} x {m.pixel_spacing_mm[1]:.4g} mm "
@@ -76,8 +76,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Index the data, print counts, and write (or check) the split file."""
-    from pneumo import dataset
-    from pneumo.datacfg import DataConfig
+    from pneumo.data import dataset
+    from pneumo.data.datacfg import DataConfig
 
     cfg = DataConfig.load(args.data)
     result, samples = cfg.samples()
@@ -106,7 +106,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pneumo.datacfg import DEFAULT_DATA_CONFIG
+    from pneumo.data.datacfg import DEFAULT_DATA_CONFIG
 
     parser = argparse.ArgumentParser(prog="pneumo", description="Pneumothorax segmentation "
                                      "of chest X-rays: data, training, evaluation, prediction.")

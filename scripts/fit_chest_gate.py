@@ -25,12 +25,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pneumo import gate, modelcard, networks, paths  # noqa: E402
-from pneumo.datacfg import DataConfig  # noqa: E402
-from pneumo.dataset import read_split  # noqa: E402
-from pneumo.imaging import read_image  # noqa: E402
-from pneumo.inference import predict_batches  # noqa: E402
-from pneumo.preprocess import model_image  # noqa: E402
+from pneumo import paths  # noqa: E402
+from pneumo.data.datacfg import DataConfig  # noqa: E402
+from pneumo.data.dataset import read_split  # noqa: E402
+from pneumo.inference import gate  # noqa: E402
+from pneumo.inference.card import WEIGHTS, read_card  # noqa: E402
+from pneumo.inference.predictor import predict_batches  # noqa: E402
+from pneumo.inference.preprocess import model_image  # noqa: E402
+from pneumo.io.imaging import read_image  # noqa: E402
+from pneumo.nets import networks  # noqa: E402
 from pneumo.progress import track  # noqa: E402
 from pneumo.training.gate_data import non_chest_examples  # noqa: E402
 
@@ -56,9 +59,9 @@ class Features:
     """The model's pooled features for display pixels, as the Predictor computes them."""
 
     def __init__(self, model_dir: Path):
-        self.card = modelcard.read(model_dir)
+        self.card = read_card(model_dir)
         model = networks.build_model(self.card.architecture)
-        model.load_weights(model_dir / modelcard.WEIGHTS)
+        model.load_weights(model_dir / WEIGHTS)
         self.model = networks.with_features(model)
 
     def __call__(self, images: list[np.ndarray], label: str) -> np.ndarray:

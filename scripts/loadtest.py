@@ -74,7 +74,7 @@ class Client:
 
 def run(uploads: int, workers: int, model_dir: Path, kill: bool, threads: int = 4) -> dict:
     import shutil
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     from app.localserver import LocalServer
     data = Path(tempfile.mkdtemp(prefix="pneumo-load-"))
     server = LocalServer(model_dir, data, workers=workers, threads=threads,

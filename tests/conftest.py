@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def rle_table():
-    from pneumo import rle
+    from pneumo.io import rle
     return rle.read_rle_csv(RLE_CSV)
 
 
@@ -51,8 +51,8 @@ def siim_dicoms():
 @pytest.fixture(scope="session")
 def positive_dicom(rle_table, siim_dicoms):
     """A real labelled SIIM DICOM with a pneumothorax."""
-    from pneumo.dataset import dicom_image_id
-    from pneumo.rle import is_positive
+    from pneumo.data.dataset import dicom_image_id
+    from pneumo.io.rle import is_positive
     for path in siim_dicoms:
         uid = dicom_image_id(path)
         if uid in rle_table and is_positive(rle_table[uid]):
@@ -65,11 +65,11 @@ def write_untrained_model(folder: Path, arch: dict, preprocess: dict, seed: int 
     """An untrained model folder with a v2 card (low thresholds: its random output
     produces a mask). ``calibration``: a Platt calibration for the card, else a score."""
     import keras
-    from pneumo.calibration import Calibrator
-    from pneumo.modelcard import ModelCard
-    from pneumo.networks import build_model
-    from pneumo.postprocess import OperatingPoint, PostProcess
-    from pneumo.preprocess import PreprocessConfig
+    from pneumo.inference.calibration import Calibrator
+    from pneumo.inference.card import ModelCard
+    from pneumo.inference.postprocess import OperatingPoint, PostProcess
+    from pneumo.inference.preprocess import PreprocessConfig
+    from pneumo.nets.networks import build_model
     folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     build_model(arch).save_weights(folder / "weights.weights.h5")
@@ -97,7 +97,7 @@ def tiny_model_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_model_folder):
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     return Predictor.load(tiny_model_folder)
 
 

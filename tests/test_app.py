@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from pneumo import rle
+from pneumo.io import rle
 from conftest import SIIM
 
 
@@ -71,8 +71,8 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     assert re.match(r"\d+ px", area) and "no cm²: pixel spacing implausible" in area
     assert re.search(r"would be 1[0-9]\.[0-9] cm wide", area)
     assert "Decision support, not a diagnosis" in html and "heat map colour scale" in html
-    # one rule for the outline and the starting opacity, shared with pneumo.overlay
-    from pneumo import overlay as ov
+    # one rule for the outline and the starting opacity, shared with pneumo.inference.overlay
+    from pneumo.inference import overlay as ov
     assert f'data-contour-width="{ov.contour_width((1024, 1024))}"' in html
     assert f'id="opacity" type="range" min="0" max="100" value="{round(100 * ov.DEFAULT_OPACITY)}"' in html
     worklist = client.get("/worklist").data.decode()
@@ -225,7 +225,7 @@ def test_persistence_across_restart(tmp_path, tiny_predictor, positive_dicom):
 
 
 def test_worklist_sorting(client, positive_dicom):
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     a = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     png = next(SIIM.glob("ktlProject0/data/train/images/*.png")).read_bytes()
     b = result_id_from(upload(client, ("b.png", png)))
@@ -483,7 +483,7 @@ def test_cli_create_user_and_token(tmp_path):
 
 def test_upload_writes_little_and_views_render_on_demand(app, client, positive_dicom):
     """The upload stores pixels, probabilities and RLE; images are made when first asked for."""
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     folder = store.results_dir / rid
@@ -589,7 +589,7 @@ def test_health_answers_while_the_model_loads(tmp_path, tiny_model_folder, monke
     an upload meanwhile waits for the model instead of failing."""
     import threading
     from app import create_app
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     release, real_load = threading.Event(), Predictor.load.__func__
 
     def slow_load(cls, *args, **kwargs):
@@ -675,7 +675,7 @@ def test_shown_probability_never_rounds_to_certainty():
 def test_large_image_gets_a_display_rendition_and_keeps_the_original(app, client, positive_dicom):
     """The viewer loads a rendition at most 2048 px a side; downloads keep the full size."""
     import cv2
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     film = cv2.resize(read_image(positive_dicom).pixels, (3000, 4096), interpolation=cv2.INTER_LINEAR)
     buf = io.BytesIO()
     Image.fromarray(film).save(buf, "PNG")

@@ -22,8 +22,8 @@ OTHER_BACKENDS = ["torch", pytest.param("jax", marks=pytest.mark.skipif(
 TRAIN_UNDER_TORCH = r"""
 import json, sys
 import numpy as np, keras
-from pneumo import losses
-from pneumo.networks import build_model
+from pneumo.nets import losses
+from pneumo.nets.networks import build_model
 arch = json.loads(sys.argv[1])
 keras.utils.set_random_seed(0)
 model = build_model(arch)
@@ -51,7 +51,7 @@ def test_torch_trained_weights_load_under_tensorflow(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().endswith("torch")
     import keras
-    from pneumo.networks import build_model
+    from pneumo.nets.networks import build_model
     assert keras.config.backend() == "tensorflow"
     model = build_model(arch)
     model.load_weights(w)
@@ -88,7 +88,7 @@ def test_bundled_model_gives_equal_probabilities_under_each_backend(
         backend, siim_sample, tensorflow_outputs, tmp_path):
     """PNEUMO_DEVICE=cpu: the bundled model on real SIIM DICOMs, its weights on the
     CPU, probabilities and maps equal to TensorFlow's within 1e-4."""
-    from pneumo.inference import DEFAULT_MODEL_DIR
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     ref, ref_maps = tensorflow_outputs
     ours, maps = predict_under(backend, siim_sample, tmp_path)
     assert ref["device"] == "CPU (tensorflow)" and ours["device"] == f"CPU ({backend})"
@@ -127,7 +127,8 @@ def test_app_serves_under_the_backend_on_the_device_asked_for(backend, tmp_path,
 def test_the_app_leaves_keras_unstarted_until_the_device_is_chosen():
     """PNEUMO_DEVICE=cpu under torch and JAX's lazy GPU memory hold only when
     configure_device runs before Keras is imported: the app's modules must not import it."""
-    code = ("import sys, app, app.api, app.model, app.views, pneumo.inference, pneumo.runtime; "
+    code = ("import sys, app, app.api, app.model, app.views, pneumo.inference.predictor, "
+            "pneumo.inference.runtime; "
             "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
@@ -136,7 +137,7 @@ def test_the_app_leaves_keras_unstarted_until_the_device_is_chosen():
 
 def test_device_choice_is_checked_and_a_missing_gpu_is_an_error():
     from app.settings import Settings, SettingsError
-    from pneumo.device import DeviceError, configure_device, has_gpu
+    from pneumo.inference.device import DeviceError, configure_device, has_gpu
     assert Settings.from_env({}).device == "auto"
     assert Settings.from_env({"PNEUMO_DEVICE": "CPU"}).flask_config()["DEVICE"] == "cpu"
     with pytest.raises(SettingsError, match="PNEUMO_DEVICE must be one of auto, cpu, gpu"):
@@ -153,7 +154,7 @@ def test_device_choice_is_checked_and_a_missing_gpu_is_an_error():
 
 
 def test_placement_words():
-    from pneumo.device import Placement
+    from pneumo.inference.device import Placement
     assert str(Placement("jax", "gpu", 0, "NVIDIA H100 80GB HBM3")) == \
         "GPU 0: NVIDIA H100 80GB HBM3 (jax)"
     assert str(Placement("tensorflow", "cpu", threads=2)) == "CPU (tensorflow, 2 threads)"

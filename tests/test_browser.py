@@ -123,7 +123,7 @@ def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
     1024x600, 1280x720 and 1920x1080 (screenshots of the last two go to docs/), and
     the heat map has a legend with the mask threshold marked."""
     from playwright.sync_api import sync_playwright
-    from pneumo.inference import DEFAULT_MODEL_DIR
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     from conftest import ROOT
     proc, url = serve(DEFAULT_MODEL_DIR, tmp_path)
     try:
@@ -146,8 +146,8 @@ def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
             assert page.locator("#legend").is_hidden()
             page.select_option("#mode", "heatmap")
             assert page.locator("#legend").is_visible()
-            from pneumo import modelcard
-            threshold = modelcard.read(DEFAULT_MODEL_DIR).postprocess.pixel_threshold
+            from pneumo.inference.card import read_card
+            threshold = read_card(DEFAULT_MODEL_DIR).postprocess.pixel_threshold
             rid = result_url.rstrip("/").rsplit("/", 1)[1]
             point = page.request.get(f"{url}/api/v1/predictions/{rid}").json()["operating_point"]
             # the heat map shows pixel x image probability: the marker sits where the

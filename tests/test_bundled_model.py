@@ -24,8 +24,8 @@ FLOOR_TRIAGE_SENSITIVITY = 0.96  # measured 0.986
 
 @pytest.fixture(scope="module")
 def validation_scores(tmp_path_factory):
-    from pneumo.evaluation import evaluate
-    from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
+    from pneumo.evaluation.scoring import evaluate
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
     from pneumo.training import TrainConfig, split_samples
     predictor = Predictor.load()  # the default, as the app and `pneumo predict` load it
     assert predictor.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve()
@@ -46,9 +46,9 @@ def test_bundled_model_floors(validation_scores):
 
 
 def test_bundled_model_card_matches_its_weights(validation_scores):
-    from pneumo import modelcard
-    from pneumo.inference import DEFAULT_MODEL_DIR
-    card = modelcard.read(DEFAULT_MODEL_DIR).validation
+    from pneumo.inference.card import read_card
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+    card = read_card(DEFAULT_MODEL_DIR).validation
     assert card, "the bundled model's card has no validation figures"
     for key in ("dice_positive", "auc", "ece", "siim_score", "siim_score_reweighted",
                 "sensitivity", "specificity", "dice_positive_mask"):
@@ -68,7 +68,7 @@ def test_bundled_model_gate_refuses_held_out_non_chest_images():
     """Photographs, micrographs, CT/MR/NM/US slices, an extremity film and synthetic patterns
     that the gate was not fitted on: at least 95 % get "not a frontal chest X-ray"."""
     from pneumo.errors import NotChestXrayError
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     from pneumo.training.gate_data import non_chest_examples
     predictor = Predictor.load()
     held = non_chest_examples("held_out")

@@ -4,13 +4,13 @@ import sys
 
 import numpy as np
 
-from pneumo import dataset
-from pneumo.datacfg import DataConfig
-from pneumo.imaging import read_image
+from pneumo.data import dataset
+from pneumo.data.datacfg import DataConfig
+from pneumo.io.imaging import read_image
 import pytest
 
-from pneumo.postprocess import upsample_probability
-from pneumo.preprocess import PreprocessConfig, resize_target_mask
+from pneumo.inference.postprocess import upsample_probability
+from pneumo.inference.preprocess import PreprocessConfig, resize_target_mask
 from conftest import ROOT, SIIM
 
 
@@ -98,8 +98,8 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
     """The same DICOM through the training sequence (augmentation off) and through the
     server's Predictor (uploaded bytes) reaches the network as identical arrays."""
     from conftest import write_untrained_model
-    from pneumo.dataset import Sample, dicom_image_id
-    from pneumo.inference import Predictor
+    from pneumo.data.dataset import Sample, dicom_image_id
+    from pneumo.inference.predictor import Predictor
     from pneumo.training import TrainConfig
     from pneumo.training.data import BalancedBatches, cached_arrays
     arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
@@ -124,7 +124,7 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
 
 
 def test_model_input_normalisations():
-    from pneumo.preprocess import model_input
+    from pneumo.inference.preprocess import model_input
     img = np.array([[[0, 255], [127, 64]]], np.uint8)
     unit = model_input(img, PreprocessConfig(2, 1, "unit"))
     assert unit.shape == (1, 2, 2, 1) and unit[0, 0, 1, 0] == 1.0

@@ -109,7 +109,7 @@ def test_run_sh_makes_a_serving_environment_without_test_or_training_tools(tmp_p
     assert first.returncode == 0, first.stderr[-2000:]
     assert "installed (serve)" in first.stdout
     probe = ("import importlib.util, app, app.views, app.api, app.dicomweb, app.pacs, "
-             "pneumo.inference, pneumo.gate; "
+             "pneumo.inference.predictor, pneumo.inference.gate; "
              "print([m for m in ('pytest', 'playwright', 'hypothesis', 'tqdm', 'matplotlib', "
              "'skimage', 'torch', 'jax', 'openvino', 'jsonschema', 'importlinter') "
              "if importlib.util.find_spec(m)])")
@@ -142,8 +142,8 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
         with urllib.request.urlopen(req, timeout=120) as resp:
             assert resp.status == 201
             result = json.loads(resp.read())["results"][0]
-        from pneumo import modelcard
-        card = modelcard.read(BUNDLED)
+        from pneumo.inference.card import read_card
+        card = read_card(BUNDLED)
         assert result["threshold"] == pytest.approx(card.operating_point().threshold, abs=1e-4)
         assert result["model"].startswith(card.name)
         suspected = result["probability"] >= result["threshold"]
@@ -155,7 +155,7 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     finally:
         proc.stop()
     log = (tmp_path / "gunicorn.log").read_text()
-    from pneumo.device import nvidia_driver_present
+    from pneumo.inference.device import nvidia_driver_present
     if not nvidia_driver_present():  # the expected "no GPU" noise is dropped; errors are not
         assert "cuInit" not in log and "Could not find cuda drivers" not in log
     assert " ERROR " not in log and "Traceback" not in log
@@ -167,7 +167,7 @@ def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
 
 @pytest.mark.parametrize("bad", [0, -2, "two", 1.5, True])
 def test_tf_threads_setting_is_checked(bad):
-    from pneumo.device import configure_device
+    from pneumo.inference.device import configure_device
     with pytest.raises(ValueError, match="PNEUMO_TF_THREADS"):
         configure_device(bad)
 

@@ -4,9 +4,9 @@ import pytest
 
 import keras
 
-from pneumo import encoders
-from pneumo.networks import build_double_unet, build_model, load_encoder_weights
-from pneumo.pretrained import DEFAULT_CACHE, PRETRAINED, sha256
+from pneumo.nets import encoders
+from pneumo.nets.networks import build_double_unet, build_model, load_encoder_weights
+from pneumo.nets.pretrained import DEFAULT_CACHE, PRETRAINED, sha256
 
 LITE_ARCH = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
                                              "channels": 3, "encoder": "efficientnet_lite0",

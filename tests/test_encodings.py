@@ -7,14 +7,14 @@ from conftest import SIIM
 
 @pytest.fixture(scope="module")
 def film():
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     return read_image(next(iter(sorted(SIIM.rglob("*.dcm"))))).pixels
 
 
 @pytest.mark.parametrize("name", ["png", "dicom_raw", "dicom16"])
 def test_lossless_encodings_read_back_identical(film, name):
-    from pneumo.encodings import encode
-    from pneumo.imaging import read_image
+    from pneumo.io.encodings import encode
+    from pneumo.io.imaging import read_image
     data, _ = encode(film, name)
     rec = read_image(data)
     assert np.array_equal(rec.pixels, film)
@@ -26,8 +26,8 @@ def test_lossless_encodings_read_back_identical(film, name):
     ("jpeg95", ".jpg", 0.05, 1.5), ("jpeg50", ".jpg", 0.5, 4.0), ("dicom_jpeg", ".dcm", 0.1, 2.0),
 ])
 def test_lossy_encodings_change_pixels_by_their_quality(film, name, suffix, low, high):
-    from pneumo.encodings import encode
-    from pneumo.imaging import read_image
+    from pneumo.io.encodings import encode
+    from pneumo.io.imaging import read_image
     data, got_suffix = encode(film, name)
     rec = read_image(data)
     diff = np.abs(rec.pixels.astype(int) - film).mean()
@@ -37,14 +37,14 @@ def test_lossy_encodings_change_pixels_by_their_quality(film, name, suffix, low,
 
 
 def test_downscale_halves_the_film(film):
-    from pneumo.encodings import encode
-    from pneumo.imaging import read_image
+    from pneumo.io.encodings import encode
+    from pneumo.io.imaging import read_image
     rec = read_image(encode(film, "downscale2x")[0])
     assert rec.pixels.shape == (film.shape[0] // 2, film.shape[1] // 2)
 
 
 def test_bad_arguments_are_refused(film):
-    from pneumo.encodings import encode, jpeg_bytes, downscale
+    from pneumo.io.encodings import downscale, encode, jpeg_bytes
     with pytest.raises(ValueError, match="unknown encoding 'webp'"):
         encode(film, "webp")
     with pytest.raises(ValueError, match="uint8"):
@@ -70,7 +70,7 @@ def test_encoding_augmentation_keeps_shape_and_is_off_by_default(film):
 
 
 def test_balancing_groups_by_source_and_format():
-    from pneumo.training.data import Arrays
+    from pneumo.data.examples import Arrays
     a = Arrays(np.zeros((3, 4, 4), np.uint8), np.zeros((3, 4, 4), np.uint8),
                np.array([True, True, False]), np.ones(3, bool),
                np.array(["siim", "siim", "nih"]), np.array(["JPEG", "DICOM", "PNG"]))
@@ -79,8 +79,8 @@ def test_balancing_groups_by_source_and_format():
 
 
 def test_the_canonical_jpeg_step_is_part_of_the_model_image(film):
-    from pneumo.encodings import jpeg_roundtrip
-    from pneumo.preprocess import PreprocessConfig, model_image, resize_image
+    from pneumo.inference.preprocess import PreprocessConfig, model_image, resize_image
+    from pneumo.io.encodings import jpeg_roundtrip
     plain = PreprocessConfig(size=64)
     assert np.array_equal(model_image(film, plain), resize_image(film, 64))
     canon = PreprocessConfig.from_dict({"size": 64, "jpeg_quality": 75})

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from fuzz_cases import cases, mutate, seed_files
 from pneumo.errors import PneumoError
-from pneumo.imaging import read_image
+from pneumo.io.imaging import read_image
 
 CASES = int(os.environ.get("PNEUMO_FUZZ_CASES", "300"))
 SEEDS = seed_files()

@@ -11,7 +11,7 @@ from test_app import upload
 
 
 def meta(**kw):
-    from pneumo.imaging import DisplayMetadata
+    from pneumo.io.imaging import DisplayMetadata
     return DisplayMetadata(format="DICOM", rows=8, columns=8, **kw)
 
 
@@ -24,7 +24,7 @@ def meta(**kw):
     ({"chroma": 40.0}, "colour image"),
 ])
 def test_header_and_colour_say_no(fields, words):
-    from pneumo.gate import metadata_reason
+    from pneumo.inference.gate import metadata_reason
     assert words in metadata_reason(meta(**fields))
 
 
@@ -34,13 +34,13 @@ def test_header_and_colour_say_no(fields, words):
     {"modality": "OT"}, {"chroma": 2.0},
 ])
 def test_header_of_a_frontal_chest_film_passes(fields):
-    from pneumo.gate import metadata_reason
+    from pneumo.inference.gate import metadata_reason
     assert metadata_reason(meta(**fields)) is None
 
 
 def test_chroma_of_a_colour_photograph_and_of_a_real_grey_jpeg():
     from skimage import data
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buf, format="PNG")
     assert read_image(buf.getvalue()).meta.chroma > 12
@@ -50,8 +50,8 @@ def test_chroma_of_a_colour_photograph_and_of_a_real_grey_jpeg():
 
 def test_pydicom_test_files_chest_passes_extremity_and_ct_do_not():
     from pydicom.data import get_testdata_file
-    from pneumo.gate import metadata_reason
-    from pneumo.imaging import read_image
+    from pneumo.inference.gate import metadata_reason
+    from pneumo.io.imaging import read_image
     chest = read_image(get_testdata_file("RG1_UNCI.dcm"))
     assert chest.meta.body_part == "CHEST" and metadata_reason(chest.meta) is None
     assert "EXTREMITY" in metadata_reason(read_image(get_testdata_file("RG3_UNCI.dcm")).meta)
@@ -76,7 +76,7 @@ def test_a_ct_slice_uploaded_gets_no_verdict_and_nothing_is_stored(app, client):
 
 
 def test_gate_fit_separates_and_round_trips():
-    from pneumo.gate import AppearanceGate, fit
+    from pneumo.inference.gate import AppearanceGate, fit
     rng = np.random.default_rng(0)
     chest = rng.normal(0, 1, (300, 16))
     other = rng.normal(4, 1, (80, 16))
@@ -98,10 +98,10 @@ def head_model_folder(tmp_path_factory):
 
 
 def _with_gate(folder, threshold):
-    from pneumo import modelcard
-    from pneumo.inference import Predictor
-    from pneumo.networks import build_model, with_features
-    card = modelcard.read(folder)
+    from pneumo.inference.card import read_card
+    from pneumo.inference.predictor import Predictor
+    from pneumo.nets.networks import build_model, with_features
+    card = read_card(folder)
     width = with_features(build_model(card.architecture)).output_shape[-1][-1]
     card.chest_gate = {"mean": [0.0] * width, "scale": [1.0] * width, "coef": [0.0] * width,
                        "intercept": 0.0, "threshold": threshold, "info": {}}
@@ -111,7 +111,7 @@ def _with_gate(folder, threshold):
 
 def test_predictor_refuses_what_the_appearance_gate_refuses(head_model_folder, positive_dicom):
     from pneumo.errors import NotChestXrayError
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     record = read_image(positive_dicom)
     passing = _with_gate(head_model_folder, threshold=-1.0)   # every score is 0
     assert passing.output(np.zeros((2, 64, 64), np.uint8)).features.shape[0] == 2
@@ -125,7 +125,7 @@ def test_batch_predict_skips_non_chest_files_with_the_reason(tmp_path, tiny_pred
                                                              positive_dicom):
     import shutil
     from pydicom.data import get_testdata_file
-    from pneumo.evaluation import predict_files
+    from pneumo.evaluation.batch import predict_files
     shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "mr.dcm")
     shutil.copy(positive_dicom, tmp_path / "chest.dcm")
     counts = predict_files(tiny_predictor, [str(tmp_path)], tmp_path / "sub.csv", progress=False)

@@ -9,7 +9,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, JPEG2000Lossless
 
 from pneumo.errors import (CorruptImageError, ImageTooLargeError, PneumoError,
                            UnsupportedDicomError, UnsupportedImageError)
-from pneumo.imaging import read_image
+from pneumo.io.imaging import read_image
 
 
 def test_real_siim_dicoms_decode(siim_dicoms):
@@ -45,7 +45,7 @@ def test_identifiers_hidden_from_repr(positive_dicom):
 def test_dicom_pixels_equal_jpeg_copy(rle_table):
     """The amarshrma JPEGs are re-encodings of the DICOM pixels: both paths agree closely."""
     from conftest import SIIM
-    from pneumo.dataset import read_id_map, dicom_image_id
+    from pneumo.data.dataset import dicom_image_id, read_id_map
     id_map = read_id_map(SIIM / "amarshrma/Deployment/train.csv")
     by_id = {v: k for k, v in id_map.items()}
     for dcm in sorted(SIIM.rglob("*.dcm")):
@@ -265,7 +265,7 @@ def _ds(**tags):
      (0.4, 0.4), "not corrected", None),
 ])
 def test_pixel_spacing_rules(tags, mm, source_word, warn):
-    from pneumo.spacing import from_dataset
+    from pneumo.io.spacing import from_dataset
     s = from_dataset(_ds(**tags), 1024, 1024)
     if mm is None:
         assert s.mm is None and s.source is None and not s.usable
@@ -280,8 +280,8 @@ def test_siim_files_get_no_misleading_area(positive_dicom):
     """Every SIIM DICOM here keeps its full-size film's spacing: no cm² for any of them."""
     rec = read_image(str(positive_dicom))
     assert rec.meta.pixel_spacing_mm and "implausible" in rec.meta.spacing_warning
-    from pneumo.inference import Predictor
-    from pneumo.postprocess import OperatingPoint
+    from pneumo.inference.postprocess import OperatingPoint
+    from pneumo.inference.predictor import Predictor
     from conftest import write_untrained_model
     import tempfile
     from pathlib import Path

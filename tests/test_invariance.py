@@ -17,7 +17,7 @@ MAX_AUC_DROP = 0.03
 
 def test_lossless_encodings_change_nothing_and_the_report_is_complete(tiny_predictor):
     from encoding_invariance import split_samples
-    from pneumo import invariance
+    from pneumo.evaluation import invariance
     samples, table = split_samples(ROOT / "configs" / "data_siim_v2.json", "val", 6)
     report = invariance.invariance_report(
         tiny_predictor, samples, table, ("original", "png", "dicom_raw", "dicom16", "jpeg50"),
@@ -40,8 +40,8 @@ def test_bundled_model_verdicts_hold_across_encodings():
     """60 validation films (30 positive), each in eight encodings: verdict flips, probability
     changes and AUC stay within the limits measured when the model was packaged."""
     from encoding_invariance import split_samples
-    from pneumo import invariance
-    from pneumo.inference import Predictor
+    from pneumo.evaluation import invariance
+    from pneumo.inference.predictor import Predictor
     samples, table = split_samples(ROOT / "configs" / "data_siim_v2.json", "val", 60)
     names = ("original", "png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "dicom_jpeg",
              "dicom16")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pneumo.imaging import DisplayMetadata
-from pneumo.laterality import patient_side
+from pneumo.inference.laterality import patient_side
+from pneumo.io.imaging import DisplayMetadata
 
 
 def meta(**kw):

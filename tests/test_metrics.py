@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
-from pneumo import calibration, metrics, postprocess
-from pneumo.calibration import evidence
+from pneumo.evaluation import metrics, operating_points
+from pneumo.inference import calibration, postprocess
+from pneumo.inference.calibration import evidence
 
 E = np.zeros((4, 4), bool)
 
@@ -98,7 +99,7 @@ def test_tune_mask_finds_the_clean_threshold():
         t[8:16, 8:16] = 1
         p[8:16, 8:16] = 0.95
         maps.append(p); truths.append(t)
-    pp, score = postprocess.tune_mask(np.stack(maps), np.stack(truths), 32)
+    pp, score = operating_points.tune_mask(np.stack(maps), np.stack(truths), 32)
     assert score == pytest.approx(1.0) and pp.pixel_threshold >= 0.6
 
 
@@ -107,7 +108,7 @@ def test_operating_points_by_hand():
     prob = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.05])
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
     dice_if_pos = np.array([0.8, 0.8, 0.8, 0.8, 0.0, 0.0, 0.0, 0.0])
-    points = postprocess.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
+    points = operating_points.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
                                                  min_sensitivity=0.9, prevalence=0.5)
     triage = points["triage"]   # sensitivity 1.0 needs the threshold at 0.2
     assert triage.threshold == pytest.approx(0.2)
@@ -115,7 +116,7 @@ def test_operating_points_by_hand():
     balanced = points["balanced"]  # at 0.7: 3 found (0.8 each), all negatives clean
     assert balanced.threshold == pytest.approx(0.7)
     assert (balanced.sensitivity, balanced.specificity) == (0.75, 1.0)
-    scores = postprocess.siim_by_threshold(prob, dice_if_pos, labels, np.array([0.7, 2.0]), 0.5)
+    scores = operating_points.siim_by_threshold(prob, dice_if_pos, labels, np.array([0.7, 2.0]), 0.5)
     assert scores.tolist() == pytest.approx([0.5 * 0.6 + 0.5 * 1.0, 0.5 * 0.0 + 0.5 * 1.0])
 
 
@@ -124,13 +125,13 @@ def test_triage_is_always_a_lower_point_than_balanced():
     prob = np.array([0.9, 0.8, 0.75, 0.7, 0.6, 0.3, 0.1, 0.05])
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
     dice_if_pos = np.array([0.8] * 4 + [0.0] * 4)
-    points = postprocess.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
+    points = operating_points.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
                                                  min_sensitivity=0.9, prevalence=0.5)
     assert points["balanced"].threshold == pytest.approx(0.7)
     assert points["triage"].threshold == pytest.approx(0.35)   # half of balanced's
     # with a positive below balanced, triage is the highest threshold that finds more
     prob2 = np.array([0.9, 0.8, 0.7, 0.4, 0.6, 0.3, 0.1, 0.05])
-    points = postprocess.choose_operating_points(prob2, labels, dice_if_pos, np.ones(8, bool),
+    points = operating_points.choose_operating_points(prob2, labels, dice_if_pos, np.ones(8, bool),
                                                  min_sensitivity=0.5, prevalence=0.5)
     assert points["balanced"].threshold == pytest.approx(0.7)
     assert points["triage"].threshold == pytest.approx(0.4)
@@ -138,7 +139,7 @@ def test_triage_is_always_a_lower_point_than_balanced():
 
 
 def test_review_band_lies_between_the_points():
-    from pneumo.postprocess import OperatingPoint, review_band
+    from pneumo.inference.postprocess import OperatingPoint, review_band
     points = {"triage": OperatingPoint("triage", 0.2, 1, 0.5, ""),
               "balanced": OperatingPoint("balanced", 0.6, 0.8, 0.9, "")}
     assert review_band(points, points["balanced"]) == (0.2, 0.6)
@@ -203,7 +204,7 @@ def test_reliability_and_ece_by_hand():
 
 
 def test_auc_by_source_is_the_within_source_auc():
-    from pneumo.evaluation import auc_by_source
+    from pneumo.evaluation.scoring import auc_by_source
     # a model that only recognises the source: perfect overall, chance within each source
     source = np.array(["siim"] * 6 + ["nih"] * 6)
     labels = np.array([1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0], bool)

@@ -3,8 +3,8 @@ import pytest
 
 import keras
 
-from pneumo import losses
-from pneumo.networks import build_double_unet, build_model, build_unet
+from pneumo.nets import losses
+from pneumo.nets.networks import build_double_unet, build_model, build_unet
 
 
 @pytest.mark.parametrize("size,depth,width,channels", [

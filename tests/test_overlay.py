@@ -1,8 +1,8 @@
-"""pneumo.overlay: pure renderings with fixed colours."""
+"""pneumo.inference.overlay: pure renderings with fixed colours."""
 import numpy as np
 import pytest
 
-from pneumo import overlay
+from pneumo.inference import overlay
 
 
 @pytest.fixture()

@@ -396,7 +396,7 @@ def _csrf(client) -> str:
 
 @pytest.mark.slow  # starts a real Orthanc
 def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
-    from pneumo.seg import make_seg
+    from pneumo.io.seg import make_seg
     data = with_study(positive_dicom.read_bytes(), PatientID="PULL-TEST-42",
                       AccessionNumber="ACC-PULL-1", StudyDate="20240115")
     orthanc.upload(data)

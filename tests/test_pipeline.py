@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from pneumo import rle
+from pneumo.io import rle
 from pneumo.training import Augment, augment_pair, balanced_indices
 from conftest import ROOT, SIIM
 
@@ -71,7 +71,7 @@ def test_finalize_packages_a_run(tiny_model_dir, tmp_path):
     readme = (out / "README.md").read_text()
     assert "not a diagnosis" in readme and "SIIM score at 22 % prevalence" in readme
     assert "expected calibration error" in readme and (out / "reliability.png").exists()
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     assert Predictor.load(out).pcfg.size == 64
 
 
@@ -96,7 +96,7 @@ def test_resume_continues_from_checkpoint(tiny_model_dir, tmp_path):
 def test_init_weights_warm_start(tiny_model_dir, tmp_path):
     """A second stage starts from a run's weights with a fresh schedule."""
     import keras
-    from pneumo.networks import build_model
+    from pneumo.nets.networks import build_model
     from pneumo.training import load_init_weights
     arch = json.loads((ROOT / "configs/train_tiny.json").read_text())["architecture"]
     keras.utils.set_random_seed(7)

@@ -21,14 +21,14 @@ def test_prevalence_setting_refuses_nonsense(raw):
 
 @pytest.fixture(scope="module")
 def calibrated_folder(tmp_path_factory):
-    from pneumo import modelcard
+    from pneumo.inference.card import read_card
     arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
                                             "channels": 1}}
     folder = write_untrained_model(tmp_path_factory.mktemp("models") / "tiny_calibrated", arch,
                                    {"size": 64, "channels": 1},
                                    calibration={"features": ["evidence"], "coef": [1.0],
                                                 "intercept": 0.0})
-    card = modelcard.read(folder)
+    card = read_card(folder)
     card.calibration_prevalence = 0.4
     card.write(folder)
     return folder
@@ -36,9 +36,9 @@ def calibrated_folder(tmp_path_factory):
 
 def test_site_prevalence_rebases_probability_and_threshold_not_the_verdict(calibrated_folder,
                                                                            positive_dicom):
-    from pneumo.imaging import read_image
-    from pneumo.inference import Predictor
-    from pneumo.postprocess import rebase_probability
+    from pneumo.inference.postprocess import rebase_probability
+    from pneumo.inference.predictor import Predictor
+    from pneumo.io.imaging import read_image
     record = read_image(positive_dicom)
     plain = Predictor.load(calibrated_folder).predict(record)
     site = Predictor.load(calibrated_folder, prevalence=0.05).predict(record)
@@ -51,7 +51,7 @@ def test_site_prevalence_rebases_probability_and_threshold_not_the_verdict(calib
 
 def test_prevalence_needs_a_calibrated_model(tiny_model_folder):
     from pneumo.errors import ModelLoadError
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     with pytest.raises(ModelLoadError, match="calibrated probability"):
         Predictor.load(tiny_model_folder, prevalence=0.05)
 
@@ -59,7 +59,7 @@ def test_prevalence_needs_a_calibrated_model(tiny_model_folder):
 def test_result_page_says_prevalence_split_and_scales_the_legend(tmp_path, calibrated_folder,
                                                                 positive_dicom):
     from app import create_app
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     predictor = Predictor.load(calibrated_folder, prevalence=0.05)
     app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATA_DIR": str(tmp_path / "d"),
                       "PREDICTOR": predictor})

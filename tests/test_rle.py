@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import rle
 from pneumo.errors import RLEError
+from pneumo.io import rle
 from conftest import SIIM
 
 

@@ -8,9 +8,9 @@ from conftest import write_untrained_model
 @pytest.mark.slow
 def test_openvino_agrees_with_keras(tmp_path, positive_dicom):
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
-    from pneumo.imaging import read_image
-    from pneumo.inference import Predictor
-    from pneumo.preprocess import resize_image
+    from pneumo.inference.predictor import Predictor
+    from pneumo.inference.preprocess import resize_image
+    from pneumo.io.imaging import read_image
     arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
                                             "channels": 3, "encoder": "efficientnet_lite0",
                                             "image_head": True, "output_stride": 2}}
@@ -34,9 +34,9 @@ def test_openvino_agrees_with_keras(tmp_path, positive_dicom):
 
 def test_runtime_is_chosen_by_name(tmp_path):
     from app.settings import Settings, SettingsError
-    from pneumo import runtime
     from pneumo.errors import ModelLoadError
-    from pneumo.inference import Predictor
+    from pneumo.inference import runtime
+    from pneumo.inference.predictor import Predictor
     assert Settings.from_env({"PNEUMO_RUNTIME": "OpenVINO"}).runtime == "openvino"
     with pytest.raises(SettingsError, match="PNEUMO_RUNTIME must be one of keras, openvino"):
         Settings.from_env({"PNEUMO_RUNTIME": "onnx"})
@@ -51,7 +51,7 @@ def test_runtime_is_chosen_by_name(tmp_path):
 
 def test_a_card_that_calibrates_a_missing_head_is_refused(tmp_path):
     from pneumo.errors import ModelLoadError
-    from pneumo.inference import Predictor
+    from pneumo.inference.predictor import Predictor
     arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
                                             "channels": 1}}
     folder = write_untrained_model(tmp_path / "m", arch, {"size": 64, "channels": 1},

@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pneumo.seg import make_seg, stable_uid
+from pneumo.io.seg import make_seg, stable_uid
 from test_app import result_id_from, upload
 from test_privacy import PHI, phi_dicom
 

@@ -6,7 +6,7 @@ import math
 import cv2
 import numpy as np
 
-from pneumo.encodings import jpeg_roundtrip, resample_roundtrip
+from pneumo.io.encodings import jpeg_roundtrip, resample_roundtrip
 from pneumo.training.config import Augment
 
 
@@ -16,7 +16,7 @@ def augment_pair(x: np.ndarray, y: np.ndarray, aug: Augment,
 
     Returns:
         ``(float32 image in [0, 1], float32 0/1 mask)``: the image is ready for
-        :func:`pneumo.preprocess.model_input`.
+        :func:`pneumo.inference.preprocess.model_input`.
     """
     size = x.shape[0]
     if rng.random() < aug.hflip:

@@ -8,11 +8,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pneumo import metrics
-from pneumo.inference import predict_batches
-from pneumo.preprocess import PreprocessConfig
+from pneumo.data.examples import Arrays
+from pneumo.evaluation import metrics
+from pneumo.inference.predictor import predict_batches
+from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.training.config import TrainConfig
-from pneumo.training.data import Arrays
 
 KEY = "key"
 

@@ -9,43 +9,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pneumo import dataset, encodings, rle
-from pneumo.datacfg import DataConfig
-from pneumo.imaging import read_image
-from pneumo.preprocess import PreprocessConfig, model_image, model_input, resize_target_mask
+from pneumo.data import dataset
+from pneumo.data.datacfg import DataConfig
+from pneumo.data.examples import Arrays, load_example, preprocess_config
+from pneumo.inference.preprocess import PreprocessConfig, model_image, model_input
+from pneumo.io import encodings
+from pneumo.io.imaging import read_image
 from pneumo.progress import track
 from pneumo.training.augment import augment_pair, encode_augment
 from pneumo.training.config import Augment, TrainConfig
 
 SPLITS = ("train", "tune", "val")
-
-
-@dataclass
-class Arrays:
-    """Decoded model-size images of one split, with their targets."""
-
-    x: np.ndarray         # uint8 (N, size, size)
-    y: np.ndarray         # uint8 0/1 (N, size, size)
-    label: np.ndarray     # bool (N,): image-level pneumothorax
-    has_mask: np.ndarray  # bool (N,): y is ground truth (False: image label only)
-    source: np.ndarray | None = None  # str (N,): data source of each image ("siim", "nih")
-    file_format: np.ndarray | None = None  # str (N,): the file's format ("DICOM", "PNG", "JPEG")
-    native: list[np.ndarray] | None = None  # uint8 images at their own size (capped), if loaded
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def with_masks(self) -> "Arrays":
-        """Only the images whose mask is ground truth (for segmentation metrics)."""
-        keep = self.has_mask
-        return Arrays(self.x[keep], self.y[keep], self.label[keep], self.has_mask[keep],
-                      None if self.source is None else self.source[keep])
-
-    def groups(self, by: str) -> np.ndarray | None:
-        """The groups that balanced sampling evens out within each class."""
-        if self.source is None or by == "source" or self.file_format is None:
-            return self.source
-        return np.char.add(np.char.add(self.source, "/"), self.file_format)
 
 
 @dataclass
@@ -90,28 +64,11 @@ def split_samples(cfg: TrainConfig) -> SplitData:
     return SplitData(dcfg, table, by_split)
 
 
-def _config(preprocess: PreprocessConfig | int) -> PreprocessConfig:
-    """A preprocessing config; a bare size means no canonical step."""
-    return preprocess if isinstance(preprocess, PreprocessConfig) else \
-        PreprocessConfig(size=int(preprocess))
-
-
-def load_example(sample: dataset.Sample, table: dict[str, list[str]],
-                 preprocess: PreprocessConfig | int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one sample to (uint8 model image size x size, uint8 0/1 mask size x size)."""
-    pcfg = _config(preprocess)
-    size = pcfg.size
-    x = model_image(read_image(sample.path).pixels, pcfg)
-    if sample.positive and sample.has_mask and sample.image_id in table:
-        return x, resize_target_mask(rle.merge(table[sample.image_id]), size)
-    return x, np.zeros((size, size), np.uint8)
-
-
 def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],
                   preprocess: PreprocessConfig | int, cache_dir: str | Path,
                   progress: bool = True) -> Arrays:
     """Decode and resize every sample once; reuse the ``.npz`` cache afterwards."""
-    pcfg = _config(preprocess)
+    pcfg = preprocess_config(preprocess)
     size = pcfg.size
     version = [size, 2] if pcfg.jpeg_quality is None else [size, 2, pcfg.jpeg_quality]
     key = hashlib.sha256(json.dumps(
@@ -164,7 +121,7 @@ def cached_native(samples: list[dataset.Sample], cap: int, cache_dir: str | Path
 def encoded_arrays(arrays: Arrays, encoding: str, preprocess: PreprocessConfig | int) -> np.ndarray:
     """Model-size images of ``arrays`` after storing each full-size film as ``encoding``
     and reading it back through the upload reader (``original``: unchanged)."""
-    pcfg = _config(preprocess)
+    pcfg = preprocess_config(preprocess)
     if encoding == "original":
         return arrays.x
     if arrays.native is None:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from pneumo.errors import PneumoError
-from pneumo.imaging import ImageRecord, read_image
+from pneumo.io.imaging import ImageRecord, read_image
 
 PARTS = ("fit", "held_out")
 _SKIMAGE = ("astronaut", "binary_blobs", "brick", "camera", "cat", "cell", "checkerboard",

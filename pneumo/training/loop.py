@@ -7,9 +7,9 @@ from pathlib import Path
 
 import keras
 
-from pneumo import losses, networks
-from pneumo.device import has_gpu
-from pneumo.preprocess import PreprocessConfig
+from pneumo.inference.device import has_gpu
+from pneumo.inference.preprocess import PreprocessConfig
+from pneumo.nets import losses, networks
 from pneumo.training.callbacks import KEY, TuneCheckpoint
 from pneumo.training.config import Augment, TrainConfig
 from pneumo.training.data import (BalancedBatches, cached_arrays, cached_native, encoded_arrays,

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import calibration, metrics, modelcard, networks, postprocess
-from pneumo.evaluation import bootstrap_intervals, score_outputs
-from pneumo.inference import ModelOutput, predict_batches
-from pneumo.modelcard import ModelCard
-from pneumo.preprocess import PreprocessConfig
+from pneumo.data.examples import Arrays
+from pneumo.evaluation import metrics, operating_points
+from pneumo.evaluation.scoring import bootstrap_intervals, score_outputs
+from pneumo.inference import calibration, postprocess
+from pneumo.inference.card import WEIGHTS, ModelCard
+from pneumo.inference.predictor import ModelOutput, predict_batches
+from pneumo.inference.preprocess import PreprocessConfig
+from pneumo.nets import networks
 from pneumo.training.config import TrainConfig
-from pneumo.training.data import (Arrays, SplitData, cached_arrays, cached_native,
-                                  encoded_arrays)
+from pneumo.training.data import SplitData, cached_arrays, cached_native, encoded_arrays
 
 
 def load_model_weights(model, path: str | Path) -> None:
@@ -55,7 +57,7 @@ def fit_card(name: str, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
     """Mask thresholds, calibration and operating points from the tune split."""
     with_mask = tune.label & tune.has_mask
     base = postprocess.PostProcess(reference_size=pcfg.size)
-    pp, _ = postprocess.tune_mask(tune_out.maps[with_mask], tune.y[with_mask], pcfg.size,
+    pp, _ = operating_points.tune_mask(tune_out.maps[with_mask], tune.y[with_mask], pcfg.size,
                                   base.evidence_pixels)
     ev = tune_out.evidence(postprocess.evidence_pixels(pp, pcfg.size))
     cal, cv_losses = calibration.choose_calibrator(tune_out.head, ev, tune.label)
@@ -63,7 +65,7 @@ def fit_card(name: str, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
     prob = cal.probability(tune_out.head, ev)
     dice_if_pos = np.array([metrics.dice(t > 0, postprocess.mask_from_map(m, pp))
                             for m, t in zip(tune_out.maps, tune.y)])
-    points = postprocess.choose_operating_points(prob, tune.label, dice_if_pos, tune.has_mask)
+    points = operating_points.choose_operating_points(prob, tune.label, dice_if_pos, tune.has_mask)
     return ModelCard(name=name, architecture=cfg.architecture, preprocess=pcfg, postprocess=pp,
                      operating_points=points, calibration=cal, tta=cfg.tta,
                      version=time.strftime("%Y-%m-%d"),
@@ -99,13 +101,13 @@ def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitDa
                        training_info: dict, progress: bool = True) -> dict:
     """Load the run's best weights, fit post-processing on tune, measure on validation,
     and write ``out`` (weights, model.json, README.md, logs and plots)."""
-    from pneumo import cardrender
+    from pneumo.evaluation import cardrender
     out.mkdir(parents=True, exist_ok=True)
     pcfg = PreprocessConfig.from_dict(cfg.preprocess)
     # a fresh, uncompiled float32 network: the shipped file holds weights, not optimizer state
     model = networks.build_model(cfg.architecture)
     load_model_weights(model, run_dir / "weights.weights.h5")
-    model.save_weights(out / modelcard.WEIGHTS)
+    model.save_weights(out / WEIGHTS)
     if run_dir != out:
         for log in run_dir.glob("log*.csv"):  # a resumed run may have several parts
             shutil.copy(log, out / log.name)
@@ -140,7 +142,7 @@ def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict
 
     This is where the validation split is used: once, for the card's figures."""
     import keras
-    from pneumo.device import has_gpu
+    from pneumo.inference.device import has_gpu
     from pneumo.training.data import split_samples
     run_dir, out = Path(run_dir), Path(out_dir)
     state = json.loads((run_dir / "state.json").read_text())

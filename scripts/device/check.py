@@ -123,7 +123,7 @@ class GpuMemory(threading.Thread):
 def pick_dicoms(source: Path, n: int) -> list[Path]:
     """Up to ``n`` readable DICOMs of distinct content under ``source``, sorted by path."""
     from pneumo.errors import PneumoError
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     seen, out = set(), []
     for path in sorted(source.rglob("*.dcm")):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -212,7 +212,7 @@ def serve(backend: str, device: str, files: list[Path], rounds: int, out: Path) 
     """gunicorn with the bundled model under ``backend``; upload every file ``rounds`` times."""
     import numpy as np
     from app.localserver import LocalServer
-    from pneumo.inference import DEFAULT_MODEL_DIR
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     memory = GpuMemory()
     memory.start()
     instance = Path(tempfile.mkdtemp(prefix=f"pneumo-check-{backend}-"))
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in pick_dicoms(source, args.files):
         shutil.copy(path, data / path.name)
         files.append(data / path.name)
-    from pneumo.inference import DEFAULT_MODEL_DIR
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     sys.path.insert(0, str(PREDICT_RUN.parent))
     from predict_run import weights_digest
     weights_sha = weights_digest(DEFAULT_MODEL_DIR)

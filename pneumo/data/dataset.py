@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 import pydicom
 
-from pneumo import rle
+from pneumo.io import rle
 
 IMAGE_SUFFIXES = {".dcm": "DICOM", ".dicom": "DICOM", ".png": "PNG", ".jpg": "JPEG",
                   ".jpeg": "JPEG"}
@@ -149,7 +149,7 @@ def build_index(folders: Iterable[str | Path], table: dict[str, list[str]],
 
     Args:
         folders: folders (searched recursively) or single files.
-        table: ``{ImageId: [rle, ...]}`` from :func:`pneumo.rle.read_rle_csv`.
+        table: ``{ImageId: [rle, ...]}`` from :func:`pneumo.io.rle.read_rle_csv`.
         id_maps: CSVs mapping file names to ImageIds.
 
     Returns:
@@ -296,7 +296,7 @@ def cross_split_pixel_duplicates(samples: list[Sample], split: dict[str, str],
     Used to check that no validation image reaches training through a copy
     under another name. Returns ``[(train_id, val_id), ...]``.
     """
-    from pneumo.imaging import read_image
+    from pneumo.io.imaging import read_image
     prints = {}
     for s in samples:
         bits = np.unpackbits(np.frombuffer(pixel_fingerprint(read_image(s.path).pixels),

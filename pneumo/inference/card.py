@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pneumo.calibration import Calibrator
 from pneumo.errors import ModelLoadError
-from pneumo.postprocess import OperatingPoint, PostProcess
-from pneumo.preprocess import PreprocessConfig
+from pneumo.inference.calibration import Calibrator
+from pneumo.inference.postprocess import OperatingPoint, PostProcess
+from pneumo.inference.preprocess import PreprocessConfig
 
 CARD = "model.json"
 WEIGHTS = "weights.weights.h5"
@@ -44,7 +44,7 @@ class ModelCard:
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     intended_use: str = INTENDED_USE
-    chest_gate: dict[str, Any] | None = None  # pneumo.gate.AppearanceGate, fitted on its features
+    chest_gate: dict[str, Any] | None = None  # pneumo.inference.gate.AppearanceGate, fitted on its features
     calibration_prevalence: float | None = None  # prevalence the probability is calibrated at
 
     def __post_init__(self):
@@ -124,7 +124,7 @@ def _nan_none(value):
     raise TypeError(f"not JSON serialisable: {value!r}")
 
 
-def read(model_dir: str | Path) -> ModelCard:
+def read_card(model_dir: str | Path) -> ModelCard:
     """Read and check a model folder's card; :class:`ModelLoadError` says what is wrong."""
     model_dir = Path(model_dir)
     card_path = model_dir / CARD

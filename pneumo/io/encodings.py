@@ -5,7 +5,7 @@ module writes decoded display pixels back out as real files in the encodings
 a hospital or a data set produces (lossless PNG, JPEG at several qualities,
 a 2x downscale, DICOM with JPEG Baseline or uncompressed pixels, 16-bit DICOM
 that the reader must window), so that they travel through the same reader as
-an upload (:func:`pneumo.imaging.read_image`).
+an upload (:func:`pneumo.io.imaging.read_image`).
 
 :func:`jpeg_roundtrip` and :func:`resample_roundtrip` are the in-memory forms
 that training augmentation applies at the image's own resolution.

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from pneumo import encoders
+from pneumo.nets import encoders
 
 
 

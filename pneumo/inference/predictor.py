@@ -2,7 +2,7 @@
 
 :class:`Predictor` loads a model folder (``model.json`` card +
 ``weights.weights.h5``) and :meth:`Predictor.predict` turns an
-:class:`~pneumo.imaging.ImageRecord` into a :class:`Prediction` at the
+:class:`~pneumo.io.imaging.ImageRecord` into a :class:`Prediction` at the
 image's own resolution. The card is the only source of input size,
 normalisation, thresholds, calibration and operating points.
 """
@@ -16,14 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pneumo import gate, modelcard, paths, postprocess
-from pneumo.calibration import evidence
+from pneumo import paths
 from pneumo.errors import ModelLoadError
-from pneumo.imaging import ImageRecord
-from pneumo.modelcard import ModelCard
-from pneumo.postprocess import OperatingPoint
-from pneumo.preprocess import PreprocessConfig, model_image, model_input
-from pneumo.runtime import as_runtime
+from pneumo.inference import gate, postprocess
+from pneumo.inference.calibration import evidence
+from pneumo.inference.card import WEIGHTS, ModelCard, read_card
+from pneumo.inference.postprocess import OperatingPoint
+from pneumo.inference.preprocess import PreprocessConfig, model_image, model_input
+from pneumo.inference.runtime import as_runtime
+from pneumo.io.imaging import ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool
                     batch_size: int = 8) -> ModelOutput:
     """Network output for model-size ``uint8`` images (N, size, size); optional flip TTA.
 
-    ``model``: a :class:`pneumo.runtime.Runtime` or a Keras model (run by Keras).
+    ``model``: a :class:`pneumo.inference.runtime.Runtime` or a Keras model (run by Keras).
     """
     runtime = as_runtime(model)
     maps = np.zeros(images.shape, np.float32)
@@ -103,7 +104,7 @@ class Predictor:
     def __init__(self, model, card: ModelCard, model_dir: Path,
                  operating_point: str | None = None, runtime: str = "keras",
                  prevalence: float | None = None):
-        from pneumo import runtime as runtimes
+        from pneumo.inference import runtime as runtimes
         self.model = model
         self.runtime = runtimes.load(runtime, model)
         self.card = card
@@ -132,18 +133,18 @@ class Predictor:
         """Build the network from the card, load its weights and optionally warm it up.
 
         ``operating_point`` names one of the card's points (default: the card's);
-        ``runtime`` picks the inference runtime (:mod:`pneumo.runtime`);
+        ``runtime`` picks the inference runtime (:mod:`pneumo.inference.runtime`);
         ``prevalence`` re-bases the shown probability to a site's prevalence.
         """
-        from pneumo.networks import build_model, with_features
-        card = modelcard.read(model_dir)
+        from pneumo.nets.networks import build_model, with_features
+        card = read_card(model_dir)
         try:
             card.operating_point(operating_point)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         try:
             model = build_model(card.architecture)
-            model.load_weights(Path(model_dir) / modelcard.WEIGHTS)
+            model.load_weights(Path(model_dir) / WEIGHTS)
             if card.chest_gate:  # the gate reads the network's pooled features
                 model = with_features(model)
         except Exception as exc:

@@ -11,7 +11,7 @@ such inputs with a reason instead of a verdict:
 2. **Colour**: a PNG/JPEG whose pixels carry colour (a photograph, a
    screenshot), measured by the reader before it turns the image grey.
 3. **Appearance**: a logistic model on the network's own pooled deep
-   features (the ones its image head reads, :data:`pneumo.networks.FEATURES_LAYER`),
+   features (the ones its image head reads, :data:`pneumo.nets.networks.FEATURES_LAYER`),
    fitted by ``scripts/fit_chest_gate.py`` on the training and tune splits'
    chest films against non-chest images that packages ship and synthetic
    patterns (:mod:`pneumo.training.gate_data`). It lives in the model card
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pneumo.calibration import fit_logistic
 from pneumo.errors import NotChestXrayError
-from pneumo.imaging import DisplayMetadata
+from pneumo.inference.calibration import fit_logistic
+from pneumo.io.imaging import DisplayMetadata
 
 #: Projection radiography modalities (and secondary captures, which say nothing).
 RADIOGRAPHY_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})

@@ -1,7 +1,7 @@
 """Encoding invariance: does the verdict depend on the chest or on the file?
 
 Each labelled image is decoded once, written again in every encoding of
-:mod:`pneumo.encodings` (plus its ``original`` file), read back through the
+:mod:`pneumo.io.encodings` (plus its ``original`` file), read back through the
 upload reader and predicted. Per encoding the report gives the card's
 figures (AUC, calibration error, sensitivity/specificity at each operating
 point, positive-image Dice at model size), the positive-image Dice of the
@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pneumo import dataset, encodings, rle
-from pneumo.evaluation import json_safe, score_outputs
-from pneumo.imaging import ImageRecord, read_image
-from pneumo.inference import ModelOutput, Predictor, image_probability
-from pneumo.metrics import dice
-from pneumo.preprocess import model_image, resize_target_mask
+from pneumo.data import dataset
+from pneumo.evaluation.metrics import dice
+from pneumo.evaluation.scoring import json_safe, score_outputs
+from pneumo.inference.predictor import ModelOutput, Predictor, image_probability
+from pneumo.inference.preprocess import model_image, resize_target_mask
+from pneumo.io import encodings, rle
+from pneumo.io.imaging import ImageRecord, read_image
 from pneumo.progress import track
 
 ALL = ("original",) + encodings.ENCODINGS

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pneumo.imaging import DisplayMetadata
+from pneumo.io.imaging import DisplayMetadata
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The single entry point is :func:`read_image`. It accepts a path, raw bytes or
 a binary file object and returns an :class:`ImageRecord` whose ``pixels`` are
 a ``uint8`` array of shape ``(rows, columns)`` where air is dark, ready for
-:func:`pneumo.preprocess.preprocess` and for display.
+:func:`pneumo.inference.preprocess.preprocess` and for display.
 
 Metadata is split in two records so PHI cannot be logged by accident:
 :class:`DisplayMetadata` holds what may be shown or logged, and
@@ -34,7 +34,7 @@ from pneumo.errors import (
     UnsupportedDicomError,
     UnsupportedImageError,
 )
-from pneumo.spacing import from_dataset as spacing_from_dataset
+from pneumo.io.spacing import from_dataset as spacing_from_dataset
 
 #: Default cap on rows x columns (a 7000 x 7000 detector is ~49 MP).
 DEFAULT_MAX_PIXELS = 50_000_000

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: The values ``PNEUMO_DEVICE`` may take.
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
+#: The device choice unless another is asked for (``PNEUMO_DEVICE``).
+DEFAULT_DEVICE = "auto"
 
 #: Lines TensorFlow's C++ runtime prints on every start-up of a machine without an
 #: NVIDIA driver: expected there, so they are dropped; every other line is kept.

@@ -5,7 +5,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pneumo import dataset, paths, rle
+from pneumo import paths
+from pneumo.data import dataset
+from pneumo.io import rle
 
 DEFAULT_DATA_CONFIG = paths.default_data_config()
 
@@ -76,7 +78,7 @@ class DataConfig:
         """The split this configuration defines (what ``pneumo index --write`` writes).
 
         Without ``base_split``: the stratified train/val split of
-        :func:`pneumo.dataset.assign_split`. With it: that committed split, and
+        :func:`pneumo.data.dataset.assign_split`. With it: that committed split, and
         a ``tune`` split carved from its training part (and its new samples).
         """
         if self.base_split is None:

@@ -15,6 +15,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 RUNTIMES = ("keras", "openvino")
+#: The runtime used unless another is asked for (``PNEUMO_RUNTIME``).
+DEFAULT_RUNTIME = "keras"
 
 
 class Runtime(Protocol):
@@ -37,7 +39,7 @@ class KerasRuntime:
     def predict(self, x: np.ndarray) -> Raw:
         # predict_on_batch traces once per input shape (a graph under TensorFlow, jit under
         # JAX): about 3x faster on CPU than an eager call
-        from pneumo.networks import split_named
+        from pneumo.nets.networks import split_named
         return _as_arrays(*split_named(self.model.output_names, self.model.predict_on_batch(x)))
 
 
@@ -58,7 +60,7 @@ class OpenVINORuntime:
         self.name = f"openvino {ov.__version__} ({precision})"
 
     def predict(self, x: np.ndarray) -> Raw:
-        from pneumo.networks import split_named
+        from pneumo.nets.networks import split_named
         result = self.compiled(np.ascontiguousarray(x, np.float32))
         return _as_arrays(*split_named(self.output_names,
                                        [result[port] for port in self.compiled.outputs]))
