@@ -9,6 +9,7 @@ import os
 import sys
 
 from app.settings import Settings, SettingsError, login_problem
+from app.store.repository import Store
 
 try:
     _settings = Settings.from_env()
@@ -36,7 +37,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # results (stored DICOMs, images) readable by the service's user only: files 0600, folders 0700
 # (gunicorn's own umask setting applies to daemons only; the hooks below set it everywhere)
 umask = 0o077
-max_requests = int(os.environ.get("PNEUMO_MAX_REQUESTS", "0"))
+max_requests = _settings.max_requests
 # Access log without query strings or bodies: method, path, status, size, time. The path is
 # escaped (no forged lines, no NUL bytes) and DICOMweb UIDs are written as {uid}.
 logger_class = "app.accesslog.SafeAccessLogger"
@@ -55,7 +56,8 @@ def post_fork(server, worker):
 def on_starting(server):
     """In the master, before it listens: refuse an open service beyond loopback."""
     os.umask(0o077)
-    problem = login_problem(_settings)
+    store = Store(_settings.data_dir)
+    problem = login_problem(_settings, store.user_count() if store.exists else 0)
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(3)

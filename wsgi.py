@@ -6,10 +6,11 @@ model (never use ``--preload`` with TensorFlow).
 import logging
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-logging.basicConfig(level=os.environ.get("PNEUMO_LOG_LEVEL", "INFO"),
-                    format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # for TensorFlow, before it is imported
 
 from app import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
 
+logging.basicConfig(level=Settings.from_env().log_level,
+                    format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
 app = create_app()

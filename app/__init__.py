@@ -1,8 +1,10 @@
 """Flask web app: upload chest X-rays, review the predicted pneumothorax overlay.
 
-``create_app`` follows the Flask tutorial's factory: defaults, then
-``PNEUMO_*`` environment variables, then the test mapping. The model is
-loaded once per process (each gunicorn worker) before the app serves.
+``create_app`` follows the Flask tutorial's factory: the typed settings (from
+the ``PNEUMO_*`` environment variables), then the test mapping. It makes the
+process's store, model holder and analysis service (:mod:`app.context` hands
+them to requests) and registers the entry points: pages (``views``), JSON API
+(``api``), DICOMweb STOW (``dicomweb``), PACS pages (``pacs``), logins (``access``).
 """
 from __future__ import annotations
 
@@ -14,10 +16,15 @@ from pathlib import Path
 from flask import Flask, request
 
 from pneumo import paths
-from pneumo.imaging import DEFAULT_MAX_PIXELS
+
+from app import access, api, dicomweb, pacs, views
+from app.context import csrf_token, limiter
+from app.model import ModelHolder
+from app.service import Analyser
+from app.settings import Settings
+from app.store.repository import Store
 
 log = logging.getLogger("pneumo.app")
-
 
 
 def _secret_key(instance: Path) -> str:
@@ -40,56 +47,44 @@ def _secret_key(instance: Path) -> str:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """The app: defaults from :class:`app.settings.Settings`, then other ``PNEUMO_*``
-    variables, then ``test_config``. The model loads in the background (see
+    """The app: its config from :class:`app.settings.Settings` (the ``PNEUMO_*``
+    variables), then ``test_config``. The model loads in the background (see
     :mod:`app.model`); ``/healthz`` answers at once, ``/readyz`` once it is loaded."""
-    from app.settings import Settings
     settings = Settings.from_env()
     app = Flask(__name__, instance_path=str(settings.instance_dir),
                 template_folder=str(paths.project_root() / "templates"),
                 static_folder=str(paths.project_root() / "static"))
     app.config.from_mapping(
-        MAX_CONTENT_LENGTH=64 * 1024 * 1024,   # whole request
-        MAX_FILES=20,                          # files per upload
-        MAX_IMAGE_PIXELS=DEFAULT_MAX_PIXELS,         # decompression-bomb guard
-        WARM_UP=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=False,
-        LOGIN_RATE_LIMIT="10 per minute",
-        UPLOAD_RATE_LIMIT="120 per minute",
         RATELIMIT_HEADERS_ENABLED=True,
         PREDICTOR=None,
         **settings.flask_config(),
     )
-    app.config.from_prefixed_env("PNEUMO")
-    app.config.update(settings.flask_config())  # typed values win over from_prefixed_env's
     if test_config:
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(Path(app.instance_path))
 
-    from app.store import Store
     store = Store(app.config["DATA_DIR"])
     store.init()
     app.extensions["pneumo.store"] = store
-    from app import access, api, views
-    access.check_startup(app)
-    access.limiter.init_app(app)
-    app.jinja_env.globals["csrf_token"] = access.csrf_token
+    access.check_startup(app, store)
+    limiter.init_app(app)
+    app.jinja_env.globals["csrf_token"] = csrf_token
     app.add_template_filter(views.dicom_date, "dicom_date")
     app.add_template_filter(views.shown_probability, "shown_probability")
     app.add_template_filter(views.iso_time, "iso_time")
-    from app.model import ModelHolder
     holder = ModelHolder(app.config["PREDICTOR"])
     if app.config["PREDICTOR"] is None:
         holder.start(app.config["MODEL_DIR"], bool(app.config["WARM_UP"]),
                      app.config["TF_THREADS"], app.config["OPERATING_POINT"],
-                     app.config.get("DEVICE", "auto"), app.config.get("RUNTIME", "keras"),
-                     app.config.get("PREVALENCE"))
+                     app.config["DEVICE"], app.config["RUNTIME"], app.config["PREVALENCE"])
     app.extensions["pneumo.model"] = holder
+    analyser = Analyser(store, holder.get, int(app.config["MAX_IMAGE_PIXELS"]),
+                        int(app.config["MAX_FILES"]))
+    app.extensions["pneumo.analyser"] = analyser
 
-    from app import dicomweb, pacs
     dicomweb.init_app(app)  # first: a DICOMweb client without a token gets 401, not the login page
     app.before_request(access.check_access)
     app.register_blueprint(access.bp)
@@ -97,7 +92,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(api.docs_bp)
     app.register_blueprint(dicomweb.bp)
-    pacs.init_app(app)  # PACS pages, pacs_sends table, resumes unfinished sends
+    pacs.init_app(app, store, analyser)  # PACS pages, autosend hook, resumes unfinished sends
     views.register_error_handlers(app)
     app.after_request(_security_headers)
     return app

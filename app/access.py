@@ -11,18 +11,15 @@
 from __future__ import annotations
 
 import hmac
-import secrets
 
 from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
-from app import users
-from app.settings import LOOPBACK
+from app.context import limiter, login_limit, store
+from app.settings import LOOPBACK, no_login_message
+from app.store.repository import Store
 
 bp = Blueprint("access", __name__)
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
 OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "views.favicon", "static"}
 
 
@@ -30,50 +27,21 @@ class ConfigError(RuntimeError):
     """The configuration is unsafe or inconsistent; the app refuses to start."""
 
 
-def check_startup(app) -> None:
+def check_startup(app, store: Store) -> None:
     """Refuse to serve beyond loopback without any login configured."""
     host = str(app.config.get("HOST") or "127.0.0.1")
     app.config["REQUIRE_LOGIN"] = host not in LOOPBACK or bool(app.config.get("REQUIRE_LOGIN"))
-    with app.extensions["pneumo.store"].connect() as db:
-        n_users = users.user_count(db)
-    if app.config["REQUIRE_LOGIN"] and not n_users and not app.config.get("ACCESS_PASSWORD"):
-        from app.settings import no_login_message
+    if app.config["REQUIRE_LOGIN"] and not app.config.get("ACCESS_PASSWORD") \
+            and not store.user_count():
         raise ConfigError(no_login_message(host))
 
 
 def _login_mode() -> str | None:
-    with current_app.extensions["pneumo.store"].connect() as db:
-        if users.user_count(db):
-            return "users"
+    if store().user_count():
+        return "users"
     if current_app.config.get("ACCESS_PASSWORD"):
         return "password"
     return None
-
-
-def current_owner() -> str:
-    """Owner key of the caller's results (set by :func:`check_access`)."""
-    owner = g.get("owner")
-    if owner:
-        return owner
-    owner = session.get("owner")
-    if not owner and one_off_call():
-        # an API call with neither a token nor a session cookie asked for no session:
-        # its results are returned in full, without a cookie and without links
-        g.owner, g.one_off = "oneoff:" + secrets.token_urlsafe(18), True
-        return g.owner
-    if not owner:
-        owner = "session:" + secrets.token_urlsafe(18)
-        session["owner"] = owner
-        session.permanent = True
-    g.owner = owner
-    return owner
-
-
-def one_off_call() -> bool:
-    """An API request that carries no bearer token and no session cookie."""
-    return request.blueprint == "api" and request.endpoint != "api.csrf_token" \
-        and not g.get("bearer") \
-        and current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies
 
 
 def check_access():
@@ -82,8 +50,7 @@ def check_access():
         return _check_csrf()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        with current_app.extensions["pneumo.store"].connect() as db:
-            user_id = users.user_for_token(db, header[7:].strip())
+        user_id = store().user_for_token(header[7:].strip())
         if user_id is None:
             return jsonify(error={"code": "unauthorized", "message": "Unknown API token."}), 401
         g.owner, g.bearer = f"user:{user_id}", True
@@ -97,14 +64,6 @@ def check_access():
     if session.get("user"):
         g.owner = f"user:{session['user']}"
     return _check_csrf()
-
-
-def csrf_token() -> str:
-    """The session's CSRF token for forms (created on first use)."""
-    token = session.get("csrf")
-    if not token:
-        token = session["csrf"] = secrets.token_urlsafe(24)
-    return token
 
 
 def _check_csrf():
@@ -132,16 +91,15 @@ def _check_csrf():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"])
 def login():
     """Log in with a user name and password, or the shared access password."""
     mode = _login_mode()
     error = None
     if request.method == "POST":
         if mode == "users":
-            with current_app.extensions["pneumo.store"].connect() as db:
-                user_id = users.authenticate(db, request.form.get("username", ""),
-                                             request.form.get("password", ""))
+            user_id = store().authenticate(request.form.get("username", ""),
+                                           request.form.get("password", ""))
             if user_id is not None:
                 session.clear()
                 session["user"] = user_id

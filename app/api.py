@@ -1,12 +1,14 @@
-"""JSON API, version 1, with its OpenAPI document."""
+"""JSON API, version 1 (its OpenAPI document is :mod:`app.openapi`)."""
 from __future__ import annotations
 
 from flask import (Blueprint, abort, g, jsonify, redirect, render_template, request,
                    send_from_directory, url_for)
 from swagger_ui_bundle import swagger_ui_path
 
-from app import dicomweb, views
-from app.store import public_schema
+from app.context import analyser, csrf_token as session_csrf_token, current_owner, limiter, \
+    store, upload_limit
+from app.openapi import OPENAPI
+from app.service import uploaded_items
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 docs_bp = Blueprint("api_docs", __name__)
@@ -56,26 +58,25 @@ def result_json(row) -> dict:
 
 
 @bp.post("/predictions")
-@views.limiter.limit(views.upload_limit)
+@limiter.limit(upload_limit)
 def create_predictions():
     """POST /api/v1/predictions: analyse one or many uploaded files."""
     files = request.files.getlist("files") + request.files.getlist("file")
-    outcome = views.handle_files(files)
+    outcome = analyser().analyse_many(uploaded_items(files), current_owner(), as_batch=True,
+                                      source="API")
     body = {
         "batch": outcome.batch,
         "results": [result_json(row) for _, row in outcome.results],
-        "errors": [{"file": e["file"], "code": e["code"], "message": e["message"]}
-                   for e in outcome.errors],
+        "errors": [e.to_dict() for e in outcome.errors],
     }
-    status = 201 if outcome.results else views.error_status(outcome.errors)
-    return jsonify(body), status
+    return jsonify(body), 201 if outcome.results else outcome.status
 
 
 @bp.get("/predictions")
 def list_predictions():
     """GET /api/v1/predictions: the caller's results, newest or most probable first."""
     sort = request.args.get("sort", "newest")
-    rows = views.store().list(views.current_owner(), "probability" if sort == "probability"
+    rows = store().list(current_owner(), "probability" if sort == "probability"
                               else "newest")
     return jsonify(results=[result_json(r) for r in rows])
 
@@ -83,7 +84,7 @@ def list_predictions():
 @bp.get("/predictions/<result_id>")
 def get_prediction(result_id: str):
     """GET /api/v1/predictions/<id>: one of the caller's results."""
-    row = views.store().get(result_id, views.current_owner())
+    row = store().get(result_id, current_owner())
     if row is None:
         abort(404, description="No such prediction.")
     return jsonify(result_json(row))
@@ -93,77 +94,11 @@ def get_prediction(result_id: str):
 def csrf_token():
     """The CSRF token of the caller's browser session, for cookie-authenticated POSTs; a
     caller without a session gets one here (its cookie holds the owner and the token)."""
-    from app.access import csrf_token as token
-    views.current_owner()
-    return jsonify(csrf_token=token())
+    current_owner()
+    return jsonify(csrf_token=session_csrf_token())
 
 
 @bp.get("/openapi.json")
 def openapi():
     """The OpenAPI document (result schema made from app.store.FIELDS)."""
     return jsonify(OPENAPI)
-
-
-_LINKS = {"type": ["object", "null"],
-          "description": "URLs of the result's page and files, for the caller's session or "
-                         "token. null when the call carried neither a bearer token nor a "
-                         "session cookie: such a call gets no cookie and could not open the "
-                         "links, so send a token (or first GET /api/v1/csrf-token to start a "
-                         "session) to read results back later",
-          "properties": {k: {"type": ["string", "null"] if k == "seg" else "string"}
-                         for k in ("self", "page", "overlay", "mask", "image", "rle", "seg")}}
-_RESULT = dict(public_schema())
-_RESULT["properties"] = dict(_RESULT["properties"], links=_LINKS)
-_RESULT["required"] = sorted(_RESULT["properties"])
-_ERROR = {"type": "object", "properties": {"file": {"type": ["string", "null"]},
-                                           "code": {"type": "string"},
-                                           "message": {"type": "string"}}}
-OPENAPI = {
-    "openapi": "3.1.0",
-    "info": {"title": "pneumo API", "version": "1",
-             "description": "Pneumothorax segmentation of chest X-rays. Decision support, "
-                            "not a diagnosis."},
-    "paths": {
-        "/api/v1/predictions": {
-            "post": {
-                "summary": "Analyse one or many DICOM/PNG/JPEG files",
-                "requestBody": {"content": {"multipart/form-data": {"schema": {
-                    "type": "object", "properties": {"files": {
-                        "type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
-                "responses": {
-                    "201": {"description": "at least one file analysed", "content": {
-                        "application/json": {"schema": {"type": "object", "properties": {
-                            "batch": {"type": ["string", "null"],
-                                      "description": "the batch id when several files were "
-                                                     "sent (its page: /batches/<id>), else null"},
-                            "results": {"type": "array", "items": _RESULT},
-                            "errors": {"type": "array", "items": _ERROR}}}}}},
-                    "400": {"description": "no file, or unreadable image"},
-                    "413": {"description": "too large or too many files"},
-                    "415": {"description": "not a DICOM, PNG or JPEG"},
-                    "422": {"description": "DICOM that cannot be shown (colour, multi-frame, no pixels)"},
-                },
-            },
-            "get": {"summary": "The caller's predictions",
-                    "parameters": [{"name": "sort", "in": "query", "schema": {
-                        "type": "string", "enum": ["newest", "probability"]}}],
-                    "responses": {"200": {"description": "list"}}},
-        },
-        "/api/v1/csrf-token": {
-            "get": {"summary": "The browser session's CSRF token: a POST that carries the "
-                               "session cookie sends it as X-CSRF-Token (bearer calls need none)",
-                    "responses": {"200": {"description": "the token", "content": {
-                        "application/json": {"schema": {"type": "object", "properties": {
-                            "csrf_token": {"type": "string"}}}}}}}},
-        },
-        "/api/v1/predictions/{id}": {
-            "get": {"summary": "One prediction of the caller",
-                    "parameters": [{"name": "id", "in": "path", "required": True,
-                                    "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "the prediction",
-                                          "content": {"application/json": {"schema": _RESULT}}},
-                                  "404": {"description": "unknown, or another user's"}}},
-        },
-    },
-}
-OPENAPI["paths"].update(dicomweb.OPENAPI_PATHS)  # STOW-RS, documented in app/dicomweb.py

@@ -18,13 +18,24 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
 
+from pneumo import paths
+from pneumo.cli import build_parser as core_parser
+from pneumo.errors import PneumoError
+
+from app import create_app
+from app.pacs.client import PacsError
+from app.pacs.pull import pull_study
+from app.pacs.sender import send_result
+from app.settings import Settings
+from app.store.repository import Store
+
 
 def _app(load_model: bool):
-    from app import create_app
     config = {"WARM_UP": False}
     if not load_model:
         config["PREDICTOR"] = _NoModel()
@@ -37,71 +48,62 @@ class _NoModel:
     name = "not loaded"
 
 
-def _owner(app, username: str) -> str:
-    with app.extensions["pneumo.store"].connect() as db:
-        row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
-    if row is None:
+def _owner(store: Store, username: str) -> str:
+    user_id = store.user_id(username)
+    if user_id is None:
         raise SystemExit(f"No user {username!r}: create one with .venv/bin/pneumo create-user "
                          f"{username}")
-    return f"user:{row[0]}"
+    return f"user:{user_id}"
 
 
 def cmd_pacs_pull(args: argparse.Namespace) -> int:
     """Import one or more studies from the PACS, analyse them, print each result."""
-    from app import pacs
     app = _app(load_model=True)
-    owner = _owner(app, args.user)
-    settings = app.extensions["pneumo.pacs"]
-    predictor = app.extensions["pneumo.model"].get()
+    store, settings = app.extensions["pneumo.store"], app.extensions["pneumo.pacs"]
+    owner = _owner(store, args.user)
     failures = 0
     for study in args.study:
         try:
-            outcome = pacs.pull_study(settings, study, owner, predictor,
-                                      app.extensions["pneumo.store"],
-                                      app.config["MAX_IMAGE_PIXELS"], int(app.config["MAX_FILES"]))
-        except pacs.PacsError as exc:
+            outcome = pull_study(settings, study, owner, app.extensions["pneumo.analyser"])
+        except PacsError as exc:
             print(f"{study}: ERROR {exc}", file=sys.stderr)
             failures += 1
             continue
         for name, row in outcome.results:
-            pacs.after_new_result(app, row)
             print(f"{row.id}\t{row.verdict}\tprobability {row.probability:.3f}\t{name}\t"
                   f"/results/{row.id}")
         for err in outcome.errors:
             failures += 1
-            print(f"{err['file'] or study}: ERROR {err['message']}", file=sys.stderr)
+            print(f"{err.file or study}: ERROR {err.message}", file=sys.stderr)
     app.extensions["pneumo.pacs_sender"].wait(timeout=settings.timeout * 3)
     return 1 if failures else 0
 
 
 def cmd_pacs_send(args: argparse.Namespace) -> int:
     """Send one result's SEG to the PACS now."""
-    from app import pacs
     app = _app(load_model=False)
     store = app.extensions["pneumo.store"]
-    with store.connect() as db:
-        r = db.execute("SELECT owner FROM results WHERE id = ?", (args.result,)).fetchone()
-    row = store.get(args.result, r[0]) if r else None
+    row = store.get_any(args.result)
     if row is None:
         print(f"No result {args.result}", file=sys.stderr)
         return 1
-    state = pacs.send_result(store, app.extensions["pneumo.pacs"], row)
+    state = send_result(store, app.extensions["pneumo.pacs"], row)
     print(f"{row.id}: {state.state}" + (f" ({state.last_error})" if state.last_error else ""))
     return 0 if state.state == "sent" else 1
 
 
 def cmd_pacs_retry(args: argparse.Namespace) -> int:
     """Send every unfinished SEG again; exit 1 if any still fails."""
-    from app import pacs
     app = _app(load_model=False)
     store, settings = app.extensions["pneumo.store"], app.extensions["pneumo.pacs"]
-    app.extensions["pneumo.pacs_sender"].wait(timeout=settings.timeout * 3)  # start-up resume
+    sender = app.extensions["pneumo.pacs_sender"]
+    sender.wait(timeout=settings.timeout * 3)  # start-up resume
     failed = 0
-    for result_id, owner in pacs.unfinished(store):
+    for result_id, owner in sender.unfinished():
         row = store.get(result_id, owner)
         if row is None:
             continue
-        state = pacs.send_result(store, settings, row)
+        state = send_result(store, settings, row)
         failed += state.state != "sent"
         print(f"{row.id}: {state.state}" + (f" ({state.last_error})" if state.last_error else ""))
     return 1 if failed else 0
@@ -109,7 +111,6 @@ def cmd_pacs_retry(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run gunicorn with the project's settings (a convenience wrapper)."""
-    from pneumo import paths
     env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
                PNEUMO_WORKERS=str(args.workers))
     if args.model:
@@ -120,8 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def _open_store(data_dir: str):
-    from app.store import Store
+def _open_store(data_dir: str) -> Store:
     store = Store(data_dir)
     store.init()
     return store
@@ -145,30 +145,41 @@ def _new_password(args: argparse.Namespace) -> str | None:
 
 def cmd_create_user(args: argparse.Namespace) -> int:
     """Create a login for the web app (password from stdin or a prompt)."""
-    from app import users
     password = _new_password(args)
     if password is None:
         print("error: the passwords do not match", file=sys.stderr)
         return 2
-    with _open_store(args.data_dir).connect() as db:
-        try:
-            users.create_user(db, args.username, password)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    try:
+        _open_store(args.data_dir).create_user(args.username, password)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"created user {args.username}")
     return 0
 
 
 def cmd_create_token(args: argparse.Namespace) -> int:
     """Print a new API token for a user (shown once; only its hash is stored)."""
-    from app import users
-    with _open_store(args.data_dir).connect() as db:
-        try:
-            print(users.create_token(db, args.username))
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    try:
+        print(_open_store(args.data_dir).create_token(args.username))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Print the settings the service would run with (no passwords), or one of them."""
+    values = Settings.from_env().to_dict()
+    if args.name:
+        if args.name not in values:
+            print(f"error: no setting {args.name!r} (one of {', '.join(values)})",
+                  file=sys.stderr)
             return 2
+        value = values[args.name]
+        print(json.dumps(value) if isinstance(value, dict) else value)
+        return 0
+    print(json.dumps(values, indent=2))
     return 0
 
 
@@ -199,6 +210,11 @@ def add_web_commands(subparsers, settings) -> None:
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_create_token)
 
+    p = subparsers.add_parser("settings", help="print the service's settings (PNEUMO_* "
+                                               "variables and defaults), or one of them")
+    p.add_argument("name", nargs="?", help="one setting, e.g. data_dir")
+    p.set_defaults(func=cmd_settings)
+
 
 def add_app_commands(subparsers) -> None:
     """Register ``pacs pull|send|retry`` on an ``argparse`` subparsers object."""
@@ -218,21 +234,24 @@ def add_app_commands(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The core's parser with the web app's commands added."""
-    from pneumo.cli import build_parser as core_parser
-    from app.settings import Settings
+    """The core's parser with the web app's commands added; the core commands' device
+    and runtime default to the service's settings (``PNEUMO_DEVICE``, ``PNEUMO_RUNTIME``)."""
+    settings = Settings.from_env()
     parser = core_parser()
     parser.description = ("Pneumothorax segmentation of chest X-rays: data, training, "
                           "evaluation, prediction and the web service.")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    add_web_commands(sub, Settings.from_env())
+    for command in sub.choices.values():
+        known = {a.dest for a in command._actions}
+        command.set_defaults(**{k: v for k, v in (("device", settings.device),
+                                                  ("runtime", settings.runtime)) if k in known})
+    add_web_commands(sub, settings)
     add_app_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``pneumo``: every command, the web app's included."""
-    from pneumo.errors import PneumoError
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)

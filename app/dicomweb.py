@@ -3,7 +3,7 @@
 ``POST /dicomweb/studies`` (and ``/dicomweb/studies/<StudyInstanceUID>``)
 takes ``multipart/related; type="application/dicom"`` with one or more
 instances, authenticated by an API bearer token whose user owns the results.
-Each instance is analysed exactly like an upload (:func:`app.service.analyse_upload`)
+Each instance is analysed exactly like an upload (:meth:`app.service.Analyser.analyse_many`)
 under the same request size, instance count and pixel limits, and the answer
 is the standard STOW-RS response (PS3.18 §10.5): a DICOM JSON dataset with a
 Referenced SOP Sequence for the stored instances and a Failed SOP Sequence
@@ -23,10 +23,11 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydicom.errors import InvalidDicomError
 from werkzeug.exceptions import HTTPException
 
-from pneumo.errors import (CorruptImageError, ImageTooLargeError, NotChestXrayError, PneumoError,
+from pneumo.errors import (CorruptImageError, ImageTooLargeError, NotChestXrayError,
                            UnsupportedDicomError, UnsupportedImageError)
 
-from app import service, views
+from app.context import analyser, current_owner, limiter, upload_limit
+from app.service import STORAGE_UNAVAILABLE, Item, Refusal
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
@@ -141,8 +142,9 @@ def _identify(data: bytes) -> pydicom.Dataset | None:
         return None
 
 
-def _failure_reason(exc: Exception) -> int:
-    if isinstance(exc, (ImageTooLargeError, OSError)):
+def _failure_reason(refused: Refusal) -> int:
+    exc = refused.error
+    if isinstance(exc, ImageTooLargeError) or refused.code == STORAGE_UNAVAILABLE:
         return OUT_OF_RESOURCES
     if isinstance(exc, (UnsupportedDicomError, NotChestXrayError)):
         return DOES_NOT_MATCH
@@ -151,39 +153,51 @@ def _failure_reason(exc: Exception) -> int:
     return PROCESSING_FAILURE
 
 
-def store_instance(data: bytes, content_type: str | None, owner: str,
-                   study_uid: str | None = None):
-    """Analyse one received instance.
+def precheck(data: bytes, content_type: str | None, study_uid: str | None = None):
+    """Why a received part cannot be analysed at all, before the model sees it.
 
     Returns:
-        ``(header, row, None)`` when stored, ``(header, None, (reason, message))`` when not.
+        ``(header, None)`` for an instance to analyse, ``(header, (reason, message))``
+        for one refused here (``header`` is ``None`` when it is not DICOM).
     """
     header = _identify(data)
     if content_type and content_type != "application/dicom":
-        return header, None, (CANNOT_UNDERSTAND, f"A part of type {content_type} is not a "
-                                                 "DICOM instance.")
+        return header, (CANNOT_UNDERSTAND, f"A part of type {content_type} is not a "
+                                           "DICOM instance.")
     if header is None:
-        return None, None, (CANNOT_UNDERSTAND, "Not a DICOM Part 10 instance.")
+        return None, (CANNOT_UNDERSTAND, "Not a DICOM Part 10 instance.")
     if study_uid and str(header.get("StudyInstanceUID", "")) != study_uid:
-        return header, None, (DOES_NOT_MATCH, "The instance belongs to another study than "
-                                              "the one in the URL.")
+        return header, (DOES_NOT_MATCH, "The instance belongs to another study than the one "
+                                        "in the URL.")
     if "PixelData" not in header and "FloatPixelData" not in header:
-        return header, None, (SOP_CLASS_NOT_SUPPORTED, "No image: Pixel Data (7FE0,0010) is "
-                                                      "missing (a report, SEG or other object).")
-    try:
-        row = service.analyse_upload(data, owner, views.predictor(), views.store(),
-                                     current_app.config["MAX_IMAGE_PIXELS"])
-    except PneumoError as exc:
-        log.info("STOW instance refused: %s", exc.code)
-        return header, None, (_failure_reason(exc), str(exc))
-    except OSError as exc:
-        log.error("storage failure on STOW: %s", type(exc).__name__)
-        return header, None, (OUT_OF_RESOURCES, "The server could not store the result.")
-    except Exception as exc:  # noqa: BLE001 - one bad instance never loses the others
-        log.error("STOW analysis failed: %s", type(exc).__name__)
-        return header, None, (PROCESSING_FAILURE, "The analysis failed on the server.")
-    log.info("result %s stored from STOW (%s)", row.id, row.verdict)
-    return header, row, None
+        return header, (SOP_CLASS_NOT_SUPPORTED, "No image: Pixel Data (7FE0,0010) is missing "
+                                                 "(a report, SEG or other object).")
+    return header, None
+
+
+def store_instances(parts: list[tuple[str | None, bytes]], owner: str,
+                    study_uid: str | None = None) -> list:
+    """Check each received part, analyse those that pass through the service.
+
+    Returns:
+        per part, in order: ``(header, row, None)`` when stored, ``(header, None,
+        (reason, message))`` when not.
+    """
+    checked = [precheck(data, ctype, study_uid) for ctype, data in parts]
+    todo = [i for i, (_, failure) in enumerate(checked) if failure is None]
+    outcome = analyser().analyse_many([Item("", parts[i][1]) for i in todo], owner,
+                                      source="STOW")
+    analysed = dict(zip(todo, (entry for _, entry in outcome.entries)))
+    out = []
+    for i, (header, failure) in enumerate(checked):
+        entry = analysed.get(i)
+        if failure is not None:
+            out.append((header, None, failure))
+        elif isinstance(entry, Refusal):
+            out.append((header, None, (_failure_reason(entry), entry.message)))
+        else:
+            out.append((header, entry, None))
+    return out
 
 
 def _sop_item(header: pydicom.Dataset | None) -> pydicom.Dataset:
@@ -217,7 +231,7 @@ def stow_response(outcomes: list) -> tuple[dict, int]:
 
 @bp.post("/studies")
 @bp.post("/studies/<study_uid>")
-@views.limiter.limit(views.upload_limit)
+@limiter.limit(upload_limit)
 def stow(study_uid: str | None = None):
     """STOW-RS: store (analyse) the DICOM instances of a multipart/related request."""
     if not g.get("bearer"):  # an API token was checked by access.check_access
@@ -227,12 +241,7 @@ def stow(study_uid: str | None = None):
                            int(current_app.config["MAX_FILES"]))
     except StowError as exc:
         return _error(exc.status, str(exc))
-    owner = views.current_owner()
-    outcomes = [store_instance(data, ctype, owner, study_uid) for ctype, data in parts]
-    from app import pacs
-    for _, row, _failure in outcomes:
-        if row is not None:
-            pacs.after_new_result(current_app, row)
+    outcomes = store_instances(parts, current_owner(), study_uid)
     body, status = stow_response(outcomes)
     resp = jsonify(body)
     resp.status_code = status
@@ -245,37 +254,3 @@ def stow(study_uid: str | None = None):
 
 def _header_text(message: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != '"' else " " for c in message)[:300]
-
-
-#: The STOW endpoint in the OpenAPI document (merged into app.api.OPENAPI).
-OPENAPI_PATHS = {
-    "/dicomweb/studies": {
-        "post": {
-            "summary": "STOW-RS: store DICOM instances, each analysed like an upload",
-            "description": "DICOMweb Store (PS3.18 §10.5). Needs `Authorization: Bearer "
-                           "<token>`; the token's user owns the results. Failure Reason "
-                           "codes: 0xA700 out of resources (too large), 0xA900 data set does "
-                           "not match (colour, multi-frame), 0xC000 cannot understand (not "
-                           "DICOM), 0x0122 SOP class not supported (no image), 0x0110 "
-                           "processing failure. Reasons in words come in `Warning: 299` "
-                           "headers.",
-            "security": [{"bearer": []}],
-            "requestBody": {"required": True, "content": {
-                'multipart/related; type="application/dicom"': {
-                    "schema": {"type": "string", "format": "binary"}}}},
-            "responses": {
-                "200": {"description": "all instances stored and analysed",
-                        "content": {"application/dicom+json": {"schema": {
-                            "type": "object", "description": "DICOM JSON with "
-                            "ReferencedSOPSequence (00081199)"}}}},
-                "202": {"description": "some stored; FailedSOPSequence (00081198) lists "
-                                       "the others with FailureReason (00081197)"},
-                "409": {"description": "no instance could be stored"},
-                "400": {"description": "malformed multipart body"},
-                "401": {"description": "missing or unknown API token"},
-                "413": {"description": "request too large or too many instances"},
-                "415": {"description": "not multipart/related with application/dicom parts"},
-            },
-        },
-    },
-}

@@ -12,8 +12,8 @@ import logging
 import threading
 from pathlib import Path
 
-from pneumo import modelcard
 from pneumo.errors import PneumoError
+from pneumo.inference.card import read_card
 
 log = logging.getLogger("pneumo.app")
 
@@ -46,11 +46,11 @@ class ModelHolder:
         """Check the card now, load the weights on a background thread.
 
         ``device`` is the ``PNEUMO_DEVICE`` choice (auto, cpu, gpu); see
-        :func:`pneumo.device.configure_device`. ``runtime`` is ``PNEUMO_RUNTIME``
-        (keras, openvino; see :mod:`pneumo.runtime`). ``prevalence`` is
+        :func:`pneumo.inference.device.configure_device`. ``runtime`` is ``PNEUMO_RUNTIME``
+        (keras, openvino; see :mod:`pneumo.inference.runtime`). ``prevalence`` is
         ``PNEUMO_PREVALENCE``: the shown probability is re-based to it.
         """
-        card = modelcard.read(model_dir)
+        card = read_card(model_dir)
         card.operating_point(operating_point)  # fail fast, with the reason
         if prevalence is not None and card.calibrated_at is None:
             raise ModelNotReady(f"PNEUMO_PREVALENCE is set, but the model {card.name} has no "
@@ -62,8 +62,8 @@ class ModelHolder:
 
     def _load(self, model_dir, warm_up, tf_threads, operating_point, device, runtime,
               prevalence=None) -> None:
-        from pneumo.device import configure_device, weights_device
-        from pneumo.inference import Predictor
+        from pneumo.inference.device import configure_device, weights_device
+        from pneumo.inference.predictor import Predictor
         try:
             placement = configure_device(tf_threads, device)
             log.info("Keras backend %s; the model goes on %s (PNEUMO_DEVICE=%s)",

@@ -1,169 +1,57 @@
-"""The work behind an upload, as plain functions testable without HTTP.
+"""The work behind an upload, as plain objects testable without HTTP.
 
-``analyse_upload`` reads the bytes, runs the model, writes the few files
-every later view is made from into a staging folder and commits the result
-to the store. The upload writes only what is cheap and sufficient:
-
-``pixels.npy``
-    the X-ray as displayed (uint8, original size), the source of every image;
-``prob.png``
-    the probability map at the model's resolution (uint8, 0..255), which the
-    viewer turns into its heat map;
-``mask_rle.txt``
-    the mask as SIIM RLE (also kept in the database row);
-``source.dcm``
-    DICOM uploads only, for the DICOM Segmentation download.
-
-Everything a person downloads or looks at (``image.png``, ``mask.png``,
-``overlay.png``, ``thumb.jpg``) is rendered from those on first request and
-cached beside them, so encoding PNGs never delays the answer to an upload
-(see benchmarks/README.md). The viewer builds its overlay layers (filled,
-contour, heat map) in the browser from ``mask.png`` and ``prob.png``.
+:class:`Analyser` is the one service every entry point calls (the upload form,
+the JSON API, the DICOMweb receiver, the PACS import, the command line):
+``analyse_many`` analyses each file, turns every failure of one file into a
+:class:`Refusal` with a message (never losing the other files), records a
+batch, and hands each stored result to the ``on_result`` hooks (the PACS
+sender). ``analyse_one`` reads the bytes, runs the model, writes the few files
+every later view is made from and commits the result to the store
+(``pixels.npy``: the X-ray as displayed; ``prob.png``: the probability map at
+the model's resolution; ``mask_rle.txt``; ``source.dcm`` for DICOM uploads).
+Everything else is rendered later from those (:mod:`app.renditions`).
 """
 from __future__ import annotations
 
 import io
 import logging
-import os
 import time
-import uuid
-from pathlib import Path
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import cv2
 import numpy as np
-from PIL import Image
 
-from pneumo import overlay, rle
-from pneumo.imaging import read_image
-from pneumo.inference import Predictor
-from pneumo.laterality import patient_side
-from pneumo.postprocess import review_band
+from pneumo.errors import PneumoError
+from pneumo.inference.laterality import patient_side
+from pneumo.inference.postprocess import review_band
+from pneumo.io import rle
+from pneumo.io.imaging import read_image
 
-from app.store import ResultRow, Store, new_id
+from app.renditions import png_bytes
+from app.store.files import Staged
+from app.store.records import ResultRow, new_id
+from app.store.repository import Store
+
+if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
+    from pneumo.inference.predictor import Predictor  # which gunicorn's master must not
 
 log = logging.getLogger("pneumo.app")
 
-THUMB_SIDE = 160
 
-
-def _png_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def write_upload_files(folder: Path, pixels: np.ndarray, prob: np.ndarray,
+def write_upload_files(staged: Staged, pixels: np.ndarray, prob: np.ndarray,
                        encoded_mask: str) -> None:
     """The files written while the uploader waits (a few milliseconds)."""
-    np.save(folder / "pixels.npy", np.ascontiguousarray(pixels, np.uint8))
-    prob_u8 = np.round(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
-    (folder / "prob.png").write_bytes(_png_bytes(prob_u8))
-    (folder / "mask_rle.txt").write_text(encoded_mask + "\n")
-
-
-def result_pixels(store: Store, row: ResultRow) -> np.ndarray:
-    """The displayed X-ray of a stored result."""
-    npy = store.file(row.id, "pixels.npy")
-    if npy.exists():
-        return np.load(npy, allow_pickle=False)
-    # results stored before pixels.npy existed kept image.png instead
-    return np.asarray(Image.open(store.file(row.id, "image.png")).convert("L"))
-
-
-def result_mask(store: Store, row: ResultRow, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """The predicted mask of a stored result (bool, X-ray size)."""
-    if shape is None:
-        shape = result_pixels(store, row).shape
-    return rle.decode(row.rle, shape)
-
-
-def _render_image(store, row) -> bytes:
-    return _png_bytes(result_pixels(store, row))
-
-
-def _render_mask(store, row) -> bytes:
-    return _png_bytes(result_mask(store, row).astype(np.uint8) * 255)
-
-
-def _filled(store, row, opacity: float) -> np.ndarray:
-    pixels = result_pixels(store, row)
-    return overlay.filled(pixels, result_mask(store, row, pixels.shape), opacity)
-
-
-def _render_overlay(store, row) -> bytes:
-    return _png_bytes(overlay.burn_label(_filled(store, row, overlay.DEFAULT_OPACITY)))
-
-
-def _render_thumb(store, row) -> bytes:
-    thumb = Image.fromarray(_filled(store, row, 0.5))
-    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
     buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=80)
-    return buf.getvalue()
+    np.save(buf, np.ascontiguousarray(pixels, np.uint8))
+    staged.put("pixels.npy", buf.getvalue())
+    prob_u8 = np.round(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
+    staged.put("prob.png", png_bytes(prob_u8))
+    staged.put("mask_rle.txt", (encoded_mask + "\n").encode())
 
 
-#: Longest side of the rendition the viewer shows (the full-size files stay for downloads).
-VIEW_SIDE = 2048
-
-
-def view_shape(shape: tuple[int, int]) -> tuple[int, int]:
-    """(rows, columns) of the viewer's rendition of an image of ``shape``."""
-    rows, cols = int(shape[0]), int(shape[1])
-    f = min(1.0, VIEW_SIDE / max(rows, cols, 1))
-    return max(1, round(rows * f)), max(1, round(cols * f))
-
-
-def _render_view(store, row) -> bytes:
-    pixels = result_pixels(store, row)
-    rows, cols = view_shape(pixels.shape)
-    if (rows, cols) != pixels.shape:
-        pixels = cv2.resize(pixels, (cols, rows), interpolation=cv2.INTER_AREA)
-    return _png_bytes(pixels)
-
-
-def _render_view_mask(store, row) -> bytes:
-    mask = result_mask(store, row).astype(np.float32)
-    rows, cols = view_shape(mask.shape)
-    if (rows, cols) != mask.shape:
-        mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
-    return _png_bytes((mask > 0.5).astype(np.uint8) * 255)
-
-
-#: Files rendered on first request from the upload's files.
-RENDERERS = {"image.png": _render_image, "mask.png": _render_mask,
-             "overlay.png": _render_overlay, "thumb.jpg": _render_thumb,
-             "view.png": _render_view, "view_mask.png": _render_view_mask}
-
-
-def artefact(store: Store, row: ResultRow, name: str) -> Path | None:
-    """Path of a result's file, rendering and caching it first if needed.
-
-    ``None`` when the file does not exist and cannot be made (e.g. the result
-    was deleted meanwhile). Two requests rendering the same file at once each
-    write a private temporary file and rename it into place, so a reader
-    never sees half a file.
-    """
-    path = store.file(row.id, name)
-    if path.exists():
-        return path
-    render = RENDERERS.get(name)
-    if render is None or not path.parent.is_dir():
-        return None
-    try:
-        data = render(store, row)
-        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except FileNotFoundError:  # deleted or purged while rendering
-        return None
-    except OSError as exc:
-        log.warning("could not cache %s for a result: %s", name, type(exc).__name__)
-        return None
-    return path
-
-
-def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
-                   max_pixels: int, file_name: str = "", batch: str = "") -> ResultRow:
+def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
+                max_pixels: int, file_name: str = "", batch: str = "") -> ResultRow:
     """Read, predict, render and store one uploaded file.
 
     ``file_name`` is the uploader's own name for the file, kept in the row for
@@ -179,13 +67,13 @@ def analyse_upload(data: bytes, owner: str, predictor: Predictor, store: Store,
     t2 = time.perf_counter()
     side = patient_side(pred.mask, record.meta)
     result_id = new_id()
-    staged = store.staging(result_id)
+    staged = store.stage(result_id)
     try:
         encoded = rle.encode(pred.mask)
         write_upload_files(staged, record.pixels, pred.heat_map if pred.heat_map is not None
                            else pred.probability_map, encoded)
         if record.meta.format == "DICOM":
-            (staged / "source.dcm").write_bytes(data)
+            staged.put("source.dcm", data)
         t3 = time.perf_counter()
         timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1,
                    "store_s": t3 - t2}
@@ -227,11 +115,181 @@ def operating_point_facts(predictor: Predictor, pred) -> dict:
     return facts
 
 
-def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
-    """DICOM SEG for a DICOM result, built from the stored source and mask; the same
-    result always gives the same SEG (UIDs and dates derive from the result)."""
-    from pneumo.seg import make_seg
-    source = store.file(row.id, "source.dcm").read_bytes()
-    mask = result_mask(store, row)
-    return make_seg(source, mask, row.model, deidentify=deidentify, uid_seed=row.id,
-                    created=row.created)
+# -- the service every entry point calls -------------------------------------------------
+
+@dataclass(frozen=True)
+class Refusal:
+    """A file that was not analysed, with the reason in words for the person who sent it."""
+
+    file: str | None     # the sender's name for it (None: the whole request)
+    code: str            # machine-readable (the API's error code)
+    status: int          # the HTTP status it alone would get
+    message: str
+    error: PneumoError | None = None  # the reason as raised, where there was one
+
+    def to_dict(self) -> dict:
+        """The API's form of a refusal."""
+        return {"file": self.file, "code": self.code, "message": self.message}
+
+
+#: Refusal codes of failures that are not about the file.
+STORAGE_UNAVAILABLE = "storage_unavailable"
+INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file to analyse: its display name and its bytes (or a function that fetches
+    them, so that a slow source such as a PACS is read one file at a time)."""
+
+    name: str
+    data: bytes | Callable[[], bytes]
+    keep_name: bool = True  # kept in the result for its owner's worklist
+
+    def read(self) -> bytes:
+        """The file's bytes."""
+        return self.data() if callable(self.data) else self.data
+
+
+@dataclass
+class UploadOutcome:
+    """What came of one request: each file in order, stored (a row) or refused."""
+
+    entries: list[tuple[str, ResultRow | Refusal]] = field(default_factory=list)
+    batch: str | None = None  # the batch id when several files came at once
+    refused_request: Refusal | None = None  # the whole request was refused
+
+    @property
+    def results(self) -> list[tuple[str, ResultRow]]:
+        """``(name, row)`` of the stored results."""
+        return [(n, r) for n, r in self.entries if isinstance(r, ResultRow)]
+
+    @property
+    def errors(self) -> list[Refusal]:
+        """The refused files (and the refused request)."""
+        refused = [r for _, r in self.entries if isinstance(r, Refusal)]
+        return ([self.refused_request] if self.refused_request else []) + refused
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of a request none of whose files was stored (else 200)."""
+        if self.results:
+            return 200
+        return max((e.status for e in self.errors), default=400)
+
+    def merge(self, other: "UploadOutcome") -> None:
+        """Add another request's files (several PACS studies imported at once)."""
+        self.entries += other.entries
+        if other.refused_request:
+            self.entries.append((other.refused_request.file or "", other.refused_request))
+
+
+def refusal(name: str | None, exc: BaseException) -> Refusal:
+    """The refusal of a file whose analysis raised ``exc``."""
+    if isinstance(exc, PneumoError):
+        return Refusal(name, exc.code, exc.http_status, str(exc), exc)
+    if isinstance(exc, OSError):
+        return Refusal(name, STORAGE_UNAVAILABLE, 503, "The server could not store the result "
+                       "(disk full or not writable). Try again later.")
+    return Refusal(name, INTERNAL_ERROR, 500, "The analysis failed on the server; nothing "
+                   "was stored for this file.")
+
+
+def uploaded_items(files) -> list[Item]:
+    """The chosen files of a form or API upload (werkzeug ``FileStorage``), each read
+    when its turn comes."""
+    return [Item(display_name(f.filename), f.read) for f in files
+            if f and (f.filename or "").strip()]
+
+
+def display_name(filename: str | None) -> str:
+    """Client file name for display to its uploader only: base name, trimmed."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:100] or "unnamed file"
+
+
+class Analyser:
+    """Analyses files for an owner and stores the results.
+
+    Args:
+        store: where results go.
+        predictor: returns the loaded model (it may wait while the model loads).
+        max_pixels: the decompression-bomb guard of one image.
+        max_files: the most files one request may analyse.
+    """
+
+    def __init__(self, store: Store, predictor: Callable[[], Predictor], max_pixels: int,
+                 max_files: int):
+        self.store = store
+        self._predictor = predictor
+        self.max_pixels = max_pixels
+        self.max_files = max_files
+        self._on_result: list[Callable[[ResultRow], None]] = []
+
+    def on_result(self, hook: Callable[[ResultRow], None]) -> None:
+        """Call ``hook`` with every result stored from now on (after it is committed)."""
+        self._on_result.append(hook)
+
+    def analyse_one(self, data: bytes, owner: str, file_name: str = "",
+                    batch: str = "") -> ResultRow:
+        """Analyse and store one file; raises what :func:`analyse_one` raises. The
+        ``on_result`` hooks are not called (see :meth:`analyse_many`)."""
+        return analyse_one(data, owner, self._predictor(), self.store, self.max_pixels,
+                           file_name=file_name, batch=batch)
+
+    def analyse_many(self, items: Iterable[Item], owner: str, as_batch: bool = False,
+                     source: str = "upload") -> UploadOutcome:
+        """Analyse every file; one bad file never loses the others.
+
+        Each failure becomes a :class:`Refusal`: the file's own problem
+        (:class:`PneumoError`, with its code and status), a storage failure
+        (503) or anything unexpected (500, logged without patient data). With
+        ``as_batch`` and more than one file, the files form a batch (its page
+        lists them with the refusals). ``source`` names the entry point in the log.
+        """
+        items = list(items)
+        outcome = UploadOutcome()
+        if not items:
+            outcome.refused_request = Refusal(None, "no_file", 400, "No file was chosen. Pick "
+                                              "one or more DICOM, PNG or JPEG chest X-rays.")
+            return outcome
+        if len(items) > self.max_files:
+            outcome.refused_request = Refusal(
+                None, "too_many_files", 413, f"{len(items)} files were sent; at most "
+                f"{self.max_files} can be analysed at once.")
+            return outcome
+        outcome.batch = new_id() if as_batch and len(items) > 1 else None
+        for item in items:
+            try:
+                row = self.analyse_one(item.read(), owner,
+                                       file_name=item.name if item.keep_name else "",
+                                       batch=outcome.batch or "")
+            except PneumoError as exc:
+                log.info("%s refused: %s", source, exc.code)
+                outcome.entries.append((item.name, refusal(item.name, exc)))
+                continue
+            except OSError as exc:
+                log.error("storage failure (%s): %s", source, type(exc).__name__)
+                outcome.entries.append((item.name, refusal(item.name, exc)))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad file never loses the others
+                # frames only: exception messages can quote file contents (PHI)
+                log.error("analysis failed (%s): %s at\n%s", source, type(exc).__name__,
+                          "".join(traceback.format_tb(exc.__traceback__)))
+                outcome.entries.append((item.name, refusal(item.name, exc)))
+                continue
+            log.info("result %s stored from %s (%s)", row.id, source, row.verdict)
+            outcome.entries.append((item.name, row))
+            self._fire(row)
+        if outcome.batch:
+            self.store.add_batch(outcome.batch, owner, len(items),
+                                 [{"file": e.file, "message": e.message}
+                                  for e in outcome.errors])
+        return outcome
+
+    def _fire(self, row: ResultRow) -> None:
+        for hook in self._on_result:
+            try:
+                hook(row)
+            except Exception as exc:  # noqa: BLE001 - a hook never loses a stored result
+                log.error("a result hook failed: %s", type(exc).__name__)

@@ -1,99 +1,211 @@
-"""The service's settings, read from ``PNEUMO_*`` environment variables in one place.
+"""The service's settings: one typed tree read from ``PNEUMO_*`` environment variables.
 
-gunicorn's configuration (``gunicorn.conf.py``), the app factory, the web
-commands (``pneumo serve``, ``purge``, ``create-user``) and the local test
-server all read them through :func:`Settings.from_env`, so a default or a
-variable name is written once. No Flask import here: gunicorn's master reads
-this before any worker starts.
+gunicorn's configuration (``gunicorn.conf.py``), ``wsgi.py``, the app factory,
+the ``pneumo`` command and the container entrypoint (through ``pneumo
+settings``) all read them through :func:`Settings.from_env`. Every default is
+written once, on a field below; every variable is parsed by one of the few
+parsers here, with one truth rule for switches. No Flask import: gunicorn's
+master reads this before any worker starts.
 """
 from __future__ import annotations
 
 import os
-import sqlite3
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from pneumo import paths
-from pneumo.device import DEVICE_CHOICES
-from pneumo.runtime import RUNTIMES
+from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
+from pneumo.inference.runtime import DEFAULT_RUNTIME, RUNTIMES
+from pneumo.io.imaging import DEFAULT_MAX_PIXELS
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+PREFIX = "PNEUMO_"
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
 
 class SettingsError(ValueError):
     """A ``PNEUMO_*`` variable holds a value the service cannot use."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(f"PNEUMO_{name}")
-    if raw is None or raw == "":
+# -- parsers: each takes the raw value (str, or a typed value from a test's mapping) -----
+
+def _raw(env: Mapping[str, Any], name: str) -> Any:
+    value = env.get(PREFIX + name)
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+def _int(env: Mapping[str, Any], name: str, default: int | None, minimum: int = 1) -> int | None:
+    raw = _raw(env, name)
+    if raw is None:
         return default
     try:
-        value = int(raw)
+        value = int(str(raw).strip())
     except ValueError:
-        raise SettingsError(f"PNEUMO_{name} must be a whole number, got {raw!r}") from None
+        raise SettingsError(f"{PREFIX}{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
-        raise SettingsError(f"PNEUMO_{name} must be at least {minimum}, got {value}")
+        raise SettingsError(f"{PREFIX}{name} must be at least {minimum}, got {value}")
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+def _number(env: Mapping[str, Any], name: str, default: float, unit: str = "seconds") -> float:
+    """A positive number (``default`` when unset)."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be a number of {unit}, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{PREFIX}{name} must be positive, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, Any], name: str, default: bool) -> bool:
+    """A switch: 1/true/yes/on or 0/false/no/off (any case)."""
+    raw = _raw(env, name)
+    if raw is None:
+        return default
+    text = str(raw).strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise SettingsError(f"{PREFIX}{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
+def _text(env: Mapping[str, Any], name: str, default: str | None = None) -> str | None:
+    raw = _raw(env, name)
+    return default if raw is None else str(raw)
+
+
+def _choice(env: Mapping[str, Any], name: str, default: str, choices: tuple[str, ...]) -> str:
     """``PNEUMO_<name>`` lower-cased, one of ``choices`` (``default`` when unset)."""
-    raw = (env.get(f"PNEUMO_{name}") or default).strip().lower()
+    raw = str(_raw(env, name) or default).strip().lower()
     if raw not in choices:
-        raise SettingsError(f"PNEUMO_{name} must be one of {', '.join(choices)}, got {raw!r}")
+        raise SettingsError(f"{PREFIX}{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
 
 
-def _fraction(env: Mapping[str, str], name: str) -> float | None:
+def _fraction(env: Mapping[str, Any], name: str) -> float | None:
     """``PNEUMO_<name>`` as a fraction strictly between 0 and 1 (``None`` when unset);
     a percentage such as ``3%`` is accepted too."""
-    raw = (env.get(f"PNEUMO_{name}") or "").strip()
+    raw = str(_raw(env, name) or "").strip()
     if not raw:
         return None
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise SettingsError(f"PNEUMO_{name} must be a fraction such as 0.05 (or 5%), "
+        raise SettingsError(f"{PREFIX}{name} must be a fraction such as 0.05 (or 5%), "
                             f"got {raw!r}") from None
     if not 0.0 < value < 1.0:
-        raise SettingsError(f"PNEUMO_{name} must be strictly between 0 and 1, got {raw!r}")
+        raise SettingsError(f"{PREFIX}{name} must be strictly between 0 and 1, got {raw!r}")
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = str(env.get(f"PNEUMO_{name}", "")).strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"PNEUMO_{name} must be true or false, got {raw!r}")
+def _defaults(cls) -> dict[str, Any]:
+    """The field defaults of a settings dataclass (the one place they are written)."""
+    out = {}
+    for f in fields(cls):
+        out[f.name] = f.default if f.default_factory is MISSING else f.default_factory()
+    return out
+
+
+@dataclass(frozen=True)
+class PacsSettings:
+    """Where the PACS is and how to log in to it (``PNEUMO_DICOMWEB_*``)."""
+
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    autosend: bool = False
+    timeout: float = 20.0
+    retry_after_s: float = 60.0
+
+    @property
+    def configured(self) -> bool:
+        """True when a DICOMweb server URL is set."""
+        return bool(self.url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, Any]) -> "PacsSettings":
+        """Read ``PNEUMO_DICOMWEB_*``.
+
+        Raises:
+            SettingsError: a value the connection cannot use, naming the variable.
+        """
+        d = _defaults(cls)
+        url = _text(env, "DICOMWEB_URL")
+        if url and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{PREFIX}DICOMWEB_URL must start with http:// or https://, "
+                                f"got {url!r}")
+        settings = cls(url=url.rstrip("/") if url else d["url"],
+                       username=_text(env, "DICOMWEB_USERNAME", d["username"]),
+                       password=_text(env, "DICOMWEB_PASSWORD", d["password"]),
+                       token=_text(env, "DICOMWEB_TOKEN", d["token"]),
+                       autosend=_bool(env, "DICOMWEB_AUTOSEND", d["autosend"]),
+                       timeout=_number(env, "DICOMWEB_TIMEOUT", d["timeout"]),
+                       retry_after_s=_number(env, "DICOMWEB_RETRY_AFTER", d["retry_after_s"]))
+        if settings.token and settings.username:
+            raise SettingsError(f"Set either {PREFIX}DICOMWEB_TOKEN or "
+                                f"{PREFIX}DICOMWEB_USERNAME, not both.")
+        return settings
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "PacsSettings":
+        """Read the ``DICOMWEB_*`` keys of an app config (a test's mapping may override
+        what the environment gave) with the same parsers."""
+        return cls.from_env({PREFIX + k: v for k, v in config.items()
+                             if k.startswith("DICOMWEB_")})
+
+    def flask_config(self) -> dict:
+        """The ``DICOMWEB_*`` keys of the app config."""
+        return {"DICOMWEB_URL": self.url, "DICOMWEB_USERNAME": self.username,
+                "DICOMWEB_PASSWORD": self.password, "DICOMWEB_TOKEN": self.token,
+                "DICOMWEB_AUTOSEND": self.autosend, "DICOMWEB_TIMEOUT": self.timeout,
+                "DICOMWEB_RETRY_AFTER": self.retry_after_s}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the service listens, what it loads and where it keeps results."""
+    """Where the service listens, what it loads, where it keeps results, its limits."""
 
+    # gunicorn
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
     threads: int = 4
     worker_connections: int | None = None  # None: as many as threads
     timeout: int = 120
-    tf_threads: int | None = None
-    device: str = "auto"
-    runtime: str = "keras"
+    max_requests: int = 0                  # 0: workers are never recycled
     log_level: str = "INFO"
+    # the model
+    tf_threads: int | None = None
+    device: str = DEFAULT_DEVICE
+    runtime: str = DEFAULT_RUNTIME
     model_dir: Path = paths.default_model_dir()
     operating_point: str | None = None
-    instance_dir: Path = paths.project_root() / "instance"
-    data_dir: Path = paths.project_root() / "uploads"  # results (git-ignored contents)
-    retention_days: float = 30.0
-    access_password: str | None = None
     prevalence: float | None = None  # the site's pneumothorax prevalence, re-bases the probability
+    warm_up: bool = True
+    # storage
+    instance_dir: Path = paths.project_root() / "instance"
+    data_dir: Path = paths.project_root() / "uploads"  # <instance>/data when PNEUMO_INSTANCE_DIR is set
+    retention_days: float = 30.0
+    # access
+    access_password: str | None = None
+    secret_key: str | None = None          # None: a random key kept in the instance folder
+    session_cookie_secure: bool = False
+    login_rate_limit: str = "10 per minute"
+    upload_rate_limit: str = "120 per minute"
+    # limits of one request
+    max_files: int = 20
+    max_content_length: int = 64 * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # the PACS
+    pacs: PacsSettings = field(default_factory=PacsSettings)
 
     @property
     def loopback(self) -> bool:
@@ -107,65 +219,77 @@ class Settings:
             f"{self.host}:{self.port}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, Any] | None = None) -> "Settings":
         """Read and check the ``PNEUMO_*`` variables (``os.environ`` by default)."""
         env = os.environ if env is None else env
-        instance = Path(env.get("PNEUMO_INSTANCE_DIR") or cls.instance_dir).resolve()
-        model = env.get("PNEUMO_MODEL_DIR") or env.get("PNEUMO_MODEL") or cls.model_dir
-        tf_threads = env.get("PNEUMO_TF_THREADS")
-        try:
-            retention = float(env.get("PNEUMO_RETENTION_DAYS") or 30.0)
-        except ValueError:
-            raise SettingsError("PNEUMO_RETENTION_DAYS must be a number of days, got "
-                                f"{env.get('PNEUMO_RETENTION_DAYS')!r}") from None
+        d = _defaults(cls)
+        instance = Path(_text(env, "INSTANCE_DIR") or d["instance_dir"]).resolve()
+        data_dir = _text(env, "DATA_DIR")
+        if data_dir is None and _text(env, "INSTANCE_DIR"):
+            data_dir = str(instance / "data")
+        model = _text(env, "MODEL_DIR") or _text(env, "MODEL") or d["model_dir"]
         return cls(
-            prevalence=_fraction(env, "PREVALENCE"),
-            host=env.get("PNEUMO_HOST") or "127.0.0.1",
-            port=_int(env, "PORT", 8000),
-            workers=_int(env, "WORKERS", 1),
-            threads=_int(env, "THREADS", 4),
-            worker_connections=_int(env, "WORKER_CONNECTIONS", 0) or None,
-            timeout=_int(env, "TIMEOUT", 120),
-            tf_threads=None if not tf_threads else _int(env, "TF_THREADS", 1),
-            device=_choice(env, "DEVICE", "auto", DEVICE_CHOICES),
-            runtime=_choice(env, "RUNTIME", "keras", RUNTIMES),
-            log_level=(env.get("PNEUMO_LOG_LEVEL") or "INFO").upper(),
+            host=_text(env, "HOST", d["host"]),
+            port=_int(env, "PORT", d["port"]),
+            workers=_int(env, "WORKERS", d["workers"]),
+            threads=_int(env, "THREADS", d["threads"]),
+            worker_connections=_int(env, "WORKER_CONNECTIONS", 0, minimum=0) or None,
+            timeout=_int(env, "TIMEOUT", d["timeout"]),
+            max_requests=_int(env, "MAX_REQUESTS", d["max_requests"], minimum=0),
+            log_level=str(_text(env, "LOG_LEVEL", d["log_level"])).upper(),
+            tf_threads=_int(env, "TF_THREADS", d["tf_threads"]),
+            device=_choice(env, "DEVICE", d["device"], DEVICE_CHOICES),
+            runtime=_choice(env, "RUNTIME", d["runtime"], RUNTIMES),
             model_dir=Path(model).resolve(),
-            operating_point=env.get("PNEUMO_OPERATING_POINT") or None,
+            operating_point=_text(env, "OPERATING_POINT", d["operating_point"]),
+            prevalence=_fraction(env, "PREVALENCE"),
+            warm_up=_bool(env, "WARM_UP", d["warm_up"]),
             instance_dir=instance,
-            data_dir=Path(env.get("PNEUMO_DATA_DIR") or (
-                instance / "data" if env.get("PNEUMO_INSTANCE_DIR") else cls.data_dir)).resolve(),
-            retention_days=retention,
-            access_password=env.get("PNEUMO_ACCESS_PASSWORD") or None,
+            data_dir=Path(data_dir or d["data_dir"]).resolve(),
+            retention_days=_number(env, "RETENTION_DAYS", d["retention_days"], "days"),
+            access_password=_text(env, "ACCESS_PASSWORD", d["access_password"]),
+            secret_key=_text(env, "SECRET_KEY", d["secret_key"]),
+            session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE",
+                                        d["session_cookie_secure"]),
+            login_rate_limit=_text(env, "LOGIN_RATE_LIMIT", d["login_rate_limit"]),
+            upload_rate_limit=_text(env, "UPLOAD_RATE_LIMIT", d["upload_rate_limit"]),
+            max_files=_int(env, "MAX_FILES", d["max_files"]),
+            max_content_length=_int(env, "MAX_CONTENT_LENGTH", d["max_content_length"]),
+            max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", d["max_image_pixels"]),
+            pacs=PacsSettings.from_env(env),
         )
 
     def flask_config(self) -> dict:
-        """The app factory's defaults that come from these settings."""
+        """The app config made from these settings (Flask's own keys included)."""
         return {"HOST": self.host, "MODEL_DIR": str(self.model_dir),
                 "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
-                "TF_THREADS": self.tf_threads,
-                "DEVICE": self.device, "RUNTIME": self.runtime,
-                "ACCESS_PASSWORD": self.access_password, "PREVALENCE": self.prevalence}
+                "TF_THREADS": self.tf_threads, "DEVICE": self.device, "RUNTIME": self.runtime,
+                "PREVALENCE": self.prevalence, "WARM_UP": self.warm_up,
+                "ACCESS_PASSWORD": self.access_password, "SECRET_KEY": self.secret_key,
+                "SESSION_COOKIE_SECURE": self.session_cookie_secure,
+                "LOGIN_RATE_LIMIT": self.login_rate_limit,
+                "UPLOAD_RATE_LIMIT": self.upload_rate_limit,
+                "MAX_FILES": self.max_files, "MAX_CONTENT_LENGTH": self.max_content_length,
+                "MAX_IMAGE_PIXELS": self.max_image_pixels,
+                "RETENTION_DAYS": self.retention_days,
+                **self.pacs.flask_config()}
 
     def to_dict(self) -> dict:
-        """The settings as JSON, without the access password."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()
-                if k != "access_password"}
+        """The settings as JSON, without passwords, tokens or the secret key."""
+        hidden = {"access_password", "secret_key", "password", "token"}
+
+        def clean(d: dict) -> dict:
+            return {k: clean(v) if isinstance(v, dict) else str(v) if isinstance(v, Path) else v
+                    for k, v in d.items() if k not in hidden}
+        return clean(asdict(self)) | {"data_dir": str(self.data_dir)}
 
 
-def login_problem(settings: Settings) -> str | None:
-    """Why the service must not start, or ``None``: beyond loopback a login must exist."""
-    if settings.loopback or settings.access_password:
+def login_problem(settings: Settings, n_users: int) -> str | None:
+    """Why the service must not start, or ``None``: beyond loopback a login must exist
+    (``n_users`` accounts, or the shared access password)."""
+    if settings.loopback or settings.access_password or n_users:
         return None
-    db_path = settings.data_dir / "pneumo.sqlite3"
-    n_users = 0
-    if db_path.exists():
-        with sqlite3.connect(db_path) as db:
-            try:
-                n_users = db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
-            except sqlite3.OperationalError:  # no users table yet
-                n_users = 0
-    return None if n_users else no_login_message(settings.host)
+    return no_login_message(settings.host)
 
 
 def no_login_message(host: str) -> str:

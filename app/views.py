@@ -4,17 +4,18 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-from dataclasses import dataclass
+import traceback
 
 from flask import (Blueprint, Flask, abort, current_app, flash, jsonify, redirect,
                    render_template, request, send_file, url_for)
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
-from pneumo.errors import PneumoError
+from pneumo.inference import overlay
 
-from app import pacs, service
-from app.store import new_id
+from app import renditions
+from app.context import analyser, current_owner, limiter, predictor, store, upload_limit
+from app.service import uploaded_items
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -31,87 +32,6 @@ DOWNLOADS = {
 }
 
 
-def store():
-    """The app's result store."""
-    return current_app.extensions["pneumo.store"]
-
-
-def predictor():
-    """The loaded Predictor (waits while it loads; ModelNotReady after a failure)."""
-    return current_app.extensions["pneumo.model"].get()
-
-
-from app.access import current_owner, limiter  # noqa: E402
-
-
-def upload_limit() -> str:
-    """The upload rate limit (PNEUMO_UPLOAD_RATE_LIMIT)."""
-    return current_app.config["UPLOAD_RATE_LIMIT"]
-
-
-@dataclass
-class UploadOutcome:
-    """The analysed files (name, row) and the refused ones of one request."""
-    results: list
-    errors: list  # dicts: file, code, message, status
-    batch: str | None = None  # the batch id when several files came at once
-
-
-def handle_files(files) -> UploadOutcome:
-    """Analyse every uploaded file; one bad file never loses the others."""
-    owner = current_owner()
-    outcome = UploadOutcome([], [])
-    limit = current_app.config["MAX_FILES"]
-    files = [f for f in files if f and (f.filename or "").strip()]
-    if not files:
-        outcome.errors.append({"file": None, "code": "no_file", "status": 400,
-                               "message": "No file was chosen. Pick one or more DICOM, PNG or "
-                                          "JPEG chest X-rays."})
-        return outcome
-    if len(files) > limit:
-        outcome.errors.append({"file": None, "code": "too_many_files", "status": 413,
-                               "message": f"{len(files)} files were sent; at most {limit} "
-                                          "can be analysed at once."})
-        return outcome
-    outcome.batch = new_id() if len(files) > 1 else None
-    for f in files:
-        name = _display_name(f.filename)
-        data = f.read()
-        try:
-            row = service.analyse_upload(data, owner, predictor(), store(),
-                                         current_app.config["MAX_IMAGE_PIXELS"], file_name=name,
-                                         batch=outcome.batch or "")
-        except PneumoError as exc:
-            outcome.errors.append({"file": name, "code": exc.code, "status": exc.http_status,
-                                   "message": str(exc)})
-            log.info("upload refused: %s", exc.code)
-            continue
-        except OSError as exc:
-            log.error("storage failure: %s", type(exc).__name__)
-            outcome.errors.append({"file": name, "code": "storage_unavailable", "status": 503,
-                                   "message": "The server could not store the result "
-                                              "(disk full or not writable). Try again later."})
-            continue
-        log.info("result %s stored (%s)", row.id, row.verdict)
-        pacs.after_new_result(current_app, row)  # PNEUMO_DICOMWEB_AUTOSEND
-        outcome.results.append((name, row))
-    if outcome.batch:
-        store().add_batch(outcome.batch, owner, len(files),
-                          [{"file": e["file"], "message": e["message"]} for e in outcome.errors])
-    return outcome
-
-
-def _display_name(filename: str | None) -> str:
-    """Client file name for display to its uploader only: base name, trimmed."""
-    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-    return name[:100] or "unnamed file"
-
-
-def error_status(errors: list) -> int:
-    """The HTTP status of a request whose files were all refused."""
-    return max((e["status"] for e in errors), default=400) if errors else 200
-
-
 @bp.get("/")
 def index():
     """The upload page."""
@@ -125,13 +45,13 @@ def index():
 @limiter.limit(upload_limit)
 def upload():
     """Analyse the uploaded files; one opens its result, several a summary."""
-    outcome = handle_files(request.files.getlist("files"))
+    items = uploaded_items(request.files.getlist("files"))
+    outcome = analyser().analyse_many(items, current_owner(), as_batch=True)
     if len(outcome.results) == 1 and not outcome.errors and not outcome.batch:
         return redirect(url_for("views.result", result_id=outcome.results[0][1].id), 303)
     if outcome.batch:  # a batch has a page of its own: a reload keeps it
         return redirect(url_for("views.batch", batch_id=outcome.batch), 303)
-    status = 200 if outcome.results else error_status(outcome.errors)
-    return render_template("upload_summary.html", outcome=outcome), status
+    return render_template("upload_summary.html", outcome=outcome), outcome.status
 
 
 @bp.get("/results/<result_id>")
@@ -140,12 +60,11 @@ def result(result_id: str):
     row = store().get(result_id, current_owner())
     if row is None:
         abort(404)
-    from pneumo import overlay
     point = row.operating_point or {}
     mask_threshold = point.get("mask_threshold", predictor().pp.pixel_threshold)
     # results stored before the heat map was scaled by the image probability have no heat_scale
     heat_scale = point.get("heat_scale", 1.0)
-    shape = service.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
+    shape = renditions.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
     return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
                            heat_scale=heat_scale,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
@@ -172,10 +91,10 @@ def download(result_id: str, name: str):
     if row is None or name not in DOWNLOADS:
         abort(404)
     mimetype, download_name = DOWNLOADS[name]
-    path = service.artefact(store(), row, name)
-    if path is None:
+    data = renditions.artefact(store(), row, name)
+    if data is None:
         abort(404)
-    return send_file(path, mimetype=mimetype, as_attachment=bool(download_name)
+    return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=bool(download_name)
                      and request.args.get("download") == "1",
                      download_name=download_name and f"{download_stem(row)}_{download_name}",
                      max_age=0)
@@ -197,7 +116,10 @@ def seg(result_id: str):
     if row.source_format != "DICOM":
         abort(404, description="A DICOM Segmentation needs a DICOM source image.")
     deidentify = request.args.get("deidentify") == "1"
-    data = service.seg_bytes(store(), row, deidentify=deidentify)
+    try:
+        data = renditions.seg_bytes(store(), row, deidentify=deidentify)
+    except renditions.ResultGone:
+        abort(404)
     # a de-identified SEG never carries the uploader's file name, which may name the patient
     name = f"{row.id[:8]}_seg_deidentified.dcm" if deidentify else f"{download_stem(row)}_seg.dcm"
     return send_file(io.BytesIO(data), mimetype="application/dicom", as_attachment=True,
@@ -316,7 +238,6 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         """Any other exception: logged without patient data, answered 500 with a plain message."""
-        import traceback
         # frames only: exception messages can quote file contents (PHI)
         log.error("unexpected error %s at\n%s", type(exc).__name__,
                   "".join(traceback.format_tb(exc.__traceback__)))

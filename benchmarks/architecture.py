@@ -16,7 +16,6 @@ import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pneumo", "app")
-ENTRY_POINTS = ("app.views", "app.api", "app.dicomweb", "app.pacs", "app.cli")
 SETTINGS_MODULES = {"app/settings.py", "app/settings"}
 
 
@@ -63,14 +62,24 @@ def unit_cycles(graph) -> list[tuple[str, str]]:
     return sorted({tuple(sorted((a, b))) for a, bs in edges.items() for b in bs if reaches(b, a)})
 
 
+def entry_points(graph) -> set[str]:
+    """The web layer's entry points: modules that register routes (a Blueprint) and the
+    command line."""
+    out = {"app.cli"}
+    for m in graph.modules:
+        if m.startswith("app."):
+            path = ROOT / (m.replace(".", "/") + ".py")
+            if not path.exists():
+                path = ROOT / m.replace(".", "/") / "__init__.py"
+            if path.exists() and "Blueprint(" in path.read_text():
+                out.add(m)
+    return out
+
+
 def entry_cross_imports(graph) -> list[tuple[str, str]]:
-    present = [m for m in graph.modules if m.startswith(ENTRY_POINTS)]
-    out = []
-    for a in present:
-        for b in graph.find_modules_directly_imported_by(a):
-            if b.startswith(ENTRY_POINTS) and not b.startswith(a.split(".")[0] + "." + a.split(".")[1]):
-                out.append((a, b))
-    return sorted(out)
+    entries = entry_points(graph)
+    return sorted((a, b) for a in entries for b in graph.find_modules_directly_imported_by(a)
+                  if b in entries)
 
 
 def scan(files: list[Path]) -> dict:
@@ -85,9 +94,13 @@ def scan(files: list[Path]) -> dict:
                         inner.append(f"{rel}:{node.lineno}")
         for node in ast.walk(tree):
             text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Subscript, ast.Attribute)) else ""
-            if isinstance(node, ast.Attribute) and text in ("os.environ", "os.getenv"):
-                if not any(rel.startswith(s) for s in SETTINGS_MODULES):
-                    env.append(f"{rel}:{node.lineno}")
+            reads = (isinstance(node, ast.Call) and text.startswith(("os.environ.get(", "os.getenv(")))\
+                or (isinstance(node, ast.Subscript) and text.startswith("os.environ[")
+                    and isinstance(node.ctx, ast.Load)) \
+                or (isinstance(node, ast.Compare) and "os.environ" in ast.unparse(node)
+                    and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops))
+            if reads and not any(rel.startswith(s) for s in SETTINGS_MODULES):
+                env.append(f"{rel}:{node.lineno}")
             if isinstance(node, ast.Call) and text.split("(")[0].endswith(".connect") \
                     and "sqlite3" not in text and not rel.startswith("app/store"):
                 connects.append(f"{rel}:{node.lineno} {text.split('(')[0]}")

@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness lives with the tests
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pneumo.paths import default_model_dir  # noqa: E402
@@ -75,11 +76,10 @@ def bench_forward(model_dir: Path, repeats: int) -> dict:
     import numpy as np
     from pneumo.inference.predictor import Predictor
     from pneumo.nets.networks import build_double_unet
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, tta=False)
     size = predictor.pcfg.size
     out = {"model": predictor.name, "input_size": size,
            "gflop_per_image": model_flops(predictor.model) / 1e9}
-    predictor.tta = False
     for batch in (1, 4):
         x = np.random.default_rng(0).integers(0, 255, (batch, size, size), dtype=np.uint8)
         s = timed(lambda x=x: predictor.probability_maps(x), repeats)
@@ -100,7 +100,7 @@ class Server:
 
     def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4,
                  tf_threads: int | None = None):
-        from app.localserver import LocalServer
+        from localserver import LocalServer
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
         env = {"PNEUMO_LOG_LEVEL": "WARNING", "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"}
         if tf_threads:
@@ -123,7 +123,7 @@ class Server:
 
 def post_file(url: str, data: bytes, cookie: str | None = None,
               csrf: str | None = None) -> tuple[float, dict, str | None]:
-    from app.localserver import multipart_file
+    from localserver import multipart_file
     body, ctype = multipart_file(data, "x.dcm")
     headers = {"Content-Type": ctype}
     if cookie:  # a browser session: its POSTs carry the session's CSRF token
@@ -172,7 +172,7 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
             get_bytes(f"{base}/{name}", cookie)
         viewer.append(dt + time.perf_counter() - t)
     # per-stage timings are recorded by the server with each result
-    from app.store import Store
+    from app.store.repository import Store
     store = Store(Path(server.tmp) / "data")
     rows = [r for r in _all_rows(store)][-repeats:]
     for row in rows:
@@ -188,10 +188,7 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
 
 
 def _all_rows(store):
-    with store.connect() as db:
-        ids = [r["id"] for r in db.execute("SELECT id FROM results ORDER BY created")]
-        owners = {r["id"]: r["owner"] for r in db.execute("SELECT id, owner FROM results")}
-    return [store.get(i, owners[i]) for i in ids]
+    return sorted((store.get_any(i) for i in store.all_ids()), key=lambda r: r.created)
 
 
 def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> dict:

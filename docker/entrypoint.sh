@@ -1,19 +1,21 @@
 #!/bin/sh
 # Container entrypoint: check the data volume and the model, purge expired
 # results, then run the given command (gunicorn by default).
+# Folders and the retention period come from the service's settings (`pneumo settings`,
+# app/settings.py), the one place their defaults are written; the image sets only
+# PNEUMO_INSTANCE_DIR and PNEUMO_DATA_DIR (Dockerfile).
 set -eu
-: "${PNEUMO_INSTANCE_DIR:=/data}"
-: "${PNEUMO_DATA_DIR:=$PNEUMO_INSTANCE_DIR/results-store}"
-: "${PNEUMO_RETENTION_DAYS:=30}"
-mkdir -p "$PNEUMO_DATA_DIR" 2>/dev/null || true
-if [ ! -w "$PNEUMO_INSTANCE_DIR" ]; then
-  echo "error: data directory $PNEUMO_INSTANCE_DIR is not writable by $(id -un)" >&2
+instance_dir=$(pneumo settings instance_dir) || exit 1
+data_dir=$(pneumo settings data_dir) || exit 1
+model=$(pneumo settings model_dir) || exit 1
+mkdir -p "$data_dir" 2>/dev/null || true
+if [ ! -w "$instance_dir" ]; then
+  echo "error: data directory $instance_dir is not writable by $(id -un)" >&2
   exit 1
 fi
-model="${PNEUMO_MODEL_DIR:-${PNEUMO_MODEL:-}}"
-if [ -n "$model" ] && [ ! -f "$model/model.json" ]; then
+if [ ! -f "$model/model.json" ]; then
   echo "error: PNEUMO_MODEL_DIR=$model has no model.json" >&2
   exit 1
 fi
-pneumo purge --data-dir "$PNEUMO_DATA_DIR" --days "$PNEUMO_RETENTION_DAYS" || true
+pneumo purge || true
 exec "$@"

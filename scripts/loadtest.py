@@ -30,6 +30,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness lives with the tests
 SIIM = ROOT.parent / "shared" / "data" / "siim"
 
 
@@ -57,7 +58,7 @@ class Client:
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def upload(self, path: Path) -> dict:
-        from app.localserver import multipart_file
+        from localserver import multipart_file
         # start a session first (a cookie-less call would get its result without links);
         # a POST that rides on the session cookie sends the session's CSRF token
         csrf = json.loads(self.get("/api/v1/csrf-token"))["csrf_token"]
@@ -75,7 +76,7 @@ class Client:
 def run(uploads: int, workers: int, model_dir: Path, kill: bool, threads: int = 4) -> dict:
     import shutil
     from pneumo.io.imaging import read_image
-    from app.localserver import LocalServer
+    from localserver import LocalServer
     data = Path(tempfile.mkdtemp(prefix="pneumo-load-"))
     server = LocalServer(model_dir, data, workers=workers, threads=threads,
                          env={"PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
@@ -126,12 +127,11 @@ def run(uploads: int, workers: int, model_dir: Path, kill: bool, threads: int = 
         else:
             crossed += 1
     # every visible result must be complete: row + all files
-    from app.store import Store
+    from app.store.repository import Store
     store = Store(data / "data")
     incomplete = 0
     for rid in store.all_ids():
-        folder = store.results_dir / rid
-        if not all((folder / n).exists() for n in ("pixels.npy", "prob.png", "mask_rle.txt")):
+        if not all(store.has_file(rid, n) for n in ("pixels.npy", "prob.png", "mask_rle.txt")):
             incomplete += 1
     server.stop()
     stored = len(store.all_ids())

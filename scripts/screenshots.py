@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.localserver import LocalServer  # noqa: E402
+# the gunicorn harness lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from localserver import LocalServer  # noqa: E402
 
 
 def main(model: str, out: Path, dicoms: list[str]) -> None:

@@ -1,6 +1,7 @@
 """The web app through Flask's test client, with a tiny model."""
 import io
 import json
+from pathlib import Path
 import re
 
 import numpy as np
@@ -320,19 +321,19 @@ def test_delete_and_purge(app, client, positive_dicom):
     assert client.get(f"/results/{rid}").status_code == 200
     assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
     assert client.get(f"/results/{rid}").status_code == 404
-    assert not store.file(rid, "pixels.npy").parent.exists()
+    assert not (store.files.results_dir / rid).exists() and not store.has_file(rid, "pixels.npy")
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     assert store.purge(older_than_days=30) == 0
     import time
     assert store.purge(older_than_days=30, now=time.time() + 31 * 86400) == 1
-    assert not (store.results_dir / rid).exists() and store.all_ids() == []
+    assert not (store.files.results_dir / rid).exists() and store.all_ids() == []
 
 
 def test_unwritable_data_dir_gives_503(app, client, positive_dicom, monkeypatch):
     store = app.extensions["pneumo.store"]
     def boom(result_id):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(store, "staging", boom)
+    monkeypatch.setattr(store, "stage", boom)
     resp = upload(client, ("a.dcm", positive_dicom.read_bytes()))
     assert resp.status_code == 503 and b"could not store" in resp.data
 
@@ -392,13 +393,12 @@ def test_csrf_required_on_forms(client, positive_dicom):
 
 
 def _user_app(tmp_path, tiny_predictor, **extra):
-    from app import create_app, users
-    from app.store import Store
+    from app import create_app
+    from app.store.repository import Store
     store = Store(tmp_path / "d"); store.init()
-    with store.connect() as db:
-        users.create_user(db, "alice", "correct horse 1")
-        users.create_user(db, "bob", "correct horse 2")
-        token = users.create_token(db, "alice")
+    store.create_user("alice", "correct horse 1")
+    store.create_user("bob", "correct horse 2")
+    token = store.create_token("alice")
     app = create_app(dict({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                            "PREDICTOR": tiny_predictor}, **extra))
     return app, token
@@ -473,10 +473,10 @@ def test_cli_create_user_and_token(tmp_path):
     res = subprocess.run([sys.executable, "-m", "app.cli", "create-token", "carol",
                           "--data-dir", d], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and res.stdout.startswith("pn_")
-    from app.store import Store
-    from app import users
-    with Store(d).connect() as db:
-        assert users.user_for_token(db, res.stdout.strip()) is not None
+    import sqlite3
+    from app.store.repository import DATABASE_NAME, Store
+    assert Store(d).user_for_token(res.stdout.strip()) is not None
+    with sqlite3.connect(Path(d) / DATABASE_NAME) as db:  # what is on disk
         stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
     assert stored.startswith("scrypt:") and "long enough pw" not in stored
 
@@ -486,7 +486,7 @@ def test_upload_writes_little_and_views_render_on_demand(app, client, positive_d
     from pneumo.io.imaging import read_image
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    folder = store.results_dir / rid
+    folder = store.files.results_dir / rid
     assert sorted(p.name for p in folder.iterdir()) == ["mask_rle.txt", "pixels.npy",
                                                         "prob.png", "source.dcm"]
     assert np.array_equal(np.load(folder / "pixels.npy"), read_image(positive_dicom).pixels)
@@ -504,7 +504,7 @@ def test_upload_writes_little_and_views_render_on_demand(app, client, positive_d
 
 def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
     import threading
-    from app import service
+    from app import renditions
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
@@ -512,8 +512,7 @@ def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
 
     def fetch():
         try:
-            path = service.artefact(store, row, "overlay.png")
-            outputs.append(path.read_bytes())
+            outputs.append(renditions.artefact(store, row, "overlay.png"))
         except Exception as exc:  # noqa: BLE001 - recorded and asserted below
             errors.append(exc)
 
@@ -527,30 +526,28 @@ def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
     mask = rle.decode(row.rle, overlay.shape[:2])
     mask[int(0.9 * mask.shape[0]):] = False  # the bottom strip holds the "AI output" label
     assert mask.any() and (overlay[mask][:, 0] > overlay[mask][:, 2]).all()  # orange on grey
-    assert not list((store.results_dir / rid).glob(".*.tmp"))
+    assert not list((store.files.results_dir / rid).glob(".*.tmp"))
 
 
 def _rows(store):
-    with store.connect() as db:
-        pairs = [(r["id"], r["owner"]) for r in db.execute("SELECT id, owner FROM results")]
-    return [store.get(i, o) for i, o in pairs]
+    return [store.get_any(i) for i in store.all_ids()]
 
 
 def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_dicom):
-    from app import service
+    from app import renditions
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
     assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
-    assert service.artefact(store, row, "overlay.png") is None
-    assert not (store.results_dir / rid).exists()
+    assert renditions.artefact(store, row, "overlay.png") is None
+    assert not (store.files.results_dir / rid).exists()
 
 
 def test_results_stored_before_pixels_npy_still_render(app, client, positive_dicom):
     """Older results kept image.png and no pixels.npy; their views must keep working."""
     store = app.extensions["pneumo.store"]
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    folder = store.results_dir / rid
+    folder = store.files.results_dir / rid
     pixels = np.load(folder / "pixels.npy")
     Image.fromarray(pixels).save(folder / "image.png")
     (folder / "pixels.npy").unlink()
@@ -564,7 +561,7 @@ def test_results_stored_before_pixels_npy_still_render(app, client, positive_dic
 def test_results_stored_by_an_earlier_version_stay_readable(tmp_path):
     """A database without the newer columns is migrated in place; its rows keep working."""
     import sqlite3
-    from app.store import Store
+    from app.store.repository import Store
     data = tmp_path / "data"
     data.mkdir()
     with sqlite3.connect(data / "pneumo.sqlite3") as db:
@@ -632,7 +629,7 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path, tiny_model_folder):
 def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny_predictor,
                                                                   positive_dicom):
     """Only bearer-token calls (and calls without any session cookie) skip the CSRF check."""
-    from app import create_app, users
+    from app import create_app
     app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                       "PREDICTOR": tiny_predictor})
     data = positive_dicom.read_bytes()
@@ -655,9 +652,8 @@ def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny
     # a script without any cookie: nothing to forge
     assert post_api(app.test_client()).status_code == 201
     # a bearer token: allowed whatever cookie comes with it
-    with app.extensions["pneumo.store"].connect() as db:
-        users.create_user(db, "erin", "long enough pw")
-        api_token = users.create_token(db, "erin")
+    app.extensions["pneumo.store"].create_user("erin", "long enough pw")
+    api_token = app.extensions["pneumo.store"].create_token("erin")
     assert post_api(browser, {"Authorization": f"Bearer {api_token}"}).status_code == 201
 
 
@@ -709,7 +705,6 @@ def test_api_reference_page_serves_its_assets_locally(client):
 def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
     """curl without a cookie jar or token: the full result, no Set-Cookie, links null
     (the OpenAPI document says so); a bearer call gets links that work."""
-    from app import users
     fresh = app.test_client(use_cookies=False)
     resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data",
                       data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
@@ -728,9 +723,8 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
                     data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
     (res,) = resp.json["results"]
     assert jar.get(res["links"]["image"]).status_code == 200
-    with app.extensions["pneumo.store"].connect() as db:
-        users.create_user(db, "ann", "a-long-password-1")
-        token = users.create_token(db, "ann")
+    app.extensions["pneumo.store"].create_user("ann", "a-long-password-1")
+    token = app.extensions["pneumo.store"].create_token("ann")
     auth = {"Authorization": f"Bearer {token}"}
     resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data", headers=auth,
                       data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})

@@ -14,7 +14,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 
 def serve(model_dir: Path, tmp: Path):
     """gunicorn with ``model_dir`` on a free loopback port; returns (server, url)."""
-    from app.localserver import LocalServer
+    from localserver import LocalServer
     server = LocalServer(model_dir, tmp / "instance", log_path=tmp / "gunicorn.log")
     return server, server.url
 

@@ -30,7 +30,16 @@ def test_entrypoint_runs_command_after_checks(tmp_path):
                          "echo", "started")
     assert res.returncode == 0, res.stderr
     assert "purged 0 result(s)" in res.stdout and res.stdout.strip().endswith("started")
-    assert (tmp_path / "results-store").is_dir()
+    assert (tmp_path / "data").is_dir()  # the settings' rule: <instance>/data
+    # the images name the results folder (Dockerfile ENV): the entrypoint follows the settings
+    res = run_entrypoint({"PNEUMO_INSTANCE_DIR": str(tmp_path), "PNEUMO_MODEL_DIR": str(BUNDLED),
+                          "PNEUMO_DATA_DIR": str(tmp_path / "results-store")}, "echo", "started")
+    assert res.returncode == 0 and (tmp_path / "results-store").is_dir()
+    # a bad setting stops the container before anything runs, naming the variable
+    res = run_entrypoint({"PNEUMO_INSTANCE_DIR": str(tmp_path), "PNEUMO_RETENTION_DAYS": "soon"},
+                         "echo", "started")
+    assert res.returncode == 1 and "PNEUMO_RETENTION_DAYS" in res.stderr
+    assert "started" not in res.stdout
 
 
 def test_entrypoint_refuses_bad_model_and_data_dir(tmp_path):
@@ -129,13 +138,13 @@ def test_run_sh_makes_a_serving_environment_without_test_or_training_tools(tmp_p
 def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     """gunicorn + the bundled model: a real SIIM DICOM through the HTTP API."""
     assert (BUNDLED / "model.json").exists() and (BUNDLED / "weights.weights.h5").exists()
-    from app.localserver import LocalServer
+    from localserver import LocalServer
     # the throughput configuration from benchmarks/README.md: one TensorFlow thread per worker
     proc = LocalServer(BUNDLED, tmp_path / "instance", log_path=tmp_path / "gunicorn.log",
                        env={"PNEUMO_TF_THREADS": "1"})
     url = proc.url
     try:
-        from app.localserver import multipart_file
+        from localserver import multipart_file
         body, ctype = multipart_file(positive_dicom.read_bytes(), "upload.dcm")
         req = urllib.request.Request(url + "/api/v1/predictions", data=body,
                                      headers={"Content-Type": ctype}, method="POST")
@@ -176,7 +185,7 @@ def test_tf_threads_setting_is_checked(bad):
 def test_gunicorn_refuses_an_open_service_beyond_loopback_in_one_line(tmp_path):
     """No login beyond loopback: one clear line on stderr, non-zero exit, before
     anything that looks like success (no 'Listening at', no traceback)."""
-    from app.localserver import free_port
+    from localserver import free_port
     env = dict(os.environ, PNEUMO_HOST="0.0.0.0", PNEUMO_PORT=str(free_port()),
                PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_MODEL_DIR=str(BUNDLED))
     env.pop("PNEUMO_ACCESS_PASSWORD", None)

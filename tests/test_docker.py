@@ -95,10 +95,8 @@ def _cli(*args, stdin: str):
 
 
 def _authenticates(data_dir, name, password) -> bool:
-    from app import users
-    from app.store import Store
-    with Store(str(data_dir)).connect() as db:
-        return users.authenticate(db, name, password) is not None
+    from app.store.repository import Store
+    return Store(str(data_dir)).authenticate(name, password) is not None
 
 
 def test_create_user_reads_a_piped_password_once(tmp_path):

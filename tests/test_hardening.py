@@ -32,7 +32,7 @@ def test_result_files_and_pages_are_never_cached(client, positive_dicom):
 @pytest.mark.slow
 def test_real_gunicorn_log_has_no_forged_lines_or_uids_and_data_is_private(
         tmp_path, tiny_model_folder, positive_dicom):
-    from app.localserver import LocalServer, multipart_file
+    from localserver import LocalServer, multipart_file
     import urllib.request
     log = tmp_path / "gunicorn.log"
     server = LocalServer(tiny_model_folder, tmp_path / "instance", log_path=log)

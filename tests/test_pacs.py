@@ -23,7 +23,7 @@ import pydicom
 import pytest
 import requests
 
-from app.localserver import LocalServer, free_port, stop_process
+from localserver import LocalServer, free_port, stop_process
 
 ORTHANC_USER, ORTHANC_PASSWORD = "pneumo-test", "orthanc-secret-1"
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
@@ -186,14 +186,11 @@ def app_instance(tmp_path_factory):
 
 def make_instance(folder: Path) -> tuple[Path, str]:
     """An instance folder with a user and an API token (the token's user owns results)."""
-    from app import users
-    from app.store import Store
+    from app.store.repository import Store
     store = Store(folder / "data")
     store.init()
-    with store.connect() as db:
-        users.create_user(db, "radiologist", "a-long-password-1")
-        token = users.create_token(db, "radiologist")
-    return folder, token
+    store.create_user("radiologist", "a-long-password-1")
+    return folder, store.create_token("radiologist")
 
 
 @pytest.fixture(scope="module")
@@ -428,15 +425,14 @@ def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
 @pytest.mark.slow  # starts a real Orthanc
 def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_path,
                                 monkeypatch, capsys):
-    from app import cli, users
-    from app.store import Store
+    from app import cli
+    from app.store.repository import Store
     data = with_study(positive_dicom.read_bytes())
     orthanc.upload(data)
     study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
     store = Store(tmp_path / "data")
     store.init()
-    with store.connect() as db:
-        users.create_user(db, "alice", "a-long-password-1")
+    store.create_user("alice", "a-long-password-1")
     for key, value in {"PNEUMO_INSTANCE_DIR": tmp_path, "PNEUMO_DATA_DIR": tmp_path / "data",
                        "PNEUMO_MODEL_DIR": tiny_model_folder,
                        "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
@@ -446,9 +442,7 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
     assert cli.main(["pacs", "pull", "--study", study, "--user", "alice"]) == 0
     out = capsys.readouterr().out
     rid = out.split("\t", 1)[0]
-    with store.connect() as db:
-        owner = db.execute("SELECT owner FROM results WHERE id = ?", (rid,)).fetchone()[0]
-    assert owner.startswith("user:")
+    assert store.get_any(rid).owner.startswith("user:")
     assert cli.main(["pacs", "pull", "--study", "1.2.3.4.5.404", "--user", "alice"]) == 1
     assert "no study" in capsys.readouterr().err
 
@@ -458,7 +452,7 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
 @pytest.mark.slow  # starts a real Orthanc
 def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tiny_predictor,
                                                 positive_dicom, monkeypatch, capsys):
-    from app import cli, create_app, pacs
+    from app import cli, create_app
     orthanc = Orthanc(tmp_path / "orthanc")
     orthanc.stop()  # down from the start
     try:
@@ -476,7 +470,7 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         sender = app.extensions["pneumo.pacs_sender"]
         sender.wait()
         store = app.extensions["pneumo.store"]
-        state = pacs.get_state(store, rid)
+        state = store.send_state(rid)
         assert state.state == "failed" and state.attempts == 1
         assert "could not be reached" in state.last_error
         page = client.get(f"/results/{rid}").data.decode()
@@ -484,21 +478,21 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
 
         # a new app process (restart) finds the failed send and retries it: still down
         create_app(app.config).extensions["pneumo.pacs_sender"].wait()
-        assert pacs.get_state(store, rid).attempts == 2
+        assert store.send_state(rid).attempts == 2
 
         client.get(f"/results/{rid}")  # too soon after the last attempt: no retry
         sender.wait()
-        assert pacs.get_state(store, rid).attempts == 2
+        assert store.send_state(rid).attempts == 2
         time.sleep(2.1)  # past DICOMWEB_RETRY_AFTER: the next page view retries (still down)
         client.get(f"/results/{rid}")
         sender.wait()
-        assert pacs.get_state(store, rid).attempts == 3
+        assert store.send_state(rid).attempts == 3
 
         orthanc.start()  # the PACS is back
         time.sleep(2.1)
         client.get(f"/results/{rid}")
         sender.wait()
-        state = pacs.get_state(store, rid)
+        state = store.send_state(rid)
         assert state.state == "sent" and state.attempts == 4 and state.last_error is None
         study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
         assert len(orthanc.segs_in_study(study)) == 1
@@ -513,7 +507,7 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         assert cli.main(["pacs", "send", "--result", rid]) == 0
         assert f"{rid}: sent" in capsys.readouterr().out
         assert cli.main(["pacs", "retry"]) == 0
-        assert pacs.get_state(store, rid).attempts == 5
+        assert store.send_state(rid).attempts == 5
         assert len(orthanc.segs_in_study(study)) == 1  # resends replace, never duplicate
     finally:
         orthanc.stop()
@@ -530,10 +524,8 @@ def _related(*parts: bytes, boundary: str | None = None) -> tuple[bytes, str]:
 
 @pytest.fixture()
 def token_client(app):
-    from app import users
-    with app.extensions["pneumo.store"].connect() as db:
-        users.create_user(db, "pacs", "a-long-password-1")
-        token = users.create_token(db, "pacs")
+    app.extensions["pneumo.store"].create_user("pacs", "a-long-password-1")
+    token = app.extensions["pneumo.store"].create_token("pacs")
     return app.test_client(), {"Authorization": f"Bearer {token}"}
 
 
@@ -588,7 +580,7 @@ def test_openapi_documents_stow(client):
 
 
 def test_pacs_settings_are_checked():
-    from app.pacs import PacsSettings
+    from app.settings import PacsSettings
     ok = PacsSettings.from_config({"DICOMWEB_URL": "http://pacs:8042/dicom-web/",
                                    "DICOMWEB_AUTOSEND": 1, "DICOMWEB_PASSWORD": 1234,
                                    "DICOMWEB_USERNAME": "u"})

@@ -49,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness lives with the tests
 PREDICT_RUN = ROOT / "scripts" / "device" / "predict_run.py"
 TOLERANCE = 1e-3
 PACKAGES = ("keras", "jax", "jaxlib", "torch", "tensorflow", "numpy", "flask", "gunicorn",
@@ -195,7 +196,7 @@ def csrf_token(opener, url: str) -> str:
 
 def upload(opener, url: str, path: Path, csrf: str) -> tuple[float, int, dict]:
     """POST one file as the result page does: session cookie plus its CSRF token."""
-    from app.localserver import multipart_file
+    from localserver import multipart_file
     body, ctype = multipart_file(path.read_bytes(), path.name)
     req = urllib.request.Request(url + "/api/v1/predictions", data=body, method="POST",
                                  headers={"Content-Type": ctype, "X-CSRF-Token": csrf})
@@ -211,7 +212,7 @@ def upload(opener, url: str, path: Path, csrf: str) -> tuple[float, int, dict]:
 def serve(backend: str, device: str, files: list[Path], rounds: int, out: Path) -> dict:
     """gunicorn with the bundled model under ``backend``; upload every file ``rounds`` times."""
     import numpy as np
-    from app.localserver import LocalServer
+    from localserver import LocalServer
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     memory = GpuMemory()
     memory.start()

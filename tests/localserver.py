@@ -1,4 +1,5 @@
-"""Start the app under gunicorn on a free loopback port (tests, benchmarks, load runs).
+"""Start the app under gunicorn on a free loopback port: a harness for tests, benchmarks
+and load runs (not part of the product; scripts put tests/ on sys.path to import it).
 
 Only ``127.0.0.1`` is used. No Flask import here: the server is a subprocess.
 """

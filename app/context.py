@@ -1,0 +1,78 @@
+"""What a request works with: the store, the model, the analysis service, the caller.
+
+Views, the JSON API, the DICOMweb receiver and the PACS pages ask this module,
+never each other. The objects are made once per process by the app factory
+(:func:`app.create_app`) and kept in ``app.extensions``.
+"""
+from __future__ import annotations
+
+import secrets
+
+from flask import current_app, g, request, session
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from app.service import Analyser
+from app.store.repository import Store
+
+#: Rate limits (``PNEUMO_LOGIN_RATE_LIMIT``, ``PNEUMO_UPLOAD_RATE_LIMIT``), per client address.
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
+
+
+def store() -> Store:
+    """The app's store."""
+    return current_app.extensions["pneumo.store"]
+
+
+def analyser() -> Analyser:
+    """The app's analysis service."""
+    return current_app.extensions["pneumo.analyser"]
+
+
+def predictor():
+    """The loaded Predictor (waits while it loads; ModelNotReady after a failure)."""
+    return current_app.extensions["pneumo.model"].get()
+
+
+def upload_limit() -> str:
+    """The upload rate limit (``PNEUMO_UPLOAD_RATE_LIMIT``)."""
+    return current_app.config["UPLOAD_RATE_LIMIT"]
+
+
+def login_limit() -> str:
+    """The login rate limit (``PNEUMO_LOGIN_RATE_LIMIT``)."""
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def current_owner() -> str:
+    """Owner key of the caller's results (set by :func:`app.access.check_access`)."""
+    owner = g.get("owner")
+    if owner:
+        return owner
+    owner = session.get("owner")
+    if not owner and one_off_call():
+        # an API call with neither a token nor a session cookie asked for no session:
+        # its results are returned in full, without a cookie and without links
+        g.owner, g.one_off = "oneoff:" + secrets.token_urlsafe(18), True
+        return g.owner
+    if not owner:
+        owner = "session:" + secrets.token_urlsafe(18)
+        session["owner"] = owner
+        session.permanent = True
+    g.owner = owner
+    return owner
+
+
+def one_off_call() -> bool:
+    """An API request that carries no bearer token and no session cookie."""
+    return request.blueprint == "api" and request.endpoint != "api.csrf_token" \
+        and not g.get("bearer") \
+        and current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies
+
+
+def csrf_token() -> str:
+    """The session's CSRF token for forms (created on first use)."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return token

@@ -1,0 +1,106 @@
+"""The OpenAPI document of the JSON API and the DICOMweb receiver, in one place.
+
+The result schema is made from :data:`app.store.records.FIELDS`, so the document
+cannot drift from what is stored; served at ``/api/v1/openapi.json`` and drawn
+by the reference page ``/api/docs``.
+"""
+from __future__ import annotations
+
+from app.store.records import public_schema
+
+_LINKS = {"type": ["object", "null"],
+          "description": "URLs of the result's page and files, for the caller's session or "
+                         "token. null when the call carried neither a bearer token nor a "
+                         "session cookie: such a call gets no cookie and could not open the "
+                         "links, so send a token (or first GET /api/v1/csrf-token to start a "
+                         "session) to read results back later",
+          "properties": {k: {"type": ["string", "null"] if k == "seg" else "string"}
+                         for k in ("self", "page", "overlay", "mask", "image", "rle", "seg")}}
+_RESULT = dict(public_schema())
+_RESULT["properties"] = dict(_RESULT["properties"], links=_LINKS)
+_RESULT["required"] = sorted(_RESULT["properties"])
+_ERROR = {"type": "object", "properties": {"file": {"type": ["string", "null"]},
+                                           "code": {"type": "string"},
+                                           "message": {"type": "string"}}}
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "pneumo API", "version": "1",
+             "description": "Pneumothorax segmentation of chest X-rays. Decision support, "
+                            "not a diagnosis."},
+    "paths": {
+        "/api/v1/predictions": {
+            "post": {
+                "summary": "Analyse one or many DICOM/PNG/JPEG files",
+                "requestBody": {"content": {"multipart/form-data": {"schema": {
+                    "type": "object", "properties": {"files": {
+                        "type": "array", "items": {"type": "string", "format": "binary"}}}}}}},
+                "responses": {
+                    "201": {"description": "at least one file analysed", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "batch": {"type": ["string", "null"],
+                                      "description": "the batch id when several files were "
+                                                     "sent (its page: /batches/<id>), else null"},
+                            "results": {"type": "array", "items": _RESULT},
+                            "errors": {"type": "array", "items": _ERROR}}}}}},
+                    "400": {"description": "no file, or unreadable image"},
+                    "413": {"description": "too large or too many files"},
+                    "415": {"description": "not a DICOM, PNG or JPEG"},
+                    "422": {"description": "DICOM that cannot be shown (colour, multi-frame, no pixels)"},
+                },
+            },
+            "get": {"summary": "The caller's predictions",
+                    "parameters": [{"name": "sort", "in": "query", "schema": {
+                        "type": "string", "enum": ["newest", "probability"]}}],
+                    "responses": {"200": {"description": "list"}}},
+        },
+        "/api/v1/csrf-token": {
+            "get": {"summary": "The browser session's CSRF token: a POST that carries the "
+                               "session cookie sends it as X-CSRF-Token (bearer calls need none)",
+                    "responses": {"200": {"description": "the token", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "csrf_token": {"type": "string"}}}}}}}},
+        },
+        "/api/v1/predictions/{id}": {
+            "get": {"summary": "One prediction of the caller",
+                    "parameters": [{"name": "id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "the prediction",
+                                          "content": {"application/json": {"schema": _RESULT}}},
+                                  "404": {"description": "unknown, or another user's"}}},
+        },
+    },
+}
+
+#: STOW-RS (:mod:`app.dicomweb`).
+STOW_PATHS = {
+    "/dicomweb/studies": {
+        "post": {
+            "summary": "STOW-RS: store DICOM instances, each analysed like an upload",
+            "description": "DICOMweb Store (PS3.18 §10.5). Needs `Authorization: Bearer "
+                           "<token>`; the token's user owns the results. Failure Reason "
+                           "codes: 0xA700 out of resources (too large), 0xA900 data set does "
+                           "not match (colour, multi-frame), 0xC000 cannot understand (not "
+                           "DICOM), 0x0122 SOP class not supported (no image), 0x0110 "
+                           "processing failure. Reasons in words come in `Warning: 299` "
+                           "headers.",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": True, "content": {
+                'multipart/related; type="application/dicom"': {
+                    "schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "200": {"description": "all instances stored and analysed",
+                        "content": {"application/dicom+json": {"schema": {
+                            "type": "object", "description": "DICOM JSON with "
+                            "ReferencedSOPSequence (00081199)"}}}},
+                "202": {"description": "some stored; FailedSOPSequence (00081198) lists "
+                                       "the others with FailureReason (00081197)"},
+                "409": {"description": "no instance could be stored"},
+                "400": {"description": "malformed multipart body"},
+                "401": {"description": "missing or unknown API token"},
+                "413": {"description": "request too large or too many instances"},
+                "415": {"description": "not multipart/related with application/dicom parts"},
+            },
+        },
+    },
+}
+OPENAPI["paths"].update(STOW_PATHS)

@@ -1,0 +1,162 @@
+"""What is made from a stored result: the images a person looks at or downloads, and
+its DICOM Segmentation.
+
+An upload stores only ``pixels.npy``, ``prob.png``, ``mask_rle.txt`` and (DICOM)
+``source.dcm`` (:mod:`app.service`). Everything a person downloads or looks at
+(``image.png``, ``mask.png``, ``overlay.png``, ``thumb.jpg``, the viewer's
+``view.png`` and ``view_mask.png``) is rendered from those on first request
+and kept beside them, so encoding PNGs never delays the answer to an upload
+(see benchmarks/README.md). The viewer builds its overlay layers (filled,
+contour, heat map) in the browser from ``view_mask.png`` and ``prob.png``.
+"""
+from __future__ import annotations
+
+import io
+import logging
+
+import cv2
+import numpy as np
+import pydicom
+from PIL import Image
+
+from pneumo.inference import overlay
+from pneumo.io import rle
+from pneumo.io.seg import make_seg, make_seg_dataset
+
+from app.store.records import ResultRow
+from app.store.repository import Store
+
+log = logging.getLogger("pneumo.app")
+
+THUMB_SIDE = 160
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """A uint8 array as PNG (fast compression: these files are written while people wait)."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class ResultGone(Exception):
+    """The result's files were deleted or purged while it was being read."""
+
+
+def result_pixels(store: Store, row: ResultRow) -> np.ndarray:
+    """The displayed X-ray of a stored result."""
+    data = store.read_file(row.id, "pixels.npy")
+    if data is not None:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    # results stored before pixels.npy existed kept image.png instead
+    data = store.read_file(row.id, "image.png")
+    if data is None:
+        raise ResultGone(row.id)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def result_mask(store: Store, row: ResultRow, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The predicted mask of a stored result (bool, X-ray size)."""
+    if shape is None:
+        shape = result_pixels(store, row).shape
+    return rle.decode(row.rle, shape)
+
+
+def _render_image(store, row) -> bytes:
+    return png_bytes(result_pixels(store, row))
+
+
+def _render_mask(store, row) -> bytes:
+    return png_bytes(result_mask(store, row).astype(np.uint8) * 255)
+
+
+def _filled(store, row, opacity: float) -> np.ndarray:
+    pixels = result_pixels(store, row)
+    return overlay.filled(pixels, result_mask(store, row, pixels.shape), opacity)
+
+
+def _render_overlay(store, row) -> bytes:
+    return png_bytes(overlay.burn_label(_filled(store, row, overlay.DEFAULT_OPACITY)))
+
+
+def _render_thumb(store, row) -> bytes:
+    thumb = Image.fromarray(_filled(store, row, 0.5))
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+#: Longest side of the rendition the viewer shows (the full-size files stay for downloads).
+VIEW_SIDE = 2048
+
+
+def view_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of the viewer's rendition of an image of ``shape``."""
+    rows, cols = int(shape[0]), int(shape[1])
+    f = min(1.0, VIEW_SIDE / max(rows, cols, 1))
+    return max(1, round(rows * f)), max(1, round(cols * f))
+
+
+def _render_view(store, row) -> bytes:
+    pixels = result_pixels(store, row)
+    rows, cols = view_shape(pixels.shape)
+    if (rows, cols) != pixels.shape:
+        pixels = cv2.resize(pixels, (cols, rows), interpolation=cv2.INTER_AREA)
+    return png_bytes(pixels)
+
+
+def _render_view_mask(store, row) -> bytes:
+    mask = result_mask(store, row).astype(np.float32)
+    rows, cols = view_shape(mask.shape)
+    if (rows, cols) != mask.shape:
+        mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
+    return png_bytes((mask > 0.5).astype(np.uint8) * 255)
+
+
+#: Files rendered on first request from the upload's files.
+RENDERERS = {"image.png": _render_image, "mask.png": _render_mask,
+             "overlay.png": _render_overlay, "thumb.jpg": _render_thumb,
+             "view.png": _render_view, "view_mask.png": _render_view_mask}
+
+
+def artefact(store: Store, row: ResultRow, name: str) -> bytes | None:
+    """One file of a result, rendering and keeping it first if needed.
+
+    ``None`` when the file does not exist and cannot be made (e.g. the result
+    was deleted meanwhile).
+    """
+    data = store.read_file(row.id, name)
+    if data is not None:
+        return data
+    render = RENDERERS.get(name)
+    if render is None:
+        return None
+    try:
+        data = render(store, row)
+    except ResultGone:  # deleted or purged while rendering
+        return None
+    try:
+        if not store.add_file(row.id, name, data):
+            return None
+    except OSError as exc:  # a full disk: serve it now, render again next time
+        log.warning("could not cache %s for a result: %s", name, type(exc).__name__)
+    return data
+
+
+def seg_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
+    """The DICOM SEG of a DICOM result, built from the stored source and mask; the same
+    result always gives the same SEG (UIDs and dates derive from the result)."""
+    source = store.read_file(row.id, "source.dcm")
+    if source is None:
+        raise ResultGone(row.id)
+    return make_seg_dataset(source, result_mask(store, row), row.model, uid_seed=row.id,
+                            created=row.created)
+
+
+def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
+    """The DICOM SEG file of a DICOM result (optionally de-identified)."""
+    source = store.read_file(row.id, "source.dcm")
+    if source is None:
+        raise ResultGone(row.id)
+    return make_seg(source, result_mask(store, row), row.model, deidentify=deidentify,
+                    uid_seed=row.id, created=row.created)

@@ -1,0 +1,161 @@
+"""What the store keeps, as plain records: a result (its fields defined once, in
+:data:`FIELDS`), an upload batch, a PACS send. No database and no files here."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+@dataclass(frozen=True)
+class Field:
+    """One stored field of a result: its SQLite column and its public JSON form.
+
+    The table, the row object, the API's JSON and the OpenAPI schema are all
+    made from :data:`FIELDS`, so they cannot drift apart.
+    """
+
+    name: str
+    sql: str                    # column type (NOT NULL columns added later carry a DEFAULT)
+    schema: dict | None         # JSON schema of the public value; None: never public
+    description: str = ""
+    kind: str = "value"         # "value", "bool" (INTEGER 0/1) or "json" (TEXT)
+    public: str | None = None   # the public name when it differs from ``name``
+    digits: int | None = None   # rounding of the public value
+
+    @property
+    def public_name(self) -> str:
+        """The field's name in the API's JSON."""
+        return self.public or self.name
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("id", "TEXT PRIMARY KEY", {"type": "string"}, "result id (unguessable)"),
+    Field("owner", "TEXT NOT NULL", None),
+    Field("created", "REAL NOT NULL", {"type": "number"}, "upload time, seconds since 1970 (UTC)"),
+    Field("source_format", "TEXT NOT NULL", {"type": "string", "enum": ["DICOM", "PNG", "JPEG"]}),
+    Field("positive", "INTEGER NOT NULL", {"type": "boolean"},
+          "the verdict at the operating point: pneumothorax suspected", kind="bool"),
+    Field("probability", "REAL NOT NULL", {"type": "number", "minimum": 0, "maximum": 1},
+          "image-level probability of pneumothorax (calibrated), or an uncalibrated score "
+          "when probability_kind says so", digits=4),
+    Field("threshold", "REAL NOT NULL", {"type": "number"},
+          "the operating point's threshold on probability (positive at or above)", digits=4),
+    Field("area_px", "INTEGER NOT NULL", {"type": "integer"}, "outlined area in pixels"),
+    Field("area_cm2", "REAL", {"type": ["number", "null"]},
+          "outlined area in cm² (null without a plausible pixel spacing)", digits=2),
+    Field("side", "TEXT NOT NULL", {"type": "object"}, "patient side of the outlined region",
+          kind="json"),
+    Field("meta", "TEXT NOT NULL", {"type": "object"},
+          "image metadata safe to show (no patient identifiers)", kind="json", public="metadata"),
+    Field("identifiers", "TEXT NOT NULL", None, kind="json"),
+    Field("model", "TEXT NOT NULL", {"type": "string"}, "model name and version"),
+    Field("rle", "TEXT NOT NULL", {"type": "string"},
+          "SIIM relative RLE, column-major, -1 if empty", public="mask_rle"),
+    Field("timings", "TEXT NOT NULL", None, kind="json"),
+    Field("file_name", "TEXT NOT NULL DEFAULT ''", {"type": "string"},
+          "the uploader's own file name (shown to its owner only)", public="file"),
+    Field("probability_kind", "TEXT NOT NULL DEFAULT 'score'",
+          {"type": "string", "enum": ["probability", "score"]},
+          "probability: calibrated; score: an uncalibrated model output"),
+    Field("operating_point", "TEXT NOT NULL DEFAULT '{}'", {"type": "object"},
+          "the verdict's rule: name, threshold (on the shown probability's scale) and "
+          "calibrated_threshold, the sensitivity and specificity it had on the tune split "
+          "(split), the mask threshold of the outlined region, the review band, the "
+          "prevalence the probability is calibrated at and the site's (site_prevalence), "
+          "and the heat map's scale",
+          kind="json"),
+    Field("batch", "TEXT NOT NULL DEFAULT ''", {"type": "string"},
+          "id of the upload batch (several files sent at once; its page is /batches/<id>), "
+          "empty for a single file"),
+    Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
+          "negative verdict with the probability in the review band (between the triage "
+          "point and the operating point): look again", kind="bool"),
+)
+#: Public fields computed from the row rather than stored.
+DERIVED_SCHEMA = {
+    "verdict": {"type": "string", "enum": ["pneumothorax suspected", "not detected"]},
+}
+
+ID_BYTES = 16  # 128-bit unguessable ids
+
+
+@dataclass
+class ResultRow:
+    """One stored result (fields in the order of :data:`FIELDS`)."""
+
+    id: str
+    owner: str
+    created: float
+    source_format: str
+    positive: bool
+    probability: float
+    threshold: float
+    area_px: int
+    area_cm2: float | None
+    side: dict
+    meta: dict
+    identifiers: dict
+    model: str
+    rle: str
+    timings: dict
+    file_name: str = ""
+    probability_kind: str = "score"
+    operating_point: dict = field(default_factory=dict)
+    batch: str = ""
+    finding_below_threshold: bool = False
+
+    @property
+    def verdict(self) -> str:
+        """'pneumothorax suspected' or 'not detected'."""
+        return "pneumothorax suspected" if self.positive else "not detected"
+
+    def public_dict(self) -> dict:
+        """JSON for the API and pages: every public field, never the patient identifiers."""
+        out = {}
+        for f in FIELDS:
+            if f.schema is None:
+                continue
+            value = getattr(self, f.name)
+            if f.digits is not None and value is not None:
+                value = round(value, f.digits)
+            out[f.public_name] = value
+        out["verdict"] = self.verdict
+        return out
+
+
+def public_schema() -> dict:
+    """JSON schema of :meth:`ResultRow.public_dict` (the OpenAPI result, without links)."""
+    props = {f.public_name: dict(f.schema, **({"description": f.description}
+                                              if f.description else {}))
+             for f in FIELDS if f.schema is not None}
+    props.update(DERIVED_SCHEMA)
+    return {"type": "object", "properties": props, "required": sorted(props)}
+
+
+def new_id() -> str:
+    """A new unguessable result id."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def valid_id(result_id: str) -> bool:
+    """True when ``result_id`` has the shape of an id (nothing else reaches the disk)."""
+    return (isinstance(result_id, str) and 16 <= len(result_id) <= 64
+            and all(c.isalnum() or c in "-_" for c in result_id))
+
+
+@dataclass
+class SendState:
+    """One result's send to the PACS."""
+
+    result_id: str
+    state: str              # queued | sending | sent | failed
+    attempts: int
+    last_error: str | None
+    updated: float
+    sent_at: float | None
+    seg_sop_uid: str | None
+
+    def to_dict(self) -> dict:
+        """Plain JSON for the result page's send status."""
+        return {"state": self.state, "attempts": self.attempts, "error": self.last_error,
+                "updated": self.updated, "sent_at": self.sent_at,
+                "seg_sop_instance_uid": self.seg_sop_uid}

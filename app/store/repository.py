@@ -1,0 +1,333 @@
+"""The store: every query the app makes, one method each, over a database and a file
+store. Nothing outside this package opens a connection or writes SQL.
+
+Today's database is SQLite (WAL) in the data folder; the files live in
+:class:`app.store.files.LocalFiles` beside it. The methods take and return
+records (:mod:`app.store.records`) and bytes, never connections or paths, so
+a PostgreSQL database or a shared file store replaces the private helpers
+here (``_connect``, the SQL dialect) and the file class, not the callers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from app.store import accounts
+from app.store.files import LocalFiles, Staged
+from app.store.records import FIELDS, ResultRow, SendState, valid_id
+
+#: The database file in the data folder.
+DATABASE_NAME = "pneumo.sqlite3"
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS results (\n    "
+          + ",\n    ".join(f"{f.name} {f.sql}" for f in FIELDS)
+          + "\n);\nCREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);\n" + """
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created REAL NOT NULL,
+    files INTEGER NOT NULL,
+    errors TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT UNIQUE NOT NULL,
+    password_hash TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pacs_sends (
+    result_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,          -- queued | sending | sent | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    updated REAL NOT NULL,
+    sent_at REAL,
+    seg_sop_uid TEXT
+);
+CREATE INDEX IF NOT EXISTS pacs_sends_state ON pacs_sends(state, updated);
+""")
+
+
+def _to_sql(row: ResultRow) -> tuple:
+    values = []
+    for f in FIELDS:
+        v = getattr(row, f.name)
+        values.append(json.dumps(v) if f.kind == "json" else int(v) if f.kind == "bool" else v)
+    return tuple(values)
+
+
+def _from_sql(r: sqlite3.Row) -> ResultRow:
+    values = {}
+    for f in FIELDS:
+        v = r[f.name]
+        values[f.name] = json.loads(v) if f.kind == "json" else bool(v) if f.kind == "bool" else v
+    return ResultRow(**values)
+
+
+def _send_state(r: sqlite3.Row) -> SendState:
+    return SendState(r["result_id"], r["state"], r["attempts"], r["last_error"], r["updated"],
+                     r["sent_at"], r["seg_sop_uid"])
+
+
+class Store:
+    """Results, batches, accounts and PACS sends: rows in the database, files beside."""
+
+    def __init__(self, data_dir: str | Path):
+        self.root = Path(data_dir)
+        self.files = LocalFiles(self.root)
+        self._db_path = self.root / DATABASE_NAME
+
+    def init(self) -> None:
+        """Create folders and the schema; clear stale half-written results of a crash."""
+        self.files.init()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
+            for f in FIELDS:  # databases made by an earlier version get the newer columns
+                if f.name not in have:
+                    db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {f.sql}")
+        for f in self.root.glob(DATABASE_NAME + "*"):  # the database and its WAL files
+            os.chmod(f, 0o600)
+
+    @property
+    def exists(self) -> bool:
+        """True when the store was initialised before (its database exists)."""
+        return self._db_path.exists()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._db_path, timeout=30)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    # -- results: writing ------------------------------------------------------
+
+    def stage(self, result_id: str) -> Staged:
+        """Where a new result's files are written before :meth:`commit`."""
+        return self.files.stage(result_id)
+
+    def commit(self, row: ResultRow, staged: Staged) -> None:
+        """Publish a complete staged result, then insert its row."""
+        self.files.publish(staged)
+        try:
+            with self._connect() as db:
+                db.execute(f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
+                           f"VALUES ({', '.join('?' for _ in FIELDS)})", _to_sql(row))
+        except Exception:
+            self.files.delete(row.id)
+            raise
+
+    def discard(self, staged: Staged) -> None:
+        """Drop the staged files of a failed upload."""
+        self.files.discard(staged)
+
+    # -- results: reading ------------------------------------------------------
+
+    def get(self, result_id: str, owner: str) -> ResultRow | None:
+        """The result if it exists and belongs to ``owner``; else ``None``."""
+        if not valid_id(result_id):
+            return None
+        with self._connect() as db:
+            r = db.execute("SELECT * FROM results WHERE id = ? AND owner = ?",
+                           (result_id, owner)).fetchone()
+        return _from_sql(r) if r else None
+
+    def get_any(self, result_id: str) -> ResultRow | None:
+        """A result whoever owns it (the operator's commands), else ``None``."""
+        if not valid_id(result_id):
+            return None
+        with self._connect() as db:
+            r = db.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
+        return _from_sql(r) if r else None
+
+    def list(self, owner: str, sort: str = "newest", limit: int = 200,
+             batch: str | None = None) -> list[ResultRow]:
+        """An owner's results (of one batch, if given): newest first, by probability
+        (triage), or in upload order (``sort="upload"``)."""
+        order = {"probability": "probability DESC, created DESC",
+                 "upload": "created ASC"}.get(sort, "created DESC")
+        where, args = "owner = ?", [owner]
+        if batch is not None:
+            where, args = where + " AND batch = ?", args + [batch]
+        with self._connect() as db:
+            rows = db.execute(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT ?",
+                              (*args, limit)).fetchall()
+        return [_from_sql(r) for r in rows]
+
+    def all_ids(self) -> list[str]:
+        """Every stored result id."""
+        with self._connect() as db:
+            return [r["id"] for r in db.execute("SELECT id FROM results")]
+
+    def read_file(self, result_id: str, name: str) -> bytes | None:
+        """One file of a result, or ``None``."""
+        return self.files.read(result_id, name)
+
+    def has_file(self, result_id: str, name: str) -> bool:
+        """True when the result has the file."""
+        return self.files.exists(result_id, name)
+
+    def add_file(self, result_id: str, name: str, data: bytes) -> bool:
+        """Keep a file rendered from a result's own files; ``False`` if the result is gone."""
+        return self.files.add(result_id, name, data)
+
+    # -- results: removing -----------------------------------------------------
+
+    def delete(self, result_id: str, owner: str) -> bool:
+        """Delete an owner's result, row and files together."""
+        with self._connect() as db:
+            n = db.execute("DELETE FROM results WHERE id = ? AND owner = ?",
+                           (result_id, owner)).rowcount
+            db.execute("DELETE FROM pacs_sends WHERE result_id = ?", (result_id,))
+        if n:
+            self.files.delete(result_id)
+        return bool(n)
+
+    def purge(self, older_than_days: float, now: float | None = None) -> int:
+        """Delete results (rows and files together) older than the retention period."""
+        cutoff = (now or time.time()) - older_than_days * 86400
+        with self._connect() as db:
+            ids = [r["id"] for r in db.execute("SELECT id FROM results WHERE created < ?",
+                                               (cutoff,))]
+            for result_id in ids:
+                self.files.delete(result_id)
+                db.execute("DELETE FROM results WHERE id = ?", (result_id,))
+            db.execute("DELETE FROM batches WHERE created < ?", (cutoff,))
+            db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
+        self.files.remove_orphans(set(self.all_ids()))
+        return len(ids)
+
+    # -- batches ---------------------------------------------------------------
+
+    def add_batch(self, batch_id: str, owner: str, files: int, errors: list[dict]) -> None:
+        """Record an upload batch: how many files were sent and the refused ones' messages."""
+        with self._connect() as db:
+            db.execute("INSERT INTO batches (id, owner, created, files, errors) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (batch_id, owner, time.time(), files, json.dumps(errors)))
+
+    def get_batch(self, batch_id: str, owner: str) -> dict | None:
+        """A batch of ``owner`` (``id``, ``created``, ``files``, ``errors``), else ``None``."""
+        if not valid_id(batch_id):
+            return None
+        with self._connect() as db:
+            r = db.execute("SELECT * FROM batches WHERE id = ? AND owner = ?",
+                           (batch_id, owner)).fetchone()
+        if r is None:
+            return None
+        return {"id": r["id"], "created": r["created"], "files": r["files"],
+                "errors": json.loads(r["errors"])}
+
+    # -- accounts and API tokens -------------------------------------------------
+
+    def user_count(self) -> int:
+        """How many logins exist."""
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
+    def create_user(self, username: str, password: str) -> int:
+        """Add a user; raises ValueError for a bad name, short password or duplicate."""
+        accounts.check_new_account(username, password)
+        try:
+            with self._connect() as db:
+                cur = db.execute("INSERT INTO users (username, password_hash, created) "
+                                 "VALUES (?,?,?)",
+                                 (username, accounts.hash_password(password), time.time()))
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"user {username!r} already exists") from exc
+        return int(cur.lastrowid)
+
+    def user_id(self, username: str) -> int | None:
+        """The id of a user name, or ``None``."""
+        with self._connect() as db:
+            row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+        return int(row[0]) if row else None
+
+    def authenticate(self, username: str, password: str) -> int | None:
+        """The user id for a name and password, or ``None``."""
+        with self._connect() as db:
+            row = db.execute("SELECT id, password_hash FROM users WHERE username = ?",
+                             (username,)).fetchone()
+        ok = accounts.password_matches(row[1] if row else None, password)
+        return int(row[0]) if ok else None
+
+    def create_token(self, username: str) -> str:
+        """A new API token for ``username`` (only its hash is stored)."""
+        user_id = self.user_id(username)
+        if user_id is None:
+            raise ValueError(f"no user {username!r}")
+        token = accounts.new_token()
+        with self._connect() as db:
+            db.execute("INSERT INTO tokens VALUES (?,?,?)",
+                       (accounts.hash_token(token), user_id, time.time()))
+        return token
+
+    def user_for_token(self, token: str) -> int | None:
+        """The user id an API token belongs to, or ``None``."""
+        with self._connect() as db:
+            row = db.execute("SELECT user_id FROM tokens WHERE token_hash = ?",
+                             (accounts.hash_token(token),)).fetchone()
+        return int(row[0]) if row else None
+
+    # -- PACS sends --------------------------------------------------------------
+
+    def send_state(self, result_id: str) -> SendState | None:
+        """The send state of a result's SEG, or ``None`` if it was never queued."""
+        with self._connect() as db:
+            r = db.execute("SELECT * FROM pacs_sends WHERE result_id = ?",
+                           (result_id,)).fetchone()
+        return _send_state(r) if r else None
+
+    def queue_send(self, result_id: str, owner: str) -> None:
+        """Record that a result's SEG must be sent (unless a sender holds it now)."""
+        with self._connect() as db:
+            db.execute("INSERT INTO pacs_sends (result_id, owner, state, updated) "
+                       "VALUES (?,?,'queued',?) ON CONFLICT(result_id) DO UPDATE SET "
+                       "state = 'queued', updated = excluded.updated "
+                       "WHERE pacs_sends.state != 'sending'", (result_id, owner, time.time()))
+
+    def claim_send(self, result_id: str, owner: str, stale_after_s: float) -> bool:
+        """Mark the send as in progress; ``False`` if another thread or worker holds it
+        (a claim older than ``stale_after_s`` died with its process and is taken over)."""
+        now = time.time()
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO pacs_sends (result_id, owner, state, updated) "
+                "VALUES (?,?,'sending',?) ON CONFLICT(result_id) DO UPDATE SET "
+                "state = 'sending', updated = excluded.updated "
+                "WHERE pacs_sends.state != 'sending' OR pacs_sends.updated < ?",
+                (result_id, owner, now, now - stale_after_s))
+            return cur.rowcount == 1
+
+    def finish_send(self, result_id: str, error: str | None, seg_uid: str | None) -> None:
+        """Record a send's outcome: sent (with the SEG's SOP Instance UID) or failed."""
+        now = time.time()
+        with self._connect() as db:
+            if error is None:
+                db.execute("UPDATE pacs_sends SET state = 'sent', attempts = attempts + 1, "
+                           "last_error = NULL, updated = ?, sent_at = ?, seg_sop_uid = ? "
+                           "WHERE result_id = ?", (now, now, seg_uid, result_id))
+            else:
+                db.execute("UPDATE pacs_sends SET state = 'failed', attempts = attempts + 1, "
+                           "last_error = ?, updated = ? WHERE result_id = ?",
+                           (error, now, result_id))
+
+    def unfinished_sends(self, stale_after_s: float, limit: int = 500) -> list[tuple[str, str]]:
+        """``(result_id, owner)`` of sends not yet done (queued, failed, or claimed longer
+        than ``stale_after_s`` ago), oldest first."""
+        with self._connect() as db:
+            db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
+            rows = db.execute(
+                "SELECT result_id, owner FROM pacs_sends WHERE state IN ('queued', 'failed') "
+                "OR (state = 'sending' AND updated < ?) ORDER BY updated LIMIT ?",
+                (time.time() - stale_after_s, limit)).fetchall()
+        return [(r[0], r[1]) for r in rows]
