@@ -26,7 +26,7 @@ def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     import keras
     import numpy as np
     from pneumo.nets import losses
-    from pneumo.nets.networks import build_model
+    from pneumo.nets.networks import IMAGE_OUTPUT, build_model
     from pneumo.training import TrainConfig
     from pneumo.training.loop import precision_policy
     cfg = TrainConfig.load(cfg_path)
@@ -34,7 +34,7 @@ def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     keras.mixed_precision.set_global_policy(policy)
     model = build_model(cfg.architecture)
     names = list(model.output_names)
-    loss = {n: (losses.image_bce if n == "image_prob" else losses.weighted_bce_dice)
+    loss = {n: (losses.image_bce if n == IMAGE_OUTPUT else losses.weighted_bce_dice)
             for n in names}
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=loss if len(names) > 1 else losses.weighted_bce_dice)
@@ -42,7 +42,7 @@ def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, channels)).astype("float32")
     y = (rng.random((batch, size, size, 1)) > 0.98).astype("float32")
-    target = {n: (np.ones((batch, 1), "float32") if n == "image_prob" else y) for n in names}
+    target = {n: (np.ones((batch, 1), "float32") if n == IMAGE_OUTPUT else y) for n in names}
     target = target if len(names) > 1 else y
     times = []
     for i in range(steps + 2):

@@ -11,6 +11,7 @@ import pytest
 
 from pneumo.inference.postprocess import upsample_probability
 from pneumo.inference.preprocess import PreprocessConfig, resize_target_mask
+from pneumo.nets.networks import FIRST_MASK_OUTPUT, IMAGE_OUTPUT, MASK_OUTPUT
 from conftest import ROOT, SIIM
 
 
@@ -83,7 +84,7 @@ def test_id_map_reads_both_csv_styles():
 class _InputRecorder:
     """Stands in for a Keras model: keeps every batch the Predictor feeds it."""
 
-    output_names = ["mask1", "mask2", "image_prob"]
+    output_names = [FIRST_MASK_OUTPUT, MASK_OUTPUT, IMAGE_OUTPUT]
 
     def __init__(self, model):
         self.model, self.inputs = model, []
@@ -119,8 +120,9 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
     assert train_x.shape == (1, 64, 64, 3) and train_x.dtype == np.float32
     np.testing.assert_array_equal(recorder.inputs[0], train_x)
     assert -1.0 <= train_x.min() < 0 < train_x.max() <= 1.0  # (255 v - 127) / 128
-    assert targets["mask2"].shape == (1, 64, 64, 1) and targets["mask2"].max() == 1.0
-    assert targets["image_prob"].tolist() == [[1.0]] and [w.tolist() for w in weights] == [[1.0]] * 3
+    assert targets[MASK_OUTPUT].shape == (1, 64, 64, 1) and targets[MASK_OUTPUT].max() == 1.0
+    assert targets[IMAGE_OUTPUT].tolist() == [[1.0]]
+    assert [w.tolist() for w in weights] == [[1.0]] * 3
 
 
 def test_model_input_normalisations():

@@ -5,7 +5,8 @@ import pytest
 import keras
 
 from pneumo.nets import encoders
-from pneumo.nets.networks import build_double_unet, build_model, load_encoder_weights
+from pneumo.nets.networks import (FIRST_MASK_OUTPUT, IMAGE_OUTPUT, MASK_OUTPUT, build_double_unet,
+                                  build_model, load_encoder_weights)
 from pneumo.nets.pretrained import DEFAULT_CACHE, PRETRAINED, sha256
 
 LITE_ARCH = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
@@ -155,7 +156,7 @@ def test_bad_weight_files_are_refused_with_the_reason(tmp_path):
 def test_lite0_double_unet_shapes_and_names():
     model = build_double_unet(64, depth=5, width=0.125, channels=3, encoder="efficientnet_lite0",
                               image_head=True)
-    assert model.output_names == ["mask1", "mask2", "image_prob"]
+    assert model.output_names == [FIRST_MASK_OUTPUT, MASK_OUTPUT, IMAGE_OUTPUT]
     out = model(np.zeros((2, 64, 64, 3), np.float32))
     assert [tuple(o.shape) for o in out] == [(2, 64, 64, 1), (2, 64, 64, 1), (2, 1)]
     names = {layer.name for layer in model.layers}
@@ -164,3 +165,10 @@ def test_lite0_double_unet_shapes_and_names():
         build_double_unet(64, depth=4, encoder="efficientnet_lite0")
     with pytest.raises(ValueError, match="unknown encoder"):
         build_double_unet(64, depth=4, encoder="resnet50")
+
+
+def test_every_wheel_of_imagenet_weights_names_a_registered_encoder():
+    assert {spec.encoder for spec in PRETRAINED.values()} <= set(encoders.ENCODERS)
+    for name, spec in encoders.ENCODERS.items():
+        assert spec.depths and len(spec.decoder_filters) == len(spec.encoder2_filters) \
+            == max(spec.depths), name

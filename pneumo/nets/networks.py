@@ -22,11 +22,18 @@ import keras
 from keras import layers
 
 from pneumo.nets import encoders
+from pneumo.nets.encoders import scaled_filters
 
-
-
-def _scaled(filters: int, width: float) -> int:
-    return max(4, int(round(filters * width)))
+#: Names of the networks' outputs (the layers that make them: saved weights and the
+#: training losses go by them). U-Net has one mask output; Double-UNet two, of which the
+#: second is the prediction, and the image-level head's output where it has the head.
+UNET_MASK_OUTPUT = "mask"
+FIRST_MASK_OUTPUT = "mask1"
+MASK_OUTPUT = "mask2"
+IMAGE_OUTPUT = "image_prob"
+#: The pooled deep features the image head reads; the chest gate reads them too.
+FEATURES_LAYER = "image_head_concat"
+FEATURES_OUTPUT = "features"
 
 
 def _check_common(input_size: int, depth: int, max_depth: int, channels: int) -> None:
@@ -137,36 +144,20 @@ def build_unet(input_size: int = 256, depth: int = 4, base_filters: int = 32,
         x = layers.Concatenate(name=f"dec_stage{stage + 1}_concat")([x, skips[stage]])
         x = conv_bn_relu(x, f, f"dec_stage{stage + 1}_conv1", batch_norm=batch_norm)
         x = conv_bn_relu(x, f, f"dec_stage{stage + 1}_conv2", batch_norm=batch_norm)
-    return keras.Model(inputs, _mask_head(x, "mask"), name=name)
+    return keras.Model(inputs, _mask_head(x, UNET_MASK_OUTPUT), name=name)
 
 
 # --------------------------------------------------------------------------- Double-UNet
 
-# decoder / second-encoder filters (before ``width``): VGG encoders by depth (1..4),
-# EfficientNet-Lite0 always five stages (bottleneck at stride 32)
-DECODER_FILTERS = (256, 128, 64, 32)
-ENCODER2_FILTERS = (32, 64, 128, 256)
-LITE_DECODER_FILTERS = (256, 128, 64, 32, 16)
-LITE_ENCODER2_FILTERS = (16, 32, 64, 128, 256)
-
-
-def _check_double_unet(input_size, depth, width, channels, encoder) -> None:
-    if encoder not in encoders.ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {list(encoders.ENCODERS)}")
-    if encoder == "efficientnet_lite0":
-        if depth != 5:
-            raise ValueError(f"the efficientnet_lite0 encoder has depth 5 (stride 32), got {depth!r}")
-        _check_common(input_size, depth, 5, channels)
-    else:
-        _check_common(input_size, depth, 4, channels)
+def _check_double_unet(input_size, depth, width, channels, encoder) -> encoders.Encoder:
+    spec = encoders.get(encoder)
+    if len(spec.depths) == 1 and depth != spec.depths[0]:
+        raise ValueError(f"the {encoder} encoder has depth {spec.depths[0]} "
+                         f"(stride {2 ** spec.depths[0]}), got {depth!r}")
+    _check_common(input_size, depth, max(spec.depths), channels)
     if not 0.0 < width <= 4.0:
         raise ValueError(f"width must be in (0, 4], got {width}")
-
-
-def _encoder1(inputs, encoder: str, depth: int, width: float, batch_norm: bool):
-    if encoder == "efficientnet_lite0":
-        return encoders.efficientnet_lite0_encoder(inputs)
-    return encoders.vgg_encoder(inputs, encoder, depth, width, batch_norm)
+    return spec
 
 
 def _decoder(x, filters, skip_lists, name: str):
@@ -196,7 +187,8 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
             ImageNet weights need a VGG encoder at width 1.
         channels: input channels (3 for ImageNet-pretrained encoders).
         aspp_filters: filters of both ASPP modules (64 in the paper), scaled by ``width``.
-        encoder: ``vgg19`` (the paper), ``vgg16`` or ``efficientnet_lite0``.
+        encoder: a name in :data:`pneumo.nets.encoders.ENCODERS`: ``vgg19`` (the
+            paper), ``vgg16`` or ``efficientnet_lite0``.
             Pretrained weights are loaded by training (:func:`load_encoder_weights`),
             never by the builder, so serving reads only the model folder.
         encoder_batch_norm: batch norm after each VGG convolution (not in the
@@ -214,27 +206,24 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
         ``keras.Model`` with outputs ``[mask1, mask2]`` (each (N, size, size, 1)
         sigmoid; ``mask2`` is the prediction), plus ``image_prob`` (N, 1) when ``image_head``.
     """
-    _check_double_unet(input_size, depth, width, channels, encoder)
+    spec = _check_double_unet(input_size, depth, width, channels, encoder)
     if not 0.0 <= head_dropout < 1.0:
         raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
     if output_stride not in (1, 2) or output_stride >= 2 ** depth:
         raise ValueError(f"output_stride must be 1 or 2 (and below 2**depth), got {output_stride!r}")
-    lite = encoder == "efficientnet_lite0"
     skip = output_stride // 2  # decoder stages left out at the fine end
     inputs = keras.Input((input_size, input_size, channels), name="image")
-    dec_filters = [_scaled(f, width) for f in (LITE_DECODER_FILTERS if lite
-                                               else DECODER_FILTERS[-depth:])]
-    enc2_filters = [_scaled(f, width) for f in (LITE_ENCODER2_FILTERS if lite
-                                                else ENCODER2_FILTERS[:depth])]
+    dec_filters = [scaled_filters(f, width) for f in spec.decoder_filters[-depth:]]
+    enc2_filters = [scaled_filters(f, width) for f in spec.encoder2_filters[:depth]]
     dec_filters, enc2_filters = dec_filters[:len(dec_filters) - skip], enc2_filters[skip:]
-    a_filters = _scaled(aspp_filters, width)
+    a_filters = scaled_filters(aspp_filters, width)
 
     # Network 1
-    enc = _encoder1(inputs, encoder, depth, width, encoder_batch_norm)
+    enc = spec.build(inputs, depth, width, encoder_batch_norm)
     enc.skips = enc.skips[skip:]
     x = aspp(enc.bottleneck, a_filters, "aspp1")
     x = _decoder(x, dec_filters, [list(reversed(enc.skips))], "dec1")
-    mask1 = _mask_head(x, "mask1", output_stride)
+    mask1 = _mask_head(x, FIRST_MASK_OUTPUT, output_stride)
 
     # Network 2: the input gated by mask 1
     x = layers.Multiply(name="gate_input")([inputs, mask1])
@@ -248,20 +237,20 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
     bottom2 = aspp(x, a_filters, "aspp2")
     x = _decoder(bottom2, dec_filters, [list(reversed(enc.skips)), list(reversed(skips2))],
                  "dec2")
-    outputs = [mask1, _mask_head(x, "mask2", output_stride)]
+    outputs = [mask1, _mask_head(x, MASK_OUTPUT, output_stride)]
     if image_head:
         outputs.append(_image_head(enc.pooled_source, bottom2, head_dropout))
     return keras.Model(inputs, outputs, name=name)
 
 
 def _image_head(deep, aspp_out, dropout: float):
-    pooled = layers.Concatenate(name="image_head_concat")([
+    pooled = layers.Concatenate(name=FEATURES_LAYER)([
         layers.GlobalAveragePooling2D(name="image_head_pool1")(deep),
         layers.GlobalAveragePooling2D(name="image_head_pool2")(aspp_out)])
     if dropout:
         pooled = layers.Dropout(dropout, name="image_head_dropout")(pooled)
     logit = layers.Dense(1, name="image_head_logit")(pooled)
-    return layers.Activation("sigmoid", dtype="float32", name="image_prob")(logit)
+    return layers.Activation("sigmoid", dtype="float32", name=IMAGE_OUTPUT)(logit)
 
 
 def load_encoder_weights(model: keras.Model, architecture: dict[str, Any], path: str) -> int:
@@ -271,12 +260,10 @@ def load_encoder_weights(model: keras.Model, architecture: dict[str, Any], path:
         Number of layers copied.
     """
     args = architecture.get("args", {})
-    encoder = args.get("encoder", "vgg19")
     if architecture.get("name") != "double_unet":
         raise ValueError("encoder_weights apply to the double_unet architecture only")
-    if encoder == "efficientnet_lite0":
-        return encoders.load_efficientnet_lite0(model, path)
-    return encoders.load_vgg(model, path, encoder, args.get("depth", 4))
+    spec = encoders.get(args.get("encoder", "vgg19"))
+    return spec.load_weights(model, path, args.get("depth", 4))
 
 
 BUILDERS = {"unet": build_unet, "double_unet": build_double_unet}
@@ -288,11 +275,6 @@ def build_model(architecture: dict[str, Any]) -> keras.Model:
     if name not in BUILDERS:
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(BUILDERS)}")
     return BUILDERS[name](**architecture.get("args", {}))
-
-
-#: The pooled deep features the image head reads; the chest gate reads them too.
-FEATURES_LAYER = "image_head_concat"
-FEATURES_OUTPUT = "features"
 
 
 def with_features(model: keras.Model) -> keras.Model:
@@ -327,5 +309,5 @@ def split_named(output_names: list[str], outputs) -> tuple[Any, Any | None, Any 
     if not isinstance(outputs, (list, tuple)):
         return outputs, None, None
     named = dict(zip(output_names, outputs))
-    mask = named.get("mask2", named.get("mask"))
-    return mask, named.get("image_prob"), named.get(FEATURES_OUTPUT)
+    mask = named.get(MASK_OUTPUT, named.get(UNET_MASK_OUTPUT))
+    return mask, named.get(IMAGE_OUTPUT), named.get(FEATURES_OUTPUT)

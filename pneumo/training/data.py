@@ -15,6 +15,7 @@ from pneumo.data.examples import Arrays, load_example, preprocess_config
 from pneumo.inference.preprocess import PreprocessConfig, model_image, model_input
 from pneumo.io import encodings
 from pneumo.io.imaging import read_image
+from pneumo.nets.networks import IMAGE_OUTPUT
 from pneumo.progress import track
 from pneumo.training.augment import augment_pair, encode_augment
 from pneumo.training.config import Augment, TrainConfig
@@ -171,7 +172,7 @@ def targets(output_names: list[str], y: np.ndarray, label: np.ndarray,
     """
     ys, weights = {}, []
     for name in output_names:
-        if name == "image_prob":
+        if name == IMAGE_OUTPUT:
             ys[name] = label.astype(np.float32)[:, None]
             weights.append(np.ones(len(label), np.float32))
         else:

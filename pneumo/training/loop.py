@@ -36,12 +36,12 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
         lr = cfg.learning_rate
     mask_loss = losses.get_loss(cfg.loss)
     names = list(model.output_names)
-    mask_names = [n for n in names if n != "image_prob"]
+    mask_names = [n for n in names if n != networks.IMAGE_OUTPUT]
     weights = dict(zip(mask_names, cfg.deep_supervision[-len(mask_names):]
                        if len(mask_names) > 1 else [1.0]))
     loss, metrics = {}, {}
     for name in names:
-        if name == "image_prob":
+        if name == networks.IMAGE_OUTPUT:
             loss[name], weights[name] = losses.image_bce, cfg.image_loss_weight
         else:
             loss[name] = mask_loss
