@@ -62,6 +62,8 @@ class ModelHolder:
 
     def _load(self, model_dir, warm_up, tf_threads, operating_point, device, runtime,
               prevalence=None) -> None:
+        # lazy: these load Keras and its backend, which must happen in the worker's loader
+        # thread after the device is chosen, never in gunicorn's master (no TF across fork)
         from pneumo.inference.device import configure_device, weights_device
         from pneumo.inference.predictor import Predictor
         try:

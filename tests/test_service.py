@@ -1,0 +1,168 @@
+"""The one analysis service every entry point calls, the store behind it and the settings
+tree: behaviour the re-cut (issue 21) promised, on real files."""
+import io
+import re
+import subprocess
+import sys
+
+import pydicom
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture()
+def analyser(app):
+    return app.extensions["pneumo.analyser"]
+
+
+def test_one_service_turns_every_failure_into_a_refusal(app, analyser, positive_dicom,
+                                                        monkeypatch):
+    """A file the reader refuses, a full disk, an unexpected failure and a failed fetch each
+    become a refusal with its own code and status; the good files around them are stored
+    and handed to the on_result hook once each, even when a hook fails."""
+    from app.pacs.client import PacsError
+    from app.service import Item
+    store = app.extensions["pneumo.store"]
+    data = positive_dicom.read_bytes()
+    seen, calls = [], {"stage": 0}
+    analyser.on_result(lambda row: seen.append(row.id))
+    analyser.on_result(lambda row: 1 / 0)  # a broken hook never loses a stored result
+
+    real_stage = store.stage
+
+    def stage(result_id):
+        calls["stage"] += 1
+        if calls["stage"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_stage(result_id)
+    monkeypatch.setattr(store, "stage", stage)
+
+    def fetch_fails():
+        raise PacsError("The PACS at http://pacs could not be reached (is it running?).")
+
+    items = [Item("good.dcm", data), Item("notes.txt", b"not an image at all"),
+             Item("disk.dcm", data), Item("pacs.dcm", fetch_fails), Item("last.dcm", data)]
+    outcome = analyser.analyse_many(items, "session:test", as_batch=True)
+    kinds = [(name, getattr(entry, "code", "stored")) for name, entry in outcome.entries]
+    assert kinds == [("good.dcm", "stored"), ("notes.txt", "unsupported_format"),
+                     ("disk.dcm", "storage_unavailable"), ("pacs.dcm", "pacs_error"),
+                     ("last.dcm", "stored")]
+    assert [e.status for e in outcome.errors] == [415, 503, 502]
+    assert seen == [row.id for _, row in outcome.results]
+    assert outcome.batch and store.get_batch(outcome.batch, "session:test")["files"] == 5
+    assert all(store.get(row.id, "session:test") for _, row in outcome.results)
+
+    # anything unexpected: a 500 refusal for that file alone, logged without its content
+    def predictor_breaks():
+        raise RuntimeError("the message may quote file contents")
+    monkeypatch.setattr(analyser, "_predictor", predictor_breaks)
+    outcome = analyser.analyse_many([Item("x.dcm", data)], "session:test")
+    (refused,) = outcome.errors
+    assert refused.code == "internal_error" and refused.status == 500 and outcome.status == 500
+    assert "quote" not in refused.message
+
+
+def test_whole_request_refusals(analyser, positive_dicom):
+    from app.service import Item
+    empty = analyser.analyse_many([], "o")
+    assert empty.status == 400 and empty.errors[0].code == "no_file"
+    many = analyser.analyse_many([Item(f"{i}.dcm", b"x") for i in range(6)], "o")  # MAX_FILES 5
+    assert many.status == 413 and "at most 5" in many.errors[0].message and not many.entries
+
+
+def test_stow_refuses_an_instance_on_a_full_disk_with_out_of_resources(app, positive_dicom,
+                                                                       monkeypatch):
+    """The receiver's failure reasons come from the service's refusals (0xA700 for storage)."""
+    from app import dicomweb
+    store = app.extensions["pneumo.store"]
+
+    def full(result_id):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(store, "stage", full)
+    data = positive_dicom.read_bytes()
+    with app.test_request_context():
+        ((header, row, failure),) = dicomweb.store_instances([("application/dicom", data)],
+                                                             "user:1")
+    assert row is None and failure[0] == dicomweb.OUT_OF_RESOURCES
+    assert str(header.SOPInstanceUID) == str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+
+
+def test_store_hands_out_bytes_and_keeps_files_whole(app, client, positive_dicom):
+    from app import renditions
+    from app.store.files import LocalFiles
+    store = app.extensions["pneumo.store"]
+    resp = client.post("/upload", content_type="multipart/form-data", data={
+        "files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")],
+        "csrf_token": _csrf(client)})
+    rid = resp.headers["Location"].rsplit("/", 1)[-1]
+    row = store.get_any(rid)
+    assert store.read_file(rid, "source.dcm") == positive_dicom.read_bytes()
+    assert store.read_file(rid, "overlay.png") is None  # rendered on first request only
+    png = renditions.artefact(store, row, "overlay.png")
+    assert png.startswith(b"\x89PNG") and store.read_file(rid, "overlay.png") == png
+    seg = renditions.seg_dataset(store, row)  # the SEG travels as a dataset, not as bytes
+    assert seg.Modality == "SEG" and str(seg.SOPInstanceUID).startswith("2.25.")
+    files = LocalFiles(store.root)
+    for bad in ("../pneumo.sqlite3", "a/b", ".hidden", ""):
+        with pytest.raises(ValueError):
+            files.read(rid, bad)
+    assert store.delete(rid, row.owner) and store.read_file(rid, "source.dcm") is None
+    assert not store.add_file(rid, "overlay.png", png)  # a late render cannot revive it
+
+
+def _csrf(client):
+    client.get("/")
+    with client.session_transaction() as s:
+        return s["csrf"]
+
+
+def test_settings_tree_reads_every_documented_variable():
+    """Every PNEUMO_* variable README documents is read by the settings (or is one of the
+    few that belong to scripts), each switch follows the one truth rule, and a bad value
+    names its variable."""
+    from app.settings import PacsSettings, Settings, SettingsError
+    documented = set(re.findall(r"PNEUMO_[A-Z_]+[A-Z]", (ROOT / "README.md").read_text()))
+    not_settings = {"PNEUMO_VENV", "PNEUMO_HOME", "PNEUMO_FUZZ_CASES", "PNEUMO_MODEL"}
+    source = (ROOT / "app" / "settings.py").read_text()
+    read = {f"PNEUMO_{name}" for name in re.findall(r'_\w+\(env, "([A-Z_]+)"', source)}
+    assert documented - not_settings <= read, documented - not_settings - read
+    for value, expected in (("on", True), ("YES", True), ("0", False), ("off", False)):
+        s = Settings.from_env({"PNEUMO_WARM_UP": value, "PNEUMO_DICOMWEB_AUTOSEND": value,
+                               "PNEUMO_SESSION_COOKIE_SECURE": value})
+        assert s.warm_up is s.pacs.autosend is s.session_cookie_secure is expected
+    s = Settings.from_env({"PNEUMO_MAX_FILES": "7", "PNEUMO_UPLOAD_RATE_LIMIT": "5 per minute",
+                           "PNEUMO_DICOMWEB_URL": "http://pacs/dicom-web/"})
+    config = s.flask_config()
+    assert config["MAX_FILES"] == 7 and config["UPLOAD_RATE_LIMIT"] == "5 per minute"
+    assert PacsSettings.from_config(config).url == "http://pacs/dicom-web"
+    for bad in ({"PNEUMO_WARM_UP": "maybe"}, {"PNEUMO_MAX_FILES": "many"},
+                {"PNEUMO_DICOMWEB_TIMEOUT": "-1"}, {"PNEUMO_MAX_REQUESTS": "x"}):
+        with pytest.raises(SettingsError, match=next(iter(bad))):
+            Settings.from_env(bad)
+    assert "password" not in str(Settings.from_env({"PNEUMO_ACCESS_PASSWORD": "sekrit-pw",
+                                                    "PNEUMO_DICOMWEB_PASSWORD": "x"}).to_dict())
+
+
+def test_settings_command_prints_what_the_service_sees(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "PNEUMO_INSTANCE_DIR": str(tmp_path),
+           "PNEUMO_RETENTION_DAYS": "7", "PNEUMO_ACCESS_PASSWORD": "not-to-be-printed"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "app.cli", "settings", *a],  # noqa: E731
+                                    capture_output=True, text=True, cwd=ROOT, env=env,
+                                    timeout=120)
+    assert run("data_dir").stdout.strip() == str(tmp_path / "data")
+    assert run("retention_days").stdout.strip() == "7.0"
+    full = run()
+    assert full.returncode == 0 and "not-to-be-printed" not in full.stdout
+    assert run("nonsense").returncode == 2
+
+
+def test_gunicorn_master_reads_settings_without_loading_keras():
+    """gunicorn's master imports the settings and the store (gunicorn.conf.py), never Keras
+    or TensorFlow, which do not survive fork."""
+    code = ("import runpy, sys; runpy.run_path('gunicorn.conf.py'); "
+            "bad = [m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules]; "
+            "assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
