@@ -2,11 +2,11 @@
 
 Subcommands: ``inspect``, ``index``, ``stats``, ``train``, ``finalize``,
 ``fetch-encoder``, ``evaluate``, ``predict``. Each lives in a small ``cmd_*``
-function; heavy imports (Keras) happen inside them so ``pneumo inspect``
-starts fast. The installed ``pneumo`` command is :func:`app.cli.main`, which
-adds the web app's commands (``serve``, ``purge``, ``create-user``,
-``create-token``, ``pacs``) to :func:`build_parser`'s parser;
-``python -m pneumo.cli`` runs the core alone.
+function; the training pipeline (Keras) is imported only by the commands that need
+it (:mod:`pneumo.cli_ml`), so ``pneumo inspect`` starts fast. The installed
+``pneumo`` command is :func:`app.cli.main`, which adds the web app's commands
+(``serve``, ``purge``, ``create-user``, ``create-token``, ``pacs``) to
+:func:`build_parser`'s parser; ``python -m pneumo.cli`` runs the core alone.
 """
 from __future__ import annotations
 
@@ -15,15 +15,17 @@ import json
 import sys
 from pathlib import Path
 
+from pneumo import cli_ml
+from pneumo.data import dataset
+from pneumo.data.datacfg import DEFAULT_DATA_CONFIG, DataConfig
+from pneumo.data.dataset import IMAGE_SUFFIXES, iter_image_files
 from pneumo.errors import PneumoError
+from pneumo.io.imaging import read_image
+from pneumo.io.rle import is_positive
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print what the reader finds in each file, and whether SIIM knows it."""
-    from pneumo.data.datacfg import DataConfig
-    from pneumo.data.dataset import IMAGE_SUFFIXES, iter_image_files
-    from pneumo.io.imaging import read_image
-
     table, id_map = {}, {}
     try:
         cfg = DataConfig.load(args.data)
@@ -46,7 +48,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         known = image_id in table
         label = ""
         if known:
-            from pneumo.io.rle import is_positive
             label = " (pneumothorax)" if is_positive(table[image_id]) else " (no pneumothorax)"
         m = rec.meta
         spacing = (f"{m.pixel_spacing_mm[0]:.4g} x {m.pixel_spacing_mm[1]:.4g} mm "
@@ -76,9 +77,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Index the data, print counts, and write (or check) the split file."""
-    from pneumo.data import dataset
-    from pneumo.data.datacfg import DataConfig
-
     cfg = DataConfig.load(args.data)
     result, samples = cfg.samples()
     counts = result.counts()
@@ -106,8 +104,6 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pneumo.data.datacfg import DEFAULT_DATA_CONFIG
-
     parser = argparse.ArgumentParser(prog="pneumo", description="Pneumothorax segmentation "
                                      "of chest X-rays: data, training, evaluation, prediction.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="look for identical images across train/val")
     p.set_defaults(func=cmd_index)
 
-    from pneumo import cli_ml
     cli_ml.add_subcommands(sub)
     return parser
 

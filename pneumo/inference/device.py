@@ -141,7 +141,7 @@ def configure_device(threads: int | None = None, device: str = "auto") -> Placem
     if "keras" not in sys.modules:
         _prepare_environment(device)
     with quiet_gpu_probe():
-        import keras
+        import keras  # lazy: importing Keras starts its backend, which this set-up must precede
         backend = keras.config.backend()
         place = {"tensorflow": _place_tensorflow, "jax": _place_jax,
                  "torch": _place_torch}.get(backend)
@@ -159,7 +159,7 @@ def configure_device(threads: int | None = None, device: str = "auto") -> Placem
 
 
 def _place_tensorflow(device: str, threads: int | None) -> Placement:
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: an optional backend, present only under it
     if threads is not None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -183,7 +183,7 @@ def _place_tensorflow(device: str, threads: int | None) -> Placement:
 
 
 def _place_jax(device: str, threads: int | None) -> Placement:
-    import jax
+    import jax  # lazy: an optional backend, present only under it
     if device == "cpu":
         # JAX_PLATFORMS=cpu (set before import) keeps JAX off the GPU altogether;
         # when JAX had started already, its default device still moves to the CPU
@@ -198,7 +198,7 @@ def _place_jax(device: str, threads: int | None) -> Placement:
 
 
 def _place_torch(device: str, threads: int | None) -> Placement:
-    import torch
+    import torch  # lazy: an optional backend, present only under it
     if threads is not None:
         torch.set_num_threads(threads)
     where = _probe().device  # Keras' torch backend picks its device once, at import
@@ -214,7 +214,7 @@ def _place_torch(device: str, threads: int | None) -> Placement:
 
 def _probe():
     """A one-element tensor made by Keras: it lands where the model's tensors will."""
-    import keras
+    import keras  # lazy: importing Keras starts its backend, which this set-up must precede
     return keras.ops.zeros((1,))
 
 
@@ -233,22 +233,22 @@ def gpu_memory_peak() -> dict | None:
     Returns ``{"peak_mib": float, "source": str}``; the CUDA context (a few
     hundred MiB) is not included, so ``nvidia-smi`` shows more.
     """
-    import keras
+    import keras  # lazy: importing Keras starts its backend, which this set-up must precede
     backend = keras.config.backend()
     try:
         if backend == "torch":
-            import torch
+            import torch  # lazy: an optional backend, present only under it
             if torch.cuda.is_available() and torch.cuda.max_memory_reserved():
                 return {"peak_mib": torch.cuda.max_memory_reserved() / 2**20,
                         "source": "torch.cuda.max_memory_reserved"}
         elif backend == "jax":
-            import jax
+            import jax  # lazy: an optional backend, present only under it
             stats = jax.devices()[0].memory_stats() or {}
             if "peak_bytes_in_use" in stats:
                 return {"peak_mib": stats["peak_bytes_in_use"] / 2**20,
                         "source": "jax memory_stats peak_bytes_in_use"}
         elif backend == "tensorflow":
-            import tensorflow as tf
+            import tensorflow as tf  # lazy: an optional backend, present only under it
             if tf.config.get_visible_devices("GPU"):
                 return {"peak_mib": tf.config.experimental.get_memory_info("GPU:0")["peak"]
                         / 2**20, "source": "tf.config.experimental.get_memory_info peak"}
@@ -259,11 +259,11 @@ def gpu_memory_peak() -> dict | None:
 
 def has_gpu() -> bool:
     """True when the active Keras backend computes on a GPU (a forced CPU counts as none)."""
-    import keras
+    import keras  # lazy: importing Keras starts its backend, which this set-up must precede
     backend = keras.config.backend()
     try:
         if backend == "tensorflow":
-            import tensorflow as tf
+            import tensorflow as tf  # lazy: an optional backend, present only under it
             return bool(tf.config.get_visible_devices("GPU"))
         if backend == "jax":
             return next(iter(_probe().devices())).platform == "gpu"

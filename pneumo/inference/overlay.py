@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 #: Bright yellow-orange: visible on grey X-rays and to most colour-blind readers.
 #: The result viewer draws its layers in these colours too (passed by the page).
@@ -60,7 +61,6 @@ def burn_label(rgb: np.ndarray, text: str = AI_LABEL) -> np.ndarray:
     The box's height is about 3 % of the image's (at least 12 pixels), so the
     label stays legible on a thumbnail and small on a full-size film.
     """
-    from PIL import Image, ImageDraw, ImageFont
     img = Image.fromarray(np.ascontiguousarray(rgb, np.uint8))
     size = max(10, round(min(img.size) * 0.025))
     font = ImageFont.load_default(size=size)

@@ -19,11 +19,12 @@ import numpy as np
 from pneumo import paths
 from pneumo.errors import ModelLoadError
 from pneumo.inference import gate, postprocess
+from pneumo.inference import runtime as runtimes
 from pneumo.inference.calibration import evidence
 from pneumo.inference.card import WEIGHTS, ModelCard, read_card
+from pneumo.inference.device import Placement
 from pneumo.inference.postprocess import OperatingPoint
 from pneumo.inference.preprocess import PreprocessConfig, model_image, model_input
-from pneumo.inference.runtime import as_runtime
 from pneumo.io.imaging import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool
 
     ``model``: a :class:`pneumo.inference.runtime.Runtime` or a Keras model (run by Keras).
     """
-    runtime = as_runtime(model)
+    runtime = runtimes.as_runtime(model)
     maps = np.zeros(images.shape, np.float32)
     heads: list[np.ndarray] = []
     feats: list[np.ndarray] = []
@@ -99,19 +100,28 @@ def image_probability(card: ModelCard, out: ModelOutput) -> np.ndarray:
 
 
 class Predictor:
-    """A loaded model with its card; thread-safe (model calls are serialised)."""
+    """A loaded model with its card; thread-safe (model calls are serialised).
+
+    ``tta`` overrides the card's flip test-time augmentation (``None``: the card's);
+    ``placement`` is where :func:`~pneumo.inference.device.configure_device` put the
+    model, which :attr:`device` and :attr:`backend` describe (``"unknown"`` without it).
+    """
 
     def __init__(self, model, card: ModelCard, model_dir: Path,
                  operating_point: str | None = None, runtime: str = "keras",
-                 prevalence: float | None = None):
-        from pneumo.inference import runtime as runtimes
+                 prevalence: float | None = None, tta: bool | None = None,
+                 placement: Placement | None = None):
         self.model = model
         self.runtime = runtimes.load(runtime, model)
         self.card = card
         self.model_dir = Path(model_dir)
         self.pcfg = card.preprocess
         self.pp = card.postprocess
-        self.tta = card.tta
+        self.tta = card.tta if tta is None else tta
+        self.backend = placement.backend if placement else "unknown"
+        # OpenVINO runs on the CPU whatever the Keras backend placed
+        self.device = "unknown" if placement is None else \
+            str(placement) if runtime == "keras" else f"CPU ({self.runtime.name})"
         self.operating_point = card.operating_point(operating_point)
         self.gate = gate.AppearanceGate.from_dict(card.chest_gate) if card.chest_gate else None
         self.prevalence = prevalence
@@ -129,13 +139,16 @@ class Predictor:
     @classmethod
     def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True,
              operating_point: str | None = None, runtime: str = "keras",
-             prevalence: float | None = None) -> "Predictor":
+             prevalence: float | None = None, tta: bool | None = None,
+             placement: Placement | None = None) -> "Predictor":
         """Build the network from the card, load its weights and optionally warm it up.
 
         ``operating_point`` names one of the card's points (default: the card's);
         ``runtime`` picks the inference runtime (:mod:`pneumo.inference.runtime`);
-        ``prevalence`` re-bases the shown probability to a site's prevalence.
+        ``prevalence`` re-bases the shown probability to a site's prevalence;
+        ``tta`` and ``placement`` as for the constructor.
         """
+        # lazy: importing Keras starts its backend, which configure_device must precede
         from pneumo.nets.networks import IMAGE_OUTPUT, build_model, with_features
         card = read_card(model_dir)
         try:
@@ -156,7 +169,8 @@ class Predictor:
             raise ModelLoadError(f"The card in {model_dir} calibrates the image head's output, "
                                  "but its architecture has no image head")
         try:
-            predictor = cls(model, card, Path(model_dir), operating_point, runtime, prevalence)
+            predictor = cls(model, card, Path(model_dir), operating_point, runtime, prevalence,
+                            tta, placement)
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         if warm_up:

@@ -9,8 +9,7 @@ Two steps, both used by training, evaluation, serving and the benchmarks:
    in [0, 1] after photometric augmentation) to the network's input: the
    normalisation and channel layout the model card names.
 
-:func:`preprocess` chains both for one image. Training targets follow the
-image through :func:`resize_target_mask`.
+Training targets follow the image through :func:`resize_target_mask`.
 """
 from __future__ import annotations
 
@@ -145,15 +144,6 @@ def model_input(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     elif config.normalisation == "caffe":
         return v * 255.0 - _CAFFE_MEAN_BGR
     return np.repeat(v, config.channels, axis=-1) if config.channels > 1 else v
-
-
-def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """One image's network input: :func:`resize_image` then :func:`model_input`.
-
-    Returns:
-        ``float32`` array (size, size, channels).
-    """
-    return model_input(model_image(pixels, config)[None], config)[0]
 
 
 def resize_target_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -32,14 +32,14 @@ class KerasRuntime:
     """The Keras model through its compiled predict function."""
 
     def __init__(self, model):
-        import keras
+        import keras  # lazy: importing Keras starts its backend, after configure_device
         self.model = model
         self.name = f"keras ({keras.config.backend()})"
 
     def predict(self, x: np.ndarray) -> Raw:
         # predict_on_batch traces once per input shape (a graph under TensorFlow, jit under
         # JAX): about 3x faster on CPU than an eager call
-        from pneumo.nets.networks import split_named
+        from pneumo.nets.networks import split_named  # lazy: imports Keras (see __init__)
         return _as_arrays(*split_named(self.model.output_names, self.model.predict_on_batch(x)))
 
 
@@ -47,7 +47,7 @@ class OpenVINORuntime:
     """The same network converted to OpenVINO (CPU, float32 inference precision)."""
 
     def __init__(self, model, precision: str = "f32"):
-        import openvino as ov
+        import openvino as ov  # lazy: the optional openvino extra
         shape = model.input_shape[1:]
         self.output_names = list(model.output_names)
         with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +60,7 @@ class OpenVINORuntime:
         self.name = f"openvino {ov.__version__} ({precision})"
 
     def predict(self, x: np.ndarray) -> Raw:
-        from pneumo.nets.networks import split_named
+        from pneumo.nets.networks import split_named  # lazy: imports Keras (see KerasRuntime)
         result = self.compiled(np.ascontiguousarray(x, np.float32))
         return _as_arrays(*split_named(self.output_names,
                                        [result[port] for port in self.compiled.outputs]))
@@ -87,7 +87,7 @@ def load(name: str, model) -> Runtime:
         return KerasRuntime(model)
     if name == "openvino":
         try:
-            import openvino  # noqa: F401
+            import openvino  # noqa: F401  # lazy: is the optional openvino extra installed?
         except ImportError as exc:
             raise ValueError("PNEUMO_RUNTIME=openvino needs the openvino extra "
                              "(pip install 'pneumo[openvino]')") from exc

@@ -3,7 +3,7 @@
 The single entry point is :func:`read_image`. It accepts a path, raw bytes or
 a binary file object and returns an :class:`ImageRecord` whose ``pixels`` are
 a ``uint8`` array of shape ``(rows, columns)`` where air is dark, ready for
-:func:`pneumo.inference.preprocess.preprocess` and for display.
+:func:`pneumo.inference.preprocess.model_image` and for display.
 
 Metadata is split in two records so PHI cannot be logged by accident:
 :class:`DisplayMetadata` holds what may be shown or logged, and

@@ -27,8 +27,13 @@ import time
 import uuid
 import warnings
 
+import highdicom as hd
 import numpy as np
 import pydicom
+from dicognito import __version__ as dicognito_version
+from dicognito.anonymizer import Anonymizer
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from pneumo import __version__
 from pneumo.errors import UnsupportedDicomError
@@ -76,9 +81,6 @@ def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
         ds: a dataset without burned-in text (e.g. a SEG this module made).
         seed: makes the pseudonyms, new UIDs and date shift repeatable; ``None``: random.
     """
-    from dicognito import __version__ as dicognito_version
-    from dicognito.anonymizer import Anonymizer
-
     Anonymizer(seed=seed).anonymize(ds)
     # dicognito invents a realistic person; a reader must see at once that this is a pseudonym.
     # The hash of dicognito's (consistent) pseudonymous ID keeps one patient one name.
@@ -95,12 +97,12 @@ def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
     ds.DeidentificationMethod = [f"DICOGNITO {dicognito_version}",
                                  "PS3.15 Basic Profile, dates shifted"]
-    codes = []
+    method_codes = []
     for value, meaning in _DEID_CODES:
         item = pydicom.Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-        codes.append(item)
-    ds.DeidentificationMethodCodeSequence = codes
+        method_codes.append(item)
+    ds.DeidentificationMethodCodeSequence = method_codes
 
 
 def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
@@ -167,10 +169,6 @@ def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
 
 def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
                   uid_seed: str | None, created: dt.datetime):
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-    from pydicom.sr.coding import Code
-
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
     description = hd.seg.SegmentDescription(
         segment_number=1,

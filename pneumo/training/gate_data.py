@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from PIL import Image
+from pydicom.data import get_testdata_files
 
 from pneumo.errors import PneumoError
 from pneumo.io.imaging import ImageRecord, read_image
@@ -40,7 +42,6 @@ class Example:
 
 
 def _png_record(arr: np.ndarray) -> ImageRecord:
-    from PIL import Image
     if arr.dtype != np.uint8:
         arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
@@ -50,7 +51,7 @@ def _png_record(arr: np.ndarray) -> ImageRecord:
 
 def skimage_examples(part: str) -> list[Example]:
     """scikit-image's sample images (every other one per part)."""
-    from skimage import data
+    from skimage import data  # lazy: the train extra's, absent from the serving image
     out = []
     for i, name in enumerate(_SKIMAGE):
         if (i % 2 == 0) != (part == "fit"):
@@ -61,7 +62,6 @@ def skimage_examples(part: str) -> list[Example]:
 
 def dicom_examples(part: str) -> list[Example]:
     """pydicom's decodable test files that are not chest radiographs."""
-    from pydicom.data import get_testdata_files
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         files = sorted(get_testdata_files("*.dcm"))

@@ -14,18 +14,21 @@ import time
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from pneumo.data.examples import Arrays
-from pneumo.evaluation import metrics, operating_points
+from pneumo.evaluation import cardrender, metrics, operating_points
 from pneumo.evaluation.scoring import bootstrap_intervals, score_outputs
 from pneumo.inference import calibration, postprocess
 from pneumo.inference.card import WEIGHTS, ModelCard
+from pneumo.inference.device import has_gpu
 from pneumo.inference.predictor import ModelOutput, predict_batches
 from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.nets import networks
 from pneumo.training.config import TrainConfig
-from pneumo.training.data import SplitData, cached_arrays, cached_native, encoded_arrays
+from pneumo.training.data import (SplitData, cached_arrays, cached_native, encoded_arrays,
+                                  split_samples)
 
 
 def load_model_weights(model, path: str | Path) -> None:
@@ -101,7 +104,6 @@ def write_model_folder(cfg: TrainConfig, run_dir: Path, out: Path, data: SplitDa
                        training_info: dict, progress: bool = True) -> dict:
     """Load the run's best weights, fit post-processing on tune, measure on validation,
     and write ``out`` (weights, model.json, README.md, logs and plots)."""
-    from pneumo.evaluation import cardrender
     out.mkdir(parents=True, exist_ok=True)
     pcfg = PreprocessConfig.from_dict(cfg.preprocess)
     # a fresh, uncompiled float32 network: the shipped file holds weights, not optimizer state
@@ -141,9 +143,6 @@ def finalize(cfg: TrainConfig, run_dir: str | Path, out_dir: str | Path) -> dict
     """Package a (possibly unfinished) training run's best checkpoint as a model folder.
 
     This is where the validation split is used: once, for the card's figures."""
-    import keras
-    from pneumo.inference.device import has_gpu
-    from pneumo.training.data import split_samples
     run_dir, out = Path(run_dir), Path(out_dir)
     state = json.loads((run_dir / "state.json").read_text())
     info = {"seconds": state.get("seconds"), "epochs_run": state["epoch"],
