@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hmac
+from urllib.parse import urlsplit
 
 from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
@@ -56,6 +57,9 @@ def check_access():
         g.owner, g.bearer = f"user:{user_id}", True
         return None
     mode = _login_mode()
+    if mode and (session.get("user") or session.get("access_granted")) \
+            and not store().session_active(session.get("sid", ""), _subject(), _max_age_s()):
+        session.clear()  # logged out (or expired) elsewhere: a kept cookie no longer logs in
     if mode and not session.get("user") and not session.get("access_granted"):
         if request.path.startswith("/api/"):
             return jsonify(error={"code": "unauthorized",
@@ -101,32 +105,54 @@ def login():
             user_id = store().authenticate(request.form.get("username", ""),
                                            request.form.get("password", ""))
             if user_id is not None:
-                session.clear()
-                session["user"] = user_id
-                return _after_login()
+                return _start_session(user=user_id)
             error = "Wrong user name or password."
         elif mode == "password":
             given = request.form.get("password", "")
             expected = str(current_app.config["ACCESS_PASSWORD"])
             if hmac.compare_digest(given.encode(), expected.encode()):
-                session["access_granted"] = True
-                return _after_login()
+                return _start_session(access_granted=True)
             error = "Wrong password."
         else:
             return redirect(url_for("views.index"))
     return render_template("login.html", error=error, mode=mode), (401 if error else 200)
 
 
-def _after_login():
+def _subject() -> str:
+    """Who the session's login is: ``user:<id>`` or the shared ``password``."""
+    return f"user:{session['user']}" if session.get("user") else "password"
+
+
+def _max_age_s() -> float:
+    return current_app.permanent_session_lifetime.total_seconds()
+
+
+def _start_session(**login) -> object:
+    """A fresh session at every login (no fixation: a new id and CSRF token), recorded in
+    the store so that logout ends it for every copy of the cookie."""
+    session.clear()
+    session.update(login)
+    session["sid"] = store().open_session(_subject())
     session.permanent = True
-    target = request.args.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
-        target = "/"
-    return redirect(target, 303)
+    return redirect(safe_next(request.args.get("next", "")), 303)
+
+
+def safe_next(target: str) -> str:
+    """Where to go after login: a path on this site, else ``/``. Control characters,
+    backslashes and anything a browser could read as another host (``//host``,
+    ``/\thost`` with the tab dropped) are refused."""
+    if not target.startswith("/") or any(ord(c) < 32 or ord(c) == 127 or c == "\\"
+                                         for c in target):
+        return "/"
+    if target.startswith("//") or urlsplit(target).netloc:
+        return "/"
+    return target
 
 
 @bp.post("/logout")
 def logout():
-    """End the session."""
+    """End the session, here and for any kept copy of its cookie."""
+    if session.get("sid"):
+        store().close_session(session["sid"])
     session.clear()
     return redirect(url_for("access.login"), 303)

@@ -129,7 +129,9 @@ def _open_store(data_dir: str) -> Store:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """Delete stored results older than the retention period (rows and files together)."""
-    n = _open_store(args.data_dir).purge(args.days)
+    store = _open_store(args.data_dir)
+    n = store.purge(args.days)
+    store.close_expired_sessions(Settings.from_env().session_days * 86400)
     print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}")
     return 0
 

@@ -198,6 +198,7 @@ class Settings:
     access_password: str | None = None
     secret_key: str | None = None          # None: a random key kept in the instance folder
     session_cookie_secure: bool = False
+    session_days: float = 31.0             # a login lasts this long unless logged out
     login_rate_limit: str = "10 per minute"
     upload_rate_limit: str = "120 per minute"
     # limits of one request
@@ -251,6 +252,7 @@ class Settings:
             secret_key=_text(env, "SECRET_KEY", d["secret_key"]),
             session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE",
                                         d["session_cookie_secure"]),
+            session_days=_number(env, "SESSION_DAYS", d["session_days"], "days"),
             login_rate_limit=_text(env, "LOGIN_RATE_LIMIT", d["login_rate_limit"]),
             upload_rate_limit=_text(env, "UPLOAD_RATE_LIMIT", d["upload_rate_limit"]),
             max_files=_int(env, "MAX_FILES", d["max_files"]),
@@ -267,6 +269,7 @@ class Settings:
                 "PREVALENCE": self.prevalence, "WARM_UP": self.warm_up,
                 "ACCESS_PASSWORD": self.access_password, "SECRET_KEY": self.secret_key,
                 "SESSION_COOKIE_SECURE": self.session_cookie_secure,
+                "PERMANENT_SESSION_LIFETIME": int(self.session_days * 86400),
                 "LOGIN_RATE_LIMIT": self.login_rate_limit,
                 "UPLOAD_RATE_LIMIT": self.upload_rate_limit,
                 "MAX_FILES": self.max_files, "MAX_CONTENT_LENGTH": self.max_content_length,

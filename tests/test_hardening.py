@@ -61,3 +61,82 @@ def test_real_gunicorn_log_has_no_forged_lines_or_uids_and_data_is_private(
     for p in paths:
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode & 0o077 == 0, (p, oct(mode))
+
+
+@pytest.mark.parametrize("target, expected", [
+    ("/worklist", "/worklist"), ("/results/abc?x=1", "/results/abc?x=1"),
+    ("//evil.example/x", "/"), ("/\t/evil.example/x", "/"), ("/\\evil.example", "/"),
+    ("/\n/x", "/"), ("https://evil.example/", "/"), ("", "/"), ("worklist", "/"),
+])
+def test_login_goes_back_only_to_a_path_of_this_site(target, expected):
+    from app.access import safe_next
+    assert safe_next(target) == expected
+
+
+def _http(port, method, path, cookie=None, body=None):
+    """One request to a real server, no redirects followed: (status, headers, text)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Cookie": cookie} if cookie else {}
+    if body is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    conn.request(method, path, body=body, headers=headers)
+    resp = conn.getresponse()
+    out = resp.status, dict(resp.getheaders()), resp.read().decode(errors="replace")
+    conn.close()
+    return out
+
+
+def _cookie(headers, old=None):
+    import re
+    found = re.search(r"(session=[^;]*)", headers.get("Set-Cookie", ""))
+    return found.group(1) if found else old
+
+
+@pytest.mark.slow
+def test_real_gunicorn_sessions_end_at_logout_and_never_carry_over(tmp_path,
+                                                                   tiny_model_folder):
+    """Hardening II item 6 against gunicorn: a saved cookie is dead after logout; logging
+    in gives a new session and CSRF token (no fixation); ``next`` never leaves the site and
+    a newline in it is no 500."""
+    import re
+    import urllib.parse
+    from localserver import LocalServer
+    server = LocalServer(tiny_model_folder, tmp_path / "instance",
+                         env={"PNEUMO_ACCESS_PASSWORD": "shared-password-1"})
+    try:
+        port = server.port
+        status, headers, page = _http(port, "GET", "/login")
+        before = _cookie(headers)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+        def login(next_path, cookie, csrf):
+            body = urllib.parse.urlencode({"password": "shared-password-1", "csrf_token": csrf})
+            return _http(port, "POST", "/login?next=" + urllib.parse.quote(next_path, safe=""),
+                         cookie, body)
+        status, headers, _ = login("/\t/evil.example/x", before, token)
+        assert status == 303 and headers["Location"] == "/"
+        after = _cookie(headers)
+        assert after and after != before
+        # the pre-login session and its CSRF token are gone: the old token is refused now
+        status, headers, page = _http(port, "GET", "/", after)
+        after = _cookie(headers, after)  # the session now holds its CSRF token
+        assert status == 200
+        new_token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        assert new_token != token
+        kept = after  # a copy of the logged-in cookie (another tab, a stolen cookie)
+        status, headers, _ = _http(port, "POST", "/logout", after,
+                                   urllib.parse.urlencode({"csrf_token": new_token}))
+        assert status == 303
+        status, headers, _ = _http(port, "GET", "/worklist", kept)
+        assert status == 302 and "/login" in headers["Location"]
+        status, _, _ = _http(port, "GET", "/api/v1/predictions", kept)
+        assert status == 401
+        # a newline in next: a redirect home, not a 500
+        status, headers, page = _http(port, "GET", "/login")
+        fresh = _cookie(headers)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        status, headers, _ = login("/\n/x", fresh, token)
+        assert status == 303 and headers["Location"] == "/"
+    finally:
+        server.stop()

@@ -43,6 +43,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,     -- SHA-256 of the id kept in the signed cookie
+    subject TEXT NOT NULL,        -- user:<id>, or "password" (the shared access password)
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pacs_sends (
     result_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -277,6 +282,39 @@ class Store:
             row = db.execute("SELECT user_id FROM tokens WHERE token_hash = ?",
                              (accounts.hash_token(token),)).fetchone()
         return int(row[0]) if row else None
+
+    # -- login sessions ----------------------------------------------------------
+
+    def open_session(self, subject: str) -> str:
+        """A new login session of ``subject``; returns its id (kept in the signed cookie;
+        only its hash is stored)."""
+        session_id = accounts.new_token()
+        with self._connect() as db:
+            db.execute("INSERT INTO sessions VALUES (?,?,?)",
+                       (accounts.hash_token(session_id), subject, time.time()))
+        return session_id
+
+    def session_active(self, session_id: str, subject: str, max_age_s: float) -> bool:
+        """True while the login session exists (not logged out), belongs to ``subject``
+        and is younger than ``max_age_s``."""
+        if not session_id:
+            return False
+        with self._connect() as db:
+            row = db.execute("SELECT subject, created FROM sessions WHERE id_hash = ?",
+                             (accounts.hash_token(session_id),)).fetchone()
+        return row is not None and row[0] == subject and row[1] > time.time() - max_age_s
+
+    def close_session(self, session_id: str) -> None:
+        """End a login session (logout): its cookie no longer logs in, even if kept."""
+        with self._connect() as db:
+            db.execute("DELETE FROM sessions WHERE id_hash = ?",
+                       (accounts.hash_token(session_id or ""),))
+
+    def close_expired_sessions(self, max_age_s: float) -> int:
+        """Forget login sessions older than ``max_age_s``; returns how many."""
+        with self._connect() as db:
+            return db.execute("DELETE FROM sessions WHERE created < ?",
+                              (time.time() - max_age_s,)).rowcount
 
     # -- PACS sends --------------------------------------------------------------
 
