@@ -72,11 +72,7 @@ class ModelHolder:
                      placement.backend, placement, device)
             predictor = Predictor.load(model_dir, warm_up=warm_up,
                                        operating_point=operating_point, runtime=runtime,
-                                       prevalence=prevalence)
-            # OpenVINO runs on the CPU whatever the Keras backend placed
-            predictor.device = str(placement) if runtime == "keras" else \
-                f"CPU ({predictor.runtime.name})"
-            predictor.backend = placement.backend
+                                       prevalence=prevalence, placement=placement)
             self.predictor = predictor
             log.info("model %s loaded from %s on %s (weights on %s)", predictor.name,
                      model_dir, placement, weights_device(predictor.model))
