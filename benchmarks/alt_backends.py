@@ -31,7 +31,8 @@ def validation_inputs(pcfg, n: int = 8) -> np.ndarray:
     """``n`` real validation images as the network sees them (the one model-input path)."""
     from pneumo.data.examples import load_example
     from pneumo.inference.preprocess import model_input
-    from pneumo.training import TrainConfig, split_samples
+    from pneumo.training.config import TrainConfig
+    from pneumo.training.data import split_samples
     data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
     images = np.stack([load_example(s, data.table, pcfg)[0]
                        for s in data.samples["val"][:n]])

@@ -27,7 +27,7 @@ def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     import numpy as np
     from pneumo.nets import losses
     from pneumo.nets.networks import IMAGE_OUTPUT, build_model
-    from pneumo.training import TrainConfig
+    from pneumo.training.config import TrainConfig
     from pneumo.training.loop import precision_policy
     cfg = TrainConfig.load(cfg_path)
     policy = precision_policy(cfg, gpu=False)

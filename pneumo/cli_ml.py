@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -16,14 +15,15 @@ from pneumo.data.datacfg import DEFAULT_DATA_CONFIG, DataConfig
 from pneumo.evaluation import cardrender
 from pneumo.evaluation.batch import predict_files
 from pneumo.evaluation.scoring import evaluate, json_safe, stats
-from pneumo.inference.device import DEVICE_CHOICES, configure_device
+from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES, configure_device
 from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
-from pneumo.inference.runtime import RUNTIMES
+from pneumo.inference.runtime import DEFAULT_RUNTIME, RUNTIMES
 from pneumo.nets.pretrained import PRETRAINED, fetch, sha256
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pneumo.training import TrainConfig, train  # lazy: Keras (see the module docstring)
+    from pneumo.training.config import TrainConfig
+    from pneumo.training.loop import train  # lazy: Keras (see the module docstring)
     cfg = TrainConfig.load(args.config)
     overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size",
                                                "max_train", "max_val")
@@ -40,7 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finalize(args: argparse.Namespace) -> int:
-    from pneumo.training import TrainConfig, finalize  # lazy: Keras (see the module docstring)
+    from pneumo.training.config import TrainConfig
+    from pneumo.training.packaging import finalize  # lazy: Keras (see the module docstring)
     card = finalize(TrainConfig.load(args.config), args.run, args.out)
     if args.notes:  # e.g. the pilot table and the exact commands, appended to README.md
         out = Path(args.out)
@@ -156,11 +157,11 @@ def _data_args(p):
 def _model_args(p) -> None:
     p.add_argument("--model", help="model folder (default: the bundled model)")
     p.add_argument("--device", choices=DEVICE_CHOICES,
-                   default=os.environ.get("PNEUMO_DEVICE", "auto").lower(),
-                   help="where the model runs (default: PNEUMO_DEVICE or auto)")
+                   default=DEFAULT_DEVICE,
+                   help="where the model runs (default: auto; PNEUMO_DEVICE under the pneumo command)")
     p.add_argument("--runtime", choices=RUNTIMES,
-                   default=os.environ.get("PNEUMO_RUNTIME", "keras").lower(),
-                   help="inference runtime (default: PNEUMO_RUNTIME or keras)")
+                   default=DEFAULT_RUNTIME,
+                   help="inference runtime (default: keras; PNEUMO_RUNTIME under the pneumo command)")
 
 
 def add_ml_commands(sub) -> None:

@@ -26,7 +26,8 @@ FLOOR_TRIAGE_SENSITIVITY = 0.96  # measured 0.986
 def validation_scores(tmp_path_factory):
     from pneumo.evaluation.scoring import evaluate
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
-    from pneumo.training import TrainConfig, split_samples
+    from pneumo.training.config import TrainConfig
+    from pneumo.training.data import split_samples
     predictor = Predictor.load()  # the default, as the app and `pneumo predict` load it
     assert predictor.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve()
     data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))

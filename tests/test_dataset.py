@@ -101,7 +101,7 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
     from conftest import write_untrained_model
     from pneumo.data.dataset import Sample, dicom_image_id
     from pneumo.inference.predictor import Predictor
-    from pneumo.training import TrainConfig
+    from pneumo.training.config import TrainConfig
     from pneumo.training.data import BalancedBatches, cached_arrays
     arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
                                             "channels": 3, "encoder": "efficientnet_lite0",

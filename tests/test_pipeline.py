@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from pneumo.io import rle
-from pneumo.training import Augment, augment_pair, balanced_indices
+from pneumo.training.augment import augment_pair
+from pneumo.training.config import Augment
+from pneumo.training.data import balanced_indices
 from conftest import ROOT, SIIM
 
 
@@ -97,7 +99,7 @@ def test_init_weights_warm_start(tiny_model_dir, tmp_path):
     """A second stage starts from a run's weights with a fresh schedule."""
     import keras
     from pneumo.nets.networks import build_model
-    from pneumo.training import load_init_weights
+    from pneumo.training.packaging import load_init_weights
     arch = json.loads((ROOT / "configs/train_tiny.json").read_text())["architecture"]
     keras.utils.set_random_seed(7)
     model = build_model(arch)
@@ -209,7 +211,7 @@ def test_stats_command(tmp_path):
 
 
 def test_train_config_rejects_unknown_keys(tmp_path):
-    from pneumo.training import TrainConfig
+    from pneumo.training.config import TrainConfig
     (tmp_path / "bad.json").write_text(json.dumps({"epochz": 3}))
     with pytest.raises(ValueError, match="epochz"):
         TrainConfig.load(tmp_path / "bad.json")

@@ -166,3 +166,19 @@ def test_gunicorn_master_reads_settings_without_loading_keras():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_pneumo_command_takes_device_and_runtime_from_the_settings(monkeypatch):
+    """The core's commands default to auto/keras; the `pneumo` command (app.cli) sets their
+    defaults from the settings, so PNEUMO_DEVICE and PNEUMO_RUNTIME mean the same everywhere."""
+    from app.cli import build_parser
+    from pneumo.cli import build_parser as core_parser
+    monkeypatch.setenv("PNEUMO_DEVICE", "cpu")
+    monkeypatch.setenv("PNEUMO_RUNTIME", "openvino")
+    args = build_parser().parse_args(["predict", "x.dcm", "--submission", "s.csv"])
+    assert (args.device, args.runtime) == ("cpu", "openvino")
+    core = core_parser().parse_args(["predict", "x.dcm", "--submission", "s.csv"])
+    assert (core.device, core.runtime) == ("auto", "keras")
+    monkeypatch.setenv("PNEUMO_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="PNEUMO_DEVICE"):
+        build_parser()
