@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
+import pydicom
 
 from pneumo.errors import PneumoError
 from pneumo.inference.laterality import patient_side
 from pneumo.inference.postprocess import review_band
 from pneumo.io import rle
 from pneumo.io.imaging import read_image
+from pneumo.io.seg import invalid_copied_values
 
 from app.renditions import png_bytes
 from app.store.files import Staged
@@ -72,8 +75,12 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
         encoded = rle.encode(pred.mask)
         write_upload_files(staged, record.pixels, pred.heat_map if pred.heat_map is not None
                            else pred.probability_map, encoded)
+        meta = record.meta.to_dict()
         if record.meta.format == "DICOM":
             staged.put("source.dcm", data)
+            note = seg_note(data)
+            if note:
+                meta["seg_note"] = note
         t3 = time.perf_counter()
         timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1,
                    "store_s": t3 - t2}
@@ -81,7 +88,7 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
             id=result_id, owner=owner, created=time.time(),
             source_format=record.meta.format, positive=pred.positive,
             probability=pred.probability, threshold=pred.threshold, area_px=pred.area_px,
-            area_cm2=pred.area_cm2, side=side.to_dict(), meta=record.meta.to_dict(),
+            area_cm2=pred.area_cm2, side=side.to_dict(), meta=meta,
             identifiers=record.identifiers.to_dict(), model=predictor.name, rle=encoded,
             timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
             probability_kind=predictor.card.probability_kind,
@@ -92,6 +99,21 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
         store.discard(staged)
         raise
     return row
+
+
+def seg_note(data: bytes) -> str | None:
+    """What the result page says when the DICOM Segmentation must leave out values of the
+    source (names of attributes only: their values may identify the patient)."""
+    try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - read_image already read it; no note then
+        return None
+    bad = invalid_copied_values(header)
+    if not bad:
+        return None
+    names = ", ".join(re.sub(r"(?<!^)(?=[A-Z])", " ", k) for k in bad)
+    return (f"The DICOM Segmentation leaves out {names}: the source's values are not valid "
+            "DICOM (dates, times or codes in another form).")
 
 
 def operating_point_facts(predictor: Predictor, pred) -> dict:

@@ -105,3 +105,58 @@ def test_make_seg_rejects_a_mask_of_another_size(positive_dicom):
     from pneumo.errors import UnsupportedDicomError
     with pytest.raises(UnsupportedDicomError, match="does not match"):
         make_seg(positive_dicom.read_bytes(), np.zeros((10, 10), bool), "m", uid_seed="x")
+
+
+def _with(data: bytes, **values) -> bytes:
+    import warnings
+    ds = pydicom.dcmread(io.BytesIO(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid values on purpose
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
+
+
+#: Every date, time and coded value the SEG copies from its source (patient and study
+#: modules), each with values a real modality has been seen to write.
+MALFORMED = [("StudyDate", "2020-01-01"), ("StudyDate", "20201301"), ("StudyDate", "2020"),
+             ("StudyTime", "25:00"), ("StudyTime", "1pm"), ("PatientBirthDate", "19xx0101"),
+             ("PatientBirthDate", "1990-02-30"), ("PatientBirthTime", "99"),
+             ("SeriesDate", "2020.01.01"), ("AcquisitionDateTime", "2020-01-01T10:00"),
+             ("PatientSex", "male")]
+
+
+@pytest.mark.parametrize("keyword, value", MALFORMED)
+def test_seg_leaves_out_malformed_values_instead_of_failing(positive_dicom, keyword, value):
+    """Hardening II item 5: highdicom refuses such values; the SEG is made without them
+    (plain and de-identified), and the function the result's note uses names them."""
+    import warnings
+    from pneumo.io.seg import invalid_copied_values
+    data = _with(positive_dicom.read_bytes(), **{keyword: value})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the value it was given
+        source = pydicom.dcmread(io.BytesIO(data))
+        assert invalid_copied_values(source) == [keyword]
+        mask = np.zeros((int(source.Rows), int(source.Columns)), bool)
+        mask[100:200, 100:200] = True
+        for deidentify in (False, True):
+            seg = pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", deidentify=deidentify,
+                                                      uid_seed="result-id-0123456789")))
+            assert seg.Modality == "SEG" and str(seg.get(keyword, "") or "") != value
+        assert str(source[keyword].value) == value  # the caller's dataset is untouched
+
+
+def test_result_with_a_malformed_study_date_downloads_its_seg_and_says_so(client,
+                                                                          positive_dicom):
+    data = _with(positive_dicom.read_bytes(), StudyDate="2020-01-01", StudyTime="25:00")
+    rid = result_id_from(upload(client, ("a.dcm", data)))
+    for url in (f"/results/{rid}/seg.dcm", f"/results/{rid}/seg.dcm?deidentify=1"):
+        resp = client.get(url)
+        assert resp.status_code == 200 and pydicom.dcmread(io.BytesIO(resp.data)).Modality == "SEG"
+    page = client.get(f"/results/{rid}").data.decode()
+    assert "leaves out Study Date, Study Time" in page
+    assert "2020-01-01" not in page.split('id="seg-note"')[1][:300]  # names, never values
+    plain = result_id_from(upload(client, ("b.dcm", positive_dicom.read_bytes())))
+    assert 'id="seg-note"' not in client.get(f"/results/{plain}").data.decode()

@@ -8,6 +8,11 @@ PACS or viewer can show it over the X-ray.
   (PS3.5 B.2, ITU-T X.667 name-based UUIDs) of that seed, and its dates are
   the result's creation time, so the same result exported twice is the same
   instance: a PACS that receives it again does not store a second series.
+* **Invalid dates, times and codes.** A source whose DA, TM or DT values break the
+  standard (``StudyDate = 2020-01-01``, month 13) still gives a SEG: those values
+  are left empty in what the SEG copies, as are enumerated values outside their
+  list (``PatientSex = male``); :func:`invalid_copied_values` names them, so the
+  result can say so. The source file itself is never changed.
 * **De-identification.** ``deidentify=True`` applies dicognito (a maintained
   implementation of the PS3.15 Annex E Basic Application Level
   Confidentiality Profile that replaces names, IDs and UIDs consistently and
@@ -19,10 +24,12 @@ PACS or viewer can show it over the X-ray.
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import io
 import logging
+import re
 import time
 import uuid
 import warnings
@@ -105,6 +112,66 @@ def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
     ds.DeidentificationMethodCodeSequence = method_codes
 
 
+_TM = re.compile(r"^([01]\d|2[0-3])([0-5]\d)?([0-5]\d|60)?(\.\d{1,6})?$")
+_DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,6})?([+-]\d{4})?$")
+
+
+def _valid_date(text: str) -> bool:
+    try:
+        dt.datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return len(text) == 8
+
+
+def _valid_temporal(vr: str, text: str) -> bool:
+    """True for a DA, TM or DT value in the standard's form (PS3.5 Table 6.2-1)."""
+    text = text.strip()
+    if vr == "DA":
+        return _valid_date(text)
+    if vr == "TM":
+        return bool(_TM.match(text))
+    found = _DT.match(text)
+    if not found:
+        return False
+    year, month, day, hour, minute = found.group(1, 2, 3, 4, 5)
+    return _valid_date(f"{year}{month or '01'}{day or '01'}") and int(hour or 0) < 24 \
+        and int(minute or 0) < 60
+
+
+#: Enumerated values of attributes the SEG copies from its source (PS3.3 C.7.1.1).
+_ENUMERATED = {"PatientSex": {"M", "F", "O"}}
+
+
+def invalid_copied_values(ds: pydicom.Dataset) -> list[str]:
+    """Keywords of the top-level elements whose values break the standard in a way the
+    SEG cannot copy: DA/TM/DT not in the standard's form, enumerated values outside their
+    list (these are left empty in the SEG)."""
+    bad = []
+    for elem in ds:
+        if elem.value in (None, "") or elem.VR == "SQ":
+            continue
+        values = elem.value if elem.VM > 1 else [elem.value]
+        if elem.VR in ("DA", "TM", "DT"):
+            ok = all(_valid_temporal(elem.VR, str(v)) for v in values)
+        else:
+            allowed = _ENUMERATED.get(elem.keyword)
+            ok = allowed is None or all(str(v).strip() in allowed for v in values)
+        if not ok:
+            bad.append(elem.keyword or str(elem.tag))
+    return bad
+
+
+def _without_invalid_values(ds: pydicom.Dataset) -> pydicom.Dataset:
+    bad = invalid_copied_values(ds)
+    if not bad:
+        return ds
+    clean = copy.copy(ds)  # the caller's dataset keeps its values
+    for keyword in bad:
+        clean[keyword] = pydicom.DataElement(ds[keyword].tag, ds[keyword].VR, "")
+    return clean
+
+
 def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
                      uid_seed: str | None = None,
                      created: dt.datetime | float | None = None) -> pydicom.Dataset:
@@ -133,7 +200,8 @@ def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_na
                 f"{int(ds.Rows)} x {int(ds.Columns)}.")
         if created is None or isinstance(created, (int, float)):
             created = dt.datetime.fromtimestamp(time.time() if created is None else created)
-        return _segmentation(ds, mask, model_name, uid_seed, created)
+        return _segmentation(_without_invalid_values(ds), mask, model_name, uid_seed,
+                             created)
 
 
 def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
