@@ -9,7 +9,7 @@ import os
 import sys
 
 from app.settings import Settings, SettingsError, login_problem
-from app.store.repository import Store
+from app.store.repository import Store, StoreDamaged
 
 try:
     _settings = Settings.from_env()
@@ -57,7 +57,14 @@ def on_starting(server):
     """In the master, before it listens: refuse an open service beyond loopback."""
     os.umask(0o077)
     store = Store(_settings.data_dir)
-    problem = login_problem(_settings, store.user_count() if store.exists else 0)
+    try:
+        n_users = store.user_count() if store.exists else 0
+    except StoreDamaged as exc:  # the workers start and /readyz says why; a login needs it
+        n_users = 0
+        if not (_settings.loopback or _settings.access_password):
+            print(f"pneumo refuses to start: {exc}", file=sys.stderr)
+            sys.exit(3)
+    problem = login_problem(_settings, n_users)
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(3)

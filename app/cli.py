@@ -32,7 +32,7 @@ from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import send_result
 from app.settings import Settings
-from app.store.repository import Store
+from app.store.repository import Store, StoreDamaged
 
 
 def _app(load_model: bool):
@@ -170,6 +170,33 @@ def cmd_create_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the results (database and files) to a new folder while the service runs."""
+    store = Store(args.data_dir)
+    if not store.exists:
+        print(f"error: no results database in {args.data_dir}", file=sys.stderr)
+        return 2
+    try:
+        n = store.backup(args.dest)
+    except (StoreDamaged, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {n} result(s) from {args.data_dir} to {args.dest}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Put a backup in place of the results (stop the service first)."""
+    try:
+        n = Store.restore(args.source, args.data_dir)
+    except StoreDamaged as exc:
+        print(f"error: the backup cannot be used: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {n} result(s) from {args.source} to {args.data_dir} (the previous "
+          "database files are kept beside it with a .damaged-<time> suffix)")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     """Print the settings the service would run with (no passwords), or one of them."""
     values = Settings.from_env().to_dict()
@@ -211,6 +238,18 @@ def add_web_commands(subparsers, settings) -> None:
     p.add_argument("username")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_create_token)
+
+    p = subparsers.add_parser("backup", help="copy the results (database and files) to a "
+                                             "new folder, while the service runs")
+    p.add_argument("dest", help="a new folder for the backup")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.set_defaults(func=cmd_backup)
+
+    p = subparsers.add_parser("restore", help="replace the results by a backup (stop the "
+                                              "service first)")
+    p.add_argument("source", help="a folder written by pneumo backup")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.set_defaults(func=cmd_restore)
 
     p = subparsers.add_parser("settings", help="print the service's settings (PNEUMO_* "
                                                "variables and defaults), or one of them")
@@ -257,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except (PneumoError, ValueError) as exc:  # ValueError: a bad setting (SettingsError), named
+    except (PneumoError, ValueError, StoreDamaged) as exc:  # ValueError: a bad setting, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

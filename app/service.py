@@ -34,7 +34,7 @@ from pneumo.io.seg import invalid_copied_values
 from app.renditions import png_bytes
 from app.store.files import Staged
 from app.store.records import ResultRow, new_id
-from app.store.repository import Store
+from app.store.repository import Store, StoreDamaged
 
 if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
     from pneumo.inference.predictor import Predictor  # which gunicorn's master must not
@@ -208,6 +208,8 @@ class UploadOutcome:
 
 def refusal(name: str | None, exc: BaseException) -> Refusal:
     """The refusal of a file whose analysis raised ``exc``."""
+    if isinstance(exc, StoreDamaged):
+        return Refusal(name, StoreDamaged.code, StoreDamaged.http_status, str(exc))
     if isinstance(exc, PneumoError):
         return Refusal(name, exc.code, exc.http_status, str(exc), exc)
     if isinstance(exc, OSError):
@@ -290,7 +292,7 @@ class Analyser:
                 log.info("%s refused: %s", source, exc.code)
                 outcome.entries.append((item.name, refusal(item.name, exc)))
                 continue
-            except OSError as exc:
+            except (OSError, StoreDamaged) as exc:
                 log.error("storage failure (%s): %s", source, type(exc).__name__)
                 outcome.entries.append((item.name, refusal(item.name, exc)))
                 continue

@@ -16,6 +16,7 @@ from pneumo.inference import overlay
 from app import renditions
 from app.context import analyser, current_owner, limiter, predictor, store, upload_limit
 from app.service import uploaded_items
+from app.store.repository import StoreDamaged
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -179,6 +180,9 @@ def readyz():
     """200 with the model, device and Keras backend once the model is loaded and warmed
     up, else 503."""
     holder = current_app.extensions["pneumo.model"]
+    damaged = store().damaged
+    if damaged:
+        return jsonify(status="failed", error=f"the results database is damaged: {damaged}"), 503
     if not holder.ready:
         if holder.error:
             return jsonify(status="failed", error=holder.error), 503
@@ -234,6 +238,14 @@ def register_error_handlers(app: Flask) -> None:
                                   "message": message}), exc.code
         return render_template("error.html", code=exc.code, title=exc.name,
                                message=message), exc.code
+
+    @app.errorhandler(StoreDamaged)
+    def damaged(exc: StoreDamaged):
+        """The database broke: say so (503), never a generic 500."""
+        if request.path.startswith("/api/") or request.path.startswith("/dicomweb/"):
+            return jsonify(error={"code": exc.code, "message": str(exc)}), exc.http_status
+        return render_template("error.html", code=exc.http_status, title="Results unavailable",
+                               message=str(exc)), exc.http_status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -140,3 +140,115 @@ def test_real_gunicorn_sessions_end_at_logout_and_never_carry_over(tmp_path,
         assert status == 303 and headers["Location"] == "/"
     finally:
         server.stop()
+
+
+def _pneumo(*args, env=None, stdin=None):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env, input=stdin, timeout=300)
+
+
+def _json(url, token):
+    import json
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _upload(url, token, data):
+    import json
+    import urllib.request
+    from localserver import multipart_file
+    body, ctype = multipart_file(data, "a.dcm")
+    req = urllib.request.Request(url + "/api/v1/predictions", data=body, headers={
+        "Content-Type": ctype, "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return json.loads(resp.read())["results"][0]
+
+
+@pytest.mark.slow
+def test_real_gunicorn_says_the_database_is_damaged_and_a_backup_restores_it(
+        tmp_path, tiny_model_folder, positive_dicom):
+    """Hardening II item 4: a backup taken while the service runs; the database file
+    damaged (its last 8 KB overwritten); gunicorn starts, /healthz answers, /readyz and
+    every data call say "database damaged" with SQLite's reason (503, never a generic 500),
+    the log has the reason, nothing writes to the damaged file; `pneumo restore` brings the
+    results back."""
+    import hashlib
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from localserver import LocalServer, free_port, stop_process
+    instance, data = tmp_path / "instance", tmp_path / "instance" / "data"
+    env = dict(os.environ, PNEUMO_INSTANCE_DIR=str(instance))
+    res = _pneumo("create-user", "rad", "--password-stdin", env=env, stdin="a-long-password-1\n")
+    assert res.returncode == 0, res.stderr
+    token = _pneumo("create-token", "rad", env=env).stdout.strip()
+    server = LocalServer(tiny_model_folder, instance)
+    try:
+        rid = _upload(server.url, token, positive_dicom.read_bytes())["id"]
+        backup = _pneumo("backup", str(tmp_path / "backup"), env=env)  # while it runs
+        assert backup.returncode == 0 and "backed up 1 result" in backup.stdout, backup.stderr
+    finally:
+        server.stop()
+
+    db = data / "pneumo.sqlite3"
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        f.seek(size - 8192)
+        f.write(os.urandom(8192))
+    damaged_hash = hashlib.sha256(db.read_bytes()).hexdigest()
+    log = tmp_path / "damaged.log"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:  # /readyz never says ready: started by hand, not LocalServer
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                 "wsgi:app"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(env, PNEUMO_PORT=str(port), PNEUMO_HOST="127.0.0.1",
+                                         PNEUMO_MODEL_DIR=str(tiny_model_folder)),
+                                start_new_session=True)
+        try:
+            for _ in range(600):
+                try:
+                    with urllib.request.urlopen(base + "/healthz", timeout=2):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            status, body = _json(base + "/readyz", token)
+            assert status == 503 and "database is damaged" in body["error"]
+            status, body = _json(base + "/api/v1/predictions", token)
+            assert status == 503 and body["error"]["code"] == "database_damaged"
+            assert "restore" in body["error"]["message"]
+            assert _json(base + f"/api/v1/predictions/{rid}", token)[0] == 503
+            import urllib.error
+            with pytest.raises(urllib.error.HTTPError) as refused:  # an upload writes nothing
+                _upload(base, token, positive_dicom.read_bytes())
+            assert refused.value.code == 503
+            refused.value.close()
+            with urllib.request.urlopen(base + "/healthz", timeout=10) as r:
+                assert r.status == 200
+        finally:
+            stop_process(proc, 60)
+    text = log.read_text()
+    assert "database pneumo.sqlite3 is damaged" in text and "btreeInitPage" in text
+    assert "Traceback" not in text
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == damaged_hash  # nothing written
+
+    restored = _pneumo("restore", str(tmp_path / "backup"), env=env)
+    assert restored.returncode == 0 and "restored 1 result" in restored.stdout, restored.stderr
+    assert list(data.glob("pneumo.sqlite3.damaged-*"))  # the damaged file is kept aside
+    server = LocalServer(tiny_model_folder, instance)
+    try:
+        status, body = _json(server.url + f"/api/v1/predictions/{rid}", token)
+        assert status == 200 and body["id"] == rid
+        assert _upload(server.url, token, positive_dicom.read_bytes())["id"] != rid
+    finally:
+        server.stop()

@@ -9,18 +9,47 @@ here (``_connect``, the SQL dialect) and the file class, not the callers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
+from typing import Iterator
 
 from app.store import accounts
 from app.store.files import LocalFiles, Staged
 from app.store.records import FIELDS, ResultRow, SendState, valid_id
 
+log = logging.getLogger("pneumo.app")
+
 #: The database file in the data folder.
 DATABASE_NAME = "pneumo.sqlite3"
+
+
+class StoreDamaged(Exception):
+    """The results database is damaged: nothing more is read from or written to it until
+    it is restored from a backup (``pneumo restore``). The message is the database's own
+    (no patient data)."""
+
+    code = "database_damaged"
+    http_status = 503
+
+    def __str__(self) -> str:
+        return (f"The results database is damaged ({self.args[0]}). Nothing is read or "
+                "written until an administrator restores it from a backup "
+                "(pneumo restore; README, Backup and restore).")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """True for the errors of a damaged file (not a busy or locked one, not a constraint)."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
+        return False
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or "malformed" in text \
+        or "not a database" in text or "no such table" in text
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS results (\n    "
           + ",\n    ".join(f"{f.name} {f.sql}" for f in FIELDS)
@@ -90,10 +119,16 @@ class Store:
         self.root = Path(data_dir)
         self.files = LocalFiles(self.root)
         self._db_path = self.root / DATABASE_NAME
+        #: Why the database is unusable (its own message), or None while it is sound.
+        self.damaged: str | None = None
 
     def init(self) -> None:
-        """Create folders and the schema; clear stale half-written results of a crash."""
+        """Create folders and the schema; clear stale half-written results of a crash.
+        An existing database is checked first (``PRAGMA quick_check``): a damaged one is
+        reported (:attr:`damaged`, ``/readyz``, the log) and left as it is."""
         self.files.init()
+        if self.exists and self.check() is not None:
+            return
         with self._connect() as db:
             db.executescript(SCHEMA)
             have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
@@ -108,11 +143,92 @@ class Store:
         """True when the store was initialised before (its database exists)."""
         return self._db_path.exists()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._db_path, timeout=30)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one transaction, closed afterwards. The errors of a damaged
+        file become :class:`StoreDamaged` and stop every later use of the database."""
+        if self.damaged:
+            raise StoreDamaged(self.damaged)
+        db = None
+        try:
+            db = sqlite3.connect(self._db_path, timeout=30)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                yield db
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            self._mark_damaged(str(exc))
+            raise StoreDamaged(self.damaged) from None
+        finally:
+            if db is not None:
+                db.close()
+
+    def _mark_damaged(self, reason: str) -> None:
+        reason = "; ".join(line.strip(" *") for line in reason.splitlines() if line.strip(" *"))
+        if not self.damaged:
+            log.error("the results database %s is damaged: %s", DATABASE_NAME, reason)
+        self.damaged = reason
+
+    def check(self) -> str | None:
+        """Check the database's integrity (``PRAGMA quick_check``); the problem, or None."""
+        try:
+            with self._connect() as db:
+                rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
+        except StoreDamaged:
+            return self.damaged
+        if rows != ["ok"]:
+            self._mark_damaged("; ".join(rows[:3]))
+        return self.damaged
+
+    # -- backup and restore ------------------------------------------------------
+
+    def backup(self, dest: str | Path) -> int:
+        """Copy the store to the folder ``dest`` while it runs: the database by SQLite's
+        online backup, then every published result's files. Returns the number of results.
+        Raises StoreDamaged when the database is damaged (a backup of it would be too)."""
+        dest = Path(dest)
+        if (dest / DATABASE_NAME).exists():
+            raise FileExistsError(f"{dest} already holds a backup")
+        dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)
+        if self.check() is not None:
+            raise StoreDamaged(self.damaged)
+        target = sqlite3.connect(dest / DATABASE_NAME)
+        try:
+            with self._connect() as db:
+                db.backup(target)
+        finally:
+            target.close()
+        os.chmod(dest / DATABASE_NAME, 0o600)
+        ids = Store(dest).all_ids()
+        for result_id in ids:  # files are written once before their row: all are there
+            src = self.files.results_dir / result_id
+            if src.is_dir():
+                shutil.copytree(src, dest / "results" / result_id, dirs_exist_ok=True)
+        return len(ids)
+
+    @staticmethod
+    def restore(backup: str | Path, data_dir: str | Path) -> int:
+        """Replace the store in ``data_dir`` by the backup in ``backup`` (the service must be
+        stopped). The damaged database is kept beside it as ``pneumo.sqlite3.damaged-<time>``.
+        Returns the number of results restored. Raises StoreDamaged for a damaged backup."""
+        source = Store(backup)
+        if not source.exists or source.check() is not None:
+            raise StoreDamaged(source.damaged or f"no database in {backup}")
+        data = Path(data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for name in (DATABASE_NAME, DATABASE_NAME + "-wal", DATABASE_NAME + "-shm"):
+            if (data / name).exists():
+                (data / name).rename(data / f"{name}.damaged-{stamp}")
+        shutil.copy2(source._db_path, data / DATABASE_NAME)
+        os.chmod(data / DATABASE_NAME, 0o600)
+        shutil.copytree(source.files.results_dir, data / "results", dirs_exist_ok=True)
+        restored = Store(data)
+        restored.init()
+        return len(restored.all_ids())
 
     # -- results: writing ------------------------------------------------------
 
