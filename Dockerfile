@@ -5,7 +5,7 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PNEUMO_HOST=0.0.0.0 PNEUMO_PORT=8000 PNEUMO_WORKERS=1 PNEUMO_THREADS=4 \
-    PNEUMO_INSTANCE_DIR=/data PNEUMO_DATA_DIR=/data/results-store
+    PNEUMO_INSTANCE_DIR=/data PNEUMO_DATA_DIR=/data/results-store PNEUMO_HOME=/app
 
 # A real, writable home: gunicorn keeps its control socket in ~/.gunicorn, and
 # matplotlib (a training extra) its cache in MPLCONFIGDIR. /app stays root-owned.

@@ -194,6 +194,7 @@ class Settings:
     instance_dir: Path = paths.project_root() / "instance"
     data_dir: Path = paths.project_root() / "uploads"  # <instance>/data when PNEUMO_INSTANCE_DIR is set
     retention_days: float = 30.0
+    min_free_mb: int = 500                 # /readyz says "degraded" below this free space
     # access
     access_password: str | None = None
     secret_key: str | None = None          # None: a random key kept in the instance folder
@@ -248,6 +249,7 @@ class Settings:
             instance_dir=instance,
             data_dir=Path(data_dir or d["data_dir"]).resolve(),
             retention_days=_number(env, "RETENTION_DAYS", d["retention_days"], "days"),
+            min_free_mb=_int(env, "MIN_FREE_MB", d["min_free_mb"], minimum=0),
             access_password=_text(env, "ACCESS_PASSWORD", d["access_password"]),
             secret_key=_text(env, "SECRET_KEY", d["secret_key"]),
             session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE",
@@ -274,7 +276,7 @@ class Settings:
                 "UPLOAD_RATE_LIMIT": self.upload_rate_limit,
                 "MAX_FILES": self.max_files, "MAX_CONTENT_LENGTH": self.max_content_length,
                 "MAX_IMAGE_PIXELS": self.max_image_pixels,
-                "RETENTION_DAYS": self.retention_days,
+                "RETENTION_DAYS": self.retention_days, "MIN_FREE_MB": self.min_free_mb,
                 **self.pacs.flask_config()}
 
     def to_dict(self) -> dict:

@@ -16,7 +16,7 @@ from pneumo.inference import overlay
 from app import renditions
 from app.context import analyser, current_owner, limiter, predictor, store, upload_limit
 from app.service import uploaded_items
-from app.store.repository import StoreDamaged
+from app.store.repository import StoreDamaged, StoreFull
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -188,9 +188,16 @@ def readyz():
             return jsonify(status="failed", error=holder.error), 503
         return jsonify(status="loading"), 503
     p = holder.predictor
-    return jsonify(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
-                   backend=getattr(p, "backend", "unknown"),
-                   operating_point=p.operating_point.name)
+    facts = dict(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
+                 backend=getattr(p, "backend", "unknown"), operating_point=p.operating_point.name)
+    free_mb = store().free_bytes() / 2**20
+    facts["free_disk_mb"] = round(free_mb)
+    if free_mb < current_app.config["MIN_FREE_MB"]:  # reading works; new results may not fit
+        facts.update(status="degraded", warning=(
+            f"only {free_mb:.0f} MB free under the results (PNEUMO_MIN_FREE_MB="
+            f"{current_app.config['MIN_FREE_MB']}): uploads may be refused; delete or purge "
+            "results, or give the data folder more space"))
+    return jsonify(facts)
 
 
 def dicom_date(value: str | None) -> str:
@@ -238,6 +245,16 @@ def register_error_handlers(app: Flask) -> None:
                                   "message": message}), exc.code
         return render_template("error.html", code=exc.code, title=exc.name,
                                message=message), exc.code
+
+    @app.errorhandler(StoreFull)
+    def disk_full(exc: StoreFull):
+        """The disk under the results is full: 503 with what to do, never a generic 500."""
+        log.error("storage failure: %s", exc.strerror)
+        message = ("The server's disk is full, so this could not be saved. Delete results you "
+                   "no longer need, or ask the administrator to free space.")
+        if request.path.startswith(("/api/", "/dicomweb/")):
+            return jsonify(error={"code": "storage_unavailable", "message": message}), 503
+        return render_template("error.html", code=503, title="Disk full", message=message), 503
 
     @app.errorhandler(StoreDamaged)
     def damaged(exc: StoreDamaged):

@@ -3,6 +3,7 @@ files, data readable by other local users; against a real gunicorn where the log
 import os
 import socket
 import stat
+import urllib.request
 
 import pytest
 
@@ -252,3 +253,86 @@ def test_real_gunicorn_says_the_database_is_damaged_and_a_backup_restores_it(
         assert _upload(server.url, token, positive_dicom.read_bytes())["id"] != rid
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 16 MB file system of its own (tmpfs) for the data folder: a full disk for real."""
+    import subprocess
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs",
+                          str(mount)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {res.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_real_gunicorn_on_a_full_disk(tmp_path, small_disk, tiny_model_folder, positive_dicom):
+    """Hardening II item 3 on a 16 MB disk: uploads fill it and then get a clear 503;
+    /readyz says "degraded" with the free space; an acknowledged result's images still
+    load; deleting (the way to free space) works and frees it; no partial files remain."""
+    import urllib.error
+    import urllib.request
+    from localserver import LocalServer
+    data = small_disk / "data"
+    env = dict(os.environ, PNEUMO_INSTANCE_DIR=str(tmp_path / "instance"),
+               PNEUMO_DATA_DIR=str(data))
+    res = _pneumo("create-user", "rad", "--password-stdin", env=env, stdin="a-long-password-1\n")
+    assert res.returncode == 0, res.stderr
+    token = _pneumo("create-token", "rad", env=env).stdout.strip()
+    server = LocalServer(tiny_model_folder, tmp_path / "instance",
+                         env={"PNEUMO_DATA_DIR": str(data), "PNEUMO_MIN_FREE_MB": "4"})
+    try:
+        status, ready = _json(server.url + "/readyz", token)
+        assert status == 200 and ready["status"] == "ready" and ready["free_disk_mb"] > 10
+        stored, refused = [], None
+        for _ in range(60):
+            try:
+                stored.append(_upload(server.url, token, positive_dicom.read_bytes())["id"])
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    refused = exc.code, json_body(exc)
+                break
+        assert stored and refused is not None, "the disk never filled"
+        assert refused[0] == 503 and refused[1]["errors"][0]["code"] == "storage_unavailable"
+        status, ready = _json(server.url + "/readyz", token)
+        assert status == 200 and ready["status"] == "degraded" and "MB free" in ready["warning"]
+        # an acknowledged result's images load although the disk cannot cache them
+        req = urllib.request.Request(server.url + f"/results/{stored[0]}/files/overlay.png",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200 and resp.read().startswith(b"\x89PNG")
+        # deleting frees space, on the full disk
+        for rid in stored[:4]:
+            req = urllib.request.Request(server.url + f"/results/{rid}/delete",
+                                         data=b"confirm=yes", method="POST", headers={
+                                             "Authorization": f"Bearer {token}",
+                                             "Content-Type": "application/x-www-form-urlencoded"})
+            opener = urllib.request.build_opener(_NoRedirect)
+            with opener.open(req, timeout=60) as resp:
+                assert resp.status == 303
+        assert _json(server.url + f"/api/v1/predictions/{stored[0]}", token)[0] == 404
+        assert _upload(server.url, token, positive_dicom.read_bytes())["id"]
+    finally:
+        server.stop()
+    assert not list(data.glob("results/*/.*.tmp")) and not list((data / "tmp").iterdir())
+
+
+def json_body(exc):
+    import json
+    return json.loads(exc.read() or b"{}")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hands a 303 back as it is (the test checks the status, not the next page)."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+    def http_error_303(self, req, fp, code, msg, headers):
+        return fp

@@ -61,6 +61,20 @@ class LocalFiles:
             # another worker may be writing a fresh one right now
             if leftover.stat().st_mtime < time.time() - IN_PROGRESS_S:
                 shutil.rmtree(leftover, ignore_errors=True)
+        self.sweep_partial_files()
+
+    def sweep_partial_files(self) -> int:
+        """Remove half-written renders (``.<name>.<hex>.tmp``) a crash left in result
+        folders; returns how many."""
+        removed = 0
+        for tmp in self.results_dir.glob("*/.*.tmp"):
+            try:
+                if tmp.stat().st_mtime < time.time() - IN_PROGRESS_S:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
     # -- writing -------------------------------------------------------------
 
@@ -92,6 +106,9 @@ class LocalFiles:
             os.replace(tmp, folder / name)
         except FileNotFoundError:  # deleted while writing
             return False
+        except OSError:  # a full disk: no half-written file stays behind
+            tmp.unlink(missing_ok=True)
+            raise
         return True
 
     # -- reading -------------------------------------------------------------
@@ -117,6 +134,7 @@ class LocalFiles:
         """Remove result folders without a database row (a crash between publishing and
         inserting), except recent ones that may be mid-commit; returns how many."""
         removed = 0
+        self.sweep_partial_files()
         for folder in self.results_dir.iterdir():
             recent = folder.stat().st_mtime > time.time() - IN_PROGRESS_S
             if folder.name not in known and not recent:

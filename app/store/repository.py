@@ -10,6 +10,7 @@ here (``_connect``, the SQL dialect) and the file class, not the callers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -41,6 +42,17 @@ class StoreDamaged(Exception):
         return (f"The results database is damaged ({self.args[0]}). Nothing is read or "
                 "written until an administrator restores it from a backup "
                 "(pneumo restore; README, Backup and restore).")
+
+
+class StoreFull(OSError):
+    """The disk under the store is full (the database could not write)."""
+
+    def __init__(self, reason: str):
+        super().__init__(errno.ENOSPC, f"the disk under the results is full ({reason})")
+
+
+def _is_full(exc: sqlite3.DatabaseError) -> bool:
+    return "disk is full" in str(exc).lower()
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:
@@ -157,6 +169,8 @@ class Store:
             with db:
                 yield db
         except sqlite3.DatabaseError as exc:
+            if _is_full(exc):
+                raise StoreFull(str(exc)) from None
             if not _is_damage(exc):
                 raise
             self._mark_damaged(str(exc))
@@ -304,14 +318,19 @@ class Store:
     # -- results: removing -----------------------------------------------------
 
     def delete(self, result_id: str, owner: str) -> bool:
-        """Delete an owner's result, row and files together."""
+        """Delete an owner's result, files first and then the row: on a full disk the files
+        free the space the database needs to record the deletion."""
+        if self.get(result_id, owner) is None:
+            return False
+        self.files.delete(result_id)
         with self._connect() as db:
-            n = db.execute("DELETE FROM results WHERE id = ? AND owner = ?",
-                           (result_id, owner)).rowcount
+            db.execute("DELETE FROM results WHERE id = ? AND owner = ?", (result_id, owner))
             db.execute("DELETE FROM pacs_sends WHERE result_id = ?", (result_id,))
-        if n:
-            self.files.delete(result_id)
-        return bool(n)
+        return True
+
+    def free_bytes(self) -> int:
+        """Free space on the disk under the store."""
+        return shutil.disk_usage(self.root).free
 
     def purge(self, older_than_days: float, now: float | None = None) -> int:
         """Delete results (rows and files together) older than the retention period."""
