@@ -22,6 +22,7 @@ from app.context import csrf_token, limiter
 from app.model import ModelHolder
 from app.service import Analyser
 from app.settings import Settings
+from app.store.ratelimits import storage_uri
 from app.store.repository import Store
 
 log = logging.getLogger("pneumo.app")
@@ -68,6 +69,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     store = Store(app.config["DATA_DIR"])
     store.init()
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(app.config["DATA_DIR"]))
     app.extensions["pneumo.store"] = store
     access.check_startup(app, store)
     limiter.init_app(app)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
 
-from app.context import limiter, login_limit, store
+from app.context import limiter, login_account, login_limit, store
 from app.settings import LOOPBACK, no_login_message
 from app.store.repository import Store
 
@@ -95,7 +95,8 @@ def _check_csrf():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"])                          # per address
+@limiter.limit(login_limit, methods=["POST"], key_func=login_account)  # per account
 def login():
     """Log in with a user name and password, or the shared access password."""
     mode = _login_mode()

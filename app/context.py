@@ -15,8 +15,10 @@ from flask_limiter.util import get_remote_address
 from app.service import Analyser
 from app.store.repository import Store
 
-#: Rate limits (``PNEUMO_LOGIN_RATE_LIMIT``, ``PNEUMO_UPLOAD_RATE_LIMIT``), per client address.
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", default_limits=[])
+#: Rate limits (``PNEUMO_LOGIN_RATE_LIMIT``, ``PNEUMO_UPLOAD_RATE_LIMIT``), per client address
+#: (and per account for logins), counted in the store by every worker together
+#: (``RATELIMIT_STORAGE_URI``, set by the app factory; :mod:`app.store.ratelimits`).
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
 def store() -> Store:
@@ -42,6 +44,12 @@ def upload_limit() -> str:
 def login_limit() -> str:
     """The login rate limit (``PNEUMO_LOGIN_RATE_LIMIT``)."""
     return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def login_account() -> str:
+    """The rate-limit key of a login attempt's account (the shared password is one)."""
+    name = (request.form.get("username") or "").strip().lower()[:64]
+    return f"account:{name}" if name else "account:shared-password"
 
 
 def current_owner() -> str:

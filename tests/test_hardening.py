@@ -336,3 +336,49 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def http_error_303(self, req, fp, code, msg, headers):
         return fp
+
+
+def test_login_limit_counts_per_account_and_is_shared_by_every_worker(tmp_path,
+                                                                      tiny_predictor):
+    """Hardening II item 7: the limit holds per account whatever address the attempts come
+    from, another account is not locked out by them, and a second app on the same data
+    folder (another worker or machine) sees the same counts."""
+    from test_app import _user_app, post
+    app, _ = _user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
+
+    def attempt(a, address, user, password="wrong wrong wrong"):
+        c = a.test_client()
+        c.environ_base["REMOTE_ADDR"] = address
+        return post(c, "/login", username=user, password=password).status_code
+
+    assert [attempt(app, f"10.0.0.{i}", "alice") for i in range(1, 4)] == [401, 401, 401]
+    assert attempt(app, "10.0.0.9", "alice") == 429            # the account, from anywhere
+    assert attempt(app, "10.0.0.9", "Alice") == 429            # names are not case games
+    assert attempt(app, "10.0.0.9", "bob", "correct horse 2") == 303  # others still log in
+    from app import create_app
+    other = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
+                        "PREDICTOR": tiny_predictor, "LOGIN_RATE_LIMIT": "3 per minute"})
+    assert attempt(other, "10.0.0.10", "alice") == 429         # counted in the store
+
+
+@pytest.mark.slow
+def test_real_gunicorn_login_limit_holds_across_workers(tmp_path, tiny_model_folder):
+    """40 wrong logins in a row against 2 gunicorn workers: exactly the limit (10 per
+    minute) are checked, the rest get 429 (per-worker counting let 15 of 40 through)."""
+    import re
+    import urllib.parse
+    from localserver import LocalServer
+    env = dict(os.environ, PNEUMO_INSTANCE_DIR=str(tmp_path / "instance"))
+    assert _pneumo("create-user", "alice", "--password-stdin", env=env,
+                   stdin="a-long-password-1\n").returncode == 0
+    server = LocalServer(tiny_model_folder, tmp_path / "instance", workers=2)
+    try:
+        status, headers, page = _http(server.port, "GET", "/login")
+        cookie = _cookie(headers)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        body = urllib.parse.urlencode({"username": "alice", "password": "wrong wrong wrong",
+                                       "csrf_token": token})
+        codes = [_http(server.port, "POST", "/login", cookie, body)[0] for _ in range(40)]
+    finally:
+        server.stop()
+    assert codes.count(401) == 10 and codes.count(429) == 30, codes

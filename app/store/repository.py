@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     subject TEXT NOT NULL,        -- user:<id>, or "password" (the shared access password)
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rate_counters (
+    key TEXT PRIMARY KEY,         -- limit and who: an address or an account
+    count INTEGER NOT NULL,
+    expires REAL NOT NULL         -- end of the counting window
+);
 CREATE TABLE IF NOT EXISTS pacs_sends (
     result_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -450,6 +455,40 @@ class Store:
         with self._connect() as db:
             return db.execute("DELETE FROM sessions WHERE created < ?",
                               (time.time() - max_age_s,)).rowcount
+
+    # -- rate-limit counters (shared by every worker and machine) -------------------
+
+    def count_hit(self, key: str, window_s: float, amount: int = 1) -> int:
+        """Add ``amount`` to the counter ``key`` of a fixed window of ``window_s`` seconds
+        (a new window when the last one ended); returns the count in this window."""
+        now = time.time()
+        with self._connect() as db:
+            row = db.execute(
+                "INSERT INTO rate_counters (key, count, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET "
+                "count = CASE WHEN rate_counters.expires <= ? THEN excluded.count "
+                "ELSE rate_counters.count + excluded.count END, "
+                "expires = CASE WHEN rate_counters.expires <= ? THEN excluded.expires "
+                "ELSE rate_counters.expires END RETURNING count",
+                (key, amount, now + window_s, now, now)).fetchone()
+        return int(row[0])
+
+    def counter(self, key: str) -> tuple[int, float]:
+        """``(count, end of window)`` of a counter; ``(0, now)`` when none is running."""
+        now = time.time()
+        with self._connect() as db:
+            row = db.execute("SELECT count, expires FROM rate_counters WHERE key = ? AND "
+                             "expires > ?", (key, now)).fetchone()
+        return (int(row[0]), float(row[1])) if row else (0, now)
+
+    def clear_counters(self, key: str | None = None) -> None:
+        """Forget one counter, or every one (``None``) and the ended ones in any case."""
+        with self._connect() as db:
+            if key is None:
+                db.execute("DELETE FROM rate_counters")
+            else:
+                db.execute("DELETE FROM rate_counters WHERE key = ? OR expires <= ?",
+                           (key, time.time()))
 
     # -- PACS sends --------------------------------------------------------------
 

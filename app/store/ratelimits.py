@@ -1,0 +1,61 @@
+"""Rate-limit counters in the store, for Flask-Limiter (through the ``limits`` package's
+storage interface): every worker and every machine on the same database counts together,
+so a limit means what it says however many workers serve.
+
+``RATELIMIT_STORAGE_URI = "pneumo-store://<data folder>"`` (the app factory sets it)
+selects this storage; the counters are fixed windows kept in the store's
+``rate_counters`` table (:meth:`app.store.repository.Store.count_hit`).
+"""
+from __future__ import annotations
+
+import time
+from urllib.parse import unquote, urlsplit
+
+from limits.storage import Storage
+
+from app.store.repository import Store, StoreDamaged
+
+SCHEME = "pneumo-store"
+
+
+def storage_uri(data_dir) -> str:
+    """The storage URI of the store in ``data_dir``."""
+    return f"{SCHEME}://{data_dir}"
+
+
+class StoreCounters(Storage):
+    """The ``limits`` storage interface over the store's counters (fixed windows)."""
+
+    STORAGE_SCHEME = [SCHEME]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
+        parts = urlsplit(uri or "")
+        self.store = Store(unquote(parts.netloc + parts.path))
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return (StoreDamaged, OSError)
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self.store.count_hit(key, float(expiry), amount)
+
+    def get(self, key: str) -> int:
+        return self.store.counter(key)[0]
+
+    def get_expiry(self, key: str) -> float:
+        return self.store.counter(key)[1] if self.get(key) else time.time()
+
+    def check(self) -> bool:
+        try:
+            self.store.counter("health")
+        except (StoreDamaged, OSError):
+            return False
+        return True
+
+    def reset(self) -> int | None:
+        self.store.clear_counters()
+        return None
+
+    def clear(self, key: str) -> None:
+        self.store.clear_counters(key)
