@@ -5,13 +5,22 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PNEUMO_HOST=0.0.0.0 PNEUMO_PORT=8000 PNEUMO_WORKERS=1 PNEUMO_THREADS=4 \
-    PNEUMO_INSTANCE_DIR=/data PNEUMO_DATA_DIR=/data/results-store PNEUMO_HOME=/app
+    PNEUMO_INSTANCE_DIR=/data PNEUMO_DATA_DIR=/data/results-store PNEUMO_HOME=/app \
+    PNEUMO_PROXY=1
 
 # A real, writable home: gunicorn keeps its control socket in ~/.gunicorn, and
 # matplotlib (a training extra) its cache in MPLCONFIGDIR. /app stays root-owned.
 RUN groupadd --system --gid 10001 pneumo \
     && useradd --system --uid 10001 --gid pneumo --create-home --home-dir /home/pneumo \
        --shell /usr/sbin/nologin pneumo
+
+# nginx in front of gunicorn (PNEUMO_PROXY=1, app/proxy.py): it reads each request whole,
+# with short timeouts, so slow clients cannot hold gunicorn's threads. Debian's own
+# security updates decide its version (not pinned).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx-light \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
 # Dependencies first, so code changes do not reinstall TensorFlow. The CPU

@@ -17,7 +17,7 @@ except SettingsError as _exc:
     print(f"pneumo refuses to start: {_exc}", file=sys.stderr)
     sys.exit(3)
 
-bind = _settings.bind
+bind = _settings.gunicorn_bind  # a unix socket behind nginx (PNEUMO_PROXY, app/proxy.py)
 workers = _settings.workers
 threads = _settings.threads
 worker_class = "gthread"
@@ -42,7 +42,8 @@ max_requests = _settings.max_requests
 # escaped (no forged lines, no NUL bytes) and DICOMweb UIDs are written as {uid}.
 logger_class = "app.accesslog.SafeAccessLogger"
 accesslog = "-"
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+access_log_format = ('%({x-forwarded-for}i)s' if _settings.proxy else '%(h)s') \
+    + ' "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 limit_request_line = 4094

@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pneumo import paths
 
@@ -66,6 +67,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.update(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(Path(app.instance_path))
+    if app.config.get("PROXY"):  # nginx in front: the client's address is its X-Forwarded-For
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
 
     store = Store(app.config["DATA_DIR"])
     store.init()

@@ -31,6 +31,7 @@ from app import create_app
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import send_result
+from app.proxy import nginx_config
 from app.settings import Settings
 from app.store.repository import Store, StoreDamaged
 
@@ -197,6 +198,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    """Write the nginx configuration for these settings into RUN_DIR; print its path."""
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(run_dir, 0o700)
+    conf = run_dir / "nginx.conf"
+    conf.write_text(nginx_config(Settings.from_env(), run_dir))
+    print(conf)
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     """Print the settings the service would run with (no passwords), or one of them."""
     values = Settings.from_env().to_dict()
@@ -250,6 +262,11 @@ def add_web_commands(subparsers, settings) -> None:
     p.add_argument("source", help="a folder written by pneumo backup")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_restore)
+
+    p = subparsers.add_parser("proxy-config", help="write the nginx configuration that "
+                                                   "fronts gunicorn (PNEUMO_PROXY=1)")
+    p.add_argument("run_dir", help="a folder for nginx.conf, its pid and temporary files")
+    p.set_defaults(func=cmd_proxy_config)
 
     p = subparsers.add_parser("settings", help="print the service's settings (PNEUMO_* "
                                                "variables and defaults), or one of them")

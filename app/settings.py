@@ -182,6 +182,7 @@ class Settings:
     timeout: int = 120
     max_requests: int = 0                  # 0: workers are never recycled
     log_level: str = "INFO"
+    proxy: bool = False                    # a buffering nginx in front (app/proxy.py)
     # the model
     tf_threads: int | None = None
     device: str = DEFAULT_DEVICE
@@ -220,6 +221,16 @@ class Settings:
         return f"[{self.host}]:{self.port}" if ":" in self.host.strip("[]") else \
             f"{self.host}:{self.port}"
 
+    @property
+    def upstream_socket(self) -> Path:
+        """gunicorn's unix socket when nginx is in front (``PNEUMO_PROXY``)."""
+        return self.instance_dir / "gunicorn.sock"
+
+    @property
+    def gunicorn_bind(self) -> str:
+        """Where gunicorn listens: the public address, or the socket nginx forwards to."""
+        return f"unix:{self.upstream_socket}" if self.proxy else self.bind
+
     @classmethod
     def from_env(cls, env: Mapping[str, Any] | None = None) -> "Settings":
         """Read and check the ``PNEUMO_*`` variables (``os.environ`` by default)."""
@@ -239,6 +250,7 @@ class Settings:
             timeout=_int(env, "TIMEOUT", d["timeout"]),
             max_requests=_int(env, "MAX_REQUESTS", d["max_requests"], minimum=0),
             log_level=str(_text(env, "LOG_LEVEL", d["log_level"])).upper(),
+            proxy=_bool(env, "PROXY", d["proxy"]),
             tf_threads=_int(env, "TF_THREADS", d["tf_threads"]),
             device=_choice(env, "DEVICE", d["device"], DEVICE_CHOICES),
             runtime=_choice(env, "RUNTIME", d["runtime"], RUNTIMES),
@@ -265,7 +277,7 @@ class Settings:
 
     def flask_config(self) -> dict:
         """The app config made from these settings (Flask's own keys included)."""
-        return {"HOST": self.host, "MODEL_DIR": str(self.model_dir),
+        return {"HOST": self.host, "PROXY": self.proxy, "MODEL_DIR": str(self.model_dir),
                 "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
                 "TF_THREADS": self.tf_threads, "DEVICE": self.device, "RUNTIME": self.runtime,
                 "PREVALENCE": self.prevalence, "WARM_UP": self.warm_up,

@@ -49,6 +49,7 @@ apt_install() {  # Debian packages the tests need, when we may install them
   fi
 }
 command -v chromium >/dev/null 2>&1 || apt_install chromium
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 # Orthanc with its DICOMweb plugin: the real PACS the PACS tests start on free loopback ports
 if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
   apt_install orthanc orthanc-dicomweb

@@ -57,7 +57,7 @@ class LocalServer:
 
     def __init__(self, model_dir: str | Path, instance_dir: str | Path, workers: int = 1,
                  threads: int = 4, log_path: str | Path | None = None,
-                 env: dict | None = None, timeout: float = 180):
+                 env: dict | None = None, timeout: float = 180, proxy: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance_dir = Path(instance_dir)
@@ -70,6 +70,16 @@ class LocalServer:
             log_path = self._own_log_dir / "gunicorn.log"
         self._log = out = open(log_path, "w")
         started = time.perf_counter()
+        self.nginx = None
+        if proxy:  # nginx on the port, gunicorn on a unix socket behind it (app/proxy.py)
+            full_env["PNEUMO_PROXY"] = "1"
+            conf = subprocess.run(
+                [sys.executable, "-m", "app.cli", "proxy-config", str(self.instance_dir / "nginx")],
+                cwd=ROOT, env=full_env, capture_output=True, text=True, check=True).stdout.strip()
+            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            self.nginx = subprocess.Popen([nginx, "-e", "stderr", "-c", conf, "-g", "daemon off;"],
+                                          stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
@@ -98,6 +108,77 @@ class LocalServer:
     def stop(self) -> None:
         """Stop gunicorn (SIGTERM, then SIGKILL after 60 s) and remove its own log folder."""
         stop_process(self.proc, 60)
+        if self.nginx is not None:
+            stop_process(self.nginx, 10)
         self._log.close()
         if self._own_log_dir is not None:  # the caller did not ask to keep the log
             shutil.rmtree(self._own_log_dir, ignore_errors=True)
+
+
+class SlowClients:
+    """``n`` connections that trickle a request: the headers one line every ``every_s``
+    seconds (``bodies`` of them send complete headers and then a POST body one byte at a
+    time). A connection the server drops is opened again, as an attacker would. Use as a
+    context manager; ``reconnects`` counts the drops."""
+
+    def __init__(self, port: int, n: int = 50, bodies: int = 10, every_s: float = 2.0):
+        import threading
+        self.port, self.n, self.bodies, self.every_s = port, n, bodies, every_s
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self, i: int) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        if i < self.bodies:
+            s.sendall(b"POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: multipart/form-data; boundary=zz\r\n"
+                      b"Content-Length: 1000000\r\n\r\n")
+        else:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        return s
+
+    def _run(self) -> None:
+        conns = {}
+        while not self._stop.is_set():
+            for i in range(self.n):
+                try:
+                    if i not in conns:
+                        conns[i] = self._open(i)
+                    else:
+                        conns[i].sendall(b"z" if i < self.bodies else b"X-Slow: 1\r\n")
+                except OSError:
+                    dropped = conns.pop(i, None)
+                    if dropped is not None:
+                        dropped.close()
+                        self.reconnects += 1
+            self._stop.wait(self.every_s)
+        for s in conns.values():
+            s.close()
+
+    def __enter__(self) -> "SlowClients":
+        self._thread.start()
+        time.sleep(1.0)  # every connection open before the measurements start
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def probe_latencies(url: str, duration_s: float, every_s: float = 0.5,
+                    timeout_s: float = 5.0) -> list[float]:
+    """GET ``url`` every ``every_s`` seconds for ``duration_s``: each answer's seconds
+    (``timeout_s`` when none came in time)."""
+    out = []
+    end = time.perf_counter() + duration_s
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
+                r.read()
+            out.append(time.perf_counter() - t)
+        except OSError:
+            out.append(timeout_s)
+        time.sleep(max(0.0, every_s - (time.perf_counter() - t)))
+    return out

@@ -217,3 +217,31 @@ def test_gunicorn_settings_give_no_keepalive_warning(env, keepalive, monkeypatch
     assert conf["keepalive"] == keepalive
     would_warn = conf["worker_connections"] - conf["threads"] <= 0 and conf["keepalive"]
     assert not would_warn
+
+
+def test_entrypoint_starts_nginx_in_front_when_proxy_is_on(tmp_path):
+    """The images set PNEUMO_PROXY=1: the entrypoint writes nginx's configuration from the
+    settings and starts nginx on PNEUMO_PORT before it hands over to gunicorn."""
+    import signal
+    import socket
+    from localserver import free_port
+    port = free_port()
+    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+               PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_MODEL_DIR=str(BUNDLED),
+               PNEUMO_PROXY="1", PNEUMO_PORT=str(port))
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:  # nginx, a daemon, keeps the container's output open: a file
+        code = subprocess.run(["sh", str(ENTRYPOINT), "echo", "started"], stdout=f,
+                              stderr=subprocess.STDOUT, env=env, timeout=120, cwd=ROOT).returncode
+    pid_file = tmp_path / "nginx" / "nginx.pid"
+    try:
+        assert code == 0 and out.read_text().strip().endswith("started"), out.read_text()
+        conf = (tmp_path / "nginx" / "nginx.conf").read_text()
+        assert f"listen 127.0.0.1:{port};" in conf and "client_header_timeout" in conf
+        assert f"unix:{tmp_path}/gunicorn.sock" in conf
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # nginx answers
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(100).startswith(b"HTTP/1.1 502")  # no gunicorn behind it here
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)

@@ -382,3 +382,40 @@ def test_real_gunicorn_login_limit_holds_across_workers(tmp_path, tiny_model_fol
     finally:
         server.stop()
     assert codes.count(401) == 10 and codes.count(429) == 30, codes
+
+
+@pytest.mark.slow
+def test_real_nginx_in_front_keeps_the_service_up_under_50_slow_clients(
+        tmp_path, tiny_model_folder, positive_dicom):
+    """Hardening II item 1, as the Docker image serves (PNEUMO_PROXY=1: nginx in front of
+    gunicorn on a unix socket): 50 connections trickling headers or bodies for 30 s;
+    /healthz answers in under a second throughout and an upload succeeds meanwhile
+    (gunicorn alone answered nothing: benchmarks/slow_clients.py)."""
+    import threading
+    from localserver import LocalServer, SlowClients, probe_latencies
+    server = LocalServer(tiny_model_folder, tmp_path / "instance", proxy=True)
+    try:
+        assert server.nginx is not None and server.nginx.poll() is None
+        result = {}
+
+        def upload():
+            import json
+            from localserver import multipart_file
+            body, ctype = multipart_file(positive_dicom.read_bytes(), "a.dcm")
+            req = urllib.request.Request(server.url + "/api/v1/predictions", data=body,
+                                         headers={"Content-Type": ctype})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                result["status"] = resp.status
+                result["verdict"] = json.loads(resp.read())["results"][0]["verdict"]
+
+        with SlowClients(server.port, n=50, bodies=10) as slow:
+            uploader = threading.Timer(10, upload)
+            uploader.start()
+            latencies = probe_latencies(server.url + "/healthz", 30)
+            uploader.join(40)
+        assert max(latencies) < 1.0, latencies
+        assert result.get("status") == 201 and result["verdict"]
+        assert slow.reconnects > 0  # nginx dropped the slowest (header and body timeouts)
+    finally:
+        server.stop()
+    assert not (tmp_path / "instance" / "gunicorn.sock").exists()  # gunicorn cleaned up
