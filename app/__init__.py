@@ -87,7 +87,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                      app.config["DEVICE"], app.config["RUNTIME"], app.config["PREVALENCE"])
     app.extensions["pneumo.model"] = holder
     analyser = Analyser(store, holder.get, int(app.config["MAX_IMAGE_PIXELS"]),
-                        int(app.config["MAX_FILES"]))
+                        int(app.config["MAX_FILES"]), int(app.config["MAX_REQUEST_PIXELS"]),
+                        int(app.config["MAX_PIXELS_IN_FLIGHT"]))
     app.extensions["pneumo.analyser"] = analyser
 
     dicomweb.init_app(app)  # first: a DICOMweb client without a token gets 401, not the login page

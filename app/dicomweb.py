@@ -27,7 +27,7 @@ from pneumo.errors import (CorruptImageError, ImageTooLargeError, NotChestXrayEr
                            UnsupportedDicomError, UnsupportedImageError)
 
 from app.context import analyser, current_owner, limiter, upload_limit
-from app.service import STORAGE_UNAVAILABLE, Item, Refusal
+from app.service import BUSY, STORAGE_UNAVAILABLE, Item, Refusal
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
@@ -144,7 +144,8 @@ def _identify(data: bytes) -> pydicom.Dataset | None:
 
 def _failure_reason(refused: Refusal) -> int:
     exc = refused.error
-    if isinstance(exc, ImageTooLargeError) or refused.code == STORAGE_UNAVAILABLE:
+    if isinstance(exc, ImageTooLargeError) or refused.code in (STORAGE_UNAVAILABLE, BUSY,
+                                                               "request_too_large"):
         return OUT_OF_RESOURCES
     if isinstance(exc, (UnsupportedDicomError, NotChestXrayError)):
         return DOES_NOT_MATCH
@@ -190,7 +191,7 @@ def store_instances(parts: list[tuple[str | None, bytes]], owner: str,
     analysed = dict(zip(todo, (entry for _, entry in outcome.entries)))
     out = []
     for i, (header, failure) in enumerate(checked):
-        entry = analysed.get(i)
+        entry = analysed.get(i, outcome.refused_request)
         if failure is not None:
             out.append((header, None, failure))
         elif isinstance(entry, Refusal):

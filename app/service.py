@@ -13,13 +13,15 @@ Everything else is rendered later from those (:mod:`app.renditions`).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import pydicom
@@ -28,7 +30,7 @@ from pneumo.errors import PneumoError
 from pneumo.inference.laterality import patient_side
 from pneumo.inference.postprocess import review_band
 from pneumo.io import rle
-from pneumo.io.imaging import read_image
+from pneumo.io.imaging import declared_pixels, read_image
 from pneumo.io.seg import invalid_copied_values
 
 from app.renditions import png_bytes
@@ -157,6 +159,7 @@ class Refusal:
 #: Refusal codes of failures that are not about the file.
 STORAGE_UNAVAILABLE = "storage_unavailable"
 INTERNAL_ERROR = "internal_error"
+BUSY = "busy"
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,10 @@ def display_name(filename: str | None) -> str:
     return name[:100] or "unnamed file"
 
 
+class Busy(Exception):
+    """The image does not fit in this process's pixels in flight now."""
+
+
 class Analyser:
     """Analyses files for an owner and stores the results.
 
@@ -243,11 +250,16 @@ class Analyser:
     """
 
     def __init__(self, store: Store, predictor: Callable[[], Predictor], max_pixels: int,
-                 max_files: int):
+                 max_files: int, max_request_pixels: int | None = None,
+                 max_pixels_in_flight: int | None = None):
         self.store = store
         self._predictor = predictor
         self.max_pixels = max_pixels
         self.max_files = max_files
+        self.max_request_pixels = max_request_pixels or max_files * max_pixels
+        self.max_pixels_in_flight = max_pixels_in_flight or 2 * max_pixels
+        self._in_flight = 0  # pixels of the images this process is analysing now
+        self._lock = threading.Lock()
         self._on_result: list[Callable[[ResultRow], None]] = []
 
     def on_result(self, hook: Callable[[ResultRow], None]) -> None:
@@ -260,6 +272,21 @@ class Analyser:
         ``on_result`` hooks are not called (see :meth:`analyse_many`)."""
         return analyse_one(data, owner, self._predictor(), self.store, self.max_pixels,
                            file_name=file_name, batch=batch)
+
+    @contextlib.contextmanager
+    def _pixels_in_flight(self, n: int) -> Iterator[None]:
+        """Hold ``n`` pixels of this process's budget while an image is analysed; raises
+        :class:`Busy` when they do not fit beside the images under way (a lone image
+        always fits), so memory stays bounded whatever arrives at once."""
+        with self._lock:
+            if self._in_flight and self._in_flight + n > self.max_pixels_in_flight:
+                raise Busy()
+            self._in_flight += n
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= n
 
     def analyse_many(self, items: Iterable[Item], owner: str, as_batch: bool = False,
                      source: str = "upload") -> UploadOutcome:
@@ -283,11 +310,28 @@ class Analyser:
                 f"{self.max_files} can be analysed at once.")
             return outcome
         outcome.batch = new_id() if as_batch and len(items) > 1 else None
+        used = 0  # pixels of this request analysed so far
         for item in items:
             try:
-                row = self.analyse_one(item.read(), owner,
-                                       file_name=item.name if item.keep_name else "",
-                                       batch=outcome.batch or "")
+                data = item.read()
+                declared = declared_pixels(data) or 0
+                if declared <= self.max_pixels and used + declared > self.max_request_pixels:
+                    outcome.entries.append((item.name, Refusal(
+                        item.name, "request_too_large", 413, "The files of this upload hold "
+                        f"more than {self.max_request_pixels:,} pixels together; send this "
+                        "one in another upload.")))
+                    continue
+                used += declared  # decoding costs the same whether or not a result comes of it
+                with self._pixels_in_flight(min(declared, self.max_pixels)):
+                    row = self.analyse_one(data, owner,
+                                           file_name=item.name if item.keep_name else "",
+                                           batch=outcome.batch or "")
+            except Busy:
+                log.info("%s refused: busy", source)
+                outcome.entries.append((item.name, Refusal(
+                    item.name, BUSY, 503, "The server is analysing as many large images as "
+                    "its memory allows; try this one again in a few seconds.")))
+                continue
             except PneumoError as exc:
                 log.info("%s refused: %s", source, exc.code)
                 outcome.entries.append((item.name, refusal(item.name, exc)))

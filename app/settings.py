@@ -207,6 +207,8 @@ class Settings:
     max_files: int = 20
     max_content_length: int = 64 * 1024 * 1024
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_request_pixels: int = 200_000_000  # all the files of one upload together
+    max_pixels_in_flight: int = 100_000_000  # images analysed at once by one worker
     # the PACS
     pacs: PacsSettings = field(default_factory=PacsSettings)
 
@@ -272,6 +274,8 @@ class Settings:
             max_files=_int(env, "MAX_FILES", d["max_files"]),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", d["max_content_length"]),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", d["max_image_pixels"]),
+            max_request_pixels=_int(env, "MAX_REQUEST_PIXELS", d["max_request_pixels"]),
+            max_pixels_in_flight=_int(env, "MAX_PIXELS_IN_FLIGHT", d["max_pixels_in_flight"]),
             pacs=PacsSettings.from_env(env),
         )
 
@@ -288,6 +292,8 @@ class Settings:
                 "UPLOAD_RATE_LIMIT": self.upload_rate_limit,
                 "MAX_FILES": self.max_files, "MAX_CONTENT_LENGTH": self.max_content_length,
                 "MAX_IMAGE_PIXELS": self.max_image_pixels,
+                "MAX_REQUEST_PIXELS": self.max_request_pixels,
+                "MAX_PIXELS_IN_FLIGHT": self.max_pixels_in_flight,
                 "RETENTION_DAYS": self.retention_days, "MIN_FREE_MB": self.min_free_mb,
                 **self.pacs.flask_config()}
 

@@ -182,3 +182,21 @@ def probe_latencies(url: str, duration_s: float, every_s: float = 0.5,
             out.append(timeout_s)
         time.sleep(max(0.0, every_s - (time.perf_counter() - t)))
     return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def multipart_files(files: list[tuple[bytes, str]], field: str = "files") -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body with several files, and its Content-Type value."""
+    boundary = uuid.uuid4().hex
+    parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+              f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+             + data + b"\r\n" for data, name in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"

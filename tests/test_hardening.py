@@ -1,5 +1,6 @@
 """Hardening II, log and privacy findings: forged log lines, UIDs in the log, cached result
 files, data readable by other local users; against a real gunicorn where the log is its own."""
+import io
 import os
 import socket
 import stat
@@ -419,3 +420,54 @@ def test_real_nginx_in_front_keeps_the_service_up_under_50_slow_clients(
     finally:
         server.stop()
     assert not (tmp_path / "instance" / "gunicorn.sock").exists()  # gunicorn cleaned up
+
+
+def test_pixels_are_budgeted_per_upload_and_per_worker(app, client, positive_dicom):
+    """Hardening II item 2, the rules: the files of one upload share a pixel budget, and a
+    worker analyses at most so many pixels at once (a lone image always fits); what does
+    not fit is refused at once, before decoding, with 413 or 503."""
+    from pneumo.io.imaging import declared_pixels, read_image
+    data = positive_dicom.read_bytes()
+    pixels = read_image(data).pixels.size
+    assert declared_pixels(data) == pixels and declared_pixels(b"not an image") is None
+    analyser = app.extensions["pneumo.analyser"]
+    analyser.max_request_pixels = int(pixels * 1.5)
+    post = lambda: client.post("/api/v1/predictions", content_type="multipart/form-data",  # noqa: E731
+                               data={"files": [(io.BytesIO(data), "a.dcm"),
+                                               (io.BytesIO(data), "b.dcm")]})
+    resp = post()
+    assert resp.status_code == 201 and len(resp.json["results"]) == 1
+    assert [e["code"] for e in resp.json["errors"]] == ["request_too_large"]
+    analyser.max_request_pixels = 10 * pixels
+    analyser.max_pixels_in_flight = int(pixels * 1.5)
+    with analyser._pixels_in_flight(pixels):  # another request's image under way
+        resp = post()
+    assert resp.status_code == 503
+    assert [e["code"] for e in resp.json["errors"]] == ["busy", "busy"]
+    assert post().status_code == 201 and analyser._in_flight == 0  # released after use
+
+
+@pytest.mark.slow
+def test_real_gunicorn_bounds_memory_under_small_files_that_decode_huge(tmp_path,
+                                                                        tiny_model_folder):
+    """Hardening II item 2 against gunicorn: 8 concurrent uploads of two 95 KB 16-bit
+    7000 x 7000 PNGs each. The worker's peak memory stays under 2 GB, /healthz answers in
+    under a second throughout, and what does not fit is refused at once (503 busy), never a
+    500 (before: 6.7 GB peak, no /healthz answer for 30 s; benchmarks/decode_bombs.py)."""
+    import sys
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import decode_bombs
+    from localserver import LocalServer
+    server = LocalServer(tiny_model_folder, tmp_path / "instance")
+    try:
+        (worker,) = server.worker_pids()
+        report = decode_bombs.run(server.url, worker, 8, 2, decode_bombs.bomb_png(7000), 20)
+    finally:
+        server.stop()
+    assert report["png_bytes"] < 200_000
+    assert report["rss_peak_after_mb"] < 2048, report
+    assert report["healthz_max_s"] < 1.0, report
+    statuses = [u["status"] for u in report["uploads"]]
+    assert 503 in statuses and 500 not in statuses and len(statuses) == 8, report
+    codes = {c for u in report["uploads"] for c in u["files"]}
+    assert codes <= {"busy", "not_chest_xray", "stored"}, report

@@ -293,3 +293,22 @@ def test_siim_files_get_no_misleading_area(positive_dicom):
         predictor.operating_point = OperatingPoint("test", 0.0, 1.0, 0.0)  # always positive
         pred = predictor.predict(rec)
     assert pred.area_px > 0 and pred.area_cm2 is None
+
+
+def test_16_bit_display_is_made_in_blocks_with_the_same_pixels():
+    """Display pixels of a 16-bit image are computed a block of rows at a time (bounded
+    memory for huge images) and equal the whole-array percentile window exactly."""
+    import io as _io
+    import numpy as _np
+    from PIL import Image as _Image
+    from pneumo.io import imaging
+    rng = _np.random.default_rng(3)
+    values = rng.normal(2000, 600, (1100, 900)).clip(0, 65535).astype(_np.uint16)
+    buf = _io.BytesIO()
+    _Image.fromarray(values).save(buf, "PNG")
+    got = imaging.read_image(buf.getvalue()).pixels
+    v = values.astype(_np.float64)
+    lo, hi = _np.percentile(v, [0.5, 99.5])
+    expected = _np.round(_np.clip((v - lo) / (hi - lo), 0, 1) * 255).astype(_np.uint8)
+    assert imaging.BLOCK_ROWS < values.shape[0] and _np.array_equal(got, expected)
+    assert imaging.declared_pixels(buf.getvalue()) == values.size

@@ -152,6 +152,24 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         + (f" ({Path(name).suffix or 'no extension'})" if name else "") + ".")
 
 
+def declared_pixels(data: bytes) -> int | None:
+    """Rows x columns a file declares, read from its header without decoding the pixels
+    (``None`` when the header cannot be read: :func:`read_image` then says why)."""
+    kind = sniff_format(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if kind == "DICOM":
+                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+                return int(ds.Rows) * int(ds.Columns) * max(1, int(ds.get("NumberOfFrames") or 1))
+            if kind in ("PNG", "JPEG"):
+                with Image.open(io.BytesIO(data)) as img:
+                    return int(img.size[0]) * int(img.size[1])
+    except Exception:  # noqa: BLE001 - any unreadable header: the reader reports it
+        return None
+    return None
+
+
 def sniff_format(data: bytes) -> str | None:
     """Return ``"DICOM"``, ``"PNG"``, ``"JPEG"`` or ``None`` from magic bytes.
 
@@ -314,17 +332,25 @@ def dicom_to_display(arr: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, 
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         center = float(_first(ds.WindowCenter))
         width = max(float(_first(ds.WindowWidth)), 1.0)
-        display = _to_uint8(window(values, center, width))
+        display = to_display(values, lambda block: window(block, center, width))
         windowing = "window"
     elif bits <= 8 and not rescaled and arr.dtype == np.uint8:
         display = arr.copy()
         windowing = "none"
     else:
-        display = _to_uint8(percentile_window(values))
+        lo, hi = percentile_range(values)
+        display = to_display(values, lambda block: (block.astype(np.float64) - lo) / (hi - lo))
         windowing = "percentile"
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         display = 255 - display
     return np.ascontiguousarray(display), windowing
+
+
+#: Rows converted at a time from stored values to display pixels: the float temporaries
+#: of a 7000 x 7000 image stay a few tens of MB instead of several GB.
+BLOCK_ROWS = 256
+#: Above this many pixels the percentile window is estimated on an even subsample.
+PERCENTILE_SAMPLE = 16_000_000
 
 
 def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -334,13 +360,29 @@ def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
         (v > center).astype(np.float64)
 
 
+def percentile_range(values: np.ndarray, low: float = 0.5,
+                     high: float = 99.5) -> tuple[float, float]:
+    """The [low, high] percentiles of ``values`` (of an even subsample of a huge array)."""
+    flat = values.reshape(-1)
+    if flat.size > PERCENTILE_SAMPLE:
+        flat = flat[::-(-flat.size // PERCENTILE_SAMPLE)]
+    lo, hi = (float(x) for x in np.percentile(flat, [low, high]))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
 def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     """Map the [low, high] percentile range of ``values`` to [0, 1] floats."""
-    v = values.astype(np.float64)
-    lo, hi = np.percentile(v, [low, high])
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+    lo, hi = percentile_range(values, low, high)
+    return np.clip((values.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def to_display(values: np.ndarray, unit) -> np.ndarray:
+    """``uint8`` display pixels from stored values, ``unit`` (values -> [0, 1] floats)
+    applied a block of rows at a time so that memory stays bounded for huge images."""
+    out = np.empty(values.shape, np.uint8)
+    for start in range(0, values.shape[0], BLOCK_ROWS):
+        out[start:start + BLOCK_ROWS] = _to_uint8(unit(values[start:start + BLOCK_ROWS]))
+    return out
 
 
 def _to_uint8(unit: np.ndarray) -> np.ndarray:
@@ -440,8 +482,9 @@ def chroma(img: Image.Image) -> float:
 def raster_to_grey(img: Image.Image) -> np.ndarray:
     """Convert a PIL image (grey 8/16-bit, RGB, RGBA, palette) to ``uint8`` grey."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        return _to_uint8(percentile_window(arr))
+        arr = np.asarray(img)
+        lo, hi = percentile_range(arr)
+        return to_display(arr, lambda block: (block.astype(np.float64) - lo) / (hi - lo))
     if img.mode != "L":
         img = img.convert("L")
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
