@@ -8,6 +8,7 @@ Never preload: TensorFlow does not survive fork.
 import os
 import sys
 
+from app.proxy import ProxyError, start_nginx, stop_nginx
 from app.settings import Settings, SettingsError, login_problem
 from app.store.repository import Store, StoreDamaged
 
@@ -57,6 +58,8 @@ def post_fork(server, worker):
 def on_starting(server):
     """In the master, before it listens: refuse an open service beyond loopback."""
     os.umask(0o077)
+    if _settings.proxy:  # gunicorn's socket goes into the instance folder (app/proxy.py)
+        _settings.instance_dir.mkdir(parents=True, exist_ok=True)
     store = Store(_settings.data_dir)
     try:
         n_users = store.user_count() if store.exists else 0
@@ -69,3 +72,20 @@ def on_starting(server):
     if problem:
         print(problem, file=sys.stderr)
         sys.exit(3)
+
+
+def when_ready(server):
+    """In the master, listening and before any worker: the nginx in front (PNEUMO_PROXY),
+    so that nginx never forwards to a socket that is not there yet."""
+    if _settings.proxy:
+        try:
+            start_nginx(_settings)
+        except ProxyError as exc:
+            print(f"pneumo refuses to start: {exc}", file=sys.stderr)
+            sys.exit(3)
+
+
+def on_exit(server):
+    """In the master, at the end: stop the nginx it started."""
+    if _settings.proxy:
+        stop_nginx(_settings)

@@ -31,7 +31,7 @@ from app import create_app
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import send_result
-from app.proxy import nginx_config
+from app.proxy import write_config
 from app.settings import Settings
 from app.store.repository import Store, StoreDamaged
 
@@ -200,12 +200,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_proxy_config(args: argparse.Namespace) -> int:
     """Write the nginx configuration for these settings into RUN_DIR; print its path."""
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(run_dir, 0o700)
-    conf = run_dir / "nginx.conf"
-    conf.write_text(nginx_config(Settings.from_env(), run_dir))
-    print(conf)
+    print(write_config(Settings.from_env(), args.run_dir))
     return 0
 
 
@@ -264,7 +259,8 @@ def add_web_commands(subparsers, settings) -> None:
     p.set_defaults(func=cmd_restore)
 
     p = subparsers.add_parser("proxy-config", help="write the nginx configuration that "
-                                                   "fronts gunicorn (PNEUMO_PROXY=1)")
+                                                   "fronts gunicorn (PNEUMO_PROXY=1; gunicorn "
+                                                   "writes and starts it itself)")
     p.add_argument("run_dir", help="a folder for nginx.conf, its pid and temporary files")
     p.set_defaults(func=cmd_proxy_config)
 

@@ -6,13 +6,19 @@ every thread (four slow connections took the service offline in the Hardening II
 probe). nginx reads each request whole, with short header and body timeouts, before
 it hands it to gunicorn on a unix socket; slow clients then cost nginx a few
 kilobytes each and gunicorn nothing. The configuration is made from the settings
-(port, request size limit, worker timeout), so nothing is written twice:
-``pneumo proxy-config RUN_DIR`` prints it (the container entrypoint uses it).
+(port, request size limit, worker timeout), so nothing is written twice.
+
+gunicorn starts nginx itself (``when_ready`` in ``gunicorn.conf.py``), once it listens
+on its socket and before its workers start, so nginx never forwards to a socket that is
+not there yet, and stops it when it exits. ``pneumo proxy-config RUN_DIR`` writes the
+configuration for a look (or an nginx run by hand).
 """
 from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import subprocess
 from pathlib import Path
 
 from app.settings import Settings
@@ -78,3 +84,49 @@ http {{
     }}
 }}
 """
+
+
+class ProxyError(RuntimeError):
+    """nginx could not be started in front of gunicorn."""
+
+
+def run_dir(settings: Settings) -> Path:
+    """nginx's folder: its configuration, pid file and temporary files."""
+    return settings.instance_dir / "nginx"
+
+
+def write_config(settings: Settings, folder: str | Path | None = None) -> Path:
+    """Write nginx.conf for ``settings`` into ``folder`` (the instance's by default)."""
+    folder = Path(folder) if folder is not None else run_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    conf = folder / "nginx.conf"
+    conf.write_text(nginx_config(settings, folder))
+    return conf
+
+
+def _nginx(conf: Path, *args: str) -> subprocess.CompletedProcess:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise ProxyError("PNEUMO_PROXY is on but nginx is not installed "
+                         "(apt-get install nginx-light)")
+    # not captured: the daemon keeps its output open, and nginx's own [emerg] line is
+    # the reason the operator needs to read in the service's log
+    return subprocess.run([binary, "-e", "stderr", "-c", str(conf), *args], timeout=30)
+
+
+def start_nginx(settings: Settings) -> Path:
+    """Write the configuration and start nginx (it runs in the background); raises
+    :class:`ProxyError` when it cannot start (nginx's own reason is in the log above)."""
+    conf = write_config(settings)
+    if _nginx(conf).returncode != 0:
+        raise ProxyError("nginx could not start in front of gunicorn (PNEUMO_PROXY=1); "
+                         "its reason is on the line above")
+    return conf
+
+
+def stop_nginx(settings: Settings) -> None:
+    """Ask the nginx started by :func:`start_nginx` to finish its requests and stop."""
+    conf = run_dir(settings) / "nginx.conf"
+    if (run_dir(settings) / "nginx.pid").exists():
+        _nginx(conf, "-s", "quit")

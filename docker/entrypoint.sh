@@ -1,7 +1,7 @@
 #!/bin/sh
 # Container entrypoint: check the data volume and the model, purge expired
-# results, start nginx in front when PNEUMO_PROXY is on (the images set it), then run
-# the given command (gunicorn by default).
+# results, then run the given command (gunicorn by default; with PNEUMO_PROXY on, as the
+# images set it, gunicorn starts nginx in front of itself: app/proxy.py).
 # Folders and the retention period come from the service's settings (`pneumo settings`,
 # app/settings.py), the one place their defaults are written; the image sets only
 # PNEUMO_INSTANCE_DIR and PNEUMO_DATA_DIR (Dockerfile).
@@ -19,12 +19,4 @@ if [ ! -f "$model/model.json" ]; then
   exit 1
 fi
 pneumo purge || true
-if [ "$(pneumo settings proxy)" = "True" ]; then
-  # nginx on PNEUMO_PORT, gunicorn on a unix socket behind it (app/proxy.py)
-  conf=$(pneumo proxy-config "$instance_dir/nginx") || exit 1
-  if ! nginx -e stderr -c "$conf"; then
-    echo "error: nginx could not start in front of gunicorn (PNEUMO_PROXY=1)" >&2
-    exit 1
-  fi
-fi
 exec "$@"

@@ -180,7 +180,7 @@ wait_healthy() {  # sets READY_S (first /readyz 200 seen from here) and HEALTHY_
 }
 check_clean_log() {  # the log has no ERROR, CRITICAL, Traceback or Permission denied line
   local bad
-  bad=$(docker logs "$NAME" 2>&1 | grep -E 'ERROR|CRITICAL|Traceback|Permission denied' || true)
+  bad=$(docker logs "$NAME" 2>&1 | grep -E 'ERROR|CRITICAL|Traceback|Permission denied|\[(emerg|alert|crit|error)\]' || true)
   [ -z "$bad" ] || fail "the log of a clean start has error lines: $bad"
 }
 stop_container() {  # docker stop within 10 s (SIGTERM honoured, not SIGKILL), exit code 0

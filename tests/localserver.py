@@ -70,16 +70,8 @@ class LocalServer:
             log_path = self._own_log_dir / "gunicorn.log"
         self._log = out = open(log_path, "w")
         started = time.perf_counter()
-        self.nginx = None
-        if proxy:  # nginx on the port, gunicorn on a unix socket behind it (app/proxy.py)
+        if proxy:  # gunicorn on a unix socket, the nginx it starts on the port (app/proxy.py)
             full_env["PNEUMO_PROXY"] = "1"
-            conf = subprocess.run(
-                [sys.executable, "-m", "app.cli", "proxy-config", str(self.instance_dir / "nginx")],
-                cwd=ROOT, env=full_env, capture_output=True, text=True, check=True).stdout.strip()
-            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-            self.nginx = subprocess.Popen([nginx, "-e", "stderr", "-c", conf, "-g", "daemon off;"],
-                                          stdout=out, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
@@ -100,6 +92,14 @@ class LocalServer:
         self.stop()
         raise RuntimeError(f"gunicorn did not become ready\n{log}")
 
+    def nginx_pid(self) -> int | None:
+        """The pid of the nginx gunicorn started in front (PNEUMO_PROXY), if it runs."""
+        pid_file = self.instance_dir / "nginx" / "nginx.pid"
+        if not pid_file.exists():
+            return None
+        pid = int(pid_file.read_text())
+        return pid if Path(f"/proc/{pid}").exists() else None
+
     def worker_pids(self) -> list[int]:
         """Process ids of gunicorn's workers."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
@@ -108,8 +108,6 @@ class LocalServer:
     def stop(self) -> None:
         """Stop gunicorn (SIGTERM, then SIGKILL after 60 s) and remove its own log folder."""
         stop_process(self.proc, 60)
-        if self.nginx is not None:
-            stop_process(self.nginx, 10)
         self._log.close()
         if self._own_log_dir is not None:  # the caller did not ask to keep the log
             shutil.rmtree(self._own_log_dir, ignore_errors=True)

@@ -219,29 +219,41 @@ def test_gunicorn_settings_give_no_keepalive_warning(env, keepalive, monkeypatch
     assert not would_warn
 
 
-def test_entrypoint_starts_nginx_in_front_when_proxy_is_on(tmp_path):
-    """The images set PNEUMO_PROXY=1: the entrypoint writes nginx's configuration from the
-    settings and starts nginx on PNEUMO_PORT before it hands over to gunicorn."""
-    import signal
+@pytest.mark.slow
+def test_gunicorn_starts_nginx_in_front_and_stops_it(tmp_path, tiny_model_folder):
+    """PNEUMO_PROXY=1 (the images set it): gunicorn listens on a private unix socket and,
+    once it does, starts nginx on PNEUMO_PORT with the configuration made from the settings;
+    it stops nginx when it exits. When nginx cannot start, gunicorn refuses to, saying why."""
     import socket
-    from localserver import free_port
-    port = free_port()
-    env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-               PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_MODEL_DIR=str(BUNDLED),
-               PNEUMO_PROXY="1", PNEUMO_PORT=str(port))
-    out = tmp_path / "out.txt"
-    with open(out, "w") as f:  # nginx, a daemon, keeps the container's output open: a file
-        code = subprocess.run(["sh", str(ENTRYPOINT), "echo", "started"], stdout=f,
-                              stderr=subprocess.STDOUT, env=env, timeout=120, cwd=ROOT).returncode
-    pid_file = tmp_path / "nginx" / "nginx.pid"
+    import urllib.request
+    from localserver import LocalServer, free_port
+    server = LocalServer(tiny_model_folder, tmp_path / "instance", proxy=True)
     try:
-        assert code == 0 and out.read_text().strip().endswith("started"), out.read_text()
-        conf = (tmp_path / "nginx" / "nginx.conf").read_text()
-        assert f"listen 127.0.0.1:{port};" in conf and "client_header_timeout" in conf
-        assert f"unix:{tmp_path}/gunicorn.sock" in conf
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # nginx answers
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            assert s.recv(100).startswith(b"HTTP/1.1 502")  # no gunicorn behind it here
+        nginx = server.nginx_pid()
+        assert nginx is not None
+        with urllib.request.urlopen(server.url + "/readyz", timeout=10) as resp:
+            assert resp.status == 200 and resp.headers["Server"] == "nginx"
+        sock = tmp_path / "instance" / "gunicorn.sock"
+        assert sock.is_socket() and (sock.stat().st_mode & 0o077) == 0
+        conf = (tmp_path / "instance" / "nginx" / "nginx.conf").read_text()
+        assert f"listen 127.0.0.1:{server.port};" in conf and "client_header_timeout" in conf
     finally:
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        server.stop()
+    import time
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{nginx}"):
+            break
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{nginx}")  # stopped with gunicorn
+    # the port taken by something else: nginx cannot start, gunicorn says so and exits 3
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, PNEUMO_PROXY="1", PNEUMO_PORT=str(port),
+                   PNEUMO_INSTANCE_DIR=str(tmp_path / "second"),
+                   PNEUMO_MODEL_DIR=str(tiny_model_folder))
+        res = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                              "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert res.returncode == 3 and "nginx could not start" in res.stderr, res.stderr[-2000:]

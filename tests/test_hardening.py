@@ -396,7 +396,7 @@ def test_real_nginx_in_front_keeps_the_service_up_under_50_slow_clients(
     from localserver import LocalServer, SlowClients, probe_latencies
     server = LocalServer(tiny_model_folder, tmp_path / "instance", proxy=True)
     try:
-        assert server.nginx is not None and server.nginx.poll() is None
+        assert server.nginx_pid() is not None
         result = {}
 
         def upload():
