@@ -10,7 +10,8 @@ import sys
 
 from app.proxy import ProxyError, start_nginx, stop_nginx
 from app.settings import Settings, SettingsError, login_problem
-from app.store.repository import Store, StoreDamaged
+from app.store.database import StoreDamaged
+from app.store.repository import Store
 
 try:
     _settings = Settings.from_env()

@@ -33,7 +33,9 @@ from app.pacs.pull import pull_study
 from app.pacs.sender import send_result
 from app.proxy import write_config
 from app.settings import Settings
-from app.store.repository import Store, StoreDamaged
+from app.store import backup as store_backup
+from app.store.database import StoreDamaged
+from app.store.repository import Store
 
 
 def _app(load_model: bool):
@@ -178,7 +180,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"error: no results database in {args.data_dir}", file=sys.stderr)
         return 2
     try:
-        n = store.backup(args.dest)
+        n = store_backup.backup(store, args.dest)
     except (StoreDamaged, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -189,7 +191,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a backup in place of the results (stop the service first)."""
     try:
-        n = Store.restore(args.source, args.data_dir)
+        n = store_backup.restore(args.source, args.data_dir)
     except StoreDamaged as exc:
         print(f"error: the backup cannot be used: {exc}", file=sys.stderr)
         return 1

@@ -36,7 +36,8 @@ from pneumo.io.seg import invalid_copied_values
 from app.renditions import png_bytes
 from app.store.files import Staged
 from app.store.records import ResultRow, new_id
-from app.store.repository import Store, StoreDamaged
+from app.store.database import StoreDamaged
+from app.store.repository import Store
 
 if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
     from pneumo.inference.predictor import Predictor  # which gunicorn's master must not

@@ -16,7 +16,7 @@ from pneumo.inference import overlay
 from app import renditions
 from app.context import analyser, current_owner, limiter, predictor, store, upload_limit
 from app.service import uploaded_items
-from app.store.repository import StoreDamaged, StoreFull
+from app.store.database import StoreDamaged, StoreFull
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)

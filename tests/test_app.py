@@ -474,7 +474,8 @@ def test_cli_create_user_and_token(tmp_path):
                           "--data-dir", d], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0 and res.stdout.startswith("pn_")
     import sqlite3
-    from app.store.repository import DATABASE_NAME, Store
+    from app.store.database import DATABASE_NAME
+    from app.store.repository import Store
     assert Store(d).user_for_token(res.stdout.strip()) is not None
     with sqlite3.connect(Path(d) / DATABASE_NAME) as db:  # what is on disk
         stored = db.execute("SELECT password_hash FROM users").fetchone()[0]

@@ -13,7 +13,8 @@ from urllib.parse import unquote, urlsplit
 
 from limits.storage import Storage
 
-from app.store.repository import Store, StoreDamaged
+from app.store.database import StoreDamaged
+from app.store.repository import Store
 
 SCHEME = "pneumo-store"
 

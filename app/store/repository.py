@@ -1,111 +1,23 @@
-"""The store: every query the app makes, one method each, over a database and a file
-store. Nothing outside this package opens a connection or writes SQL.
+"""The store: every query the app makes, one method each, over a database
+(:mod:`app.store.database`) and a file store (:mod:`app.store.files`). Nothing outside
+this package opens a connection or writes SQL.
 
-Today's database is SQLite (WAL) in the data folder; the files live in
-:class:`app.store.files.LocalFiles` beside it. The methods take and return
-records (:mod:`app.store.records`) and bytes, never connections or paths, so
-a PostgreSQL database or a shared file store replaces the private helpers
-here (``_connect``, the SQL dialect) and the file class, not the callers.
+The methods take and return records (:mod:`app.store.records`) and bytes, never
+connections or paths, so a PostgreSQL database or a shared file store replaces the
+connection and SQL dialect and the file class, not the callers.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
-import logging
-import os
 import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator
 
 from app.store import accounts
+from app.store.database import DATABASE_NAME, Database
 from app.store.files import LocalFiles, Staged
 from app.store.records import FIELDS, ResultRow, SendState, valid_id
-
-log = logging.getLogger("pneumo.app")
-
-#: The database file in the data folder.
-DATABASE_NAME = "pneumo.sqlite3"
-
-
-class StoreDamaged(Exception):
-    """The results database is damaged: nothing more is read from or written to it until
-    it is restored from a backup (``pneumo restore``). The message is the database's own
-    (no patient data)."""
-
-    code = "database_damaged"
-    http_status = 503
-
-    def __str__(self) -> str:
-        return (f"The results database is damaged ({self.args[0]}). Nothing is read or "
-                "written until an administrator restores it from a backup "
-                "(pneumo restore; README, Backup and restore).")
-
-
-class StoreFull(OSError):
-    """The disk under the store is full (the database could not write)."""
-
-    def __init__(self, reason: str):
-        super().__init__(errno.ENOSPC, f"the disk under the results is full ({reason})")
-
-
-def _is_full(exc: sqlite3.DatabaseError) -> bool:
-    return "disk is full" in str(exc).lower()
-
-
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """True for the errors of a damaged file (not a busy or locked one, not a constraint)."""
-    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
-        return False
-    text = str(exc).lower()
-    return type(exc) is sqlite3.DatabaseError or "malformed" in text \
-        or "not a database" in text or "no such table" in text
-
-SCHEMA = ("CREATE TABLE IF NOT EXISTS results (\n    "
-          + ",\n    ".join(f"{f.name} {f.sql}" for f in FIELDS)
-          + "\n);\nCREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);\n" + """
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    created REAL NOT NULL,
-    files INTEGER NOT NULL,
-    errors TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    username TEXT UNIQUE NOT NULL,
-    password_hash TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash TEXT PRIMARY KEY,     -- SHA-256 of the id kept in the signed cookie
-    subject TEXT NOT NULL,        -- user:<id>, or "password" (the shared access password)
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rate_counters (
-    key TEXT PRIMARY KEY,         -- limit and who: an address or an account
-    count INTEGER NOT NULL,
-    expires REAL NOT NULL         -- end of the counting window
-);
-CREATE TABLE IF NOT EXISTS pacs_sends (
-    result_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,          -- queued | sending | sent | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    updated REAL NOT NULL,
-    sent_at REAL,
-    seg_sop_uid TEXT
-);
-CREATE INDEX IF NOT EXISTS pacs_sends_state ON pacs_sends(state, updated);
-""")
 
 
 def _to_sql(row: ResultRow) -> tuple:
@@ -129,15 +41,14 @@ def _send_state(r: sqlite3.Row) -> SendState:
                      r["sent_at"], r["seg_sop_uid"])
 
 
-class Store:
-    """Results, batches, accounts and PACS sends: rows in the database, files beside."""
+class Store(Database):
+    """Results, batches, accounts, login sessions, rate counters and PACS sends: rows in
+    the database, files beside."""
 
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir)
         self.files = LocalFiles(self.root)
-        self._db_path = self.root / DATABASE_NAME
-        #: Why the database is unusable (its own message), or None while it is sound.
-        self.damaged: str | None = None
+        super().__init__(self.root / DATABASE_NAME)
 
     def init(self) -> None:
         """Create folders and the schema; clear stale half-written results of a crash.
@@ -146,108 +57,7 @@ class Store:
         self.files.init()
         if self.exists and self.check() is not None:
             return
-        with self._connect() as db:
-            db.executescript(SCHEMA)
-            have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
-            for f in FIELDS:  # databases made by an earlier version get the newer columns
-                if f.name not in have:
-                    db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {f.sql}")
-        for f in self.root.glob(DATABASE_NAME + "*"):  # the database and its WAL files
-            os.chmod(f, 0o600)
-
-    @property
-    def exists(self) -> bool:
-        """True when the store was initialised before (its database exists)."""
-        return self._db_path.exists()
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one transaction, closed afterwards. The errors of a damaged
-        file become :class:`StoreDamaged` and stop every later use of the database."""
-        if self.damaged:
-            raise StoreDamaged(self.damaged)
-        db = None
-        try:
-            db = sqlite3.connect(self._db_path, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        except sqlite3.DatabaseError as exc:
-            if _is_full(exc):
-                raise StoreFull(str(exc)) from None
-            if not _is_damage(exc):
-                raise
-            self._mark_damaged(str(exc))
-            raise StoreDamaged(self.damaged) from None
-        finally:
-            if db is not None:
-                db.close()
-
-    def _mark_damaged(self, reason: str) -> None:
-        reason = "; ".join(line.strip(" *") for line in reason.splitlines() if line.strip(" *"))
-        if not self.damaged:
-            log.error("the results database %s is damaged: %s", DATABASE_NAME, reason)
-        self.damaged = reason
-
-    def check(self) -> str | None:
-        """Check the database's integrity (``PRAGMA quick_check``); the problem, or None."""
-        try:
-            with self._connect() as db:
-                rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
-        except StoreDamaged:
-            return self.damaged
-        if rows != ["ok"]:
-            self._mark_damaged("; ".join(rows[:3]))
-        return self.damaged
-
-    # -- backup and restore ------------------------------------------------------
-
-    def backup(self, dest: str | Path) -> int:
-        """Copy the store to the folder ``dest`` while it runs: the database by SQLite's
-        online backup, then every published result's files. Returns the number of results.
-        Raises StoreDamaged when the database is damaged (a backup of it would be too)."""
-        dest = Path(dest)
-        if (dest / DATABASE_NAME).exists():
-            raise FileExistsError(f"{dest} already holds a backup")
-        dest.mkdir(parents=True, exist_ok=True)
-        os.chmod(dest, 0o700)
-        if self.check() is not None:
-            raise StoreDamaged(self.damaged)
-        target = sqlite3.connect(dest / DATABASE_NAME)
-        try:
-            with self._connect() as db:
-                db.backup(target)
-        finally:
-            target.close()
-        os.chmod(dest / DATABASE_NAME, 0o600)
-        ids = Store(dest).all_ids()
-        for result_id in ids:  # files are written once before their row: all are there
-            src = self.files.results_dir / result_id
-            if src.is_dir():
-                shutil.copytree(src, dest / "results" / result_id, dirs_exist_ok=True)
-        return len(ids)
-
-    @staticmethod
-    def restore(backup: str | Path, data_dir: str | Path) -> int:
-        """Replace the store in ``data_dir`` by the backup in ``backup`` (the service must be
-        stopped). The damaged database is kept beside it as ``pneumo.sqlite3.damaged-<time>``.
-        Returns the number of results restored. Raises StoreDamaged for a damaged backup."""
-        source = Store(backup)
-        if not source.exists or source.check() is not None:
-            raise StoreDamaged(source.damaged or f"no database in {backup}")
-        data = Path(data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for name in (DATABASE_NAME, DATABASE_NAME + "-wal", DATABASE_NAME + "-shm"):
-            if (data / name).exists():
-                (data / name).rename(data / f"{name}.damaged-{stamp}")
-        shutil.copy2(source._db_path, data / DATABASE_NAME)
-        os.chmod(data / DATABASE_NAME, 0o600)
-        shutil.copytree(source.files.results_dir, data / "results", dirs_exist_ok=True)
-        restored = Store(data)
-        restored.init()
-        return len(restored.all_ids())
+        self.create_schema()
 
     # -- results: writing ------------------------------------------------------
 
