@@ -60,6 +60,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         RATELIMIT_HEADERS_ENABLED=True,
+        # explicit: Flask-Limiter keeps the first app's RATELIMIT_ENABLED for every later
+        # app in the process unless each says its own (the tests make many apps)
+        RATELIMIT_ENABLED=True,
         PREDICTOR=None,
         **settings.flask_config(),
     )
