@@ -82,21 +82,20 @@ class Store(Database):
 
     # -- results: reading ------------------------------------------------------
 
+    def _one(self, sql: str, args: tuple) -> sqlite3.Row | None:
+        """The first row of a query, or ``None``."""
+        with self._connect() as db:
+            return db.execute(sql, args).fetchone()
+
     def get(self, result_id: str, owner: str) -> ResultRow | None:
         """The result if it exists and belongs to ``owner``; else ``None``."""
-        if not valid_id(result_id):
-            return None
-        with self._connect() as db:
-            r = db.execute("SELECT * FROM results WHERE id = ? AND owner = ?",
-                           (result_id, owner)).fetchone()
+        r = valid_id(result_id) and self._one("SELECT * FROM results WHERE id = ? AND owner = ?",
+                                              (result_id, owner))
         return _from_sql(r) if r else None
 
     def get_any(self, result_id: str) -> ResultRow | None:
         """A result whoever owns it (the operator's commands), else ``None``."""
-        if not valid_id(result_id):
-            return None
-        with self._connect() as db:
-            r = db.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
+        r = valid_id(result_id) and self._one("SELECT * FROM results WHERE id = ?", (result_id,))
         return _from_sql(r) if r else None
 
     def list(self, owner: str, sort: str = "newest", limit: int = 200,
@@ -172,12 +171,9 @@ class Store(Database):
 
     def get_batch(self, batch_id: str, owner: str) -> dict | None:
         """A batch of ``owner`` (``id``, ``created``, ``files``, ``errors``), else ``None``."""
-        if not valid_id(batch_id):
-            return None
-        with self._connect() as db:
-            r = db.execute("SELECT * FROM batches WHERE id = ? AND owner = ?",
-                           (batch_id, owner)).fetchone()
-        if r is None:
+        r = valid_id(batch_id) and self._one("SELECT * FROM batches WHERE id = ? AND owner = ?",
+                                             (batch_id, owner))
+        if not r:
             return None
         return {"id": r["id"], "created": r["created"], "files": r["files"],
                 "errors": json.loads(r["errors"])}
@@ -203,8 +199,7 @@ class Store(Database):
 
     def user_id(self, username: str) -> int | None:
         """The id of a user name, or ``None``."""
-        with self._connect() as db:
-            row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+        row = self._one("SELECT id FROM users WHERE username = ?", (username,))
         return int(row[0]) if row else None
 
     def authenticate(self, username: str, password: str) -> int | None:
@@ -228,9 +223,8 @@ class Store(Database):
 
     def user_for_token(self, token: str) -> int | None:
         """The user id an API token belongs to, or ``None``."""
-        with self._connect() as db:
-            row = db.execute("SELECT user_id FROM tokens WHERE token_hash = ?",
-                             (accounts.hash_token(token),)).fetchone()
+        row = self._one("SELECT user_id FROM tokens WHERE token_hash = ?",
+                        (accounts.hash_token(token),))
         return int(row[0]) if row else None
 
     # -- login sessions ----------------------------------------------------------
@@ -304,9 +298,7 @@ class Store(Database):
 
     def send_state(self, result_id: str) -> SendState | None:
         """The send state of a result's SEG, or ``None`` if it was never queued."""
-        with self._connect() as db:
-            r = db.execute("SELECT * FROM pacs_sends WHERE result_id = ?",
-                           (result_id,)).fetchone()
+        r = self._one("SELECT * FROM pacs_sends WHERE result_id = ?", (result_id,))
         return _send_state(r) if r else None
 
     def queue_send(self, result_id: str, owner: str) -> None:
