@@ -141,7 +141,7 @@ def _start_session(**login) -> object:
 def safe_next(target: str) -> str:
     """Where to go after login: a path on this site, else ``/``. Control characters,
     backslashes and anything a browser could read as another host (``//host``,
-    ``/\thost`` with the tab dropped) are refused."""
+    ``/<TAB>host`` once the browser drops the tab) are refused."""
     if not target.startswith("/") or any(ord(c) < 32 or ord(c) == 127 or c == "\\"
                                          for c in target):
         return "/"
