@@ -9,8 +9,8 @@ import os
 import sys
 
 from app.proxy import ProxyError, start_nginx, stop_nginx
-from app.settings import Settings, SettingsError, login_problem
-from app.store.database import StoreDamaged
+from app.settings import Settings, SettingsError, login_problem, shared_secret_problem
+from app.store.database import StoreProblem
 from app.store.repository import Store
 
 try:
@@ -61,14 +61,21 @@ def on_starting(server):
     os.umask(0o077)
     if _settings.proxy:  # gunicorn's socket goes into the instance folder (app/proxy.py)
         _settings.instance_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(_settings.data_dir)
+    problem = shared_secret_problem(_settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(3)
+    store = Store.from_settings(_settings)
     try:
+        if _settings.shared_database:
+            store.init()  # the schema once, before any worker (the workers find it made)
         n_users = store.user_count() if store.exists else 0
-    except StoreDamaged as exc:  # the workers start and /readyz says why; a login needs it
+    except StoreProblem as exc:  # the workers start and /readyz says why; a login needs it
         n_users = 0
         if not (_settings.loopback or _settings.access_password):
             print(f"pneumo refuses to start: {exc}", file=sys.stderr)
             sys.exit(3)
+    store.close()  # the master keeps no database connection: its workers open their own
     problem = login_problem(_settings, n_users)
     if problem:
         print(problem, file=sys.stderr)

@@ -22,7 +22,7 @@ from app import access, api, dicomweb, pacs, views
 from app.context import csrf_token, limiter
 from app.model import ModelHolder
 from app.service import Analyser
-from app.settings import Settings
+from app.settings import Settings, SettingsError, shared_secret_problem
 from app.store.ratelimits import storage_uri
 from app.store.repository import Store
 
@@ -68,14 +68,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
+    shared = Settings(database_url=app.config.get("DATABASE_URL"),
+                      secret_key=app.config.get("SECRET_KEY"))
+    if shared_secret_problem(shared):
+        raise SettingsError(shared_secret_problem(shared))
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(Path(app.instance_path))
     if app.config.get("PROXY"):  # nginx in front: the client's address is its X-Forwarded-For
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
 
-    store = Store(app.config["DATA_DIR"])
+    store = Store(app.config["DATA_DIR"], app.config.get("DATABASE_URL"),
+                  app.config.get("BLOB_URL"))
     store.init()
-    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(app.config["DATA_DIR"]))
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(store))
     app.extensions["pneumo.store"] = store
     access.check_startup(app, store)
     limiter.init_app(app)

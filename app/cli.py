@@ -8,7 +8,9 @@ need the web app (its settings, store and accounts).
 ``python -m app.cli pacs send --result ID``
     send a result's DICOM SEG to the PACS now;
 ``python -m app.cli pacs retry``
-    send every queued or failed SEG again (e.g. from cron after a PACS outage).
+    send every queued or failed SEG again (e.g. from cron after a PACS outage);
+``pneumo pacs worker``
+    drain the PACS send queue (``PNEUMO_DICOMWEB_SENDER=worker``; several may run).
 
 They read the same ``PNEUMO_*`` settings as the server
 (:class:`app.settings.Settings`). The core (:mod:`pneumo.cli`) never imports
@@ -20,7 +22,9 @@ import argparse
 import getpass
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from pneumo import paths
@@ -30,11 +34,11 @@ from pneumo.errors import PneumoError
 from app import create_app
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
-from app.pacs.sender import send_result
+from app.pacs.sender import run_worker, send_result
 from app.proxy import write_config
-from app.settings import Settings
+from app.settings import Settings, without_password
 from app.store import backup as store_backup
-from app.store.database import StoreDamaged
+from app.store.database import StoreDamaged, StoreProblem
 from app.store.repository import Store
 
 
@@ -112,6 +116,25 @@ def cmd_pacs_retry(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_pacs_worker(args: argparse.Namespace) -> int:
+    """Drain the PACS send queue until stopped (SIGTERM or Ctrl-C); with ``--once``,
+    until nothing is due. Run one or more, on any machine that reaches the database,
+    the blob store and the PACS."""
+    settings = Settings.from_env()
+    if not settings.pacs.configured:
+        print("error: no PACS is configured (PNEUMO_DICOMWEB_URL)", file=sys.stderr)
+        return 2
+    store = _open_store(str(settings.data_dir))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"PACS worker {os.getpid()}: sending SEGs from {without_password(store.url)} to "
+          f"{settings.pacs.url}", flush=True)
+    tried = run_worker(store, settings.pacs, args.poll, stop, once=args.once)
+    print(f"PACS worker {os.getpid()}: stopped after {tried} send(s)", flush=True)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run gunicorn with the project's settings (a convenience wrapper)."""
     env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
@@ -124,8 +147,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _store(data_dir: str) -> Store:
+    """The store of the settings' database and blob URLs, with its files in ``data_dir``."""
+    settings = Settings.from_env()
+    return Store(data_dir, settings.database_url, settings.blob_url)
+
+
 def _open_store(data_dir: str) -> Store:
-    store = Store(data_dir)
+    store = _store(data_dir)
     store.init()
     return store
 
@@ -175,13 +204,13 @@ def cmd_create_token(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the results (database and files) to a new folder while the service runs."""
-    store = Store(args.data_dir)
+    store = _store(args.data_dir)
     if not store.exists:
         print(f"error: no results database in {args.data_dir}", file=sys.stderr)
         return 2
     try:
         n = store_backup.backup(store, args.dest)
-    except (StoreDamaged, FileExistsError) as exc:
+    except (StoreDamaged, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"backed up {n} result(s) from {args.data_dir} to {args.dest}")
@@ -287,6 +316,13 @@ def add_app_commands(subparsers) -> None:
     send.set_defaults(func=cmd_pacs_send)
     retry = sub.add_parser("retry", help="send every queued or failed SEG again")
     retry.set_defaults(func=cmd_pacs_retry)
+    worker = sub.add_parser("worker", help="send queued SEGs to the PACS until stopped "
+                                           "(PNEUMO_DICOMWEB_SENDER=worker; several may run)")
+    worker.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
+                        help="how often to look for due sends when the queue is empty")
+    worker.add_argument("--once", action="store_true",
+                        help="stop when nothing is due (cron, tests)")
+    worker.set_defaults(func=cmd_pacs_worker)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
-    except (PneumoError, ValueError, StoreDamaged) as exc:  # ValueError: a bad setting, named
+    except (PneumoError, ValueError, StoreProblem) as exc:  # ValueError: a bad setting, named
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,7 @@ from pneumo.io.seg import invalid_copied_values
 from app.renditions import png_bytes
 from app.store.files import Staged
 from app.store.records import ResultRow, new_id
-from app.store.database import StoreDamaged
+from app.store.database import StoreProblem
 from app.store.repository import Store
 
 if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
@@ -212,8 +212,8 @@ class UploadOutcome:
 
 def refusal(name: str | None, exc: BaseException) -> Refusal:
     """The refusal of a file whose analysis raised ``exc``."""
-    if isinstance(exc, StoreDamaged):
-        return Refusal(name, StoreDamaged.code, StoreDamaged.http_status, str(exc))
+    if isinstance(exc, StoreProblem):
+        return Refusal(name, exc.code, exc.http_status, str(exc))
     if isinstance(exc, PneumoError):
         return Refusal(name, exc.code, exc.http_status, str(exc), exc)
     if isinstance(exc, OSError):
@@ -337,7 +337,7 @@ class Analyser:
                 log.info("%s refused: %s", source, exc.code)
                 outcome.entries.append((item.name, refusal(item.name, exc)))
                 continue
-            except (OSError, StoreDamaged) as exc:
+            except (OSError, StoreProblem) as exc:
                 log.error("storage failure (%s): %s", source, type(exc).__name__)
                 outcome.entries.append((item.name, refusal(item.name, exc)))
                 continue

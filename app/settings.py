@@ -13,6 +13,7 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from pneumo import paths
 from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
@@ -124,6 +125,10 @@ class PacsSettings:
     autosend: bool = False
     timeout: float = 20.0
     retry_after_s: float = 60.0
+    # who drains the send queue: "web" (a thread in each web worker: one machine) or
+    # "worker" (only `pneumo pacs worker`; the web workers enqueue). None: "web" on the
+    # embedded SQLite database, "worker" on a shared one (Settings.pacs_sender)
+    sender: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -148,7 +153,9 @@ class PacsSettings:
                        token=_text(env, "DICOMWEB_TOKEN", d["token"]),
                        autosend=_bool(env, "DICOMWEB_AUTOSEND", d["autosend"]),
                        timeout=_number(env, "DICOMWEB_TIMEOUT", d["timeout"]),
-                       retry_after_s=_number(env, "DICOMWEB_RETRY_AFTER", d["retry_after_s"]))
+                       retry_after_s=_number(env, "DICOMWEB_RETRY_AFTER", d["retry_after_s"]),
+                       sender=_choice(env, "DICOMWEB_SENDER", "", ("", "web", "worker"))
+                       or d["sender"])
         if settings.token and settings.username:
             raise SettingsError(f"Set either {PREFIX}DICOMWEB_TOKEN or "
                                 f"{PREFIX}DICOMWEB_USERNAME, not both.")
@@ -166,7 +173,7 @@ class PacsSettings:
         return {"DICOMWEB_URL": self.url, "DICOMWEB_USERNAME": self.username,
                 "DICOMWEB_PASSWORD": self.password, "DICOMWEB_TOKEN": self.token,
                 "DICOMWEB_AUTOSEND": self.autosend, "DICOMWEB_TIMEOUT": self.timeout,
-                "DICOMWEB_RETRY_AFTER": self.retry_after_s}
+                "DICOMWEB_RETRY_AFTER": self.retry_after_s, "DICOMWEB_SENDER": self.sender}
 
 
 @dataclass(frozen=True)
@@ -196,9 +203,12 @@ class Settings:
     data_dir: Path = paths.project_root() / "uploads"  # <instance>/data when PNEUMO_INSTANCE_DIR is set
     retention_days: float = 30.0
     min_free_mb: int = 500                 # /readyz says "degraded" below this free space
+    database_url: str | None = None        # None: the SQLite file in the data folder
+    blob_url: str | None = None            # None: the data folder (any fsspec URL)
     # access
     access_password: str | None = None
     secret_key: str | None = None          # None: a random key kept in the instance folder
+    secret_key_file: Path | None = None    # the key read from a file (a container secret)
     session_cookie_secure: bool = False
     session_days: float = 31.0             # a login lasts this long unless logged out
     login_rate_limit: str = "10 per minute"
@@ -222,6 +232,16 @@ class Settings:
         """gunicorn's bind address (IPv6 in brackets)."""
         return f"[{self.host}]:{self.port}" if ":" in self.host.strip("[]") else \
             f"{self.host}:{self.port}"
+
+    @property
+    def shared_database(self) -> bool:
+        """True when the database is a server (PostgreSQL) that several nodes share."""
+        return bool(self.database_url) and not self.database_url.startswith("sqlite")
+
+    @property
+    def pacs_sender(self) -> str:
+        """Who drains the PACS send queue: ``"web"`` or ``"worker"``."""
+        return self.pacs.sender or ("worker" if self.shared_database else "web")
 
     @property
     def upstream_socket(self) -> Path:
@@ -264,8 +284,11 @@ class Settings:
             data_dir=Path(data_dir or d["data_dir"]).resolve(),
             retention_days=_number(env, "RETENTION_DAYS", d["retention_days"], "days"),
             min_free_mb=_int(env, "MIN_FREE_MB", d["min_free_mb"], minimum=0),
+            database_url=_database_url(env),
+            blob_url=_text(env, "BLOB_URL", d["blob_url"]),
             access_password=_text(env, "ACCESS_PASSWORD", d["access_password"]),
-            secret_key=_text(env, "SECRET_KEY", d["secret_key"]),
+            secret_key=_secret(env),
+            secret_key_file=_path(env, "SECRET_KEY_FILE"),
             session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE",
                                         d["session_cookie_secure"]),
             session_days=_number(env, "SESSION_DAYS", d["session_days"], "days"),
@@ -295,7 +318,8 @@ class Settings:
                 "MAX_REQUEST_PIXELS": self.max_request_pixels,
                 "MAX_PIXELS_IN_FLIGHT": self.max_pixels_in_flight,
                 "RETENTION_DAYS": self.retention_days, "MIN_FREE_MB": self.min_free_mb,
-                **self.pacs.flask_config()}
+                "DATABASE_URL": self.database_url, "BLOB_URL": self.blob_url,
+                **self.pacs.flask_config(), "DICOMWEB_SENDER": self.pacs_sender}
 
     def to_dict(self) -> dict:
         """The settings as JSON, without passwords, tokens or the secret key."""
@@ -304,7 +328,68 @@ class Settings:
         def clean(d: dict) -> dict:
             return {k: clean(v) if isinstance(v, dict) else str(v) if isinstance(v, Path) else v
                     for k, v in d.items() if k not in hidden}
-        return clean(asdict(self)) | {"data_dir": str(self.data_dir)}
+        out = clean(asdict(self)) | {"data_dir": str(self.data_dir)}
+        if self.database_url:
+            out["database_url"] = without_password(self.database_url)
+        out["pacs"]["sender"] = self.pacs_sender
+        return out
+
+
+def without_password(url: str) -> str:
+    """A URL with its password starred (logs, ``pneumo settings``, errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def _path(env: Mapping[str, Any], name: str) -> Path | None:
+    raw = _text(env, name)
+    return None if raw is None else Path(raw)
+
+
+def _database_url(env: Mapping[str, Any]) -> str | None:
+    """``PNEUMO_DATABASE_URL``: ``sqlite:///<file>`` or ``postgresql://…`` (unset: the
+    SQLite file in the data folder)."""
+    url = _text(env, "DATABASE_URL")
+    if url is None:
+        return None
+    scheme = urlsplit(url.strip()).scheme.split("+")[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise SettingsError(f"{PREFIX}DATABASE_URL must start with postgresql:// or "
+                            f"sqlite:///, got {without_password(url)!r}")
+    return url.strip()
+
+
+def _secret(env: Mapping[str, Any]) -> str | None:
+    """The session-signing key: ``PNEUMO_SECRET_KEY``, or the first line of the file
+    ``PNEUMO_SECRET_KEY_FILE`` (not both)."""
+    key, key_file = _text(env, "SECRET_KEY"), _text(env, "SECRET_KEY_FILE")
+    if key and key_file:
+        raise SettingsError(f"Set either {PREFIX}SECRET_KEY or {PREFIX}SECRET_KEY_FILE, "
+                            "not both.")
+    if key_file:
+        try:
+            key = Path(key_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{PREFIX}SECRET_KEY_FILE {key_file} cannot be read "
+                                f"({exc.strerror})") from None
+        if not key:
+            raise SettingsError(f"{PREFIX}SECRET_KEY_FILE {key_file} is empty")
+    if key is not None and len(key) < 16:
+        raise SettingsError(f"{PREFIX}SECRET_KEY must be at least 16 characters (use "
+                            "e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+    return key
+
+
+def shared_secret_problem(settings: Settings) -> str | None:
+    """Why the web service must not start, or ``None``: nodes that share a database
+    must sign their sessions with one shared key."""
+    if settings.shared_database and not settings.secret_key:
+        return ("pneumo refuses to start: PNEUMO_DATABASE_URL names a shared database, so "
+                "every node must sign logins with the same key; set PNEUMO_SECRET_KEY or "
+                "PNEUMO_SECRET_KEY_FILE (the same on every node).")
+    return None
 
 
 def login_problem(settings: Settings, n_users: int) -> str | None:

@@ -16,7 +16,7 @@ from pneumo.inference import overlay
 from app import renditions
 from app.context import analyser, current_owner, limiter, predictor, store, upload_limit
 from app.service import uploaded_items
-from app.store.database import StoreDamaged, StoreFull
+from app.store.database import StoreFull, StoreProblem
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -180,9 +180,12 @@ def readyz():
     """200 with the model, device and Keras backend once the model is loaded and warmed
     up, else 503."""
     holder = current_app.extensions["pneumo.model"]
-    damaged = store().damaged
-    if damaged:
-        return jsonify(status="failed", error=f"the results database is damaged: {damaged}"), 503
+    if store().damaged:
+        return jsonify(status="failed",
+                       error=f"the results database is damaged: {store().damaged}"), 503
+    problem = store().health()
+    if problem:  # the database server or the blob store cannot be reached now
+        return jsonify(status="unavailable", error=problem), 503
     if not holder.ready:
         if holder.error:
             return jsonify(status="failed", error=holder.error), 503
@@ -190,8 +193,10 @@ def readyz():
     p = holder.predictor
     facts = dict(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
                  backend=getattr(p, "backend", "unknown"), operating_point=p.operating_point.name)
-    free_mb = store().free_bytes() / 2**20
-    facts["free_disk_mb"] = round(free_mb)
+    free = store().free_bytes()
+    free_mb = float("inf") if free is None else free / 2**20  # None: object storage
+    if free is not None:
+        facts["free_disk_mb"] = round(free_mb)
     if free_mb < current_app.config["MIN_FREE_MB"]:  # reading works; new results may not fit
         facts.update(status="degraded", warning=(
             f"only {free_mb:.0f} MB free under the results (PNEUMO_MIN_FREE_MB="
@@ -256,9 +261,9 @@ def register_error_handlers(app: Flask) -> None:
             return jsonify(error={"code": "storage_unavailable", "message": message}), 503
         return render_template("error.html", code=503, title="Disk full", message=message), 503
 
-    @app.errorhandler(StoreDamaged)
-    def damaged(exc: StoreDamaged):
-        """The database broke: say so (503), never a generic 500."""
+    @app.errorhandler(StoreProblem)
+    def damaged(exc: StoreProblem):
+        """The database broke or cannot be reached: say so (503), never a generic 500."""
         if request.path.startswith("/api/") or request.path.startswith("/dicomweb/"):
             return jsonify(error={"code": exc.code, "message": str(exc)}), exc.http_status
         return render_template("error.html", code=exc.http_status, title="Results unavailable",

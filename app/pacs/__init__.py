@@ -1,8 +1,9 @@
 """The PACS connection over DICOMweb (``PNEUMO_DICOMWEB_*``, see :class:`app.settings.PacsSettings`).
 
 * ``client``: the DICOMweb client (QIDO-RS search, WADO-RS fetch, STOW-RS store);
-* ``sender``: a DICOM result's SEG to the PACS, in the background, with its
-  state in the store and retries until it is stored;
+* ``sender``: a DICOM result's SEG to the PACS through a send queue in the
+  store, drained in the background (web workers) or by ``pneumo pacs worker``,
+  with retries until it is stored;
 * ``pull``: a study's X-rays from the PACS, analysed through the service;
 * ``pages``: *Send to PACS*, the send state, *From PACS*.
 
@@ -25,7 +26,7 @@ log = logging.getLogger("pneumo.app")
 def init_app(app, store: Store, analyser: Analyser) -> Sender:
     """Read the settings, register the pages, hook autosend, resume unfinished sends."""
     settings = PacsSettings.from_config(app.config)
-    sender = Sender(store, settings)
+    sender = Sender(store, settings, app.config.get("DICOMWEB_SENDER") or "web")
     app.extensions["pneumo.pacs"] = settings
     app.extensions["pneumo.pacs_sender"] = sender
     analyser.on_result(sender.autosend)

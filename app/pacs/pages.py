@@ -58,6 +58,10 @@ def send(result_id: str):
     row = _own_dicom_result(result_id)
     if not _settings().configured:
         abort(409, description="No PACS is configured (PNEUMO_DICOMWEB_URL).")
+    if _sender().mode != "web":  # the PACS workers send; this process only enqueues
+        _sender().queue(row)
+        flash("The result is queued; a PACS worker sends it in a moment.")
+        return redirect(url_for("views.result", result_id=row.id), 303)
     state = send_result(store(), _settings(), row)
     if state.state == "sent":
         flash("The DICOM Segmentation was stored on the PACS.")

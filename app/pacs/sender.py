@@ -1,11 +1,19 @@
 """Sending results to the PACS: each DICOM result's SEG is stored there (STOW-RS).
 
-The state of every send (queued, sending, sent, failed with the reason) lives in
-the store, beside the results, so that nothing is dropped: a failure is shown
-on the result page and retried on the next view of that page once
-``PNEUMO_DICOMWEB_RETRY_AFTER`` seconds have passed, by the *Retry now* button,
-for every unfinished send when the app starts, and by ``pneumo pacs retry``.
-The SEG's UIDs derive from the result id, so a resend replaces, never duplicates.
+Every send is a row of the send queue in the store (queued, sending, sent, failed
+with the reason and when it is due again), so nothing is dropped and the back-off
+survives restarts. Who drains the queue is ``PNEUMO_DICOMWEB_SENDER``:
+
+* ``web`` (one machine, the default on the embedded database): a background thread
+  in each web worker sends what its worker queued, and unfinished sends at start;
+* ``worker`` (several nodes, the default on PostgreSQL): the web workers only
+  enqueue; ``pneumo pacs worker`` (:func:`run_worker`, one or more, on any machine)
+  claims due sends with ``FOR UPDATE SKIP LOCKED``, so no SEG is sent twice at once.
+
+A failure is shown on the result page and tried again after a back-off that
+doubles from ``PNEUMO_DICOMWEB_RETRY_AFTER`` (at most an hour), on the next view of
+that page, by the *Retry now* button and by ``pneumo pacs retry``. The SEG's UIDs
+derive from the result id, so a resend replaces, never duplicates.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from app import renditions
 from app.pacs.client import PacsError, describe_failure, store_seg
 from app.settings import PacsSettings
+from app.store.database import StoreProblem
 from app.store.records import ResultRow, SendState
 from app.store.repository import Store
 
@@ -35,6 +44,11 @@ def send_result(store: Store, settings: PacsSettings, row: ResultRow) -> SendSta
         raise PacsError("Only DICOM results have a DICOM Segmentation to send.")
     if not store.claim_send(row.id, row.owner, STALE_SENDING_S):
         return store.send_state(row.id)
+    return _send_claimed(store, settings, row)
+
+
+def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendState:
+    """Send a result whose send this process has claimed; record the outcome."""
     error, seg_uid = None, None
     try:
         seg = renditions.seg_dataset(store, row)
@@ -45,7 +59,7 @@ def send_result(store: Store, settings: PacsSettings, row: ResultRow) -> SendSta
         log.warning("PACS send of result %s failed: %s", row.id, error)
     else:
         log.info("result %s: SEG stored on the PACS", row.id)
-    store.finish_send(row.id, error, seg_uid)
+    store.finish_send(row.id, error, seg_uid, settings.retry_after_s)
     return store.send_state(row.id)
 
 
@@ -56,21 +70,67 @@ def due(state: SendState | None, settings: PacsSettings, now: float) -> bool:
     waited = now - state.updated
     if state.state == "sending":
         return waited >= STALE_SENDING_S
+    if state.next_attempt is not None:
+        return now >= state.next_attempt
     return waited >= settings.retry_after_s
 
 
-class Sender:
-    """Sends in the background, one at a time per process."""
+def drain(store: Store, settings: PacsSettings, limit: int = 20) -> int:
+    """Claim up to ``limit`` due sends and send them; returns how many were tried."""
+    claimed = store.claim_due_sends(limit, STALE_SENDING_S)
+    for result_id, owner in claimed:
+        row = store.get(result_id, owner)
+        if row is None:  # deleted meanwhile
+            continue
+        _send_claimed(store, settings, row)
+    return len(claimed)
 
-    def __init__(self, store: Store, settings: PacsSettings):
+
+def run_worker(store: Store, settings: PacsSettings, poll_s: float = 2.0,
+               stop: threading.Event | None = None, once: bool = False) -> int:
+    """``pneumo pacs worker``: drain the send queue until ``stop`` is set (or, with
+    ``once``, until nothing is due). While the database cannot be reached it waits and
+    tries again. Returns how many sends were tried."""
+    stop = stop or threading.Event()
+    tried, unavailable = 0, False
+    while not stop.is_set():
+        try:
+            n = drain(store, settings)
+        except (StoreProblem, OSError) as exc:
+            if not unavailable:
+                log.warning("PACS worker: the results database cannot be used (%s); "
+                            "waiting", type(exc).__name__)
+            unavailable, n = True, 0
+        else:
+            if unavailable:
+                log.info("PACS worker: the results database answers again")
+            unavailable = False
+        tried += n
+        if once and n == 0 and not unavailable:
+            break
+        if n == 0:
+            stop.wait(poll_s)
+    return tried
+
+
+class Sender:
+    """The web workers' side of the queue: enqueue, and (``mode="web"``) send in the
+    background, one at a time per process."""
+
+    def __init__(self, store: Store, settings: PacsSettings, mode: str = "web"):
         self.store = store
         self.settings = settings
+        #: ``"web"``: this process sends too; ``"worker"``: ``pneumo pacs worker`` does.
+        self.mode = mode
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def queue(self, row: ResultRow) -> None:
-        """Record that ``row`` must be sent, then send it on the background thread."""
+        """Record that ``row`` must be sent now; in ``web`` mode, send it on the
+        background thread."""
         self.store.queue_send(row.id, row.owner)
+        if self.mode != "web":
+            return
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pacs-send")
@@ -92,7 +152,9 @@ class Sender:
         return self.store.unfinished_sends(STALE_SENDING_S)
 
     def resume(self) -> int:
-        """Queue every unfinished send (at start-up); returns how many."""
+        """Queue every unfinished send (at start-up, ``web`` mode); returns how many."""
+        if self.mode != "web":
+            return 0
         pending = self.unfinished()
         for result_id, owner in pending:
             row = self.store.get(result_id, owner)

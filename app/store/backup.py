@@ -1,5 +1,7 @@
-"""Backup and restore of the store: ``pneumo backup`` (while the service runs) and
-``pneumo restore`` (with the service stopped)."""
+"""Backup and restore of the embedded store (the SQLite file and the local folder):
+``pneumo backup`` (while the service runs) and ``pneumo restore`` (with the service
+stopped). A PostgreSQL database is backed up with its own tools (``pg_dump``) and a
+blob store with its storage's; these commands say so instead."""
 from __future__ import annotations
 
 import os
@@ -16,6 +18,7 @@ def backup(store: Store, dest: str | Path) -> int:
     """Copy the store to the folder ``dest`` while it runs: the database by SQLite's
     online backup, then every published result's files. Returns the number of results.
     Raises StoreDamaged when the database is damaged (a backup of it would be too)."""
+    _embedded_only(store)
     dest = Path(dest)
     if (dest / DATABASE_NAME).exists():
         raise FileExistsError(f"{dest} already holds a backup")
@@ -23,12 +26,12 @@ def backup(store: Store, dest: str | Path) -> int:
     os.chmod(dest, 0o700)
     if store.check() is not None:
         raise StoreDamaged(store.damaged)
-    target = sqlite3.connect(dest / DATABASE_NAME)
+    source, target = sqlite3.connect(store._db_path), sqlite3.connect(dest / DATABASE_NAME)
     try:
-        with store._connect() as db:
-            db.backup(target)
+        source.backup(target)
     finally:
         target.close()
+        source.close()
     os.chmod(dest / DATABASE_NAME, 0o600)
     ids = Store(dest).all_ids()
     for result_id in ids:  # files are written once before their row: all are there
@@ -36,6 +39,13 @@ def backup(store: Store, dest: str | Path) -> int:
         if src.is_dir():
             shutil.copytree(src, dest / "results" / result_id, dirs_exist_ok=True)
     return len(ids)
+
+def _embedded_only(store: Store) -> None:
+    if not store.is_sqlite or not hasattr(store.files, "tmp_dir"):
+        raise ValueError("pneumo backup and restore handle the embedded store (SQLite file "
+                         "and local folder); back up PostgreSQL with pg_dump and a blob store "
+                         "with its own tools (README, Scaling out)")
+
 
 def restore(backup: str | Path, data_dir: str | Path) -> int:
     """Replace the store in ``data_dir`` by the backup in ``backup`` (the service must be

@@ -1,8 +1,17 @@
-"""The database under the store: one SQLite file (WAL) in the data folder, its schema,
-and the connection every query goes through. A damaged file (``PRAGMA quick_check``, or
-SQLite's own errors) stops every later use with :class:`StoreDamaged`; a full disk is
-:class:`StoreFull` (an ``OSError``, ENOSPC). Another database (PostgreSQL) replaces this
-module's connection and dialect; the queries live in :mod:`app.store.repository`.
+"""The database under the store, by URL (``PNEUMO_DATABASE_URL``): the SQLite file in the
+data folder (the default, WAL mode: one machine) or a shared PostgreSQL database
+(``postgresql://user:password@host/db``: several app nodes and PACS workers).
+
+Both go through SQLAlchemy Core with plain SQL that both dialects accept; the schema is
+made and upgraded by the versioned migrations in :mod:`app.store.migrations`. Every query
+runs inside one transaction (:meth:`Database._connect`), and the engines' failures become
+the store's own errors:
+
+* :class:`StoreDamaged`: a damaged SQLite file (``PRAGMA quick_check`` or SQLite's own
+  errors); every later use stops until it is restored from a backup;
+* :class:`StoreUnavailable`: the database server cannot be reached (down, restarting);
+  the next query tries again, so the service recovers on its own;
+* :class:`StoreFull`: the disk under the database is full (an ``OSError``, ENOSPC).
 """
 from __future__ import annotations
 
@@ -11,29 +20,53 @@ import errno
 import logging
 import os
 import sqlite3
+import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit
 
-from app.store.records import FIELDS
+from sqlalchemy import create_engine, event, exc as sa_exc, text
+from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.pool import NullPool
+
+from app.settings import without_password
+from app.store import migrations
 
 log = logging.getLogger("pneumo.app")
 
-#: The database file in the data folder.
+#: The default database: this file in the data folder.
 DATABASE_NAME = "pneumo.sqlite3"
 
 
-class StoreDamaged(Exception):
+class StoreProblem(Exception):
+    """The database cannot serve this request (503 for a request)."""
+
+    code = "database_unavailable"
+    http_status = 503
+
+
+class StoreDamaged(StoreProblem):
     """The results database is damaged: nothing more is read from or written to it until
     it is restored from a backup (``pneumo restore``). The message is the database's own
     (no patient data)."""
 
     code = "database_damaged"
-    http_status = 503
 
     def __str__(self) -> str:
         return (f"The results database is damaged ({self.args[0]}). Nothing is read or "
                 "written until an administrator restores it from a backup "
                 "(pneumo restore; README, Backup and restore).")
+
+
+class StoreUnavailable(StoreProblem):
+    """The database server cannot be reached now (stopped, restarting, network); the
+    next request tries again."""
+
+    code = "database_unavailable"
+
+    def __str__(self) -> str:
+        return (f"The results database cannot be reached ({self.args[0]}). Try again in a "
+                "moment; if it persists, tell the administrator.")
 
 
 class StoreFull(OSError):
@@ -43,110 +76,171 @@ class StoreFull(OSError):
         super().__init__(errno.ENOSPC, f"the disk under the results is full ({reason})")
 
 
-def _is_full(exc: sqlite3.DatabaseError) -> bool:
-    return "disk is full" in str(exc).lower()
+def sqlite_url(path: str | Path) -> str:
+    """The URL of a SQLite file."""
+    return f"sqlite:///{Path(path).resolve()}"
 
 
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip(" *") for line in str(exc).splitlines() if line.strip(" *")]
+    return "; ".join(lines[:2]) or type(exc).__name__
+
+
+def _is_full(exc: BaseException) -> bool:
+    return "disk is full" in str(exc).lower() or getattr(exc, "sqlstate", None) == "53100"
+
+
+def _is_sqlite_damage(exc: BaseException) -> bool:
     """True for the errors of a damaged file (not a busy or locked one, not a constraint)."""
     if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
         return False
-    text = str(exc).lower()
-    return type(exc) is sqlite3.DatabaseError or "malformed" in text \
-        or "not a database" in text or "no such table" in text
+    text_ = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or "malformed" in text_ \
+        or "not a database" in text_ or "no such table" in text_
 
-SCHEMA = ("CREATE TABLE IF NOT EXISTS results (\n    "
-          + ",\n    ".join(f"{f.name} {f.sql}" for f in FIELDS)
-          + "\n);\nCREATE INDEX IF NOT EXISTS results_owner ON results(owner, created);\n" + """
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    created REAL NOT NULL,
-    files INTEGER NOT NULL,
-    errors TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    username TEXT UNIQUE NOT NULL,
-    password_hash TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    id_hash TEXT PRIMARY KEY,     -- SHA-256 of the id kept in the signed cookie
-    subject TEXT NOT NULL,        -- user:<id>, or "password" (the shared access password)
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rate_counters (
-    key TEXT PRIMARY KEY,         -- limit and who: an address or an account
-    count INTEGER NOT NULL,
-    expires REAL NOT NULL         -- end of the counting window
-);
-CREATE TABLE IF NOT EXISTS pacs_sends (
-    result_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    state TEXT NOT NULL,          -- queued | sending | sent | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    updated REAL NOT NULL,
-    sent_at REAL,
-    seg_sop_uid TEXT
-);
-CREATE INDEX IF NOT EXISTS pacs_sends_state ON pacs_sends(state, updated);
-""")
+
+class Tx:
+    """One transaction on the database: plain SQL with ``:name`` parameters."""
+
+    def __init__(self, conn: Connection, dialect: str):
+        self._conn = conn
+        #: ``"sqlite"`` or ``"postgresql"``.
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None):
+        """Run one statement; the SQLAlchemy result."""
+        return self._conn.execute(text(sql), dict(params or {}))
+
+    def one(self, sql: str, params: Mapping[str, Any] | None = None) -> RowMapping | None:
+        """The first row as a mapping, or ``None``."""
+        return self.execute(sql, params).mappings().first()
+
+    def all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[RowMapping]:
+        """Every row as a mapping."""
+        return list(self.execute(sql, params).mappings())
+
+    def scalar(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row, or ``None``."""
+        return self.execute(sql, params).scalar()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    """A SQLite engine: a connection per transaction (as light as the file), WAL mode,
+    and transactions that SQLAlchemy begins itself, so DDL is transactional too."""
+    engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # no implicit BEGIN/COMMIT from sqlite3
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(
+            "immediate") else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: str) -> Engine:
+    """A PostgreSQL engine (psycopg 3): a small pool per process whose connections are
+    tested before use, so a restarted server is picked up without restarting us."""
+    scheme, rest = url.split("://", 1)
+    if "+" not in scheme:
+        scheme = "postgresql+psycopg"
+    return create_engine(f"{scheme}://{rest}", pool_pre_ping=True, pool_size=4,
+                         max_overflow=8, pool_timeout=15, pool_recycle=1800,
+                         connect_args={"connect_timeout": 5})
 
 
 class Database:
-    """The SQLite file ``path``: its schema, its integrity and its connections."""
+    """The database at ``url`` (``sqlite:///…`` or ``postgresql://…``): its schema, its
+    health and its transactions."""
 
-    def __init__(self, path: str | Path):
-        self._db_path = Path(path)
+    def __init__(self, url: str):
+        self.url = url
+        scheme = urlsplit(url).scheme.split("+")[0]
+        if scheme in ("postgres", "postgresql"):
+            self.dialect = "postgresql"
+        elif scheme == "sqlite":
+            self.dialect = "sqlite"
+        else:
+            raise ValueError(f"PNEUMO_DATABASE_URL must be sqlite:///… or postgresql://…, "
+                             f"got {without_password(url)!r}")
+        self._db_path = Path(url.split(":///", 1)[1]) if self.dialect == "sqlite" else None
+        self._engine: Engine | None = None
+        self._engine_pid = 0
         #: Why the database is unusable (its own message), or None while it is sound.
         self.damaged: str | None = None
 
-    def create_schema(self) -> None:
-        """Create the tables; databases made by an earlier version get the newer columns."""
-        with self._connect() as db:
-            db.executescript(SCHEMA)
-            have = {r[1] for r in db.execute("PRAGMA table_info(results)")}
-            for f in FIELDS:
-                if f.name not in have:
-                    db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {f.sql}")
-        for f in self._db_path.parent.glob(self._db_path.name + "*"):  # and its WAL files
-            os.chmod(f, 0o600)
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite file (one machine)."""
+        return self.dialect == "sqlite"
+
+    @property
+    def engine(self) -> Engine:
+        """This process's engine (made anew after a fork: connections never cross one)."""
+        if self._engine is None or self._engine_pid != os.getpid():
+            if self._engine is not None:
+                self._engine.dispose(close=False)
+            make = _sqlite_engine if self.is_sqlite else _postgres_engine
+            self._engine, self._engine_pid = make(self.url), os.getpid()
+            # pooled connections close with the store (tests and commands make many)
+            weakref.finalize(self, self._engine.dispose)
+        return self._engine
+
+    def close(self) -> None:
+        """Close this process's pooled connections (a later query opens new ones)."""
+        if self._engine is not None and self._engine_pid == os.getpid():
+            self._engine.dispose()
+
+    def create_schema(self, target: int = migrations.HEAD) -> int:
+        """Create or upgrade the schema (to the newest version unless ``target`` says
+        otherwise), holding the write lock; returns the version reached."""
+        with self._connect(immediate=True) as db:
+            version = migrations.migrate(db, target)
+        if self.is_sqlite:
+            for f in self._db_path.parent.glob(self._db_path.name + "*"):  # and its WAL files
+                os.chmod(f, 0o600)
+        return version
 
     @property
     def exists(self) -> bool:
-        """True when the store was initialised before (its database exists)."""
-        return self._db_path.exists()
+        """True when the store was initialised before (a server database always is)."""
+        return self._db_path.exists() if self.is_sqlite else True
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one transaction, closed afterwards. The errors of a damaged
-        file become :class:`StoreDamaged` and stop every later use of the database."""
+    def _connect(self, immediate: bool = False) -> Iterator[Tx]:
+        """One transaction, committed when the block ends without an error. With
+        ``immediate``, SQLite takes its write lock at the start (migrations)."""
         if self.damaged:
             raise StoreDamaged(self.damaged)
-        db = None
         try:
-            db = sqlite3.connect(self._db_path, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                yield db
-        except sqlite3.DatabaseError as exc:
-            if _is_full(exc):
-                raise StoreFull(str(exc)) from None
-            if not _is_damage(exc):
-                raise
-            self._mark_damaged(str(exc))
-            raise StoreDamaged(self.damaged) from None
-        finally:
-            if db is not None:
-                db.close()
+            with self.engine.connect() as conn:
+                if immediate:
+                    conn = conn.execution_options(immediate=True)
+                with conn.begin():
+                    yield Tx(conn, self.dialect)
+        except sa_exc.DBAPIError as exc:
+            raise self._translate(exc) from None
+        except sa_exc.TimeoutError as exc:  # every pooled connection busy for pool_timeout
+            raise StoreUnavailable("no free database connection") from exc
+
+    def _translate(self, exc: sa_exc.DBAPIError) -> BaseException:
+        orig = exc.orig if exc.orig is not None else exc
+        if _is_full(orig):
+            return StoreFull(_first_line(orig))
+        if self.is_sqlite:
+            if _is_sqlite_damage(orig):
+                self._mark_damaged(str(orig))
+                return StoreDamaged(self.damaged)
+            return exc
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) \
+                or exc.connection_invalidated:
+            log.warning("the results database cannot be reached: %s", _first_line(orig))
+            return StoreUnavailable(_first_line(orig))
+        return exc
 
     def _mark_damaged(self, reason: str) -> None:
         reason = "; ".join(line.strip(" *") for line in reason.splitlines() if line.strip(" *"))
@@ -155,7 +249,10 @@ class Database:
         self.damaged = reason
 
     def check(self) -> str | None:
-        """Check the database's integrity (``PRAGMA quick_check``); the problem, or None."""
+        """Check a SQLite file's integrity (``PRAGMA quick_check``); the problem, or None.
+        A PostgreSQL server checks its own pages; unreachable is not damaged."""
+        if not self.is_sqlite:
+            return None
         try:
             with self._connect() as db:
                 rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
@@ -164,3 +261,12 @@ class Database:
         if rows != ["ok"]:
             self._mark_damaged("; ".join(rows[:3]))
         return self.damaged
+
+    def ping(self) -> str | None:
+        """``None`` when a query answers now, else why not (``/readyz``)."""
+        try:
+            with self._connect() as db:
+                db.scalar("SELECT 1")
+        except (StoreProblem, OSError, sa_exc.SQLAlchemyError) as exc:
+            return str(exc)
+        return None

@@ -20,6 +20,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import fsspec
 
 #: Staged or orphaned folders younger than this may belong to a request in progress.
 IN_PROGRESS_S = 3600.0
@@ -30,11 +34,12 @@ class Staged:
     """The files of a result being written, not yet visible."""
 
     result_id: str
-    folder: Path
+    folder: str
+    write: Callable[[str, bytes], None]
 
     def put(self, name: str, data: bytes) -> None:
         """Write one file of the staged result."""
-        (self.folder / _checked(name)).write_bytes(data)
+        self.write(_checked(name), data)
 
 
 def _checked(name: str) -> str:
@@ -82,7 +87,7 @@ class LocalFiles:
         """A fresh private folder where a result's files are written before commit."""
         folder = self.tmp_dir / result_id
         folder.mkdir(parents=True)
-        return Staged(result_id, folder)
+        return Staged(result_id, str(folder), lambda name, data: (folder / name).write_bytes(data))
 
     def publish(self, staged: Staged) -> None:
         """Move a complete staged result into place (atomic on one file system)."""
@@ -91,6 +96,18 @@ class LocalFiles:
     def discard(self, staged: Staged) -> None:
         """Remove a staged result of a failed upload."""
         shutil.rmtree(staged.folder, ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        """Free space on the disk under the files."""
+        return shutil.disk_usage(self.root).free
+
+    def check(self) -> str | None:
+        """``None`` when the folder can be listed now, else why not (``/readyz``)."""
+        try:
+            os.listdir(self.results_dir)
+        except OSError as exc:
+            return f"the results folder cannot be read ({exc.strerror})"
+        return None
 
     def add(self, result_id: str, name: str, data: bytes) -> bool:
         """Add a file to a published result (a rendered download), atomically: two
@@ -141,3 +158,112 @@ class LocalFiles:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
+
+
+class BlobFiles:
+    """Result files in an fsspec file system (object storage): ``<url>/results/<id>/<name>``.
+
+    There is no rename on object storage, so a result's files are written in place and
+    become visible with their database row (written after them); files of a result that
+    never got its row are swept by :meth:`remove_orphans`.
+    """
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.root = root.rstrip("/")
+        self.results_dir = f"{self.root}/results"
+
+    def _path(self, result_id: str, name: str | None = None) -> str:
+        folder = f"{self.results_dir}/{result_id}"
+        return folder if name is None else f"{folder}/{_checked(name)}"
+
+    def init(self) -> None:
+        """Make the results prefix (a no-op on stores without folders)."""
+        self.fs.makedirs(self.results_dir, exist_ok=True)
+
+    def sweep_partial_files(self) -> int:
+        """Object stores write whole objects: nothing half-written to sweep."""
+        return 0
+
+    def stage(self, result_id: str) -> Staged:
+        """Files of a new result, written in place (invisible until its row exists)."""
+        return Staged(result_id, self._path(result_id),
+                      lambda name, data: self.fs.pipe_file(self._path(result_id, name), data))
+
+    def publish(self, staged: Staged) -> None:
+        """Nothing to move: the row, inserted next, makes the result visible."""
+
+    def discard(self, staged: Staged) -> None:
+        """Remove the files of a failed upload."""
+        self.delete(staged.result_id)
+
+    def add(self, result_id: str, name: str, data: bytes) -> bool:
+        """Add a rendered file to a result (an object is written whole); ``False`` when
+        the result is gone."""
+        if not self.fs.exists(self._path(result_id)):
+            return False
+        self.fs.pipe_file(self._path(result_id, name), data)
+        return True
+
+    def read(self, result_id: str, name: str) -> bytes | None:
+        """One file of a result, or ``None`` when it does not exist."""
+        try:
+            return self.fs.cat_file(self._path(result_id, name))
+        except FileNotFoundError:
+            return None
+
+    def exists(self, result_id: str, name: str) -> bool:
+        """True when the result has the file."""
+        return self.fs.exists(self._path(result_id, name))
+
+    def delete(self, result_id: str) -> None:
+        """Remove every file of a result."""
+        try:
+            self.fs.rm(self._path(result_id), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def remove_orphans(self, known: set[str]) -> int:
+        """Remove results' files without a database row, except recent ones that may be
+        mid-upload; returns how many results."""
+        removed = 0
+        for entry in self.fs.ls(self.results_dir, detail=True):
+            result_id = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if result_id in known or self._recent(result_id):
+                continue
+            self.delete(result_id)
+            removed += 1
+        return removed
+
+    def _recent(self, result_id: str) -> bool:
+        newest = 0.0
+        for info in self.fs.ls(self._path(result_id), detail=True):
+            stamp = info.get("LastModified") or info.get("mtime") or info.get("created")
+            if hasattr(stamp, "timestamp"):
+                stamp = stamp.timestamp()
+            newest = max(newest, float(stamp or 0))
+        return newest > time.time() - IN_PROGRESS_S
+
+    def free_bytes(self) -> None:
+        """Object storage has no disk to measure."""
+        return None
+
+    def check(self) -> str | None:
+        """``None`` when the store answers a listing now, else why not (``/readyz``)."""
+        try:
+            self.fs.ls(self.results_dir)
+        except Exception as exc:  # noqa: BLE001 - any backend's failure is reported
+            return f"the blob store cannot be read ({type(exc).__name__})"
+        return None
+
+
+def open_files(url: str) -> LocalFiles | BlobFiles:
+    """The file store of ``PNEUMO_BLOB_URL``: a plain path or ``file://`` URL is a
+    folder (:class:`LocalFiles`), any other fsspec URL object storage."""
+    parts = urlsplit(url)
+    if len(parts.scheme) <= 1:  # a path (or a Windows drive letter)
+        return LocalFiles(url)
+    if parts.scheme == "file":
+        return LocalFiles(parts.path)
+    return BlobFiles(url)

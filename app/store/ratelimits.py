@@ -2,26 +2,27 @@
 storage interface): every worker and every machine on the same database counts together,
 so a limit means what it says however many workers serve.
 
-``RATELIMIT_STORAGE_URI = "pneumo-store://<data folder>"`` (the app factory sets it)
-selects this storage; the counters are fixed windows kept in the store's
-``rate_counters`` table (:meth:`app.store.repository.Store.count_hit`).
+``RATELIMIT_STORAGE_URI = "pneumo-store://<data folder>?database=<database URL>"`` (the
+app factory sets it from the store) selects this storage; the counters are fixed windows
+kept in the store's ``rate_counters`` table (:meth:`app.store.repository.Store.count_hit`),
+in the SQLite file or the shared PostgreSQL database.
 """
 from __future__ import annotations
 
 import time
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from limits.storage import Storage
 
-from app.store.database import StoreDamaged
+from app.store.database import StoreProblem
 from app.store.repository import Store
 
 SCHEME = "pneumo-store"
 
 
-def storage_uri(data_dir) -> str:
-    """The storage URI of the store in ``data_dir``."""
-    return f"{SCHEME}://{data_dir}"
+def storage_uri(store: Store) -> str:
+    """The storage URI of ``store``'s counters."""
+    return f"{SCHEME}://{quote(str(store.root))}?database={quote(store.url, safe='')}"
 
 
 class StoreCounters(Storage):
@@ -31,12 +32,13 @@ class StoreCounters(Storage):
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
         parts = urlsplit(uri or "")
-        self.store = Store(unquote(parts.netloc + parts.path))
+        database = parse_qs(parts.query).get("database", [None])[0]
+        self.store = Store(unquote(parts.netloc + parts.path), database)
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
-        return (StoreDamaged, OSError)
+        return (StoreProblem, OSError)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         return self.store.count_hit(key, float(expiry), amount)
@@ -50,7 +52,7 @@ class StoreCounters(Storage):
     def check(self) -> bool:
         try:
             self.store.counter("health")
-        except (StoreDamaged, OSError):
+        except (StoreProblem, OSError):
             return False
         return True
 

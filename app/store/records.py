@@ -1,5 +1,5 @@
 """What the store keeps, as plain records: a result (its fields defined once, in
-:data:`FIELDS`), an upload batch, a PACS send. No database and no files here."""
+:data:`FIELDS`), an upload batch, a PACS send, a model's re-read. No database and no files here."""
 from __future__ import annotations
 
 import secrets
@@ -153,9 +153,27 @@ class SendState:
     updated: float
     sent_at: float | None
     seg_sop_uid: str | None
+    next_attempt: float | None = None  # when a failed send is tried again (back-off)
 
     def to_dict(self) -> dict:
         """Plain JSON for the result page's send status."""
         return {"state": self.state, "attempts": self.attempts, "error": self.last_error,
                 "updated": self.updated, "sent_at": self.sent_at,
-                "seg_sop_instance_uid": self.seg_sop_uid}
+                "seg_sop_instance_uid": self.seg_sop_uid, "next_attempt": self.next_attempt}
+
+
+@dataclass(frozen=True)
+class ReadRow:
+    """One model's read of a stored study (``pneumo reread``), kept beside the first
+    read (the result itself). ``error`` is set, and the numbers are ``None``, when the
+    model could not read it."""
+
+    result_id: str
+    model: str
+    created: float
+    probability: float | None
+    positive: bool | None
+    threshold: float | None
+    area_px: int | None
+    rle: str | None
+    error: str | None = None

@@ -3,32 +3,37 @@
 this package opens a connection or writes SQL.
 
 The methods take and return records (:mod:`app.store.records`) and bytes, never
-connections or paths, so a PostgreSQL database or a shared file store replaces the
-connection and SQL dialect and the file class, not the callers.
+connections or paths. The SQL is written once for SQLite and PostgreSQL alike (``ON
+CONFLICT``, ``RETURNING``); where they differ (PostgreSQL's ``FOR UPDATE SKIP LOCKED``
+for the PACS queue) the method says so.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
 import time
 from pathlib import Path
+from typing import Mapping
+
+from sqlalchemy import exc as sa_exc
 
 from app.store import accounts
-from app.store.database import DATABASE_NAME, Database
-from app.store.files import LocalFiles, Staged
-from app.store.records import FIELDS, ResultRow, SendState, valid_id
+from app.store.database import DATABASE_NAME, Database, sqlite_url
+from app.store.files import Staged, open_files
+from app.store.records import FIELDS, ReadRow, ResultRow, SendState, valid_id
+
+#: Longest wait between two tries of a failing PACS send.
+MAX_BACKOFF_S = 3600.0
 
 
-def _to_sql(row: ResultRow) -> tuple:
-    values = []
+def _to_sql(row: ResultRow) -> dict:
+    values = {}
     for f in FIELDS:
         v = getattr(row, f.name)
-        values.append(json.dumps(v) if f.kind == "json" else int(v) if f.kind == "bool" else v)
-    return tuple(values)
+        values[f.name] = json.dumps(v) if f.kind == "json" else int(v) if f.kind == "bool" else v
+    return values
 
 
-def _from_sql(r: sqlite3.Row) -> ResultRow:
+def _from_sql(r: Mapping) -> ResultRow:
     values = {}
     for f in FIELDS:
         v = r[f.name]
@@ -36,24 +41,33 @@ def _from_sql(r: sqlite3.Row) -> ResultRow:
     return ResultRow(**values)
 
 
-def _send_state(r: sqlite3.Row) -> SendState:
+def _send_state(r: Mapping) -> SendState:
     return SendState(r["result_id"], r["state"], r["attempts"], r["last_error"], r["updated"],
-                     r["sent_at"], r["seg_sop_uid"])
+                     r["sent_at"], r["seg_sop_uid"], r["next_attempt"])
 
 
 class Store(Database):
     """Results, batches, accounts, login sessions, rate counters and PACS sends: rows in
     the database, files beside."""
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, database_url: str | None = None,
+                 blob_url: str | None = None):
         self.root = Path(data_dir)
-        self.files = LocalFiles(self.root)
-        super().__init__(self.root / DATABASE_NAME)
+        self.files = open_files(blob_url or str(self.root))
+        super().__init__(database_url or sqlite_url(self.root / DATABASE_NAME))
+
+    @classmethod
+    def from_settings(cls, settings) -> "Store":
+        """The store the settings name (data folder, database URL, blob URL)."""
+        return cls(settings.data_dir, settings.database_url, settings.blob_url)
 
     def init(self) -> None:
         """Create folders and the schema; clear stale half-written results of a crash.
         An existing database is checked first (``PRAGMA quick_check``): a damaged one is
         reported (:attr:`damaged`, ``/readyz``, the log) and left as it is."""
+        if self.is_sqlite:  # the database file's folder (the data folder)
+            self._db_path.parent.mkdir(parents=True, exist_ok=True)
+            self._db_path.parent.chmod(0o700)
         self.files.init()
         if self.exists and self.check() is not None:
             return
@@ -71,7 +85,7 @@ class Store(Database):
         try:
             with self._connect() as db:
                 db.execute(f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
-                           f"VALUES ({', '.join('?' for _ in FIELDS)})", _to_sql(row))
+                           f"VALUES ({', '.join(':' + f.name for f in FIELDS)})", _to_sql(row))
         except Exception:
             self.files.delete(row.id)
             raise
@@ -82,20 +96,22 @@ class Store(Database):
 
     # -- results: reading ------------------------------------------------------
 
-    def _one(self, sql: str, args: tuple) -> sqlite3.Row | None:
+    def _one(self, sql: str, args: Mapping) -> Mapping | None:
         """The first row of a query, or ``None``."""
         with self._connect() as db:
-            return db.execute(sql, args).fetchone()
+            return db.one(sql, args)
 
     def get(self, result_id: str, owner: str) -> ResultRow | None:
         """The result if it exists and belongs to ``owner``; else ``None``."""
-        r = valid_id(result_id) and self._one("SELECT * FROM results WHERE id = ? AND owner = ?",
-                                              (result_id, owner))
+        r = valid_id(result_id) and self._one(
+            "SELECT * FROM results WHERE id = :id AND owner = :owner",
+            {"id": result_id, "owner": owner})
         return _from_sql(r) if r else None
 
     def get_any(self, result_id: str) -> ResultRow | None:
         """A result whoever owns it (the operator's commands), else ``None``."""
-        r = valid_id(result_id) and self._one("SELECT * FROM results WHERE id = ?", (result_id,))
+        r = valid_id(result_id) and self._one("SELECT * FROM results WHERE id = :id",
+                                              {"id": result_id})
         return _from_sql(r) if r else None
 
     def list(self, owner: str, sort: str = "newest", limit: int = 200,
@@ -104,18 +120,26 @@ class Store(Database):
         (triage), or in upload order (``sort="upload"``)."""
         order = {"probability": "probability DESC, created DESC",
                  "upload": "created ASC"}.get(sort, "created DESC")
-        where, args = "owner = ?", [owner]
+        where, args = "owner = :owner", {"owner": owner, "limit": limit}
         if batch is not None:
-            where, args = where + " AND batch = ?", args + [batch]
+            where, args["batch"] = where + " AND batch = :batch", batch
         with self._connect() as db:
-            rows = db.execute(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT ?",
-                              (*args, limit)).fetchall()
+            rows = db.all(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT :limit",
+                          args)
         return [_from_sql(r) for r in rows]
 
     def all_ids(self) -> list[str]:
         """Every stored result id."""
         with self._connect() as db:
-            return [r["id"] for r in db.execute("SELECT id FROM results")]
+            return [r["id"] for r in db.all("SELECT id FROM results")]
+
+    def between(self, since: float, until: float) -> list[ResultRow]:
+        """Every result uploaded in ``[since, until)``, whoever owns it, oldest first
+        (the operator's re-reads)."""
+        with self._connect() as db:
+            rows = db.all("SELECT * FROM results WHERE created >= :since AND created < :until "
+                          "ORDER BY created", {"since": since, "until": until})
+        return [_from_sql(r) for r in rows]
 
     def read_file(self, result_id: str, name: str) -> bytes | None:
         """One file of a result, or ``None``."""
@@ -138,27 +162,67 @@ class Store(Database):
             return False
         self.files.delete(result_id)
         with self._connect() as db:
-            db.execute("DELETE FROM results WHERE id = ? AND owner = ?", (result_id, owner))
-            db.execute("DELETE FROM pacs_sends WHERE result_id = ?", (result_id,))
+            self._forget(db, [result_id])
         return True
 
-    def free_bytes(self) -> int:
-        """Free space on the disk under the store."""
-        return shutil.disk_usage(self.root).free
+    @staticmethod
+    def _forget(db, ids: list[str]) -> None:
+        for result_id in ids:
+            for table, column in (("reads", "result_id"), ("pacs_sends", "result_id"),
+                                  ("results", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {column} = :id", {"id": result_id})
+
+    def health(self) -> str | None:
+        """``None`` when the database answers and the files can be listed now, else
+        what is wrong (``/readyz``)."""
+        return self.damaged or self.ping() or self.files.check()
+
+    def free_bytes(self) -> int | None:
+        """Free space on the disk under the store's files (``None``: not a local disk)."""
+        return self.files.free_bytes()
 
     def purge(self, older_than_days: float, now: float | None = None) -> int:
-        """Delete results (rows and files together) older than the retention period."""
+        """Delete results (rows and files together) older than the retention period, and
+        files without a row (a node that died between writing files and their row)."""
         cutoff = (now or time.time()) - older_than_days * 86400
         with self._connect() as db:
-            ids = [r["id"] for r in db.execute("SELECT id FROM results WHERE created < ?",
-                                               (cutoff,))]
+            ids = [r["id"] for r in db.all("SELECT id FROM results WHERE created < :cutoff",
+                                           {"cutoff": cutoff})]
             for result_id in ids:
                 self.files.delete(result_id)
-                db.execute("DELETE FROM results WHERE id = ?", (result_id,))
-            db.execute("DELETE FROM batches WHERE created < ?", (cutoff,))
+            self._forget(db, ids)
+            db.execute("DELETE FROM batches WHERE created < :cutoff", {"cutoff": cutoff})
             db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
         self.files.remove_orphans(set(self.all_ids()))
         return len(ids)
+
+    # -- re-reads by other models ----------------------------------------------------
+
+    def add_read(self, read: ReadRow) -> None:
+        """Keep one model's read of a stored study (a later read by the same model
+        replaces it)."""
+        values = {"result_id": read.result_id, "model": read.model, "created": read.created,
+                  "probability": read.probability,
+                  "positive": None if read.positive is None else int(read.positive),
+                  "threshold": read.threshold, "area_px": read.area_px, "rle": read.rle,
+                  "error": read.error}
+        with self._connect() as db:
+            db.execute("INSERT INTO reads (result_id, model, created, probability, positive, "
+                       "threshold, area_px, rle, error) VALUES (:result_id, :model, :created, "
+                       ":probability, :positive, :threshold, :area_px, :rle, :error) "
+                       "ON CONFLICT (result_id, model) DO UPDATE SET created = "
+                       "excluded.created, probability = excluded.probability, positive = "
+                       "excluded.positive, threshold = excluded.threshold, area_px = "
+                       "excluded.area_px, rle = excluded.rle, error = excluded.error", values)
+
+    def reads(self, result_id: str) -> list[ReadRow]:
+        """Every re-read of a result, oldest first."""
+        with self._connect() as db:
+            rows = db.all("SELECT * FROM reads WHERE result_id = :id ORDER BY created",
+                          {"id": result_id})
+        return [ReadRow(r["result_id"], r["model"], r["created"], r["probability"],
+                        None if r["positive"] is None else bool(r["positive"]), r["threshold"],
+                        r["area_px"], r["rle"], r["error"]) for r in rows]
 
     # -- batches ---------------------------------------------------------------
 
@@ -166,13 +230,15 @@ class Store(Database):
         """Record an upload batch: how many files were sent and the refused ones' messages."""
         with self._connect() as db:
             db.execute("INSERT INTO batches (id, owner, created, files, errors) "
-                       "VALUES (?, ?, ?, ?, ?)",
-                       (batch_id, owner, time.time(), files, json.dumps(errors)))
+                       "VALUES (:id, :owner, :created, :files, :errors)",
+                       {"id": batch_id, "owner": owner, "created": time.time(), "files": files,
+                        "errors": json.dumps(errors)})
 
     def get_batch(self, batch_id: str, owner: str) -> dict | None:
         """A batch of ``owner`` (``id``, ``created``, ``files``, ``errors``), else ``None``."""
-        r = valid_id(batch_id) and self._one("SELECT * FROM batches WHERE id = ? AND owner = ?",
-                                             (batch_id, owner))
+        r = valid_id(batch_id) and self._one(
+            "SELECT * FROM batches WHERE id = :id AND owner = :owner",
+            {"id": batch_id, "owner": owner})
         if not r:
             return None
         return {"id": r["id"], "created": r["created"], "files": r["files"],
@@ -183,32 +249,31 @@ class Store(Database):
     def user_count(self) -> int:
         """How many logins exist."""
         with self._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+            return int(db.scalar("SELECT COUNT(*) FROM users"))
 
     def create_user(self, username: str, password: str) -> int:
         """Add a user; raises ValueError for a bad name, short password or duplicate."""
         accounts.check_new_account(username, password)
         try:
             with self._connect() as db:
-                cur = db.execute("INSERT INTO users (username, password_hash, created) "
-                                 "VALUES (?,?,?)",
-                                 (username, accounts.hash_password(password), time.time()))
-        except sqlite3.IntegrityError as exc:
+                return int(db.scalar(
+                    "INSERT INTO users (username, password_hash, created) "
+                    "VALUES (:u, :h, :t) RETURNING id",
+                    {"u": username, "h": accounts.hash_password(password), "t": time.time()}))
+        except sa_exc.IntegrityError as exc:
             raise ValueError(f"user {username!r} already exists") from exc
-        return int(cur.lastrowid)
 
     def user_id(self, username: str) -> int | None:
         """The id of a user name, or ``None``."""
-        row = self._one("SELECT id FROM users WHERE username = ?", (username,))
-        return int(row[0]) if row else None
+        row = self._one("SELECT id FROM users WHERE username = :u", {"u": username})
+        return int(row["id"]) if row else None
 
     def authenticate(self, username: str, password: str) -> int | None:
         """The user id for a name and password, or ``None``."""
-        with self._connect() as db:
-            row = db.execute("SELECT id, password_hash FROM users WHERE username = ?",
-                             (username,)).fetchone()
-        ok = accounts.password_matches(row[1] if row else None, password)
-        return int(row[0]) if ok else None
+        row = self._one("SELECT id, password_hash FROM users WHERE username = :u",
+                        {"u": username})
+        ok = accounts.password_matches(row["password_hash"] if row else None, password)
+        return int(row["id"]) if ok else None
 
     def create_token(self, username: str) -> str:
         """A new API token for ``username`` (only its hash is stored)."""
@@ -217,15 +282,15 @@ class Store(Database):
             raise ValueError(f"no user {username!r}")
         token = accounts.new_token()
         with self._connect() as db:
-            db.execute("INSERT INTO tokens VALUES (?,?,?)",
-                       (accounts.hash_token(token), user_id, time.time()))
+            db.execute("INSERT INTO tokens (token_hash, user_id, created) VALUES (:h, :u, :t)",
+                       {"h": accounts.hash_token(token), "u": user_id, "t": time.time()})
         return token
 
     def user_for_token(self, token: str) -> int | None:
         """The user id an API token belongs to, or ``None``."""
-        row = self._one("SELECT user_id FROM tokens WHERE token_hash = ?",
-                        (accounts.hash_token(token),))
-        return int(row[0]) if row else None
+        row = self._one("SELECT user_id FROM tokens WHERE token_hash = :h",
+                        {"h": accounts.hash_token(token)})
+        return int(row["user_id"]) if row else None
 
     # -- login sessions ----------------------------------------------------------
 
@@ -234,8 +299,8 @@ class Store(Database):
         only its hash is stored)."""
         session_id = accounts.new_token()
         with self._connect() as db:
-            db.execute("INSERT INTO sessions VALUES (?,?,?)",
-                       (accounts.hash_token(session_id), subject, time.time()))
+            db.execute("INSERT INTO sessions (id_hash, subject, created) VALUES (:h, :s, :t)",
+                       {"h": accounts.hash_token(session_id), "s": subject, "t": time.time()})
         return session_id
 
     def session_active(self, session_id: str, subject: str, max_age_s: float) -> bool:
@@ -243,22 +308,22 @@ class Store(Database):
         and is younger than ``max_age_s``."""
         if not session_id:
             return False
-        with self._connect() as db:
-            row = db.execute("SELECT subject, created FROM sessions WHERE id_hash = ?",
-                             (accounts.hash_token(session_id),)).fetchone()
-        return row is not None and row[0] == subject and row[1] > time.time() - max_age_s
+        row = self._one("SELECT subject, created FROM sessions WHERE id_hash = :h",
+                        {"h": accounts.hash_token(session_id)})
+        return row is not None and row["subject"] == subject \
+            and row["created"] > time.time() - max_age_s
 
     def close_session(self, session_id: str) -> None:
         """End a login session (logout): its cookie no longer logs in, even if kept."""
         with self._connect() as db:
-            db.execute("DELETE FROM sessions WHERE id_hash = ?",
-                       (accounts.hash_token(session_id or ""),))
+            db.execute("DELETE FROM sessions WHERE id_hash = :h",
+                       {"h": accounts.hash_token(session_id or "")})
 
     def close_expired_sessions(self, max_age_s: float) -> int:
         """Forget login sessions older than ``max_age_s``; returns how many."""
         with self._connect() as db:
-            return db.execute("DELETE FROM sessions WHERE created < ?",
-                              (time.time() - max_age_s,)).rowcount
+            return db.execute("DELETE FROM sessions WHERE created < :t",
+                              {"t": time.time() - max_age_s}).rowcount
 
     # -- rate-limit counters (shared by every worker and machine) -------------------
 
@@ -267,23 +332,21 @@ class Store(Database):
         (a new window when the last one ended); returns the count in this window."""
         now = time.time()
         with self._connect() as db:
-            row = db.execute(
-                "INSERT INTO rate_counters (key, count, expires) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET "
-                "count = CASE WHEN rate_counters.expires <= ? THEN excluded.count "
+            return int(db.scalar(
+                "INSERT INTO rate_counters (key, count, expires) VALUES (:k, :n, :end) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "count = CASE WHEN rate_counters.expires <= :now THEN excluded.count "
                 "ELSE rate_counters.count + excluded.count END, "
-                "expires = CASE WHEN rate_counters.expires <= ? THEN excluded.expires "
+                "expires = CASE WHEN rate_counters.expires <= :now THEN excluded.expires "
                 "ELSE rate_counters.expires END RETURNING count",
-                (key, amount, now + window_s, now, now)).fetchone()
-        return int(row[0])
+                {"k": key, "n": amount, "end": now + window_s, "now": now}))
 
     def counter(self, key: str) -> tuple[int, float]:
         """``(count, end of window)`` of a counter; ``(0, now)`` when none is running."""
         now = time.time()
-        with self._connect() as db:
-            row = db.execute("SELECT count, expires FROM rate_counters WHERE key = ? AND "
-                             "expires > ?", (key, now)).fetchone()
-        return (int(row[0]), float(row[1])) if row else (0, now)
+        row = self._one("SELECT count, expires FROM rate_counters WHERE key = :k AND "
+                        "expires > :now", {"k": key, "now": now})
+        return (int(row["count"]), float(row["expires"])) if row else (0, now)
 
     def clear_counters(self, key: str | None = None) -> None:
         """Forget one counter, or every one (``None``) and the ended ones in any case."""
@@ -291,57 +354,87 @@ class Store(Database):
             if key is None:
                 db.execute("DELETE FROM rate_counters")
             else:
-                db.execute("DELETE FROM rate_counters WHERE key = ? OR expires <= ?",
-                           (key, time.time()))
+                db.execute("DELETE FROM rate_counters WHERE key = :k OR expires <= :now",
+                           {"k": key, "now": time.time()})
 
-    # -- PACS sends --------------------------------------------------------------
+    # -- PACS sends: a queue in the database, drained by PACS workers ----------------
 
     def send_state(self, result_id: str) -> SendState | None:
         """The send state of a result's SEG, or ``None`` if it was never queued."""
-        r = self._one("SELECT * FROM pacs_sends WHERE result_id = ?", (result_id,))
+        r = self._one("SELECT * FROM pacs_sends WHERE result_id = :id", {"id": result_id})
         return _send_state(r) if r else None
 
     def queue_send(self, result_id: str, owner: str) -> None:
-        """Record that a result's SEG must be sent (unless a sender holds it now)."""
+        """Record that a result's SEG must be sent now (unless a sender holds it)."""
+        now = time.time()
         with self._connect() as db:
-            db.execute("INSERT INTO pacs_sends (result_id, owner, state, updated) "
-                       "VALUES (?,?,'queued',?) ON CONFLICT(result_id) DO UPDATE SET "
-                       "state = 'queued', updated = excluded.updated "
-                       "WHERE pacs_sends.state != 'sending'", (result_id, owner, time.time()))
+            db.execute("INSERT INTO pacs_sends (result_id, owner, state, updated, next_attempt) "
+                       "VALUES (:id, :owner, 'queued', :now, :now) ON CONFLICT (result_id) "
+                       "DO UPDATE SET state = 'queued', updated = excluded.updated, "
+                       "next_attempt = excluded.next_attempt "
+                       "WHERE pacs_sends.state != 'sending'",
+                       {"id": result_id, "owner": owner, "now": now})
 
     def claim_send(self, result_id: str, owner: str, stale_after_s: float) -> bool:
-        """Mark the send as in progress; ``False`` if another thread or worker holds it
+        """Mark one send as in progress; ``False`` if another thread or worker holds it
         (a claim older than ``stale_after_s`` died with its process and is taken over)."""
         now = time.time()
         with self._connect() as db:
             cur = db.execute(
                 "INSERT INTO pacs_sends (result_id, owner, state, updated) "
-                "VALUES (?,?,'sending',?) ON CONFLICT(result_id) DO UPDATE SET "
+                "VALUES (:id, :owner, 'sending', :now) ON CONFLICT (result_id) DO UPDATE SET "
                 "state = 'sending', updated = excluded.updated "
-                "WHERE pacs_sends.state != 'sending' OR pacs_sends.updated < ?",
-                (result_id, owner, now, now - stale_after_s))
+                "WHERE pacs_sends.state != 'sending' OR pacs_sends.updated < :stale",
+                {"id": result_id, "owner": owner, "now": now, "stale": now - stale_after_s})
             return cur.rowcount == 1
 
-    def finish_send(self, result_id: str, error: str | None, seg_uid: str | None) -> None:
-        """Record a send's outcome: sent (with the SEG's SOP Instance UID) or failed."""
+    def claim_due_sends(self, limit: int, stale_after_s: float) -> list[tuple[str, str]]:
+        """Claim up to ``limit`` sends that are due (queued, failed and past their
+        back-off, or claimed by a sender that died), oldest first, and return their
+        ``(result_id, owner)``. Several PACS workers may call this at once: on PostgreSQL
+        the rows are locked with ``FOR UPDATE SKIP LOCKED``, so no two claim the same send;
+        on SQLite the transaction holds the file's write lock."""
+        now = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        with self._connect(immediate=True) as db:
+            db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
+            rows = db.all(
+                "UPDATE pacs_sends SET state = 'sending', updated = :now WHERE result_id IN ("
+                "SELECT result_id FROM pacs_sends WHERE (state IN ('queued', 'failed') AND "
+                "COALESCE(next_attempt, 0) <= :now) OR (state = 'sending' AND updated < :stale) "
+                f"ORDER BY updated LIMIT :limit{lock}) RETURNING result_id, owner",
+                {"now": now, "stale": now - stale_after_s, "limit": limit})
+        return [(r["result_id"], r["owner"]) for r in rows]
+
+    def finish_send(self, result_id: str, error: str | None, seg_uid: str | None,
+                    retry_after_s: float = 60.0) -> None:
+        """Record a send's outcome: sent (with the SEG's SOP Instance UID), or failed and
+        due again after a back-off that doubles with each failure (``retry_after_s``
+        first, at most :data:`MAX_BACKOFF_S`)."""
         now = time.time()
         with self._connect() as db:
             if error is None:
                 db.execute("UPDATE pacs_sends SET state = 'sent', attempts = attempts + 1, "
-                           "last_error = NULL, updated = ?, sent_at = ?, seg_sop_uid = ? "
-                           "WHERE result_id = ?", (now, now, seg_uid, result_id))
-            else:
-                db.execute("UPDATE pacs_sends SET state = 'failed', attempts = attempts + 1, "
-                           "last_error = ?, updated = ? WHERE result_id = ?",
-                           (error, now, result_id))
+                           "last_error = NULL, updated = :now, sent_at = :now, "
+                           "seg_sop_uid = :uid, next_attempt = NULL WHERE result_id = :id",
+                           {"now": now, "uid": seg_uid, "id": result_id})
+                return
+            attempts = int(db.scalar("SELECT attempts FROM pacs_sends WHERE result_id = :id",
+                                     {"id": result_id}) or 0) + 1
+            wait = min(retry_after_s * 2 ** min(attempts - 1, 16), MAX_BACKOFF_S)
+            db.execute("UPDATE pacs_sends SET state = 'failed', attempts = :n, "
+                       "last_error = :error, updated = :now, next_attempt = :next "
+                       "WHERE result_id = :id",
+                       {"n": attempts, "error": error, "now": now, "next": now + wait,
+                        "id": result_id})
 
     def unfinished_sends(self, stale_after_s: float, limit: int = 500) -> list[tuple[str, str]]:
         """``(result_id, owner)`` of sends not yet done (queued, failed, or claimed longer
         than ``stale_after_s`` ago), oldest first."""
         with self._connect() as db:
             db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
-            rows = db.execute(
+            rows = db.all(
                 "SELECT result_id, owner FROM pacs_sends WHERE state IN ('queued', 'failed') "
-                "OR (state = 'sending' AND updated < ?) ORDER BY updated LIMIT ?",
-                (time.time() - stale_after_s, limit)).fetchall()
-        return [(r[0], r[1]) for r in rows]
+                "OR (state = 'sending' AND updated < :stale) ORDER BY updated LIMIT :limit",
+                {"stale": time.time() - stale_after_s, "limit": limit})
+        return [(r["result_id"], r["owner"]) for r in rows]

@@ -1,0 +1,279 @@
+"""The store on both of its databases (the embedded SQLite file and a real PostgreSQL
+server started by the tests) and on a blob store: the same queries, the send queue
+claimed once across workers, versioned migrations that keep every row, an outage
+answered with 503 and recovered from without a restart."""
+from __future__ import annotations
+
+import datetime
+import io
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app.store import migrations
+from app.store.records import FIELDS, ReadRow, ResultRow
+from app.store.repository import Store
+
+RELEASE_1 = Path(__file__).parent / "data" / "release1"
+TABLES = ("results", "batches", "users", "tokens", "sessions", "rate_counters", "pacs_sends")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+    s = Store(tmp_path / "data", url)
+    s.init()
+    yield s
+    s.close()
+
+
+def _row(owner: str = "user:1", created: float | None = None, **changes) -> ResultRow:
+    values = dict(id=uuid.uuid4().hex, owner=owner, created=created or time.time(),
+                  source_format="DICOM", positive=True, probability=0.8123456789,
+                  threshold=0.5, area_px=42, area_cm2=3.25, side={"side": "left"},
+                  meta={"modality": "CR"}, identifiers={"PatientID": "x"}, model="m (v3)",
+                  rle="5 3", timings={"total_ms": 9.5}, file_name="a.dcm",
+                  probability_kind="probability", operating_point={"name": "balanced"})
+    values.update(changes)
+    return ResultRow(**values)
+
+
+def _commit(store: Store, row: ResultRow, payload: bytes = b"pixels") -> None:
+    staged = store.stage(row.id)
+    staged.put("source.dcm", payload)
+    store.commit(row, staged)
+
+
+def test_results_accounts_sessions_and_counters_behave_alike(store):
+    row = _row(created=1_764_000_000.123456)
+    _commit(store, row)
+    got = store.get(row.id, row.owner)
+    assert got == row  # every field, the full float precision of times and probabilities
+    assert store.get(row.id, "user:2") is None
+    assert store.read_file(row.id, "source.dcm") == b"pixels"
+    other = _row(probability=0.95)
+    _commit(store, other)
+    assert [r.id for r in store.list("user:1", sort="probability")] == [other.id, row.id]
+    assert [r.id for r in store.between(1_764_000_000, 1_764_000_001)] == [row.id]
+
+    uid = store.create_user("alice", "correct horse battery")
+    with pytest.raises(ValueError, match="already exists"):
+        store.create_user("alice", "another long password")
+    assert store.authenticate("alice", "correct horse battery") == uid
+    assert store.authenticate("alice", "wrong password here") is None
+    assert store.user_for_token(store.create_token("alice")) == uid
+    session = store.open_session(f"user:{uid}")
+    assert store.session_active(session, f"user:{uid}", 60)
+    store.close_session(session)
+    assert not store.session_active(session, f"user:{uid}", 60)
+
+    assert [store.count_hit("k", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.count_hit("short", 0.05) == 1
+    time.sleep(0.1)
+    assert store.count_hit("short", 0.05) == 1  # a new window
+
+    store.add_read(ReadRow(row.id, "other (v4)", time.time(), 0.4, False, 0.5, 0, "-1"))
+    store.add_read(ReadRow(row.id, "other (v4)", time.time(), 0.6, True, 0.5, 7, "1 7"))
+    assert [(r.model, r.probability, r.positive) for r in store.reads(row.id)] == \
+        [("other (v4)", 0.6, True)]  # the same model's later read replaces the earlier
+    assert store.delete(row.id, row.owner)
+    assert store.get(row.id, row.owner) is None and store.reads(row.id) == []
+    assert store.read_file(row.id, "source.dcm") is None
+
+
+def test_send_queue_hands_each_send_to_one_worker(store):
+    rows = [_row() for _ in range(30)]
+    for row in rows:
+        _commit(store, row)
+        store.queue_send(row.id, row.owner)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            got = store.claim_due_sends(3, stale_after_s=600)
+            if not got:
+                return
+            with lock:
+                claimed.extend(result_id for result_id, _ in got)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == sorted(r.id for r in rows)  # each once, none lost
+    assert all(store.send_state(r.id).state == "sending" for r in rows)
+
+
+def test_a_failed_send_backs_off_and_the_wait_is_kept_in_the_queue(store):
+    row = _row()
+    _commit(store, row)
+    store.queue_send(row.id, row.owner)
+    assert store.claim_due_sends(5, 600) == [(row.id, row.owner)]
+    before = time.time()
+    store.finish_send(row.id, "PACS refused", None, retry_after_s=60)
+    state = store.send_state(row.id)
+    assert state.state == "failed" and state.attempts == 1
+    assert before + 59 <= state.next_attempt <= time.time() + 61
+    assert store.claim_due_sends(5, 600) == []  # not due yet, whoever asks
+    store.finish_send(row.id, "PACS refused again", None, retry_after_s=60)
+    state = store.send_state(row.id)
+    assert state.attempts == 2 and state.next_attempt >= before + 119  # doubled
+    store.queue_send(row.id, row.owner)  # Retry now
+    assert store.claim_due_sends(5, 600) == [(row.id, row.owner)]
+    store.finish_send(row.id, None, "1.2.3")
+    assert store.send_state(row.id).state == "sent"
+
+
+def _counts(connect) -> dict[str, int]:
+    return {t: connect(f"SELECT COUNT(*) FROM {t}") for t in TABLES}
+
+
+def test_a_database_made_by_the_last_release_upgrades_without_losing_a_row(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(RELEASE_1, data)
+    with sqlite3.connect(data / "pneumo.sqlite3") as db:
+        before = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES}
+        old_rows = db.execute("SELECT * FROM results ORDER BY id").fetchall()
+    assert before["results"] == 3 and before["users"] == 2 and before["pacs_sends"] == 1
+    store = Store(data)
+    store.init()
+    with store._connect() as db:
+        assert migrations.version(db) == migrations.HEAD
+        assert _counts(lambda sql: db.scalar(sql)) == before
+    with sqlite3.connect(data / "pneumo.sqlite3") as db:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(results)")]
+        new_rows = db.execute(f"SELECT {', '.join(columns[:len(old_rows[0])])} FROM results "
+                              "ORDER BY id").fetchall()
+    assert new_rows == old_rows  # every value as it was
+    uid = store.authenticate("alice", "correct horse battery")
+    assert uid is not None
+    results = store.list(f"user:{uid}")
+    assert len(results) == 3 and store.read_file(results[0].id, "mask_rle.txt") == b"-1\n"
+    assert store.send_state("release1result01xxxxxxxxxx").last_error == "PACS down"
+    store.init()  # a second start changes nothing
+    with store._connect() as db:
+        assert _counts(lambda sql: db.scalar(sql)) == before
+
+
+def test_postgres_upgrades_from_version_1_without_losing_a_row(postgres, tmp_path):
+    url = postgres.new_database()
+    store = Store(tmp_path / "data", url)
+    assert store.create_schema(target=1) == 1
+    with sqlite3.connect(RELEASE_1 / "pneumo.sqlite3") as src, store._connect() as db:
+        src.row_factory = sqlite3.Row
+        for table in TABLES:
+            for r in src.execute(f"SELECT * FROM {table}"):
+                names = list(r.keys())
+                db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES "
+                           f"({', '.join(':' + n for n in names)})", dict(r))
+        before = _counts(lambda sql: db.scalar(sql))
+    assert store.create_schema() == migrations.HEAD
+    with store._connect() as db:
+        assert _counts(lambda sql: db.scalar(sql)) == before
+    assert store.authenticate("alice", "correct horse battery") is not None
+    assert store.send_state("release1result01xxxxxxxxxx").state == "failed"
+
+
+def test_migrations_make_every_result_field(store):
+    with store._connect() as db:
+        assert migrations._columns(db, "results") == {f.name for f in FIELDS}
+        assert migrations.version(db) == migrations.HEAD
+
+
+def test_nodes_starting_together_upgrade_once(postgres, tmp_path):
+    url = postgres.new_database()
+    errors: list[BaseException] = []
+
+    def start(i: int):
+        try:
+            Store(tmp_path / f"node{i}", url).init()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    with Store(tmp_path / "node0", url)._connect() as db:
+        assert [r["version"] for r in db.all("SELECT version FROM schema_version ORDER BY 1")] \
+            == [m.version for m in migrations.MIGRATIONS]
+
+
+def test_blob_store_keeps_files_and_purge_sweeps_files_without_a_row(tmp_path):
+    bucket = f"memory://pneumo-{uuid.uuid4().hex}"
+    store = Store(tmp_path / "data", blob_url=bucket)
+    store.init()
+    row = _row()
+    _commit(store, row, b"\x00dicom bytes")
+    assert store.read_file(row.id, "source.dcm") == b"\x00dicom bytes"
+    assert store.add_file(row.id, "overlay.png", b"png")
+    assert store.has_file(row.id, "overlay.png")
+    assert not store.add_file("gone" + "x" * 20, "overlay.png", b"png")
+    assert not (tmp_path / "data" / "results" / row.id).exists()  # not on the local disk
+    orphan = store.stage("orphan" + "x" * 20)  # a node died before inserting its row
+    orphan.put("source.dcm", b"half an upload")
+    store.purge(older_than_days=1)
+    assert store.has_file(orphan.result_id, "source.dcm")  # recent: may be mid-upload
+    fs = store.files.fs
+    for info in fs.ls(f"{store.files.results_dir}/{orphan.result_id}", detail=True):
+        fs.store[info["name"]].created -= datetime.timedelta(hours=2)  # age it
+    assert store.files.remove_orphans(set(store.all_ids())) == 1
+    assert not store.has_file(orphan.result_id, "source.dcm")
+    assert store.read_file(row.id, "source.dcm") == b"\x00dicom bytes"  # a kept result
+    assert store.health() is None and store.free_bytes() is None
+
+
+def test_a_shared_database_needs_a_shared_secret_key(postgres, tmp_path):
+    from app import create_app
+    from app.settings import SettingsError
+    with pytest.raises(SettingsError, match="PNEUMO_SECRET_KEY"):
+        create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "d"),
+                    "DATABASE_URL": postgres.new_database(), "PREDICTOR": object()})
+
+
+def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
+        tmp_path, tiny_predictor, positive_dicom):
+    import pgserver
+    from app import create_app
+    server = pgserver.PostgresServer().start()
+    try:
+        app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32,
+                          "DATA_DIR": str(tmp_path / "d"), "DATABASE_URL": server.url(),
+                          "PREDICTOR": tiny_predictor, "WARM_UP": False})
+        client = app.test_client()
+        data = positive_dicom.read_bytes()
+        store = app.extensions["pneumo.store"]
+        store.create_user("alice", "correct horse battery")
+        auth = {"Authorization": f"Bearer {store.create_token('alice')}"}
+
+        def upload():
+            return client.post("/api/v1/predictions", headers=auth,
+                               data={"file": (io.BytesIO(data), "a.dcm")})
+
+        assert upload().status_code == 201
+        assert client.get("/readyz").status_code == 200
+        server.stop()
+        down = upload()
+        assert down.status_code == 503
+        assert down.get_json()["error"]["code"] == "database_unavailable"
+        assert client.get("/api/v1/predictions", headers=auth).status_code == 503
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.get_json()["status"] == "unavailable"
+        server.resume()
+        assert client.get("/readyz").status_code == 200
+        up = upload()
+        assert up.status_code == 201
+        rid = up.get_json()["results"][0]["id"]
+        assert client.get(f"/api/v1/predictions/{rid}", headers=auth).status_code == 200
+        assert len(client.get("/api/v1/predictions", headers=auth).get_json()["results"]) == 2
+    finally:
+        server.close()
