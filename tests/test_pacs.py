@@ -378,13 +378,21 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         client.get(f"/results/{rid}")  # too soon after the last attempt: no retry
         sender.wait()
         assert store.send_state(rid).attempts == 2
-        time.sleep(2.1)  # past DICOMWEB_RETRY_AFTER: the next page view retries (still down)
+        # the wait doubles with each failure: 2 s after the first, 4 s after the second
+        state = store.send_state(rid)
+        assert 3.9 <= state.next_attempt - state.updated <= 4.1
+        time.sleep(2.1)  # past DICOMWEB_RETRY_AFTER but not past the back-off: no retry
         client.get(f"/results/{rid}")
+        sender.wait()
+        assert store.send_state(rid).attempts == 2
+        time.sleep(max(0.0, state.next_attempt - time.time()) + 0.1)
+        client.get(f"/results/{rid}")  # due now: the page view retries (still down)
         sender.wait()
         assert store.send_state(rid).attempts == 3
 
         orthanc.start()  # the PACS is back
-        time.sleep(2.1)
+        state = store.send_state(rid)
+        time.sleep(max(0.0, state.next_attempt - time.time()) + 0.1)
         client.get(f"/results/{rid}")
         sender.wait()
         state = store.send_state(rid)

@@ -160,3 +160,26 @@ def test_result_with_a_malformed_study_date_downloads_its_seg_and_says_so(client
     assert "2020-01-01" not in page.split('id="seg-note"')[1][:300]  # names, never values
     plain = result_id_from(upload(client, ("b.dcm", positive_dicom.read_bytes())))
     assert 'id="seg-note"' not in client.get(f"/results/{plain}").data.decode()
+
+
+def test_seg_of_a_source_without_study_or_series_uids_gets_stable_valid_ones(positive_dicom):
+    """A file exported without Study/Series UIDs (some SIIM test images; a PACS refuses a
+    SEG without them): the SEG gets valid UIDs derived from the result, the same on every
+    render, and references the same source SOP UID it declares."""
+    import warnings
+    data = _with(positive_dicom.read_bytes(), StudyInstanceUID="", SeriesInstanceUID="",
+                 SOPInstanceUID="ID_48eca29e9")
+    mask = np.zeros(pydicom.dcmread(io.BytesIO(data)).pixel_array.shape, bool)
+    mask[10:50, 10:50] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        segs = [pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", uid_seed="result-1")))
+                for _ in range(2)]
+        other = pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", uid_seed="result-2")))
+    seg = segs[0]
+    for uid in (seg.StudyInstanceUID, seg.SeriesInstanceUID, seg.SOPInstanceUID,
+                seg.ReferencedSeriesSequence[0].SeriesInstanceUID,
+                seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+                .ReferencedSOPInstanceUID):
+        assert pydicom.uid.UID(str(uid)).is_valid, uid
+    assert seg.StudyInstanceUID == segs[1].StudyInstanceUID != other.StudyInstanceUID

@@ -277,3 +277,44 @@ def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
         assert len(client.get("/api/v1/predictions", headers=auth).get_json()["results"]) == 2
     finally:
         server.close()
+
+
+def test_scale_out_settings_are_checked_and_never_print_a_password(tmp_path):
+    from app.settings import Settings, SettingsError, shared_secret_problem
+    shared = Settings.from_env({"PNEUMO_DATABASE_URL": "postgresql://pneumo:s3cret@db/pneumo",
+                                "PNEUMO_BLOB_URL": "s3://bucket/pneumo"})
+    assert shared.shared_database and shared.pacs_sender == "worker"
+    assert "s3cret" not in str(shared.to_dict()) and "***" in shared.to_dict()["database_url"]
+    assert "PNEUMO_SECRET_KEY" in shared_secret_problem(shared)
+    assert Settings.from_env({}).pacs_sender == "web" and not Settings.from_env({}).shared_database
+    assert Settings.from_env({"PNEUMO_DATABASE_URL": "postgresql://db/p",
+                              "PNEUMO_DICOMWEB_SENDER": "web"}).pacs_sender == "web"
+    key = tmp_path / "key"
+    key.write_text("k" * 40 + "\n")
+    from_file = Settings.from_env({"PNEUMO_DATABASE_URL": "postgresql://db/p",
+                                   "PNEUMO_SECRET_KEY_FILE": str(key)})
+    assert from_file.secret_key == "k" * 40 and shared_secret_problem(from_file) is None
+    for env, message in (({"PNEUMO_DATABASE_URL": "mysql://db/p"}, "DATABASE_URL"),
+                         ({"PNEUMO_SECRET_KEY": "short"}, "at least 16"),
+                         ({"PNEUMO_SECRET_KEY": "k" * 20, "PNEUMO_SECRET_KEY_FILE": str(key)},
+                          "not both"),
+                         ({"PNEUMO_SECRET_KEY_FILE": str(tmp_path / "missing")}, "cannot be read"),
+                         ({"PNEUMO_DICOMWEB_SENDER": "nobody"}, "DICOMWEB_SENDER")):
+        with pytest.raises(SettingsError, match=message):
+            Settings.from_env(env)
+
+
+def test_gunicorn_refuses_a_shared_database_without_a_shared_key(postgres, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from localserver import free_port
+    env = dict(os.environ, PNEUMO_DATABASE_URL=postgres.new_database(),
+               PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_PORT=str(free_port()))
+    env.pop("PNEUMO_SECRET_KEY", None)
+    out = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3
+    assert "every node must sign logins with the same key" in out.stderr
+    assert len([line for line in out.stderr.splitlines() if "refuses" in line]) == 1

@@ -65,11 +65,18 @@ def describe_failure(exc: Exception, settings: PacsSettings) -> str:
 def store_seg(settings: PacsSettings, seg: pydicom.Dataset) -> None:
     """STOW-RS one SEG; raises on any failure (the PACS's refusal as :class:`PacsError`)."""
     response = make_client(settings).store_instances([seg])
-    failed = response.get("FailedSOPSequence") if response is not None else None
+    if response is None:  # a PACS that answers 200 without a body: nothing to check
+        return
+    failed = response.get("FailedSOPSequence")
     if failed:
         reason = failed[0].get("FailureReason")
         code = f" (failure reason 0x{int(reason):04X})" if reason is not None else ""
         raise PacsError(f"The PACS at {settings.url} refused the SEG{code}.")
+    stored = {str(item.get("ReferencedSOPInstanceUID", ""))
+              for item in response.get("ReferencedSOPSequence", [])}
+    if str(seg.SOPInstanceUID) not in stored:
+        raise PacsError(f"The PACS at {settings.url} did not confirm that it stored the SEG "
+                        "(its answer names neither the SEG nor a failure reason).")
 
 
 @dataclass

@@ -172,6 +172,25 @@ def _without_invalid_values(ds: pydicom.Dataset) -> pydicom.Dataset:
     return clean
 
 
+#: The source's identifying UIDs a SEG copies or references; a PACS refuses an instance
+#: without them (Orthanc: "missing StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID").
+_SOURCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+
+
+def _with_source_uids(ds: pydicom.Dataset, seed: str | None) -> pydicom.Dataset:
+    """The source with a valid UID wherever one of :data:`_SOURCE_UIDS` is missing, empty
+    or not a UID (files exported without them, e.g. SIIM's ``ID_...`` values): stable
+    UIDs derived from ``seed`` (random without one). The caller's dataset is unchanged."""
+    bad = [k for k in _SOURCE_UIDS
+           if not pydicom.uid.UID(str(ds.get(k, "") or "")).is_valid]
+    if not bad:
+        return ds
+    fixed = copy.copy(ds)
+    for keyword in bad:
+        setattr(fixed, keyword, stable_uid(seed, f"source-{keyword}") if seed else hd.UID())
+    return fixed
+
+
 def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
                      uid_seed: str | None = None,
                      created: dt.datetime | float | None = None) -> pydicom.Dataset:
@@ -187,6 +206,9 @@ def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_na
         created: content and instance creation time (datetime or POSIX seconds);
             ``None``: now.
 
+    A source without valid Study, Series or SOP Instance UIDs (a file exported without
+    them) gets stable ones derived from ``uid_seed`` in the SEG, so that a PACS accepts it.
+
     Raises:
         UnsupportedDicomError: the mask does not match the source's size.
     """
@@ -200,8 +222,8 @@ def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_na
                 f"{int(ds.Rows)} x {int(ds.Columns)}.")
         if created is None or isinstance(created, (int, float)):
             created = dt.datetime.fromtimestamp(time.time() if created is None else created)
-        return _segmentation(_without_invalid_values(ds), mask, model_name, uid_seed,
-                             created)
+        return _segmentation(_with_source_uids(_without_invalid_values(ds), uid_seed), mask,
+                             model_name, uid_seed, created)
 
 
 def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
