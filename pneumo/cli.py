@@ -1,7 +1,7 @@
 """The core of the ``pneumo`` command line (no web app here).
 
 Subcommands: ``inspect``, ``index``, ``stats``, ``train``, ``finalize``,
-``fetch-encoder``, ``evaluate``, ``predict``. Each lives in a small ``cmd_*``
+``fetch-encoder``, ``evaluate``, ``predict``, ``reread``. Each lives in a small ``cmd_*``
 function; the training pipeline (Keras) is imported only by the commands that need
 it (:mod:`pneumo.cli_ml`), so ``pneumo inspect`` starts fast. The installed
 ``pneumo`` command is :func:`app.cli.main`, which adds the web app's commands

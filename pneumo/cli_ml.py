@@ -1,4 +1,5 @@
-"""ML subcommands of ``pneumo``: stats, train, finalize, fetch-encoder, evaluate, predict.
+"""ML subcommands of ``pneumo``: stats, train, finalize, fetch-encoder, evaluate, predict,
+reread.
 
 The training pipeline is imported inside its commands: it imports Keras, which starts its
 backend, so the other commands neither wait for it nor find the device chosen too late.
@@ -13,7 +14,8 @@ from pathlib import Path
 from pneumo.data import dataset
 from pneumo.data.datacfg import DEFAULT_DATA_CONFIG, DataConfig
 from pneumo.evaluation import cardrender
-from pneumo.evaluation.batch import predict_files
+from pneumo.evaluation.batch import predict_files, write_reads
+from pneumo.evaluation.engines import ENGINES, LoadOptions, file_items, reread
 from pneumo.evaluation.scoring import evaluate, json_safe, stats
 from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES, configure_device
 from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
@@ -126,10 +128,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_args(args) -> dict | None:
+    """The engine's keywords of ``predict``/``reread`` (``None``: a bad combination, said)."""
+    if args.address and args.engine != "ray":
+        print("error: --address needs --engine ray", file=sys.stderr)
+        return None
+    if args.engine == "local":
+        return {}
+    options = LoadOptions(device=args.device, runtime=args.runtime,
+                          operating_point=args.operating_point, tta=True if args.tta else None)
+    return {"engine": args.engine, "options": options, "address": args.address,
+            "cores_per_actor": args.cores_per_actor,
+            "on_ready": lambda where: print(f"model on {where}", file=sys.stderr)}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    predictor = _load_predictor(args)
-    counts = predict_files(predictor, args.inputs, args.submission, args.scores, args.overlays,
-                           batch_size=args.batch_size)
+    engine = _engine_args(args)
+    if engine is None:
+        return 2
+    model = _load_predictor(args) if args.engine == "local" else args.model
+    counts = predict_files(model, args.inputs, args.submission, args.scores, args.overlays,
+                           batch_size=args.batch_size, **engine)
     for line in counts.pop("skipped"):  # after the progress bar, not inside it
         print(line, file=sys.stderr)
     print(json.dumps(counts))
@@ -139,6 +158,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
               "exits 0 all the same", file=sys.stderr)
         return 1
     return 0 if counts["images"] else 1
+
+
+def cmd_reread(args: argparse.Namespace) -> int:
+    engine = _engine_args(args)
+    if engine is None:
+        return 2
+    files = _input_files(args.inputs + _listed(args.list))
+    if not files:
+        print("error: no DICOM, PNG or JPEG files found", file=sys.stderr)
+        return 2
+    model = _load_predictor(args) if args.engine == "local" else args.model
+    reads = reread(model, file_items(files), batch_size=args.batch_size, total=len(files),
+                   progress="re-reading", **engine)
+    counts = write_reads(reads, args.out, append=args.append)
+    print(json.dumps(counts))
+    left_out = counts["failed"] + counts["not_chest"]
+    if left_out and not args.keep_going:
+        print(f"{left_out} file(s) have no verdict (their rows in {args.out} say why); "
+              "--keep-going exits 0 all the same", file=sys.stderr)
+        return 1
+    return 0 if counts["images"] else 1
+
+
+def _input_files(paths: list[str]) -> list[Path]:
+    """The image files under ``paths``, sorted; a path that does not exist is kept, so
+    its row says "No such file" rather than the file going missing in silence."""
+    missing = {Path(p) for p in paths if not Path(p).exists()}
+    return sorted(set(dataset.iter_image_files([p for p in paths if Path(p).exists()]))
+                  | missing)
+
+
+def _listed(lists: list[str] | None) -> list[str]:
+    """The paths named in text files, one a line (blank lines and ``#`` comments skipped);
+    a relative path is taken from the list file's folder."""
+    paths = []
+    for listing in lists or []:
+        base = Path(listing).resolve().parent
+        for line in Path(listing).read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                paths.append(str(base / line))
+    return paths
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -164,6 +225,24 @@ def _model_args(p) -> None:
                    help="inference runtime (default: keras; PNEUMO_RUNTIME under the pneumo command)")
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _engine_options(p) -> None:
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: one model in this process (default); ray: models as Ray "
+                        "actors, one per GPU or per --cores-per-actor cores (the 'ray' extra)")
+    p.add_argument("--address", help="an existing Ray cluster (auto, HEAD:6379 or "
+                   "ray://HEAD:10001; the model folder must be at the same path on every "
+                   "node); default: a local Ray on this machine's cores")
+    p.add_argument("--cores-per-actor", dest="cores_per_actor", type=_at_least_one, default=2,
+                   help="CPU cores per Ray actor where the cluster has no GPU (default: 2)")
+
+
 def add_ml_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model folder on labelled images")
     _model_args(p)
@@ -186,7 +265,27 @@ def add_ml_commands(sub) -> None:
                         "usually balanced; triage finds more at more false alarms)")
     p.add_argument("--keep-going", dest="keep_going", action="store_true",
                    help="exit 0 even when some files could not be read or are not chest films")
+    _engine_options(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("reread", help="read files again with a model, to a CSV with the "
+                       "model's name and version on every row")
+    p.add_argument("inputs", nargs="*", help="DICOM/PNG/JPEG files or folders")
+    p.add_argument("--list", action="append", metavar="FILE",
+                   help="a text file naming files or folders, one a line (relative to its "
+                        "folder); may be repeated")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--append", action="store_true",
+                   help="add the rows to an existing CSV (earlier reads stay beside them)")
+    _model_args(p)
+    p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=4)
+    p.add_argument("--operating-point", dest="operating_point",
+                   help="the card's operating point for the verdict (default: the card's)")
+    p.add_argument("--keep-going", dest="keep_going", action="store_true",
+                   help="exit 0 even when some files have no verdict")
+    _engine_options(p)
+    p.set_defaults(func=cmd_reread)
 
     p = sub.add_parser("stats", help="exploratory statistics of a labelled data set")
     p.add_argument("--out", help="folder for PNG plots")

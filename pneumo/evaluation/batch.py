@@ -2,25 +2,31 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from pneumo.data import dataset
-from pneumo.errors import NotChestXrayError, PneumoError
+from pneumo.evaluation import engines
 from pneumo.inference import overlay
-from pneumo.inference.predictor import Predictor
-from pneumo.inference.preprocess import model_image
+from pneumo.inference.card import read_card
+from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
 from pneumo.io import rle
 from pneumo.io.imaging import read_image
-from pneumo.progress import track
 
 
-def predict_files(predictor: Predictor, inputs: list[str], submission: str | Path,
-                  scores_csv: str | Path | None = None, overlays: str | Path | None = None,
-                  batch_size: int = 4, progress: bool = True) -> dict:
+def predict_files(model: Predictor | str | Path | None, inputs: list[str],
+                  submission: str | Path, scores_csv: str | Path | None = None,
+                  overlays: str | Path | None = None, batch_size: int = 4,
+                  progress: bool = True, **engine) -> dict:
     """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
+
+    ``model``: a loaded :class:`Predictor` (the ``local`` engine), or a model folder
+    (``None``: the bundled model) for the engine chosen by ``engine``'s keywords
+    (``engine``, ``options``, ``address``, ``cores_per_actor``, ``on_ready``: see
+    :func:`pneumo.evaluation.engines.reread`; every engine writes the same files).
 
     Returns counts: ``{"images": n, "positive": k, "failed": f, "not_chest": g}``
     and ``"skipped"``: one line per file that could not be read or that the chest
@@ -28,6 +34,10 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     progress bar.
     """
     files = dataset.iter_image_files(inputs)
+    card = model.card if isinstance(model, Predictor) else read_card(model or DEFAULT_MODEL_DIR)
+    reads = engines.reread(model, engines.file_items(files), batch_size=batch_size,
+                           total=len(files), progress="predicting" if progress else None,
+                           **engine)
     if overlays:
         Path(overlays).mkdir(parents=True, exist_ok=True)
     sub_fh = open(submission, "w", newline="")
@@ -36,57 +46,86 @@ def predict_files(predictor: Predictor, inputs: list[str], submission: str | Pat
     sc_fh = open(scores_csv, "w", newline="") if scores_csv else None
     sc = csv.writer(sc_fh) if sc_fh else None
     if sc:
-        sc.writerow(["ImageId", predictor.card.probability_kind, "area_px", "threshold",
+        sc.writerow(["ImageId", card.probability_kind, "area_px", "threshold",
                      "operating_point"])
     counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
     skipped: list[str] = []
-    iterator = range(0, len(files), batch_size)
-    if progress:
-        iterator = track(iterator, "predicting", unit="batch")
     try:
-        for start in iterator:
-            records, ids = [], []
-            for path in files[start:start + batch_size]:
-                try:
-                    rec = read_image(path)
-                    predictor.check_header(rec)
-                except NotChestXrayError as exc:
-                    counts["not_chest"] += 1
-                    skipped.append(f"skipped {path.name}: {exc}")
-                    continue
-                except PneumoError as exc:
-                    counts["failed"] += 1
-                    skipped.append(f"skipped {path.name}: {exc}")
-                    continue
-                records.append(rec)
-                ids.append(rec.image_id if rec.meta.format == "DICOM" and rec.image_id
-                           else path.stem)
-            if not records:
+        for read in reads:
+            path = Path(read.key)
+            image_id = read.image_id or path.stem
+            if not read.ok:
+                counts["failed" if read.refused_by == "reader" else "not_chest"] += 1
+                named = image_id if read.refused_by == "appearance" else path.name
+                skipped.append(f"skipped {named}: {read.error}")
                 continue
-            batch = np.stack([model_image(r.pixels, predictor.pcfg) for r in records])
-            model_out = predictor.output(batch)
-            for index, (rec, image_id) in enumerate(zip(records, ids)):
-                try:
-                    predictor.check_appearance(model_out, index)
-                except NotChestXrayError as exc:
-                    counts["not_chest"] += 1
-                    skipped.append(f"skipped {image_id}: {exc}")
-                    continue
-                pred = predictor.finish(rec, model_out, index)
-                sub.writerow([image_id, rle.encode(pred.mask)])
-                if sc:
-                    sc.writerow([image_id, f"{pred.probability:.4f}", pred.area_px,
-                                 f"{pred.threshold:.4f}", pred.operating_point.name])
-                if overlays:
-                    Image.fromarray(overlay.filled(rec.pixels, pred.mask)).save(
-                        Path(overlays) / f"{_safe_name(image_id)}.png")
-                counts["images"] += 1
-                counts["positive"] += int(pred.positive)
+            sub.writerow([image_id, read.rle])
+            if sc:
+                sc.writerow([image_id, f"{read.probability:.4f}", read.area_px,
+                             f"{read.threshold:.4f}", read.operating_point])
+            if overlays:
+                _write_overlay(path, read, Path(overlays) / f"{_safe_name(image_id)}.png")
+            counts["images"] += 1
+            counts["positive"] += int(read.positive)
     finally:
+        reads.close()
         sub_fh.close()
         if sc_fh:
             sc_fh.close()
     return dict(counts, skipped=skipped)
+
+
+def _write_overlay(path: Path, read: engines.Read, out: Path) -> None:
+    """The outlined region over the film (decoded again here: a read carries no pixels)."""
+    pixels = read_image(path).pixels
+    mask = rle.decode(read.rle, (read.rows, read.columns))
+    Image.fromarray(overlay.filled(pixels, mask)).save(out)
+
+
+#: The columns of a re-read CSV: when the run began (UTC), then a read's fields.
+READ_COLUMNS = ("read_at",) + engines.READ_FIELDS
+
+
+def write_reads(reads: Iterable[engines.Read], out: str | Path, append: bool = False) -> dict:
+    """Reads to a CSV (:data:`READ_COLUMNS`): one row per file, the model's name and
+    version on each, ``read_at`` the run's start in UTC; an error row for a file
+    with no verdict.
+
+    ``append``: add the rows to ``out`` if it exists (it must have the same columns),
+    so a new model's reads sit beside earlier ones. Returns counts as
+    :func:`predict_files` does (``images``, ``positive``, ``failed``, ``not_chest``).
+    """
+    out = Path(out)
+    adding = append and out.exists() and out.stat().st_size > 0
+    if adding:
+        with open(out, newline="") as fh:
+            header = tuple(next(csv.reader(fh), ()))
+        if header != READ_COLUMNS:
+            raise ValueError(f"{out} has other columns than a re-read CSV; "
+                             "write to a new file instead")
+    read_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
+    with open(out, "a" if adding else "w", newline="") as fh:
+        writer = csv.writer(fh)
+        if not adding:
+            writer.writerow(READ_COLUMNS)
+        for read in reads:
+            writer.writerow([read_at] + [_cell(getattr(read, name))
+                                         for name in engines.READ_FIELDS])
+            if read.ok:
+                counts["images"] += 1
+                counts["positive"] += int(read.positive)
+            else:
+                counts["failed" if read.refused_by == "reader" else "not_chest"] += 1
+    return counts
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _safe_name(image_id: str) -> str:
