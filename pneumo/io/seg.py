@@ -73,9 +73,9 @@ def stable_uid(seed: str, purpose: str) -> str:
     return f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{purpose}:{seed}').int}"
 
 
-def _quiet_highdicom() -> None:
-    """highdicom logs a dozen INFO/DEBUG lines per SEG (with the source's UIDs);
-    keep its warnings only, unless someone chose a level for it."""
+def quiet_highdicom() -> None:
+    """highdicom logs a dozen INFO/DEBUG lines per SEG, SR or capture (with the source's
+    UIDs); keep its warnings only, unless someone chose a level for it."""
     logger = logging.getLogger("highdicom")
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
@@ -191,6 +191,32 @@ def _with_source_uids(ds: pydicom.Dataset, seed: str | None) -> pydicom.Dataset:
     return fixed
 
 
+def source_dataset(source: bytes | pydicom.Dataset, uid_seed: str | None) -> pydicom.Dataset:
+    """The source as every object made from it (SEG, SR, secondary capture) copies it.
+
+    Values that break the standard are left empty (:func:`invalid_copied_values`) and
+    missing or invalid Study, Series and SOP Instance UIDs are replaced by ones derived
+    from ``uid_seed`` (:func:`_with_source_uids`), so that one result's objects all sit
+    in the same study and name the same image. The caller's dataset is unchanged.
+
+    Args:
+        source: the uploaded DICOM (bytes) or its dataset.
+        uid_seed: the result's seed (e.g. its id); ``None``: random replacement UIDs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
+        return _with_source_uids(_without_invalid_values(ds), uid_seed)
+
+
+def creation_time(created: dt.datetime | float | None) -> dt.datetime:
+    """A result's creation time (datetime, POSIX seconds, or ``None`` for now) as the
+    datetime its DICOM objects record, so that every render of one result is the same."""
+    if created is None or isinstance(created, (int, float)):
+        return dt.datetime.fromtimestamp(time.time() if created is None else created)
+    return created
+
+
 def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
                      uid_seed: str | None = None,
                      created: dt.datetime | float | None = None) -> pydicom.Dataset:
@@ -212,18 +238,15 @@ def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_na
     Raises:
         UnsupportedDicomError: the mask does not match the source's size.
     """
-    _quiet_highdicom()
+    quiet_highdicom()
+    ds = source_dataset(source, uid_seed)
+    if mask.shape != (int(ds.Rows), int(ds.Columns)):
+        raise UnsupportedDicomError(
+            f"Mask shape {mask.shape} does not match the source image "
+            f"{int(ds.Rows)} x {int(ds.Columns)}.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
-        if mask.shape != (int(ds.Rows), int(ds.Columns)):
-            raise UnsupportedDicomError(
-                f"Mask shape {mask.shape} does not match the source image "
-                f"{int(ds.Rows)} x {int(ds.Columns)}.")
-        if created is None or isinstance(created, (int, float)):
-            created = dt.datetime.fromtimestamp(time.time() if created is None else created)
-        return _segmentation(_with_source_uids(_without_invalid_values(ds), uid_seed), mask,
-                             model_name, uid_seed, created)
+        return _segmentation(ds, mask, model_name, uid_seed, creation_time(created))
 
 
 def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
@@ -302,14 +325,21 @@ def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
 def _pin_generated_values(seg, seed: str, created: dt.datetime) -> None:
     """highdicom stamps "now" and a random Dimension Organization UID; derive them
     from the result instead, so one result always gives the same bytes."""
-    seg.InstanceCreationDate = seg.ContentDate
-    seg.InstanceCreationTime = seg.ContentTime
-    stamp = created.strftime("%Y%m%d%H%M%S.%f")
-    for item in seg.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = stamp
+    pin_creation_time(seg, created)
     dim_uid = stable_uid(seed, "seg-dimension-organization")
     for item in (list(seg.get("DimensionOrganizationSequence", []))
                  + list(seg.get("DimensionIndexSequence", []))):
         if "DimensionOrganizationUID" in item:
             item.DimensionOrganizationUID = dim_uid
+
+
+def pin_creation_time(ds: pydicom.Dataset, created: dt.datetime) -> None:
+    """Replace the "now" highdicom stamps on an instance it made (instance creation,
+    contribution time) by the result's Content Date and Time and ``created``, so that
+    one result always gives the same bytes."""
+    ds.InstanceCreationDate = ds.ContentDate
+    ds.InstanceCreationTime = ds.ContentTime
+    stamp = created.strftime("%Y%m%d%H%M%S.%f")
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = stamp

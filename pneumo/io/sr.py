@@ -1,0 +1,274 @@
+"""DICOM Structured Report of one result (TID 1500 Measurement Report) with highdicom.
+
+Many PACS viewers draw no SEG but list an SR's findings as text; the SR says what the
+result page says, in coded form, beside the SEG it points to.
+
+* **Content.** Two measurement groups under one device observer (the model):
+  the *verdict* (TID 1501, the whole image): ``Pneumothorax = Present | Absent``
+  (SCT 36118008; SCT 52101004 / 272519000), the calibrated probability
+  (DCM 122157 *Probability*, UCUM ``{ratio}``) or, for a model without calibration,
+  its score (SCT 246262008 *Score*, UCUM ``1``: a score is not a probability), the
+  operating point's threshold on the same scale (DCM 122411 *Threshold Value*), the
+  side as the finding site's laterality (pleura, SCT 3120008, with Left, Right or
+  Bilateral from CID 244; no finding site when the side is unknown or there is no
+  finding), and the source image; the *region* (TID 1410) that references
+  segment 1 of the SEG and gives its area, in cm² only where the caller trusts the
+  pixel spacing, else in pixels (UCUM ``{pixels}``). Both groups carry the algorithm
+  identification (TID 4019: model name and version, the operating point as a
+  parameter), and the observer context names the model as the device observer
+  (TID 1004), so a reader sees which model said it.
+* **SOP class.** Comprehensive SR (1.2.840.10008.5.1.4.1.1.88.33). The content has no
+  coordinates, so Comprehensive 3D SR would add nothing but a SOP class (2015) that
+  older archives do not list; Enhanced SR would hold the content too, but Orthanc's
+  Stone Web Viewer reads a TID 1500 report only from Comprehensive SR. The document
+  is complete, unverified and preliminary: no person has read it.
+* **Identity.** Like the SEG (:mod:`pneumo.io.seg`): Series and SOP Instance UIDs
+  derived from ``uid_seed`` (``"sr-series"``, ``"sr-sop"``), dates from the result's
+  creation time, the source's study, and the source's missing or invalid UIDs
+  replaced exactly as the SEG replaced them, so SEG, SR and capture agree.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import re
+import warnings
+
+import highdicom as hd
+import pydicom
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from pneumo import __version__
+from pneumo.io.seg import (PNEUMOTHORAX_CODE, creation_time, pin_creation_time,
+                           quiet_highdicom, source_dataset, stable_uid)
+
+#: The values ``probability_kind`` takes: a calibrated probability or a raw score.
+PROBABILITY_KINDS = ("probability", "score")
+#: The values ``side`` takes (see :mod:`pneumo.inference.laterality`).
+SIDES = ("left", "right", "both", "none", "unknown")
+
+PNEUMOTHORAX = Code(*PNEUMOTHORAX_CODE)
+PRESENT = Code("52101004", "SCT", "Present")
+ABSENT = Code("272519000", "SCT", "Absent")
+PROBABILITY = Code("122157", "DCM", "Probability")
+SCORE = Code("246262008", "SCT", "Score")
+THRESHOLD = Code("122411", "DCM", "Threshold Value")
+AREA = Code("42798000", "SCT", "Area")
+PLEURA = Code("3120008", "SCT", "Pleural structure")
+#: CID 244 Laterality by side; "unknown" and "none" have none.
+LATERALITY = {"left": Code("7771000", "SCT", "Left"), "right": Code("24028007", "SCT", "Right"),
+              "both": Code("51440002", "SCT", "Bilateral")}
+RATIO = Code("{ratio}", "UCUM", "ratio")
+NO_UNITS = Code("1", "UCUM", "no units")
+SQUARE_CM = Code("cm2", "UCUM", "square centimeter")
+PIXELS = Code("{pixels}", "UCUM", "pixels")
+#: CID 100: the procedure the report is about (a radiograph; the region is in the SEG).
+XR_PROCEDURE = Code("43468-8", "LN", "XR unspecified body region")
+
+
+def _check(*, probability: float, probability_kind: str, operating_point: str,
+           threshold: float, area_px: int, area_cm2: float | None, side: str,
+           model_name: str, model_version: str) -> None:
+    """Refuse impossible values before any work, naming the value."""
+    if not operating_point:
+        raise ValueError(f"operating_point must be named, got {operating_point!r}")
+    if probability_kind not in PROBABILITY_KINDS:
+        raise ValueError(f"probability_kind must be one of {PROBABILITY_KINDS}, "
+                         f"got {probability_kind!r}")
+    for name, value in (("probability", probability), ("threshold", threshold)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if probability_kind == "probability" and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1] for a probability, got {value!r}")
+    if area_px < 0 or (area_cm2 is not None and not (math.isfinite(area_cm2) and area_cm2 >= 0)):
+        raise ValueError(f"areas must be non-negative, got {area_px!r} px, {area_cm2!r} cm2")
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    if not model_name or not model_version:
+        raise ValueError(f"model name and version are required, got {model_name!r}, "
+                         f"{model_version!r}")
+
+
+def _check_seg(source: pydicom.Dataset, seg: pydicom.Dataset) -> None:
+    """The SEG must be one of this source: same study, referencing this image."""
+    if str(seg.get("Modality", "")) != "SEG":
+        raise ValueError(f"seg must be a DICOM SEG, got Modality {seg.get('Modality')!r}")
+    referenced = {str(item.ReferencedSOPInstanceUID)
+                  for series in seg.get("ReferencedSeriesSequence", [])
+                  for item in series.get("ReferencedInstanceSequence", [])}
+    if str(source.SOPInstanceUID) not in referenced \
+            or str(seg.StudyInstanceUID) != str(source.StudyInstanceUID):
+        raise ValueError(
+            f"the SEG (Study Instance UID {seg.StudyInstanceUID}, Referenced SOP Instance "
+            f"UIDs {sorted(referenced)}) was not made from this source (Study Instance UID "
+            f"{source.StudyInstanceUID}, SOP Instance UID {source.SOPInstanceUID}): make "
+            "both from the same file with the same uid_seed")
+
+
+def _observer(model_name: str, model_version: str) -> hd.sr.ObservationContext:
+    """TID 1002/1004: the model as the device observer, one UID per model version."""
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=stable_uid(f"{model_name}:{model_version}", "sr-device-observer"),
+        name=model_name, manufacturer_name="pneumo", model_name=f"{model_name} {model_version}")
+    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+        observer_type=codes.cid270.Device, observer_identifying_attributes=device))
+
+
+def _tracking(uid_seed: str | None, name: str) -> hd.sr.TrackingIdentifier:
+    uid = stable_uid(uid_seed, f"sr-tracking-{name}") if uid_seed else hd.UID()
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=f"Pneumothorax {name}")
+
+
+def _verdict_group(source: pydicom.Dataset, *, positive: bool, probability: float,
+                   probability_kind: str, threshold: float, side: str,
+                   algorithm: hd.sr.AlgorithmIdentification,
+                   uid_seed: str | None) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """TID 1501 on the whole image: present or absent, the probability (or score) and
+    the threshold it was compared with, the side, the source image."""
+    name, unit = (PROBABILITY, RATIO) if probability_kind == "probability" else (SCORE, NO_UNITS)
+    # a finding site only says something with its side; "unknown" and "none" give none
+    sites = [hd.sr.FindingSite(anatomic_location=PLEURA, laterality=LATERALITY[side])] \
+        if side in LATERALITY else None
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(uid_seed, "verdict"),
+        finding_type=PNEUMOTHORAX,
+        algorithm_id=algorithm,
+        finding_sites=sites,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
+            name=PNEUMOTHORAX, value=PRESENT if positive else ABSENT)],
+        measurements=[
+            hd.sr.Measurement(name=name, value=float(probability), unit=unit),
+            hd.sr.Measurement(name=THRESHOLD, value=float(threshold), unit=unit)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+    )
+
+
+def _region_group(source: pydicom.Dataset, seg: pydicom.Dataset, *, area_px: int,
+                  area_cm2: float | None, algorithm: hd.sr.AlgorithmIdentification,
+                  uid_seed: str | None) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: segment 1 of the SEG (its only frame) and its area."""
+    area, unit = (float(area_cm2), SQUARE_CM) if area_cm2 is not None else (float(area_px), PIXELS)
+    segment = hd.sr.ReferencedSegmentationFrame(
+        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+        frame_number=1, segment_number=1,
+        source_image=hd.sr.SourceImageForSegmentation.from_source_image(source))
+    # PS3.3 Table C.18.4-1 allows a frame or a segment number, not both; TID 1410 row 7
+    # leaves the frame out when the reference covers every frame of a one-segment SEG,
+    # as here (one frame, segment 1)
+    del segment[0].ReferencedSOPSequence[0].ReferencedFrameNumber
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(uid_seed, "region"),
+        referenced_segment=segment,
+        finding_type=PNEUMOTHORAX,
+        algorithm_id=algorithm,
+        measurements=[hd.sr.Measurement(name=AREA, value=area, unit=unit)],
+    )
+
+
+def make_sr_dataset(source: bytes | pydicom.Dataset, seg: pydicom.Dataset, *, positive: bool,
+                    probability: float, probability_kind: str, operating_point: str,
+                    threshold: float, area_px: int, area_cm2: float | None, side: str,
+                    model_name: str, model_version: str, uid_seed: str | None,
+                    created: dt.datetime | float | None) -> pydicom.Dataset:
+    """The result as a Comprehensive SR (TID 1500 Measurement Report), ready to send
+    (STOW-RS) or write.
+
+    Args:
+        source: the uploaded DICOM (bytes) or its dataset.
+        seg: the result's SEG (:func:`pneumo.io.seg.make_seg_dataset` of the same source
+            and ``uid_seed``); the SR references its segment 1.
+        positive: the verdict at the operating point.
+        probability: the calibrated image-level probability in [0, 1], or the model's
+            score when ``probability_kind`` is ``"score"``.
+        probability_kind: ``"probability"`` (calibrated) or ``"score"`` (not calibrated:
+            recorded as a score, never as a probability).
+        operating_point: the operating point's name (e.g. ``"balanced"``).
+        threshold: its threshold, on the scale of ``probability``.
+        area_px: the predicted region's area in pixels of the source image.
+        area_cm2: the same in cm², only where the pixel spacing is plausible; ``None``:
+            the SR gives the area in pixels.
+        side: ``"left"``, ``"right"``, ``"both"``, ``"none"`` (no finding) or ``"unknown"``.
+        model_name, model_version: the algorithm and device observer.
+        uid_seed: derive the Series and SOP Instance UIDs (and replacements for the
+            source's missing UIDs) from this, e.g. the result id; ``None``: random.
+        created: content and instance creation time (datetime or POSIX seconds);
+            ``None``: now.
+
+    Raises:
+        ValueError: an impossible value (named), or a SEG made from another source.
+    """
+    _check(probability=probability, probability_kind=probability_kind,
+           operating_point=operating_point, threshold=threshold, area_px=area_px,
+           area_cm2=area_cm2, side=side, model_name=model_name, model_version=model_version)
+    quiet_highdicom()
+    ds = source_dataset(source, uid_seed)
+    _check_seg(ds, seg)
+    created = creation_time(created)
+    algorithm = hd.sr.AlgorithmIdentification(
+        name=model_name, version=model_version, family=codes.cid7162.ArtificialIntelligence,
+        parameters=[f"operating point: {operating_point}"])
+    report = hd.sr.MeasurementReport(
+        observation_context=_observer(model_name, model_version),
+        procedure_reported=XR_PROCEDURE,
+        imaging_measurements=[
+            _verdict_group(ds, positive=positive, probability=probability,
+                           probability_kind=probability_kind, threshold=threshold, side=side,
+                           algorithm=algorithm, uid_seed=uid_seed),
+            _region_group(ds, seg, area_px=area_px, area_cm2=area_cm2, algorithm=algorithm,
+                          uid_seed=uid_seed)])
+    return _document(ds, seg, report, model_name, uid_seed, created)
+
+
+def _document(source: pydicom.Dataset, seg: pydicom.Dataset, report: hd.sr.MeasurementReport,
+              model_name: str, uid_seed: str | None, created: dt.datetime) -> hd.sr.ComprehensiveSR:
+    """The report as a document in the source's study, with the result's identity."""
+    if uid_seed:
+        series_uid, sop_uid = stable_uid(uid_seed, "sr-series"), stable_uid(uid_seed, "sr-sop")
+    else:
+        series_uid, sop_uid = hd.UID(), hd.UID()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sr = hd.sr.ComprehensiveSR(
+            # the source first: the SR copies patient, study and acquisition equipment
+            # from it
+            evidence=[_evidence_source(source), seg],
+            content=report[0],
+            series_instance_uid=series_uid, series_number=901,
+            sop_instance_uid=sop_uid, instance_number=1,
+            manufacturer="pneumo", manufacturer_model_name=model_name[:64],
+            software_versions=__version__,
+            series_description="Pneumothorax report (AI, decision support)",
+            is_complete=True, is_final=False, is_verified=False,
+            content_date=created.date(), content_time=created.time(),
+            series_date=created.date(), series_time=created.time(),
+        )
+    pin_creation_time(sr, created)
+    return sr
+
+
+#: Type 2 patient and study attributes highdicom reads from the first evidence item;
+#: a file exported without some of them still gives an SR (with them empty).
+_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
+          "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+#: PS3.5 Table 6.2-1 Age String: three digits and a unit (SIIM writes ``46``).
+_AGE = re.compile(r"^\d{3}[DWMY]$")
+
+
+def _evidence_source(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """The source as the SR's first evidence item, which it copies patient and study
+    from: missing Type 2 attributes empty, an age not in the AS form left empty (the SR
+    copies Patient's Age, the SEG's checks do not cover it). The caller's dataset is
+    unchanged."""
+    missing = [k for k in _TYPE2 if k not in ds]
+    bad_age = "PatientAge" in ds and ds.PatientAge and not _AGE.match(str(ds.PatientAge))
+    if not missing and not bad_age:
+        return ds
+    fixed = copy.copy(ds)
+    for keyword in missing:
+        setattr(fixed, keyword, "")
+    if bad_age:
+        fixed.PatientAge = ""
+    return fixed
+
