@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pneumo import paths
 
-from app import access, api, dicomweb, pacs, views
+from app import access, admin, api, dicomweb, pacs, review, views
 from app.context import csrf_token, limiter
 from app.model import ModelHolder
 from app.service import Analyser
@@ -107,7 +107,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.docs_bp)
     app.register_blueprint(dicomweb.bp)
     pacs.init_app(app, store, analyser)  # PACS pages, autosend hook, resumes unfinished sends
+    app.register_blueprint(review.bp)
+    app.register_blueprint(admin.bp)
     views.register_error_handlers(app)
+    app.after_request(admin.record_request)  # the audit trail
     app.after_request(_security_headers)
     return app
 

@@ -52,9 +52,10 @@ def check_access():
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         user_id = store().user_for_token(header[7:].strip())
-        if user_id is None:
+        user = store().user(user_id) if user_id is not None else None
+        if user is None:
             return jsonify(error={"code": "unauthorized", "message": "Unknown API token."}), 401
-        g.owner, g.bearer = f"user:{user_id}", True
+        g.owner, g.bearer, g.user = user.owner, True, user
         return None
     mode = _login_mode()
     if mode and (session.get("user") or session.get("access_granted")) \
@@ -66,7 +67,11 @@ def check_access():
                                   "message": "Log in, or send an API token."}), 401
         return redirect(url_for("access.login", next=request.path))
     if session.get("user"):
-        g.owner = f"user:{session['user']}"
+        user = store().user(session["user"])
+        if user is None:  # the account was removed: its sessions end
+            session.clear()
+            return redirect(url_for("access.login", next=request.path))
+        g.owner, g.user = user.owner, user
     return _check_csrf()
 
 

@@ -5,8 +5,8 @@ from flask import (Blueprint, abort, g, jsonify, redirect, render_template, requ
                    send_from_directory, url_for)
 from swagger_ui_bundle import swagger_ui_path
 
-from app.context import analyser, csrf_token as session_csrf_token, current_owner, limiter, \
-    store, upload_limit
+from app.context import analyser, csrf_token as session_csrf_token, current_owner, \
+    current_scope, limiter, store, upload_limit
 from app.openapi import OPENAPI
 from app.service import uploaded_items
 
@@ -76,15 +76,15 @@ def create_predictions():
 def list_predictions():
     """GET /api/v1/predictions: the caller's results, newest or most probable first."""
     sort = request.args.get("sort", "newest")
-    rows = store().list(current_owner(), "probability" if sort == "probability"
-                              else "newest")
+    rows = store().list(current_scope(), "probability" if sort == "probability"
+                        else "newest")
     return jsonify(results=[result_json(r) for r in rows])
 
 
 @bp.get("/predictions/<result_id>")
 def get_prediction(result_id: str):
     """GET /api/v1/predictions/<id>: one of the caller's results."""
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope())
     if row is None:
         abort(404, description="No such prediction.")
     return jsonify(result_json(row))

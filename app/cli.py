@@ -19,19 +19,27 @@ the app: this module extends the core's parser.
 from __future__ import annotations
 
 import argparse
+import datetime
 import getpass
 import json
+import logging
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Iterator
 
 from pneumo import paths
 from pneumo.cli import build_parser as core_parser
-from pneumo.errors import PneumoError
+from pneumo.cli_ml import cmd_reread as core_reread, reread_model
+from pneumo.errors import PneumoError, UnsupportedImageError
+from pneumo.evaluation.engines import reread
 
-from app import create_app
+from app import create_app, renditions
+from app.admin import events_csv
+from app.clinical import export_reviews
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import run_worker, send_result
@@ -39,6 +47,7 @@ from app.proxy import write_config
 from app.settings import Settings, without_password
 from app.store import backup as store_backup
 from app.store.database import StoreDamaged, StoreProblem
+from app.store.records import ROLES, ReadRow, ResultRow, Scope
 from app.store.repository import Store
 
 
@@ -124,6 +133,8 @@ def cmd_pacs_worker(args: argparse.Namespace) -> int:
     if not settings.pacs.configured:
         print("error: no PACS is configured (PNEUMO_DICOMWEB_URL)", file=sys.stderr)
         return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s "
+                        "[%(process)d] %(name)s: %(message)s")
     store = _open_store(str(settings.data_dir))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,6 +144,65 @@ def cmd_pacs_worker(args: argparse.Namespace) -> int:
     tried = run_worker(store, settings.pacs, args.poll, stop, once=args.once)
     print(f"PACS worker {os.getpid()}: stopped after {tried} send(s)", flush=True)
     return 0
+
+
+def _day(text: str) -> float:
+    """A ``YYYY-MM-DD`` date (UTC midnight) as seconds since 1970."""
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a date (YYYY-MM-DD): {text!r}") from None
+    return datetime.datetime(day.year, day.month, day.day,
+                             tzinfo=datetime.timezone.utc).timestamp()
+
+
+def stored_items(store: Store, rows: list[ResultRow]) -> Iterator[tuple[str, object]]:
+    """``(result id, the file to read again)`` for each stored result, fetched one at a
+    time as the engine asks; a result whose files are gone gives the error instead."""
+    for row in rows:
+        try:
+            yield row.id, renditions.source_file(store, row)
+        except renditions.ResultGone:
+            yield row.id, UnsupportedImageError("The result's files are gone (deleted or "
+                                                "purged).")
+
+
+def cmd_reread(args: argparse.Namespace) -> int:
+    """``pneumo reread``: files and folders (the core's command), or with ``--since DAY
+    [--until DAY]`` the stored studies uploaded in that range; each stored study's new
+    read is kept beside the first (the result), under the model's name and version, and
+    a later read by the same model replaces its own."""
+    if not args.since:
+        if args.until:
+            print("error: --until needs --since", file=sys.stderr)
+            return 2
+        return core_reread(args)
+    if args.inputs or args.list:
+        print("error: give files or --since, not both", file=sys.stderr)
+        return 2
+    store = _open_store(args.data_dir)
+    since = _day(args.since)
+    until = _day(args.until) + 86400 if args.until else time.time() + 1
+    rows = store.between(since, until)
+    if not rows:
+        print(f"error: no stored studies from {args.since} to {args.until or 'now'}",
+              file=sys.stderr)
+        return 1
+    chosen = reread_model(args)
+    if chosen is None:
+        return 2
+    model, engine = chosen
+    counts = {"studies": len(rows), "read": 0, "positive": 0, "no_verdict": 0}
+    for read in reread(model, stored_items(store, rows), batch_size=args.batch_size,
+                       total=len(rows), progress="re-reading stored studies", **engine):
+        store.add_read(ReadRow(
+            read.key, f"{read.model} ({read.model_version or '?'})", time.time(),
+            read.probability, read.positive, read.threshold, read.area_px, read.rle,
+            None if read.ok else read.error))
+        counts["read" if read.ok else "no_verdict"] += 1
+        counts["positive"] += bool(read.positive)
+    print(json.dumps(counts))
+    return 0 if counts["read"] else 1
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -162,9 +232,12 @@ def _open_store(data_dir: str) -> Store:
 def cmd_purge(args: argparse.Namespace) -> int:
     """Delete stored results older than the retention period (rows and files together)."""
     store = _open_store(args.data_dir)
+    settings = Settings.from_env()
     n = store.purge(args.days)
-    store.close_expired_sessions(Settings.from_env().session_days * 86400)
-    print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}")
+    store.close_expired_sessions(settings.session_days * 86400)
+    events = store.purge_events(max(settings.audit_retention_days, args.days))
+    print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}, and "
+          f"{events} audit event(s) older than {settings.audit_retention_days:g} days")
     return 0
 
 
@@ -184,12 +257,41 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         print("error: the passwords do not match", file=sys.stderr)
         return 2
     try:
-        _open_store(args.data_dir).create_user(args.username, password)
+        store = _open_store(args.data_dir)
+        user = store.user(store.create_user(args.username, password, args.team, args.role))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"created user {args.username}")
+    print(f"created user {user.username}: {user.role} of team {user.team}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the audit trail since a day, as CSV or JSON (every team's)."""
+    store = _open_store(args.data_dir)
+    events = store.events(_day(args.since))
+    if args.format == "json":
+        print(json.dumps([e.to_dict() for e in events], indent=1))
+    else:
+        sys.stdout.write(events_csv(events))
+    return 0
+
+
+def cmd_export_reviews(args: argparse.Namespace) -> int:
+    """Write the reviewed studies (every team's, or one's) as training data."""
+    store = _open_store(args.data_dir)
+    team_id = None
+    if args.team:
+        members = [u for u in store.users() if u.team == args.team]
+        if not members:
+            print(f"error: no team {args.team!r}", file=sys.stderr)
+            return 2
+        team_id = members[0].team_id
+    pairs = store.reviewed(None if team_id is None else Scope("", team_id),
+                           _day(args.since) if args.since else 0.0)
+    counts = export_reviews(store, pairs, Path(args.out))
+    print(json.dumps(counts))
+    return 0 if counts["studies"] else 1
 
 
 def cmd_create_token(args: argparse.Namespace) -> int:
@@ -269,8 +371,28 @@ def add_web_commands(subparsers, settings) -> None:
     p.add_argument("username")
     p.add_argument("--password-stdin", action="store_true",
                    help="read the password from stdin (implied when stdin is not a terminal)")
+    p.add_argument("--team", help="the user's team (made if new; default: default)")
+    p.add_argument("--role", choices=ROLES, help="admin (users, tokens, retention; reads and "
+                   "reviews), radiologist (reads and reviews the team's results) or uploader "
+                   "(uploads, sees only its own); default: admin for the first user, else "
+                   "radiologist")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_create_user)
+
+    p = subparsers.add_parser("audit", help="print the audit trail (who saw, downloaded, "
+                                            "sent, deleted or reviewed which result)")
+    p.add_argument("--since", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.set_defaults(func=cmd_audit)
+
+    p = subparsers.add_parser("export-reviews", help="write reviewed studies as training "
+                              "data: images, masks (PNG and SIIM RLE) and a labels CSV")
+    p.add_argument("--out", required=True, help="a folder to write into")
+    p.add_argument("--team", help="one team's reviews (default: every team's)")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="reviews since this day")
+    p.add_argument("--data-dir", default=str(settings.data_dir))
+    p.set_defaults(func=cmd_export_reviews)
 
     p = subparsers.add_parser("create-token", help="create an API token for a user")
     p.add_argument("username")
@@ -339,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                   ("runtime", settings.runtime)) if k in known})
     add_web_commands(sub, settings)
     add_app_commands(sub)
+    stored = sub.choices["reread"]  # the core's command, extended to stored studies
+    stored.add_argument("--since", metavar="YYYY-MM-DD",
+                        help="re-read the stored studies uploaded since this day (UTC), "
+                             "keeping each read beside the first")
+    stored.add_argument("--until", metavar="YYYY-MM-DD", help="... up to this day, included")
+    stored.add_argument("--data-dir", default=str(settings.data_dir))
+    stored.set_defaults(func=cmd_reread)
     return parser
 
 

@@ -13,6 +13,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from app.service import Analyser
+from app.store.records import Scope, User
 from app.store.repository import Store
 
 #: Rate limits (``PNEUMO_LOGIN_RATE_LIMIT``, ``PNEUMO_UPLOAD_RATE_LIMIT``), per client address
@@ -69,6 +70,21 @@ def current_owner() -> str:
         session.permanent = True
     g.owner = owner
     return owner
+
+
+def current_user() -> User | None:
+    """The logged-in user (session or API token), or ``None``."""
+    return g.get("user")
+
+
+def current_scope(manage: bool = False) -> Scope:
+    """Whose results the caller may read: its team's for a radiologist or an admin, else
+    its own. ``manage`` (deleting): the team's for an admin only."""
+    user = current_user()
+    if user is not None and user.team_id is not None and (
+            user.role == "admin" or (user.reads_team and not manage)):
+        return Scope(current_owner(), user.team_id)
+    return Scope(current_owner())
 
 
 def one_off_call() -> bool:

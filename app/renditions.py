@@ -21,7 +21,9 @@ from PIL import Image
 
 from pneumo.inference import overlay
 from pneumo.io import rle
+from pneumo.io.capture import make_secondary_capture
 from pneumo.io.seg import make_seg, make_seg_dataset
+from pneumo.io.sr import make_sr_dataset
 
 from app.store.records import ResultRow
 from app.store.repository import Store
@@ -52,6 +54,16 @@ def result_pixels(store: Store, row: ResultRow) -> np.ndarray:
     if data is None:
         raise ResultGone(row.id)
     return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def source_file(store: Store, row: ResultRow) -> bytes:
+    """The file a model reads again (``pneumo reread``): a DICOM as it was received, else
+    the displayed X-ray as a PNG (lossless: read again, it gives the same pixels)."""
+    if row.source_format == "DICOM":
+        data = store.read_file(row.id, "source.dcm")
+        if data is not None:
+            return data
+    return png_bytes(result_pixels(store, row))
 
 
 def result_mask(store: Store, row: ResultRow, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -160,3 +172,63 @@ def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
         raise ResultGone(row.id)
     return make_seg(source, result_mask(store, row), row.model, deidentify=deidentify,
                     uid_seed=row.id, created=row.created)
+
+
+#: The DICOM objects a DICOM result has, by the name of their download and setting.
+DICOM_OBJECTS = ("seg", "sr", "sc")
+
+
+def _model_name_version(row: ResultRow) -> tuple[str, str]:
+    """``"name (version)"`` as stored, split."""
+    name, _, version = row.model.partition(" (")
+    return name, version.rstrip(")") or "?"
+
+
+def _sr_side(side: dict) -> str:
+    """The stored side (:mod:`pneumo.inference.laterality`) in the SR's words."""
+    if not side or side.get("image_side") is None:
+        return "none"
+    return {"right": "right", "left": "left", "bilateral": "both"}.get(side.get("side"),
+                                                                       "unknown")
+
+
+def sr_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
+    """The DICOM Structured Report (TID 1500) of a DICOM result: the verdict, probability,
+    operating point, area and side, referencing its SEG and source; stable UIDs."""
+    source = store.read_file(row.id, "source.dcm")
+    if source is None:
+        raise ResultGone(row.id)
+    name, version = _model_name_version(row)
+    return make_sr_dataset(
+        source, seg_dataset(store, row), positive=row.positive, probability=row.probability,
+        probability_kind=row.probability_kind,
+        operating_point=(row.operating_point or {}).get("name") or "default",
+        threshold=row.threshold, area_px=row.area_px, area_cm2=row.area_cm2,
+        side=_sr_side(row.side), model_name=name, model_version=version, uid_seed=row.id,
+        created=row.created)
+
+
+def sc_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
+    """A Secondary Capture of the overlay, labelled "AI output, not a diagnosis", for
+    viewers that draw neither SEG nor SR; stable UIDs."""
+    source = store.read_file(row.id, "source.dcm")
+    if source is None:
+        raise ResultGone(row.id)
+    pixels = result_pixels(store, row)
+    rgb = overlay.filled(pixels, result_mask(store, row, pixels.shape))
+    name, _ = _model_name_version(row)
+    return make_secondary_capture(source, rgb, model_name=name, uid_seed=row.id,
+                                  created=row.created)
+
+
+def dicom_objects(store: Store, row: ResultRow, kinds: tuple[str, ...]) -> list[pydicom.Dataset]:
+    """The DICOM objects ``kinds`` (of :data:`DICOM_OBJECTS`) of a DICOM result, SEG first."""
+    makers = {"seg": seg_dataset, "sr": sr_dataset, "sc": sc_dataset}
+    return [makers[k](store, row) for k in DICOM_OBJECTS if k in kinds]
+
+
+def dataset_bytes(ds: pydicom.Dataset) -> bytes:
+    """A dataset as a DICOM file."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()

@@ -106,6 +106,19 @@ def _fraction(env: Mapping[str, Any], name: str) -> float | None:
     return value
 
 
+def _objects(env: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+    """``PNEUMO_DICOMWEB_OBJECTS``: some of ``seg``, ``sr``, ``sc``, comma-separated."""
+    raw = _raw(env, "DICOMWEB_OBJECTS")
+    if raw is None:
+        return default
+    chosen = tuple(dict.fromkeys(p.strip().lower() for p in str(raw).split(",") if p.strip()))
+    unknown = [p for p in chosen if p not in ("seg", "sr", "sc")]
+    if unknown or not chosen:
+        raise SettingsError(f"{PREFIX}DICOMWEB_OBJECTS must list some of seg, sr, sc "
+                            f"(comma-separated), got {raw!r}")
+    return chosen
+
+
 def _defaults(cls) -> dict[str, Any]:
     """The field defaults of a settings dataclass (the one place they are written)."""
     out = {}
@@ -129,6 +142,9 @@ class PacsSettings:
     # "worker" (only `pneumo pacs worker`; the web workers enqueue). None: "web" on the
     # embedded SQLite database, "worker" on a shared one (Settings.pacs_sender)
     sender: str | None = None
+    # which DICOM objects of a result go to the PACS: the SEG, the Structured Report, the
+    # Secondary Capture of the overlay (PNEUMO_DICOMWEB_OBJECTS, a comma list)
+    objects: tuple[str, ...] = ("seg", "sr", "sc")
 
     @property
     def configured(self) -> bool:
@@ -155,7 +171,8 @@ class PacsSettings:
                        timeout=_number(env, "DICOMWEB_TIMEOUT", d["timeout"]),
                        retry_after_s=_number(env, "DICOMWEB_RETRY_AFTER", d["retry_after_s"]),
                        sender=_choice(env, "DICOMWEB_SENDER", "", ("", "web", "worker"))
-                       or d["sender"])
+                       or d["sender"],
+                       objects=_objects(env, d["objects"]))
         if settings.token and settings.username:
             raise SettingsError(f"Set either {PREFIX}DICOMWEB_TOKEN or "
                                 f"{PREFIX}DICOMWEB_USERNAME, not both.")
@@ -173,7 +190,8 @@ class PacsSettings:
         return {"DICOMWEB_URL": self.url, "DICOMWEB_USERNAME": self.username,
                 "DICOMWEB_PASSWORD": self.password, "DICOMWEB_TOKEN": self.token,
                 "DICOMWEB_AUTOSEND": self.autosend, "DICOMWEB_TIMEOUT": self.timeout,
-                "DICOMWEB_RETRY_AFTER": self.retry_after_s, "DICOMWEB_SENDER": self.sender}
+                "DICOMWEB_RETRY_AFTER": self.retry_after_s, "DICOMWEB_SENDER": self.sender,
+                "DICOMWEB_OBJECTS": ",".join(self.objects)}
 
 
 @dataclass(frozen=True)
@@ -202,6 +220,7 @@ class Settings:
     instance_dir: Path = paths.project_root() / "instance"
     data_dir: Path = paths.project_root() / "uploads"  # <instance>/data when PNEUMO_INSTANCE_DIR is set
     retention_days: float = 30.0
+    audit_retention_days: float = 2192.0   # the audit trail: 6 years, beyond the results'
     min_free_mb: int = 500                 # /readyz says "degraded" below this free space
     database_url: str | None = None        # None: the SQLite file in the data folder
     blob_url: str | None = None            # None: the data folder (any fsspec URL)
@@ -253,6 +272,13 @@ class Settings:
         """Where gunicorn listens: the public address, or the socket nginx forwards to."""
         return f"unix:{self.upstream_socket}" if self.proxy else self.bind
 
+    def __post_init__(self):
+        if self.audit_retention_days < self.retention_days:
+            raise SettingsError(
+                f"{PREFIX}AUDIT_RETENTION_DAYS ({self.audit_retention_days:g}) must be at least "
+                f"{PREFIX}RETENTION_DAYS ({self.retention_days:g}): the trail of who saw a "
+                "result outlives the result")
+
     @classmethod
     def from_env(cls, env: Mapping[str, Any] | None = None) -> "Settings":
         """Read and check the ``PNEUMO_*`` variables (``os.environ`` by default)."""
@@ -283,6 +309,8 @@ class Settings:
             instance_dir=instance,
             data_dir=Path(data_dir or d["data_dir"]).resolve(),
             retention_days=_number(env, "RETENTION_DAYS", d["retention_days"], "days"),
+            audit_retention_days=_number(env, "AUDIT_RETENTION_DAYS",
+                                         d["audit_retention_days"], "days"),
             min_free_mb=_int(env, "MIN_FREE_MB", d["min_free_mb"], minimum=0),
             database_url=_database_url(env),
             blob_url=_text(env, "BLOB_URL", d["blob_url"]),
@@ -318,6 +346,7 @@ class Settings:
                 "MAX_REQUEST_PIXELS": self.max_request_pixels,
                 "MAX_PIXELS_IN_FLIGHT": self.max_pixels_in_flight,
                 "RETENTION_DAYS": self.retention_days, "MIN_FREE_MB": self.min_free_mb,
+                "AUDIT_RETENTION_DAYS": self.audit_retention_days,
                 "DATABASE_URL": self.database_url, "BLOB_URL": self.blob_url,
                 **self.pacs.flask_config(), "DICOMWEB_SENDER": self.pacs_sender}
 

@@ -14,9 +14,11 @@ from werkzeug.utils import secure_filename
 from pneumo.inference import overlay
 
 from app import renditions
-from app.context import analyser, current_owner, limiter, predictor, store, upload_limit
+from app.context import (analyser, current_owner, current_scope, current_user, limiter,
+                         predictor, store, upload_limit)
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
+from app.store.records import REVIEW_REASONS
 
 log = logging.getLogger("pneumo.app")
 bp = Blueprint("views", __name__)
@@ -58,7 +60,7 @@ def upload():
 @bp.get("/results/<result_id>")
 def result(result_id: str):
     """The result page: viewer, verdict, measurements, downloads."""
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope())
     if row is None:
         abort(404)
     point = row.operating_point or {}
@@ -66,7 +68,10 @@ def result(result_id: str):
     # results stored before the heat map was scaled by the image probability have no heat_scale
     heat_scale = point.get("heat_scale", 1.0)
     shape = renditions.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
+    user = current_user()
     return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
+                           mine=row.owner == current_owner(), reviews=store().reviews(row.id),
+                           reasons=REVIEW_REASONS, can_review=bool(user and user.reads_team),
                            heat_scale=heat_scale,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
                            contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)),
@@ -77,7 +82,7 @@ def result(result_id: str):
 @bp.get("/results/<result_id>/identifiers")
 def identifiers(result_id: str):
     """Patient identifiers, fetched only when the uploader asks to reveal them."""
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope())
     if row is None:
         abort(404)
     ids = row.identifiers
@@ -88,7 +93,7 @@ def identifiers(result_id: str):
 @bp.get("/results/<result_id>/files/<name>")
 def download(result_id: str, name: str):
     """One file of a result (rendered on first request)."""
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope())
     if row is None or name not in DOWNLOADS:
         abort(404)
     mimetype, download_name = DOWNLOADS[name]
@@ -97,21 +102,25 @@ def download(result_id: str, name: str):
         abort(404)
     return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=bool(download_name)
                      and request.args.get("download") == "1",
-                     download_name=download_name and f"{download_stem(row)}_{download_name}",
+                     download_name=download_name
+                     and f"{download_stem(row, row.owner == current_owner())}_{download_name}",
                      max_age=0)
 
 
-def download_stem(row) -> str:
+def download_stem(row, mine: bool = True) -> str:
     """The start of a download's file name: the uploader's own file name without its
-    suffix (only letters, digits, '.', '_' and '-'), or the result id when it had none."""
-    stem = secure_filename(row.file_name.rsplit(".", 1)[0] if row.file_name else "")[:60]
+    suffix (only letters, digits, '.', '_' and '-'), or the result id when it had none or
+    when someone other than the uploader downloads (``mine`` false: a team member; a
+    file name may name the patient)."""
+    stem = secure_filename(row.file_name.rsplit(".", 1)[0] if row.file_name and mine
+                           else "")[:60]
     return stem or row.id[:8]
 
 
 @bp.get("/results/<result_id>/seg.dcm")
 def seg(result_id: str):
     """The result as a DICOM Segmentation (optionally de-identified)."""
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope())
     if row is None:
         abort(404)
     if row.source_format != "DICOM":
@@ -122,20 +131,39 @@ def seg(result_id: str):
     except renditions.ResultGone:
         abort(404)
     # a de-identified SEG never carries the uploader's file name, which may name the patient
-    name = f"{row.id[:8]}_seg_deidentified.dcm" if deidentify else f"{download_stem(row)}_seg.dcm"
+    name = f"{row.id[:8]}_seg_deidentified.dcm" if deidentify else \
+        f"{download_stem(row, row.owner == current_owner())}_seg.dcm"
     return send_file(io.BytesIO(data), mimetype="application/dicom", as_attachment=True,
                      download_name=name)
+
+
+@bp.get("/results/<result_id>/<any(sr, sc):kind>.dcm")
+def structured(result_id: str, kind: str):
+    """The result as a DICOM Structured Report (``sr``) or a Secondary Capture of the
+    overlay (``sc``), the objects sent to the PACS beside the SEG."""
+    row = store().get(result_id, current_scope())
+    if row is None:
+        abort(404)
+    if row.source_format != "DICOM":
+        abort(404, description="DICOM results objects need a DICOM source image.")
+    try:
+        ds = (renditions.sr_dataset if kind == "sr" else renditions.sc_dataset)(store(), row)
+    except renditions.ResultGone:
+        abort(404)
+    name = f"{download_stem(row, row.owner == current_owner())}_{kind}.dcm"
+    return send_file(io.BytesIO(renditions.dataset_bytes(ds)), mimetype="application/dicom",
+                     as_attachment=True, download_name=name)
 
 
 @bp.post("/results/<result_id>/delete")
 def delete(result_id: str):
     """Delete a result once the user has confirmed; otherwise ask (no JavaScript needed)."""
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope(manage=True))
     if row is None:
         abort(404)
     if request.form.get("confirm") != "yes":
         return render_template("delete.html", r=row)
-    if not store().delete(result_id, current_owner()):
+    if not store().delete(result_id, current_scope(manage=True)):
         abort(404)
     flash("Result deleted.")
     return redirect(url_for("views.worklist"), 303)
@@ -159,8 +187,10 @@ def worklist():
     if sort not in ("newest", "probability"):
         sort = "newest"
     batch_id = request.args.get("batch") or None
-    rows = store().list(current_owner(), sort, batch=batch_id)
-    return render_template("worklist.html", rows=rows, sort=sort, batch=batch_id)
+    rows = store().list(current_scope(), sort, batch=batch_id)
+    return render_template("worklist.html", rows=rows, sort=sort, batch=batch_id,
+                           me=current_owner(),
+                           reviews=store().latest_reviews([r.id for r in rows]))
 
 
 @bp.get("/favicon.ico")

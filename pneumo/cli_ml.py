@@ -160,7 +160,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if counts["images"] else 1
 
 
+def reread_model(args: argparse.Namespace) -> tuple[object, dict] | None:
+    """The model (a loaded Predictor for the local engine, else its folder) and the
+    engine's keywords of a ``reread`` command line; ``None`` for a bad combination (said).
+    The web layer's ``pneumo reread --since`` (stored studies) uses it too."""
+    engine = _engine_args(args)
+    if engine is None:
+        return None
+    return (_load_predictor(args) if args.engine == "local" else args.model), engine
+
+
 def cmd_reread(args: argparse.Namespace) -> int:
+    if not args.out:
+        print("error: --out CSV is required when re-reading files", file=sys.stderr)
+        return 2
     engine = _engine_args(args)
     if engine is None:
         return 2
@@ -274,7 +287,7 @@ def add_ml_commands(sub) -> None:
     p.add_argument("--list", action="append", metavar="FILE",
                    help="a text file naming files or folders, one a line (relative to its "
                         "folder); may be repeated")
-    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--out", help="CSV to write (required for files)")
     p.add_argument("--append", action="store_true",
                    help="add the rows to an existing CSV (earlier reads stay beside them)")
     _model_args(p)

@@ -397,7 +397,7 @@ def _user_app(tmp_path, tiny_predictor, **extra):
     from app.store.repository import Store
     store = Store(tmp_path / "d"); store.init()
     store.create_user("alice", "correct horse 1")
-    store.create_user("bob", "correct horse 2")
+    store.create_user("bob", "correct horse 2", team="another team")  # isolation across teams
     token = store.create_token("alice")
     app = create_app(dict({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                            "PREDICTOR": tiny_predictor}, **extra))

@@ -211,3 +211,92 @@ def test_layout_holds_still_across_modes_and_results(tiny_model_folder, positive
             browser.close()
     finally:
         proc.stop()
+
+
+def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_model_folder,
+                                                           positive_dicom, tmp_path):
+    """Issue 24: a radiologist corrects the mask with the brush, the eraser and undo, then
+    saves a disagreeing review; the agreement page counts it. Screenshots of both go to
+    ``PNEUMO_SCREENSHOT_DIR`` when set (docs/ holds the ones from such a run)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from localserver import LocalServer
+    instance = tmp_path / "instance"
+    env = dict(os.environ, PNEUMO_DATA_DIR=str(instance / "data"))
+    for name, role in (("rita", "radiologist"), ("ulla", "uploader")):
+        subprocess.run([sys.executable, "-m", "app.cli", "create-user", name, "--role", role,
+                        "--password-stdin"], input="correct horse battery", text=True,
+                       cwd=ROOT, env=env, check=True, capture_output=True)
+    server = LocalServer(tiny_model_folder, instance, log_path=tmp_path / "gunicorn.log")
+    shots = Path(os.environ.get("PNEUMO_SCREENSHOT_DIR", tmp_path))
+    try:
+        page = browser_page
+        page.goto(server.url + "/login")
+        page.fill("input[name=username]", "rita")
+        page.fill("input[name=password]", "correct horse battery")
+        page.click("button[type=submit]")
+        _upload_and_wait(page, server.url, positive_dicom)
+        page.click("#review-editor summary")
+        page.wait_for_function("document.getElementById('review-canvas').width > 0")
+        before = page.locator("#review-canvas").screenshot()
+
+        def drag(x0, y0, x1, y1):
+            page.locator("#review-canvas").scroll_into_view_if_needed()
+            box = page.locator("#review-canvas").bounding_box()  # after any scrolling
+            page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+            page.mouse.down()
+            for i in range(1, 11):
+                page.mouse.move(box["x"] + (x0 + (x1 - x0) * i / 10) * box["width"],
+                                box["y"] + (y0 + (y1 - y0) * i / 10) * box["height"])
+            page.mouse.up()
+
+        page.eval_on_selector("#brush-size", "e => { e.value = 30; }")
+        page.click("#clear-mask")                     # start from an empty mask
+        cleared = orange_pixels(page.locator("#review-canvas").screenshot())
+        assert cleared < orange_pixels(before) or orange_pixels(before) < 500
+        drag(0.15, 0.2, 0.3, 0.6)                     # a stroke on the image's left
+        painted = orange_pixels(page.locator("#review-canvas").screenshot())
+        assert painted > cleared + 500
+        assert page.is_enabled("#undo")
+        page.click("#undo")                           # undo takes the stroke back
+        assert abs(orange_pixels(page.locator("#review-canvas").screenshot()) - cleared) < 200
+        drag(0.15, 0.2, 0.3, 0.6)
+        page.check("input[name=tool][value=eraser]")
+        page.eval_on_selector("#brush-size", "e => { e.value = 40; }")
+        drag(0.0, 0.5, 1.0, 0.5)                      # erase a band across the stroke
+        erased = orange_pixels(page.locator("#review-canvas").screenshot())
+        assert cleared + 100 < erased < painted - 50
+        page.check("input[name=tool][value=brush]")
+        page.eval_on_selector("#brush-size", "e => { e.value = 30; }")
+        page.locator("#review").screenshot(path=str(shots / "review_tools.png"))
+        page.check("input[name=verdict][value=disagree]")
+        page.select_option("#reason", "wrong_extent")
+        page.click("#review-submit")
+        page.wait_for_selector("#reviews")
+        assert "wrong extent" in page.inner_text("#reviews")
+        assert "corrected mask" in page.inner_text("#reviews")
+        page.goto(server.url + "/worklist")
+        assert "disagreed" in page.inner_text("table.worklist")
+        page.goto(server.url + "/agreement")
+        assert "1 reviewed result" in page.inner_text("#agreement-counts")
+        page.screenshot(path=str(shots / "agreement.png"), full_page=True)
+    finally:
+        server.stop()
+    from app.store.repository import Store
+    store = Store(instance / "data")
+    rid = store.all_ids()[0]
+    review = store.reviews(rid)[0]
+    assert review.reviewer_name == "rita" and review.reason == "wrong_extent"
+    from pneumo.io import rle
+    row = store.get_any(rid)
+    corrected = rle.decode(review.corrected_rle, (row.meta["rows"], row.meta["columns"]))
+    model = rle.decode(row.rle, corrected.shape)
+    rows, cols = corrected.any(axis=1).nonzero()[0], corrected.any(axis=0).nonzero()[0]
+    assert corrected.sum() > 1000 and cols.max() < corrected.shape[1] * 0.45  # the stroke only
+    assert rows.min() > corrected.shape[0] * 0.1 and rows.max() < corrected.shape[0] * 0.7
+    middle = corrected[int(corrected.shape[0] * 0.49):int(corrected.shape[0] * 0.51)]
+    assert not middle.any()  # the erased band
+    assert model.sum() > corrected.sum()  # the model's larger outline was replaced

@@ -175,6 +175,40 @@ def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, cap
     segs = orthanc.segs_in_study(str(src.StudyInstanceUID))
     assert [s["00080018"]["Value"][0] for s in segs] == [seg_uid]
 
+    # beside the SEG, the Structured Report and the Secondary Capture are in the study,
+    # once each (resends replace), the same objects as the result page's downloads
+    instances = requests.get(f"{orthanc.dicomweb_url}/studies/{src.StudyInstanceUID}/instances",
+                             auth=orthanc.auth, timeout=60).json()
+    by_class = {}
+    for item in instances:
+        by_class.setdefault(item["00080016"]["Value"][0], []).append(item["00080018"]["Value"][0])
+    sr_uids = by_class.get("1.2.840.10008.5.1.4.1.1.88.33", [])
+    sc_uids = [u for u in by_class.get("1.2.840.10008.5.1.4.1.1.7", [])
+               if u != str(src.SOPInstanceUID)]  # SIIM's films are Secondary Captures too
+    assert len(sr_uids) == 1 and len(sc_uids) == 1, by_class
+    auth = {"Authorization": f"Bearer {token}"}
+    for kind, uid in (("sr", sr_uids[0]), ("sc", sc_uids[0])):
+        download = requests.get(f"{server.url}/results/{rid}/{kind}.dcm", headers=auth, timeout=60)
+        assert download.status_code == 200
+        assert download.content == orthanc.instance_file(uid) or \
+            pydicom.dcmread(io.BytesIO(download.content)).SOPInstanceUID == uid
+    sr = hd.sr.srread(io.BytesIO(orthanc.instance_file(sr_uids[0])))
+    assert sr.StudyInstanceUID == src.StudyInstanceUID
+    referenced = set()
+
+    def walk(ds):
+        for element in ds:
+            if element.keyword == "ReferencedSOPInstanceUID":
+                referenced.add(str(element.value))
+            elif element.VR == "SQ":
+                for item in element.value:
+                    walk(item)
+
+    walk(sr)
+    assert seg_uid in referenced and str(src.SOPInstanceUID) in referenced
+    sc = pydicom.dcmread(io.BytesIO(orthanc.instance_file(sc_uids[0])))
+    assert sc.BurnedInAnnotation == "YES" and sc.SamplesPerPixel == 3
+
 
 @pytest.mark.slow
 @pytest.mark.bundled

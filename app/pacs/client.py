@@ -62,21 +62,29 @@ def describe_failure(exc: Exception, settings: PacsSettings) -> str:
     return f"Sending failed: {type(exc).__name__}."
 
 
-def store_seg(settings: PacsSettings, seg: pydicom.Dataset) -> None:
-    """STOW-RS one SEG; raises on any failure (the PACS's refusal as :class:`PacsError`)."""
-    response = make_client(settings).store_instances([seg])
+_KINDS = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.88.33": "SR",
+          "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture"}
+
+
+def store_objects(settings: PacsSettings, datasets: list[pydicom.Dataset]) -> None:
+    """STOW-RS a result's DICOM objects (SEG, SR, Secondary Capture) in one request;
+    raises unless the PACS confirms every one (its refusal as :class:`PacsError`)."""
+    response = make_client(settings).store_instances(datasets)
     if response is None:  # a PACS that answers 200 without a body: nothing to check
         return
     failed = response.get("FailedSOPSequence")
     if failed:
         reason = failed[0].get("FailureReason")
         code = f" (failure reason 0x{int(reason):04X})" if reason is not None else ""
-        raise PacsError(f"The PACS at {settings.url} refused the SEG{code}.")
+        kind = _KINDS.get(str(failed[0].get("ReferencedSOPClassUID", "")), "result object")
+        raise PacsError(f"The PACS at {settings.url} refused the {kind}{code}.")
     stored = {str(item.get("ReferencedSOPInstanceUID", ""))
               for item in response.get("ReferencedSOPSequence", [])}
-    if str(seg.SOPInstanceUID) not in stored:
-        raise PacsError(f"The PACS at {settings.url} did not confirm that it stored the SEG "
-                        "(its answer names neither the SEG nor a failure reason).")
+    missing = [ds for ds in datasets if str(ds.SOPInstanceUID) not in stored]
+    if missing:
+        kind = _KINDS.get(str(missing[0].SOPClassUID), "result object")
+        raise PacsError(f"The PACS at {settings.url} did not confirm that it stored the "
+                        f"{kind} (its answer names neither it nor a failure reason).")
 
 
 @dataclass

@@ -8,7 +8,7 @@ import time
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
                    request, url_for)
 
-from app.context import analyser, current_owner, store
+from app.context import analyser, current_owner, current_scope, store
 from app.pacs.client import PacsError, search_studies
 from app.pacs.pull import pull_study
 from app.pacs.sender import Sender, due, send_result
@@ -37,14 +37,14 @@ def _retry_on_view():
         return None
     state = store().send_state((request.view_args or {}).get("result_id", ""))
     if due(state, _settings(), time.time()):
-        row = store().get(state.result_id, current_owner())
+        row = store().get(state.result_id, current_scope())
         if row is not None:
             _sender().queue(row)
     return None
 
 
 def _own_dicom_result(result_id: str) -> ResultRow:
-    row = store().get(result_id, current_owner())
+    row = store().get(result_id, current_scope())
     if row is None:
         abort(404)
     if row.source_format != "DICOM":

@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from app import renditions
-from app.pacs.client import PacsError, describe_failure, store_seg
+from app.pacs.client import PacsError, describe_failure, store_objects
 from app.settings import PacsSettings
 from app.store.database import StoreProblem
 from app.store.records import ResultRow, SendState
@@ -51,15 +51,18 @@ def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendS
     """Send a result whose send this process has claimed; record the outcome."""
     error, seg_uid = None, None
     try:
-        seg = renditions.seg_dataset(store, row)
-        seg_uid = str(seg.SOPInstanceUID)
-        store_seg(settings, seg)
+        objects = renditions.dicom_objects(store, row, settings.objects)
+        seg_uid = next((str(ds.SOPInstanceUID) for ds in objects if ds.Modality == "SEG"), None)
+        store_objects(settings, objects)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
         error = describe_failure(exc, settings)
         log.warning("PACS send of result %s failed: %s", row.id, error)
     else:
-        log.info("result %s: SEG stored on the PACS", row.id)
+        log.info("result %s: %s stored on the PACS", row.id,
+                 ", ".join(k.upper() for k in settings.objects))
     store.finish_send(row.id, error, seg_uid, settings.retry_after_s)
+    store.record("pacs-sender", "send", row.id, None, row.team_id,
+                 "sent" if error is None else "failed")
     return store.send_state(row.id)
 
 

@@ -107,6 +107,50 @@ def _v2() -> list[str]:
         "CREATE INDEX IF NOT EXISTS reads_model ON reads(model, created)"]
 
 
+def _v3() -> list[str]:
+    return [
+        # teams and roles (issue 24): every user belongs to a team; the first user of a
+        # database made before teams is its admin, the others keep seeing only their own
+        # results (uploader) until an admin says otherwise
+        """CREATE TABLE IF NOT EXISTS teams (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT UNIQUE NOT NULL,
+            created REAL NOT NULL)""",
+        "INSERT INTO teams (name, created) SELECT 'default', 0 WHERE NOT EXISTS "
+        "(SELECT 1 FROM teams WHERE name = 'default')",
+        "ALTER TABLE users ADD COLUMN team_id INTEGER REFERENCES teams(id)",
+        "ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'uploader'",
+        "UPDATE users SET team_id = (SELECT id FROM teams WHERE name = 'default')",
+        "UPDATE users SET role = 'admin' WHERE id = (SELECT MIN(id) FROM users)",
+        # the team a result belongs to: its uploader's at upload time (none for a
+        # browser session without a login)
+        "ALTER TABLE results ADD COLUMN team_id INTEGER",
+        "UPDATE results SET team_id = (SELECT users.team_id FROM users WHERE "
+        "'user:' || CAST(users.id AS TEXT) = results.owner)",
+        "CREATE INDEX IF NOT EXISTS results_team ON results(team_id, created)",
+        # the radiologist's verdict on a result: one per reviewer, the latest kept
+        """CREATE TABLE IF NOT EXISTS reviews (
+            result_id TEXT NOT NULL REFERENCES results(id) ON DELETE CASCADE,
+            reviewer TEXT NOT NULL,
+            reviewer_name TEXT NOT NULL,
+            created REAL NOT NULL,
+            agrees INTEGER NOT NULL,
+            reason TEXT,
+            corrected_rle TEXT,
+            PRIMARY KEY (result_id, reviewer))""",
+        # the audit trail: append-only; no patient identifiers, only the result id
+        """CREATE TABLE IF NOT EXISTS audit_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            team_id INTEGER,
+            action TEXT NOT NULL,
+            result_id TEXT,
+            address TEXT,
+            detail TEXT)""",
+        "CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events(at)"]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: its number, what it does, and its statements (SQLite words)."""
@@ -120,6 +164,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "results, batches, accounts, tokens, sessions, rate counters, PACS sends",
               _v1),
     Migration(2, "PACS send back-off (next_attempt); model re-reads (reads)", _v2),
+    Migration(3, "teams and roles, result teams, reviews, the audit trail", _v3),
 )
 #: The newest schema version.
 HEAD = MIGRATIONS[-1].version

@@ -69,6 +69,7 @@ FIELDS: tuple[Field, ...] = (
     Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
           "negative verdict with the probability in the review band (between the triage "
           "point and the operating point): look again", kind="bool"),
+    Field("team_id", "INTEGER", None),  # the uploader's team (migration 3)
 )
 #: Public fields computed from the row rather than stored.
 DERIVED_SCHEMA = {
@@ -102,6 +103,7 @@ class ResultRow:
     operating_point: dict = field(default_factory=dict)
     batch: str = ""
     finding_below_threshold: bool = False
+    team_id: int | None = None
 
     @property
     def verdict(self) -> str:
@@ -177,3 +179,94 @@ class ReadRow:
     area_px: int | None
     rle: str | None
     error: str | None = None
+
+
+#: What each role may do. ``admin``: manage users, tokens and retention, and read and review
+#: the team's results; ``radiologist``: read and review the team's results; ``uploader``:
+#: upload, and see only what it uploaded.
+ROLES = ("admin", "radiologist", "uploader")
+
+
+@dataclass(frozen=True)
+class User:
+    """A login: its team and role."""
+
+    id: int
+    username: str
+    team_id: int | None
+    team: str
+    role: str
+
+    @property
+    def owner(self) -> str:
+        """The owner key of what this user uploads."""
+        return f"user:{self.id}"
+
+    @property
+    def reads_team(self) -> bool:
+        """True for the roles that read and review the whole team's results."""
+        return self.role in ("admin", "radiologist")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose results a caller may read: its own (``owner``), and with ``team_id`` set the
+    whole team's. A browser session without a login, and an uploader, see only their own."""
+
+    owner: str
+    team_id: int | None = None
+
+    @classmethod
+    def of(cls, owner: "str | Scope") -> "Scope":
+        """A scope from an owner key (own results only) or a scope."""
+        return owner if isinstance(owner, Scope) else cls(owner)
+
+
+#: The reasons a reviewer may give for disagreeing with the model.
+REVIEW_REASONS = {"missed": "missed pneumothorax", "false_alarm": "false alarm",
+                  "wrong_extent": "wrong extent", "other": "other"}
+
+
+@dataclass(frozen=True)
+class Review:
+    """A radiologist's verdict on a result: agrees with the model, or not and why, with an
+    optional corrected mask (SIIM RLE at the image's size)."""
+
+    result_id: str
+    reviewer: str           # the reviewer's owner key (user:<id>)
+    reviewer_name: str
+    created: float
+    agrees: bool
+    reason: str | None = None
+    corrected_rle: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON for the API and pages (the reviewer's name, never a patient's)."""
+        return {"reviewer": self.reviewer_name, "created": self.created,
+                "agrees": self.agrees, "reason": self.reason,
+                "corrected_mask": self.corrected_rle is not None}
+
+
+#: Every action the audit trail records.
+AUDIT_ACTIONS = ("view", "view_identifiers", "download", "send_request", "send", "delete",
+                 "review", "purge")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One access to patient data: who, when, which result, from where. Never a patient
+    identifier: the result id is the only link to the study."""
+
+    id: int
+    at: float
+    actor: str
+    team_id: int | None
+    action: str
+    result_id: str | None
+    address: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "at": self.at, "actor": self.actor, "team_id": self.team_id,
+                "action": self.action, "result_id": self.result_id, "address": self.address,
+                "detail": self.detail}

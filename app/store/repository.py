@@ -19,7 +19,8 @@ from sqlalchemy import exc as sa_exc
 from app.store import accounts
 from app.store.database import DATABASE_NAME, Database, sqlite_url
 from app.store.files import Staged, open_files
-from app.store.records import FIELDS, ReadRow, ResultRow, SendState, valid_id
+from app.store.records import (FIELDS, ROLES, AuditEvent, ReadRow, ResultRow, Review, Scope,
+                               SendState, User, valid_id)
 
 #: Longest wait between two tries of a failing PACS send.
 MAX_BACKOFF_S = 3600.0
@@ -39,6 +40,22 @@ def _from_sql(r: Mapping) -> ResultRow:
         v = r[f.name]
         values[f.name] = json.loads(v) if f.kind == "json" else bool(v) if f.kind == "bool" else v
     return ResultRow(**values)
+
+
+def _visible(scope: "str | Scope") -> tuple[str, dict]:
+    """The condition (and its parameters) of the results ``scope`` may read."""
+    scope = Scope.of(scope)
+    if scope.team_id is None:
+        return "owner = :owner", {"owner": scope.owner}
+    return "(owner = :owner OR team_id = :team)", {"owner": scope.owner, "team": scope.team_id}
+
+
+def _user(r: Mapping) -> User:
+    return User(int(r["id"]), r["username"], r["team_id"], r["team"] or "", r["role"])
+
+
+_USER_SQL = ("SELECT users.id, users.username, users.team_id, users.role, teams.name AS team "
+             "FROM users LEFT JOIN teams ON teams.id = users.team_id")
 
 
 def _send_state(r: Mapping) -> SendState:
@@ -82,10 +99,15 @@ class Store(Database):
     def commit(self, row: ResultRow, staged: Staged) -> None:
         """Publish a complete staged result, then insert its row."""
         self.files.publish(staged)
+        values = _to_sql(row)
         try:
             with self._connect() as db:
+                if values["team_id"] is None and row.owner.startswith("user:"):
+                    values["team_id"] = db.scalar(
+                        "SELECT team_id FROM users WHERE 'user:' || CAST(id AS TEXT) = :o",
+                        {"o": row.owner})
                 db.execute(f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
-                           f"VALUES ({', '.join(':' + f.name for f in FIELDS)})", _to_sql(row))
+                           f"VALUES ({', '.join(':' + f.name for f in FIELDS)})", values)
         except Exception:
             self.files.delete(row.id)
             raise
@@ -101,11 +123,14 @@ class Store(Database):
         with self._connect() as db:
             return db.one(sql, args)
 
-    def get(self, result_id: str, owner: str) -> ResultRow | None:
-        """The result if it exists and belongs to ``owner``; else ``None``."""
-        r = valid_id(result_id) and self._one(
-            "SELECT * FROM results WHERE id = :id AND owner = :owner",
-            {"id": result_id, "owner": owner})
+    def get(self, result_id: str, owner: "str | Scope") -> ResultRow | None:
+        """The result if it exists and ``owner`` may read it (its own, or its team's for a
+        team :class:`Scope`); else ``None``."""
+        if not valid_id(result_id):
+            return None
+        where, args = _visible(owner)
+        r = self._one(f"SELECT * FROM results WHERE id = :id AND {where}",
+                      {"id": result_id, **args})
         return _from_sql(r) if r else None
 
     def get_any(self, result_id: str) -> ResultRow | None:
@@ -114,13 +139,14 @@ class Store(Database):
                                               {"id": result_id})
         return _from_sql(r) if r else None
 
-    def list(self, owner: str, sort: str = "newest", limit: int = 200,
+    def list(self, owner: "str | Scope", sort: str = "newest", limit: int = 200,
              batch: str | None = None) -> list[ResultRow]:
-        """An owner's results (of one batch, if given): newest first, by probability
-        (triage), or in upload order (``sort="upload"``)."""
+        """The results ``owner`` may read (of one batch, if given): newest first, by
+        probability (triage), or in upload order (``sort="upload"``)."""
         order = {"probability": "probability DESC, created DESC",
                  "upload": "created ASC"}.get(sort, "created DESC")
-        where, args = "owner = :owner", {"owner": owner, "limit": limit}
+        where, args = _visible(owner)
+        args["limit"] = limit
         if batch is not None:
             where, args["batch"] = where + " AND batch = :batch", batch
         with self._connect() as db:
@@ -155,9 +181,9 @@ class Store(Database):
 
     # -- results: removing -----------------------------------------------------
 
-    def delete(self, result_id: str, owner: str) -> bool:
-        """Delete an owner's result, files first and then the row: on a full disk the files
-        free the space the database needs to record the deletion."""
+    def delete(self, result_id: str, owner: "str | Scope") -> bool:
+        """Delete a result ``owner`` may read, files first and then the row: on a full disk
+        the files free the space the database needs to record the deletion."""
         if self.get(result_id, owner) is None:
             return False
         self.files.delete(result_id)
@@ -169,7 +195,7 @@ class Store(Database):
     def _forget(db, ids: list[str]) -> None:
         for result_id in ids:
             for table, column in (("reads", "result_id"), ("pacs_sends", "result_id"),
-                                  ("results", "id")):
+                                  ("reviews", "result_id"), ("results", "id")):
                 db.execute(f"DELETE FROM {table} WHERE {column} = :id", {"id": result_id})
 
     def health(self) -> str | None:
@@ -190,6 +216,9 @@ class Store(Database):
                                            {"cutoff": cutoff})]
             for result_id in ids:
                 self.files.delete(result_id)
+                db.execute("INSERT INTO audit_events (at, actor, action, result_id, team_id) "
+                           "SELECT :at, 'retention', 'purge', id, team_id FROM results "
+                           "WHERE id = :id", {"at": time.time(), "id": result_id})
             self._forget(db, ids)
             db.execute("DELETE FROM batches WHERE created < :cutoff", {"cutoff": cutoff})
             db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
@@ -234,11 +263,12 @@ class Store(Database):
                        {"id": batch_id, "owner": owner, "created": time.time(), "files": files,
                         "errors": json.dumps(errors)})
 
-    def get_batch(self, batch_id: str, owner: str) -> dict | None:
-        """A batch of ``owner`` (``id``, ``created``, ``files``, ``errors``), else ``None``."""
+    def get_batch(self, batch_id: str, owner: "str | Scope") -> dict | None:
+        """A batch ``owner`` uploaded (``id``, ``created``, ``files``, ``errors``), else
+        ``None``."""
         r = valid_id(batch_id) and self._one(
             "SELECT * FROM batches WHERE id = :id AND owner = :owner",
-            {"id": batch_id, "owner": owner})
+            {"id": batch_id, "owner": Scope.of(owner).owner})
         if not r:
             return None
         return {"id": r["id"], "created": r["created"], "files": r["files"],
@@ -251,17 +281,72 @@ class Store(Database):
         with self._connect() as db:
             return int(db.scalar("SELECT COUNT(*) FROM users"))
 
-    def create_user(self, username: str, password: str) -> int:
-        """Add a user; raises ValueError for a bad name, short password or duplicate."""
+    def create_user(self, username: str, password: str, team: str | None = None,
+                    role: str | None = None) -> int:
+        """Add a user to ``team`` (made if new; default ``default``) with ``role``
+        (default: ``admin`` for the first user, else ``radiologist``); raises ValueError
+        for a bad name, short password, unknown role or duplicate."""
         accounts.check_new_account(username, password)
+        team = (team or "default").strip()
+        if not team or len(team) > 64:
+            raise ValueError("a team name has 1 to 64 characters")
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
         try:
             with self._connect() as db:
+                team_id = self._team_id(db, team)
+                if role is None:
+                    role = "radiologist" if db.scalar("SELECT COUNT(*) FROM users") else "admin"
                 return int(db.scalar(
-                    "INSERT INTO users (username, password_hash, created) "
-                    "VALUES (:u, :h, :t) RETURNING id",
-                    {"u": username, "h": accounts.hash_password(password), "t": time.time()}))
+                    "INSERT INTO users (username, password_hash, created, team_id, role) "
+                    "VALUES (:u, :h, :t, :team, :role) RETURNING id",
+                    {"u": username, "h": accounts.hash_password(password), "t": time.time(),
+                     "team": team_id, "role": role}))
         except sa_exc.IntegrityError as exc:
             raise ValueError(f"user {username!r} already exists") from exc
+
+    @staticmethod
+    def _team_id(db, name: str) -> int:
+        """The id of the team ``name``, made if new."""
+        db.execute("INSERT INTO teams (name, created) VALUES (:n, :t) ON CONFLICT (name) "
+                   "DO NOTHING", {"n": name, "t": time.time()})
+        return int(db.scalar("SELECT id FROM teams WHERE name = :n", {"n": name}))
+
+    def user(self, user_id: int) -> User | None:
+        """A user with its team and role, or ``None``."""
+        r = self._one(f"{_USER_SQL} WHERE users.id = :id", {"id": int(user_id)})
+        return _user(r) if r else None
+
+    def users(self, team_id: int | None = None) -> list[User]:
+        """Every user (of one team, if given), by name."""
+        where, args = ("WHERE users.team_id = :t", {"t": team_id}) if team_id is not None \
+            else ("", {})
+        with self._connect() as db:
+            return [_user(r) for r in db.all(f"{_USER_SQL} {where} ORDER BY users.username",
+                                             args)]
+
+    def set_role(self, user_id: int, role: str) -> None:
+        """Change a user's role."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        with self._connect() as db:
+            db.execute("UPDATE users SET role = :r WHERE id = :id", {"r": role, "id": user_id})
+
+    def tokens(self, user_id: int) -> list[dict]:
+        """A user's API tokens: ``id`` (the stored hash: not the token), ``created``."""
+        with self._connect() as db:
+            return [{"id": r["token_hash"], "created": r["created"]} for r in db.all(
+                "SELECT token_hash, created FROM tokens WHERE user_id = :u ORDER BY created",
+                {"u": user_id})]
+
+    def revoke_token(self, token_id: str, team_id: int | None = None) -> bool:
+        """Delete an API token by its id (of a user of ``team_id``, if given); ``False``
+        when there is no such token."""
+        where = " AND user_id IN (SELECT id FROM users WHERE team_id = :team)" \
+            if team_id is not None else ""
+        with self._connect() as db:
+            return db.execute(f"DELETE FROM tokens WHERE token_hash = :h{where}",
+                              {"h": token_id, "team": team_id}).rowcount == 1
 
     def user_id(self, username: str) -> int | None:
         """The id of a user name, or ``None``."""
@@ -438,3 +523,86 @@ class Store(Database):
                 "OR (state = 'sending' AND updated < :stale) ORDER BY updated LIMIT :limit",
                 {"stale": time.time() - stale_after_s, "limit": limit})
         return [(r["result_id"], r["owner"]) for r in rows]
+
+    # -- reviews: the radiologist's verdict on a result ----------------------------
+
+    def add_review(self, review: Review) -> None:
+        """Keep a reviewer's verdict on a result (their later verdict replaces it)."""
+        with self._connect() as db:
+            db.execute("INSERT INTO reviews (result_id, reviewer, reviewer_name, created, agrees, "
+                       "reason, corrected_rle) VALUES (:r, :who, :name, :t, :a, :reason, :rle) "
+                       "ON CONFLICT (result_id, reviewer) DO UPDATE SET created = excluded.created, "
+                       "reviewer_name = excluded.reviewer_name, agrees = excluded.agrees, "
+                       "reason = excluded.reason, corrected_rle = excluded.corrected_rle",
+                       {"r": review.result_id, "who": review.reviewer,
+                        "name": review.reviewer_name, "t": review.created,
+                        "a": int(review.agrees), "reason": review.reason,
+                        "rle": review.corrected_rle})
+
+    def reviews(self, result_id: str) -> list[Review]:
+        """Every reviewer's verdict on a result, newest first."""
+        with self._connect() as db:
+            rows = db.all("SELECT * FROM reviews WHERE result_id = :r ORDER BY created DESC",
+                          {"r": result_id})
+        return [_review(r) for r in rows]
+
+    def latest_reviews(self, result_ids: list[str]) -> dict[str, Review]:
+        """The newest review of each of the results that have one."""
+        if not result_ids:
+            return {}
+        names = {f"r{i}": rid for i, rid in enumerate(result_ids)}
+        with self._connect() as db:
+            rows = db.all(f"SELECT * FROM reviews WHERE result_id IN "
+                          f"({', '.join(':' + n for n in names)}) ORDER BY created", names)
+        return {r["result_id"]: _review(r) for r in rows}
+
+    def reviewed(self, scope: "str | Scope | None",
+                 since: float = 0.0) -> list[tuple[ResultRow, Review]]:
+        """The results ``scope`` may read (``None``: every result, for the operator) that
+        have a review since ``since``, each with its newest review (the running agreement
+        and the export)."""
+        where, args = _visible(scope) if scope is not None else ("1 = 1", {})
+        with self._connect() as db:
+            rows = db.all(f"SELECT * FROM results WHERE {where} AND id IN (SELECT result_id "
+                          f"FROM reviews WHERE created >= :since) ORDER BY created",
+                          {**args, "since": since})
+        results = [_from_sql(r) for r in rows]
+        latest = self.latest_reviews([r.id for r in results])
+        return [(r, latest[r.id]) for r in results if r.id in latest]
+
+    # -- the audit trail (append-only) ----------------------------------------------
+
+    def record(self, actor: str, action: str, result_id: str | None = None,
+               address: str | None = None, team_id: int | None = None,
+               detail: str | None = None) -> None:
+        """Append one event to the audit trail."""
+        with self._connect() as db:
+            db.execute("INSERT INTO audit_events (at, actor, team_id, action, result_id, "
+                       "address, detail) VALUES (:at, :actor, :team, :action, :rid, :addr, "
+                       ":detail)", {"at": time.time(), "actor": actor, "team": team_id,
+                                     "action": action, "rid": result_id, "addr": address,
+                                     "detail": detail})
+
+    def events(self, since: float = 0.0, team_id: int | None = None,
+               limit: int | None = None) -> list[AuditEvent]:
+        """Audit events since ``since`` (of one team's results, if given), oldest first."""
+        where, args = "at >= :since", {"since": since}
+        if team_id is not None:
+            where += " AND team_id = :team"
+            args["team"] = team_id
+        tail = f" LIMIT {int(limit)}" if limit else ""
+        with self._connect() as db:
+            rows = db.all(f"SELECT * FROM audit_events WHERE {where} ORDER BY id{tail}", args)
+        return [AuditEvent(r["id"], r["at"], r["actor"], r["team_id"], r["action"],
+                           r["result_id"], r["address"], r["detail"]) for r in rows]
+
+    def purge_events(self, older_than_days: float, now: float | None = None) -> int:
+        """Delete audit events older than their own retention period; returns how many."""
+        cutoff = (now or time.time()) - older_than_days * 86400
+        with self._connect() as db:
+            return db.execute("DELETE FROM audit_events WHERE at < :c", {"c": cutoff}).rowcount
+
+
+def _review(r: Mapping) -> Review:
+    return Review(r["result_id"], r["reviewer"], r["reviewer_name"], r["created"],
+                  bool(r["agrees"]), r["reason"], r["corrected_rle"])

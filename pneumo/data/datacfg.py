@@ -28,6 +28,9 @@ class DataConfig:
     tune_fraction: float | None = None
     tune_seed: int = 2027
     nih_positives: bool = False
+    #: more labelled images, e.g. the reviews a team exported (``pneumo export-reviews``):
+    #: (image folder, SIIM RLE CSV) pairs
+    extra_sources: list[tuple[Path, Path]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_DATA_CONFIG) -> "DataConfig":
@@ -51,10 +54,16 @@ class DataConfig:
             tune_fraction=raw.get("tune_fraction"),
             tune_seed=int(raw.get("tune_seed", 2027)),
             nih_positives=bool(raw.get("nih_positives", False)),
+            extra_sources=[(res(e["images"]), res(e["rle_csv"]))
+                           for e in raw.get("extra_sources", [])],
         )
 
     def table(self) -> dict[str, list[str]]:
-        return rle.read_rle_csv(self.rle_csv)
+        """Every image's RLE rows: the SIIM CSV's, then each extra source's."""
+        table = rle.read_rle_csv(self.rle_csv)
+        for _, csv_path in self.extra_sources:
+            table.update(rle.read_rle_csv(csv_path))
+        return table
 
     def id_map(self) -> dict[str, str]:
         mapping: dict[str, str] = {}
@@ -66,8 +75,8 @@ class DataConfig:
     def samples(self, table=None) -> tuple[dataset.IndexResult, list[dataset.Sample]]:
         """Index SIIM files and, when configured, add NIH negatives."""
         table = self.table() if table is None else table
-        result = dataset.build_index(self.image_dirs, table,
-                                     [p for p in self.id_maps if p.exists()])
+        result = dataset.build_index(self.image_dirs + [d for d, _ in self.extra_sources],
+                                     table, [p for p in self.id_maps if p.exists()])
         samples = list(result.samples)
         if self.nih_index and self.nih_index.exists() and self.nih_images:
             nih, _ = dataset.nih_samples(self.nih_index, self.nih_images, self.nih_positives)

@@ -1,0 +1,135 @@
+"""The admin's pages: the team's users (roles, API tokens to revoke) and the audit trail.
+
+Every access to patient data is an event in the store's append-only audit trail
+(:func:`record_request`, an ``after_request`` hook: result views, reveals of patient
+identifiers, downloads, deletions, sends to the PACS, reviews), with who, when, which
+result and from where; never a patient identifier. An admin reads the team's events at
+``/admin/audit`` (and as CSV or JSON); ``pneumo audit --since`` exports them all.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import time
+
+from flask import (Blueprint, Response, abort, flash, jsonify, redirect, render_template,
+                   request, url_for)
+
+from app.context import current_owner, current_user, store
+from app.store.records import ROLES
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+#: The endpoints whose successful answers are audit events, and the action each records.
+AUDITED = {
+    "views.result": "view", "api.get_prediction": "view",
+    "views.identifiers": "view_identifiers",
+    "views.download": "download", "views.seg": "download", "views.structured": "download",
+    "views.delete": "delete",
+    "pacs.send": "send_request",  # who asked; the sender records each send itself
+    "review.review_form": "review", "review.review_api": "review",
+}
+
+
+def record_request(response):
+    """``after_request``: record an audit event for each audited answer that succeeded
+    (a 2xx, or a redirect after a form post). A deletion counts once confirmed."""
+    action = AUDITED.get(request.endpoint or "")
+    if action is None or response.status_code >= 400:
+        return response
+    if action == "delete" and (request.method != "POST" or request.form.get("confirm") != "yes"):
+        return response
+    if action == "download" and request.path.endswith(("/view.png", "/view_mask.png",
+                                                        "/thumb.jpg", "/prob.png")):
+        return response  # the viewer's own renditions: the page view is the event
+    user = current_user()
+    store().record(current_owner(), action, (request.view_args or {}).get("result_id"),
+                   request.remote_addr, user.team_id if user else None,
+                   (request.view_args or {}).get("name"))
+    return response
+
+
+def _admin():
+    user = current_user()
+    if user is None or user.role != "admin":
+        abort(403, description="Only an admin of the team may see this page.")
+    return user
+
+
+@bp.get("/")
+def users():
+    """The team's users, their roles and API tokens."""
+    admin = _admin()
+    members = store().users(admin.team_id)
+    return render_template("admin.html", admin=admin, members=members, roles=ROLES,
+                           tokens={u.id: store().tokens(u.id) for u in members})
+
+
+@bp.post("/users/<int:user_id>/role")
+def set_role(user_id: int):
+    """Change a team member's role (an admin cannot demote themself: the team would lose
+    its last admin by accident)."""
+    admin = _admin()
+    member = store().user(user_id)
+    role = request.form.get("role")
+    if member is None or member.team_id != admin.team_id:
+        abort(404)
+    if role not in ROLES:
+        abort(400, description=f"The role must be one of {', '.join(ROLES)}.")
+    if member.id == admin.id and role != "admin":
+        abort(400, description="You cannot remove your own admin role; ask another admin.")
+    store().set_role(user_id, role)
+    flash(f"{member.username} is now {role}.")
+    return redirect(url_for("admin.users"), 303)
+
+
+@bp.post("/tokens/revoke")
+def revoke_token():
+    """Revoke one API token of a team member."""
+    admin = _admin()
+    if not store().revoke_token(request.form.get("token", ""), admin.team_id):
+        abort(404, description="No such token in your team.")
+    flash("The API token was revoked: calls with it now get 401.")
+    return redirect(url_for("admin.users"), 303)
+
+
+def _since() -> float:
+    text = request.args.get("since", "")
+    if not text:
+        return time.time() - 7 * 86400
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        abort(400, description="since must be a date (YYYY-MM-DD).")
+    return datetime.datetime(day.year, day.month, day.day,
+                             tzinfo=datetime.timezone.utc).timestamp()
+
+
+def events_csv(events) -> str:
+    """Audit events as CSV (the page's download and ``pneumo audit``)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at_utc", "actor", "team_id", "action", "result_id", "address",
+                     "detail"])
+    for e in events:
+        at = datetime.datetime.fromtimestamp(e.at, datetime.timezone.utc).isoformat()
+        writer.writerow([e.id, at, e.actor, e.team_id, e.action, e.result_id, e.address,
+                         e.detail])
+    return out.getvalue()
+
+
+@bp.get("/audit")
+def audit():
+    """The team's audit events since a day (default: the last 7 days); ``format=csv`` or
+    ``json`` downloads them."""
+    admin = _admin()
+    events = store().events(_since(), admin.team_id)
+    fmt = request.args.get("format")
+    if fmt == "json":
+        return jsonify(events=[e.to_dict() for e in events])
+    if fmt == "csv":
+        return Response(events_csv(events), mimetype="text/csv", headers={
+            "Content-Disposition": "attachment; filename=pneumo-audit.csv"})
+    return render_template("audit.html", events=events[-1000:], total=len(events),
+                           since=request.args.get("since", ""))

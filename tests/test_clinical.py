@@ -1,0 +1,296 @@
+"""The clinical loop on real files: teams and roles, the radiologist's review with a
+corrected mask, the running agreement, the audit trail, and the export of reviews as
+training data (issue 24, parts 1-3)."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from pneumo.io import rle
+from test_app import post, upload
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture()
+def department(tmp_path, tiny_predictor):
+    """An app with two teams: A (alice admin, bob radiologist, carol and erin uploaders)
+    and B (dave radiologist); each user's API token."""
+    from app import create_app
+    app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATA_DIR": str(tmp_path / "d"),
+                      "PREDICTOR": tiny_predictor, "WARM_UP": False})
+    store = app.extensions["pneumo.store"]
+    people = {"alice": ("A", None), "bob": ("A", "radiologist"), "carol": ("A", "uploader"),
+              "erin": ("A", "uploader"), "dave": ("B", "radiologist")}
+    tokens = {}
+    for name, (team, role) in people.items():
+        store.create_user(name, PASSWORD, team, role)
+        tokens[name] = {"Authorization": f"Bearer {store.create_token(name)}"}
+    return app, store, tokens
+
+
+def _api_upload(client, headers, path) -> str:
+    resp = client.post("/api/v1/predictions", headers=headers,
+                       data={"file": (io.BytesIO(path.read_bytes()), path.name)})
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()["results"][0]["id"]
+
+
+def _login(app, name):
+    client = app.test_client()
+    resp = post(client, "/login", username=name, password=PASSWORD)
+    assert resp.status_code == 303, resp.data[:300]
+    return client
+
+
+def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive_dicom):
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], positive_dicom)
+    assert store.user(store.user_id("alice")).role == "admin"  # the first user
+    for reader in ("alice", "bob"):  # the team's radiologist and admin read it
+        listed = client.get("/api/v1/predictions", headers=tokens[reader]).get_json()["results"]
+        assert [r["id"] for r in listed] == [rid]
+        assert client.get(f"/api/v1/predictions/{rid}", headers=tokens[reader]).status_code == 200
+        page = _login(app, reader).get(f"/results/{rid}")
+        assert page.status_code == 200 and b"Save review" in page.data
+        assert positive_dicom.name.encode() not in page.data  # the uploader's file name
+    for stranger in ("dave", "erin"):  # another team; another uploader of the same team
+        assert client.get(f"/api/v1/predictions/{rid}", headers=tokens[stranger]).status_code == 404
+        assert client.get("/api/v1/predictions", headers=tokens[stranger]).get_json()["results"] == []
+        session = _login(app, stranger)
+        assert session.get(f"/results/{rid}").status_code == 404
+        assert session.get(f"/results/{rid}/files/overlay.png").status_code == 404
+        assert session.get(f"/results/{rid}/identifiers").status_code == 404
+    own = _login(app, "carol").get(f"/results/{rid}")
+    assert own.status_code == 200 and b"Save review" not in own.data  # an uploader does not review
+    # a radiologist may not delete a colleague's result; the admin may
+    assert post(_login(app, "bob"), f"/results/{rid}/delete", confirm="yes").status_code == 404
+    assert post(_login(app, "alice"), f"/results/{rid}/delete", confirm="yes").status_code == 303
+    assert store.get_any(rid) is None
+
+
+def _mask_png(shape: tuple[int, int], box: tuple[slice, slice]) -> str:
+    rgba = np.zeros(shape + (4,), np.uint8)
+    rgba[box] = 255
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, positive_dicom,
+                                                                    tmp_path):
+    from app import renditions
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], positive_dicom)
+    row = store.get_any(rid)
+    shape = (row.meta["rows"], row.meta["columns"])
+    view = renditions.view_shape(shape)
+    box = (slice(view[0] // 4, view[0] // 2), slice(view[1] // 8, view[1] // 3))
+    bob = _login(app, "bob")
+    resp = post(bob, f"/results/{rid}/review", verdict="disagree", reason="wrong_extent",
+                mask_png=_mask_png(view, box))
+    assert resp.status_code == 303
+    review = store.reviews(rid)[0]
+    assert (review.reviewer_name, review.agrees, review.reason) == ("bob", False, "wrong_extent")
+    corrected = rle.decode(review.corrected_rle, shape)
+    expected = np.zeros(view, bool)
+    expected[box] = True
+    expected = np.asarray(Image.fromarray(expected).resize((shape[1], shape[0]), Image.NEAREST))
+    assert np.array_equal(corrected, expected)  # at the image's size, where it was drawn
+    assert b"disagreed" in bob.get("/worklist").data
+    page = bob.get(f"/results/{rid}").data.decode()
+    assert "bob" in page and "wrong extent" in page and "corrected mask" in page
+    api = client.get(f"/api/v1/predictions/{rid}/reviews", headers=tokens["alice"]).get_json()
+    assert api["reviews"][0] == {**api["reviews"][0], "reviewer": "bob", "agrees": False,
+                                 "reason": "wrong_extent", "corrected_mask": True}
+    # bad reviews are refused with a message, nothing kept
+    bad = client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["alice"],
+                      json={"agrees": False, "reason": "because"})
+    assert bad.status_code == 400 and "missed" in bad.get_json()["error"]["message"]
+    wrong_size = client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["alice"],
+                             json={"agrees": True, "mask_png": _mask_png((10, 10), box)})
+    assert wrong_size.status_code == 400
+    assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["carol"],
+                       json={"agrees": True}).status_code == 403  # an uploader
+    assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["dave"],
+                       json={"agrees": True}).status_code == 404  # another team
+    assert len(store.reviews(rid)) == 1
+
+    out = tmp_path / "export"
+    env = dict(os.environ, PNEUMO_DATA_DIR=app.config["DATA_DIR"])
+    done = subprocess.run([sys.executable, "-m", "app.cli", "export-reviews", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["with_mask"] == 1
+    table = rle.read_rle_csv(out / "reviews-rle.csv")
+    assert np.array_equal(rle.merge(table[rid], shape), corrected)
+    assert np.array_equal(np.asarray(Image.open(out / "masks" / f"{rid}.png")) > 0, corrected)
+    assert np.asarray(Image.open(out / "images" / f"{rid}.png")).shape == shape
+    with open(out / "labels.csv") as f:
+        labels = list(csv.DictReader(f))
+    assert labels[0]["image_id"] == rid and labels[0]["reason"] == "wrong_extent"
+    assert labels[0]["label"] == str(int(row.positive))
+    # the export is a data source pneumo train takes (an extra source of a data config)
+    from pneumo.data.datacfg import DataConfig
+    config = tmp_path / "data.json"
+    config.write_text(json.dumps({
+        "image_dirs": [], "rle_csv": str(out / "reviews-rle.csv"),
+        "extra_sources": [{"images": str(out / "images"), "rle_csv": str(out / "reviews-rle.csv")}]}))
+    _, samples = DataConfig.load(config).samples()
+    assert [(s.image_id, s.positive) for s in samples] == [(rid, bool(corrected.any()))]
+
+
+def test_agreement_counts_the_reviews_per_operating_point():
+    from app.clinical import agreement
+    from app.store.records import ResultRow, Review
+
+    def row(i, p):
+        return ResultRow(id=f"r{i:020d}", owner="user:1", created=0.0, source_format="PNG",
+                         positive=p >= 0.5, probability=p, threshold=0.5, area_px=0,
+                         area_cm2=None, side={}, meta={}, identifiers={}, model="m", rle="-1",
+                         timings={}, operating_point={"name": "balanced",
+                                                      "review_band": [0.2, 0.5]})
+
+    def review(i, agrees, reason=None):
+        return Review(f"r{i:020d}", "user:2", "bob", 0.0, agrees, reason)
+
+    pairs = [(row(1, 0.9), review(1, True)),             # TP
+             (row(2, 0.8), review(2, False, "false_alarm")),  # FP
+             (row(3, 0.3), review(3, False, "missed")),   # FN at balanced, TP at triage
+             (row(4, 0.1), review(4, True)),              # TN
+             (row(5, 0.7), review(5, False, "other"))]    # no verdict
+    a = agreement(pairs)
+    assert (a["reviewed"], a["agreed"], a["disagreed"], a["undetermined"]) == (5, 2, 3, 1)
+    assert a["reasons"] == {"missed": 1, "false_alarm": 1, "wrong_extent": 0, "other": 1}
+    balanced, triage = a["operating_points"]["balanced"], a["operating_points"]["triage"]
+    assert (balanced["tp"], balanced["fn"], balanced["tn"], balanced["fp"]) == (1, 1, 1, 1)
+    assert balanced["sensitivity"]["value"] == 0.5 and balanced["specificity"]["value"] == 0.5
+    assert (triage["tp"], triage["fn"]) == (2, 0) and triage["sensitivity"]["value"] == 1.0
+    low, high = balanced["sensitivity"]["ci95"]
+    assert 0 < low < 0.5 < high < 1
+
+
+def test_the_agreement_page_and_api(department, positive_dicom):
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], positive_dicom)
+    assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["bob"],
+                       json={"agrees": False, "reason": "missed"}).status_code == 201
+    a = client.get("/api/v1/agreement", headers=tokens["alice"]).get_json()
+    assert a["reviewed"] == 1 and a["reasons"]["missed"] == 1
+    assert client.get("/api/v1/agreement", headers=tokens["dave"]).get_json()["reviewed"] == 0
+    assert client.get("/api/v1/agreement", headers=tokens["carol"]).status_code == 403
+    page = _login(app, "bob").get("/agreement")
+    assert page.status_code == 200 and b"1 reviewed result" in page.data
+
+
+def test_every_access_is_an_audit_event_only_admins_read(department, positive_dicom):
+    app, store, tokens = department
+    rid = _api_upload(app.test_client(), tokens["carol"], positive_dicom)
+    bob = _login(app, "bob")
+    assert bob.get(f"/results/{rid}").status_code == 200
+    assert bob.get(f"/results/{rid}/identifiers").status_code == 200
+    assert bob.get(f"/results/{rid}/files/overlay.png").status_code == 200
+    assert bob.get(f"/results/{rid}/seg.dcm").status_code == 200
+    assert post(bob, f"/results/{rid}/review", verdict="agree").status_code == 303
+    alice = _login(app, "alice")
+    assert post(alice, f"/results/{rid}/delete").status_code == 200  # asks first: no event
+    assert post(alice, f"/results/{rid}/delete", confirm="yes").status_code == 303
+    bob_id, alice_id = store.user_id("bob"), store.user_id("alice")
+    events = [(e.actor, e.action, e.result_id) for e in store.events()]
+    for expected in [(f"user:{bob_id}", "view", rid), (f"user:{bob_id}", "view_identifiers", rid),
+                     (f"user:{bob_id}", "download", rid), (f"user:{bob_id}", "review", rid),
+                     (f"user:{alice_id}", "delete", rid)]:
+        assert expected in events, events
+    assert sum(1 for e in events if e[1] == "delete") == 1
+    assert sum(1 for e in events if e[1] == "download") == 2  # overlay and SEG
+    # non-admins cannot read the trail; the admin gets it as CSV without identifiers
+    assert bob.get("/admin/audit").status_code == 403
+    assert _login(app, "dave").get("/admin/").status_code == 403
+    assert app.test_client().get("/admin/audit?format=json",
+                                 headers=tokens["bob"]).status_code == 403
+    csv_text = alice.get("/admin/audit?format=csv").data.decode()
+    assert rid in csv_text and "view_identifiers" in csv_text
+    from pydicom import dcmread
+    ds = dcmread(positive_dicom, stop_before_pixels=True)
+    for value in (str(ds.get("PatientName", "")), str(ds.get("PatientID", ""))):
+        if len(value) > 3:
+            assert value not in csv_text
+    assert "events" in alice.get("/admin/audit?format=json").get_json()
+
+
+def test_the_admin_revokes_tokens_and_sets_roles(department):
+    app, store, tokens = department
+    client = app.test_client()
+    carol_id = store.user_id("carol")
+    assert client.get("/api/v1/predictions", headers=tokens["carol"]).status_code == 200
+    alice = _login(app, "alice")
+    page = alice.get("/admin/").data.decode()
+    assert "carol" in page and "dave" not in page  # the admin's own team only
+    token_id = store.tokens(carol_id)[0]["id"]
+    assert post(_login(app, "bob"), "/admin/tokens/revoke", token=token_id).status_code == 403
+    assert post(alice, "/admin/tokens/revoke", token=token_id).status_code == 303
+    assert client.get("/api/v1/predictions", headers=tokens["carol"]).status_code == 401
+    assert post(alice, f"/admin/users/{carol_id}/role", role="radiologist").status_code == 303
+    assert store.user(carol_id).role == "radiologist"
+    assert post(alice, f"/admin/users/{store.user_id('dave')}/role",
+                role="admin").status_code == 404  # another team's user
+    assert post(alice, f"/admin/users/{store.user_id('alice')}/role",
+                role="uploader").status_code == 400  # not your own admin role
+
+
+def test_create_user_takes_a_team_and_a_role_and_the_trail_exports(tmp_path):
+    env = dict(os.environ, PNEUMO_DATA_DIR=str(tmp_path / "d"))
+
+    def pneumo(*args, stdin=None):
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
+                              input=stdin, capture_output=True, text=True, timeout=120)
+
+    first = pneumo("create-user", "ann", "--password-stdin", stdin=PASSWORD)
+    assert first.returncode == 0 and "admin of team default" in first.stdout
+    second = pneumo("create-user", "ben", "--team", "ward 4", "--role", "uploader",
+                    "--password-stdin", stdin=PASSWORD)
+    assert second.returncode == 0 and "uploader of team ward 4" in second.stdout
+    bad = pneumo("create-user", "cy", "--role", "boss", "--password-stdin", stdin=PASSWORD)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    trail = pneumo("audit", "--since", "2020-01-01", "--format", "json")
+    assert trail.returncode == 0 and json.loads(trail.stdout) == []
+    assert pneumo("audit", "--since", "yesterday").returncode == 2
+
+
+def test_the_structured_report_and_secondary_capture_download(department, positive_dicom):
+    import highdicom as hd
+    import pydicom
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], positive_dicom)
+    row = store.get_any(rid)
+    seg = pydicom.dcmread(io.BytesIO(client.get(f"/results/{rid}/seg.dcm",
+                                                headers=tokens["bob"]).data))
+    sr_resp = client.get(f"/results/{rid}/sr.dcm", headers=tokens["bob"])
+    sc_resp = client.get(f"/results/{rid}/sc.dcm", headers=tokens["bob"])
+    assert sr_resp.status_code == sc_resp.status_code == 200
+    sr = hd.sr.srread(io.BytesIO(sr_resp.data))
+    assert sr.StudyInstanceUID == seg.StudyInstanceUID
+    assert sr.SOPInstanceUID == pydicom.dcmread(io.BytesIO(client.get(
+        f"/results/{rid}/sr.dcm", headers=tokens["alice"]).data)).SOPInstanceUID  # stable
+    text = str(sr)
+    assert "Pneumothorax" in text and ("Present" if row.positive else "Absent") in text
+    sc = pydicom.dcmread(io.BytesIO(sc_resp.data))
+    assert sc.BurnedInAnnotation == "YES" and sc.pixel_array.shape[-1] == 3
+    assert sc.StudyInstanceUID == seg.StudyInstanceUID
+    assert client.get(f"/results/{rid}/sr.dcm", headers=tokens["dave"]).status_code == 404
+    downloads = [e.detail for e in store.events() if e.action == "download"]
+    assert len(downloads) == 4  # SEG, SR twice, SC: each recorded
