@@ -13,8 +13,8 @@ import datetime
 import io
 import time
 
-from flask import (Blueprint, Response, abort, flash, jsonify, redirect, render_template,
-                   request, url_for)
+from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect,
+                   render_template, request, url_for)
 
 from app.context import current_owner, current_user, store
 from app.store.records import ROLES
@@ -63,7 +63,9 @@ def users():
     admin = _admin()
     members = store().users(admin.team_id)
     return render_template("admin.html", admin=admin, members=members, roles=ROLES,
-                           tokens={u.id: store().tokens(u.id) for u in members})
+                           tokens={u.id: store().tokens(u.id) for u in members},
+                           retention=current_app.config["RETENTION_DAYS"],
+                           audit_retention=current_app.config["AUDIT_RETENTION_DAYS"])
 
 
 @bp.post("/users/<int:user_id>/role")

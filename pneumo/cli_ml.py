@@ -151,11 +151,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, **engine)
     for line in counts.pop("skipped"):  # after the progress bar, not inside it
         print(line, file=sys.stderr)
+    return _exit_status(counts, args.keep_going, "left out of the submission (see above)")
+
+
+def _exit_status(counts: dict, keep_going: bool, what: str) -> int:
+    """Print the counts; 1 when files had no verdict (unless ``keep_going``) or none was
+    read, else 0."""
     print(json.dumps(counts))
     left_out = counts["failed"] + counts["not_chest"]
-    if left_out and not args.keep_going:
-        print(f"{left_out} file(s) left out of the submission (see above); --keep-going "
-              "exits 0 all the same", file=sys.stderr)
+    if left_out and not keep_going:
+        print(f"{left_out} file(s) {what}; --keep-going exits 0 all the same",
+              file=sys.stderr)
         return 1
     return 0 if counts["images"] else 1
 
@@ -174,24 +180,19 @@ def cmd_reread(args: argparse.Namespace) -> int:
     if not args.out:
         print("error: --out CSV is required when re-reading files", file=sys.stderr)
         return 2
-    engine = _engine_args(args)
-    if engine is None:
-        return 2
     files = _input_files(args.inputs + _listed(args.list))
     if not files:
         print("error: no DICOM, PNG or JPEG files found", file=sys.stderr)
         return 2
-    model = _load_predictor(args) if args.engine == "local" else args.model
+    chosen = reread_model(args)
+    if chosen is None:
+        return 2
+    model, engine = chosen
     reads = reread(model, file_items(files), batch_size=args.batch_size, total=len(files),
                    progress="re-reading", **engine)
     counts = write_reads(reads, args.out, append=args.append)
-    print(json.dumps(counts))
-    left_out = counts["failed"] + counts["not_chest"]
-    if left_out and not args.keep_going:
-        print(f"{left_out} file(s) have no verdict (their rows in {args.out} say why); "
-              "--keep-going exits 0 all the same", file=sys.stderr)
-        return 1
-    return 0 if counts["images"] else 1
+    return _exit_status(counts, args.keep_going,
+                        f"have no verdict (their rows in {args.out} say why)")
 
 
 def _input_files(paths: list[str]) -> list[Path]:

@@ -275,13 +275,4 @@ say "docker stop: $STOP_S s, exit code 0"
 
 pairs=()
 for k in "${!FIG[@]}"; do pairs+=("$k=${FIG[$k]}"); done
-"$PY" - "${pairs[@]}" <<'PYEOF'
-import json, sys
-def value(v):
-    try:
-        return int(v) if v.isdigit() else float(v)
-    except ValueError:
-        return v
-figures = dict(arg.split("=", 1) for arg in sys.argv[1:])
-print("SMOKE " + json.dumps({k: value(v) for k, v in sorted(figures.items())}))
-PYEOF
+"$PY" scripts/smoke_figures.py "${pairs[@]}"

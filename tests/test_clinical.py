@@ -239,6 +239,7 @@ def test_the_admin_revokes_tokens_and_sets_roles(department):
     alice = _login(app, "alice")
     page = alice.get("/admin/").data.decode()
     assert "carol" in page and "dave" not in page  # the admin's own team only
+    assert "after <strong>30 days</strong>" in page and "2192 days" in page  # retention
     token_id = store.tokens(carol_id)[0]["id"]
     assert post(_login(app, "bob"), "/admin/tokens/revoke", token=token_id).status_code == 403
     assert post(alice, "/admin/tokens/revoke", token=token_id).status_code == 303

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from test_docker import docker_engine_problem
+from test_docker import docker_engine_problem, run_smoke
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -149,13 +149,7 @@ def test_compose_smoke_on_a_real_engine(positive_dicom):
     problem = docker_engine_problem()
     if problem:
         pytest.skip(problem)
-    res = subprocess.run(["bash", str(SMOKE), "--dicom", str(positive_dicom)],
-                         capture_output=True, text=True, timeout=3600, cwd=ROOT)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    last = res.stdout.strip().splitlines()[-1]
-    assert last.startswith("SMOKE "), res.stdout[-2000:]
-    figures = json.loads(last.removeprefix("SMOKE "))
-    print(res.stdout)
+    figures = run_smoke(SMOKE, positive_dicom)
     assert figures["seg_bytes"] > 0
     assert figures["push_to_result_on_b_s"] < 60 and figures["push_to_seg_in_pacs_s"] < 120
     assert figures["stop_s"] < 20

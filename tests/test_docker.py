@@ -149,19 +149,24 @@ def docker_engine_problem() -> str | None:
     return None
 
 
+def run_smoke(script, dicom) -> dict:
+    """Run a smoke script (``scripts/*_smoke.sh --dicom FILE``); its ``SMOKE`` figures."""
+    res = subprocess.run(["bash", str(script), "--dicom", str(dicom)],
+                         capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("SMOKE "), res.stdout[-2000:]
+    print(res.stdout)
+    return json.loads(last.removeprefix("SMOKE "))
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_readme_docker_commands_on_a_real_engine(positive_dicom):
     problem = docker_engine_problem()
     if problem:
         pytest.skip(problem)
-    res = subprocess.run(["bash", str(SMOKE), "--dicom", str(positive_dicom)],
-                         capture_output=True, text=True, timeout=3600, cwd=ROOT)
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    last = res.stdout.strip().splitlines()[-1]
-    assert last.startswith("SMOKE "), res.stdout[-2000:]
-    figures = json.loads(last.removeprefix("SMOKE "))
-    print(res.stdout)
+    figures = run_smoke(SMOKE, positive_dicom)
     assert figures["uid"] == 10001
     assert figures["stop_s"] < 10
     assert figures["healthy_after_ready_s"] <= 10
