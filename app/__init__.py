@@ -63,6 +63,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         # explicit: Flask-Limiter keeps the first app's RATELIMIT_ENABLED for every later
         # app in the process unless each says its own (the tests make many apps)
         RATELIMIT_ENABLED=True,
+        # the counters live in the database: while it cannot be reached, a request gets the
+        # store's own 503, never a 500 from the limiter's bookkeeping (its headers included)
+        RATELIMIT_SWALLOW_ERRORS=True,
         PREDICTOR=None,
         **settings.flask_config(),
     )

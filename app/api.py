@@ -42,6 +42,8 @@ def result_json(row) -> dict:
     """A result's public JSON with links to its page and files (``links`` is null for a
     one-off call, which has no session or token to read them with)."""
     d = row.public_dict()
+    if row.owner != current_owner():  # a team member's upload: its file name may name the patient
+        d["file"] = ""
     if g.get("one_off"):
         d["links"] = None
         return d

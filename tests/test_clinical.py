@@ -61,7 +61,8 @@ def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive
     for reader in ("alice", "bob"):  # the team's radiologist and admin read it
         listed = client.get("/api/v1/predictions", headers=tokens[reader]).get_json()["results"]
         assert [r["id"] for r in listed] == [rid]
-        assert client.get(f"/api/v1/predictions/{rid}", headers=tokens[reader]).status_code == 200
+        got = client.get(f"/api/v1/predictions/{rid}", headers=tokens[reader])
+        assert got.status_code == 200 and got.get_json()["file"] == ""  # not the uploader's
         page = _login(app, reader).get(f"/results/{rid}")
         assert page.status_code == 200 and b"Save review" in page.data
         assert positive_dicom.name.encode() not in page.data  # the uploader's file name
@@ -72,6 +73,8 @@ def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive
         assert session.get(f"/results/{rid}").status_code == 404
         assert session.get(f"/results/{rid}/files/overlay.png").status_code == 404
         assert session.get(f"/results/{rid}/identifiers").status_code == 404
+    mine = client.get(f"/api/v1/predictions/{rid}", headers=tokens["carol"]).get_json()
+    assert mine["file"] == positive_dicom.name
     own = _login(app, "carol").get(f"/results/{rid}")
     assert own.status_code == 200 and b"Save review" not in own.data  # an uploader does not review
     # a radiologist may not delete a colleague's result; the admin may

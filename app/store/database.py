@@ -249,15 +249,24 @@ class Database:
         self.damaged = reason
 
     def check(self) -> str | None:
-        """Check a SQLite file's integrity (``PRAGMA quick_check``); the problem, or None.
-        A PostgreSQL server checks its own pages; unreachable is not damaged."""
+        """Check a SQLite file's integrity (``PRAGMA quick_check``, on a plain connection:
+        its report names the damaged pages); the problem, or None. A PostgreSQL server
+        checks its own pages; unreachable is not damaged."""
         if not self.is_sqlite:
             return None
-        try:
-            with self._connect() as db:
-                rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
-        except StoreDamaged:
+        if self.damaged:
             return self.damaged
+        con = None
+        try:
+            con = sqlite3.connect(self._db_path, timeout=30)
+            rows = [r[0] for r in con.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            if not _is_sqlite_damage(exc):
+                raise
+            rows = [str(exc)]
+        finally:
+            if con is not None:
+                con.close()
         if rows != ["ok"]:
             self._mark_damaged("; ".join(rows[:3]))
         return self.damaged
