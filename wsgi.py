@@ -9,8 +9,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # for TensorFlow, before it is imported
 
 from app import create_app  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.settings import LOG_FORMAT, Settings  # noqa: E402
 
 logging.basicConfig(level=Settings.from_env().log_level,
-                    format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+                    format=LOG_FORMAT)
 app = create_app()

@@ -32,6 +32,10 @@ AUDITED = {
 }
 
 
+#: The files the result page's viewer and the worklist fetch by themselves.
+VIEWER_FILES = frozenset({"view.png", "view_mask.png", "thumb.jpg", "prob.png"})
+
+
 def record_request(response):
     """``after_request``: record an audit event for each audited answer that succeeded
     (a 2xx, or a redirect after a form post). A deletion counts once confirmed."""
@@ -40,8 +44,7 @@ def record_request(response):
         return response
     if action == "delete" and (request.method != "POST" or request.form.get("confirm") != "yes"):
         return response
-    if action == "download" and request.path.endswith(("/view.png", "/view_mask.png",
-                                                        "/thumb.jpg", "/prob.png")):
+    if action == "download" and (request.view_args or {}).get("name") in VIEWER_FILES:
         return response  # the viewer's own renditions: the page view is the event
     user = current_user()
     store().record(current_owner(), action, (request.view_args or {}).get("result_id"),
@@ -96,16 +99,25 @@ def revoke_token():
     return redirect(url_for("admin.users"), 303)
 
 
+def day_start(text: str) -> float:
+    """A ``YYYY-MM-DD`` date as seconds since 1970 at its start (UTC); raises ValueError
+    naming the text otherwise (the audit page's ``since`` and the command line's days)."""
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a date (YYYY-MM-DD): {text!r}") from None
+    return datetime.datetime(day.year, day.month, day.day,
+                             tzinfo=datetime.timezone.utc).timestamp()
+
+
 def _since() -> float:
     text = request.args.get("since", "")
     if not text:
         return time.time() - 7 * 86400
     try:
-        day = datetime.date.fromisoformat(text)
+        return day_start(text)
     except ValueError:
         abort(400, description="since must be a date (YYYY-MM-DD).")
-    return datetime.datetime(day.year, day.month, day.day,
-                             tzinfo=datetime.timezone.utc).timestamp()
 
 
 def events_csv(events) -> str:

@@ -19,7 +19,6 @@ the app: this module extends the core's parser.
 from __future__ import annotations
 
 import argparse
-import datetime
 import getpass
 import json
 import logging
@@ -38,13 +37,13 @@ from pneumo.errors import PneumoError, UnsupportedImageError
 from pneumo.evaluation.engines import reread
 
 from app import create_app, renditions
-from app.admin import events_csv
+from app.admin import day_start, events_csv
 from app.clinical import export_reviews
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import run_worker, send_result
 from app.proxy import write_config
-from app.settings import Settings, without_password
+from app.settings import LOG_FORMAT, Settings, without_password
 from app.store import backup as store_backup
 from app.store.database import StoreDamaged, StoreProblem
 from app.store.records import ROLES, ReadRow, ResultRow, Scope
@@ -133,8 +132,7 @@ def cmd_pacs_worker(args: argparse.Namespace) -> int:
     if not settings.pacs.configured:
         print("error: no PACS is configured (PNEUMO_DICOMWEB_URL)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s "
-                        "[%(process)d] %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     store = _open_store(str(settings.data_dir))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,16 +142,6 @@ def cmd_pacs_worker(args: argparse.Namespace) -> int:
     tried = run_worker(store, settings.pacs, args.poll, stop, once=args.once)
     print(f"PACS worker {os.getpid()}: stopped after {tried} send(s)", flush=True)
     return 0
-
-
-def _day(text: str) -> float:
-    """A ``YYYY-MM-DD`` date (UTC midnight) as seconds since 1970."""
-    try:
-        day = datetime.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not a date (YYYY-MM-DD): {text!r}") from None
-    return datetime.datetime(day.year, day.month, day.day,
-                             tzinfo=datetime.timezone.utc).timestamp()
 
 
 def stored_items(store: Store, rows: list[ResultRow]) -> Iterator[tuple[str, object]]:
@@ -181,8 +169,8 @@ def cmd_reread(args: argparse.Namespace) -> int:
         print("error: give files or --since, not both", file=sys.stderr)
         return 2
     store = _open_store(args.data_dir)
-    since = _day(args.since)
-    until = _day(args.until) + 86400 if args.until else time.time() + 1
+    since = day_start(args.since)
+    until = day_start(args.until) + 86400 if args.until else time.time() + 1
     rows = store.between(since, until)
     if not rows:
         print(f"error: no stored studies from {args.since} to {args.until or 'now'}",
@@ -269,7 +257,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print the audit trail since a day, as CSV or JSON (every team's)."""
     store = _open_store(args.data_dir)
-    events = store.events(_day(args.since))
+    events = store.events(day_start(args.since))
     if args.format == "json":
         print(json.dumps([e.to_dict() for e in events], indent=1))
     else:
@@ -288,7 +276,7 @@ def cmd_export_reviews(args: argparse.Namespace) -> int:
             return 2
         team_id = members[0].team_id
     pairs = store.reviewed(None if team_id is None else Scope("", team_id),
-                           _day(args.since) if args.since else 0.0)
+                           day_start(args.since) if args.since else 0.0)
     counts = export_reviews(store, pairs, Path(args.out))
     print(json.dumps(counts))
     return 0 if counts["studies"] else 1

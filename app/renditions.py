@@ -155,23 +155,28 @@ def artefact(store: Store, row: ResultRow, name: str) -> bytes | None:
     return data
 
 
-def seg_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
-    """The DICOM SEG of a DICOM result, built from the stored source and mask; the same
-    result always gives the same SEG (UIDs and dates derive from the result)."""
+def _dicom_parts(store: Store, row: ResultRow) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """What a DICOM result's objects are made from, each read once: the source file as
+    received, the displayed X-ray and the predicted mask."""
     source = store.read_file(row.id, "source.dcm")
     if source is None:
         raise ResultGone(row.id)
-    return make_seg_dataset(source, result_mask(store, row), row.model, uid_seed=row.id,
-                            created=row.created)
+    pixels = result_pixels(store, row)
+    return source, pixels, result_mask(store, row, pixels.shape)
+
+
+def seg_dataset(store: Store, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
+    """The DICOM SEG of a DICOM result, built from the stored source and mask; the same
+    result always gives the same SEG (UIDs and dates derive from the result)."""
+    source, _, mask = parts or _dicom_parts(store, row)
+    return make_seg_dataset(source, mask, row.model, uid_seed=row.id, created=row.created)
 
 
 def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
     """The DICOM SEG file of a DICOM result (optionally de-identified)."""
-    source = store.read_file(row.id, "source.dcm")
-    if source is None:
-        raise ResultGone(row.id)
-    return make_seg(source, result_mask(store, row), row.model, deidentify=deidentify,
-                    uid_seed=row.id, created=row.created)
+    source, _, mask = _dicom_parts(store, row)
+    return make_seg(source, mask, row.model, deidentify=deidentify, uid_seed=row.id,
+                    created=row.created)
 
 
 #: The DICOM objects a DICOM result has, by the name of their download and setting.
@@ -192,15 +197,16 @@ def _sr_side(side: dict) -> str:
                                                                        "unknown")
 
 
-def sr_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
+def sr_dataset(store: Store, row: ResultRow, parts: tuple | None = None,
+               seg: pydicom.Dataset | None = None) -> pydicom.Dataset:
     """The DICOM Structured Report (TID 1500) of a DICOM result: the verdict, probability,
-    operating point, area and side, referencing its SEG and source; stable UIDs."""
-    source = store.read_file(row.id, "source.dcm")
-    if source is None:
-        raise ResultGone(row.id)
+    operating point, area and side, referencing its SEG (made here unless given) and
+    source; stable UIDs."""
+    parts = parts or _dicom_parts(store, row)
     name, version = _model_name_version(row)
     return make_sr_dataset(
-        source, seg_dataset(store, row), positive=row.positive, probability=row.probability,
+        parts[0], seg if seg is not None else seg_dataset(store, row, parts),
+        positive=row.positive, probability=row.probability,
         probability_kind=row.probability_kind,
         operating_point=(row.operating_point or {}).get("name") or "default",
         threshold=row.threshold, area_px=row.area_px, area_cm2=row.area_cm2,
@@ -208,23 +214,27 @@ def sr_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
         created=row.created)
 
 
-def sc_dataset(store: Store, row: ResultRow) -> pydicom.Dataset:
+def sc_dataset(store: Store, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
     """A Secondary Capture of the overlay, labelled "AI output, not a diagnosis", for
     viewers that draw neither SEG nor SR; stable UIDs."""
-    source = store.read_file(row.id, "source.dcm")
-    if source is None:
-        raise ResultGone(row.id)
-    pixels = result_pixels(store, row)
-    rgb = overlay.filled(pixels, result_mask(store, row, pixels.shape))
+    source, pixels, mask = parts or _dicom_parts(store, row)
     name, _ = _model_name_version(row)
-    return make_secondary_capture(source, rgb, model_name=name, uid_seed=row.id,
-                                  created=row.created)
+    return make_secondary_capture(source, overlay.filled(pixels, mask), model_name=name,
+                                  uid_seed=row.id, created=row.created)
 
 
 def dicom_objects(store: Store, row: ResultRow, kinds: tuple[str, ...]) -> list[pydicom.Dataset]:
-    """The DICOM objects ``kinds`` (of :data:`DICOM_OBJECTS`) of a DICOM result, SEG first."""
-    makers = {"seg": seg_dataset, "sr": sr_dataset, "sc": sc_dataset}
-    return [makers[k](store, row) for k in DICOM_OBJECTS if k in kinds]
+    """The DICOM objects ``kinds`` (of :data:`DICOM_OBJECTS`) of a DICOM result, SEG first:
+    the stored files read once, the SEG made once (the SR references it)."""
+    parts = _dicom_parts(store, row)
+    made: dict[str, pydicom.Dataset] = {}
+    if "seg" in kinds or "sr" in kinds:
+        made["seg"] = seg_dataset(store, row, parts)
+    if "sr" in kinds:
+        made["sr"] = sr_dataset(store, row, parts, made["seg"])
+    if "sc" in kinds:
+        made["sc"] = sc_dataset(store, row, parts)
+    return [made[k] for k in DICOM_OBJECTS if k in kinds]
 
 
 def dataset_bytes(ds: pydicom.Dataset) -> bytes:

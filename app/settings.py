@@ -20,6 +20,8 @@ from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
 from pneumo.inference.runtime import DEFAULT_RUNTIME, RUNTIMES
 from pneumo.io.imaging import DEFAULT_MAX_PIXELS
 
+#: The log line of the service's own processes (gunicorn's workers, the PACS worker).
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 PREFIX = "PNEUMO_"
 TRUE = ("1", "true", "yes", "on")

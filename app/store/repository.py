@@ -42,8 +42,11 @@ def _from_sql(r: Mapping) -> ResultRow:
     return ResultRow(**values)
 
 
-def _visible(scope: "str | Scope") -> tuple[str, dict]:
-    """The condition (and its parameters) of the results ``scope`` may read."""
+def _visible(scope: "str | Scope | None") -> tuple[str, dict]:
+    """The condition (and its parameters) of the results ``scope`` may read (``None``:
+    every result, for the operator's commands)."""
+    if scope is None:
+        return "1 = 1", {}
     scope = Scope.of(scope)
     if scope.team_id is None:
         return "owner = :owner", {"owner": scope.owner}
@@ -123,9 +126,9 @@ class Store(Database):
         with self._connect() as db:
             return db.one(sql, args)
 
-    def get(self, result_id: str, owner: "str | Scope") -> ResultRow | None:
+    def get(self, result_id: str, owner: "str | Scope | None") -> ResultRow | None:
         """The result if it exists and ``owner`` may read it (its own, or its team's for a
-        team :class:`Scope`); else ``None``."""
+        team :class:`Scope`; ``None``: whoever owns it); else ``None``."""
         if not valid_id(result_id):
             return None
         where, args = _visible(owner)
@@ -135,9 +138,7 @@ class Store(Database):
 
     def get_any(self, result_id: str) -> ResultRow | None:
         """A result whoever owns it (the operator's commands), else ``None``."""
-        r = valid_id(result_id) and self._one("SELECT * FROM results WHERE id = :id",
-                                              {"id": result_id})
-        return _from_sql(r) if r else None
+        return self.get(result_id, None)
 
     def list(self, owner: "str | Scope", sort: str = "newest", limit: int = 200,
              batch: str | None = None) -> list[ResultRow]:
@@ -561,7 +562,7 @@ class Store(Database):
         """The results ``scope`` may read (``None``: every result, for the operator) that
         have a review since ``since``, each with its newest review (the running agreement
         and the export)."""
-        where, args = _visible(scope) if scope is not None else ("1 = 1", {})
+        where, args = _visible(scope)
         with self._connect() as db:
             rows = db.all(f"SELECT * FROM results WHERE {where} AND id IN (SELECT result_id "
                           f"FROM reviews WHERE created >= :since) ORDER BY created",
