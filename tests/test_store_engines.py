@@ -230,6 +230,8 @@ def test_blob_store_keeps_files_and_purge_sweeps_files_without_a_row(tmp_path):
     assert not store.has_file(orphan.result_id, "source.dcm")
     assert store.read_file(row.id, "source.dcm") == b"\x00dicom bytes"  # a kept result
     assert store.health() is None and store.free_bytes() is None
+    fs.rm(store.files._marker)  # the store lost (a wrong bucket, a wiped prefix): said
+    assert "blob store cannot be read" in store.health()
 
 
 def test_a_shared_database_needs_a_shared_secret_key(postgres, tmp_path):

@@ -81,9 +81,15 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def _one_line(text: str, lines: int | None = None) -> str:
+    """A driver's message on one line: its non-empty lines (the first ``lines`` of them),
+    without the bullet stars SQLite's reports use, joined by "; "."""
+    kept = [line.strip(" *") for line in text.splitlines() if line.strip(" *")]
+    return "; ".join(kept[:lines])
+
+
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip(" *") for line in str(exc).splitlines() if line.strip(" *")]
-    return "; ".join(lines[:2]) or type(exc).__name__
+    return _one_line(str(exc), 2) or type(exc).__name__
 
 
 def _is_full(exc: BaseException) -> bool:
@@ -243,7 +249,7 @@ class Database:
         return exc
 
     def _mark_damaged(self, reason: str) -> None:
-        reason = "; ".join(line.strip(" *") for line in reason.splitlines() if line.strip(" *"))
+        reason = _one_line(reason)
         if not self.damaged:
             log.error("the results database %s is damaged: %s", DATABASE_NAME, reason)
         self.damaged = reason

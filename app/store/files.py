@@ -102,11 +102,14 @@ class LocalFiles:
         return shutil.disk_usage(self.root).free
 
     def check(self) -> str | None:
-        """``None`` when the folder can be listed now, else why not (``/readyz``)."""
+        """``None`` when the folder is there and ours to read and write now, else why not
+        (``/readyz``, every few seconds: a stat, never a listing of every result)."""
         try:
-            os.listdir(self.results_dir)
+            os.stat(self.results_dir)
         except OSError as exc:
             return f"the results folder cannot be read ({exc.strerror})"
+        if not os.access(self.results_dir, os.R_OK | os.W_OK | os.X_OK):
+            return "the results folder cannot be read and written by the service's user"
         return None
 
     def add(self, result_id: str, name: str, data: bytes) -> bool:
@@ -173,14 +176,17 @@ class BlobFiles:
         self.fs, root = fsspec.core.url_to_fs(self.url)
         self.root = root.rstrip("/")
         self.results_dir = f"{self.root}/results"
+        self._marker = f"{self.root}/.pneumo-store"
 
     def _path(self, result_id: str, name: str | None = None) -> str:
         folder = f"{self.results_dir}/{result_id}"
         return folder if name is None else f"{folder}/{_checked(name)}"
 
     def init(self) -> None:
-        """Make the results prefix (a no-op on stores without folders)."""
+        """Make the results prefix (a no-op on stores without folders) and the marker
+        object :meth:`check` reads."""
         self.fs.makedirs(self.results_dir, exist_ok=True)
+        self.fs.pipe_file(self._marker, b"pneumo result files\n")
 
     def sweep_partial_files(self) -> int:
         """Object stores write whole objects: nothing half-written to sweep."""
@@ -250,9 +256,11 @@ class BlobFiles:
         return None
 
     def check(self) -> str | None:
-        """``None`` when the store answers a listing now, else why not (``/readyz``)."""
+        """``None`` when the store answers now, else why not (``/readyz``, every few
+        seconds: one small read of the marker :meth:`init` writes, never a listing of
+        every result; fsspec's ``exists`` would say False for an unreachable store)."""
         try:
-            self.fs.ls(self.results_dir)
+            self.fs.cat_file(self._marker)
         except Exception as exc:  # noqa: BLE001 - any backend's failure is reported
             return f"the blob store cannot be read ({type(exc).__name__})"
         return None
