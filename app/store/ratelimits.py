@@ -9,7 +9,7 @@ in the SQLite file or the shared PostgreSQL database.
 """
 from __future__ import annotations
 
-import time
+import weakref
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from limits.storage import Storage
@@ -19,9 +19,14 @@ from app.store.repository import Store
 
 SCHEME = "pneumo-store"
 
+#: The stores the app factory made in this process, by database URL: the limiter counts
+#: through the app's own store (and its connection pool) rather than a second one.
+_STORES: "weakref.WeakValueDictionary[str, Store]" = weakref.WeakValueDictionary()
+
 
 def storage_uri(store: Store) -> str:
-    """The storage URI of ``store``'s counters."""
+    """The storage URI of ``store``'s counters (the store is shared with the limiter)."""
+    _STORES[store.url] = store
     return f"{SCHEME}://{quote(str(store.root))}?database={quote(store.url, safe='')}"
 
 
@@ -33,7 +38,7 @@ class StoreCounters(Storage):
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
         parts = urlsplit(uri or "")
         database = parse_qs(parts.query).get("database", [None])[0]
-        self.store = Store(unquote(parts.netloc + parts.path), database)
+        self.store = _STORES.get(database) or Store(unquote(parts.netloc + parts.path), database)
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
@@ -47,7 +52,7 @@ class StoreCounters(Storage):
         return self.store.counter(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        return self.store.counter(key)[1] if self.get(key) else time.time()
+        return self.store.counter(key)[1]  # (0, now) when no window runs
 
     def check(self) -> bool:
         try:
