@@ -89,3 +89,44 @@ def test_the_canonical_jpeg_step_is_part_of_the_model_image(film):
     assert "jpeg_quality" not in plain.to_dict()
     with pytest.raises(ValueError, match="jpeg_quality must be in 1..100"):
         PreprocessConfig(size=64, jpeg_quality=0)
+
+
+def test_upscale_and_dr_sized_dicom(film):
+    from pneumo.io.encodings import DR_SIDE, encode
+    from pneumo.io.imaging import read_image
+    up = read_image(encode(film, "upscale2x")[0])
+    assert up.pixels.shape == (film.shape[0] * 2, film.shape[1] * 2)
+    dr = read_image(encode(film, "dicom16_2500")[0])
+    assert max(dr.pixels.shape) == DR_SIDE and dr.meta.bits_stored == 12
+    assert dr.meta.windowing == "window"
+
+
+def test_a_film_and_its_area_downscale_reach_the_network_as_the_same_array(film):
+    """The 512-px NIH files stand for NIH's 1024-px originals: same model input (issue 32)."""
+    import cv2
+
+    from pneumo.inference.preprocess import PreprocessConfig, model_image
+    assert film.shape == (1024, 1024)
+    half = cv2.resize(film, (512, 512), interpolation=cv2.INTER_AREA)
+    pcfg = PreprocessConfig(size=384, channels=3, normalisation="efficientnet_lite",
+                            jpeg_quality=75, working_size=512)
+    assert np.array_equal(model_image(film, pcfg), model_image(half, pcfg))
+    # without the working resolution the canonical JPEG step ran at each file's own size
+    old = PreprocessConfig(size=384, channels=3, normalisation="efficientnet_lite",
+                           jpeg_quality=75)
+    assert not np.array_equal(model_image(film, old), model_image(half, old))
+    # a 2x bicubic upscale and a CR/DX-sized film land within rounding of the original
+    for factor in (2.0, 2500 / 1024):
+        big = cv2.resize(film, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        diff = np.abs(model_image(big, pcfg).astype(int) - model_image(film, pcfg))
+        assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 8, (factor, diff.mean())
+
+
+def test_working_size_is_checked_and_travels_with_the_card():
+    from pneumo.inference.preprocess import PreprocessConfig
+    with pytest.raises(ValueError, match="working_size"):
+        PreprocessConfig(size=384, working_size=256)
+    pcfg = PreprocessConfig(size=384, channels=3, jpeg_quality=75, working_size=512)
+    assert PreprocessConfig.from_dict(pcfg.to_dict()) == pcfg
+    assert "working resolution 512 x 512" in pcfg.describe()
+    assert PreprocessConfig.from_dict({"size": 384}).working_size is None

@@ -2,9 +2,12 @@
 
 Two steps, both used by training, evaluation, serving and the benchmarks:
 
-1. :func:`resize_image` - display pixels (any size, ``uint8``) to the model's
-   square size, still ``uint8``. Training caches this form, the server and
-   ``pneumo predict`` batch it.
+1. :func:`model_image` - display pixels (any size, ``uint8``) to the model's
+   square size, still ``uint8``: first the canonical working resolution
+   (:func:`to_working`: every film, whatever its pixel size, becomes
+   ``working_size`` x ``working_size``), then the canonical JPEG step at that
+   resolution (:func:`canonical`), then :func:`resize_image` to the network's
+   size. Training caches this form, the server and ``pneumo predict`` batch it.
 2. :func:`model_input` - a batch of those images (``uint8``, or ``float32``
    in [0, 1] after photometric augmentation) to the network's input: the
    normalisation and channel layout the model card names.
@@ -42,7 +45,8 @@ class PreprocessConfig:
     size: int = 256
     channels: int = 1
     normalisation: str = "unit"
-    jpeg_quality: int | None = None  # canonical JPEG round trip at the file's own resolution
+    jpeg_quality: int | None = None  # canonical JPEG round trip (at the working resolution)
+    working_size: int | None = None  # canonical working resolution every input reaches first
 
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size < 1:
@@ -56,29 +60,41 @@ class PreprocessConfig:
             raise ValueError("the caffe normalisation needs channels=3")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"preprocess jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
+        if self.working_size is not None and (not isinstance(self.working_size, int)
+                                              or self.working_size < self.size):
+            raise ValueError("preprocess working_size must be an integer of at least the input "
+                             f"size {self.size}, got {self.working_size!r}")
 
     def to_dict(self) -> dict:
         d = {"size": self.size, "channels": self.channels, "normalisation": self.normalisation}
         if self.jpeg_quality is not None:
             d["jpeg_quality"] = self.jpeg_quality
+        if self.working_size is not None:
+            d["working_size"] = self.working_size
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        q = d.get("jpeg_quality")
+        q, w = d.get("jpeg_quality"), d.get("working_size")
         return cls(size=int(d["size"]), channels=int(d.get("channels", 1)),
                    normalisation=str(d.get("normalisation", "unit")),
-                   jpeg_quality=None if q is None else int(q))
+                   jpeg_quality=None if q is None else int(q),
+                   working_size=None if w is None else int(w))
 
     def describe(self) -> str:
         """One line for model cards."""
         norm = {"unit": "v (grey value scaled to [0, 1])",
                 "efficientnet_lite": "(255 v - 127) / 128",
                 "caffe": "255 v minus the ImageNet BGR mean"}[self.normalisation]
+        where = "its own resolution" if self.working_size is None else "that resolution"
+        work = "" if self.working_size is None else (
+            f"brought to the canonical working resolution {self.working_size} x "
+            f"{self.working_size} (`cv2.INTER_AREA` when larger, bilinear when smaller, so the "
+            "film's pixel size carries no information), then ")
         canon = "" if self.jpeg_quality is None else (
-            f"stored once more as JPEG quality {self.jpeg_quality} at its own resolution (a "
+            f"stored once more as JPEG quality {self.jpeg_quality} at {where} (a "
             "canonical encoding, so the file's own compression matters less), then ")
-        return (f"grey image {canon}resized to {self.size} x {self.size} in uint8 (`cv2.INTER_AREA`"
+        return (f"grey image {work}{canon}resized to {self.size} x {self.size} in uint8 (`cv2.INTER_AREA`"
                 f" when shrinking), {self.channels} channel(s), each channel = {norm}")
 
 
@@ -103,6 +119,19 @@ def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(pixels, (size, size), interpolation=interp)
 
 
+def to_working(pixels: np.ndarray, working_size: int | None) -> np.ndarray:
+    """The canonical working resolution: every film becomes ``working_size`` squared.
+
+    Larger films are area-averaged (``cv2.INTER_AREA``), so a 1024² film and its
+    ``INTER_AREA`` 512² copy arrive as the same array; smaller films (rare: under
+    ``working_size`` on a side) are enlarged bilinearly and so reach the network
+    softer than a native film, never sharper. ``None``: the film's own size.
+    """
+    if working_size is None or pixels.shape == (working_size, working_size):
+        return pixels
+    return resize_image(pixels, working_size)
+
+
 def canonical(pixels: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
     """The canonical encoding step: a JPEG round trip at ``jpeg_quality`` (``None``: none).
 
@@ -117,10 +146,11 @@ def canonical(pixels: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
 
 def model_image(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Display pixels (any size, ``uint8``) to the model-size ``uint8`` image the card asks for:
-    :func:`canonical` then :func:`resize_image`."""
+    :func:`to_working`, :func:`canonical`, then :func:`resize_image`."""
     if pixels.ndim != 2 or pixels.dtype != np.uint8:
         raise ValueError(f"pixels must be 2-D uint8, got {pixels.dtype} {pixels.shape}")
-    return resize_image(canonical(pixels, config.jpeg_quality), config.size)
+    working = to_working(pixels, config.working_size)
+    return resize_image(canonical(working, config.jpeg_quality), config.size)
 
 
 def model_input(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:

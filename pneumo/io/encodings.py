@@ -3,8 +3,9 @@
 A verdict must depend on the chest, not on how the file was stored. This
 module writes decoded display pixels back out as real files in the encodings
 a hospital or a data set produces (lossless PNG, JPEG at several qualities,
-a 2x downscale, DICOM with JPEG Baseline or uncompressed pixels, 16-bit DICOM
-that the reader must window), so that they travel through the same reader as
+a 2x downscale, a 2x bicubic upscale, DICOM with JPEG Baseline or uncompressed
+pixels, 16-bit DICOM that the reader must window, at the film's size and at a
+CR/DX film's 2,500 px), so that they travel through the same reader as
 an upload (:func:`pneumo.io.imaging.read_image`).
 
 :func:`jpeg_roundtrip` and :func:`resample_roundtrip` are the in-memory forms
@@ -23,8 +24,11 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
                          SecondaryCaptureImageStorage, generate_uid)
 
 #: Every encoding :func:`encode` writes, in the order reports list them.
-ENCODINGS = ("png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "dicom_jpeg", "dicom_raw",
-             "dicom16")
+ENCODINGS = ("png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "upscale2x", "dicom_jpeg",
+             "dicom_raw", "dicom16", "dicom16_2500")
+
+#: The long side of the ``dicom16_2500`` encoding: a CR/DX film's native size.
+DR_SIDE = 2500
 
 
 def _check_pixels(pixels: np.ndarray) -> None:
@@ -66,6 +70,16 @@ def downscale(pixels: np.ndarray, factor: float) -> np.ndarray:
     rows, cols = pixels.shape
     size = (max(1, round(cols * factor)), max(1, round(rows * factor)))
     return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+
+
+def upscale(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """Enlarge by ``factor`` (>= 1) with bicubic interpolation (a film scanned finer)."""
+    _check_pixels(pixels)
+    if factor < 1.0:
+        raise ValueError(f"upscale factor must be at least 1, got {factor}")
+    rows, cols = pixels.shape
+    return cv2.resize(pixels, (round(cols * factor), round(rows * factor)),
+                      interpolation=cv2.INTER_CUBIC)
 
 
 def resample_roundtrip(pixels: np.ndarray, factor: float) -> np.ndarray:
@@ -128,12 +142,16 @@ def encode(pixels: np.ndarray, name: str) -> tuple[bytes, str]:
         return jpeg_bytes(pixels, int(name[4:])), ".jpg"
     if name == "downscale2x":
         return png_bytes(downscale(pixels, 0.5)), ".png"
+    if name == "upscale2x":
+        return png_bytes(upscale(pixels, 2.0)), ".png"
     if name == "dicom_jpeg":
         frame = jpeg_bytes(pixels, 90)
         return _dicom(pixels, JPEGBaseline8Bit, encapsulate([frame]), 8, None), ".dcm"
     if name == "dicom_raw":
         return _dicom(pixels, ExplicitVRLittleEndian, pixels.tobytes(), 8, None), ".dcm"
-    if name == "dicom16":
+    if name in ("dicom16", "dicom16_2500"):
+        if name == "dicom16_2500":  # a CR/DX-sized film: the long side DR_SIDE px, bicubic
+            pixels = upscale(pixels, DR_SIDE / max(pixels.shape))
         values = dicom16_values(pixels)
         return _dicom(pixels, ExplicitVRLittleEndian, values.astype("<u2").tobytes(), 12,
                       DICOM16_WINDOW), ".dcm"

@@ -17,40 +17,60 @@ from pneumo.training.config import TrainConfig
 KEY = "key"
 
 
+def source_aucs(labels: np.ndarray, score: np.ndarray, sources: np.ndarray | None) -> dict:
+    """Image-level AUC within each source that holds both classes (``{source: auc}``)."""
+    if sources is None:
+        return {}
+    out = {}
+    for name in sorted(set(sources.tolist())):
+        inside = sources == name
+        if labels[inside].any() and not labels[inside].all():
+            out[str(name)] = metrics.roc_auc(labels[inside], score[inside])
+    return out
+
+
 def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
-                 images: np.ndarray | None = None) -> dict:
+                 images: np.ndarray | None = None, by: str = "pooled") -> dict:
     """Scores for checkpoint choice on the tune split (no TTA).
 
     ``auc``: image-level AUC of the model's image probability (the head where
-    the model has one, else the mask evidence); ``dice_positive_raw``: mean
-    Dice on positive images with a mask at pixel threshold 0.5, no gate. The
-    checkpoint key is their mean: a model must both find and outline.
+    the model has one, else the mask evidence); with ``by="worst_source"`` the
+    lowest of the AUCs within each source instead (pooled AUC rewards telling
+    the sources apart, which here tells the labels apart); ``dice_positive_raw``:
+    mean Dice on positive images with a mask at pixel threshold 0.5, no gate.
+    The checkpoint key is their mean: a model must both find and outline.
     """
     out = predict_batches(model, arrays.x if images is None else images, pcfg, tta=False)
     score = out.head if out.head is not None else out.evidence(100)
-    auc = metrics.roc_auc(arrays.label, score)
+    pooled = metrics.roc_auc(arrays.label, score)
+    within = source_aucs(arrays.label, score, arrays.source)
+    auc = min(within.values()) if by == "worst_source" and within else pooled
     pos = np.flatnonzero(arrays.label & arrays.has_mask)
     raw = float(np.mean([metrics.dice(arrays.y[i] > 0, out.maps[i] > 0.5) for i in pos])) \
         if len(pos) else float("nan")
     key = np.nanmean([auc, raw]) if not (np.isnan(auc) and np.isnan(raw)) else -1.0
-    return {"auc": auc, "dice_positive_raw": raw, KEY: float(key), "_head": out.head}
+    return {"auc": auc, "pooled_auc": pooled, **{f"{k}_auc": v for k, v in within.items()},
+            "dice_positive_raw": raw, KEY: float(key), "_head": out.head}
 
 
 def worst_encoding_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
-                          encoded: dict[str, np.ndarray]) -> dict:
+                          encoded: dict[str, np.ndarray], by: str = "pooled") -> dict:
     """:func:`epoch_scores` on each encoding of the tune split; the key is the worst one's.
 
     Also reports, per encoding, the mean absolute change of the image head
     against the first encoding (the original files): a model that reads the
     file's encoding moves here even when its AUC does not.
     """
-    per = {name: epoch_scores(model, arrays, pcfg, images) for name, images in encoded.items()}
+    per = {name: epoch_scores(model, arrays, pcfg, images, by) for name, images in encoded.items()}
     first = next(iter(per.values()))
     worst = min(per, key=lambda n: per[n][KEY])
     out = {"auc": per[worst]["auc"], "dice_positive_raw": per[worst]["dice_positive_raw"],
            KEY: per[worst][KEY], "worst_encoding": worst}
     for name, s in per.items():
         out[f"{name}_auc"], out[f"{name}_dice"] = s["auc"], s["dice_positive_raw"]
+        for k, v in s.items():
+            if k.endswith("_auc") and k != "pooled_auc":
+                out[f"{name}_{k}"] = v
         if s["_head"] is not None and first["_head"] is not None:
             out[f"{name}_mean_abs_dhead"] = float(np.mean(np.abs(s["_head"] - first["_head"])))
     return out
@@ -74,7 +94,8 @@ class TuneCheckpoint(keras.callbacks.Callback):
         self.images_seen += self.cfg.batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        s = worst_encoding_scores(self.model, self.arrays, self.pcfg, self.encoded)
+        s = worst_encoding_scores(self.model, self.arrays, self.pcfg, self.encoded,
+                                  self.cfg.checkpoint_by)
         if logs is not None:
             logs.update({f"tune_{k}": v for k, v in s.items() if k != "worst_encoding"})
         print(f" - tune (worst encoding: {s['worst_encoding']}) AUC {s['auc']:.4f}, positive "

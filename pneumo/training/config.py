@@ -8,6 +8,7 @@ from typing import Any
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 BALANCE_BY = ("source", "source_format")
+CHECKPOINT_BY = ("pooled", "worst_source")
 
 
 @dataclass
@@ -78,6 +79,8 @@ class TrainConfig:
     balance_by: str = "source"  # "source" or "source_format": the groups source_balance evens out
     native_size: int = 1024     # cap of the full-size image cache used by encoding augmentation
     tune_encodings: list[str] = field(default_factory=lambda: ["original"])
+    # the AUC in the checkpoint key: pooled, or the worst of the AUCs within each source
+    checkpoint_by: str = "pooled"
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
     early_stopping_patience: int = 8
     tta: bool = True
@@ -98,6 +101,9 @@ class TrainConfig:
                              f"got {self.precision!r}")
         if self.balance_by not in BALANCE_BY:
             raise ValueError(f"balance_by must be one of {list(BALANCE_BY)}, got {self.balance_by!r}")
+        if self.checkpoint_by not in CHECKPOINT_BY:
+            raise ValueError(f"checkpoint_by must be one of {list(CHECKPOINT_BY)}, "
+                             f"got {self.checkpoint_by!r}")
         if not 0.0 < self.encoder_lr_factor <= 1.0:
             raise ValueError(f"encoder_lr_factor must be in (0, 1], got {self.encoder_lr_factor}")
 

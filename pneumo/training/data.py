@@ -72,6 +72,8 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],
     pcfg = preprocess_config(preprocess)
     size = pcfg.size
     version = [size, 2] if pcfg.jpeg_quality is None else [size, 2, pcfg.jpeg_quality]
+    if pcfg.working_size is not None:
+        version += ["working", pcfg.working_size]
     key = hashlib.sha256(json.dumps(
         version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
     ).encode()).hexdigest()[:16]
