@@ -204,7 +204,7 @@ class Database:
     def create_schema(self, target: int = migrations.HEAD) -> int:
         """Create or upgrade the schema (to the newest version unless ``target`` says
         otherwise), holding the write lock; returns the version reached."""
-        with self._connect(immediate=True) as db:
+        with self._connect() as db:
             version = migrations.migrate(db, target)
         if self.is_sqlite:
             for f in self._db_path.parent.glob(self._db_path.name + "*"):  # and its WAL files
@@ -217,14 +217,21 @@ class Database:
         return self._db_path.exists() if self.is_sqlite else True
 
     @contextlib.contextmanager
-    def _connect(self, immediate: bool = False) -> Iterator[Tx]:
-        """One transaction, committed when the block ends without an error. With
-        ``immediate``, SQLite takes its write lock at the start (migrations)."""
+    def _connect(self, write: bool = True) -> Iterator[Tx]:
+        """One transaction, committed when the block ends without an error.
+
+        A writing transaction (the default) takes SQLite's write lock when it begins
+        (``BEGIN IMMEDIATE``), waiting up to the busy timeout for another writer: a
+        deferred transaction that reads and then writes cannot be upgraded once another
+        connection has written in WAL mode, and SQLite refuses it at once ("database is
+        locked") instead of waiting. ``write=False`` for transactions that only read:
+        they never block and are never blocked. PostgreSQL's transactions are unaffected.
+        """
         if self.damaged:
             raise StoreDamaged(self.damaged)
         try:
             with self.engine.connect() as conn:
-                if immediate:
+                if write:
                     conn = conn.execution_options(immediate=True)
                 with conn.begin():
                     yield Tx(conn, self.dialect)
@@ -280,7 +287,7 @@ class Database:
     def ping(self) -> str | None:
         """``None`` when a query answers now, else why not (``/readyz``)."""
         try:
-            with self._connect() as db:
+            with self._connect(write=False) as db:
                 db.scalar("SELECT 1")
         except (StoreProblem, OSError, sa_exc.SQLAlchemyError) as exc:
             return str(exc)

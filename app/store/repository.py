@@ -123,7 +123,7 @@ class Store(Database):
 
     def _one(self, sql: str, args: Mapping) -> Mapping | None:
         """The first row of a query, or ``None``."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return db.one(sql, args)
 
     def get(self, result_id: str, owner: "str | Scope | None") -> ResultRow | None:
@@ -150,20 +150,20 @@ class Store(Database):
         args["limit"] = limit
         if batch is not None:
             where, args["batch"] = where + " AND batch = :batch", batch
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT :limit",
                           args)
         return [_from_sql(r) for r in rows]
 
     def all_ids(self) -> list[str]:
         """Every stored result id."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return [r["id"] for r in db.all("SELECT id FROM results")]
 
     def between(self, since: float, until: float) -> list[ResultRow]:
         """Every result uploaded in ``[since, until)``, whoever owns it, oldest first
         (the operator's re-reads)."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all("SELECT * FROM results WHERE created >= :since AND created < :until "
                           "ORDER BY created", {"since": since, "until": until})
         return [_from_sql(r) for r in rows]
@@ -247,7 +247,7 @@ class Store(Database):
 
     def reads(self, result_id: str) -> list[ReadRow]:
         """Every re-read of a result, oldest first."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all("SELECT * FROM reads WHERE result_id = :id ORDER BY created",
                           {"id": result_id})
         return [ReadRow(r["result_id"], r["model"], r["created"], r["probability"],
@@ -279,7 +279,7 @@ class Store(Database):
 
     def user_count(self) -> int:
         """How many logins exist."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return int(db.scalar("SELECT COUNT(*) FROM users"))
 
     def create_user(self, username: str, password: str, team: str | None = None,
@@ -322,7 +322,7 @@ class Store(Database):
         """Every user (of one team, if given), by name."""
         where, args = ("WHERE users.team_id = :t", {"t": team_id}) if team_id is not None \
             else ("", {})
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return [_user(r) for r in db.all(f"{_USER_SQL} {where} ORDER BY users.username",
                                              args)]
 
@@ -335,7 +335,7 @@ class Store(Database):
 
     def tokens(self, user_id: int) -> list[dict]:
         """A user's API tokens: ``id`` (the stored hash: not the token), ``created``."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             return [{"id": r["token_hash"], "created": r["created"]} for r in db.all(
                 "SELECT token_hash, created FROM tokens WHERE user_id = :u ORDER BY created",
                 {"u": user_id})]
@@ -482,7 +482,7 @@ class Store(Database):
         on SQLite the transaction holds the file's write lock."""
         now = time.time()
         lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
-        with self._connect(immediate=True) as db:
+        with self._connect() as db:
             db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
             rows = db.all(
                 "UPDATE pacs_sends SET state = 'sending', updated = :now WHERE result_id IN ("
@@ -517,7 +517,7 @@ class Store(Database):
     def unfinished_sends(self, stale_after_s: float, limit: int = 500) -> list[tuple[str, str]]:
         """``(result_id, owner)`` of sends not yet done (queued, failed, or claimed longer
         than ``stale_after_s`` ago), oldest first."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")
             rows = db.all(
                 "SELECT result_id, owner FROM pacs_sends WHERE state IN ('queued', 'failed') "
@@ -542,7 +542,7 @@ class Store(Database):
 
     def reviews(self, result_id: str) -> list[Review]:
         """Every reviewer's verdict on a result, newest first."""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all("SELECT * FROM reviews WHERE result_id = :r ORDER BY created DESC",
                           {"r": result_id})
         return [_review(r) for r in rows]
@@ -552,7 +552,7 @@ class Store(Database):
         if not result_ids:
             return {}
         names = {f"r{i}": rid for i, rid in enumerate(result_ids)}
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all(f"SELECT * FROM reviews WHERE result_id IN "
                           f"({', '.join(':' + n for n in names)}) ORDER BY created", names)
         return {r["result_id"]: _review(r) for r in rows}
@@ -563,7 +563,7 @@ class Store(Database):
         have a review since ``since``, each with its newest review (the running agreement
         and the export)."""
         where, args = _visible(scope)
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all(f"SELECT * FROM results WHERE {where} AND id IN (SELECT result_id "
                           f"FROM reviews WHERE created >= :since) ORDER BY created",
                           {**args, "since": since})
@@ -592,7 +592,7 @@ class Store(Database):
             where += " AND team_id = :team"
             args["team"] = team_id
         tail = f" LIMIT {int(limit)}" if limit else ""
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.all(f"SELECT * FROM audit_events WHERE {where} ORDER BY id{tail}", args)
         return [AuditEvent(r["id"], r["at"], r["actor"], r["team_id"], r["action"],
                            r["result_id"], r["address"], r["detail"]) for r in rows]
