@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pneumo import paths
@@ -48,6 +49,17 @@ def _secret_key(instance: Path) -> str:
     return path.read_text().strip()
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, except that a body nested too deeply to parse is a bad request
+    (``get_json`` answers 400, or ``None`` when silent), not a ``RecursionError``."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON body is nested too deeply") from None
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """The app: its config from :class:`app.settings.Settings` (the ``PNEUMO_*``
     variables), then ``test_config``. The model loads in the background (see
@@ -56,6 +68,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(settings.instance_dir),
                 template_folder=str(paths.project_root() / "templates"),
                 static_folder=str(paths.project_root() / "static"))
+    app.json = JSONProvider(app)
     app.config.from_mapping(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

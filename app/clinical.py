@@ -47,32 +47,54 @@ def check_review(agrees: bool, reason: str | None) -> str | None:
     """The reason to keep (``None`` when agreeing); raises ReviewError for a bad one."""
     if agrees:
         return None
-    if reason not in REVIEW_REASONS:
+    if not isinstance(reason, str) or reason not in REVIEW_REASONS:
         raise ReviewError("Say why you disagree: one of " + ", ".join(
             f"{k} ({v})" for k, v in REVIEW_REASONS.items()) + ".")
     return reason
 
 
+def painted(img: Image.Image) -> np.ndarray:
+    """Which pixels of a drawn mask are painted: opaque ones where the PNG has an alpha
+    channel (the page's canvas), bright ones where it has none (a grey or colour mask:
+    black means nothing painted, not everything)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA"))[..., 3] > 127
+    return np.asarray(img.convert("L")) > 127
+
+
 def mask_from_png(data_url: str, shape: tuple[int, int]) -> str:
     """A corrected mask drawn in the browser (a PNG data URL of the viewer's rendition:
-    painted pixels opaque) as SIIM RLE at the image's ``shape``."""
+    painted pixels opaque, see :func:`painted`) as SIIM RLE at the image's ``shape``.
+
+    The PNG's header is checked against the view's size before a pixel is decoded, so a
+    small file that would decode huge costs nothing."""
     prefix = "data:image/png;base64,"
-    if not data_url.startswith(prefix) or len(data_url) > MAX_MASK_BYTES:
+    if not isinstance(data_url, str) or not data_url.startswith(prefix) \
+            or len(data_url) > MAX_MASK_BYTES:
         raise ReviewError("The corrected mask must be a PNG drawn on the result page.")
+    want = renditions.view_shape(shape)
+    unreadable = ReviewError("The corrected mask could not be read as a PNG.")
     try:
-        img = Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):], validate=True)))
+        data = base64.b64decode(data_url[len(prefix):], validate=True)
+    except (binascii.Error, ValueError):
+        raise unreadable from None
+    # the size from the PNG's own header (signature, IHDR), before any decoder sees it
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise unreadable
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if (height, width) != want:
+        raise ReviewError(f"The corrected mask is {width} x {height}; the result's "
+                          f"view is {want[1]} x {want[0]}.")
+    try:
+        img = Image.open(io.BytesIO(data), formats=["PNG"])
         img.load()
-    except (binascii.Error, OSError, ValueError):
-        raise ReviewError("The corrected mask could not be read as a PNG.") from None
-    if (img.height, img.width) != renditions.view_shape(shape):
-        raise ReviewError(f"The corrected mask is {img.width} x {img.height}; the result's "
-                          f"view is {renditions.view_shape(shape)[1]} x "
-                          f"{renditions.view_shape(shape)[0]}.")
-    alpha = np.asarray(img.convert("RGBA"))[..., 3] > 127
-    if alpha.shape != tuple(shape):
-        alpha = np.asarray(Image.fromarray(alpha.astype(np.uint8) * 255).resize(
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise unreadable from None
+    mask = painted(img)
+    if mask.shape != tuple(shape):
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
             (shape[1], shape[0]), Image.NEAREST)) > 127
-    return rle.encode(alpha)
+    return rle.encode(mask)
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,11 @@ def shown_probability(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def _machine_path() -> bool:
+    """Whether the request came to a machine's endpoint (JSON API, DICOMweb): errors as JSON."""
+    return request.path.startswith(("/api/", "/dicomweb/"))
+
+
 def register_error_handlers(app: Flask) -> None:
     """JSON errors for the API, friendly pages elsewhere, never a traceback."""
     @app.errorhandler(HTTPException)
@@ -275,11 +280,13 @@ def register_error_handlers(app: Flask) -> None:
             request.close()  # the part of the upload already spooled to a temporary file
         else:
             message = exc.description
-        if request.path.startswith("/api/"):
+        # the error's own headers travel with our body (405's Allow, 401's WWW-Authenticate)
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        if _machine_path():
             return jsonify(error={"code": exc.name.lower().replace(" ", "_"),
-                                  "message": message}), exc.code
+                                  "message": message}), exc.code, headers
         return render_template("error.html", code=exc.code, title=exc.name,
-                               message=message), exc.code
+                               message=message), exc.code, headers
 
     @app.errorhandler(StoreFull)
     def disk_full(exc: StoreFull):
@@ -287,14 +294,14 @@ def register_error_handlers(app: Flask) -> None:
         log.error("storage failure: %s", exc.strerror)
         message = ("The server's disk is full, so this could not be saved. Delete results you "
                    "no longer need, or ask the administrator to free space.")
-        if request.path.startswith(("/api/", "/dicomweb/")):
+        if _machine_path():
             return jsonify(error={"code": "storage_unavailable", "message": message}), 503
         return render_template("error.html", code=503, title="Disk full", message=message), 503
 
     @app.errorhandler(StoreProblem)
     def damaged(exc: StoreProblem):
         """The database broke or cannot be reached: say so (503), never a generic 500."""
-        if request.path.startswith("/api/") or request.path.startswith("/dicomweb/"):
+        if _machine_path():
             return jsonify(error={"code": exc.code, "message": str(exc)}), exc.http_status
         return render_template("error.html", code=exc.http_status, title="Results unavailable",
                                message=str(exc)), exc.http_status
@@ -306,7 +313,7 @@ def register_error_handlers(app: Flask) -> None:
         log.error("unexpected error %s at\n%s", type(exc).__name__,
                   "".join(traceback.format_tb(exc.__traceback__)))
         message = "Something went wrong on the server. Nothing was stored; please try again."
-        if request.path.startswith("/api/"):
+        if _machine_path():
             return jsonify(error={"code": "internal_error", "message": message}), 500
         return render_template("error.html", code=500, title="Server error",
                                message=message), 500

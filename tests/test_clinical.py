@@ -298,3 +298,87 @@ def test_the_structured_report_and_secondary_capture_download(department, positi
     assert client.get(f"/results/{rid}/sr.dcm", headers=tokens["dave"]).status_code == 404
     downloads = [e.detail for e in store.events() if e.action == "download"]
     assert len(downloads) == 4  # SEG, SR twice, SC: each recorded
+
+
+def _png_url(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _bomb_url(side: int) -> str:
+    """A small PNG file that declares ``side`` x ``side`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    row = b"\0" + b"\0" * ((side + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0,
+                                                              0, 0))
+           + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def test_the_review_endpoint_refuses_every_tampered_body_without_a_server_error(
+        department, positive_dicom):
+    """Hardening III item 5: mask bombs are refused from the PNG header before a pixel is
+    decoded; reasons, masks and bodies of the wrong type or shape are a 400, never a 500;
+    nothing is kept for any of them; and a black grey PNG means nothing painted."""
+    from app import renditions
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], positive_dicom)
+    row = store.get_any(rid)
+    shape = (row.meta["rows"], row.meta["columns"])
+    view = renditions.view_shape(shape)
+    url = f"/api/v1/predictions/{rid}/review"
+    headers = dict(tokens["bob"], **{"Content-Type": "application/json"})
+    jpeg = io.BytesIO()
+    Image.new("L", (view[1], view[0])).save(jpeg, format="JPEG")
+    good_png = _png_url(Image.new("RGBA", (view[1], view[0])))
+    bodies = [
+        {"agrees": True, "mask_png": _bomb_url(13000)},
+        {"agrees": True, "mask_png": _bomb_url(14000)},
+        {"agrees": False, "reason": ["missed"]},
+        {"agrees": False, "reason": {"missed": 1}},
+        {"agrees": False, "reason": 7},
+        {"agrees": False, "reason": None},
+        {"agrees": True, "mask_png": 12},
+        {"agrees": True, "mask_png": ["data:image/png;base64,"]},
+        {"agrees": True, "mask_png": {"png": good_png}},
+        {"agrees": True, "mask_png": True},
+        {"agrees": True, "mask_png": "data:image/png;base64,!!!"},
+        {"agrees": True, "mask_png": "data:image/png;base64,"},
+        {"agrees": True, "mask_png": good_png[:200]},
+        {"agrees": True, "mask_png": "data:image/png;base64,"
+         + base64.b64encode(jpeg.getvalue()).decode()},
+        {"agrees": True, "mask_png": "data:image/png;base64," + "A" * (9 * 1024 * 1024)},
+        {"agrees": True, "mask_png": _png_url(Image.new("L", (view[1] + 1, view[0])))},
+        {"agrees": "yes"}, {"agrees": None}, {}, [], "agree", 3,
+    ]
+    codes = [client.post(url, headers=headers, data=json.dumps(b)).status_code
+             for b in bodies]
+    raw = ["[" * 100_000, "{" * 50_000, "not json", "", '{"agrees": tru', "\xff\xfe"]
+    codes += [client.post(url, headers=headers, data=b).status_code for b in raw]
+    form = [{"verdict": "maybe"}, {"verdict": "disagree", "reason": "x" * 5000},
+            {"verdict": "agree", "mask_png": _bomb_url(13000)}]
+    bob = _login(app, "bob")
+    codes += [post(bob, f"/results/{rid}/review", **f).status_code for f in form]
+    assert len(codes) == 31 and set(codes) == {400}, [(i, c) for i, c in enumerate(codes) if c != 400]
+    assert store.reviews(rid) == []
+    # a grey PNG without alpha: black is "nothing painted", white is painted
+    grey = np.zeros(view, np.uint8)
+    grey[: view[0] // 2] = 255
+    resp = client.post(url, headers=tokens["bob"],
+                       json={"agrees": True, "mask_png": _png_url(Image.fromarray(grey, "L"))})
+    assert resp.status_code == 201
+    corrected = rle.decode(store.reviews(rid)[0].corrected_rle, shape)
+    assert 0.45 < corrected.mean() < 0.55
+    resp = client.post(url, headers=tokens["bob"], json={
+        "agrees": True, "mask_png": _png_url(Image.new("L", (view[1], view[0])))})
+    assert resp.status_code == 201
+    assert not rle.decode(store.reviews(rid)[-1].corrected_rle, shape).any()
