@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
 
-from app.context import limiter, login_account, login_limit, store
+from app.context import (limiter, login_account, login_account_limit, login_failed,
+                         login_limit, login_pair, store)
 from app.settings import LOOPBACK, no_login_message
 from app.store.repository import Store
 
@@ -100,8 +101,13 @@ def _check_csrf():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(login_limit, methods=["POST"])                          # per address
-@limiter.limit(login_limit, methods=["POST"], key_func=login_account)  # per account
+# Per address (every attempt); per account at that address and per account from every
+# address (failures only, the latter at ACCOUNT_FACTOR times the limit): an attacker's
+# guesses from one address stop at the first two and never lock the owner out elsewhere.
+@limiter.limit(login_limit, methods=["POST"])
+@limiter.limit(login_limit, methods=["POST"], key_func=login_pair, deduct_when=login_failed)
+@limiter.limit(login_account_limit, methods=["POST"], key_func=login_account,
+               deduct_when=login_failed)
 def login():
     """Log in with a user name and password, or the shared access password."""
     mode = _login_mode()

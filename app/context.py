@@ -6,6 +6,7 @@ never each other. The objects are made once per process by the app factory
 """
 from __future__ import annotations
 
+import re
 import secrets
 
 from flask import current_app, g, request, session
@@ -47,10 +48,33 @@ def login_limit() -> str:
     return current_app.config["LOGIN_RATE_LIMIT"]
 
 
+#: How many times the per-address login limit one account may fail from all addresses
+#: together before it is limited everywhere (a guessing attack spread over many addresses).
+ACCOUNT_FACTOR = 5
+
+
 def login_account() -> str:
     """The rate-limit key of a login attempt's account (the shared password is one)."""
     name = (request.form.get("username") or "").strip().lower()[:64]
     return f"account:{name}" if name else "account:shared-password"
+
+
+def login_pair() -> str:
+    """The rate-limit key of a login attempt's account at the caller's address."""
+    return f"{login_account()}@{get_remote_address()}"
+
+
+def login_account_limit() -> str:
+    """The account-wide limit on failed logins: :data:`ACCOUNT_FACTOR` times the login
+    limit, so that one address (held to the login limit itself) can never reach it and
+    lock the account's owner out; only guesses from many addresses at once can."""
+    return ";".join(re.sub(r"^\s*(\d+)", lambda m: str(int(m.group(1)) * ACCOUNT_FACTOR), part)
+                    for part in login_limit().split(";"))
+
+
+def login_failed(response) -> bool:
+    """Whether a login attempt failed (only failures count against an account)."""
+    return response.status_code == 401
 
 
 def current_owner() -> str:
