@@ -14,17 +14,18 @@ maintained ``multipart`` package, streaming, never by hand.
 """
 from __future__ import annotations
 
-import io
 import logging
+import warnings
 
 import multipart
 import pydicom
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from pydicom.errors import InvalidDicomError
 from werkzeug.exceptions import HTTPException
 
-from pneumo.errors import (CorruptImageError, ImageTooLargeError, NotChestXrayError,
-                           UnsupportedDicomError, UnsupportedImageError)
+from pneumo.errors import (CorruptImageError, DicomTooComplexError, ImageTooLargeError,
+                           NotChestXrayError, PneumoError, UnsupportedDicomError,
+                           UnsupportedImageError)
+from pneumo.io.dicomguard import identity, read_dataset
 
 from app.context import analyser, current_owner, limiter, upload_limit
 from app.service import BUSY, STORAGE_UNAVAILABLE, Item, Refusal
@@ -34,7 +35,8 @@ bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 
 # Failure Reason (0008,1197) values, PS3.18 Table 10.5.3-2 (codes from PS3.4
 # Annex B.2.3 and PS3.7 Annex C):
-#: 0xA700 Refused: Out of Resources (too large, or the server cannot store it).
+#: 0xA700 Refused: Out of Resources (too large or too complex to read, or the server
+#: cannot store it).
 OUT_OF_RESOURCES = 0xA700
 #: 0xA900 Error: Data Set does not match SOP Class (an image we cannot read as a
 #: greyscale radiograph: colour, multi-frame, missing Rows...).
@@ -133,19 +135,35 @@ def read_parts(stream, content_type: str, max_parts: int) -> list[tuple[str | No
     return parts
 
 
-def _identify(data: bytes) -> pydicom.Dataset | None:
-    """The instance as a dataset (pixels not decoded), or ``None`` when it is not DICOM."""
+def _identify(data: bytes) -> tuple[pydicom.Dataset | None, PneumoError | None]:
+    """The instance as a dataset (pixels not decoded), read as every reader reads DICOM
+    (:func:`pneumo.io.dicomguard.read_dataset`), or, where that refuses it, the refusal
+    and a dataset of the SOP Class and Instance UIDs its bytes state (``None`` without
+    them), which name it in the answer."""
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=False)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, AttributeError, KeyError,
-            OSError, OverflowError):
+        return read_dataset(data, part10_only=True), None
+    except PneumoError as exc:
+        return _named(data), exc
+
+
+def _named(data: bytes) -> pydicom.Dataset | None:
+    """A dataset of the SOP Class and Instance UIDs a refused instance states."""
+    sop_class, sop_instance = identity(data)
+    if sop_class is None and sop_instance is None:
         return None
+    named = pydicom.Dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if sop_class:
+            named.SOPClassUID = sop_class
+        if sop_instance:
+            named.SOPInstanceUID = sop_instance
+    return named
 
 
-def _failure_reason(refused: Refusal) -> int:
-    exc = refused.error
-    if isinstance(exc, ImageTooLargeError) or refused.code in (STORAGE_UNAVAILABLE, BUSY,
-                                                               "request_too_large"):
+def _error_reason(exc: BaseException | None) -> int:
+    """The Failure Reason of a file the reader or the model refused with ``exc``."""
+    if isinstance(exc, (ImageTooLargeError, DicomTooComplexError)):
         return OUT_OF_RESOURCES
     if isinstance(exc, (UnsupportedDicomError, NotChestXrayError)):
         return DOES_NOT_MATCH
@@ -154,19 +172,28 @@ def _failure_reason(refused: Refusal) -> int:
     return PROCESSING_FAILURE
 
 
+def _failure_reason(refused: Refusal) -> int:
+    if refused.code in (STORAGE_UNAVAILABLE, BUSY, "request_too_large"):
+        return OUT_OF_RESOURCES
+    return _error_reason(refused.error)
+
+
 def precheck(data: bytes, content_type: str | None, study_uid: str | None = None):
     """Why a received part cannot be analysed at all, before the model sees it.
 
     Returns:
         ``(header, None)`` for an instance to analyse, ``(header, (reason, message))``
-        for one refused here (``header`` is ``None`` when it is not DICOM).
+        for one refused here (``header`` is ``None`` when nothing in it names the
+        instance; for one the reader refuses, it holds only the UIDs that name it).
     """
-    header = _identify(data)
+    header, refused = _identify(data)
     if content_type and content_type != "application/dicom":
         return header, (CANNOT_UNDERSTAND, f"A part of type {content_type} is not a "
                                            "DICOM instance.")
-    if header is None:
-        return None, (CANNOT_UNDERSTAND, "Not a DICOM Part 10 instance.")
+    if isinstance(refused, UnsupportedImageError):
+        return header, (CANNOT_UNDERSTAND, "Not a DICOM Part 10 instance.")
+    if refused is not None:
+        return header, (_error_reason(refused), str(refused))
     if study_uid and str(header.get("StudyInstanceUID", "")) != study_uid:
         return header, (DOES_NOT_MATCH, "The instance belongs to another study than the one "
                                         "in the URL.")

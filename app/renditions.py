@@ -22,7 +22,7 @@ from PIL import Image
 from pneumo.inference import overlay
 from pneumo.io import rle
 from pneumo.io.capture import make_secondary_capture
-from pneumo.io.seg import make_seg, make_seg_dataset
+from pneumo.io.seg import make_seg, make_seg_dataset, source_dataset
 from pneumo.io.sr import make_sr_dataset
 
 from app.store.records import ResultRow
@@ -155,14 +155,17 @@ def artefact(store: Store, row: ResultRow, name: str) -> bytes | None:
     return data
 
 
-def _dicom_parts(store: Store, row: ResultRow) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """What a DICOM result's objects are made from, each read once: the source file as
-    received, the displayed X-ray and the predicted mask."""
+def _dicom_parts(store: Store, row: ResultRow
+                 ) -> tuple[pydicom.Dataset, np.ndarray, np.ndarray]:
+    """What a DICOM result's objects are made from, each read once: the source's header
+    as every object copies it (read and repaired once by
+    :func:`pneumo.io.seg.source_dataset`: no preamble, an unknown character set, no SOP
+    Class or Modality), the displayed X-ray and the predicted mask."""
     source = store.read_file(row.id, "source.dcm")
     if source is None:
         raise ResultGone(row.id)
     pixels = result_pixels(store, row)
-    return source, pixels, result_mask(store, row, pixels.shape)
+    return source_dataset(source, row.id), pixels, result_mask(store, row, pixels.shape)
 
 
 def seg_dataset(store: Store, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-import pydicom
 
 from pneumo.errors import PneumoError
 from pneumo.inference.laterality import patient_side
 from pneumo.inference.postprocess import review_band
 from pneumo.io import rle
+from pneumo.io.dicomguard import read_dataset
 from pneumo.io.imaging import declared_pixels, read_image
 from pneumo.io.seg import invalid_copied_values
 
@@ -106,10 +106,12 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
 
 def seg_note(data: bytes) -> str | None:
     """What the result page says when the DICOM Segmentation must leave out values of the
-    source (names of attributes only: their values may identify the patient)."""
+    source (names of attributes only: their values may identify the patient). The header
+    is read as every reader reads it (:func:`pneumo.io.dicomguard.read_dataset`); where
+    that refuses it, there is no note."""
     try:
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - read_image already read it; no note then
+        header = read_dataset(data, stop_before_pixels=True)
+    except PneumoError:  # read_image has read it already: this only guards a change
         return None
     bad = invalid_copied_values(header)
     if not bad:

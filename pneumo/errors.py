@@ -36,8 +36,17 @@ class UnsupportedDicomError(PneumoError):
     code = "unsupported_dicom"
 
 
+class DicomTooComplexError(UnsupportedDicomError):
+    """A DICOM whose structure is beyond the reader's limits (data elements, sequence
+    items, nesting depth, inflated size): refused before it is parsed, since parsing
+    it would tie the server up."""
+
+    code = "dicom_too_complex"
+
+
 class ImageTooLargeError(PneumoError):
-    """Declared dimensions are zero or beyond the configured pixel cap."""
+    """Declared dimensions are zero, absurd (a side too long, a strip too narrow) or beyond
+    the configured pixel cap."""
 
     http_status = 413
     code = "image_too_large"

@@ -24,7 +24,6 @@ from typing import BinaryIO, Union
 import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from pneumo.errors import (
@@ -34,10 +33,20 @@ from pneumo.errors import (
     UnsupportedDicomError,
     UnsupportedImageError,
 )
+from pneumo.io.dicomguard import read_dataset, reraise_interrupts
 from pneumo.io.spacing import from_dataset as spacing_from_dataset
 
 #: Default cap on rows x columns (a 7000 x 7000 detector is ~49 MP).
 DEFAULT_MAX_PIXELS = 50_000_000
+#: Longest side of an image (JPEG, and so the canonical JPEG step of preprocessing,
+#: cannot encode a side over 65,500 pixels).
+MAX_SIDE = 65_500
+#: Shortest side of an image: a narrower strip is no radiograph (tests and thumbnails use
+#: images a few dozen pixels wide, so the floor stays below those).
+MIN_SIDE = 16
+#: Most the long side may exceed the short one by (a full-spine or long-leg film is
+#: about 1:4).
+MAX_ASPECT = 16
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 
@@ -128,7 +137,9 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises:
         UnsupportedImageError: not a DICOM, PNG or JPEG file.
         CorruptImageError: truncated or damaged data.
-        UnsupportedDicomError: no pixel data, colour, multi-frame, no decoder.
+        UnsupportedDicomError: no pixel data, colour, multi-frame, no decoder;
+            :class:`~pneumo.errors.DicomTooComplexError` for a DICOM whose structure is
+            beyond the limits of :func:`pneumo.io.dicomguard.scan`.
         ImageTooLargeError: zero or absurd dimensions.
     """
     data = _read_bytes(source)
@@ -143,7 +154,7 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     except PneumoError:
         raise
     except BaseException as exc:  # the last net: damaged files find odd corners of decoders
-        _reraise_interrupts(exc)
+        reraise_interrupts(exc)
         raise CorruptImageError(
             f"The {kind} file could not be read; it is damaged or uses values this reader "
             "does not understand.") from exc
@@ -154,13 +165,14 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 def declared_pixels(data: bytes) -> int | None:
     """Rows x columns a file declares, read from its header without decoding the pixels
-    (``None`` when the header cannot be read: :func:`read_image` then says why)."""
+    (``None`` when the header cannot be read or is refused: :func:`read_image` then says
+    why). A DICOM header is read through :func:`pneumo.io.dicomguard.read_dataset`."""
     kind = sniff_format(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if kind == "DICOM":
-                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+                ds = read_dataset(data, stop_before_pixels=True)
                 return int(ds.Rows) * int(ds.Columns) * max(1, int(ds.get("NumberOfFrames") or 1))
             if kind in ("PNG", "JPEG"):
                 with Image.open(io.BytesIO(data)) as img:
@@ -205,7 +217,7 @@ def _read_bytes(source: Source) -> bytes:
 
 
 def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
-    ds = _parse_dicom(data)
+    ds = read_dataset(data)
     _check_dicom_pixels(ds, max_pixels)
     tsyntax = _transfer_syntax(ds)
     with warnings.catch_warnings():
@@ -213,7 +225,7 @@ def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
         try:
             arr = ds.pixel_array
         except BaseException as exc:  # decoders raise many types, Rust plugins even panic
-            _reraise_interrupts(exc)
+            reraise_interrupts(exc)
             raise CorruptImageError(
                 "The DICOM pixel data could not be decoded "
                 f"(transfer syntax {tsyntax.name if tsyntax else 'unknown'}); "
@@ -228,35 +240,6 @@ def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
                            identifiers=_dicom_identifiers(ds))
 
 
-def _reraise_interrupts(exc: BaseException) -> None:
-    """Let Ctrl-C and interpreter exit through; everything else is bad input."""
-    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)):
-        raise exc
-
-
-def _parse_dicom(data: bytes) -> pydicom.Dataset:
-    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
-            # Touch every element so truncated headers fail here, not later.
-            for _ in ds.iterall():
-                pass
-        except InvalidDicomError as exc:
-            raise UnsupportedImageError(f"Not a readable DICOM file: {exc}") from exc
-        except BaseException as exc:
-            _reraise_interrupts(exc)
-            raise CorruptImageError(
-                "The DICOM header could not be read; the file is truncated or damaged.") from exc
-    ended_early = any("End of file" in str(w.message) for w in caught)
-    pixel_tag_cut = "PixelData" not in ds and b"\xe0\x7f\x10\x00" in data
-    if len(ds) == 0 or ended_early or pixel_tag_cut:
-        raise CorruptImageError(
-            "The DICOM file is truncated: it ends before its data elements are complete.")
-    return ds
-
-
 def _transfer_syntax(ds: pydicom.Dataset):
     with warnings.catch_warnings():  # an invalid UID is judged by the caller, not warned about
         warnings.simplefilter("ignore")
@@ -265,13 +248,28 @@ def _transfer_syntax(ds: pydicom.Dataset):
 
 
 def check_dimensions(rows: int, columns: int, max_pixels: int) -> None:
-    """Refuse zero-sized images and declared sizes beyond ``max_pixels`` (bombs)."""
+    """Refuse, before decoding, the declared sizes no radiograph has: zero, beyond
+    ``max_pixels`` (decompression bombs), a side over :data:`MAX_SIDE` or under
+    :data:`MIN_SIDE`, or one side more than :data:`MAX_ASPECT` times the other.
+
+    Raises:
+        ImageTooLargeError: naming the size and the limit it breaks.
+    """
     if rows <= 0 or columns <= 0:
         raise ImageTooLargeError(f"The image has zero size: {rows} rows x {columns} columns.")
     if rows * columns > max_pixels:
         raise ImageTooLargeError(
             f"The image is too large: {rows} x {columns} pixels exceeds the limit of "
             f"{max_pixels:,} pixels.")
+    if max(rows, columns) > MAX_SIDE:
+        raise ImageTooLargeError(
+            f"The image is {rows} x {columns} pixels: a side over {MAX_SIDE:,} pixels "
+            "cannot be processed.")
+    if min(rows, columns) < MIN_SIDE or max(rows, columns) > MAX_ASPECT * min(rows, columns):
+        raise ImageTooLargeError(
+            f"The image is {rows} x {columns} pixels: a strip this narrow is not a "
+            f"radiograph (each side must be at least {MIN_SIDE} pixels and at most "
+            f"{MAX_ASPECT} times the other).")
 
 
 def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:

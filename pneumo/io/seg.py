@@ -13,6 +13,10 @@ PACS or viewer can show it over the X-ray.
   are left empty in what the SEG copies, as are enumerated values outside their
   list (``PatientSex = male``); :func:`invalid_copied_values` names them, so the
   result can say so. The source file itself is never changed.
+* **Damaged sources.** Every object made from a source (SEG, SR, secondary capture)
+  copies it as :func:`source_dataset` reads and repairs it, once: a file without the
+  128-byte preamble is read all the same, an unknown Specific Character Set is the
+  default repertoire, a missing SOP Class UID or Modality is filled in.
 * **De-identification.** ``deidentify=True`` applies dicognito (a maintained
   implementation of the PS3.15 Annex E Basic Application Level
   Confidentiality Profile that replaces names, IDs and UIDs consistently and
@@ -44,6 +48,7 @@ from pydicom.sr.coding import Code
 
 from pneumo import __version__
 from pneumo.errors import UnsupportedDicomError
+from pneumo.io.dicomguard import read_dataset
 
 #: SNOMED CT 36118008 |Pneumothorax (disorder)|
 PNEUMOTHORAX_CODE = ("36118008", "SCT", "Pneumothorax")
@@ -162,14 +167,10 @@ def invalid_copied_values(ds: pydicom.Dataset) -> list[str]:
     return bad
 
 
-def _without_invalid_values(ds: pydicom.Dataset) -> pydicom.Dataset:
-    bad = invalid_copied_values(ds)
-    if not bad:
-        return ds
-    clean = copy.copy(ds)  # the caller's dataset keeps its values
-    for keyword in bad:
-        clean[keyword] = pydicom.DataElement(ds[keyword].tag, ds[keyword].VR, "")
-    return clean
+def _empty_invalid_values(ds: pydicom.Dataset) -> None:
+    """Leave empty, in ``ds``, the values :func:`invalid_copied_values` names."""
+    for keyword in invalid_copied_values(ds):
+        ds[keyword] = pydicom.DataElement(ds[keyword].tag, ds[keyword].VR, "")
 
 
 #: The source's identifying UIDs a SEG copies or references; a PACS refuses an instance
@@ -177,36 +178,109 @@ def _without_invalid_values(ds: pydicom.Dataset) -> pydicom.Dataset:
 _SOURCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
-def _with_source_uids(ds: pydicom.Dataset, seed: str | None) -> pydicom.Dataset:
-    """The source with a valid UID wherever one of :data:`_SOURCE_UIDS` is missing, empty
-    or not a UID (files exported without them, e.g. SIIM's ``ID_...`` values): stable
-    UIDs derived from ``seed`` (random without one). The caller's dataset is unchanged."""
-    bad = [k for k in _SOURCE_UIDS
-           if not pydicom.uid.UID(str(ds.get(k, "") or "")).is_valid]
-    if not bad:
-        return ds
-    fixed = copy.copy(ds)
-    for keyword in bad:
-        setattr(fixed, keyword, stable_uid(seed, f"source-{keyword}") if seed else hd.UID())
-    return fixed
+def _fill_source_uids(ds: pydicom.Dataset, seed: str | None) -> None:
+    """Give ``ds`` a valid UID wherever one of :data:`_SOURCE_UIDS` is missing, empty or
+    not a UID (files exported without them, e.g. SIIM's ``ID_...`` values): stable UIDs
+    derived from ``seed`` (random without one)."""
+    for keyword in _SOURCE_UIDS:
+        if not pydicom.uid.UID(str(ds.get(keyword, "") or "")).is_valid:
+            setattr(ds, keyword, stable_uid(seed, f"source-{keyword}") if seed else hd.UID())
+
+
+#: SOP Class UID of a source that states none, by its Modality (PS3.4 B.5): CR and DX
+#: Image Storage (for presentation); anything else is referenced as a Secondary Capture.
+_SOP_CLASS_BY_MODALITY = {"CR": "1.2.840.10008.5.1.4.1.1.1", "DX": "1.2.840.10008.5.1.4.1.1.1.1"}
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: Modality of a source that states none, by its SOP Class (``OT``, other, otherwise).
+_MODALITY_BY_SOP_CLASS = {"1.2.840.10008.5.1.4.1.1.1": "CR", "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+                          "1.2.840.10008.5.1.4.1.1.1.1.1": "DX"}
+
+
+def _valid_uid(value) -> str | None:
+    text = str(value or "").strip()
+    return text if text and pydicom.uid.UID(text).is_valid else None
+
+
+def _fill_sop_class_and_modality(ds: pydicom.Dataset) -> None:
+    """Give ``ds`` the SOP Class UID and Modality every derived object references or
+    copies where it has none (or no valid one): the SOP Class of its File Meta, else
+    one for its Modality, else Secondary Capture; the Modality of that SOP Class, else
+    ``OT``."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if not _valid_uid(ds.get("SOPClassUID")):
+        meta = getattr(ds, "file_meta", None)
+        ds.SOPClassUID = (_valid_uid(meta.get("MediaStorageSOPClassUID") if meta else None)
+                          or _SOP_CLASS_BY_MODALITY.get(modality, SECONDARY_CAPTURE))
+    if not modality:
+        ds.Modality = _MODALITY_BY_SOP_CLASS.get(str(ds.SOPClassUID), "OT")
+
+
+#: Specific Character Set values the exports can write (highdicom's list, PS3.3 C.12.1.1.2).
+_CHARACTER_SETS = frozenset(v.value for v in hd.SpecificCharacterSetValues)
+
+
+def export_character_set(value) -> str | list[str] | None:
+    """The Specific Character Set (0008,0005) a derived object may copy from its source.
+
+    ``None`` (the default repertoire) for none, the default one, or a value that is not a
+    defined term (``GARBAGE``: its text was read as the default repertoire too); code
+    extensions (several values) are kept where each is a defined ISO 2022 term, the
+    empty first value written as ``ISO 2022 IR 6``.
+    """
+    values = [str(v).strip() for v in (value if isinstance(
+        value, (list, tuple, pydicom.multival.MultiValue)) else [value or ""])]
+    if len(values) == 1:
+        return values[0] if values[0] in _CHARACTER_SETS else None
+    values = [v or "ISO 2022 IR 6" for v in values]
+    if all(v in _CHARACTER_SETS and v.startswith("ISO 2022") for v in values):
+        return values
+    return None
+
+
+def _fix_character_set(ds: pydicom.Dataset) -> None:
+    """Replace, in ``ds``, a Specific Character Set the exports cannot write by what
+    :func:`export_character_set` makes of it (values already read stay as read)."""
+    if "SpecificCharacterSet" not in ds:
+        return
+    fixed = export_character_set(ds.SpecificCharacterSet)
+    if fixed is None:
+        del ds.SpecificCharacterSet
+    elif fixed != ds.SpecificCharacterSet:
+        ds.SpecificCharacterSet = fixed
 
 
 def source_dataset(source: bytes | pydicom.Dataset, uid_seed: str | None) -> pydicom.Dataset:
-    """The source as every object made from it (SEG, SR, secondary capture) copies it.
+    """The source as every object made from it (SEG, SR, secondary capture) copies it:
+    its header (no pixels) read once (:func:`pneumo.io.dicomguard.read_dataset`, which
+    also reads a file without the 128-byte preamble) and repaired once, here:
 
-    Values that break the standard are left empty (:func:`invalid_copied_values`) and
-    missing or invalid Study, Series and SOP Instance UIDs are replaced by ones derived
-    from ``uid_seed`` (:func:`_with_source_uids`), so that one result's objects all sit
-    in the same study and name the same image. The caller's dataset is unchanged.
+    * values that break the standard are left empty (:func:`invalid_copied_values`);
+    * missing or invalid Study, Series and SOP Instance UIDs are replaced by ones derived
+      from ``uid_seed`` (:func:`_fill_source_uids`), so that one result's objects all sit
+      in the same study and name the same image;
+    * a missing SOP Class UID or Modality is filled (:func:`_fill_sop_class_and_modality`);
+    * a Specific Character Set that is not a defined term is the default repertoire
+      (:func:`export_character_set`).
+
+    Repairing a repaired dataset changes nothing. The caller's dataset is unchanged (a
+    dataset passed in is copied).
 
     Args:
         source: the uploaded DICOM (bytes) or its dataset.
         uid_seed: the result's seed (e.g. its id); ``None``: random replacement UIDs.
+
+    Raises:
+        PneumoError: the bytes are not a DICOM the reader accepts.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(io.BytesIO(source))
-        return _with_source_uids(_without_invalid_values(ds), uid_seed)
+        ds = copy.deepcopy(source) if isinstance(source, pydicom.Dataset) \
+            else read_dataset(source, stop_before_pixels=True)
+        _empty_invalid_values(ds)
+        _fill_source_uids(ds, uid_seed)
+        _fill_sop_class_and_modality(ds)
+        _fix_character_set(ds)
+    return ds
 
 
 def creation_time(created: dt.datetime | float | None) -> dt.datetime:

@@ -265,7 +265,7 @@ def _evidence_source(ds: pydicom.Dataset) -> pydicom.Dataset:
     bad_age = "PatientAge" in ds and ds.PatientAge and not _AGE.match(str(ds.PatientAge))
     if not missing and not bad_age:
         return ds
-    fixed = copy.copy(ds)
+    fixed = copy.deepcopy(ds)  # a shallow copy would share (and change) ds's elements
     for keyword in missing:
         setattr(fixed, keyword, "")
     if bad_age:
