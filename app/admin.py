@@ -29,11 +29,15 @@ AUDITED = {
     "views.delete": "delete",
     "pacs.send": "send_request",  # who asked; the sender records each send itself
     "review.review_form": "review", "review.review_api": "review",
+    "review.reviews_api": "view_reviews", "api.list_predictions": "list",
 }
 
 
 #: The files the result page's viewer and the worklist fetch by themselves.
 VIEWER_FILES = frozenset({"view.png", "view_mask.png", "thumb.jpg", "prob.png"})
+#: How long a page view (or the API's answer) covers the viewer's own files: fetched
+#: later, or without a view at all, they are recorded as downloads like any other file.
+VIEW_COVERS_S = 600.0
 
 
 def record_request(response):
@@ -44,12 +48,13 @@ def record_request(response):
         return response
     if action == "delete" and (request.method != "POST" or request.form.get("confirm") != "yes"):
         return response
-    if action == "download" and (request.view_args or {}).get("name") in VIEWER_FILES:
-        return response  # the viewer's own renditions: the page view is the event
+    args = request.view_args or {}
+    if action == "download" and args.get("name") in VIEWER_FILES and store().viewed_since(
+            current_owner(), args.get("result_id"), time.time() - VIEW_COVERS_S):
+        return response  # the viewer's own renditions of a page just viewed: that is the event
     user = current_user()
-    store().record(current_owner(), action, (request.view_args or {}).get("result_id"),
-                   request.remote_addr, user.team_id if user else None,
-                   (request.view_args or {}).get("name"))
+    store().record(current_owner(), action, args.get("result_id"), request.remote_addr,
+                   user.team_id if user else None, args.get("name"))
     return response
 
 

@@ -78,8 +78,9 @@ def create_predictions():
 def list_predictions():
     """GET /api/v1/predictions: the caller's results, newest or most probable first."""
     sort = request.args.get("sort", "newest")
-    rows = store().list(current_scope(), "probability" if sort == "probability"
-                        else "newest")
+    if sort not in ("newest", "probability"):
+        abort(400, description="sort must be newest or probability.")
+    rows = store().list(current_scope(), sort)
     return jsonify(results=[result_json(r) for r in rows])
 
 

@@ -104,3 +104,60 @@ STOW_PATHS = {
     },
 }
 OPENAPI["paths"].update(STOW_PATHS)
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_REVIEW = {"type": "object", "properties": {
+    "reviewer": {"type": "string"}, "created": {"type": "number"}, "agrees": {"type": "boolean"},
+    "reason": {"type": ["string", "null"]}, "corrected_mask": {"type": "boolean"}}}
+#: The radiologist's review and the running agreement (:mod:`app.review`).
+REVIEW_PATHS = {
+    "/api/v1/predictions/{id}/review": {
+        "post": {"summary": "Agree or disagree with a prediction (radiologists and admins of "
+                            "its team), with an optional corrected mask",
+                 "parameters": [_ID],
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                     "type": "object", "required": ["agrees"], "properties": {
+                         "agrees": {"type": "boolean"},
+                         "reason": {"type": "string", "enum": ["missed", "false_alarm",
+                                                               "wrong_extent", "other"],
+                                    "description": "required when disagreeing"},
+                         "mask_png": {"type": "string", "description": "PNG data URL of the "
+                                      "corrected mask at the viewer's size (painted: opaque, "
+                                      "or bright in a PNG without alpha)"}}}}}},
+                 "responses": {"201": {"description": "the review kept", "content": {
+                     "application/json": {"schema": _REVIEW}}},
+                     "400": {"description": "a bad review (reason, mask)"},
+                     "403": {"description": "the caller may not review"},
+                     "404": {"description": "unknown, or another team's"}}}},
+    "/api/v1/predictions/{id}/reviews": {
+        "get": {"summary": "Every reviewer's verdict on a prediction", "parameters": [_ID],
+                "responses": {"200": {"description": "the reviews", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "reviews": {"type": "array", "items": _REVIEW}}}}}},
+                    "404": {"description": "unknown, or another team's"}}}},
+    "/api/v1/agreement": {
+        "get": {"summary": "The model's sensitivity and specificity against the team's "
+                           "reviews, per operating point",
+                "parameters": [{"name": "days", "in": "query",
+                                "schema": {"type": "number", "exclusiveMinimum": 0}}],
+                "responses": {"200": {"description": "the agreement"},
+                              "403": {"description": "the caller may not review"}}}},
+}
+OPENAPI["paths"].update(REVIEW_PATHS)
+
+#: How a caller proves who it is: an API token (``pneumo create-token``), or the browser's
+#: session cookie (whose POSTs carry X-CSRF-Token).
+OPENAPI["components"] = {"securitySchemes": {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "session"}}}
+OPENAPI["security"] = [{"bearer": []}, {"session": []}]
+#: Answers any operation may give.
+_COMMON = {"401": "no valid token or session (once accounts exist)",
+           "429": "too many requests: wait as the Retry-After header says",
+           "503": "the results database or disk is unavailable, or the server is busy"}
+for _path, _ops in OPENAPI["paths"].items():
+    for _op in _ops.values():
+        for _code, _words in _COMMON.items():
+            _op["responses"].setdefault(_code, {"description": _words})
+        if _path == "/api/v1/predictions" and "parameters" in _op:
+            _op["responses"].setdefault("400", {"description": "an unknown sort"})

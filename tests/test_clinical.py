@@ -382,3 +382,33 @@ def test_the_review_endpoint_refuses_every_tampered_body_without_a_server_error(
         "agrees": True, "mask_png": _png_url(Image.new("L", (view[1], view[0])))})
     assert resp.status_code == 201
     assert not rle.decode(store.reviews(rid)[-1].corrected_rle, shape).any()
+
+
+def test_pixels_never_leave_unrecorded(department, positive_dicom):
+    """Hardening III item 7: the viewer's own files are covered by a page view of the same
+    result by the same caller; fetched without one they are downloads like any other file;
+    the team list and the reviews API are events too."""
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], positive_dicom)
+    bob_id, dave = store.user_id("bob"), tokens["dave"]
+
+    def bob_events(action=None):
+        return [(e.action, e.detail) for e in store.events() if e.actor == f"user:{bob_id}"
+                and (action is None or e.action == action)]
+    # straight to the viewer's rendition, no page view: recorded
+    assert client.get(f"/results/{rid}/files/view.png", headers=tokens["bob"]).status_code == 200
+    assert bob_events("download") == [("download", "view.png")]
+    # the page, then its own files: one view, no further downloads
+    bob = _login(app, "bob")
+    assert bob.get(f"/results/{rid}").status_code == 200
+    for name in ("view.png", "view_mask.png", "thumb.jpg"):
+        assert bob.get(f"/results/{rid}/files/{name}").status_code == 200
+    assert len(bob_events("view")) == 1 and len(bob_events("download")) == 1
+    # the list and the reviews API
+    assert client.get("/api/v1/predictions", headers=tokens["bob"]).status_code == 200
+    assert client.get(f"/api/v1/predictions/{rid}/reviews",
+                      headers=tokens["bob"]).status_code == 200
+    assert {"list", "view_reviews"} <= {a for a, _ in bob_events()}
+    # another team's caller gets 404 and nothing of the result
+    assert client.get(f"/results/{rid}/files/view.png", headers=dave).status_code == 404

@@ -483,3 +483,22 @@ def test_real_gunicorn_bounds_memory_under_small_files_that_decode_huge(tmp_path
     assert 503 in statuses and 500 not in statuses and len(statuses) == 8, report
     codes = {c for u in report["uploads"] for c in u["files"]}
     assert codes <= {"busy", "not_chest_xray", "stored"}, report
+
+
+def test_small_protocol_truths(client):
+    """Hardening III item 9: an unknown sort is a 400, a 405 names what is allowed, a
+    DICOMweb error is JSON, and the OpenAPI document names every endpoint with the answers
+    any call may get (401, 429, 503) and the bearer scheme."""
+    assert client.get("/api/v1/predictions?sort=drop%20table").status_code == 400
+    resp = client.delete("/api/v1/predictions")
+    assert resp.status_code == 405 and {"GET", "POST"} <= set(resp.headers["Allow"].split(", "))
+    resp = client.get("/dicomweb/nothing-here")
+    assert resp.status_code in (401, 404) and resp.is_json, resp.data[:200]
+    doc = client.get("/api/v1/openapi.json").json
+    for path in ("/api/v1/predictions/{id}/review", "/api/v1/predictions/{id}/reviews",
+                 "/api/v1/agreement", "/dicomweb/studies"):
+        assert path in doc["paths"], path
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            assert {"401", "429", "503"} <= set(op["responses"]), path
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

@@ -151,6 +151,11 @@ def _v3() -> list[str]:
         "CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events(at)"]
 
 
+def _v4() -> list[str]:
+    # an actor's recent view of a result (whether the viewer's own files are covered by it)
+    return ["CREATE INDEX IF NOT EXISTS audit_events_result ON audit_events(result_id, at)"]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: its number, what it does, and its statements (SQLite words)."""
@@ -165,6 +170,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _v1),
     Migration(2, "PACS send back-off (next_attempt); model re-reads (reads)", _v2),
     Migration(3, "teams and roles, result teams, reviews, the audit trail", _v3),
+    Migration(4, "audit events by result", _v4),
 )
 #: The newest schema version.
 HEAD = MIGRATIONS[-1].version

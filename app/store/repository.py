@@ -584,6 +584,14 @@ class Store(Database):
                                      "action": action, "rid": result_id, "addr": address,
                                      "detail": detail})
 
+    def viewed_since(self, actor: str, result_id: str, since: float) -> bool:
+        """Whether ``actor`` viewed ``result_id`` (its page or its API answer) since
+        ``since``."""
+        with self._connect(write=False) as db:
+            return db.scalar("SELECT 1 FROM audit_events WHERE result_id = :rid AND at >= "
+                             ":since AND actor = :actor AND action = 'view' LIMIT 1",
+                             {"rid": result_id, "since": since, "actor": actor}) is not None
+
     def events(self, since: float = 0.0, team_id: int | None = None,
                limit: int | None = None) -> list[AuditEvent]:
         """Audit events since ``since`` (of one team's results, if given), oldest first."""
