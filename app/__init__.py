@@ -94,7 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
 
     store = Store(app.config["DATA_DIR"], app.config.get("DATABASE_URL"),
-                  app.config.get("BLOB_URL"))
+                  app.config.get("BLOB_URL"), float(app.config.get("MIN_FREE_MB") or 0))
     store.init()
     app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(store))
     app.extensions["pneumo.store"] = store

@@ -223,7 +223,8 @@ class Settings:
     data_dir: Path = paths.project_root() / "uploads"  # <instance>/data when PNEUMO_INSTANCE_DIR is set
     retention_days: float = 30.0
     audit_retention_days: float = 2192.0   # the audit trail: 6 years, beyond the results'
-    min_free_mb: int = 500                 # /readyz says "degraded" below this free space
+    min_free_mb: int = 500                 # kept free for the database: below it new results
+    #                                        are refused (503) and /readyz says "degraded"
     database_url: str | None = None        # None: the SQLite file in the data folder
     blob_url: str | None = None            # None: the data folder (any fsspec URL)
     # access

@@ -311,6 +311,21 @@ def test_real_gunicorn_on_a_full_disk(tmp_path, small_disk, tiny_model_folder, p
                                      headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             assert resp.status == 200 and resp.read().startswith(b"\x89PNG")
+        # Hardening III item 4: renditions never eat the database's reserve, so every read of
+        # every acknowledged result, the login page and the worklist keep answering
+        codes = []
+        for rid in stored:
+            for path in (f"/api/v1/predictions/{rid}", f"/results/{rid}/files/view.png",
+                         f"/results/{rid}/files/thumb.jpg", f"/results/{rid}/seg.dcm",
+                         "/login", "/worklist"):
+                req = urllib.request.Request(server.url + path,
+                                             headers={"Authorization": f"Bearer {token}"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        codes.append(resp.status)
+                except urllib.error.HTTPError as exc:
+                    codes.append(exc.code)
+        assert set(codes) == {200}, sorted(set(codes))
         # deleting frees space, on the full disk
         for rid in stored[:4]:
             req = urllib.request.Request(server.url + f"/results/{rid}/delete",

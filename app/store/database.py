@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import sqlite3
 import weakref
 from pathlib import Path
@@ -248,6 +249,14 @@ class Database:
             if _is_sqlite_damage(orig):
                 self._mark_damaged(str(orig))
                 return StoreDamaged(self.damaged)
+            if "disk i/o error" in str(orig).lower():
+                # e.g. the shared-memory file cannot grow on a full disk: a 503 that says so,
+                # and the next connection tries again once space is back
+                free = shutil.disk_usage(self._db_path.parent).free
+                log.warning("the results database could not be opened: %s (%d MB free)",
+                            _first_line(orig), free // 2**20)
+                return StoreFull(_first_line(orig)) if free < 2**26 else \
+                    StoreUnavailable(_first_line(orig))
             return exc
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) \
                 or exc.connection_invalidated:

@@ -17,7 +17,7 @@ from typing import Mapping
 from sqlalchemy import exc as sa_exc
 
 from app.store import accounts
-from app.store.database import DATABASE_NAME, Database, sqlite_url
+from app.store.database import DATABASE_NAME, Database, StoreFull, sqlite_url
 from app.store.files import Staged, open_files
 from app.store.records import (FIELDS, ROLES, AuditEvent, ReadRow, ResultRow, Review, Scope,
                                SendState, User, valid_id)
@@ -71,15 +71,28 @@ class Store(Database):
     the database, files beside."""
 
     def __init__(self, data_dir: str | Path, database_url: str | None = None,
-                 blob_url: str | None = None):
+                 blob_url: str | None = None, reserve_mb: float = 0.0):
         self.root = Path(data_dir)
         self.files = open_files(blob_url or str(self.root))
+        #: Free space on the files' disk that new results and cached renditions leave alone,
+        #: so the database (its WAL and shared-memory files) can always grow: reading,
+        #: logging in, reviewing and deleting keep working when uploads have filled the disk.
+        self.reserve_bytes = int(reserve_mb * 2**20)
         super().__init__(database_url or sqlite_url(self.root / DATABASE_NAME))
 
     @classmethod
     def from_settings(cls, settings) -> "Store":
-        """The store the settings name (data folder, database URL, blob URL)."""
-        return cls(settings.data_dir, settings.database_url, settings.blob_url)
+        """The store the settings name (data folder, database URL, blob URL, free-space
+        reserve)."""
+        return cls(settings.data_dir, settings.database_url, settings.blob_url,
+                   settings.min_free_mb)
+
+    def _check_reserve(self, what: str) -> None:
+        """Raise :class:`StoreFull` when writing ``what`` would eat into the reserve."""
+        free = self.files.free_bytes()
+        if free is not None and free < self.reserve_bytes:
+            raise StoreFull(f"{free / 2**20:.0f} MB free, under the {self.reserve_bytes / 2**20:.0f}"
+                            f" MB kept for the database; {what} not written")
 
     def init(self) -> None:
         """Create folders and the schema; clear stale half-written results of a crash.
@@ -96,7 +109,9 @@ class Store(Database):
     # -- results: writing ------------------------------------------------------
 
     def stage(self, result_id: str) -> Staged:
-        """Where a new result's files are written before :meth:`commit`."""
+        """Where a new result's files are written before :meth:`commit` (:class:`StoreFull`
+        when the disk is down to its reserve)."""
+        self._check_reserve("a new result")
         return self.files.stage(result_id)
 
     def commit(self, row: ResultRow, staged: Staged) -> None:
@@ -177,7 +192,9 @@ class Store(Database):
         return self.files.exists(result_id, name)
 
     def add_file(self, result_id: str, name: str, data: bytes) -> bool:
-        """Keep a file rendered from a result's own files; ``False`` if the result is gone."""
+        """Keep a file rendered from a result's own files; ``False`` if the result is gone,
+        :class:`StoreFull` when the disk is down to its reserve (serve it uncached)."""
+        self._check_reserve("a rendition")
         return self.files.add(result_id, name, data)
 
     # -- results: removing -----------------------------------------------------
