@@ -313,6 +313,8 @@ class Analyser:
                 f"{self.max_files} can be analysed at once.")
             return outcome
         outcome.batch = new_id() if as_batch and len(items) > 1 else None
+        if outcome.batch:  # first: a worker killed mid-batch leaves a batch page for what it stored
+            self.store.add_batch(outcome.batch, owner, len(items), [])
         used = 0  # pixels of this request analysed so far
         for item in items:
             try:
@@ -352,10 +354,9 @@ class Analyser:
             log.info("result %s stored from %s (%s)", row.id, source, row.verdict)
             outcome.entries.append((item.name, row))
             self._fire(row)
-        if outcome.batch:
-            self.store.add_batch(outcome.batch, owner, len(items),
-                                 [{"file": e.file, "message": e.message}
-                                  for e in outcome.errors])
+        if outcome.batch and outcome.errors:
+            self.store.set_batch_errors(outcome.batch, [{"file": e.file, "message": e.message}
+                                                        for e in outcome.errors])
         return outcome
 
     def _fire(self, row: ResultRow) -> None:

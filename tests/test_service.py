@@ -183,3 +183,35 @@ def test_pneumo_command_takes_device_and_runtime_from_the_settings(monkeypatch):
     monkeypatch.setenv("PNEUMO_DEVICE", "tpu")
     with pytest.raises(ValueError, match="PNEUMO_DEVICE"):
         build_parser()
+
+
+def test_a_batch_interrupted_midway_keeps_its_page_and_no_folder_lacks_a_row(
+        app, analyser, positive_dicom):
+    """Hardening III item 9: a worker killed mid-batch (here: the second file's read never
+    returns) leaves a batch whose page lists what was stored; a result folder whose row was
+    never written is swept when the store starts again."""
+    import os
+    import time
+
+    from app.service import Item
+    from app.store.repository import Store
+    store = app.extensions["pneumo.store"]
+
+    def killed():
+        raise SystemExit("the worker was killed")
+    items = [Item("a.dcm", positive_dicom.read_bytes()), Item("b.dcm", killed)]
+    with pytest.raises(SystemExit):
+        analyser.analyse_many(items, "owner-x", as_batch=True)
+    batches = store.list("owner-x")
+    assert len(batches) == 1 and batches[0].batch
+    assert store.get_batch(batches[0].batch, "owner-x")["files"] == 2
+    # files published without their row (killed between the two), an hour ago
+    staged = store.stage("0" * 22)
+    with open(os.path.join(staged.folder, "image.png"), "wb") as f:
+        f.write(b"\x89PNG")
+    store.files.publish(staged)
+    old = time.time() - 3600
+    os.utime(store.files.results_dir / ("0" * 22), (old, old))
+    Store(store.root).init()
+    assert not (store.files.results_dir / ("0" * 22)).exists()
+    assert (store.files.results_dir / batches[0].id).exists()

@@ -95,7 +95,8 @@ class Store(Database):
                             f" MB kept for the database; {what} not written")
 
     def init(self) -> None:
-        """Create folders and the schema; clear stale half-written results of a crash.
+        """Create folders and the schema; clear stale half-written results and result
+        folders without a row of a crash.
         An existing database is checked first (``PRAGMA quick_check``): a damaged one is
         reported (:attr:`damaged`, ``/readyz``, the log) and left as it is."""
         if self.is_sqlite:  # the database file's folder (the data folder)
@@ -105,6 +106,9 @@ class Store(Database):
         if self.exists and self.check() is not None:
             return
         self.create_schema()
+        # result folders whose row was never written (a worker killed between publishing a
+        # result's files and inserting its row); recent ones may be another worker's commit
+        self.files.remove_orphans(set(self.all_ids()))
 
     # -- results: writing ------------------------------------------------------
 
@@ -280,6 +284,12 @@ class Store(Database):
                        "VALUES (:id, :owner, :created, :files, :errors)",
                        {"id": batch_id, "owner": owner, "created": time.time(), "files": files,
                         "errors": json.dumps(errors)})
+
+    def set_batch_errors(self, batch_id: str, errors: list[dict]) -> None:
+        """Record the refused files' messages of a batch once all its files were tried."""
+        with self._connect() as db:
+            db.execute("UPDATE batches SET errors = :errors WHERE id = :id",
+                       {"id": batch_id, "errors": json.dumps(errors)})
 
     def get_batch(self, batch_id: str, owner: "str | Scope") -> dict | None:
         """A batch ``owner`` uploaded (``id``, ``created``, ``files``, ``errors``), else
