@@ -216,3 +216,26 @@ def test_auc_by_source_is_the_within_source_auc():
     assert auc_by_source(prob, labels, None) == {}
     only_neg = auc_by_source(prob[labels == 0], labels[labels == 0], source[labels == 0])
     assert only_neg["nih"]["auc"] is None
+
+
+def test_figures_within_each_source_cannot_be_earned_by_telling_sources_apart():
+    """Issue 32 item 3: a model that only recognises the source scores a perfect pooled AUC
+    here, and chance within each source; the card leads with the latter."""
+    from types import SimpleNamespace
+
+    from pneumo.evaluation import metrics
+    from pneumo.evaluation.cardrender import source_lines
+    from pneumo.evaluation.scoring import by_source
+    source = np.array(["siim"] * 6 + ["nih"] * 6)
+    labels = np.array([1, 1, 1, 1, 1, 0] + [0, 0, 0, 0, 0, 1], bool)
+    prob = np.where(source == "siim", 0.9, 0.1)  # the source, not the chest
+    card = SimpleNamespace(operating_points={"balanced": SimpleNamespace(threshold=0.5)})
+    per = by_source(card, prob, labels, source)
+    assert metrics.roc_auc(labels, prob) > 0.8
+    assert per["siim"]["auc"] == 0.5 and per["nih"]["auc"] == 0.5
+    assert per["nih"]["operating_points"]["balanced"] == {"sensitivity": 0.0,
+                                                          "specificity": 1.0}
+    assert per["siim"]["operating_points"]["balanced"]["specificity"] == 0.0
+    lines = source_lines({"by_source": per, "ci95": {"siim.auc": [0.2, 0.8]}}, card)
+    assert any(line.startswith("- SIIM (5 positive / 1 negative): AUC 0.500 (0.200 to 0.800)")
+               for line in lines), lines

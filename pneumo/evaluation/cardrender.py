@@ -36,8 +36,33 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _ci(ci: dict, key: str) -> str:
+    return f" ({ci[key][0]:.3f} to {ci[key][1]:.3f})" if key in ci else ""
+
+
+def source_lines(scores: dict, card: ModelCard) -> list[str]:
+    """The headline: figures within each source, with their 95 % bootstrap intervals.
+
+    Pooled figures can be earned by recognising the source (most positives are SIIM films,
+    most negatives NIH films); within one source they cannot, so they come first."""
+    per, ci = scores.get("by_source") or {}, scores.get("ci95") or {}
+    if not per:
+        return []
+    lines = ["**Within each source (the headline; 95 % bootstrap intervals):**", ""]
+    for name, s in per.items():
+        parts = [f"AUC {_fmt(s.get('auc'))}{_ci(ci, f'{name}.auc')}" if s.get("auc") is not None
+                 else "AUC n/a (one class only)"]
+        for op, f in s.get("operating_points", {}).items():
+            for kind in ("sensitivity", "specificity"):
+                if f.get(kind) is not None:
+                    parts.append(f"`{op}` {kind} {_fmt(f[kind])}{_ci(ci, f'{name}.{op}.{kind}')}")
+        lines.append(f"- {name.upper()} ({s.get('n_positive')} positive / {s.get('n_negative')}"
+                     f" negative): " + "; ".join(parts))
+    return lines + ["", "Pooled over both sources:", ""]
+
+
 def _figures(title: str, scores: dict, card: ModelCard) -> list[str]:
-    lines = [f"## {title}", "",
+    lines = [f"## {title}", "", *source_lines(scores, card),
              f"{scores.get('n_images')} images ({scores.get('n_positive')} positive, "
              f"{scores.get('n_negative')} negative"
              + (f", {scores['n_label_only']} with an image label only" if scores.get("n_label_only")
@@ -60,7 +85,8 @@ def _figures(title: str, scores: dict, card: ModelCard) -> list[str]:
                      f"{_fmt(s.get('siim_score'))} | {_fmt(s.get('siim_score_reweighted'))} |")
     ci = scores.get("ci95") or {}
     if ci:
-        lines += ["", "95 % bootstrap intervals (1,000 resamples within each class):", ""]
+        lines += ["", "95 % bootstrap intervals (1,000 resamples within each source and "
+                  "class):", ""]
         lines += [f"- {k}: {v[0]:.3f} to {v[1]:.3f}" for k, v in ci.items()]
     return lines + [""]
 
@@ -130,7 +156,7 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
         "(Keras 3, loads under any backend)", "",
         "## Input and preprocessing",
         f"- {card.preprocess.describe()}; DICOM windowing and MONOCHROME1 inversion by",
-        "  `pneumo.io.imaging.read_image`, then `pneumo.inference.preprocess.resize_image` and",
+        "  `pneumo.io.imaging.read_image`, then `pneumo.inference.preprocess.model_image` and",
         "  `pneumo.inference.preprocess.model_input` (shared by training, evaluation and serving).",
         f"- test-time augmentation (horizontal flip): {'on' if card.tta else 'off'}", "",
         "## From network output to what the reader sees (fitted on the "

@@ -61,6 +61,7 @@ def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
         else float("nan"),
         "reliability": asdict(rel), "operating_points": {},
         "auc_by_source": auc_by_source(prob, labels, getattr(arrays, "source", None)),
+        "by_source": by_source(card, prob, labels, getattr(arrays, "source", None)),
     }
     for name, point in card.operating_points.items():
         called = prob >= point.threshold
@@ -82,8 +83,8 @@ def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000
                         seed: int = 0, level: float = 0.95) -> dict:
     """Percentile bootstrap intervals of the card's headline figures.
 
-    Images are resampled with replacement ``n`` times (per class, so every
-    resample keeps the split's positives and negatives); each figure is
+    Images are resampled with replacement ``n`` times (per source and class, so every
+    resample keeps the split's positives and negatives of each source); each figure is
     recomputed on the resample from per-image quantities computed once.
 
     Returns:
@@ -98,7 +99,13 @@ def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000
     regions = [postprocess.mask_from_map(p, card.postprocess) for p in out.maps]
     dice_region = np.array([metrics.dice(t, r) for t, r in zip(truths, regions)])
     empty_region = np.array([not r.any() for r in regions])
-    pos_idx, neg_idx = np.flatnonzero(labels), np.flatnonzero(~labels)
+    source = getattr(arrays, "source", None)
+    source = np.asarray(source) if source is not None else np.full(len(labels), "all")
+    # resampled within each source and class, so every resample keeps the split's make-up
+    strata = [np.flatnonzero((source == s) & (labels == c))
+              for s in sorted(set(source.tolist())) for c in (True, False)]
+    strata = [g for g in strata if len(g)]
+    sources = sorted(set(source.tolist())) if len(set(source.tolist())) > 1 else []
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
 
@@ -106,8 +113,18 @@ def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000
         draws.setdefault(name, []).append(value)
 
     for _ in range(n):
-        idx = np.concatenate([rng.choice(pos_idx, len(pos_idx)), rng.choice(neg_idx, len(neg_idx))])
+        idx = np.concatenate([rng.choice(g, len(g)) for g in strata])
         y, p = labels[idx], prob[idx]
+        for name in sources:
+            inside = source[idx] == name
+            ys, ps = y[inside], p[inside]
+            if ys.any() and (~ys).any():
+                add(f"{name}.auc", metrics.roc_auc(ys, ps))
+            for op, point in card.operating_points.items():
+                if ys.any():
+                    add(f"{name}.{op}.sensitivity", float((ps[ys] >= point.threshold).mean()))
+                if (~ys).any():
+                    add(f"{name}.{op}.specificity", float((ps[~ys] < point.threshold).mean()))
         add("auc", metrics.roc_auc(y, p))
         add("ece", calibration.reliability(p, y).ece)
         pm = idx[labels[idx] & m[idx]]
@@ -132,6 +149,32 @@ def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000
     return {k: [round(float(np.nanpercentile(v, tail)), 4),
                 round(float(np.nanpercentile(v, 100 - tail)), 4)]
             for k, v in draws.items() if np.isfinite(v).any()}
+
+
+def by_source(card: ModelCard, prob: np.ndarray, labels: np.ndarray,
+              source: np.ndarray | None) -> dict:
+    """The headline figures within each data source: AUC (where it has both classes) and,
+    per operating point, sensitivity and specificity (where it has that class).
+
+    Pooled figures can be earned by telling the sources apart (here most positives are
+    SIIM films and most negatives NIH films); these cannot.
+    """
+    if source is None:
+        return {}
+    out = {}
+    for name in sorted(set(source.tolist())):
+        sel = source == name
+        y, p = labels[sel], prob[sel]
+        points = {}
+        for op, point in card.operating_points.items():
+            called = p >= point.threshold
+            points[op] = {
+                "sensitivity": float(called[y].mean()) if y.any() else None,
+                "specificity": float((~called[~y]).mean()) if (~y).any() else None}
+        out[str(name)] = {"n_positive": int(y.sum()), "n_negative": int((~y).sum()),
+                          "auc": metrics.roc_auc(y, p) if y.any() and (~y).any() else None,
+                          "operating_points": points}
+    return out
 
 
 def auc_by_source(prob: np.ndarray, labels: np.ndarray, source: np.ndarray | None) -> dict:
