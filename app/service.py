@@ -136,7 +136,7 @@ def operating_point_facts(predictor: Predictor, pred) -> dict:
                  heat_scale=pred.probability if card.calibration is not None else 1.0,
                  threshold=pred.threshold,
                  calibrated_threshold=pred.operating_point.threshold)
-    band = review_band(card.operating_points, pred.operating_point)
+    band = review_band(card.operating_points, pred.operating_point, card.review_floor)
     if band is not None:
         facts["review_band"] = [predictor.shown(band[0]), predictor.shown(band[1])]
     return facts

@@ -239,3 +239,24 @@ def test_figures_within_each_source_cannot_be_earned_by_telling_sources_apart():
     lines = source_lines({"by_source": per, "ci95": {"siim.auc": [0.2, 0.8]}}, card)
     assert any(line.startswith("- SIIM (5 positive / 1 negative): AUC 0.500 (0.200 to 0.800)")
                for line in lines), lines
+
+
+def test_the_review_band_holds_few_normal_films_of_any_source():
+    """Issue 32 item 4: the sub-threshold note shows on at most one normal film in ten of
+    every source; the band never reaches below the next operating point."""
+    from pneumo.evaluation.operating_points import review_floor
+    from pneumo.inference.postprocess import OperatingPoint, review_band
+    rng = np.random.default_rng(0)
+    prob = np.concatenate([rng.uniform(0, 0.7, 100), rng.uniform(0, 0.3, 50), [0.9] * 20])
+    labels = np.array([False] * 150 + [True] * 20)
+    source = np.array(["nih"] * 100 + ["siim"] * 50 + ["siim"] * 20)
+    floor = review_floor(prob, labels, 0.66, source)
+    for s in ("nih", "siim"):
+        neg = (~labels) & (source == s)
+        assert ((prob >= floor) & (prob < 0.66) & neg).sum() <= 0.10 * neg.sum()
+    points = {"triage": OperatingPoint("triage", 0.12, 0.95, 0.7, ""),
+              "balanced": OperatingPoint("balanced", 0.66, 0.8, 0.98, "")}
+    assert review_band(points, points["balanced"], floor) == (max(0.12, floor), 0.66)
+    assert review_band(points, points["balanced"], 0.01) == (0.12, 0.66)
+    assert review_band(points, points["balanced"], 0.7) is None
+    assert review_band(points, points["triage"], floor) is None

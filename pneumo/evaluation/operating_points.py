@@ -95,3 +95,22 @@ def choose_operating_points(probability: np.ndarray, labels: np.ndarray,
         "balanced": point("balanced", balanced_t, f"best SIIM score at {prevalence:.0%} "
                           "prevalence on the tune split: fewer false alarms"),
     }
+
+
+def review_floor(probability: np.ndarray, labels: np.ndarray, upper: float,
+                 sources: np.ndarray | None = None, max_share: float = 0.10) -> float:
+    """The lowest probability of the review band below ``upper`` (the verdict threshold)
+    such that at most ``max_share`` of the normal films of every source fall in
+    ``[floor, upper)``: the sub-threshold note then stays something a reader sees on
+    about one normal film in ten at most, not on every other one."""
+    probability = np.asarray(probability, np.float64)
+    neg = ~np.asarray(labels, bool)
+    groups = [neg] if sources is None else [neg & (np.asarray(sources) == s)
+                                            for s in sorted(set(np.asarray(sources).tolist()))]
+    floor = 0.0
+    for g in groups:
+        below = np.sort(probability[g & (probability < upper)])[::-1]  # highest first
+        allowed = int(np.floor(max_share * int(g.sum())))
+        if len(below) > allowed:  # the band must stop above the (allowed + 1)-th highest
+            floor = max(floor, float(np.nextafter(below[allowed], np.inf)))
+    return floor

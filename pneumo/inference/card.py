@@ -46,6 +46,9 @@ class ModelCard:
     intended_use: str = INTENDED_USE
     chest_gate: dict[str, Any] | None = None  # pneumo.inference.gate.AppearanceGate, fitted on its features
     calibration_prevalence: float | None = None  # prevalence the probability is calibrated at
+    # the review band's lowest probability (fitted so that few normal films fall in the band);
+    # None: the band reaches down to the next operating point
+    review_floor: float | None = None
 
     def __post_init__(self):
         if self.default_operating_point not in self.operating_points:
@@ -88,6 +91,7 @@ class ModelCard:
             "training": self.training, "config": self.config, "extra": self.extra,
             "intended_use": self.intended_use, "chest_gate": self.chest_gate,
             "calibration_prevalence": self.calibration_prevalence,
+            **({"review_floor": self.review_floor} if self.review_floor is not None else {}),
         }
 
     @classmethod
@@ -112,7 +116,8 @@ class ModelCard:
             training=d.get("training", {}), config=d.get("config", {}),
             extra=d.get("extra", {}), intended_use=d.get("intended_use", INTENDED_USE),
             chest_gate=d.get("chest_gate"),
-            calibration_prevalence=d.get("calibration_prevalence"))
+            calibration_prevalence=d.get("calibration_prevalence"),
+            review_floor=d.get("review_floor"))
 
     def write(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / CARD

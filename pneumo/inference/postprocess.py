@@ -96,16 +96,20 @@ def upsample_probability(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def review_band(points: dict[str, OperatingPoint], active: OperatingPoint
-                ) -> tuple[float, float] | None:
+def review_band(points: dict[str, OperatingPoint], active: OperatingPoint,
+                floor: float | None = None) -> tuple[float, float] | None:
     """The probabilities, below the active point, at which a reader should still look.
 
-    From the highest other operating point below ``active`` up to ``active``'s
-    threshold (with the usual two points: between triage and balanced).
+    From the highest other operating point below ``active`` (or the card's fitted
+    ``floor``, where that is higher: few normal films fall in the band) up to
+    ``active``'s threshold (with the usual two points: between triage and balanced).
     ``None`` when no point lies below (the triage setting itself).
     """
     lower = [p.threshold for p in points.values() if p.threshold < active.threshold]
-    return (max(lower), active.threshold) if lower else None
+    if not lower:
+        return None
+    start = max(lower) if floor is None else max(max(lower), floor)
+    return (start, active.threshold) if start < active.threshold else None
 
 
 def heat_map(prob_map: np.ndarray, probability: float | None) -> np.ndarray:

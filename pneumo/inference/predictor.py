@@ -224,7 +224,8 @@ class Predictor:
                           None if out.head is None else out.head[index:index + 1])
         probability = float(image_probability(self.card, one)[0])
         positive = probability >= self.operating_point.threshold
-        band = postprocess.review_band(self.card.operating_points, self.operating_point)
+        band = postprocess.review_band(self.card.operating_points, self.operating_point,
+                                       self.card.review_floor)
         in_band = (not positive) and band is not None and probability >= band[0]
         shown = self.shown(probability)
         region = postprocess.mask_from_map(prob_map, self.pp)

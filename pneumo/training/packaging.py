@@ -69,12 +69,15 @@ def fit_card(name: str, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
     dice_if_pos = np.array([metrics.dice(t > 0, postprocess.mask_from_map(m, pp))
                             for m, t in zip(tune_out.maps, tune.y)])
     points = operating_points.choose_operating_points(prob, tune.label, dice_if_pos, tune.has_mask)
+    floor = operating_points.review_floor(prob, tune.label, points["balanced"].threshold,
+                                          tune.source)
     return ModelCard(name=name, architecture=cfg.architecture, preprocess=pcfg, postprocess=pp,
                      operating_points=points, calibration=cal, tta=cfg.tta,
                      version=time.strftime("%Y-%m-%d"),
                      extra={"calibration_cv_log_loss": cv_losses,
                             "fitted_on_encodings": list(cfg.tune_encodings)},
-                     calibration_prevalence=round(float(np.mean(tune.label)), 4))
+                     calibration_prevalence=round(float(np.mean(tune.label)), 4),
+                     review_floor=floor)
 
 
 def pooled_tune(model, cfg: TrainConfig, pcfg: PreprocessConfig, tune: Arrays,
