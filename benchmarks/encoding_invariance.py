@@ -1,17 +1,17 @@
-"""Encoding invariance of a model: the same films stored nine ways.
+"""Encoding and size invariance of a model: the same films stored every way and size.
 
     .venv/bin/python benchmarks/encoding_invariance.py [--model models/NAME] [--split val]
         [--max-images N] [--encodings original,png,jpeg75,...]
         [--out benchmarks/results/encoding_invariance.json]
 
 Each image of the split is decoded, written again as lossless PNG, JPEG at
-quality 95/75/50, a 2x downscaled PNG, DICOM with JPEG Baseline and with
-uncompressed pixels, and 12-bit DICOM that the reader must window
-(:mod:`pneumo.io.encodings`); every version goes through the upload reader and
+quality 95/75/50, a 2x downscaled PNG, a 2x bicubic upscale, DICOM with JPEG
+Baseline and with uncompressed pixels, and 12-bit DICOM that the reader must window,
+at the film's size and as a 2,500-px CR/DX-sized film (:mod:`pneumo.io.encodings`); every version goes through the upload reader and
 the model. The JSON holds every figure; the Markdown table printed at the
-end is the one in the model card and benchmarks/README.md. Targets (issue
-20): verdict flips <= 2 % for every encoding, median |dp| <= 0.02, AUC of
-every encoding within 0.01 of the original's.
+end is the one in the model card and benchmarks/README.md. Targets (issues
+20 and 32): verdict flips <= 2 % for every encoding and size, median |dp| <= 0.02,
+AUC of every encoding within 0.01 of the original's.
 """
 from __future__ import annotations
 

@@ -103,6 +103,7 @@ def invariance_report(predictor: Predictor, samples: list[dataset.Sample], table
     if not names or names[0] != "original":
         raise ValueError("the encodings must start with 'original', the reference")
     points = predictor.card.operating_points
+    sources = np.array([s.source for s in samples], dtype=str)
     ref = None
     report = {"n_images": len(samples), "model": predictor.name, "encodings": {}}
     for name in names:
@@ -116,14 +117,16 @@ def invariance_report(predictor: Predictor, samples: list[dataset.Sample], table
                "dice_positive_full_size": res["dice_full"],
                "median_abs_dp": float(np.median(delta)), "p95_abs_dp": float(np.percentile(delta, 95)),
                "max_abs_dp": float(delta.max()), "auc_by_source": s.get("auc_by_source", {}),
-               "operating_points": {}}
+               "by_source": s.get("by_source", {}), "operating_points": {}}
         for pname, point in points.items():
             flips = (prob >= point.threshold) != (ref >= point.threshold)
             op = s["operating_points"][pname]
             row["operating_points"][pname] = {
                 "sensitivity": op["sensitivity"], "specificity": op["specificity"],
                 "siim_score_reweighted": op.get("siim_score_reweighted"),
-                "flips": int(flips.sum()), "flip_rate": float(flips.mean())}
+                "flips": int(flips.sum()), "flip_rate": float(flips.mean()),
+                "flips_by_source": {str(src): int(flips[sources == src].sum())
+                                    for src in sorted(set(sources.tolist()))}}
         report["encodings"][name] = json_safe(row)
     worst = report["encodings"]
     base_auc = worst["original"]["auc"]
@@ -141,20 +144,32 @@ def invariance_report(predictor: Predictor, samples: list[dataset.Sample], table
 def markdown(report: dict) -> str:
     """The per-encoding table for the model card and benchmarks/README.md."""
     names = list(next(iter(report["encodings"].values()))["operating_points"])
-    head = ["encoding", "AUC", "ECE", "Dice+ (model size)", "Dice+ (full size)",
-            "median abs dp", "p95 abs dp"]
+    first = next(iter(report["encodings"].values()))
+    sources = sorted(first.get("by_source", {}))
+    head = ["encoding", "AUC", *[f"{src.upper()} AUC" for src in sources], "ECE",
+            "Dice+ (model size)", "Dice+ (full size)", "median abs dp", "p95 abs dp"]
     for n in names:
-        head += [f"{n} sens/spec", f"{n} flips"]
+        head += [f"{n} sens/spec", *[f"{n} {src.upper()} sens/spec" for src in sources],
+                 f"{n} flips" + (f" ({'/'.join(s.upper() for s in sources)})" if sources else "")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, fmt="{:.3f}"):
         return "n/a" if v is None else fmt.format(v)
     for enc, r in report["encodings"].items():
-        cells = [enc, f(r["auc"]), f(r["ece"]), f(r["dice_positive_mask"]),
-                 f(r["dice_positive_full_size"]), f(r["median_abs_dp"]), f(r["p95_abs_dp"])]
+        per = r.get("by_source", {})
+        cells = [enc, f(r["auc"]), *[f(per.get(src, {}).get("auc")) for src in sources],
+                 f(r["ece"]), f(r["dice_positive_mask"]), f(r["dice_positive_full_size"]),
+                 f(r["median_abs_dp"]), f(r["p95_abs_dp"])]
         for n in names:
             op = r["operating_points"][n]
-            cells += [f"{f(op['sensitivity'], '{:.2f}')}/{f(op['specificity'], '{:.2f}')}",
-                      f"{op['flips']} ({100 * op['flip_rate']:.1f} %)"]
+            cells.append(f"{f(op['sensitivity'], '{:.2f}')}/{f(op['specificity'], '{:.2f}')}")
+            for src in sources:
+                o = per.get(src, {}).get("operating_points", {}).get(n, {})
+                cells.append(f"{f(o.get('sensitivity'), '{:.2f}')}/"
+                             f"{f(o.get('specificity'), '{:.2f}')}")
+            by = op.get("flips_by_source", {})
+            cells.append(f"{op['flips']} ({100 * op['flip_rate']:.1f} %)"
+                         + (f" ({'/'.join(str(by.get(src, 0)) for src in sources)})"
+                            if sources else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{report['n_images']} images; model {report['model']}.\n"
