@@ -110,6 +110,17 @@ def mutate(data: bytes, name: str, kind: str, a: float, b: int, blob: bytes) -> 
         return edit_dicom(data, keyword, values[int(a * len(values)) % len(values)])
     if kind == "nested" and name.endswith(".dcm"):
         return nested_sequences(data, 1 + b % 64)
+    if kind == "long_sequence" and name.endswith(".dcm"):
+        # a Content Sequence of many empty items before the pixel data (Hardening III item 2)
+        at = data.rfind(b"\xe0\x7f\x10\x00")
+        items = (b"\xfe\xff\x00\xe0" + b"\x00" * 4) * (1000 + 100 * b)
+        seq = (b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + items
+               + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+        return data[:at] + seq + data[at:] if at > 0 else data
+    if kind == "no_preamble" and name.endswith(".dcm") and data[128:132] == b"DICM":
+        return data[132:] if b % 2 else data[128:]
+    if kind == "charset" and name.endswith(".dcm"):
+        return edit_dicom(data, "SpecificCharacterSet", ["GARBAGE", "ISO_IR 999", ""][b % 3])
     if kind == "dimensions":
         w, h = [(0, 0), (100000, 100000), (1, 50_000_001), (65535, 65535)][b % 4]
         if name.endswith(".png"):
@@ -120,7 +131,8 @@ def mutate(data: bytes, name: str, kind: str, a: float, b: int, blob: bytes) -> 
     return data
 
 
-KINDS = ["truncate", "flip", "insert", "zero", "duplicate", "header", "nested", "dimensions"]
+KINDS = ["truncate", "flip", "insert", "zero", "duplicate", "header", "nested", "dimensions",
+         "long_sequence", "no_preamble", "charset"]
 
 
 def cases(names: list[str]):
