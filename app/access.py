@@ -63,10 +63,10 @@ def check_access():
             and not store().session_active(session.get("sid", ""), _subject(), _max_age_s()):
         session.clear()  # logged out (or expired) elsewhere: a kept cookie no longer logs in
     if mode and not session.get("user") and not session.get("access_granted"):
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/") and request.blueprint != "api_docs":
             return jsonify(error={"code": "unauthorized",
                                   "message": "Log in, or send an API token."}), 401
-        return redirect(url_for("access.login", next=request.path))
+        return redirect(url_for("access.login", next=request.path))  # pages, the API's docs
     if session.get("user"):
         user = store().user(session["user"])
         if user is None:  # the account was removed: its sessions end

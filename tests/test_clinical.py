@@ -412,3 +412,17 @@ def test_pixels_never_leave_unrecorded(department, positive_dicom):
     assert {"list", "view_reviews"} <= {a for a, _ in bob_events()}
     # another team's caller gets 404 and nothing of the result
     assert client.get(f"/results/{rid}/files/view.png", headers=dave).status_code == 404
+
+
+def test_pages_tell_the_truth_about_who_sees_what(department):
+    """Issue 35 item 6: a team member's upload page says the team sees the results; the API's
+    reference page sends a logged-out browser to the login page, as /docs does."""
+    app, _, _ = department
+    page = _login(app, "carol").get("/").data.decode()
+    assert "your team's radiologists and admins" in page and "only to you" not in page
+    anon = app.test_client()
+    for path in ("/api/docs", "/docs"):
+        resp = anon.get(path)
+        assert resp.status_code in (302, 303), (path, resp.status_code)
+    assert "/login" in anon.get("/api/docs").headers["Location"]
+    assert anon.get("/api/v1/predictions").status_code == 401  # the API itself: JSON 401
