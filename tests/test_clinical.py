@@ -83,6 +83,18 @@ def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive
     assert store.get_any(rid) is None
 
 
+def _uploaded_for_review(department, path):
+    """carol's upload of ``path``: the client, its result id, the image's shape and the
+    viewer's."""
+    from app import renditions
+    app, store, tokens = department
+    client = app.test_client()
+    rid = _api_upload(client, tokens["carol"], path)
+    row = store.get_any(rid)
+    shape = (row.meta["rows"], row.meta["columns"])
+    return client, rid, shape, renditions.view_shape(shape)
+
+
 def _mask_png(shape: tuple[int, int], box: tuple[slice, slice]) -> str:
     rgba = np.zeros(shape + (4,), np.uint8)
     rgba[box] = 255
@@ -93,13 +105,8 @@ def _mask_png(shape: tuple[int, int], box: tuple[slice, slice]) -> str:
 
 def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, positive_dicom,
                                                                     tmp_path):
-    from app import renditions
     app, store, tokens = department
-    client = app.test_client()
-    rid = _api_upload(client, tokens["carol"], positive_dicom)
-    row = store.get_any(rid)
-    shape = (row.meta["rows"], row.meta["columns"])
-    view = renditions.view_shape(shape)
+    client, rid, shape, view = _uploaded_for_review(department, positive_dicom)
     box = (slice(view[0] // 4, view[0] // 2), slice(view[1] // 8, view[1] // 3))
     bob = _login(app, "bob")
     resp = post(bob, f"/results/{rid}/review", verdict="disagree", reason="wrong_extent",
@@ -144,7 +151,7 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
     with open(out / "labels.csv") as f:
         labels = list(csv.DictReader(f))
     assert labels[0]["image_id"] == rid and labels[0]["reason"] == "wrong_extent"
-    assert labels[0]["label"] == str(int(row.positive))
+    assert labels[0]["label"] == str(int(store.get_any(rid).positive))
     # the export is a data source pneumo train takes (an extra source of a data config)
     from pneumo.data.datacfg import DataConfig
     config = tmp_path / "data.json"
@@ -328,13 +335,8 @@ def test_the_review_endpoint_refuses_every_tampered_body_without_a_server_error(
     """Hardening III item 5: mask bombs are refused from the PNG header before a pixel is
     decoded; reasons, masks and bodies of the wrong type or shape are a 400, never a 500;
     nothing is kept for any of them; and a black grey PNG means nothing painted."""
-    from app import renditions
     app, store, tokens = department
-    client = app.test_client()
-    rid = _api_upload(client, tokens["carol"], positive_dicom)
-    row = store.get_any(rid)
-    shape = (row.meta["rows"], row.meta["columns"])
-    view = renditions.view_shape(shape)
+    client, rid, shape, view = _uploaded_for_review(department, positive_dicom)
     url = f"/api/v1/predictions/{rid}/review"
     headers = dict(tokens["bob"], **{"Content-Type": "application/json"})
     jpeg = io.BytesIO()
