@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         except urllib.error.HTTPError as exc:
                             with exc:
                                 reads[exc.code] += 1
+                        except OSError:  # no answer at all (the server going down at the end)
+                            reads["no_answer"] += 1
             readers = [threading.Thread(target=read, args=(tokens[n],), daemon=True)
                        for n in ("r1", "r2")]
             for t in readers:
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                     errors.append({"file": name, "mutation": kind, "via": "stow" if stow
                                    else "api", "status": code})
             seconds = time.perf_counter() - started
+            stop.set()
+            for t in readers:
+                t.join(60)
         finally:
             stop.set()
             server.stop()
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
               "model": Path(args.model).name, "seconds": round(seconds, 1),
               "status": {k: dict(sorted(v.items())) for k, v in codes.items()},
               "server_errors": len(errors), "errors": errors[:50],
-              "reader_status": dict(sorted(reads.items()))}
+              "reader_status": {str(k): v for k, v in reads.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
