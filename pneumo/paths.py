@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 #: The bundled default model's folder name under ``models/``.
-DEFAULT_MODEL_NAME = "double_unet_lite0_384_v3"
+DEFAULT_MODEL_NAME = "double_unet_lite0_384_v4"
 
 
 def project_root() -> Path:

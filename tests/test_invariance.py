@@ -7,10 +7,11 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# On the whole validation split (benchmarks/README.md, model v3) the worst encoding (2x
-# downscale) flipped 14.9 % of verdicts at triage, median |dp| 0.029, AUC drop 0.013 (JPEG
-# q50); v2 flipped 47 % at JPEG q75 alone. Limits above those, on a 60-image subset:
-MAX_FLIP_RATE = 0.20
+# Model v4 on 250 validation films (benchmarks/README.md): the worst flip rate was 10.4 % at
+# triage for a 2x downscale (NIH's 512-px files down to 256 px, under the working
+# resolution), 1.2-2.0 % at balanced for 2x down, 2x up and a 2,500-px DICOM; median |dp|
+# 0.029 (JPEG q50), AUC drop 0.005. Limits above those, on a 60-image subset:
+MAX_FLIP_RATE = 0.15
 MAX_MEDIAN_ABS_DP = 0.04
 MAX_AUC_DROP = 0.03
 
@@ -37,14 +38,14 @@ def test_lossless_encodings_change_nothing_and_the_report_is_complete(tiny_predi
 @pytest.mark.slow
 @pytest.mark.bundled
 def test_bundled_model_verdicts_hold_across_encodings():
-    """60 validation films (30 positive), each in eight encodings: verdict flips, probability
-    changes and AUC stay within the limits measured when the model was packaged."""
+    """60 validation films (30 positive), each in ten encodings and sizes: verdict flips,
+    probability changes and AUC stay within the limits measured when the model was packaged."""
     from encoding_invariance import split_samples
     from pneumo.evaluation import invariance
     from pneumo.inference.predictor import Predictor
     samples, table = split_samples(ROOT / "configs" / "data_siim_v2.json", "val", 60)
-    names = ("original", "png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "dicom_jpeg",
-             "dicom16")
+    names = ("original", "png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "upscale2x",
+             "dicom_jpeg", "dicom16", "dicom16_2500")
     report = invariance.invariance_report(Predictor.load(), samples, table, names, progress=False)
     s = report["summary"]
     print({k: round(v, 4) for k, v in s.items()})

@@ -122,7 +122,7 @@ def _invariance_lines(model_dir: Path) -> list[str]:
     if not path.exists():
         return []
     report = json.loads(path.read_text())
-    return ["## Encoding invariance (validation split, the same films stored in every encoding and size)", "",
+    return ["## Encoding invariance (validation split, the same films stored in other encodings and sizes)", "",
             "Made by `benchmarks/encoding_invariance.py`; flips and |dp| against the original"
             " file. Targets: flips <= 2 % for every encoding, median |dp| <= 0.02, AUC within"
             " 0.01 of the original's.", "", markdown(report)]
