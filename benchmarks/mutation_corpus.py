@@ -20,7 +20,6 @@ import collections
 import json
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness and the mutations live there
 
 from fuzz_cases import KINDS, mutate, seed_files  # noqa: E402
-from localserver import LocalServer, multipart_file  # noqa: E402
+from localserver import Colleagues, LocalServer, multipart_file, stow_body  # noqa: E402
 from pneumo.paths import default_model_dir  # noqa: E402
 
 
@@ -54,10 +53,7 @@ def corpus(n: int, seed: int) -> list[tuple[str, str, bytes]]:
 def send(url: str, token: str, data: bytes, stow: bool) -> int:
     """One file through the API or STOW; the HTTP status."""
     if stow:
-        boundary = "corpus-boundary"
-        body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
-                + f"\r\n--{boundary}--\r\n".encode())
-        ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+        body, ctype = stow_body(data)
         target = url + "/dicomweb/studies"
     else:
         body, ctype = multipart_file(data, "file")
@@ -95,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         server = LocalServer(args.model, Path(tmp) / "instance", env={
             "PNEUMO_DATA_DIR": str(data), "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"})
         seeds = seed_files()
-        stop, reads = threading.Event(), collections.Counter()
         try:
             body, ctype = multipart_file(seeds["siim.dcm"], "seed.dcm")
             req = urllib.request.Request(server.url + "/api/v1/predictions", data=body,
@@ -103,47 +98,26 @@ def main(argv: list[str] | None = None) -> int:
                                                   "Authorization": f"Bearer {tokens['up']}"})
             with urllib.request.urlopen(req, timeout=120) as resp:
                 rid = json.loads(resp.read())["results"][0]["id"]
-
-            def read(token):
-                while not stop.is_set():
-                    for path in (f"/api/v1/predictions/{rid}", f"/results/{rid}"):
-                        req = urllib.request.Request(server.url + path, headers={
-                            "Authorization": f"Bearer {token}"})
-                        try:
-                            with urllib.request.urlopen(req, timeout=60) as resp:
-                                resp.read()
-                                reads[resp.status] += 1
-                        except urllib.error.HTTPError as exc:
-                            with exc:
-                                reads[exc.code] += 1
-                        except OSError:  # no answer at all (the server going down at the end)
-                            reads["no_answer"] += 1
-            readers = [threading.Thread(target=read, args=(tokens[n],), daemon=True)
-                       for n in ("r1", "r2")]
-            for t in readers:
-                t.start()
             started = time.perf_counter()
             codes = {"api": collections.Counter(), "stow": collections.Counter()}
             errors = []
-            for i, (name, kind, blob) in enumerate(files):
-                stow = i % 2 == 1
-                code = send(server.url, tokens["up"], blob, stow)
-                codes["stow" if stow else "api"][code] += 1
-                if code >= 500 and code != 503:
-                    errors.append({"file": name, "mutation": kind, "via": "stow" if stow
-                                   else "api", "status": code})
+            with Colleagues(server.url, [tokens["r1"], tokens["r2"]],
+                            [f"/api/v1/predictions/{rid}", f"/results/{rid}"]) as readers:
+                for i, (name, kind, blob) in enumerate(files):
+                    stow = i % 2 == 1
+                    code = send(server.url, tokens["up"], blob, stow)
+                    codes["stow" if stow else "api"][code] += 1
+                    if code >= 500 and code != 503:
+                        errors.append({"file": name, "mutation": kind, "via": "stow" if stow
+                                       else "api", "status": code})
             seconds = time.perf_counter() - started
-            stop.set()
-            for t in readers:
-                t.join(60)
         finally:
-            stop.set()
             server.stop()
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "files": len(files), "seed": args.seed,
               "model": Path(args.model).name, "seconds": round(seconds, 1),
               "status": {k: dict(sorted(v.items())) for k, v in codes.items()},
               "server_errors": len(errors), "errors": errors[:50],
-              "reader_status": {str(k): v for k, v in reads.items()}}
+              "reader_status": {str(k): v for k, v in readers.statuses.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -198,3 +200,49 @@ def multipart_files(files: list[tuple[bytes, str]], field: str = "files") -> tup
              + data + b"\r\n" for data, name in files]
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
         f"multipart/form-data; boundary={boundary}"
+
+
+def stow_body(data: bytes, boundary: str = "pneumo-stow-boundary") -> tuple[bytes, str]:
+    """A one-instance STOW-RS ``multipart/related`` body and its Content-Type value."""
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
+            + f"\r\n--{boundary}--\r\n".encode())
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+class Colleagues:
+    """Threads that GET ``paths`` of ``url`` with each bearer token in turn until the
+    block ends (colleagues reading results: every view an audit write); ``statuses``
+    counts their answers (``"no_answer"`` when none came)."""
+
+    def __init__(self, url: str, tokens: list[str], paths: list[str]):
+        import collections
+        self.url, self.tokens, self.paths = url, tokens, paths
+        self.statuses: collections.Counter = collections.Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._read, args=(t,), daemon=True)
+                         for t in tokens]
+
+    def _read(self, token: str) -> None:
+        while not self._stop.is_set():
+            for path in self.paths:
+                req = urllib.request.Request(self.url + path,
+                                             headers={"Authorization": f"Bearer {token}"})
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        resp.read()
+                        self.statuses[resp.status] += 1
+                except urllib.error.HTTPError as exc:
+                    with exc:
+                        self.statuses[exc.code] += 1
+                except OSError:
+                    self.statuses["no_answer"] += 1
+
+    def __enter__(self) -> "Colleagues":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)

@@ -539,40 +539,29 @@ def test_real_gunicorn_uploads_succeed_while_colleagues_read(tmp_path, tiny_mode
     an uploader sends 20 files one after another, against 2 gunicorn workers: every upload
     is stored (a deferred read-then-write transaction used to fail at once with "database
     is locked": 13 of 20 answered 500)."""
-    import threading
     import urllib.error
-    from localserver import LocalServer
+    from localserver import Colleagues, LocalServer
     data = tmp_path / "data"
     tokens = _team(data, ("up", "uploader"), ("r1", "radiologist"), ("r2", "radiologist"))
     server = LocalServer(tiny_model_folder, tmp_path / "instance", workers=2,
                          env={"PNEUMO_DATA_DIR": str(data), "PNEUMO_UPLOAD_RATE_LIMIT":
                               "1000 per minute"})
-    stop, reads = threading.Event(), []
     try:
         first = _upload(server.url, tokens["up"], positive_dicom.read_bytes())["id"]
-
-        def read(token):
-            while not stop.is_set():
-                reads.append(_json(server.url + f"/api/v1/predictions/{first}", token)[0])
-                reads.append(_json(server.url + "/api/v1/predictions", token)[0])
-        readers = [threading.Thread(target=read, args=(tokens[n],)) for n in ("r1", "r2")]
-        for t in readers:
-            t.start()
         codes = []
-        for _ in range(20):
-            try:
-                codes.append(201 if _upload(server.url, tokens["up"],
-                                            positive_dicom.read_bytes())["id"] else 0)
-            except urllib.error.HTTPError as exc:
-                codes.append(exc.code)
-        stop.set()
-        for t in readers:
-            t.join(60)
+        with Colleagues(server.url, [tokens["r1"], tokens["r2"]],
+                        [f"/api/v1/predictions/{first}", "/api/v1/predictions"]) as readers:
+            for _ in range(20):
+                try:
+                    codes.append(201 if _upload(server.url, tokens["up"],
+                                                positive_dicom.read_bytes())["id"] else 0)
+                except urllib.error.HTTPError as exc:
+                    codes.append(exc.code)
     finally:
-        stop.set()
         server.stop()
+    reads = readers.statuses
     assert codes == [201] * 20, codes
-    assert len(reads) > 20 and set(reads) == {200}, sorted(set(reads))
+    assert sum(reads.values()) > 20 and set(reads) == {200}, reads
 
 
 @pytest.mark.slow
@@ -585,7 +574,8 @@ def test_real_gunicorn_four_long_sequence_dicoms_are_refused_fast(tmp_path, tiny
     import threading
     import time
     import urllib.error
-    from localserver import LocalServer, multipart_file, peak_rss_mb, probe_latencies
+    from localserver import (LocalServer, multipart_file, peak_rss_mb, probe_latencies,
+                             stow_body)
     from test_dicom_guard import _before_pixels, _empty_items
     bomb = _before_pixels(positive_dicom.read_bytes(), _empty_items(300_000))
     data = tmp_path / "data"
@@ -597,10 +587,7 @@ def test_real_gunicorn_four_long_sequence_dicoms_are_refused_fast(tmp_path, tiny
     def send(stow: bool):
         started = time.perf_counter()
         if stow:
-            boundary = "b0undary"
-            body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + bomb
-                    + f"\r\n--{boundary}--\r\n".encode())
-            ctype = f'multipart/related; type="application/dicom"; boundary={boundary}'
+            body, ctype = stow_body(bomb)
             url = server.url + "/dicomweb/studies"
         else:
             body, ctype = multipart_file(bomb, "bomb.dcm")
