@@ -159,10 +159,8 @@ def by_source(card: ModelCard, prob: np.ndarray, labels: np.ndarray,
     Pooled figures can be earned by telling the sources apart (here most positives are
     SIIM films and most negatives NIH films); these cannot.
     """
-    if source is None:
-        return {}
-    out = {}
-    for name in sorted(set(source.tolist())):
+    out = auc_by_source(prob, labels, source)
+    for name, entry in out.items():
         sel = source == name
         y, p = labels[sel], prob[sel]
         points = {}
@@ -171,9 +169,7 @@ def by_source(card: ModelCard, prob: np.ndarray, labels: np.ndarray,
             points[op] = {
                 "sensitivity": float(called[y].mean()) if y.any() else None,
                 "specificity": float((~called[~y]).mean()) if (~y).any() else None}
-        out[str(name)] = {"n_positive": int(y.sum()), "n_negative": int((~y).sum()),
-                          "auc": metrics.roc_auc(y, p) if y.any() and (~y).any() else None,
-                          "operating_points": points}
+        entry["operating_points"] = points
     return out
 
 

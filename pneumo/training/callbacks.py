@@ -10,23 +10,12 @@ import numpy as np
 
 from pneumo.data.examples import Arrays
 from pneumo.evaluation import metrics
+from pneumo.evaluation.scoring import auc_by_source
 from pneumo.inference.predictor import predict_batches
 from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.training.config import TrainConfig
 
 KEY = "key"
-
-
-def source_aucs(labels: np.ndarray, score: np.ndarray, sources: np.ndarray | None) -> dict:
-    """Image-level AUC within each source that holds both classes (``{source: auc}``)."""
-    if sources is None:
-        return {}
-    out = {}
-    for name in sorted(set(sources.tolist())):
-        inside = sources == name
-        if labels[inside].any() and not labels[inside].all():
-            out[str(name)] = metrics.roc_auc(labels[inside], score[inside])
-    return out
 
 
 def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
@@ -43,7 +32,8 @@ def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
     out = predict_batches(model, arrays.x if images is None else images, pcfg, tta=False)
     score = out.head if out.head is not None else out.evidence(100)
     pooled = metrics.roc_auc(arrays.label, score)
-    within = source_aucs(arrays.label, score, arrays.source)
+    within = {k: v["auc"] for k, v in auc_by_source(score, arrays.label, arrays.source).items()
+              if v["auc"] is not None}
     auc = min(within.values()) if by == "worst_source" and within else pooled
     pos = np.flatnonzero(arrays.label & arrays.has_mask)
     raw = float(np.mean([metrics.dice(arrays.y[i] > 0, out.maps[i] > 0.5) for i in pos])) \
