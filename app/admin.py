@@ -33,8 +33,11 @@ AUDITED = {
 }
 
 
-#: The files the result page's viewer and the worklist fetch by themselves.
-VIEWER_FILES = frozenset({"view.png", "view_mask.png", "thumb.jpg", "prob.png"})
+#: The files the result page's viewer fetches by itself.
+VIEWER_FILES = frozenset({"view.png", "view_mask.png", "prob.png"})
+#: The worklist's thumbnails: one per row on every worklist view, never an event (a
+#: 200-row worklist would otherwise write 200 events and look up 200 views).
+THUMBNAILS = frozenset({"thumb.jpg"})
 #: How long a page view (or the API's answer) covers the viewer's own files: fetched
 #: later, or without a view at all, they are recorded as downloads like any other file.
 VIEW_COVERS_S = 600.0
@@ -49,6 +52,8 @@ def record_request(response):
     if action == "delete" and (request.method != "POST" or request.form.get("confirm") != "yes"):
         return response
     args = request.view_args or {}
+    if action == "download" and args.get("name") in THUMBNAILS:
+        return response
     if action == "download" and args.get("name") in VIEWER_FILES and store().viewed_since(
             current_owner(), args.get("result_id"), time.time() - VIEW_COVERS_S):
         return response  # the viewer's own renditions of a page just viewed: that is the event
