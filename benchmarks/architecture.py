@@ -4,7 +4,9 @@
 
 Prints: import cycles between modules of the product packages, imports between the web
 entry points, raw database connections outside the store, direct environment reads
-outside the settings module, imports inside functions, and the largest files.
+outside the settings module, imports inside functions, the largest files, and (issue 33)
+the largest class by public methods, the ``app.config`` keys product code reads,
+string-keyed ``app.extensions`` lookups, and the places that load a model.
 """
 from __future__ import annotations
 
@@ -107,6 +109,51 @@ def scan(files: list[Path]) -> dict:
     return {"inner": sorted(set(inner)), "env": sorted(set(env)), "connects": sorted(set(connects))}
 
 
+def classes_by_methods(files: list[Path]) -> list[tuple[int, str]]:
+    """Every class with its count of public methods (``def`` not starting with ``_``)."""
+    out = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                n = sum(1 for b in node.body if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        and not b.name.startswith("_"))
+                out.append((n, f"{rel}:{node.name}"))
+    return sorted(out, reverse=True)
+
+
+def config_and_extensions(files: list[Path]) -> tuple[set[str], list[str]]:
+    """The upper-case ``app.config`` / ``current_app.config`` keys product code reads, and
+    the places that look a service up by a string key in ``app.extensions``."""
+    keys, lookups = set(), []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Subscript) or (isinstance(node, ast.Call)
+                                                     and isinstance(node.func, ast.Attribute)
+                                                     and node.func.attr in ("get", "setdefault")):
+                target = node.value if isinstance(node, ast.Subscript) else node.func.value
+                name = ast.unparse(target)
+                arg = node.slice if isinstance(node, ast.Subscript) else (node.args or [None])[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    if name.endswith(".config") and arg.value.isupper():
+                        keys.add(arg.value)
+                    if name.endswith(".extensions"):
+                        lookups.append(f"{rel}:{node.lineno}")
+    return keys, lookups
+
+
+def model_loads(files: list[Path]) -> list[str]:
+    """Places that load a network for prediction: calls of ``Predictor.load``."""
+    out = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("Predictor.load"):
+                out.append(f"{rel}:{node.lineno}")
+    return out
+
+
 def main() -> int:
     graph = grimp.build_graph(*PACKAGES)
     files = product_files()
@@ -134,6 +181,17 @@ def main() -> int:
         print(f"  {e}")
     print(f"imports inside functions: {len(found['inner'])}")
     print("largest files: " + ", ".join(f"{p} {n}" for n, p in sizes[:5]))
+    classes = classes_by_methods(files)
+    print("largest classes by public methods: "
+          + ", ".join(f"{name} {n}" for n, name in classes[:3]))
+    keys, lookups = config_and_extensions(files)
+    print(f"app.config keys read by product code: {len(keys)}")
+    print(f"string-keyed app.extensions lookups: {len(lookups)}")
+    scripts = sorted((ROOT / "scripts").rglob("*.py"))
+    loads = model_loads(files + scripts)
+    print(f"places that load a model (Predictor.load): {len(loads)}")
+    for place in loads:
+        print(f"  {place}")
     return 0
 
 
