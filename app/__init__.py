@@ -1,9 +1,9 @@
 """Flask web app: upload chest X-rays, review the predicted pneumothorax overlay.
 
 ``create_app`` follows the Flask tutorial's factory: the typed settings (from
-the ``PNEUMO_*`` environment variables), then the test mapping. It makes the
-process's store, model holder and analysis service (:mod:`app.context` hands
-them to requests) and registers the entry points: pages (``views``), JSON API
+the ``PNEUMO_*`` environment variables), then the test mapping. It holds the
+process's :class:`app.services.Services` (store, model holder, analysis service,
+PACS sender; :mod:`app.context` hands them to requests) and registers the entry points: pages (``views``), JSON API
 (``api``), DICOMweb STOW (``dicomweb``), PACS pages (``pacs``), logins (``access``).
 """
 from __future__ import annotations
@@ -19,15 +19,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pneumo import paths
 
-from app import access, admin, api, dicomweb, pacs, review, views
+from app import access, admin, api, dicomweb, review, views
 from app.context import csrf_token, limiter
-from app.model import ModelHolder
-from app.service import Analyser
-from app.settings import Settings, SettingsError, shared_secret_problem
+from app.pacs import pages as pacs_pages
+from app.services import Services
+from app.settings import Settings, setting_names
 from app.store.ratelimits import storage_uri
-from app.store.repository import Store
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 
 
 def _secret_key(instance: Path) -> str:
@@ -61,10 +60,14 @@ class JSONProvider(DefaultJSONProvider):
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """The app: its config from :class:`app.settings.Settings` (the ``PNEUMO_*``
-    variables), then ``test_config``. The model loads in the background (see
-    :mod:`app.model`); ``/healthz`` answers at once, ``/readyz`` once it is loaded."""
-    settings = Settings.from_env()
+    """The app: its settings from the ``PNEUMO_*`` variables (:class:`app.settings.Settings`),
+    then ``test_config`` (a setting by its variable's name without the prefix, e.g.
+    ``DATA_DIR``; Flask's own keys such as ``TESTING``; ``PREDICTOR``, an already loaded
+    model). The model loads in the background (see :mod:`app.model`); ``/healthz`` answers
+    at once, ``/readyz`` once it is loaded."""
+    test_config = dict(test_config or {})
+    predictor = test_config.pop("PREDICTOR", None)
+    settings = Settings.from_mapping(test_config)
     app = Flask(__name__, instance_path=str(settings.instance_dir),
                 template_folder=str(paths.project_root() / "templates"),
                 static_folder=str(paths.project_root() / "static"))
@@ -79,41 +82,21 @@ def create_app(test_config: dict | None = None) -> Flask:
         # the counters live in the database: while it cannot be reached, a request gets the
         # store's own 503, never a 500 from the limiter's bookkeeping (its headers included)
         RATELIMIT_SWALLOW_ERRORS=True,
-        PREDICTOR=None,
         **settings.flask_config(),
     )
-    if test_config:
-        app.config.update(test_config)
-    shared = Settings(database_url=app.config.get("DATABASE_URL"),
-                      secret_key=app.config.get("SECRET_KEY"))
-    if shared_secret_problem(shared):
-        raise SettingsError(shared_secret_problem(shared))
+    app.config.update({k: v for k, v in test_config.items() if k not in setting_names()})
+    services = Services.from_settings(settings, predictor)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(Path(app.instance_path))
-    if app.config.get("PROXY"):  # nginx in front: the client's address is its X-Forwarded-For
+    if settings.proxy:  # nginx in front: the client's address is its X-Forwarded-For
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
-
-    store = Store(app.config["DATA_DIR"], app.config.get("DATABASE_URL"),
-                  app.config.get("BLOB_URL"), float(app.config.get("MIN_FREE_MB") or 0))
-    store.init()
-    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(store))
-    app.extensions["pneumo.store"] = store
-    access.check_startup(app, store)
+    app.extensions["pneumo"] = services
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(services.store))
     limiter.init_app(app)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.add_template_filter(views.dicom_date, "dicom_date")
     app.add_template_filter(views.shown_probability, "shown_probability")
     app.add_template_filter(views.iso_time, "iso_time")
-    holder = ModelHolder(app.config["PREDICTOR"])
-    if app.config["PREDICTOR"] is None:
-        holder.start(app.config["MODEL_DIR"], bool(app.config["WARM_UP"]),
-                     app.config["TF_THREADS"], app.config["OPERATING_POINT"],
-                     app.config["DEVICE"], app.config["RUNTIME"], app.config["PREVALENCE"])
-    app.extensions["pneumo.model"] = holder
-    analyser = Analyser(store, holder.get, int(app.config["MAX_IMAGE_PIXELS"]),
-                        int(app.config["MAX_FILES"]), int(app.config["MAX_REQUEST_PIXELS"]),
-                        int(app.config["MAX_PIXELS_IN_FLIGHT"]))
-    app.extensions["pneumo.analyser"] = analyser
 
     dicomweb.init_app(app)  # first: a DICOMweb client without a token gets 401, not the login page
     app.before_request(access.check_access)
@@ -122,7 +105,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(api.docs_bp)
     app.register_blueprint(dicomweb.bp)
-    pacs.init_app(app, store, analyser)  # PACS pages, autosend hook, resumes unfinished sends
+    pacs_pages.init_app(app, services)  # PACS pages; resumes unfinished sends
     app.register_blueprint(review.bp)
     app.register_blueprint(admin.bp)
     views.register_error_handlers(app)

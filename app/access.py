@@ -17,31 +17,16 @@ from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_t
                    request, session, url_for)
 
 from app.context import (limiter, login_account, login_account_limit, login_failed,
-                         login_limit, login_pair, store)
-from app.settings import LOOPBACK, no_login_message
-from app.store.repository import Store
+                         login_limit, login_pair, settings, store)
 
 bp = Blueprint("access", __name__)
 OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "views.favicon", "static"}
 
 
-class ConfigError(RuntimeError):
-    """The configuration is unsafe or inconsistent; the app refuses to start."""
-
-
-def check_startup(app, store: Store) -> None:
-    """Refuse to serve beyond loopback without any login configured."""
-    host = str(app.config.get("HOST") or "127.0.0.1")
-    app.config["REQUIRE_LOGIN"] = host not in LOOPBACK or bool(app.config.get("REQUIRE_LOGIN"))
-    if app.config["REQUIRE_LOGIN"] and not app.config.get("ACCESS_PASSWORD") \
-            and not store.user_count():
-        raise ConfigError(no_login_message(host))
-
-
 def _login_mode() -> str | None:
     if store().user_count():
         return "users"
-    if current_app.config.get("ACCESS_PASSWORD"):
+    if settings().access_password:
         return "password"
     return None
 
@@ -121,7 +106,7 @@ def login():
             error = "Wrong user name or password."
         elif mode == "password":
             given = request.form.get("password", "")
-            expected = str(current_app.config["ACCESS_PASSWORD"])
+            expected = str(settings().access_password)
             if hmac.compare_digest(given.encode(), expected.encode()):
                 return _start_session(access_granted=True)
             error = "Wrong password."

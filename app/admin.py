@@ -16,7 +16,7 @@ import time
 from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect,
                    render_template, request, url_for)
 
-from app.context import current_owner, current_user, store
+from app.context import current_owner, current_user, settings, store
 from app.store.records import ROLES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -77,8 +77,8 @@ def users():
     members = store().users(admin.team_id)
     return render_template("admin.html", admin=admin, members=members, roles=ROLES,
                            tokens={u.id: store().tokens(u.id) for u in members},
-                           retention=current_app.config["RETENTION_DAYS"],
-                           audit_retention=current_app.config["AUDIT_RETENTION_DAYS"])
+                           retention=settings().retention_days,
+                           audit_retention=settings().audit_retention_days)
 
 
 @bp.post("/users/<int:user_id>/role")

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -36,13 +37,14 @@ from pneumo.cli_ml import cmd_reread as core_reread, reread_model
 from pneumo.errors import PneumoError, UnsupportedImageError
 from pneumo.evaluation.engines import reread
 
-from app import create_app, renditions
+from app import renditions
 from app.admin import day_start, events_csv
 from app.clinical import export_reviews
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import run_worker, send_result
 from app.proxy import write_config
+from app.services import Services
 from app.settings import LOG_FORMAT, Settings, without_password
 from app.store import backup as store_backup
 from app.store.database import StoreDamaged, StoreProblem
@@ -50,17 +52,11 @@ from app.store.records import ROLES, ReadRow, ResultRow, Scope
 from app.store.repository import Store
 
 
-def _app(load_model: bool):
-    config = {"WARM_UP": False}
-    if not load_model:
-        config["PREDICTOR"] = _NoModel()
-    return create_app(config)
-
-
-class _NoModel:
-    """Stands in for the model in commands that only send."""
-
-    name = "not loaded"
+def _services(load_model: bool) -> Services:
+    """The service's objects for a command: the model loaded (not warmed up) only when
+    the command analyses."""
+    settings = replace(Settings.from_env(), warm_up=False)
+    return Services.from_settings(settings, load_model=load_model)
 
 
 def _owner(store: Store, username: str) -> str:
@@ -73,13 +69,13 @@ def _owner(store: Store, username: str) -> str:
 
 def cmd_pacs_pull(args: argparse.Namespace) -> int:
     """Import one or more studies from the PACS, analyse them, print each result."""
-    app = _app(load_model=True)
-    store, settings = app.extensions["pneumo.store"], app.extensions["pneumo.pacs"]
+    services = _services(load_model=True)
+    store, settings = services.store, services.settings.pacs
     owner = _owner(store, args.user)
     failures = 0
     for study in args.study:
         try:
-            outcome = pull_study(settings, study, owner, app.extensions["pneumo.analyser"])
+            outcome = pull_study(settings, study, owner, services.analyser)
         except PacsError as exc:
             print(f"{study}: ERROR {exc}", file=sys.stderr)
             failures += 1
@@ -90,28 +86,27 @@ def cmd_pacs_pull(args: argparse.Namespace) -> int:
         for err in outcome.errors:
             failures += 1
             print(f"{err.file or study}: ERROR {err.message}", file=sys.stderr)
-    app.extensions["pneumo.pacs_sender"].wait(timeout=settings.timeout * 3)
+    services.sender.wait(timeout=settings.timeout * 3)
     return 1 if failures else 0
 
 
 def cmd_pacs_send(args: argparse.Namespace) -> int:
     """Send one result's SEG to the PACS now."""
-    app = _app(load_model=False)
-    store = app.extensions["pneumo.store"]
+    services = _services(load_model=False)
+    store = services.store
     row = store.get_any(args.result)
     if row is None:
         print(f"No result {args.result}", file=sys.stderr)
         return 1
-    state = send_result(store, app.extensions["pneumo.pacs"], row)
+    state = send_result(store, services.settings.pacs, row)
     print(f"{row.id}: {state.state}" + (f" ({state.last_error})" if state.last_error else ""))
     return 0 if state.state == "sent" else 1
 
 
 def cmd_pacs_retry(args: argparse.Namespace) -> int:
     """Send every unfinished SEG again; exit 1 if any still fails."""
-    app = _app(load_model=False)
-    store, settings = app.extensions["pneumo.store"], app.extensions["pneumo.pacs"]
-    sender = app.extensions["pneumo.pacs_sender"]
+    services = _services(load_model=False)
+    store, settings, sender = services.store, services.settings.pacs, services.sender
     sender.wait(timeout=settings.timeout * 3)  # start-up resume
     failed = 0
     for result_id, owner in sender.unfinished():
@@ -206,9 +201,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _store(data_dir: str) -> Store:
-    """The store of the settings' database and blob URLs, with its files in ``data_dir``."""
-    settings = Settings.from_env()
-    return Store(data_dir, settings.database_url, settings.blob_url)
+    """The settings' store (database, blob URL), its files in ``data_dir`` (``--data-dir``);
+    no free-space reserve: the operator's commands only read, delete or restore."""
+    settings = replace(Settings.from_env(), data_dir=Path(data_dir), min_free_mb=0)
+    return Store.from_settings(settings)
 
 
 def _open_store(data_dir: str) -> Store:

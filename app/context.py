@@ -1,8 +1,8 @@
 """What a request works with: the store, the model, the analysis service, the caller.
 
 Views, the JSON API, the DICOMweb receiver and the PACS pages ask this module,
-never each other. The objects are made once per process by the app factory
-(:func:`app.create_app`) and kept in ``app.extensions``.
+never each other. The objects are made once per process (:class:`app.services.Services`,
+held by the app factory :func:`app.create_app` in ``app.extensions["pneumo"]``).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from app.service import Analyser
+from app.services import Services
+from app.settings import Settings
 from app.store.records import Scope, User
 from app.store.repository import Store
 
@@ -23,29 +25,39 @@ from app.store.repository import Store
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
+def services() -> Services:
+    """The process's services (made by the app factory)."""
+    return current_app.extensions["pneumo"]
+
+
+def settings() -> Settings:
+    """The service's settings."""
+    return services().settings
+
+
 def store() -> Store:
     """The app's store."""
-    return current_app.extensions["pneumo.store"]
+    return services().store
 
 
 def analyser() -> Analyser:
     """The app's analysis service."""
-    return current_app.extensions["pneumo.analyser"]
+    return services().analyser
 
 
 def predictor():
     """The loaded Predictor (waits while it loads; ModelNotReady after a failure)."""
-    return current_app.extensions["pneumo.model"].get()
+    return services().model.get()
 
 
 def upload_limit() -> str:
     """The upload rate limit (``PNEUMO_UPLOAD_RATE_LIMIT``)."""
-    return current_app.config["UPLOAD_RATE_LIMIT"]
+    return settings().upload_rate_limit
 
 
 def login_limit() -> str:
     """The login rate limit (``PNEUMO_LOGIN_RATE_LIMIT``)."""
-    return current_app.config["LOGIN_RATE_LIMIT"]
+    return settings().login_rate_limit
 
 
 #: How many times the per-address login limit one account may fail from all addresses

@@ -27,7 +27,7 @@ from pneumo.errors import (CorruptImageError, DicomTooComplexError, ImageTooLarg
                            UnsupportedImageError)
 from pneumo.io.dicomguard import identity, read_dataset
 
-from app.context import analyser, current_owner, limiter, upload_limit
+from app.context import analyser, current_owner, limiter, settings, upload_limit
 from app.service import BUSY, STORAGE_UNAVAILABLE, Item, Refusal
 
 log = logging.getLogger("pneumo.app")
@@ -266,7 +266,7 @@ def stow(study_uid: str | None = None):
         return _error(401, "Send an API token: Authorization: Bearer <token>.")
     try:
         parts = read_parts(request.stream, request.headers.get("Content-Type", ""),
-                           int(current_app.config["MAX_FILES"]))
+                           settings().max_files)
     except StowError as exc:
         return _error(exc.status, str(exc))
     outcomes = store_instances(parts, current_owner(), study_uid)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pneumo.errors import PneumoError
 from pneumo.inference.card import read_card
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 
 
 class ModelNotReady(PneumoError):
@@ -81,6 +81,12 @@ class ModelHolder:
             log.error("the model could not be loaded: %s", self.error)
         finally:
             self._ready.set()
+
+    def unavailable(self, reason: str) -> None:
+        """No model in this process (a command that only reads or sends): every
+        :meth:`get` raises :class:`ModelNotReady` with ``reason``."""
+        self.error = reason
+        self._ready.set()
 
     def get(self, wait_s: float = 120.0):
         """The Predictor; waits for loading; raises :class:`ModelNotReady`."""

@@ -10,7 +10,8 @@ master reads this before any worker starts.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
@@ -180,21 +181,6 @@ class PacsSettings:
                                 f"{PREFIX}DICOMWEB_USERNAME, not both.")
         return settings
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "PacsSettings":
-        """Read the ``DICOMWEB_*`` keys of an app config (a test's mapping may override
-        what the environment gave) with the same parsers."""
-        return cls.from_env({PREFIX + k: v for k, v in config.items()
-                             if k.startswith("DICOMWEB_")})
-
-    def flask_config(self) -> dict:
-        """The ``DICOMWEB_*`` keys of the app config."""
-        return {"DICOMWEB_URL": self.url, "DICOMWEB_USERNAME": self.username,
-                "DICOMWEB_PASSWORD": self.password, "DICOMWEB_TOKEN": self.token,
-                "DICOMWEB_AUTOSEND": self.autosend, "DICOMWEB_TIMEOUT": self.timeout,
-                "DICOMWEB_RETRY_AFTER": self.retry_after_s, "DICOMWEB_SENDER": self.sender,
-                "DICOMWEB_OBJECTS": ",".join(self.objects)}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -334,24 +320,30 @@ class Settings:
         )
 
     def flask_config(self) -> dict:
-        """The app config made from these settings (Flask's own keys included)."""
-        return {"HOST": self.host, "PROXY": self.proxy, "MODEL_DIR": str(self.model_dir),
-                "OPERATING_POINT": self.operating_point, "DATA_DIR": str(self.data_dir),
-                "TF_THREADS": self.tf_threads, "DEVICE": self.device, "RUNTIME": self.runtime,
-                "PREVALENCE": self.prevalence, "WARM_UP": self.warm_up,
-                "ACCESS_PASSWORD": self.access_password, "SECRET_KEY": self.secret_key,
-                "SESSION_COOKIE_SECURE": self.session_cookie_secure,
-                "PERMANENT_SESSION_LIFETIME": int(self.session_days * 86400),
-                "LOGIN_RATE_LIMIT": self.login_rate_limit,
-                "UPLOAD_RATE_LIMIT": self.upload_rate_limit,
-                "MAX_FILES": self.max_files, "MAX_CONTENT_LENGTH": self.max_content_length,
-                "MAX_IMAGE_PIXELS": self.max_image_pixels,
-                "MAX_REQUEST_PIXELS": self.max_request_pixels,
-                "MAX_PIXELS_IN_FLIGHT": self.max_pixels_in_flight,
-                "RETENTION_DAYS": self.retention_days, "MIN_FREE_MB": self.min_free_mb,
-                "AUDIT_RETENTION_DAYS": self.audit_retention_days,
-                "DATABASE_URL": self.database_url, "BLOB_URL": self.blob_url,
-                **self.pacs.flask_config(), "DICOMWEB_SENDER": self.pacs_sender}
+        """Flask's own config keys that these settings decide (nothing else goes into
+        ``app.config``: the app reads its settings from :class:`app.services.Services`)."""
+        out = {"SESSION_COOKIE_SECURE": self.session_cookie_secure,
+               "PERMANENT_SESSION_LIFETIME": int(self.session_days * 86400),
+               "MAX_CONTENT_LENGTH": self.max_content_length}
+        if self.secret_key:
+            out["SECRET_KEY"] = self.secret_key
+        return out
+
+    @classmethod
+    def from_mapping(cls, overrides: Mapping[str, Any] | None,
+                     env: Mapping[str, Any] | None = None) -> "Settings":
+        """The environment's settings with some variables given again by a mapping (a
+        test's config: ``DATA_DIR`` for ``PNEUMO_DATA_DIR``), each parsed as the
+        environment's would be; keys that name no setting are left out. A ``SECRET_KEY``
+        is taken as it is (a test's key may be short)."""
+        env = os.environ if env is None else env
+        overrides = overrides or {}
+        names = setting_names()
+        given = {PREFIX + k: v for k, v in overrides.items() if k in names and k != "SECRET_KEY"}
+        settings = cls.from_env({**env, **given})
+        if overrides.get("SECRET_KEY"):
+            settings = replace(settings, secret_key=str(overrides["SECRET_KEY"]))
+        return settings
 
     def to_dict(self) -> dict:
         """The settings as JSON, without passwords, tokens or the secret key."""
@@ -365,6 +357,20 @@ class Settings:
             out["database_url"] = without_password(self.database_url)
         out["pacs"]["sender"] = self.pacs_sender
         return out
+
+
+@lru_cache(maxsize=1)
+def setting_names() -> frozenset[str]:
+    """Every variable the settings read, without the ``PNEUMO_`` prefix."""
+    seen: set[str] = set()
+
+    class Seen(dict):
+        def get(self, key, default=None):
+            seen.add(key)
+            return default
+
+    Settings.from_env(Seen())
+    return frozenset(name[len(PREFIX):] for name in seen if name.startswith(PREFIX))
 
 
 def without_password(url: str) -> str:

@@ -15,7 +15,7 @@ from pneumo.inference import overlay
 
 from app import renditions
 from app.context import (analyser, current_owner, current_scope, current_user, limiter,
-                         predictor, store, upload_limit)
+                         predictor, services, settings, store, upload_limit)
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
 from app.store.records import REVIEW_REASONS
@@ -39,7 +39,7 @@ DOWNLOADS = {
 def index():
     """The upload page."""
     current_owner()
-    return render_template("upload.html", max_files=current_app.config["MAX_FILES"],
+    return render_template("upload.html", max_files=settings().max_files,
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            model=predictor().name)
 
@@ -209,7 +209,7 @@ def healthz():
 def readyz():
     """200 with the model, device and Keras backend once the model is loaded and warmed
     up, else 503."""
-    holder = current_app.extensions["pneumo.model"]
+    holder = services().model
     if store().damaged:
         return jsonify(status="failed",
                        error=f"the results database is damaged: {store().damaged}"), 503
@@ -227,10 +227,10 @@ def readyz():
     free_mb = float("inf") if free is None else free / 2**20  # None: object storage
     if free is not None:
         facts["free_disk_mb"] = round(free_mb)
-    if free_mb < current_app.config["MIN_FREE_MB"]:  # reading works; new results may not fit
+    if free_mb < settings().min_free_mb:  # reading works; new results may not fit
         facts.update(status="degraded", warning=(
             f"only {free_mb:.0f} MB free under the results (PNEUMO_MIN_FREE_MB="
-            f"{current_app.config['MIN_FREE_MB']}): uploads may be refused; delete or purge "
+            f"{settings().min_free_mb}): uploads may be refused; delete or purge "
             "results, or give the data folder more space"))
     return jsonify(facts)
 

@@ -176,8 +176,8 @@ def test_batch_page_orders_filters_and_stays_with_its_owner(app, client, positiv
                   ("third.dcm", positive_dicom.read_bytes()))
     url = resp.headers["Location"]
     batch_id = url.rsplit("/", 1)[1]
-    rows = app.extensions["pneumo.store"].list(
-        next(r.owner for r in _rows(app.extensions["pneumo.store"])), "upload", batch=batch_id)
+    rows = app.extensions["pneumo"].store.list(
+        next(r.owner for r in _rows(app.extensions["pneumo"].store)), "upload", batch=batch_id)
     assert [r.file_name for r in rows] == ["first.dcm", "second.png", "third.dcm"]
     by_prob = client.get(url).data.decode()
     names = [n for n in ("first.dcm", "second.png", "third.dcm")]
@@ -313,7 +313,7 @@ def test_served_openapi_document_matches_real_responses(client, positive_dicom):
 
 
 def test_delete_and_purge(app, client, positive_dicom):
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     ask = post(client, f"/results/{rid}/delete")   # the first click only asks
     assert ask.status_code == 200 and b"Delete this result permanently?" in ask.data
@@ -330,7 +330,7 @@ def test_delete_and_purge(app, client, positive_dicom):
 
 
 def test_unwritable_data_dir_gives_503(app, client, positive_dicom, monkeypatch):
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     def boom(result_id):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(store, "stage", boom)
@@ -449,7 +449,7 @@ def test_upload_rate_limited(tmp_path, tiny_predictor):
 
 def test_refuses_open_server_beyond_loopback(tmp_path, tiny_predictor):
     from app import create_app
-    from app.access import ConfigError
+    from app.services import ConfigError
     cfg = {"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
            "PREDICTOR": tiny_predictor, "HOST": "0.0.0.0"}
     with pytest.raises(ConfigError, match="no login is configured"):
@@ -485,7 +485,7 @@ def test_cli_create_user_and_token(tmp_path):
 def test_upload_writes_little_and_views_render_on_demand(app, client, positive_dicom):
     """The upload stores pixels, probabilities and RLE; images are made when first asked for."""
     from pneumo.io.imaging import read_image
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     folder = store.files.results_dir / rid
     assert sorted(p.name for p in folder.iterdir()) == ["mask_rle.txt", "pixels.npy",
@@ -506,7 +506,7 @@ def test_upload_writes_little_and_views_render_on_demand(app, client, positive_d
 def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
     import threading
     from app import renditions
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
     outputs, errors = [], []
@@ -536,7 +536,7 @@ def _rows(store):
 
 def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_dicom):
     from app import renditions
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
     assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
@@ -546,7 +546,7 @@ def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_
 
 def test_results_stored_before_pixels_npy_still_render(app, client, positive_dicom):
     """Older results kept image.png and no pixels.npy; their views must keep working."""
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     folder = store.files.results_dir / rid
     pixels = np.load(folder / "pixels.npy")
@@ -602,7 +602,7 @@ def test_health_answers_while_the_model_loads(tmp_path, tiny_model_folder, monke
     loading = client.get("/readyz")
     assert loading.status_code == 503 and loading.json["status"] == "loading"
     release.set()
-    assert app.extensions["pneumo.model"].get(wait_s=30) is not None
+    assert app.extensions["pneumo"].model.get(wait_s=30) is not None
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json["operating_point"] == "balanced"
 
@@ -616,7 +616,7 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path, tiny_model_folder):
     (broken / "weights.weights.h5").write_bytes(b"not weights")
     app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                       "MODEL_DIR": str(broken)})
-    holder = app.extensions["pneumo.model"]
+    holder = app.extensions["pneumo"].model
     with pytest.raises(Exception, match="could not be loaded"):
         holder.get(wait_s=60)
     body = app.test_client().get("/readyz")
@@ -653,8 +653,8 @@ def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny
     # a script without any cookie: nothing to forge
     assert post_api(app.test_client()).status_code == 201
     # a bearer token: allowed whatever cookie comes with it
-    app.extensions["pneumo.store"].create_user("erin", "long enough pw")
-    api_token = app.extensions["pneumo.store"].create_token("erin")
+    app.extensions["pneumo"].store.create_user("erin", "long enough pw")
+    api_token = app.extensions["pneumo"].store.create_token("erin")
     assert post_api(browser, {"Authorization": f"Bearer {api_token}"}).status_code == 201
 
 
@@ -724,8 +724,8 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
                     data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
     (res,) = resp.json["results"]
     assert jar.get(res["links"]["image"]).status_code == 200
-    app.extensions["pneumo.store"].create_user("ann", "a-long-password-1")
-    token = app.extensions["pneumo.store"].create_token("ann")
+    app.extensions["pneumo"].store.create_user("ann", "a-long-password-1")
+    token = app.extensions["pneumo"].store.create_token("ann")
     auth = {"Authorization": f"Bearer {token}"}
     resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data", headers=auth,
                       data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})

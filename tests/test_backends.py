@@ -139,7 +139,7 @@ def test_device_choice_is_checked_and_a_missing_gpu_is_an_error():
     from app.settings import Settings, SettingsError
     from pneumo.inference.device import DeviceError, configure_device, has_gpu
     assert Settings.from_env({}).device == "auto"
-    assert Settings.from_env({"PNEUMO_DEVICE": "CPU"}).flask_config()["DEVICE"] == "cpu"
+    assert Settings.from_env({"PNEUMO_DEVICE": "CPU"}).device == "cpu"
     with pytest.raises(SettingsError, match="PNEUMO_DEVICE must be one of auto, cpu, gpu"):
         Settings.from_env({"PNEUMO_DEVICE": "cuda"})
     with pytest.raises(ValueError, match="PNEUMO_DEVICE"):

@@ -29,7 +29,7 @@ def department(tmp_path, tiny_predictor):
     from app import create_app
     app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATA_DIR": str(tmp_path / "d"),
                       "PREDICTOR": tiny_predictor, "WARM_UP": False})
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     people = {"alice": ("A", None), "bob": ("A", "radiologist"), "carol": ("A", "uploader"),
               "erin": ("A", "uploader"), "dave": ("B", "radiologist")}
     tokens = {}
@@ -139,7 +139,7 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
     assert len(store.reviews(rid)) == 1
 
     out = tmp_path / "export"
-    env = dict(os.environ, PNEUMO_DATA_DIR=app.config["DATA_DIR"])
+    env = dict(os.environ, PNEUMO_DATA_DIR=str(app.extensions["pneumo"].settings.data_dir))
     done = subprocess.run([sys.executable, "-m", "app.cli", "export-reviews", "--out", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

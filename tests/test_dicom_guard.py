@@ -240,7 +240,7 @@ def _related(*parts: bytes) -> tuple[bytes, str]:
 @pytest.mark.parametrize("bad_kind,reason", [("unknown_vr", 0xC000),
                                              ("300000_empty_items", 0xA700)])
 def test_a_stow_with_one_malformed_instance_stores_the_others(app, source, bad_kind, reason):
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     store.create_user("pacs", "a-long-password-1")
     auth = {"Authorization": f"Bearer {store.create_token('pacs')}"}
     make = next(m[1] for m in MALFORMED if m[0] == bad_kind)
@@ -332,7 +332,7 @@ def test_export_character_set(value, written):
 
 
 def test_the_app_exports_a_result_whose_source_has_no_preamble(app, source):
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     store.create_user("ann", "a-long-password-1")
     auth = {"Authorization": f"Bearer {store.create_token('ann')}"}
     client = app.test_client()

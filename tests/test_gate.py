@@ -69,7 +69,7 @@ def test_a_ct_slice_uploaded_gets_no_verdict_and_nothing_is_stored(app, client):
     assert error["code"] == "not_chest_xray" and error["file"] == "ct.dcm"
     assert "Not analysed: not a frontal chest X-ray" in error["message"]
     assert "Modality (0008,0060) is CT" in error["message"]
-    results = app.extensions["pneumo.store"].files.results_dir
+    results = app.extensions["pneumo"].store.files.results_dir
     assert not results.exists() or not [p for p in results.iterdir() if not p.name.startswith(".")]
     page = upload(client, ("ct.dcm", data))
     assert page.status_code == 422 and b"not a frontal chest X-ray" in page.data

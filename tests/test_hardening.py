@@ -457,7 +457,7 @@ def test_pixels_are_budgeted_per_upload_and_per_worker(app, client, positive_dic
     data = positive_dicom.read_bytes()
     pixels = read_image(data).pixels.size
     assert declared_pixels(data) == pixels and declared_pixels(b"not an image") is None
-    analyser = app.extensions["pneumo.analyser"]
+    analyser = app.extensions["pneumo"].analyser
     analyser.max_request_pixels = int(pixels * 1.5)
     post = lambda: client.post("/api/v1/predictions", content_type="multipart/form-data",  # noqa: E731
                                data={"files": [(io.BytesIO(data), "a.dcm"),

@@ -385,20 +385,21 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
     orthanc = Orthanc(tmp_path / "orthanc")
     orthanc.stop()  # down from the start
     try:
-        app = create_app({"TESTING": True, "SECRET_KEY": "test",
-                          "DATA_DIR": str(tmp_path / "data"), "PREDICTOR": tiny_predictor,
-                          "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
-                          "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_AUTOSEND": "1",
-                          "DICOMWEB_TIMEOUT": 5, "DICOMWEB_RETRY_AFTER": 2.0})
+        config = {"TESTING": True, "SECRET_KEY": "test",
+                  "DATA_DIR": str(tmp_path / "data"), "PREDICTOR": tiny_predictor,
+                  "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
+                  "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_AUTOSEND": "1",
+                  "DICOMWEB_TIMEOUT": 5, "DICOMWEB_RETRY_AFTER": 2.0}
+        app = create_app(config)
         client = app.test_client()
         data = with_study(positive_dicom.read_bytes())
         resp = client.post("/upload", content_type="multipart/form-data", data={
             "files": [(io.BytesIO(data), "chest.dcm")], "csrf_token": _csrf(client)})
         assert resp.status_code == 303  # the analysis never waits for the PACS
         rid = resp.headers["Location"].rsplit("/", 1)[-1]
-        sender = app.extensions["pneumo.pacs_sender"]
+        sender = app.extensions["pneumo"].sender
         sender.wait()
-        store = app.extensions["pneumo.store"]
+        store = app.extensions["pneumo"].store
         state = store.send_state(rid)
         assert state.state == "failed" and state.attempts == 1
         assert "could not be reached" in state.last_error
@@ -406,7 +407,7 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         assert "Sending failed" in page and "could not be reached" in page and "Retry now" in page
 
         # a new app process (restart) finds the failed send and retries it: still down
-        create_app(app.config).extensions["pneumo.pacs_sender"].wait()
+        create_app(config).extensions["pneumo"].sender.wait()
         assert store.send_state(rid).attempts == 2
 
         client.get(f"/results/{rid}")  # too soon after the last attempt: no retry
@@ -461,8 +462,8 @@ def _related(*parts: bytes, boundary: str | None = None) -> tuple[bytes, str]:
 
 @pytest.fixture()
 def token_client(app):
-    app.extensions["pneumo.store"].create_user("pacs", "a-long-password-1")
-    token = app.extensions["pneumo.store"].create_token("pacs")
+    app.extensions["pneumo"].store.create_user("pacs", "a-long-password-1")
+    token = app.extensions["pneumo"].store.create_token("pacs")
     return app.test_client(), {"Authorization": f"Bearer {token}"}
 
 
@@ -517,17 +518,20 @@ def test_openapi_documents_stow(client):
 
 
 def test_pacs_settings_are_checked():
-    from app.settings import PacsSettings
-    ok = PacsSettings.from_config({"DICOMWEB_URL": "http://pacs:8042/dicom-web/",
-                                   "DICOMWEB_AUTOSEND": 1, "DICOMWEB_PASSWORD": 1234,
-                                   "DICOMWEB_USERNAME": "u"})
+    from app.settings import Settings
+
+    def from_config(config):  # a test's mapping, parsed as the environment would be
+        return Settings.from_mapping(config, env={}).pacs
+    ok = from_config({"DICOMWEB_URL": "http://pacs:8042/dicom-web/",
+                      "DICOMWEB_AUTOSEND": 1, "DICOMWEB_PASSWORD": 1234,
+                      "DICOMWEB_USERNAME": "u"})
     assert ok.url == "http://pacs:8042/dicom-web" and ok.autosend and ok.password == "1234"
     for bad in ({"DICOMWEB_URL": "pacs:8042"}, {"DICOMWEB_AUTOSEND": "maybe"},
                 {"DICOMWEB_TIMEOUT": "soon"},
                 {"DICOMWEB_TOKEN": "t", "DICOMWEB_USERNAME": "u"}):
         with pytest.raises(ValueError, match="PNEUMO_DICOMWEB"):
-            PacsSettings.from_config(bad)
-    assert not PacsSettings.from_config({}).configured
+            from_config(bad)
+    assert not from_config({}).configured
 
 
 def test_no_pacs_configured(client, positive_dicom):

@@ -15,7 +15,7 @@ from conftest import ROOT
 def test_stored_studies_are_read_again_and_kept_beside_the_first(app, tiny_model_folder,
                                                                   positive_dicom):
     from conftest import SIIM
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     client = app.test_client()
     ids = []
     jpegs = sorted(SIIM.glob("amarshrma/Deployment/Images/*.jpg"))[:2]
@@ -29,7 +29,7 @@ def test_stored_studies_are_read_again_and_kept_beside_the_first(app, tiny_model
     assert png.status_code == 415  # not stored: nothing to re-read
     store.files.delete(ids[2])  # a study whose files are gone gives an error read
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
-    env = dict(os.environ, PNEUMO_DATA_DIR=app.config["DATA_DIR"])
+    env = dict(os.environ, PNEUMO_DATA_DIR=str(app.extensions["pneumo"].settings.data_dir))
     done = subprocess.run([sys.executable, "-m", "app.cli", "reread", "--since", today,
                            "--model", str(tiny_model_folder), "--batch-size", "2"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -13,7 +13,7 @@ from conftest import ROOT
 
 @pytest.fixture()
 def analyser(app):
-    return app.extensions["pneumo.analyser"]
+    return app.extensions["pneumo"].analyser
 
 
 def test_one_service_turns_every_failure_into_a_refusal(app, analyser, positive_dicom,
@@ -23,7 +23,7 @@ def test_one_service_turns_every_failure_into_a_refusal(app, analyser, positive_
     and handed to the on_result hook once each, even when a hook fails."""
     from app.pacs.client import PacsError
     from app.service import Item
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     data = positive_dicom.read_bytes()
     seen, calls = [], {"stage": 0}
     analyser.on_result(lambda row: seen.append(row.id))
@@ -75,7 +75,7 @@ def test_stow_refuses_an_instance_on_a_full_disk_with_out_of_resources(app, posi
                                                                        monkeypatch):
     """The receiver's failure reasons come from the service's refusals (0xA700 for storage)."""
     from app import dicomweb
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
 
     def full(result_id):
         raise OSError(28, "No space left on device")
@@ -91,7 +91,7 @@ def test_stow_refuses_an_instance_on_a_full_disk_with_out_of_resources(app, posi
 def test_store_hands_out_bytes_and_keeps_files_whole(app, client, positive_dicom):
     from app import renditions
     from app.store.files import LocalFiles
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
     resp = client.post("/upload", content_type="multipart/form-data", data={
         "files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")],
         "csrf_token": _csrf(client)})
@@ -121,7 +121,7 @@ def test_settings_tree_reads_every_documented_variable():
     """Every PNEUMO_* variable README documents is read by the settings (or is one of the
     few that belong to scripts), each switch follows the one truth rule, and a bad value
     names its variable."""
-    from app.settings import PacsSettings, Settings, SettingsError
+    from app.settings import Settings, SettingsError
     documented = set(re.findall(r"PNEUMO_[A-Z_]+[A-Z](?![A-Z_]*\*)", (ROOT / "README.md").read_text()))
     not_settings = {"PNEUMO_VENV", "PNEUMO_HOME", "PNEUMO_FUZZ_CASES", "PNEUMO_MODEL",
                     "PNEUMO_SCREENSHOT_DIR"}
@@ -134,9 +134,14 @@ def test_settings_tree_reads_every_documented_variable():
         assert s.warm_up is s.pacs.autosend is s.session_cookie_secure is expected
     s = Settings.from_env({"PNEUMO_MAX_FILES": "7", "PNEUMO_UPLOAD_RATE_LIMIT": "5 per minute",
                            "PNEUMO_DICOMWEB_URL": "http://pacs/dicom-web/"})
-    config = s.flask_config()
-    assert config["MAX_FILES"] == 7 and config["UPLOAD_RATE_LIMIT"] == "5 per minute"
-    assert PacsSettings.from_config(config).url == "http://pacs/dicom-web"
+    assert s.max_files == 7 and s.upload_rate_limit == "5 per minute"
+    assert s.pacs.url == "http://pacs/dicom-web"
+    # a test's mapping names the same variables without the prefix, parsed the same way
+    mapped = Settings.from_mapping({"MAX_FILES": "7", "DICOMWEB_URL": "http://pacs/dicom-web/",
+                                    "TESTING": True}, env={})
+    assert mapped.max_files == 7 and mapped.pacs.url == "http://pacs/dicom-web"
+    assert set(s.flask_config()) <= {"SECRET_KEY", "SESSION_COOKIE_SECURE",
+                                     "PERMANENT_SESSION_LIFETIME", "MAX_CONTENT_LENGTH"}
     for bad in ({"PNEUMO_WARM_UP": "maybe"}, {"PNEUMO_MAX_FILES": "many"},
                 {"PNEUMO_DICOMWEB_TIMEOUT": "-1"}, {"PNEUMO_MAX_REQUESTS": "x"}):
         with pytest.raises(SettingsError, match=next(iter(bad))):
@@ -195,7 +200,7 @@ def test_a_batch_interrupted_midway_keeps_its_page_and_no_folder_lacks_a_row(
 
     from app.service import Item
     from app.store.repository import Store
-    store = app.extensions["pneumo.store"]
+    store = app.extensions["pneumo"].store
 
     def killed():
         raise SystemExit("the worker was killed")

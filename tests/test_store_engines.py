@@ -253,7 +253,7 @@ def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
                           "PREDICTOR": tiny_predictor, "WARM_UP": False})
         client = app.test_client()
         data = positive_dicom.read_bytes()
-        store = app.extensions["pneumo.store"]
+        store = app.extensions["pneumo"].store
         store.create_user("alice", "correct horse battery")
         auth = {"Authorization": f"Bearer {store.create_token('alice')}"}
 

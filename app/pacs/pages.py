@@ -8,7 +8,7 @@ import time
 from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
                    request, url_for)
 
-from app.context import analyser, current_owner, current_scope, store
+from app.context import analyser, current_owner, current_scope, services, store
 from app.pacs.client import PacsError, search_studies
 from app.pacs.pull import pull_study
 from app.pacs.sender import Sender, due, send_result
@@ -18,16 +18,25 @@ from app.store.records import ResultRow
 
 bp = Blueprint("pacs", __name__)
 
+def init_app(app, services) -> None:
+    """Register the pages and their template helpers; in a web worker that sends, resume
+    the sends a previous process left unfinished."""
+    app.jinja_env.globals["pacs_send_state"] = services.store.send_state
+    app.jinja_env.globals["pacs_configured"] = services.settings.pacs.configured
+    app.register_blueprint(bp)
+    services.resume_sends()
+
+
 #: The most studies one import may pull.
 MAX_STUDIES = 5
 
 
 def _settings() -> PacsSettings:
-    return current_app.extensions["pneumo.pacs"]
+    return services().settings.pacs
 
 
 def _sender() -> Sender:
-    return current_app.extensions["pneumo.pacs_sender"]
+    return services().sender
 
 
 @bp.before_app_request
