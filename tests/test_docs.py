@@ -4,7 +4,8 @@
   exists: ``pneumo`` subcommands answer ``--help`` and know the options shown; Python
   modules run with ``-m`` likewise; scripts and files named under the project's folders
   exist, and the argparse scripts answer ``--help`` and know the options shown;
-  ``pip install -e ".[x]"`` names a real extra.
+  ``pip install -e ".[x]"`` names a real extra; ``flask --app APP COMMAND`` answers ``--help``;
+  a ``.venv/bin/X`` exists in the development environment.
 * Every ``PNEUMO_*`` variable they name is one that ``app/settings.py`` reads (or one of a
   few read by a named script), and every one it reads is in ``docs/configuration.md``'s
   table.
@@ -167,6 +168,21 @@ def check_cli(spec: str, args: list[str], shown: str) -> list[str]:
             for o in missing_options(args, text)]
 
 
+def check_flask(args: list[str], shown: str) -> list[str]:
+    """``flask --app APP COMMAND...``: the command's ``--help`` answers (a subprocess with
+    the environment's ``flask``) and knows the options shown."""
+    app = args[args.index("--app") + 1] if "--app" in args[:-1] else None
+    rest = [a for a in args if a not in ("--app", app)]
+    path = [a for a in rest if not a.startswith(("-", "["))][:1]  # one level of commands
+    flask = [str(Path(sys.executable).parent / "flask"), *(["--app", app] if app else [])]
+    res = subprocess.run([*flask, *path, "--help"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300, check=False)
+    if res.returncode != 0:
+        return [f"{shown}: `flask {' '.join(path)} --help` exits {res.returncode}"]
+    return [f"{shown}: no option {o} in `flask {' '.join(path)} --help`"
+            for o in missing_options(rest, res.stdout)]
+
+
 def project_files(args: list[str], shown: str) -> list[str]:
     """Problems with the project files a command names."""
     problems = []
@@ -183,8 +199,12 @@ def check_command(cmd: list[str], shown: str, scripts: dict[str, list[str]]) -> 
     program, args = cmd[0], cmd[1:]
     name = program.rsplit("/", 1)[-1]
     problems = []
+    if program.startswith(".venv/bin/") and not (Path(sys.executable).parent / name).exists():
+        problems.append(f"{shown}: the development environment has no {program}")
     if name in console_scripts() and not program.endswith("/"):
         problems += check_cli(console_scripts()[name], args, shown)
+    elif name == "flask":
+        problems += check_flask(args, shown)
     elif name == "docker" and "pneumo" in args:  # docker run ... IMAGE pneumo SUBCOMMAND
         at = [i for i, a in enumerate(args[:-1]) if a == "pneumo" and args[i + 1] == "pneumo"]
         if at:
