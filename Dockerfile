@@ -1,4 +1,4 @@
-# CPU image (the default). Build and first start: README's "Docker" section
+# CPU image (the default). Build and first start: docs/operations.md, "Docker"
 # (bound to 0.0.0.0, the app refuses to start until a login exists).
 FROM python:3.11-slim-bookworm
 

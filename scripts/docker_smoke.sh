@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Build the CPU image and run README's "Docker" commands on a real engine.
+# Build the CPU image and run the "Docker" commands of docs/operations.md on a real engine.
 #
 #   bash scripts/docker_smoke.sh [--dicom FILE]
-#   bash scripts/docker_smoke.sh --print-commands   # README's lines as they would run; no engine
+#   bash scripts/docker_smoke.sh --print-commands   # the documented lines as they would run; no engine
 #
 # 1. Base: uses python:3.11-slim-bookworm when it is present or can be pulled;
 #    otherwise builds a stand-in from Debian packages (debootstrap, as root) and
 #    tags it with that name, so the Dockerfile stays unchanged.
-# 2. README's `docker build` line; image size; no build leftovers in /app.
-# 3. README's `docker run` lines, taken from README itself and changed only
+# 2. The documented `docker build` line; image size; no build leftovers in /app.
+# 3. The documented `docker run` lines, taken from docs/operations.md itself and changed only
 #    where a test must: the volume (pneumo-data -> a throw-away volume), the
 #    published port (8000:8000 -> 127.0.0.1:<free port>), `-d --name` on server
 #    runs, the token and file in the curl line. In order, on one volume:
@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE=python:3.11-slim-bookworm
-IMAGE=pneumo                      # README's tag
+IMAGE=pneumo                      # the documented tag
 UID_EXPECTED=10001
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PY=${PYTHON:-python3}
@@ -63,19 +63,20 @@ cleanup() {
   rm -rf "$WORK"
 }
 
-# --- README's Docker lines ---------------------------------------------------
-readme_docker_lines() {  # the lines of the code blocks in README's "## Docker" section, comments cut off
-  awk '/^## /{ s = ($0 ~ /^## Docker/) } s && /^```/{ c = !c; next } s && c' README.md \
+# --- the documented Docker lines ----------------------------------------------
+DOCS=docs/operations.md           # its "## Docker" section
+documented_docker_lines() {  # the lines of the code blocks in $DOCS's "## Docker" section, comments cut off
+  awk '/^## /{ s = ($0 ~ /^## Docker/) } s && /^```/{ c = !c; next } s && c' "$DOCS" \
     | sed -E 's/[[:space:]]+#.*$//'
 }
-readme_line() {  # readme_line ERE: the one README Docker line matching ERE
+documented_line() {  # documented_line ERE: the one documented Docker line matching ERE
   local lines n
-  lines=$(readme_docker_lines | grep -E -- "$1" || true)
+  lines=$(documented_docker_lines | grep -E -- "$1" || true)
   n=$(printf '%s' "$lines" | grep -c . || true)
-  [ "$n" = 1 ] || fail "README's Docker section has $n lines matching /$1/, expected 1"
+  [ "$n" = 1 ] || fail "$DOCS's Docker section has $n lines matching /$1/, expected 1"
   printf '%s\n' "$lines"
 }
-adapt() {  # README line -> the line run here (volume, port)
+adapt() {  # documented line -> the line run here (volume, port)
   local s=$1
   s=${s//-v pneumo-data:\/data/-v $VOLUME:\/data}
   s=${s//-p 8000:8000/-p 127.0.0.1:$PORT:8000}
@@ -86,12 +87,12 @@ adapt_server() {  # ... and detached, named
   printf '%s' "${s/docker run /docker run -d --name $NAME }"
 }
 
-BUILD_LINE=$(readme_line '^docker build -t pneumo \.$')
-PLAIN_LINE=$(readme_line '^docker run -p 8000:8000 -v pneumo-data:/data pneumo$')
-PASSWORD_LINE=$(readme_line '^docker run .*-e PNEUMO_ACCESS_PASSWORD=.* pneumo$')
-USER_LINE=$(readme_line '^docker run --rm -i .* pneumo create-user [^ ]+ --password-stdin$')
-TOKEN_LINE=$(readme_line '^docker run --rm .* pneumo create-token [^ ]+$')
-CURL_LINE=$(readme_line '^curl .*Bearer .*/api/v1/predictions$')
+BUILD_LINE=$(documented_line '^docker build -t pneumo \.$')
+PLAIN_LINE=$(documented_line '^docker run -p 8000:8000 -v pneumo-data:/data pneumo$')
+PASSWORD_LINE=$(documented_line '^docker run .*-e PNEUMO_ACCESS_PASSWORD=.* pneumo$')
+USER_LINE=$(documented_line '^docker run --rm -i .* pneumo create-user [^ ]+ --password-stdin$')
+TOKEN_LINE=$(documented_line '^docker run --rm .* pneumo create-token [^ ]+$')
+CURL_LINE=$(documented_line '^curl .*Bearer .*/api/v1/predictions$')
 ACCESS_PW=$(sed -nE "s/.*PNEUMO_ACCESS_PASSWORD=('([^']*)'|\"([^\"]*)\"|([^ ]*)).*/\2\3\4/p" \
   <<<"$PASSWORD_LINE")
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

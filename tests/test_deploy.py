@@ -1,4 +1,5 @@
-"""Deployment pieces that can run here: entrypoint, start command, Dockerfiles, notebook, README."""
+"""Deployment pieces that can run here: entrypoint, start command, Dockerfiles, notebook, README's
+quick start."""
 import json
 import os
 import re
@@ -66,10 +67,10 @@ def test_notebook_is_valid_and_calls_readme_commands():
     assert nb["nbformat"] == 4 and nb["metadata"]["accelerator"] == "GPU"
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     joined = "\n".join(code)
-    # README's GPU install ("Backends and GPUs"): TensorFlow's CUDA libraries, so the
-    # model runs on the Colab GPU; then README's start command, and /readyz says where
+    # the GPU install of docs/model.md ("Backends and GPUs"): TensorFlow's CUDA libraries, so
+    # the model runs on the Colab GPU; then README's start command, and /readyz says where
     gpu_install = '.venv/bin/pip install -r requirements.txt -e ".[gpu]"'
-    assert gpu_install in joined and gpu_install in (ROOT / "README.md").read_text()
+    assert gpu_install in joined and gpu_install in (ROOT / "docs" / "model.md").read_text()
     assert "bash scripts/run.sh" in joined and "/readyz" in joined
     assert "PNEUMO_ACCESS_PASSWORD" in joined
     for script in re.findall(r"scripts/[\w.]+", joined):

@@ -1,7 +1,7 @@
-"""The container images and README's "Docker" section.
+"""The container images and the "Docker" section of docs/operations.md.
 
 The Dockerfile checks and the first-login command line run everywhere. The
-real thing, ``scripts/docker_smoke.sh`` (build the image, run README's lines,
+real thing, ``scripts/docker_smoke.sh`` (build the image, run the documented lines,
 upload a SIIM DICOM, restart, stop), needs a Docker engine: marker ``docker``,
 skipped with the reason when none is reachable.
 """

@@ -118,11 +118,13 @@ def _csrf(client):
 
 
 def test_settings_tree_reads_every_documented_variable():
-    """Every PNEUMO_* variable README documents is read by the settings (or is one of the
-    few that belong to scripts), each switch follows the one truth rule, and a bad value
-    names its variable."""
+    """Every PNEUMO_* variable README and its chapters (docs/*.md) document is read by the
+    settings (or is one of the few that belong to scripts), each switch follows the one
+    truth rule, and a bad value names its variable."""
     from app.settings import Settings, SettingsError
-    documented = set(re.findall(r"PNEUMO_[A-Z_]+[A-Z](?![A-Z_]*\*)", (ROOT / "README.md").read_text()))
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    documented = {v for page in pages
+                  for v in re.findall(r"PNEUMO_[A-Z_]+[A-Z](?![A-Z_]*\*)", page.read_text())}
     not_settings = {"PNEUMO_VENV", "PNEUMO_HOME", "PNEUMO_FUZZ_CASES", "PNEUMO_MODEL",
                     "PNEUMO_SCREENSHOT_DIR"}
     source = (ROOT / "app" / "settings.py").read_text()
