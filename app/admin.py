@@ -8,15 +8,13 @@ result and from where; never a patient identifier. An admin reads the team's eve
 """
 from __future__ import annotations
 
-import csv
-import datetime
-import io
 import time
 
-from flask import (Blueprint, Response, abort, current_app, flash, jsonify, redirect,
+from flask import (Blueprint, Response, abort, flash, jsonify, redirect,
                    render_template, request, url_for)
 
 from app.context import current_owner, current_user, settings, store
+from app.audit import day_start, events_csv
 from app.store.records import ROLES
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -109,17 +107,6 @@ def revoke_token():
     return redirect(url_for("admin.users"), 303)
 
 
-def day_start(text: str) -> float:
-    """A ``YYYY-MM-DD`` date as seconds since 1970 at its start (UTC); raises ValueError
-    naming the text otherwise (the audit page's ``since`` and the command line's days)."""
-    try:
-        day = datetime.date.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not a date (YYYY-MM-DD): {text!r}") from None
-    return datetime.datetime(day.year, day.month, day.day,
-                             tzinfo=datetime.timezone.utc).timestamp()
-
-
 def _since() -> float:
     text = request.args.get("since", "")
     if not text:
@@ -128,19 +115,6 @@ def _since() -> float:
         return day_start(text)
     except ValueError:
         abort(400, description="since must be a date (YYYY-MM-DD).")
-
-
-def events_csv(events) -> str:
-    """Audit events as CSV (the page's download and ``pneumo audit``)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "at_utc", "actor", "team_id", "action", "result_id", "address",
-                     "detail"])
-    for e in events:
-        at = datetime.datetime.fromtimestamp(e.at, datetime.timezone.utc).isoformat()
-        writer.writerow([e.id, at, e.actor, e.team_id, e.action, e.result_id, e.address,
-                         e.detail])
-    return out.getvalue()
 
 
 @bp.get("/audit")

@@ -38,7 +38,7 @@ from pneumo.errors import PneumoError, UnsupportedImageError
 from pneumo.evaluation.engines import reread
 
 from app import renditions
-from app.admin import day_start, events_csv
+from app.audit import day_start, events_csv
 from app.clinical import export_reviews
 from app.pacs.client import PacsError
 from app.pacs.pull import pull_study

@@ -30,7 +30,7 @@ from pneumo.io.dicomguard import identity, read_dataset
 from app.context import analyser, current_owner, limiter, settings, upload_limit
 from app.service import BUSY, STORAGE_UNAVAILABLE, Item, Refusal
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 
 # Failure Reason (0008,1197) values, PS3.18 Table 10.5.3-2 (codes from PS3.4

@@ -28,7 +28,7 @@ from pneumo.io.sr import make_sr_dataset
 from app.store.records import ResultRow
 from app.store.repository import Store
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 
 THUMB_SIDE = 160
 

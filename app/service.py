@@ -42,7 +42,7 @@ from app.store.repository import Store
 if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
     from pneumo.inference.predictor import Predictor  # which gunicorn's master must not
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 
 
 def write_upload_files(staged: Staged, pixels: np.ndarray, prob: np.ndarray,

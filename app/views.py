@@ -20,7 +20,7 @@ from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
 from app.store.records import REVIEW_REASONS
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)
 
 DOWNLOADS = {

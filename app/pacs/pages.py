@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+from flask import (Blueprint, abort, flash, jsonify, redirect, render_template,
                    request, url_for)
 
 from app.context import analyser, current_owner, current_scope, services, store

@@ -28,7 +28,7 @@ from app.store.database import StoreProblem
 from app.store.records import ResultRow, SendState
 from app.store.repository import Store
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 
 #: A send still "sending" after this long died with its process; it may be claimed again.
 STALE_SENDING_S = 600.0

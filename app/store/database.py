@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 from app.settings import without_password
 from app.store import migrations
 
-log = logging.getLogger("pneumo.app")
+log = logging.getLogger(__name__)
 
 #: The default database: this file in the data folder.
 DATABASE_NAME = "pneumo.sqlite3"
