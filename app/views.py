@@ -64,7 +64,9 @@ def result(result_id: str):
     if row is None:
         abort(404)
     point = row.operating_point or {}
-    mask_threshold = point.get("mask_threshold", predictor().pp.pixel_threshold)
+    # stored with the row since the operating point's facts were: the page never waits for
+    # (or asks) the live model, which may have changed since the film was read
+    mask_threshold = point.get("mask_threshold")
     # results stored before the heat map was scaled by the image probability have no heat_scale
     heat_scale = point.get("heat_scale", 1.0)
     shape = renditions.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
