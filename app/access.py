@@ -34,12 +34,12 @@ def check_startup(app, store: Store) -> None:
     host = str(app.config.get("HOST") or "127.0.0.1")
     app.config["REQUIRE_LOGIN"] = host not in LOOPBACK or bool(app.config.get("REQUIRE_LOGIN"))
     if app.config["REQUIRE_LOGIN"] and not app.config.get("ACCESS_PASSWORD") \
-            and not store.user_count():
+            and not store.accounts.count():
         raise ConfigError(no_login_message(host))
 
 
 def _login_mode() -> str | None:
-    if store().user_count():
+    if store().accounts.count():
         return "users"
     if current_app.config.get("ACCESS_PASSWORD"):
         return "password"
@@ -52,15 +52,15 @@ def check_access():
         return _check_csrf()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        user_id = store().user_for_token(header[7:].strip())
-        user = store().user(user_id) if user_id is not None else None
+        user_id = store().accounts.user_for_token(header[7:].strip())
+        user = store().accounts.get(user_id) if user_id is not None else None
         if user is None:
             return jsonify(error={"code": "unauthorized", "message": "Unknown API token."}), 401
         g.owner, g.bearer, g.user = user.owner, True, user
         return None
     mode = _login_mode()
     if mode and (session.get("user") or session.get("access_granted")) \
-            and not store().session_active(session.get("sid", ""), _subject(), _max_age_s()):
+            and not store().sessions.active(session.get("sid", ""), _subject(), _max_age_s()):
         session.clear()  # logged out (or expired) elsewhere: a kept cookie no longer logs in
     if mode and not session.get("user") and not session.get("access_granted"):
         if request.path.startswith("/api/") and request.blueprint != "api_docs":
@@ -68,7 +68,7 @@ def check_access():
                                   "message": "Log in, or send an API token."}), 401
         return redirect(url_for("access.login", next=request.path))  # pages, the API's docs
     if session.get("user"):
-        user = store().user(session["user"])
+        user = store().accounts.get(session["user"])
         if user is None:  # the account was removed: its sessions end
             session.clear()
             return redirect(url_for("access.login", next=request.path))
@@ -114,8 +114,8 @@ def login():
     error = None
     if request.method == "POST":
         if mode == "users":
-            user_id = store().authenticate(request.form.get("username", ""),
-                                           request.form.get("password", ""))
+            user_id = store().accounts.authenticate(request.form.get("username", ""),
+                                                    request.form.get("password", ""))
             if user_id is not None:
                 return _start_session(user=user_id)
             error = "Wrong user name or password."
@@ -144,7 +144,7 @@ def _start_session(**login) -> object:
     the store so that logout ends it for every copy of the cookie."""
     session.clear()
     session.update(login)
-    session["sid"] = store().open_session(_subject())
+    session["sid"] = store().sessions.open(_subject())
     session.permanent = True
     return redirect(safe_next(request.args.get("next", "")), 303)
 
@@ -165,6 +165,6 @@ def safe_next(target: str) -> str:
 def logout():
     """End the session, here and for any kept copy of its cookie."""
     if session.get("sid"):
-        store().close_session(session["sid"])
+        store().sessions.close(session["sid"])
     session.clear()
     return redirect(url_for("access.login"), 303)

@@ -30,7 +30,7 @@ def init_app(app, store: Store, analyser: Analyser) -> Sender:
     app.extensions["pneumo.pacs"] = settings
     app.extensions["pneumo.pacs_sender"] = sender
     analyser.on_result(sender.autosend)
-    app.jinja_env.globals["pacs_send_state"] = store.send_state
+    app.jinja_env.globals["pacs_send_state"] = store.sends.state
     app.jinja_env.globals["pacs_configured"] = settings.configured
     app.register_blueprint(pages.bp)
     if settings.configured:

@@ -1,8 +1,8 @@
 """Passwords and API tokens: hashing and checks, no storage.
 
 Passwords are hashed with scrypt through werkzeug's maintained helpers; API
-tokens are random and stored only as SHA-256 hashes (the accounts' table lives
-in :mod:`app.store.repository`).
+tokens and login session ids are random and stored only as SHA-256 hashes (their
+tables are kept by :mod:`app.store.accounts` and :mod:`app.store.sessions`).
 """
 from __future__ import annotations
 
