@@ -69,7 +69,7 @@ def on_starting(server):
     try:
         if _settings.shared_database:
             store.init()  # the schema once, before any worker (the workers find it made)
-        n_users = store.user_count() if store.exists else 0
+        n_users = store.accounts.count() if store.db.exists else 0
     except StoreProblem as exc:  # the workers start and /readyz says why; a login needs it
         n_users = 0
         if not (_settings.loopback or _settings.access_password):

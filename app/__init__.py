@@ -92,6 +92,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
     app.extensions["pneumo"] = services
     app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(services.store))
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"counters": services.store.counters})
     limiter.init_app(app)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.add_template_filter(views.dicom_date, "dicom_date")

@@ -24,7 +24,7 @@ OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "views.favico
 
 
 def _login_mode() -> str | None:
-    if store().user_count():
+    if store().accounts.count():
         return "users"
     if settings().access_password:
         return "password"
@@ -37,15 +37,15 @@ def check_access():
         return _check_csrf()
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        user_id = store().user_for_token(header[7:].strip())
-        user = store().user(user_id) if user_id is not None else None
+        user_id = store().accounts.user_for_token(header[7:].strip())
+        user = store().accounts.get(user_id) if user_id is not None else None
         if user is None:
             return jsonify(error={"code": "unauthorized", "message": "Unknown API token."}), 401
         g.owner, g.bearer, g.user = user.owner, True, user
         return None
     mode = _login_mode()
     if mode and (session.get("user") or session.get("access_granted")) \
-            and not store().session_active(session.get("sid", ""), _subject(), _max_age_s()):
+            and not store().sessions.active(session.get("sid", ""), _subject(), _max_age_s()):
         session.clear()  # logged out (or expired) elsewhere: a kept cookie no longer logs in
     if mode and not session.get("user") and not session.get("access_granted"):
         if request.path.startswith("/api/") and request.blueprint != "api_docs":
@@ -53,7 +53,7 @@ def check_access():
                                   "message": "Log in, or send an API token."}), 401
         return redirect(url_for("access.login", next=request.path))  # pages, the API's docs
     if session.get("user"):
-        user = store().user(session["user"])
+        user = store().accounts.get(session["user"])
         if user is None:  # the account was removed: its sessions end
             session.clear()
             return redirect(url_for("access.login", next=request.path))
@@ -99,8 +99,8 @@ def login():
     error = None
     if request.method == "POST":
         if mode == "users":
-            user_id = store().authenticate(request.form.get("username", ""),
-                                           request.form.get("password", ""))
+            user_id = store().accounts.authenticate(request.form.get("username", ""),
+                                                    request.form.get("password", ""))
             if user_id is not None:
                 return _start_session(user=user_id)
             error = "Wrong user name or password."
@@ -129,7 +129,7 @@ def _start_session(**login) -> object:
     the store so that logout ends it for every copy of the cookie."""
     session.clear()
     session.update(login)
-    session["sid"] = store().open_session(_subject())
+    session["sid"] = store().sessions.open(_subject())
     session.permanent = True
     return redirect(safe_next(request.args.get("next", "")), 303)
 
@@ -150,6 +150,6 @@ def safe_next(target: str) -> str:
 def logout():
     """End the session, here and for any kept copy of its cookie."""
     if session.get("sid"):
-        store().close_session(session["sid"])
+        store().sessions.close(session["sid"])
     session.clear()
     return redirect(url_for("access.login"), 303)

@@ -52,12 +52,13 @@ def record_request(response):
     args = request.view_args or {}
     if action == "download" and args.get("name") in THUMBNAILS:
         return response
-    if action == "download" and args.get("name") in VIEWER_FILES and store().viewed_since(
-            current_owner(), args.get("result_id"), time.time() - VIEW_COVERS_S):
+    if action == "download" and args.get("name") in VIEWER_FILES and \
+            store().audit.viewed_since(current_owner(), args.get("result_id"),
+                                       time.time() - VIEW_COVERS_S):
         return response  # the viewer's own renditions of a page just viewed: that is the event
     user = current_user()
-    store().record(current_owner(), action, args.get("result_id"), request.remote_addr,
-                   user.team_id if user else None, args.get("name"))
+    store().audit.record(current_owner(), action, args.get("result_id"), request.remote_addr,
+                         user.team_id if user else None, args.get("name"))
     return response
 
 
@@ -72,9 +73,9 @@ def _admin():
 def users():
     """The team's users, their roles and API tokens."""
     admin = _admin()
-    members = store().users(admin.team_id)
+    members = store().accounts.list(admin.team_id)
     return render_template("admin.html", admin=admin, members=members, roles=ROLES,
-                           tokens={u.id: store().tokens(u.id) for u in members},
+                           tokens={u.id: store().accounts.tokens(u.id) for u in members},
                            retention=settings().retention_days,
                            audit_retention=settings().audit_retention_days)
 
@@ -84,7 +85,7 @@ def set_role(user_id: int):
     """Change a team member's role (an admin cannot demote themself: the team would lose
     its last admin by accident)."""
     admin = _admin()
-    member = store().user(user_id)
+    member = store().accounts.get(user_id)
     role = request.form.get("role")
     if member is None or member.team_id != admin.team_id:
         abort(404)
@@ -92,7 +93,7 @@ def set_role(user_id: int):
         abort(400, description=f"The role must be one of {', '.join(ROLES)}.")
     if member.id == admin.id and role != "admin":
         abort(400, description="You cannot remove your own admin role; ask another admin.")
-    store().set_role(user_id, role)
+    store().accounts.set_role(user_id, role)
     flash(f"{member.username} is now {role}.")
     return redirect(url_for("admin.users"), 303)
 
@@ -101,7 +102,7 @@ def set_role(user_id: int):
 def revoke_token():
     """Revoke one API token of a team member."""
     admin = _admin()
-    if not store().revoke_token(request.form.get("token", ""), admin.team_id):
+    if not store().accounts.revoke_token(request.form.get("token", ""), admin.team_id):
         abort(404, description="No such token in your team.")
     flash("The API token was revoked: calls with it now get 401.")
     return redirect(url_for("admin.users"), 303)
@@ -122,7 +123,7 @@ def audit():
     """The team's audit events since a day (default: the last 7 days); ``format=csv`` or
     ``json`` downloads them."""
     admin = _admin()
-    events = store().events(_since(), admin.team_id)
+    events = store().audit.events(_since(), admin.team_id)
     fmt = request.args.get("format")
     if fmt == "json":
         return jsonify(events=[e.to_dict() for e in events])

@@ -80,14 +80,14 @@ def list_predictions():
     sort = request.args.get("sort", "newest")
     if sort not in ("newest", "probability"):
         abort(400, description="sort must be newest or probability.")
-    rows = store().list(current_scope(), sort)
+    rows = store().results.list(current_scope(), sort)
     return jsonify(results=[result_json(r) for r in rows])
 
 
 @bp.get("/predictions/<result_id>")
 def get_prediction(result_id: str):
     """GET /api/v1/predictions/<id>: one of the caller's results."""
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404, description="No such prediction.")
     return jsonify(result_json(row))

@@ -48,8 +48,10 @@ from app.services import Services
 from app.settings import LOG_FORMAT, Settings, without_password
 from app.store import backup as store_backup
 from app.store.database import StoreDamaged, StoreProblem
+from app.store.accounts import Accounts
 from app.store.records import ROLES, ReadRow, ResultRow, Scope
 from app.store.repository import Store
+from app.store.results import Results
 
 
 def _services(load_model: bool) -> Services:
@@ -59,8 +61,8 @@ def _services(load_model: bool) -> Services:
     return Services.from_settings(settings, load_model=load_model)
 
 
-def _owner(store: Store, username: str) -> str:
-    user_id = store.user_id(username)
+def _owner(accounts: Accounts, username: str) -> str:
+    user_id = accounts.id_of(username)
     if user_id is None:
         raise SystemExit(f"No user {username!r}: create one with .venv/bin/pneumo create-user "
                          f"{username}")
@@ -71,7 +73,7 @@ def cmd_pacs_pull(args: argparse.Namespace) -> int:
     """Import one or more studies from the PACS, analyse them, print each result."""
     services = _services(load_model=True)
     store, settings = services.store, services.settings.pacs
-    owner = _owner(store, args.user)
+    owner = _owner(store.accounts, args.user)
     failures = 0
     for study in args.study:
         try:
@@ -94,7 +96,7 @@ def cmd_pacs_send(args: argparse.Namespace) -> int:
     """Send one result's SEG to the PACS now."""
     services = _services(load_model=False)
     store = services.store
-    row = store.get_any(args.result)
+    row = store.results.get_any(args.result)
     if row is None:
         print(f"No result {args.result}", file=sys.stderr)
         return 1
@@ -110,7 +112,7 @@ def cmd_pacs_retry(args: argparse.Namespace) -> int:
     sender.wait(timeout=settings.timeout * 3)  # start-up resume
     failed = 0
     for result_id, owner in sender.unfinished():
-        row = store.get(result_id, owner)
+        row = store.results.get(result_id, owner)
         if row is None:
             continue
         state = send_result(store, settings, row)
@@ -132,19 +134,19 @@ def cmd_pacs_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"PACS worker {os.getpid()}: sending SEGs from {without_password(store.url)} to "
+    print(f"PACS worker {os.getpid()}: sending SEGs from {without_password(store.db.url)} to "
           f"{settings.pacs.url}", flush=True)
     tried = run_worker(store, settings.pacs, args.poll, stop, once=args.once)
     print(f"PACS worker {os.getpid()}: stopped after {tried} send(s)", flush=True)
     return 0
 
 
-def stored_items(store: Store, rows: list[ResultRow]) -> Iterator[tuple[str, object]]:
+def stored_items(results: Results, rows: list[ResultRow]) -> Iterator[tuple[str, object]]:
     """``(result id, the file to read again)`` for each stored result, fetched one at a
     time as the engine asks; a result whose files are gone gives the error instead."""
     for row in rows:
         try:
-            yield row.id, renditions.source_file(store, row)
+            yield row.id, renditions.source_file(results, row)
         except renditions.ResultGone:
             yield row.id, UnsupportedImageError("The result's files are gone (deleted or "
                                                 "purged).")
@@ -166,7 +168,7 @@ def cmd_reread(args: argparse.Namespace) -> int:
     store = _open_store(args.data_dir)
     since = day_start(args.since)
     until = day_start(args.until) + 86400 if args.until else time.time() + 1
-    rows = store.between(since, until)
+    rows = store.results.between(since, until)
     if not rows:
         print(f"error: no stored studies from {args.since} to {args.until or 'now'}",
               file=sys.stderr)
@@ -176,9 +178,9 @@ def cmd_reread(args: argparse.Namespace) -> int:
         return 2
     model, engine = chosen
     counts = {"studies": len(rows), "read": 0, "positive": 0, "no_verdict": 0}
-    for read in reread(model, stored_items(store, rows), batch_size=args.batch_size,
+    for read in reread(model, stored_items(store.results, rows), batch_size=args.batch_size,
                        total=len(rows), progress="re-reading stored studies", **engine):
-        store.add_read(ReadRow(
+        store.reads.add(ReadRow(
             read.key, f"{read.model} ({read.model_version or '?'})", time.time(),
             read.probability, read.positive, read.threshold, read.area_px, read.rle,
             None if read.ok else read.error))
@@ -218,8 +220,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     store = _open_store(args.data_dir)
     settings = Settings.from_env()
     n = store.purge(args.days)
-    store.close_expired_sessions(settings.session_days * 86400)
-    events = store.purge_events(max(settings.audit_retention_days, args.days))
+    store.sessions.close_expired(settings.session_days * 86400)
+    events = store.audit.purge(max(settings.audit_retention_days, args.days))
     print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}, and "
           f"{events} audit event(s) older than {settings.audit_retention_days:g} days")
     return 0
@@ -242,7 +244,8 @@ def cmd_create_user(args: argparse.Namespace) -> int:
         return 2
     try:
         store = _open_store(args.data_dir)
-        user = store.user(store.create_user(args.username, password, args.team, args.role))
+        accounts = store.accounts
+        user = accounts.get(accounts.create(args.username, password, args.team, args.role))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -253,7 +256,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Print the audit trail since a day, as CSV or JSON (every team's)."""
     store = _open_store(args.data_dir)
-    events = store.events(day_start(args.since))
+    events = store.audit.events(day_start(args.since))
     if args.format == "json":
         print(json.dumps([e.to_dict() for e in events], indent=1))
     else:
@@ -266,14 +269,14 @@ def cmd_export_reviews(args: argparse.Namespace) -> int:
     store = _open_store(args.data_dir)
     team_id = None
     if args.team:
-        members = [u for u in store.users() if u.team == args.team]
+        members = [u for u in store.accounts.list() if u.team == args.team]
         if not members:
             print(f"error: no team {args.team!r}", file=sys.stderr)
             return 2
         team_id = members[0].team_id
-    pairs = store.reviewed(None if team_id is None else Scope("", team_id),
-                           day_start(args.since) if args.since else 0.0)
-    counts = export_reviews(store, pairs, Path(args.out))
+    pairs = store.reviews.reviewed(None if team_id is None else Scope("", team_id),
+                                   day_start(args.since) if args.since else 0.0)
+    counts = export_reviews(store.results, pairs, Path(args.out))
     print(json.dumps(counts))
     return 0 if counts["studies"] else 1
 
@@ -281,7 +284,7 @@ def cmd_export_reviews(args: argparse.Namespace) -> int:
 def cmd_create_token(args: argparse.Namespace) -> int:
     """Print a new API token for a user (shown once; only its hash is stored)."""
     try:
-        print(_open_store(args.data_dir).create_token(args.username))
+        print(_open_store(args.data_dir).accounts.create_token(args.username))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -291,7 +294,7 @@ def cmd_create_token(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the results (database and files) to a new folder while the service runs."""
     store = _store(args.data_dir)
-    if not store.exists:
+    if not store.db.exists:
         print(f"error: no results database in {args.data_dir}", file=sys.stderr)
         return 2
     try:

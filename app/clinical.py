@@ -24,7 +24,7 @@ from pneumo.io import rle
 
 from app import renditions
 from app.store.records import REVIEW_REASONS, ResultRow, Review
-from app.store.repository import Store
+from app.store.results import Results
 
 #: The largest corrected mask a browser may send (a PNG data URL).
 MAX_MASK_BYTES = 8 * 1024 * 1024
@@ -172,7 +172,7 @@ def label_mask(row: ResultRow, review: Review) -> str | None:
     return None
 
 
-def export_reviews(store: Store, pairs: list[tuple[ResultRow, Review]], out: Path) -> dict:
+def export_reviews(results: Results, pairs: list[tuple[ResultRow, Review]], out: Path) -> dict:
     """Write reviewed studies as training data into ``out``: ``images/<id>.png`` (the
     displayed X-ray), ``masks/<id>.png`` and ``reviews-rle.csv`` (SIIM ``ImageId,
     EncodedPixels``, one ``-1`` row for no pneumothorax) for each study whose mask is
@@ -192,7 +192,7 @@ def export_reviews(store: Store, pairs: list[tuple[ResultRow, Review]], out: Pat
                          "model", "model_probability", "has_mask"])
         for row, review in pairs:
             try:
-                pixels = renditions.result_pixels(store, row)
+                pixels = renditions.result_pixels(results, row)
             except renditions.ResultGone:
                 counts["skipped"] += 1
                 continue

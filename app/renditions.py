@@ -26,7 +26,7 @@ from pneumo.io.seg import make_seg, make_seg_dataset, source_dataset
 from pneumo.io.sr import make_sr_dataset
 
 from app.store.records import ResultRow
-from app.store.repository import Store
+from app.store.results import Results
 
 log = logging.getLogger(__name__)
 
@@ -44,54 +44,55 @@ class ResultGone(Exception):
     """The result's files were deleted or purged while it was being read."""
 
 
-def result_pixels(store: Store, row: ResultRow) -> np.ndarray:
+def result_pixels(results: Results, row: ResultRow) -> np.ndarray:
     """The displayed X-ray of a stored result."""
-    data = store.read_file(row.id, "pixels.npy")
+    data = results.read_file(row.id, "pixels.npy")
     if data is not None:
         return np.load(io.BytesIO(data), allow_pickle=False)
     # results stored before pixels.npy existed kept image.png instead
-    data = store.read_file(row.id, "image.png")
+    data = results.read_file(row.id, "image.png")
     if data is None:
         raise ResultGone(row.id)
     return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
 
 
-def source_file(store: Store, row: ResultRow) -> bytes:
+def source_file(results: Results, row: ResultRow) -> bytes:
     """The file a model reads again (``pneumo reread``): a DICOM as it was received, else
     the displayed X-ray as a PNG (lossless: read again, it gives the same pixels)."""
     if row.source_format == "DICOM":
-        data = store.read_file(row.id, "source.dcm")
+        data = results.read_file(row.id, "source.dcm")
         if data is not None:
             return data
-    return png_bytes(result_pixels(store, row))
+    return png_bytes(result_pixels(results, row))
 
 
-def result_mask(store: Store, row: ResultRow, shape: tuple[int, int] | None = None) -> np.ndarray:
+def result_mask(results: Results, row: ResultRow,
+                shape: tuple[int, int] | None = None) -> np.ndarray:
     """The predicted mask of a stored result (bool, X-ray size)."""
     if shape is None:
-        shape = result_pixels(store, row).shape
+        shape = result_pixels(results, row).shape
     return rle.decode(row.rle, shape)
 
 
-def _render_image(store, row) -> bytes:
-    return png_bytes(result_pixels(store, row))
+def _render_image(results, row) -> bytes:
+    return png_bytes(result_pixels(results, row))
 
 
-def _render_mask(store, row) -> bytes:
-    return png_bytes(result_mask(store, row).astype(np.uint8) * 255)
+def _render_mask(results, row) -> bytes:
+    return png_bytes(result_mask(results, row).astype(np.uint8) * 255)
 
 
-def _filled(store, row, opacity: float) -> np.ndarray:
-    pixels = result_pixels(store, row)
-    return overlay.filled(pixels, result_mask(store, row, pixels.shape), opacity)
+def _filled(results, row, opacity: float) -> np.ndarray:
+    pixels = result_pixels(results, row)
+    return overlay.filled(pixels, result_mask(results, row, pixels.shape), opacity)
 
 
-def _render_overlay(store, row) -> bytes:
-    return png_bytes(overlay.burn_label(_filled(store, row, overlay.DEFAULT_OPACITY)))
+def _render_overlay(results, row) -> bytes:
+    return png_bytes(overlay.burn_label(_filled(results, row, overlay.DEFAULT_OPACITY)))
 
 
-def _render_thumb(store, row) -> bytes:
-    thumb = Image.fromarray(_filled(store, row, 0.5))
+def _render_thumb(results, row) -> bytes:
+    thumb = Image.fromarray(_filled(results, row, 0.5))
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
     buf = io.BytesIO()
     thumb.save(buf, "JPEG", quality=80)
@@ -109,16 +110,16 @@ def view_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(rows * f)), max(1, round(cols * f))
 
 
-def _render_view(store, row) -> bytes:
-    pixels = result_pixels(store, row)
+def _render_view(results, row) -> bytes:
+    pixels = result_pixels(results, row)
     rows, cols = view_shape(pixels.shape)
     if (rows, cols) != pixels.shape:
         pixels = cv2.resize(pixels, (cols, rows), interpolation=cv2.INTER_AREA)
     return png_bytes(pixels)
 
 
-def _render_view_mask(store, row) -> bytes:
-    mask = result_mask(store, row).astype(np.float32)
+def _render_view_mask(results, row) -> bytes:
+    mask = result_mask(results, row).astype(np.float32)
     rows, cols = view_shape(mask.shape)
     if (rows, cols) != mask.shape:
         mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
@@ -131,53 +132,53 @@ RENDERERS = {"image.png": _render_image, "mask.png": _render_mask,
              "view.png": _render_view, "view_mask.png": _render_view_mask}
 
 
-def artefact(store: Store, row: ResultRow, name: str) -> bytes | None:
+def artefact(results: Results, row: ResultRow, name: str) -> bytes | None:
     """One file of a result, rendering and keeping it first if needed.
 
     ``None`` when the file does not exist and cannot be made (e.g. the result
     was deleted meanwhile).
     """
-    data = store.read_file(row.id, name)
+    data = results.read_file(row.id, name)
     if data is not None:
         return data
     render = RENDERERS.get(name)
     if render is None:
         return None
     try:
-        data = render(store, row)
+        data = render(results, row)
     except ResultGone:  # deleted or purged while rendering
         return None
     try:
-        if not store.add_file(row.id, name, data):
+        if not results.add_file(row.id, name, data):
             return None
     except OSError as exc:  # a full disk: serve it now, render again next time
         log.warning("could not cache %s for a result: %s", name, type(exc).__name__)
     return data
 
 
-def _dicom_parts(store: Store, row: ResultRow
+def _dicom_parts(results: Results, row: ResultRow
                  ) -> tuple[pydicom.Dataset, np.ndarray, np.ndarray]:
     """What a DICOM result's objects are made from, each read once: the source's header
     as every object copies it (read and repaired once by
     :func:`pneumo.io.seg.source_dataset`: no preamble, an unknown character set, no SOP
     Class or Modality), the displayed X-ray and the predicted mask."""
-    source = store.read_file(row.id, "source.dcm")
+    source = results.read_file(row.id, "source.dcm")
     if source is None:
         raise ResultGone(row.id)
-    pixels = result_pixels(store, row)
-    return source_dataset(source, row.id), pixels, result_mask(store, row, pixels.shape)
+    pixels = result_pixels(results, row)
+    return source_dataset(source, row.id), pixels, result_mask(results, row, pixels.shape)
 
 
-def seg_dataset(store: Store, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
+def seg_dataset(results: Results, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
     """The DICOM SEG of a DICOM result, built from the stored source and mask; the same
     result always gives the same SEG (UIDs and dates derive from the result)."""
-    source, _, mask = parts or _dicom_parts(store, row)
+    source, _, mask = parts or _dicom_parts(results, row)
     return make_seg_dataset(source, mask, row.model, uid_seed=row.id, created=row.created)
 
 
-def seg_bytes(store: Store, row: ResultRow, deidentify: bool = False) -> bytes:
+def seg_bytes(results: Results, row: ResultRow, deidentify: bool = False) -> bytes:
     """The DICOM SEG file of a DICOM result (optionally de-identified)."""
-    source, _, mask = _dicom_parts(store, row)
+    source, _, mask = _dicom_parts(results, row)
     return make_seg(source, mask, row.model, deidentify=deidentify, uid_seed=row.id,
                     created=row.created)
 
@@ -200,15 +201,15 @@ def _sr_side(side: dict) -> str:
                                                                        "unknown")
 
 
-def sr_dataset(store: Store, row: ResultRow, parts: tuple | None = None,
+def sr_dataset(results: Results, row: ResultRow, parts: tuple | None = None,
                seg: pydicom.Dataset | None = None) -> pydicom.Dataset:
     """The DICOM Structured Report (TID 1500) of a DICOM result: the verdict, probability,
     operating point, area and side, referencing its SEG (made here unless given) and
     source; stable UIDs."""
-    parts = parts or _dicom_parts(store, row)
+    parts = parts or _dicom_parts(results, row)
     name, version = _model_name_version(row)
     return make_sr_dataset(
-        parts[0], seg if seg is not None else seg_dataset(store, row, parts),
+        parts[0], seg if seg is not None else seg_dataset(results, row, parts),
         positive=row.positive, probability=row.probability,
         probability_kind=row.probability_kind,
         operating_point=(row.operating_point or {}).get("name") or "default",
@@ -217,26 +218,27 @@ def sr_dataset(store: Store, row: ResultRow, parts: tuple | None = None,
         created=row.created)
 
 
-def sc_dataset(store: Store, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
+def sc_dataset(results: Results, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
     """A Secondary Capture of the overlay, labelled "AI output, not a diagnosis", for
     viewers that draw neither SEG nor SR; stable UIDs."""
-    source, pixels, mask = parts or _dicom_parts(store, row)
+    source, pixels, mask = parts or _dicom_parts(results, row)
     name, _ = _model_name_version(row)
     return make_secondary_capture(source, overlay.filled(pixels, mask), model_name=name,
                                   uid_seed=row.id, created=row.created)
 
 
-def dicom_objects(store: Store, row: ResultRow, kinds: tuple[str, ...]) -> list[pydicom.Dataset]:
+def dicom_objects(results: Results, row: ResultRow,
+                  kinds: tuple[str, ...]) -> list[pydicom.Dataset]:
     """The DICOM objects ``kinds`` (of :data:`DICOM_OBJECTS`) of a DICOM result, SEG first:
     the stored files read once, the SEG made once (the SR references it)."""
-    parts = _dicom_parts(store, row)
+    parts = _dicom_parts(results, row)
     made: dict[str, pydicom.Dataset] = {}
     if "seg" in kinds or "sr" in kinds:
-        made["seg"] = seg_dataset(store, row, parts)
+        made["seg"] = seg_dataset(results, row, parts)
     if "sr" in kinds:
-        made["sr"] = sr_dataset(store, row, parts, made["seg"])
+        made["sr"] = sr_dataset(results, row, parts, made["seg"])
     if "sc" in kinds:
-        made["sc"] = sc_dataset(store, row, parts)
+        made["sc"] = sc_dataset(results, row, parts)
     return [made[k] for k in DICOM_OBJECTS if k in kinds]
 
 

@@ -30,14 +30,14 @@ def _reviewer():
 
 def _keep(result_id: str, agrees: bool, reason: str | None, mask_png: str | None) -> Review:
     user = _reviewer()
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404)
     reason = check_review(agrees, reason)
     corrected = mask_from_png(mask_png, (int(row.meta.get("rows", 0)),
                                          int(row.meta.get("columns", 0)))) if mask_png else None
     review = Review(row.id, user.owner, user.username, time.time(), agrees, reason, corrected)
-    store().add_review(review)
+    store().reviews.add(review)
     return review
 
 
@@ -74,16 +74,16 @@ def review_api(result_id: str):
 @bp.get("/api/v1/predictions/<result_id>/reviews")
 def reviews_api(result_id: str):
     """Every reviewer's verdict on a result the caller may read."""
-    if store().get(result_id, current_scope()) is None:
+    if store().results.get(result_id, current_scope()) is None:
         abort(404)
-    return jsonify(reviews=[r.to_dict() for r in store().reviews(result_id)])
+    return jsonify(reviews=[r.to_dict() for r in store().reviews.for_result(result_id)])
 
 
 def _agreement() -> dict:
     _reviewer()
     since = request.args.get("days", type=float)
     start = time.time() - since * 86400 if since else 0.0
-    return agreement(store().reviewed(current_scope(), start))
+    return agreement(store().reviews.reviewed(current_scope(), start))
 
 
 @bp.get("/agreement")

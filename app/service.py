@@ -38,6 +38,7 @@ from app.store.files import Staged
 from app.store.records import ResultRow, new_id
 from app.store.database import StoreProblem
 from app.store.repository import Store
+from app.store.results import Results
 
 if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
     from pneumo.inference.predictor import Predictor  # which gunicorn's master must not
@@ -56,7 +57,7 @@ def write_upload_files(staged: Staged, pixels: np.ndarray, prob: np.ndarray,
     staged.put("mask_rle.txt", (encoded_mask + "\n").encode())
 
 
-def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
+def analyse_one(data: bytes, owner: str, predictor: Predictor, results: Results,
                 max_pixels: int, file_name: str = "", batch: str = "") -> ResultRow:
     """Read, predict, render and store one uploaded file.
 
@@ -73,7 +74,7 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
     t2 = time.perf_counter()
     side = patient_side(pred.mask, record.meta)
     result_id = new_id()
-    staged = store.stage(result_id)
+    staged = results.stage(result_id)
     try:
         encoded = rle.encode(pred.mask)
         write_upload_files(staged, record.pixels, pred.heat_map if pred.heat_map is not None
@@ -97,9 +98,9 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, store: Store,
             probability_kind=predictor.card.probability_kind,
             operating_point=operating_point_facts(predictor, pred),
             finding_below_threshold=pred.finding_below_threshold, batch=batch)
-        store.commit(row, staged)
+        results.commit(row, staged)
     except BaseException:
-        store.discard(staged)
+        results.discard(staged)
         raise
     return row
 
@@ -246,7 +247,7 @@ class Analyser:
     """Analyses files for an owner and stores the results.
 
     Args:
-        store: where results go.
+        store: where results go (its results and batches).
         predictor: returns the loaded model (it may wait while the model loads).
         max_pixels: the decompression-bomb guard of one image.
         max_files: the most files one request may analyse.
@@ -255,7 +256,8 @@ class Analyser:
     def __init__(self, store: Store, predictor: Callable[[], Predictor], max_pixels: int,
                  max_files: int, max_request_pixels: int | None = None,
                  max_pixels_in_flight: int | None = None):
-        self.store = store
+        self.results = store.results
+        self.batches = store.batches
         self._predictor = predictor
         self.max_pixels = max_pixels
         self.max_files = max_files
@@ -273,7 +275,7 @@ class Analyser:
                     batch: str = "") -> ResultRow:
         """Analyse and store one file; raises what :func:`analyse_one` raises. The
         ``on_result`` hooks are not called (see :meth:`analyse_many`)."""
-        return analyse_one(data, owner, self._predictor(), self.store, self.max_pixels,
+        return analyse_one(data, owner, self._predictor(), self.results, self.max_pixels,
                            file_name=file_name, batch=batch)
 
     @contextlib.contextmanager
@@ -314,7 +316,7 @@ class Analyser:
             return outcome
         outcome.batch = new_id() if as_batch and len(items) > 1 else None
         if outcome.batch:  # first: a worker killed mid-batch leaves a batch page for what it stored
-            self.store.add_batch(outcome.batch, owner, len(items), [])
+            self.batches.add(outcome.batch, owner, len(items), [])
         used = 0  # pixels of this request analysed so far
         for item in items:
             try:
@@ -355,8 +357,8 @@ class Analyser:
             outcome.entries.append((item.name, row))
             self._fire(row)
         if outcome.batch and outcome.errors:
-            self.store.set_batch_errors(outcome.batch, [{"file": e.file, "message": e.message}
-                                                        for e in outcome.errors])
+            self.batches.set_errors(outcome.batch, [{"file": e.file, "message": e.message}
+                                                    for e in outcome.errors])
         return outcome
 
     def _fire(self, row: ResultRow) -> None:

@@ -60,7 +60,7 @@ def upload():
 @bp.get("/results/<result_id>")
 def result(result_id: str):
     """The result page: viewer, verdict, measurements, downloads."""
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404)
     point = row.operating_point or {}
@@ -72,7 +72,8 @@ def result(result_id: str):
     shape = renditions.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
     user = current_user()
     return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
-                           mine=row.owner == current_owner(), reviews=store().reviews(row.id),
+                           mine=row.owner == current_owner(),
+                           reviews=store().reviews.for_result(row.id),
                            reasons=REVIEW_REASONS, can_review=bool(user and user.reads_team),
                            heat_scale=heat_scale,
                            mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
@@ -84,7 +85,7 @@ def result(result_id: str):
 @bp.get("/results/<result_id>/identifiers")
 def identifiers(result_id: str):
     """Patient identifiers, fetched only when the uploader asks to reveal them."""
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404)
     ids = row.identifiers
@@ -95,11 +96,11 @@ def identifiers(result_id: str):
 @bp.get("/results/<result_id>/files/<name>")
 def download(result_id: str, name: str):
     """One file of a result (rendered on first request)."""
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None or name not in DOWNLOADS:
         abort(404)
     mimetype, download_name = DOWNLOADS[name]
-    data = renditions.artefact(store(), row, name)
+    data = renditions.artefact(store().results, row, name)
     if data is None:
         abort(404)
     return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=bool(download_name)
@@ -122,14 +123,14 @@ def download_stem(row, mine: bool = True) -> str:
 @bp.get("/results/<result_id>/seg.dcm")
 def seg(result_id: str):
     """The result as a DICOM Segmentation (optionally de-identified)."""
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404)
     if row.source_format != "DICOM":
         abort(404, description="A DICOM Segmentation needs a DICOM source image.")
     deidentify = request.args.get("deidentify") == "1"
     try:
-        data = renditions.seg_bytes(store(), row, deidentify=deidentify)
+        data = renditions.seg_bytes(store().results, row, deidentify=deidentify)
     except renditions.ResultGone:
         abort(404)
     # a de-identified SEG never carries the uploader's file name, which may name the patient
@@ -143,13 +144,14 @@ def seg(result_id: str):
 def structured(result_id: str, kind: str):
     """The result as a DICOM Structured Report (``sr``) or a Secondary Capture of the
     overlay (``sc``), the objects sent to the PACS beside the SEG."""
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404)
     if row.source_format != "DICOM":
         abort(404, description="DICOM results objects need a DICOM source image.")
     try:
-        ds = (renditions.sr_dataset if kind == "sr" else renditions.sc_dataset)(store(), row)
+        make = renditions.sr_dataset if kind == "sr" else renditions.sc_dataset
+        ds = make(store().results, row)
     except renditions.ResultGone:
         abort(404)
     name = f"{download_stem(row, row.owner == current_owner())}_{kind}.dcm"
@@ -160,7 +162,7 @@ def structured(result_id: str, kind: str):
 @bp.post("/results/<result_id>/delete")
 def delete(result_id: str):
     """Delete a result once the user has confirmed; otherwise ask (no JavaScript needed)."""
-    row = store().get(result_id, current_scope(manage=True))
+    row = store().results.get(result_id, current_scope(manage=True))
     if row is None:
         abort(404)
     if request.form.get("confirm") != "yes":
@@ -174,11 +176,11 @@ def delete(result_id: str):
 @bp.get("/batches/<batch_id>")
 def batch(batch_id: str):
     """One upload batch: most probable first (or in upload order), with the refused files."""
-    info = store().get_batch(batch_id, current_owner())
+    info = store().batches.get(batch_id, current_owner())
     if info is None:
         abort(404)
     order = "upload" if request.args.get("order") == "upload" else "probability"
-    rows = store().list(current_owner(), order, batch=batch_id)
+    rows = store().results.list(current_owner(), order, batch=batch_id)
     return render_template("batch.html", batch=info, rows=rows, order=order)
 
 
@@ -189,10 +191,10 @@ def worklist():
     if sort not in ("newest", "probability"):
         sort = "newest"
     batch_id = request.args.get("batch") or None
-    rows = store().list(current_scope(), sort, batch=batch_id)
+    rows = store().results.list(current_scope(), sort, batch=batch_id)
     return render_template("worklist.html", rows=rows, sort=sort, batch=batch_id,
                            me=current_owner(),
-                           reviews=store().latest_reviews([r.id for r in rows]))
+                           reviews=store().reviews.latest([r.id for r in rows]))
 
 
 @bp.get("/favicon.ico")
@@ -212,9 +214,9 @@ def readyz():
     """200 with the model, device and Keras backend once the model is loaded and warmed
     up, else 503."""
     holder = services().model
-    if store().damaged:
+    if store().db.damaged:
         return jsonify(status="failed",
-                       error=f"the results database is damaged: {store().damaged}"), 503
+                       error=f"the results database is damaged: {store().db.damaged}"), 503
     problem = store().health()
     if problem:  # the database server or the blob store cannot be reached now
         return jsonify(status="unavailable", error=problem), 503

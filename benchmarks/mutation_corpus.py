@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         store.init()
         tokens = {}
         for name, role in (("up", "uploader"), ("r1", "radiologist"), ("r2", "radiologist")):
-            store.create_user(name, "a-long-password-1", "A", role)
-            tokens[name] = store.create_token(name)
+            store.accounts.create(name, "a-long-password-1", "A", role)
+            tokens[name] = store.accounts.create_token(name)
         store.close()
         server = LocalServer(args.model, Path(tmp) / "instance", env={
             "PNEUMO_DATA_DIR": str(data), "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"})

@@ -59,9 +59,9 @@ def main(out: Path) -> int:
                           "PREDICTOR": Predictor.load(folder)})
         ext = app.extensions  # before the re-cut: one key per service, the store flat
         store = ext["pneumo"].store if "pneumo" in ext else ext["pneumo.store"]
-        accounts = getattr(store, "accounts", store)
-        accounts.create_user("ada", "a-long-password-1", team="chest", role="admin")
-        accounts.create_user("rad", "a-long-password-2", team="chest", role="radiologist")
+        create = store.accounts.create if hasattr(store, "accounts") else store.create_user
+        create("ada", "a-long-password-1", team="chest", role="admin")
+        create("rad", "a-long-password-2", team="chest", role="radiologist")
         client = app.test_client()
         client.get("/login")
         with client.session_transaction() as s:

@@ -188,7 +188,8 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
 
 
 def _all_rows(store):
-    return sorted((store.get_any(i) for i in store.all_ids()), key=lambda r: r.created)
+    results = store.results
+    return sorted((results.get_any(i) for i in results.all_ids()), key=lambda r: r.created)
 
 
 def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> dict:

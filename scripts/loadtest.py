@@ -128,13 +128,13 @@ def run(uploads: int, workers: int, model_dir: Path, kill: bool, threads: int = 
             crossed += 1
     # every visible result must be complete: row + all files
     from app.store.repository import Store
-    store = Store(data / "data")
+    results = Store(data / "data").results
     incomplete = 0
-    for rid in store.all_ids():
-        if not all(store.has_file(rid, n) for n in ("pixels.npy", "prob.png", "mask_rle.txt")):
+    for rid in results.all_ids():
+        if not all(results.has_file(rid, n) for n in ("pixels.npy", "prob.png", "mask_rle.txt")):
             incomplete += 1
     server.stop()
-    stored = len(store.all_ids())
+    stored = len(results.all_ids())
     shutil.rmtree(data, ignore_errors=True)
     return {"uploads": len(images), "workers": workers, "threads_per_worker": threads,
             "killed_worker": killed,

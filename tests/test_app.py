@@ -176,7 +176,7 @@ def test_batch_page_orders_filters_and_stays_with_its_owner(app, client, positiv
                   ("third.dcm", positive_dicom.read_bytes()))
     url = resp.headers["Location"]
     batch_id = url.rsplit("/", 1)[1]
-    rows = app.extensions["pneumo"].store.list(
+    rows = app.extensions["pneumo"].store.results.list(
         next(r.owner for r in _rows(app.extensions["pneumo"].store)), "upload", batch=batch_id)
     assert [r.file_name for r in rows] == ["first.dcm", "second.png", "third.dcm"]
     by_prob = client.get(url).data.decode()
@@ -321,19 +321,20 @@ def test_delete_and_purge(app, client, positive_dicom):
     assert client.get(f"/results/{rid}").status_code == 200
     assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
     assert client.get(f"/results/{rid}").status_code == 404
-    assert not (store.files.results_dir / rid).exists() and not store.has_file(rid, "pixels.npy")
+    assert not (store.files.results_dir / rid).exists()
+    assert not store.results.has_file(rid, "pixels.npy")
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     assert store.purge(older_than_days=30) == 0
     import time
     assert store.purge(older_than_days=30, now=time.time() + 31 * 86400) == 1
-    assert not (store.files.results_dir / rid).exists() and store.all_ids() == []
+    assert not (store.files.results_dir / rid).exists() and store.results.all_ids() == []
 
 
 def test_unwritable_data_dir_gives_503(app, client, positive_dicom, monkeypatch):
     store = app.extensions["pneumo"].store
     def boom(result_id):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(store, "stage", boom)
+    monkeypatch.setattr(store.results, "stage", boom)
     resp = upload(client, ("a.dcm", positive_dicom.read_bytes()))
     assert resp.status_code == 503 and b"could not store" in resp.data
 
@@ -396,9 +397,9 @@ def _user_app(tmp_path, tiny_predictor, **extra):
     from app import create_app
     from app.store.repository import Store
     store = Store(tmp_path / "d"); store.init()
-    store.create_user("alice", "correct horse 1")
-    store.create_user("bob", "correct horse 2", team="another team")  # isolation across teams
-    token = store.create_token("alice")
+    store.accounts.create("alice", "correct horse 1")
+    store.accounts.create("bob", "correct horse 2", team="another team")  # isolation across teams
+    token = store.accounts.create_token("alice")
     app = create_app(dict({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
                            "PREDICTOR": tiny_predictor}, **extra))
     return app, token
@@ -476,7 +477,7 @@ def test_cli_create_user_and_token(tmp_path):
     import sqlite3
     from app.store.database import DATABASE_NAME
     from app.store.repository import Store
-    assert Store(d).user_for_token(res.stdout.strip()) is not None
+    assert Store(d).accounts.user_for_token(res.stdout.strip()) is not None
     with sqlite3.connect(Path(d) / DATABASE_NAME) as db:  # what is on disk
         stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
     assert stored.startswith("scrypt:") and "long enough pw" not in stored
@@ -513,7 +514,7 @@ def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
 
     def fetch():
         try:
-            outputs.append(renditions.artefact(store, row, "overlay.png"))
+            outputs.append(renditions.artefact(store.results, row, "overlay.png"))
         except Exception as exc:  # noqa: BLE001 - recorded and asserted below
             errors.append(exc)
 
@@ -531,7 +532,7 @@ def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
 
 
 def _rows(store):
-    return [store.get_any(i) for i in store.all_ids()]
+    return [store.results.get_any(i) for i in store.results.all_ids()]
 
 
 def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_dicom):
@@ -540,7 +541,7 @@ def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
     assert post(client, f"/results/{rid}/delete", confirm="yes").status_code == 303
-    assert renditions.artefact(store, row, "overlay.png") is None
+    assert renditions.artefact(store.results, row, "overlay.png") is None
     assert not (store.files.results_dir / rid).exists()
 
 
@@ -576,7 +577,7 @@ def test_results_stored_by_an_earlier_version_stay_readable(tmp_path):
                     '{"format": "PNG"}', "{}", "old (2026-11-27)", "1 2", "{}"))
     store = Store(data)
     store.init()
-    row = store.get("x" * 22, "session:a")
+    row = store.results.get("x" * 22, "session:a")
     assert row.probability == 0.93 and row.positive and row.probability_kind == "score"
     assert row.file_name == "" and row.operating_point == {} and not row.finding_below_threshold
     assert row.public_dict()["verdict"] == "pneumothorax suspected"
@@ -653,8 +654,8 @@ def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny
     # a script without any cookie: nothing to forge
     assert post_api(app.test_client()).status_code == 201
     # a bearer token: allowed whatever cookie comes with it
-    app.extensions["pneumo"].store.create_user("erin", "long enough pw")
-    api_token = app.extensions["pneumo"].store.create_token("erin")
+    app.extensions["pneumo"].store.accounts.create("erin", "long enough pw")
+    api_token = app.extensions["pneumo"].store.accounts.create_token("erin")
     assert post_api(browser, {"Authorization": f"Bearer {api_token}"}).status_code == 201
 
 
@@ -724,8 +725,8 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
                     data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
     (res,) = resp.json["results"]
     assert jar.get(res["links"]["image"]).status_code == 200
-    app.extensions["pneumo"].store.create_user("ann", "a-long-password-1")
-    token = app.extensions["pneumo"].store.create_token("ann")
+    app.extensions["pneumo"].store.accounts.create("ann", "a-long-password-1")
+    token = app.extensions["pneumo"].store.accounts.create_token("ann")
     auth = {"Authorization": f"Bearer {token}"}
     resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data", headers=auth,
                       data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})

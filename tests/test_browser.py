@@ -287,11 +287,11 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_mod
         server.stop()
     from app.store.repository import Store
     store = Store(instance / "data")
-    rid = store.all_ids()[0]
-    review = store.reviews(rid)[0]
+    rid = store.results.all_ids()[0]
+    review = store.reviews.for_result(rid)[0]
     assert review.reviewer_name == "rita" and review.reason == "wrong_extent"
     from pneumo.io import rle
-    row = store.get_any(rid)
+    row = store.results.get_any(rid)
     corrected = rle.decode(review.corrected_rle, (row.meta["rows"], row.meta["columns"]))
     model = rle.decode(row.rle, corrected.shape)
     rows, cols = corrected.any(axis=1).nonzero()[0], corrected.any(axis=0).nonzero()[0]

@@ -34,8 +34,8 @@ def department(tmp_path, tiny_predictor):
               "erin": ("A", "uploader"), "dave": ("B", "radiologist")}
     tokens = {}
     for name, (team, role) in people.items():
-        store.create_user(name, PASSWORD, team, role)
-        tokens[name] = {"Authorization": f"Bearer {store.create_token(name)}"}
+        store.accounts.create(name, PASSWORD, team, role)
+        tokens[name] = {"Authorization": f"Bearer {store.accounts.create_token(name)}"}
     return app, store, tokens
 
 
@@ -57,7 +57,7 @@ def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], positive_dicom)
-    assert store.user(store.user_id("alice")).role == "admin"  # the first user
+    assert store.accounts.get(store.accounts.id_of("alice")).role == "admin"  # the first user
     for reader in ("alice", "bob"):  # the team's radiologist and admin read it
         listed = client.get("/api/v1/predictions", headers=tokens[reader]).get_json()["results"]
         assert [r["id"] for r in listed] == [rid]
@@ -80,7 +80,7 @@ def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive
     # a radiologist may not delete a colleague's result; the admin may
     assert post(_login(app, "bob"), f"/results/{rid}/delete", confirm="yes").status_code == 404
     assert post(_login(app, "alice"), f"/results/{rid}/delete", confirm="yes").status_code == 303
-    assert store.get_any(rid) is None
+    assert store.results.get_any(rid) is None
 
 
 def _uploaded_for_review(department, path):
@@ -90,7 +90,7 @@ def _uploaded_for_review(department, path):
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], path)
-    row = store.get_any(rid)
+    row = store.results.get_any(rid)
     shape = (row.meta["rows"], row.meta["columns"])
     return client, rid, shape, renditions.view_shape(shape)
 
@@ -112,7 +112,7 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
     resp = post(bob, f"/results/{rid}/review", verdict="disagree", reason="wrong_extent",
                 mask_png=_mask_png(view, box))
     assert resp.status_code == 303
-    review = store.reviews(rid)[0]
+    review = store.reviews.for_result(rid)[0]
     assert (review.reviewer_name, review.agrees, review.reason) == ("bob", False, "wrong_extent")
     corrected = rle.decode(review.corrected_rle, shape)
     expected = np.zeros(view, bool)
@@ -136,7 +136,7 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
                        json={"agrees": True}).status_code == 403  # an uploader
     assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["dave"],
                        json={"agrees": True}).status_code == 404  # another team
-    assert len(store.reviews(rid)) == 1
+    assert len(store.reviews.for_result(rid)) == 1
 
     out = tmp_path / "export"
     env = dict(os.environ, PNEUMO_DATA_DIR=str(app.extensions["pneumo"].settings.data_dir))
@@ -151,7 +151,7 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
     with open(out / "labels.csv") as f:
         labels = list(csv.DictReader(f))
     assert labels[0]["image_id"] == rid and labels[0]["reason"] == "wrong_extent"
-    assert labels[0]["label"] == str(int(store.get_any(rid).positive))
+    assert labels[0]["label"] == str(int(store.results.get_any(rid).positive))
     # the export is a data source pneumo train takes (an extra source of a data config)
     from pneumo.data.datacfg import DataConfig
     config = tmp_path / "data.json"
@@ -218,8 +218,8 @@ def test_every_access_is_an_audit_event_only_admins_read(department, positive_di
     alice = _login(app, "alice")
     assert post(alice, f"/results/{rid}/delete").status_code == 200  # asks first: no event
     assert post(alice, f"/results/{rid}/delete", confirm="yes").status_code == 303
-    bob_id, alice_id = store.user_id("bob"), store.user_id("alice")
-    events = [(e.actor, e.action, e.result_id) for e in store.events()]
+    bob_id, alice_id = store.accounts.id_of("bob"), store.accounts.id_of("alice")
+    events = [(e.actor, e.action, e.result_id) for e in store.audit.events()]
     for expected in [(f"user:{bob_id}", "view", rid), (f"user:{bob_id}", "view_identifiers", rid),
                      (f"user:{bob_id}", "download", rid), (f"user:{bob_id}", "review", rid),
                      (f"user:{alice_id}", "delete", rid)]:
@@ -244,21 +244,21 @@ def test_every_access_is_an_audit_event_only_admins_read(department, positive_di
 def test_the_admin_revokes_tokens_and_sets_roles(department):
     app, store, tokens = department
     client = app.test_client()
-    carol_id = store.user_id("carol")
+    carol_id = store.accounts.id_of("carol")
     assert client.get("/api/v1/predictions", headers=tokens["carol"]).status_code == 200
     alice = _login(app, "alice")
     page = alice.get("/admin/").data.decode()
     assert "carol" in page and "dave" not in page  # the admin's own team only
     assert "after <strong>30 days</strong>" in page and "2192 days" in page  # retention
-    token_id = store.tokens(carol_id)[0]["id"]
+    token_id = store.accounts.tokens(carol_id)[0]["id"]
     assert post(_login(app, "bob"), "/admin/tokens/revoke", token=token_id).status_code == 403
     assert post(alice, "/admin/tokens/revoke", token=token_id).status_code == 303
     assert client.get("/api/v1/predictions", headers=tokens["carol"]).status_code == 401
     assert post(alice, f"/admin/users/{carol_id}/role", role="radiologist").status_code == 303
-    assert store.user(carol_id).role == "radiologist"
-    assert post(alice, f"/admin/users/{store.user_id('dave')}/role",
+    assert store.accounts.get(carol_id).role == "radiologist"
+    assert post(alice, f"/admin/users/{store.accounts.id_of('dave')}/role",
                 role="admin").status_code == 404  # another team's user
-    assert post(alice, f"/admin/users/{store.user_id('alice')}/role",
+    assert post(alice, f"/admin/users/{store.accounts.id_of('alice')}/role",
                 role="uploader").status_code == 400  # not your own admin role
 
 
@@ -287,7 +287,7 @@ def test_the_structured_report_and_secondary_capture_download(department, positi
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], positive_dicom)
-    row = store.get_any(rid)
+    row = store.results.get_any(rid)
     seg = pydicom.dcmread(io.BytesIO(client.get(f"/results/{rid}/seg.dcm",
                                                 headers=tokens["bob"]).data))
     sr_resp = client.get(f"/results/{rid}/sr.dcm", headers=tokens["bob"])
@@ -303,7 +303,7 @@ def test_the_structured_report_and_secondary_capture_download(department, positi
     assert sc.BurnedInAnnotation == "YES" and sc.pixel_array.shape[-1] == 3
     assert sc.StudyInstanceUID == seg.StudyInstanceUID
     assert client.get(f"/results/{rid}/sr.dcm", headers=tokens["dave"]).status_code == 404
-    downloads = [e.detail for e in store.events() if e.action == "download"]
+    downloads = [e.detail for e in store.audit.events() if e.action == "download"]
     assert len(downloads) == 4  # SEG, SR twice, SC: each recorded
 
 
@@ -371,19 +371,19 @@ def test_the_review_endpoint_refuses_every_tampered_body_without_a_server_error(
     bob = _login(app, "bob")
     codes += [post(bob, f"/results/{rid}/review", **f).status_code for f in form]
     assert len(codes) == 31 and set(codes) == {400}, [(i, c) for i, c in enumerate(codes) if c != 400]
-    assert store.reviews(rid) == []
+    assert store.reviews.for_result(rid) == []
     # a grey PNG without alpha: black is "nothing painted", white is painted
     grey = np.zeros(view, np.uint8)
     grey[: view[0] // 2] = 255
     resp = client.post(url, headers=tokens["bob"],
                        json={"agrees": True, "mask_png": _png_url(Image.fromarray(grey, "L"))})
     assert resp.status_code == 201
-    corrected = rle.decode(store.reviews(rid)[0].corrected_rle, shape)
+    corrected = rle.decode(store.reviews.for_result(rid)[0].corrected_rle, shape)
     assert 0.45 < corrected.mean() < 0.55
     resp = client.post(url, headers=tokens["bob"], json={
         "agrees": True, "mask_png": _png_url(Image.new("L", (view[1], view[0])))})
     assert resp.status_code == 201
-    assert not rle.decode(store.reviews(rid)[-1].corrected_rle, shape).any()
+    assert not rle.decode(store.reviews.for_result(rid)[-1].corrected_rle, shape).any()
 
 
 def test_pixels_never_leave_unrecorded(department, positive_dicom):
@@ -393,10 +393,10 @@ def test_pixels_never_leave_unrecorded(department, positive_dicom):
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], positive_dicom)
-    bob_id, dave = store.user_id("bob"), tokens["dave"]
+    bob_id, dave = store.accounts.id_of("bob"), tokens["dave"]
 
     def bob_events(action=None):
-        return [(e.action, e.detail) for e in store.events() if e.actor == f"user:{bob_id}"
+        return [(e.action, e.detail) for e in store.audit.events() if e.actor == f"user:{bob_id}"
                 and (action is None or e.action == action)]
     # straight to the viewer's rendition, no page view: recorded
     assert client.get(f"/results/{rid}/files/view.png", headers=tokens["bob"]).status_code == 200

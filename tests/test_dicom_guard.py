@@ -241,8 +241,8 @@ def _related(*parts: bytes) -> tuple[bytes, str]:
                                              ("300000_empty_items", 0xA700)])
 def test_a_stow_with_one_malformed_instance_stores_the_others(app, source, bad_kind, reason):
     store = app.extensions["pneumo"].store
-    store.create_user("pacs", "a-long-password-1")
-    auth = {"Authorization": f"Bearer {store.create_token('pacs')}"}
+    store.accounts.create("pacs", "a-long-password-1")
+    auth = {"Authorization": f"Bearer {store.accounts.create_token('pacs')}"}
     make = next(m[1] for m in MALFORMED if m[0] == bad_kind)
     good = [_fresh(source), _fresh(source)]
     named = _fresh(source)
@@ -333,8 +333,8 @@ def test_export_character_set(value, written):
 
 def test_the_app_exports_a_result_whose_source_has_no_preamble(app, source):
     store = app.extensions["pneumo"].store
-    store.create_user("ann", "a-long-password-1")
-    auth = {"Authorization": f"Bearer {store.create_token('ann')}"}
+    store.accounts.create("ann", "a-long-password-1")
+    auth = {"Authorization": f"Bearer {store.accounts.create_token('ann')}"}
     client = app.test_client()
     resp = client.post("/api/v1/predictions", headers=auth,
                        data={"file": (io.BytesIO(source[132:]), "bare.dcm")})

@@ -96,7 +96,7 @@ def _cli(*args, stdin: str):
 
 def _authenticates(data_dir, name, password) -> bool:
     from app.store.repository import Store
-    return Store(str(data_dir)).authenticate(name, password) is not None
+    return Store(str(data_dir)).accounts.authenticate(name, password) is not None
 
 
 def test_create_user_reads_a_piped_password_once(tmp_path):

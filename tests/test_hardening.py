@@ -526,8 +526,8 @@ def _team(data_dir, *people):
     store.init()
     tokens = {}
     for name, role in people:
-        store.create_user(name, "a-long-password-1", "A", role)
-        tokens[name] = store.create_token(name)
+        store.accounts.create(name, "a-long-password-1", "A", role)
+        tokens[name] = store.accounts.create_token(name)
     store.close()
     return tokens
 

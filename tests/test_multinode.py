@@ -68,7 +68,8 @@ def _store(url: str, blob: Path):
 
 
 def _complete(store, result_id: str) -> bool:
-    return all(store.has_file(result_id, n) for n in ("pixels.npy", "prob.png", "mask_rle.txt"))
+    return all(store.results.has_file(result_id, n)
+               for n in ("pixels.npy", "prob.png", "mask_rle.txt"))
 
 
 def test_an_upload_on_one_node_is_served_by_the_other(nodes):
@@ -128,7 +129,7 @@ def test_concurrent_uploads_over_two_nodes_lose_and_cross_nothing(nodes):
         assert [r["id"] for r in mine] == [rid]  # each uploader sees only its own
     assert crossed == 0
     store = _store(url, blob)
-    ids = store.all_ids()
+    ids = store.results.all_ids()
     assert len(ids) >= 100 and all(_complete(store, rid) for rid in ids)
     store.close()
 
@@ -165,7 +166,7 @@ def test_a_node_killed_mid_upload_loses_nothing_it_acknowledged(nodes, shared,
         survivor.opener = clients[i].opener
         assert json.loads(survivor.get(f"/api/v1/predictions/{rid}"))["id"] == rid
     store = _store(url, blob)
-    assert all(_complete(store, rid) for rid in store.all_ids())  # no row without files
+    assert all(_complete(store, rid) for rid in store.results.all_ids())  # no row without files
     store.close()
 
 
@@ -184,7 +185,7 @@ def test_two_pacs_workers_send_each_seg_once(shared, tiny_model_folder, tmp_path
         store = _store(url, blob)
         time.sleep(1.0)
         # the web node only enqueued (PNEUMO_DICOMWEB_SENDER defaults to worker here)
-        assert {store.send_state(rid).state for rid in ids} == {"queued"}
+        assert {store.sends.state(rid).state for rid in ids} == {"queued"}
         workers = [subprocess.Popen(
             [sys.executable, "-m", "app.cli", "pacs", "worker", "--once", "--poll", "0.2"],
             cwd=ROOT, env=dict(os.environ, **env, PNEUMO_DATA_DIR=str(tmp_path / f"w{i}")),
@@ -193,7 +194,7 @@ def test_two_pacs_workers_send_each_seg_once(shared, tiny_model_folder, tmp_path
         assert [w.returncode for w in workers] == [0, 0], logs
         sent = [int(log.rsplit("stopped after ", 1)[1].split()[0]) for log in logs]
         assert sum(sent) == len(ids), logs  # each send tried by exactly one worker
-        states = [store.send_state(rid) for rid in ids]
+        states = [store.sends.state(rid) for rid in ids]
         assert all(s.state == "sent" and s.attempts == 1 for s in states), states
         import requests
         for state in states:  # every SEG is on the PACS

@@ -84,8 +84,8 @@ def make_instance(folder: Path) -> tuple[Path, str]:
     from app.store.repository import Store
     store = Store(folder / "data")
     store.init()
-    store.create_user("radiologist", "a-long-password-1")
-    return folder, store.create_token("radiologist")
+    store.accounts.create("radiologist", "a-long-password-1")
+    return folder, store.accounts.create_token("radiologist")
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +361,7 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
     study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
     store = Store(tmp_path / "data")
     store.init()
-    store.create_user("alice", "a-long-password-1")
+    store.accounts.create("alice", "a-long-password-1")
     for key, value in {"PNEUMO_INSTANCE_DIR": tmp_path, "PNEUMO_DATA_DIR": tmp_path / "data",
                        "PNEUMO_MODEL_DIR": tiny_model_folder,
                        "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
@@ -371,7 +371,7 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
     assert cli.main(["pacs", "pull", "--study", study, "--user", "alice"]) == 0
     out = capsys.readouterr().out
     rid = out.split("\t", 1)[0]
-    assert store.get_any(rid).owner.startswith("user:")
+    assert store.results.get_any(rid).owner.startswith("user:")
     assert cli.main(["pacs", "pull", "--study", "1.2.3.4.5.404", "--user", "alice"]) == 1
     assert "no study" in capsys.readouterr().err
 
@@ -400,7 +400,7 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         sender = app.extensions["pneumo"].sender
         sender.wait()
         store = app.extensions["pneumo"].store
-        state = store.send_state(rid)
+        state = store.sends.state(rid)
         assert state.state == "failed" and state.attempts == 1
         assert "could not be reached" in state.last_error
         page = client.get(f"/results/{rid}").data.decode()
@@ -408,29 +408,29 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
 
         # a new app process (restart) finds the failed send and retries it: still down
         create_app(config).extensions["pneumo"].sender.wait()
-        assert store.send_state(rid).attempts == 2
+        assert store.sends.state(rid).attempts == 2
 
         client.get(f"/results/{rid}")  # too soon after the last attempt: no retry
         sender.wait()
-        assert store.send_state(rid).attempts == 2
+        assert store.sends.state(rid).attempts == 2
         # the wait doubles with each failure: 2 s after the first, 4 s after the second
-        state = store.send_state(rid)
+        state = store.sends.state(rid)
         assert 3.9 <= state.next_attempt - state.updated <= 4.1
         time.sleep(2.1)  # past DICOMWEB_RETRY_AFTER but not past the back-off: no retry
         client.get(f"/results/{rid}")
         sender.wait()
-        assert store.send_state(rid).attempts == 2
+        assert store.sends.state(rid).attempts == 2
         time.sleep(max(0.0, state.next_attempt - time.time()) + 0.1)
         client.get(f"/results/{rid}")  # due now: the page view retries (still down)
         sender.wait()
-        assert store.send_state(rid).attempts == 3
+        assert store.sends.state(rid).attempts == 3
 
         orthanc.start()  # the PACS is back
-        state = store.send_state(rid)
+        state = store.sends.state(rid)
         time.sleep(max(0.0, state.next_attempt - time.time()) + 0.1)
         client.get(f"/results/{rid}")
         sender.wait()
-        state = store.send_state(rid)
+        state = store.sends.state(rid)
         assert state.state == "sent" and state.attempts == 4 and state.last_error is None
         study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
         assert len(orthanc.segs_in_study(study)) == 1
@@ -445,7 +445,7 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         assert cli.main(["pacs", "send", "--result", rid]) == 0
         assert f"{rid}: sent" in capsys.readouterr().out
         assert cli.main(["pacs", "retry"]) == 0
-        assert store.send_state(rid).attempts == 5
+        assert store.sends.state(rid).attempts == 5
         assert len(orthanc.segs_in_study(study)) == 1  # resends replace, never duplicate
     finally:
         orthanc.stop()
@@ -462,8 +462,8 @@ def _related(*parts: bytes, boundary: str | None = None) -> tuple[bytes, str]:
 
 @pytest.fixture()
 def token_client(app):
-    app.extensions["pneumo"].store.create_user("pacs", "a-long-password-1")
-    token = app.extensions["pneumo"].store.create_token("pacs")
+    app.extensions["pneumo"].store.accounts.create("pacs", "a-long-password-1")
+    token = app.extensions["pneumo"].store.accounts.create_token("pacs")
     return app.test_client(), {"Authorization": f"Bearer {token}"}
 
 

@@ -37,16 +37,17 @@ def test_stored_studies_are_read_again_and_kept_beside_the_first(app, tiny_model
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     assert counts == {**counts, "studies": 3, "read": 2, "no_verdict": 1}
     for rid in ids[:2]:
-        row, reads = store.get_any(rid), store.reads(rid)
+        row, reads = store.results.get_any(rid), store.reads.for_result(rid)
         assert len(reads) == 1 and reads[0].error is None
         assert reads[0].model.startswith(row.model.split(" (")[0])
         assert abs(reads[0].probability - row.probability) < 1e-5  # same model, same number
         assert reads[0].positive == row.positive and reads[0].rle == row.rle
-    assert "gone" in store.reads(ids[2])[0].error
+    assert "gone" in store.reads.for_result(ids[2])[0].error
     again = subprocess.run([sys.executable, "-m", "app.cli", "reread", "--since", today,
                             "--until", today, "--model", str(tiny_model_folder)],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and len(store.reads(ids[0])) == 1  # replaced, not doubled
+    assert again.returncode == 0
+    assert len(store.reads.for_result(ids[0])) == 1  # replaced, not doubled
     none = subprocess.run([sys.executable, "-m", "app.cli", "reread", "--since", "2001-01-01",
                            "--until", "2001-01-02"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)

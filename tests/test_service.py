@@ -29,14 +29,14 @@ def test_one_service_turns_every_failure_into_a_refusal(app, analyser, positive_
     analyser.on_result(lambda row: seen.append(row.id))
     analyser.on_result(lambda row: 1 / 0)  # a broken hook never loses a stored result
 
-    real_stage = store.stage
+    real_stage = store.results.stage
 
     def stage(result_id):
         calls["stage"] += 1
         if calls["stage"] == 2:
             raise OSError(28, "No space left on device")
         return real_stage(result_id)
-    monkeypatch.setattr(store, "stage", stage)
+    monkeypatch.setattr(store.results, "stage", stage)
 
     def fetch_fails():
         raise PacsError("The PACS at http://pacs could not be reached (is it running?).")
@@ -50,8 +50,8 @@ def test_one_service_turns_every_failure_into_a_refusal(app, analyser, positive_
                      ("last.dcm", "stored")]
     assert [e.status for e in outcome.errors] == [415, 503, 502]
     assert seen == [row.id for _, row in outcome.results]
-    assert outcome.batch and store.get_batch(outcome.batch, "session:test")["files"] == 5
-    assert all(store.get(row.id, "session:test") for _, row in outcome.results)
+    assert outcome.batch and store.batches.get(outcome.batch, "session:test")["files"] == 5
+    assert all(store.results.get(row.id, "session:test") for _, row in outcome.results)
 
     # anything unexpected: a 500 refusal for that file alone, logged without its content
     def predictor_breaks():
@@ -79,7 +79,7 @@ def test_stow_refuses_an_instance_on_a_full_disk_with_out_of_resources(app, posi
 
     def full(result_id):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(store, "stage", full)
+    monkeypatch.setattr(store.results, "stage", full)
     data = positive_dicom.read_bytes()
     with app.test_request_context():
         ((header, row, failure),) = dicomweb.store_instances([("application/dicom", data)],
@@ -96,19 +96,19 @@ def test_store_hands_out_bytes_and_keeps_files_whole(app, client, positive_dicom
         "files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")],
         "csrf_token": _csrf(client)})
     rid = resp.headers["Location"].rsplit("/", 1)[-1]
-    row = store.get_any(rid)
-    assert store.read_file(rid, "source.dcm") == positive_dicom.read_bytes()
-    assert store.read_file(rid, "overlay.png") is None  # rendered on first request only
-    png = renditions.artefact(store, row, "overlay.png")
-    assert png.startswith(b"\x89PNG") and store.read_file(rid, "overlay.png") == png
-    seg = renditions.seg_dataset(store, row)  # the SEG travels as a dataset, not as bytes
+    row = store.results.get_any(rid)
+    assert store.results.read_file(rid, "source.dcm") == positive_dicom.read_bytes()
+    assert store.results.read_file(rid, "overlay.png") is None  # rendered on first request only
+    png = renditions.artefact(store.results, row, "overlay.png")
+    assert png.startswith(b"\x89PNG") and store.results.read_file(rid, "overlay.png") == png
+    seg = renditions.seg_dataset(store.results, row)  # the SEG travels as a dataset, not as bytes
     assert seg.Modality == "SEG" and str(seg.SOPInstanceUID).startswith("2.25.")
     files = LocalFiles(store.root)
     for bad in ("../pneumo.sqlite3", "a/b", ".hidden", ""):
         with pytest.raises(ValueError):
             files.read(rid, bad)
-    assert store.delete(rid, row.owner) and store.read_file(rid, "source.dcm") is None
-    assert not store.add_file(rid, "overlay.png", png)  # a late render cannot revive it
+    assert store.delete(rid, row.owner) and store.results.read_file(rid, "source.dcm") is None
+    assert not store.results.add_file(rid, "overlay.png", png)  # a late render cannot revive it
 
 
 def _csrf(client):
@@ -209,11 +209,11 @@ def test_a_batch_interrupted_midway_keeps_its_page_and_no_folder_lacks_a_row(
     items = [Item("a.dcm", positive_dicom.read_bytes()), Item("b.dcm", killed)]
     with pytest.raises(SystemExit):
         analyser.analyse_many(items, "owner-x", as_batch=True)
-    batches = store.list("owner-x")
+    batches = store.results.list("owner-x")
     assert len(batches) == 1 and batches[0].batch
-    assert store.get_batch(batches[0].batch, "owner-x")["files"] == 2
+    assert store.batches.get(batches[0].batch, "owner-x")["files"] == 2
     # files published without their row (killed between the two), an hour ago
-    staged = store.stage("0" * 22)
+    staged = store.results.stage("0" * 22)
     with open(os.path.join(staged.folder, "image.png"), "wb") as f:
         f.write(b"\x89PNG")
     store.files.publish(staged)

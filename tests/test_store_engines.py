@@ -44,59 +44,59 @@ def _row(owner: str = "user:1", created: float | None = None, **changes) -> Resu
 
 
 def _commit(store: Store, row: ResultRow, payload: bytes = b"pixels") -> None:
-    staged = store.stage(row.id)
+    staged = store.results.stage(row.id)
     staged.put("source.dcm", payload)
-    store.commit(row, staged)
+    store.results.commit(row, staged)
 
 
 def test_results_accounts_sessions_and_counters_behave_alike(store):
     row = _row(created=1_764_000_000.123456)
     _commit(store, row)
-    got = store.get(row.id, row.owner)
+    got = store.results.get(row.id, row.owner)
     assert got == row  # every field, the full float precision of times and probabilities
-    assert store.get(row.id, "user:2") is None
-    assert store.read_file(row.id, "source.dcm") == b"pixels"
+    assert store.results.get(row.id, "user:2") is None
+    assert store.results.read_file(row.id, "source.dcm") == b"pixels"
     other = _row(probability=0.95)
     _commit(store, other)
-    assert [r.id for r in store.list("user:1", sort="probability")] == [other.id, row.id]
-    assert [r.id for r in store.between(1_764_000_000, 1_764_000_001)] == [row.id]
+    assert [r.id for r in store.results.list("user:1", sort="probability")] == [other.id, row.id]
+    assert [r.id for r in store.results.between(1_764_000_000, 1_764_000_001)] == [row.id]
 
-    uid = store.create_user("alice", "correct horse battery")
+    uid = store.accounts.create("alice", "correct horse battery")
     with pytest.raises(ValueError, match="already exists"):
-        store.create_user("alice", "another long password")
-    assert store.authenticate("alice", "correct horse battery") == uid
-    assert store.authenticate("alice", "wrong password here") is None
-    assert store.user_for_token(store.create_token("alice")) == uid
-    session = store.open_session(f"user:{uid}")
-    assert store.session_active(session, f"user:{uid}", 60)
-    store.close_session(session)
-    assert not store.session_active(session, f"user:{uid}", 60)
+        store.accounts.create("alice", "another long password")
+    assert store.accounts.authenticate("alice", "correct horse battery") == uid
+    assert store.accounts.authenticate("alice", "wrong password here") is None
+    assert store.accounts.user_for_token(store.accounts.create_token("alice")) == uid
+    session = store.sessions.open(f"user:{uid}")
+    assert store.sessions.active(session, f"user:{uid}", 60)
+    store.sessions.close(session)
+    assert not store.sessions.active(session, f"user:{uid}", 60)
 
-    assert [store.count_hit("k", 60) for _ in range(3)] == [1, 2, 3]
-    assert store.count_hit("short", 0.05) == 1
+    assert [store.counters.hit("k", 60) for _ in range(3)] == [1, 2, 3]
+    assert store.counters.hit("short", 0.05) == 1
     time.sleep(0.1)
-    assert store.count_hit("short", 0.05) == 1  # a new window
+    assert store.counters.hit("short", 0.05) == 1  # a new window
 
-    store.add_read(ReadRow(row.id, "other (v4)", time.time(), 0.4, False, 0.5, 0, "-1"))
-    store.add_read(ReadRow(row.id, "other (v4)", time.time(), 0.6, True, 0.5, 7, "1 7"))
-    assert [(r.model, r.probability, r.positive) for r in store.reads(row.id)] == \
+    store.reads.add(ReadRow(row.id, "other (v4)", time.time(), 0.4, False, 0.5, 0, "-1"))
+    store.reads.add(ReadRow(row.id, "other (v4)", time.time(), 0.6, True, 0.5, 7, "1 7"))
+    assert [(r.model, r.probability, r.positive) for r in store.reads.for_result(row.id)] == \
         [("other (v4)", 0.6, True)]  # the same model's later read replaces the earlier
     assert store.delete(row.id, row.owner)
-    assert store.get(row.id, row.owner) is None and store.reads(row.id) == []
-    assert store.read_file(row.id, "source.dcm") is None
+    assert store.results.get(row.id, row.owner) is None and store.reads.for_result(row.id) == []
+    assert store.results.read_file(row.id, "source.dcm") is None
 
 
 def test_send_queue_hands_each_send_to_one_worker(store):
     rows = [_row() for _ in range(30)]
     for row in rows:
         _commit(store, row)
-        store.queue_send(row.id, row.owner)
+        store.sends.queue(row.id, row.owner)
     claimed: list[str] = []
     lock = threading.Lock()
 
     def worker():
         while True:
-            got = store.claim_due_sends(3, stale_after_s=600)
+            got = store.sends.claim_due(3, stale_after_s=600)
             if not got:
                 return
             with lock:
@@ -108,27 +108,49 @@ def test_send_queue_hands_each_send_to_one_worker(store):
     for t in threads:
         t.join(60)
     assert sorted(claimed) == sorted(r.id for r in rows)  # each once, none lost
-    assert all(store.send_state(r.id).state == "sending" for r in rows)
+    assert all(store.sends.state(r.id).state == "sending" for r in rows)
 
 
 def test_a_failed_send_backs_off_and_the_wait_is_kept_in_the_queue(store):
     row = _row()
     _commit(store, row)
-    store.queue_send(row.id, row.owner)
-    assert store.claim_due_sends(5, 600) == [(row.id, row.owner)]
+    store.sends.queue(row.id, row.owner)
+    assert store.sends.claim_due(5, 600) == [(row.id, row.owner)]
     before = time.time()
-    store.finish_send(row.id, "PACS refused", None, retry_after_s=60)
-    state = store.send_state(row.id)
+    store.sends.finish(row.id, "PACS refused", None, retry_after_s=60)
+    state = store.sends.state(row.id)
     assert state.state == "failed" and state.attempts == 1
     assert before + 59 <= state.next_attempt <= time.time() + 61
-    assert store.claim_due_sends(5, 600) == []  # not due yet, whoever asks
-    store.finish_send(row.id, "PACS refused again", None, retry_after_s=60)
-    state = store.send_state(row.id)
+    assert store.sends.claim_due(5, 600) == []  # not due yet, whoever asks
+    store.sends.finish(row.id, "PACS refused again", None, retry_after_s=60)
+    state = store.sends.state(row.id)
     assert state.attempts == 2 and state.next_attempt >= before + 119  # doubled
-    store.queue_send(row.id, row.owner)  # Retry now
-    assert store.claim_due_sends(5, 600) == [(row.id, row.owner)]
-    store.finish_send(row.id, None, "1.2.3")
-    assert store.send_state(row.id).state == "sent"
+    store.sends.queue(row.id, row.owner)  # Retry now
+    assert store.sends.claim_due(5, 600) == [(row.id, row.owner)]
+    store.sends.finish(row.id, None, "1.2.3")
+    assert store.sends.state(row.id).state == "sent"
+
+
+def test_the_rate_limiter_counts_through_the_stores_counters(store, tmp_path):
+    from limits.storage import storage_from_string
+
+    from app.store import ratelimits
+    from app import create_app
+    uri = ratelimits.storage_uri(store)
+    limiter_storage = storage_from_string(uri, counters=store.counters)  # the app's options
+    assert limiter_storage.counters is store.counters  # the store's own, not a second pool
+    assert [limiter_storage.incr("login/1.2.3.4", 60) for _ in range(2)] == [1, 2]
+    assert store.counters.get("login/1.2.3.4")[0] == 2 and limiter_storage.check()
+    app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATA_DIR": str(tmp_path / "a"),
+                      "PREDICTOR": object()})
+    options = app.config["RATELIMIT_STORAGE_OPTIONS"]
+    assert options["counters"] is app.extensions["pneumo"].store.counters
+    # a process that made no store of its own counts in the same table of the same database
+    elsewhere = storage_from_string(uri)
+    assert elsewhere.counters is not store.counters
+    assert elsewhere.incr("login/1.2.3.4", 60) == 3 and elsewhere.get_expiry("login/1.2.3.4") > 0
+    limiter_storage.clear("login/1.2.3.4")
+    assert store.counters.get("login/1.2.3.4")[0] == 0
 
 
 def _counts(connect) -> dict[str, int]:
@@ -144,7 +166,7 @@ def test_a_database_made_by_the_last_release_upgrades_without_losing_a_row(tmp_p
     assert before["results"] == 3 and before["users"] == 2 and before["pacs_sends"] == 1
     store = Store(data)
     store.init()
-    with store._connect() as db:
+    with store.db._connect() as db:
         assert migrations.version(db) == migrations.HEAD
         assert _counts(lambda sql: db.scalar(sql)) == before
     with sqlite3.connect(data / "pneumo.sqlite3") as db:
@@ -152,21 +174,21 @@ def test_a_database_made_by_the_last_release_upgrades_without_losing_a_row(tmp_p
         new_rows = db.execute(f"SELECT {', '.join(columns[:len(old_rows[0])])} FROM results "
                               "ORDER BY id").fetchall()
     assert new_rows == old_rows  # every value as it was
-    uid = store.authenticate("alice", "correct horse battery")
+    uid = store.accounts.authenticate("alice", "correct horse battery")
     assert uid is not None
-    results = store.list(f"user:{uid}")
-    assert len(results) == 3 and store.read_file(results[0].id, "mask_rle.txt") == b"-1\n"
-    assert store.send_state("release1result01xxxxxxxxxx").last_error == "PACS down"
+    results = store.results.list(f"user:{uid}")
+    assert len(results) == 3 and store.results.read_file(results[0].id, "mask_rle.txt") == b"-1\n"
+    assert store.sends.state("release1result01xxxxxxxxxx").last_error == "PACS down"
     store.init()  # a second start changes nothing
-    with store._connect() as db:
+    with store.db._connect() as db:
         assert _counts(lambda sql: db.scalar(sql)) == before
 
 
 def test_postgres_upgrades_from_version_1_without_losing_a_row(postgres, tmp_path):
     url = postgres.new_database()
     store = Store(tmp_path / "data", url)
-    assert store.create_schema(target=1) == 1
-    with sqlite3.connect(RELEASE_1 / "pneumo.sqlite3") as src, store._connect() as db:
+    assert store.db.create_schema(target=1) == 1
+    with sqlite3.connect(RELEASE_1 / "pneumo.sqlite3") as src, store.db._connect() as db:
         src.row_factory = sqlite3.Row
         for table in TABLES:
             for r in src.execute(f"SELECT * FROM {table}"):
@@ -174,15 +196,15 @@ def test_postgres_upgrades_from_version_1_without_losing_a_row(postgres, tmp_pat
                 db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES "
                            f"({', '.join(':' + n for n in names)})", dict(r))
         before = _counts(lambda sql: db.scalar(sql))
-    assert store.create_schema() == migrations.HEAD
-    with store._connect() as db:
+    assert store.db.create_schema() == migrations.HEAD
+    with store.db._connect() as db:
         assert _counts(lambda sql: db.scalar(sql)) == before
-    assert store.authenticate("alice", "correct horse battery") is not None
-    assert store.send_state("release1result01xxxxxxxxxx").state == "failed"
+    assert store.accounts.authenticate("alice", "correct horse battery") is not None
+    assert store.sends.state("release1result01xxxxxxxxxx").state == "failed"
 
 
 def test_migrations_make_every_result_field(store):
-    with store._connect() as db:
+    with store.db._connect() as db:
         assert migrations._columns(db, "results") == {f.name for f in FIELDS}
         assert migrations.version(db) == migrations.HEAD
 
@@ -203,7 +225,7 @@ def test_nodes_starting_together_upgrade_once(postgres, tmp_path):
     for t in threads:
         t.join(60)
     assert not errors
-    with Store(tmp_path / "node0", url)._connect() as db:
+    with Store(tmp_path / "node0", url).db._connect() as db:
         assert [r["version"] for r in db.all("SELECT version FROM schema_version ORDER BY 1")] \
             == [m.version for m in migrations.MIGRATIONS]
 
@@ -214,21 +236,21 @@ def test_blob_store_keeps_files_and_purge_sweeps_files_without_a_row(tmp_path):
     store.init()
     row = _row()
     _commit(store, row, b"\x00dicom bytes")
-    assert store.read_file(row.id, "source.dcm") == b"\x00dicom bytes"
-    assert store.add_file(row.id, "overlay.png", b"png")
-    assert store.has_file(row.id, "overlay.png")
-    assert not store.add_file("gone" + "x" * 20, "overlay.png", b"png")
+    assert store.results.read_file(row.id, "source.dcm") == b"\x00dicom bytes"
+    assert store.results.add_file(row.id, "overlay.png", b"png")
+    assert store.results.has_file(row.id, "overlay.png")
+    assert not store.results.add_file("gone" + "x" * 20, "overlay.png", b"png")
     assert not (tmp_path / "data" / "results" / row.id).exists()  # not on the local disk
-    orphan = store.stage("orphan" + "x" * 20)  # a node died before inserting its row
+    orphan = store.results.stage("orphan" + "x" * 20)  # a node died before inserting its row
     orphan.put("source.dcm", b"half an upload")
     store.purge(older_than_days=1)
-    assert store.has_file(orphan.result_id, "source.dcm")  # recent: may be mid-upload
+    assert store.results.has_file(orphan.result_id, "source.dcm")  # recent: may be mid-upload
     fs = store.files.fs
     for info in fs.ls(f"{store.files.results_dir}/{orphan.result_id}", detail=True):
         fs.store[info["name"]].created -= datetime.timedelta(hours=2)  # age it
-    assert store.files.remove_orphans(set(store.all_ids())) == 1
-    assert not store.has_file(orphan.result_id, "source.dcm")
-    assert store.read_file(row.id, "source.dcm") == b"\x00dicom bytes"  # a kept result
+    assert store.files.remove_orphans(set(store.results.all_ids())) == 1
+    assert not store.results.has_file(orphan.result_id, "source.dcm")
+    assert store.results.read_file(row.id, "source.dcm") == b"\x00dicom bytes"  # a kept result
     assert store.health() is None and store.free_bytes() is None
     fs.rm(store.files._marker)  # the store lost (a wrong bucket, a wiped prefix): said
     assert "blob store cannot be read" in store.health()
@@ -254,8 +276,8 @@ def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
         client = app.test_client()
         data = positive_dicom.read_bytes()
         store = app.extensions["pneumo"].store
-        store.create_user("alice", "correct horse battery")
-        auth = {"Authorization": f"Bearer {store.create_token('alice')}"}
+        store.accounts.create("alice", "correct horse battery")
+        auth = {"Authorization": f"Bearer {store.accounts.create_token('alice')}"}
 
         def upload():
             return client.post("/api/v1/predictions", headers=auth,

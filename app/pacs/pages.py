@@ -21,7 +21,7 @@ bp = Blueprint("pacs", __name__)
 def init_app(app, services) -> None:
     """Register the pages and their template helpers; in a web worker that sends, resume
     the sends a previous process left unfinished."""
-    app.jinja_env.globals["pacs_send_state"] = services.store.send_state
+    app.jinja_env.globals["pacs_send_state"] = services.store.sends.state
     app.jinja_env.globals["pacs_configured"] = services.settings.pacs.configured
     app.register_blueprint(bp)
     services.resume_sends()
@@ -44,16 +44,16 @@ def _retry_on_view():
     """Viewing a result whose send failed (or never finished) retries it in the background."""
     if request.endpoint != "views.result" or not _settings().configured:
         return None
-    state = store().send_state((request.view_args or {}).get("result_id", ""))
+    state = store().sends.state((request.view_args or {}).get("result_id", ""))
     if due(state, _settings(), time.time()):
-        row = store().get(state.result_id, current_scope())
+        row = store().results.get(state.result_id, current_scope())
         if row is not None:
             _sender().queue(row)
     return None
 
 
 def _own_dicom_result(result_id: str) -> ResultRow:
-    row = store().get(result_id, current_scope())
+    row = store().results.get(result_id, current_scope())
     if row is None:
         abort(404)
     if row.source_format != "DICOM":
@@ -85,7 +85,7 @@ def send(result_id: str):
 def send_state(result_id: str):
     """The send state as JSON (the result page polls it while a send is under way)."""
     row = _own_dicom_result(result_id)
-    state = store().send_state(row.id)
+    state = store().sends.state(row.id)
     return jsonify(state.to_dict() if state else {"state": "not sent"})
 
 

@@ -42,8 +42,8 @@ def send_result(store: Store, settings: PacsSettings, row: ResultRow) -> SendSta
     """
     if row.source_format != "DICOM":
         raise PacsError("Only DICOM results have a DICOM Segmentation to send.")
-    if not store.claim_send(row.id, row.owner, STALE_SENDING_S):
-        return store.send_state(row.id)
+    if not store.sends.claim(row.id, row.owner, STALE_SENDING_S):
+        return store.sends.state(row.id)
     return _send_claimed(store, settings, row)
 
 
@@ -51,7 +51,7 @@ def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendS
     """Send a result whose send this process has claimed; record the outcome."""
     error, seg_uid = None, None
     try:
-        objects = renditions.dicom_objects(store, row, settings.objects)
+        objects = renditions.dicom_objects(store.results, row, settings.objects)
         seg_uid = next((str(ds.SOPInstanceUID) for ds in objects if ds.Modality == "SEG"), None)
         store_objects(settings, objects)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
@@ -60,10 +60,10 @@ def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendS
     else:
         log.info("result %s: %s stored on the PACS", row.id,
                  ", ".join(k.upper() for k in settings.objects))
-    store.finish_send(row.id, error, seg_uid, settings.retry_after_s)
-    store.record("pacs-sender", "send", row.id, None, row.team_id,
-                 "sent" if error is None else "failed")
-    return store.send_state(row.id)
+    store.sends.finish(row.id, error, seg_uid, settings.retry_after_s)
+    store.audit.record("pacs-sender", "send", row.id, None, row.team_id,
+                       "sent" if error is None else "failed")
+    return store.sends.state(row.id)
 
 
 def due(state: SendState | None, settings: PacsSettings, now: float) -> bool:
@@ -80,9 +80,9 @@ def due(state: SendState | None, settings: PacsSettings, now: float) -> bool:
 
 def drain(store: Store, settings: PacsSettings, limit: int = 20) -> int:
     """Claim up to ``limit`` due sends and send them; returns how many were tried."""
-    claimed = store.claim_due_sends(limit, STALE_SENDING_S)
+    claimed = store.sends.claim_due(limit, STALE_SENDING_S)
     for result_id, owner in claimed:
-        row = store.get(result_id, owner)
+        row = store.results.get(result_id, owner)
         if row is None:  # deleted meanwhile
             continue
         _send_claimed(store, settings, row)
@@ -131,7 +131,7 @@ class Sender:
     def queue(self, row: ResultRow) -> None:
         """Record that ``row`` must be sent now; in ``web`` mode, send it on the
         background thread."""
-        self.store.queue_send(row.id, row.owner)
+        self.store.sends.queue(row.id, row.owner)
         if self.mode != "web":
             return
         with self._lock:
@@ -140,7 +140,7 @@ class Sender:
             self._pool.submit(self._run, row.id, row.owner)
 
     def _run(self, result_id: str, owner: str) -> None:
-        row = self.store.get(result_id, owner)
+        row = self.store.results.get(result_id, owner)
         if row is not None:
             send_result(self.store, self.settings, row)
 
@@ -152,7 +152,7 @@ class Sender:
 
     def unfinished(self) -> list[tuple[str, str]]:
         """``(result_id, owner)`` of the sends not yet done, oldest first."""
-        return self.store.unfinished_sends(STALE_SENDING_S)
+        return self.store.sends.unfinished(STALE_SENDING_S)
 
     def resume(self) -> int:
         """Queue every unfinished send (at start-up, ``web`` mode); returns how many."""
@@ -160,7 +160,7 @@ class Sender:
             return 0
         pending = self.unfinished()
         for result_id, owner in pending:
-            row = self.store.get(result_id, owner)
+            row = self.store.results.get(result_id, owner)
             if row is not None:
                 self.queue(row)
         return len(pending)

@@ -181,6 +181,11 @@ class Database:
         self.damaged: str | None = None
 
     @property
+    def path(self) -> Path | None:
+        """The SQLite file (``None`` for a server database)."""
+        return self._db_path
+
+    @property
     def is_sqlite(self) -> bool:
         """True for the embedded SQLite file (one machine)."""
         return self.dialect == "sqlite"
@@ -301,3 +306,20 @@ class Database:
         except (StoreProblem, OSError, sa_exc.SQLAlchemyError) as exc:
             return str(exc)
         return None
+
+
+class Repository:
+    """One room of the store: the queries over one kind of record, on the database it
+    shares with the other rooms (:class:`app.store.repository.Store` holds one of each)."""
+
+    def __init__(self, db: Database):
+        self._db = db
+
+    def _connect(self, write: bool = True) -> contextlib.AbstractContextManager[Tx]:
+        """One transaction on the shared database (:meth:`Database._connect`)."""
+        return self._db._connect(write)
+
+    def _one(self, sql: str, args: Mapping[str, Any]) -> RowMapping | None:
+        """The first row of a query that only reads, or ``None``."""
+        with self._connect(write=False) as db:
+            return db.one(sql, args)

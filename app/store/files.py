@@ -5,7 +5,7 @@ what is rendered from them), kept in a folder per result.
 rest of the app sees only its methods, which take and give bytes (never
 paths), so another backend (object storage, a shared file system through
 fsspec) is one more class with the same methods, chosen in
-:meth:`app.store.repository.Store.open`.
+:func:`open_files` (the store's ``files``).
 
 A result becomes visible only when its folder is complete: files are written
 to ``tmp/<id>`` and renamed into ``results/<id>`` before the database row is

@@ -4,30 +4,34 @@ so a limit means what it says however many workers serve.
 
 ``RATELIMIT_STORAGE_URI = "pneumo-store://<data folder>?database=<database URL>"`` (the
 app factory sets it from the store) selects this storage; the counters are fixed windows
-kept in the store's ``rate_counters`` table (:meth:`app.store.repository.Store.count_hit`),
-in the SQLite file or the shared PostgreSQL database.
+kept in the store's ``rate_counters`` table (:class:`app.store.counters.Counters`), in the
+SQLite file or the shared PostgreSQL database.
+
+``limits`` makes the storage from the URI plus ``RATELIMIT_STORAGE_OPTIONS``: the app
+factory passes the store's own counters there (``counters=``), so the limiter counts
+through them (and the store's connection pool), not a second pool. Without that option
+the URI's database is opened on its own (the same table, counted together).
 """
 from __future__ import annotations
 
-import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from limits.storage import Storage
 
-from app.store.database import StoreProblem
-from app.store.repository import Store
+from app.store.counters import Counters
+from app.store.database import DATABASE_NAME, Database, StoreProblem, sqlite_url
+
+if TYPE_CHECKING:
+    from app.store.repository import Store
 
 SCHEME = "pneumo-store"
 
-#: The stores the app factory made in this process, by database URL: the limiter counts
-#: through the app's own store (and its connection pool) rather than a second one.
-_STORES: "weakref.WeakValueDictionary[str, Store]" = weakref.WeakValueDictionary()
-
-
-def storage_uri(store: Store) -> str:
-    """The storage URI of ``store``'s counters (the store is shared with the limiter)."""
-    _STORES[store.url] = store
-    return f"{SCHEME}://{quote(str(store.root))}?database={quote(store.url, safe='')}"
+def storage_uri(store: "Store") -> str:
+    """The storage URI of ``store``'s counters (pass ``counters=store.counters`` in the
+    storage options to count through the store's own pool)."""
+    return f"{SCHEME}://{quote(str(store.root))}?database={quote(store.db.url, safe='')}"
 
 
 class StoreCounters(Storage):
@@ -35,10 +39,12 @@ class StoreCounters(Storage):
 
     STORAGE_SCHEME = [SCHEME]
 
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
+                 counters: Counters | None = None, **options):
         parts = urlsplit(uri or "")
-        database = parse_qs(parts.query).get("database", [None])[0]
-        self.store = _STORES.get(database) or Store(unquote(parts.netloc + parts.path), database)
+        database = parse_qs(parts.query).get("database", [None])[0] \
+            or sqlite_url(Path(unquote(parts.netloc + parts.path)) / DATABASE_NAME)
+        self.counters = counters or Counters(Database(database))
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
@@ -46,24 +52,24 @@ class StoreCounters(Storage):
         return (StoreProblem, OSError)
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        return self.store.count_hit(key, float(expiry), amount)
+        return self.counters.hit(key, float(expiry), amount)
 
     def get(self, key: str) -> int:
-        return self.store.counter(key)[0]
+        return self.counters.get(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        return self.store.counter(key)[1]  # (0, now) when no window runs
+        return self.counters.get(key)[1]  # (0, now) when no window runs
 
     def check(self) -> bool:
         try:
-            self.store.counter("health")
+            self.counters.get("health")
         except (StoreProblem, OSError):
             return False
         return True
 
     def reset(self) -> int | None:
-        self.store.clear_counters()
+        self.counters.clear()
         return None
 
     def clear(self, key: str) -> None:
-        self.store.clear_counters(key)
+        self.counters.clear(key)

@@ -247,11 +247,6 @@ class Review:
                 "corrected_mask": self.corrected_rle is not None}
 
 
-#: Every action the audit trail records.
-AUDIT_ACTIONS = ("view", "view_identifiers", "download", "send_request", "send", "delete",
-                 "review", "purge")
-
-
 @dataclass(frozen=True)
 class AuditEvent:
     """One access to patient data: who, when, which result, from where. Never a patient

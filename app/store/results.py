@@ -1,0 +1,113 @@
+"""Results: a row each in the database, their files beside (:mod:`app.store.files`)."""
+from __future__ import annotations
+
+from app.store.database import Database, Repository, StoreFull
+from app.store.files import BlobFiles, LocalFiles, Staged
+from app.store.records import FIELDS, ResultRow, Scope, valid_id
+from app.store.rows import from_sql, to_sql, visible
+
+
+class Results(Repository):
+    """Writing, reading and listing results; their files go in and out as bytes."""
+
+    def __init__(self, db: Database, files: LocalFiles | BlobFiles, reserve_bytes: int = 0):
+        super().__init__(db)
+        self._files = files
+        #: Free space on the files' disk that new results and cached renditions leave alone,
+        #: so the database (its WAL and shared-memory files) can always grow: reading,
+        #: logging in, reviewing and deleting keep working when uploads have filled the disk.
+        self.reserve_bytes = reserve_bytes
+
+    def _check_reserve(self, what: str) -> None:
+        """Raise :class:`StoreFull` when writing ``what`` would eat into the reserve."""
+        free = self._files.free_bytes()
+        if free is not None and free < self.reserve_bytes:
+            raise StoreFull(f"{free / 2**20:.0f} MB free, under the "
+                            f"{self.reserve_bytes / 2**20:.0f} MB kept for the database; "
+                            f"{what} not written")
+
+    # -- writing ------------------------------------------------------------------
+
+    def stage(self, result_id: str) -> Staged:
+        """Where a new result's files are written before :meth:`commit` (:class:`StoreFull`
+        when the disk is down to its reserve)."""
+        self._check_reserve("a new result")
+        return self._files.stage(result_id)
+
+    def commit(self, row: ResultRow, staged: Staged) -> None:
+        """Publish a complete staged result, then insert its row."""
+        self._files.publish(staged)
+        values = to_sql(row)
+        try:
+            with self._connect() as db:
+                if values["team_id"] is None and row.owner.startswith("user:"):
+                    values["team_id"] = db.scalar(
+                        "SELECT team_id FROM users WHERE 'user:' || CAST(id AS TEXT) = :o",
+                        {"o": row.owner})
+                db.execute(f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
+                           f"VALUES ({', '.join(':' + f.name for f in FIELDS)})", values)
+        except Exception:
+            self._files.delete(row.id)
+            raise
+
+    def discard(self, staged: Staged) -> None:
+        """Drop the staged files of a failed upload."""
+        self._files.discard(staged)
+
+    def add_file(self, result_id: str, name: str, data: bytes) -> bool:
+        """Keep a file rendered from a result's own files; ``False`` if the result is gone,
+        :class:`StoreFull` when the disk is down to its reserve (serve it uncached)."""
+        self._check_reserve("a rendition")
+        return self._files.add(result_id, name, data)
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, result_id: str, owner: "str | Scope | None") -> ResultRow | None:
+        """The result if it exists and ``owner`` may read it (its own, or its team's for a
+        team :class:`Scope`; ``None``: whoever owns it); else ``None``."""
+        if not valid_id(result_id):
+            return None
+        where, args = visible(owner)
+        r = self._one(f"SELECT * FROM results WHERE id = :id AND {where}",
+                      {"id": result_id, **args})
+        return from_sql(r) if r else None
+
+    def get_any(self, result_id: str) -> ResultRow | None:
+        """A result whoever owns it (the operator's commands), else ``None``."""
+        return self.get(result_id, None)
+
+    def list(self, owner: "str | Scope", sort: str = "newest", limit: int = 200,
+             batch: str | None = None) -> list[ResultRow]:
+        """The results ``owner`` may read (of one batch, if given): newest first, by
+        probability (triage), or in upload order (``sort="upload"``)."""
+        order = {"probability": "probability DESC, created DESC",
+                 "upload": "created ASC"}.get(sort, "created DESC")
+        where, args = visible(owner)
+        args["limit"] = limit
+        if batch is not None:
+            where, args["batch"] = where + " AND batch = :batch", batch
+        with self._connect(write=False) as db:
+            rows = db.all(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT :limit",
+                          args)
+        return [from_sql(r) for r in rows]
+
+    def all_ids(self) -> list[str]:
+        """Every stored result id."""
+        with self._connect(write=False) as db:
+            return [r["id"] for r in db.all("SELECT id FROM results")]
+
+    def between(self, since: float, until: float) -> list[ResultRow]:
+        """Every result uploaded in ``[since, until)``, whoever owns it, oldest first
+        (the operator's re-reads)."""
+        with self._connect(write=False) as db:
+            rows = db.all("SELECT * FROM results WHERE created >= :since AND created < :until "
+                          "ORDER BY created", {"since": since, "until": until})
+        return [from_sql(r) for r in rows]
+
+    def read_file(self, result_id: str, name: str) -> bytes | None:
+        """One file of a result, or ``None``."""
+        return self._files.read(result_id, name)
+
+    def has_file(self, result_id: str, name: str) -> bool:
+        """True when the result has the file."""
+        return self._files.exists(result_id, name)
