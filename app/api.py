@@ -6,7 +6,7 @@ from flask import (Blueprint, abort, g, jsonify, redirect, render_template, requ
 from swagger_ui_bundle import swagger_ui_path
 
 from app.context import analyser, csrf_token as session_csrf_token, current_owner, \
-    current_scope, limiter, store, upload_limit
+    current_scope, limiter, readable_result, store, upload_limit
 from app.openapi import OPENAPI
 from app.service import uploaded_items
 
@@ -87,9 +87,7 @@ def list_predictions():
 @bp.get("/predictions/<result_id>")
 def get_prediction(result_id: str):
     """GET /api/v1/predictions/<id>: one of the caller's results."""
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404, description="No such prediction.")
+    row = readable_result(result_id, missing="No such prediction.")
     return jsonify(result_json(row))
 
 

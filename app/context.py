@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 import secrets
 
-from flask import current_app, g, request, session
+from flask import abort, current_app, g, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from app.service import Analyser
 from app.services import Services
 from app.settings import Settings
-from app.store.records import Scope, User
+from app.store.records import ResultRow, Scope, User
 from app.store.repository import Store
 
 #: Rate limits (``PNEUMO_LOGIN_RATE_LIMIT``, ``PNEUMO_UPLOAD_RATE_LIMIT``), per client address
@@ -106,6 +106,16 @@ def current_owner() -> str:
         session.permanent = True
     g.owner = owner
     return owner
+
+
+def readable_result(result_id: str, manage: bool = False,
+                    missing: str | None = None) -> ResultRow:
+    """The result the caller may read (``manage``: delete), or a 404 with ``missing`` as
+    its message: the same answer whether the result does not exist or is another team's."""
+    row = store().results.get(result_id, current_scope(manage=manage))
+    if row is None:
+        abort(404, description=missing)
+    return row
 
 
 def current_user() -> User | None:

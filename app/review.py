@@ -14,7 +14,7 @@ import time
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from app.clinical import ReviewError, agreement, check_review, mask_from_png
-from app.context import current_scope, current_user, store
+from app.context import current_scope, current_user, readable_result, store
 from app.store.records import REVIEW_REASONS, Review
 
 bp = Blueprint("review", __name__)
@@ -30,9 +30,7 @@ def _reviewer():
 
 def _keep(result_id: str, agrees: bool, reason: str | None, mask_png: str | None) -> Review:
     user = _reviewer()
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404)
+    row = readable_result(result_id)
     reason = check_review(agrees, reason)
     corrected = mask_from_png(mask_png, (int(row.meta.get("rows", 0)),
                                          int(row.meta.get("columns", 0)))) if mask_png else None
@@ -74,8 +72,7 @@ def review_api(result_id: str):
 @bp.get("/api/v1/predictions/<result_id>/reviews")
 def reviews_api(result_id: str):
     """Every reviewer's verdict on a result the caller may read."""
-    if store().results.get(result_id, current_scope()) is None:
-        abort(404)
+    readable_result(result_id)
     return jsonify(reviews=[r.to_dict() for r in store().reviews.for_result(result_id)])
 
 

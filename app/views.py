@@ -15,7 +15,8 @@ from pneumo.inference import overlay
 
 from app import renditions
 from app.context import (analyser, current_owner, current_scope, current_user, limiter,
-                         predictor, services, settings, store, upload_limit)
+                         predictor, readable_result, services, settings, store,
+                         upload_limit)
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
 from app.store.records import REVIEW_REASONS
@@ -60,9 +61,7 @@ def upload():
 @bp.get("/results/<result_id>")
 def result(result_id: str):
     """The result page: viewer, verdict, measurements, downloads."""
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404)
+    row = readable_result(result_id)
     point = row.operating_point or {}
     # stored with the row since the operating point's facts were: the page never waits for
     # (or asks) the live model, which may have changed since the film was read
@@ -85,9 +84,7 @@ def result(result_id: str):
 @bp.get("/results/<result_id>/identifiers")
 def identifiers(result_id: str):
     """Patient identifiers, fetched only when the uploader asks to reveal them."""
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404)
+    row = readable_result(result_id)
     ids = row.identifiers
     return jsonify({k: ids.get(k) for k in ("patient_name", "patient_id", "birth_date",
                                             "accession_number")})
@@ -96,8 +93,8 @@ def identifiers(result_id: str):
 @bp.get("/results/<result_id>/files/<name>")
 def download(result_id: str, name: str):
     """One file of a result (rendered on first request)."""
-    row = store().results.get(result_id, current_scope())
-    if row is None or name not in DOWNLOADS:
+    row = readable_result(result_id)
+    if name not in DOWNLOADS:
         abort(404)
     mimetype, download_name = DOWNLOADS[name]
     data = renditions.artefact(store().results, row, name)
@@ -123,9 +120,7 @@ def download_stem(row, mine: bool = True) -> str:
 @bp.get("/results/<result_id>/seg.dcm")
 def seg(result_id: str):
     """The result as a DICOM Segmentation (optionally de-identified)."""
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404)
+    row = readable_result(result_id)
     if row.source_format != "DICOM":
         abort(404, description="A DICOM Segmentation needs a DICOM source image.")
     deidentify = request.args.get("deidentify") == "1"
@@ -144,9 +139,7 @@ def seg(result_id: str):
 def structured(result_id: str, kind: str):
     """The result as a DICOM Structured Report (``sr``) or a Secondary Capture of the
     overlay (``sc``), the objects sent to the PACS beside the SEG."""
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404)
+    row = readable_result(result_id)
     if row.source_format != "DICOM":
         abort(404, description="DICOM results objects need a DICOM source image.")
     try:
@@ -162,9 +155,7 @@ def structured(result_id: str, kind: str):
 @bp.post("/results/<result_id>/delete")
 def delete(result_id: str):
     """Delete a result once the user has confirmed; otherwise ask (no JavaScript needed)."""
-    row = store().results.get(result_id, current_scope(manage=True))
-    if row is None:
-        abort(404)
+    row = readable_result(result_id, manage=True)
     if request.form.get("confirm") != "yes":
         return render_template("delete.html", r=row)
     if not store().delete(result_id, current_scope(manage=True)):

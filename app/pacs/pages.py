@@ -8,7 +8,7 @@ import time
 from flask import (Blueprint, abort, flash, jsonify, redirect, render_template,
                    request, url_for)
 
-from app.context import analyser, current_owner, current_scope, services, store
+from app.context import analyser, current_owner, current_scope, readable_result, services, store
 from app.pacs.client import PacsError, search_studies
 from app.pacs.pull import pull_study
 from app.pacs.sender import Sender, due, send_result
@@ -53,9 +53,7 @@ def _retry_on_view():
 
 
 def _own_dicom_result(result_id: str) -> ResultRow:
-    row = store().results.get(result_id, current_scope())
-    if row is None:
-        abort(404)
+    row = readable_result(result_id)
     if row.source_format != "DICOM":
         abort(404, description="Only DICOM results have a DICOM Segmentation to send.")
     return row
