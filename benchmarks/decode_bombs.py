@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness lives with the tests
 
-from localserver import LocalServer, multipart_files, peak_rss_mb, probe_latencies  # noqa: E402
+from helpers.localserver import LocalServer, multipart_files, peak_rss_mb, probe_latencies  # noqa: E402
 from pneumo.paths import default_model_dir  # noqa: E402
 
 

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness and the mutations live there
 
-from fuzz_cases import KINDS, mutate, seed_files  # noqa: E402
-from localserver import Colleagues, LocalServer, multipart_file, stow_body  # noqa: E402
+from helpers.fuzz_cases import KINDS, mutate, seed_files  # noqa: E402
+from helpers.localserver import Colleagues, LocalServer, multipart_file, stow_body  # noqa: E402
 from pneumo.paths import default_model_dir  # noqa: E402
 
 

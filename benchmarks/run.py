@@ -100,7 +100,7 @@ class Server:
 
     def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4,
                  tf_threads: int | None = None):
-        from localserver import LocalServer
+        from helpers.localserver import LocalServer
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
         env = {"PNEUMO_LOG_LEVEL": "WARNING", "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"}
         if tf_threads:
@@ -123,7 +123,7 @@ class Server:
 
 def post_file(url: str, data: bytes, cookie: str | None = None,
               csrf: str | None = None) -> tuple[float, dict, str | None]:
-    from localserver import multipart_file
+    from helpers.localserver import multipart_file
     body, ctype = multipart_file(data, "x.dcm")
     headers = {"Content-Type": ctype}
     if cookie:  # a browser session: its POSTs carry the session's CSRF token

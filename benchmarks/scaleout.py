@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import loadtest  # noqa: E402
-import pgserver  # noqa: E402
-from localserver import LocalServer  # noqa: E402
+from helpers import pgserver  # noqa: E402
+from helpers.localserver import LocalServer  # noqa: E402
 
 
 def _env(database_url: str | None, blob: Path | None) -> dict:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the gunicorn harness lives with the tests
 
-from localserver import LocalServer, SlowClients, multipart_file, probe_latencies  # noqa: E402
+from helpers.localserver import LocalServer, SlowClients, multipart_file, probe_latencies  # noqa: E402
 from pneumo.paths import default_model_dir  # noqa: E402
 
 

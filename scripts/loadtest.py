@@ -58,7 +58,7 @@ class Client:
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def upload(self, path: Path) -> dict:
-        from localserver import multipart_file
+        from helpers.localserver import multipart_file
         # start a session first (a cookie-less call would get its result without links);
         # a POST that rides on the session cookie sends the session's CSRF token
         csrf = json.loads(self.get("/api/v1/csrf-token"))["csrf_token"]
@@ -76,7 +76,7 @@ class Client:
 def run(uploads: int, workers: int, model_dir: Path, kill: bool, threads: int = 4) -> dict:
     import shutil
     from pneumo.io.imaging import read_image
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     data = Path(tempfile.mkdtemp(prefix="pneumo-load-"))
     server = LocalServer(model_dir, data, workers=workers, threads=threads,
                          env={"PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",

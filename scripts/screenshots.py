@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # the gunicorn harness lives with the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from localserver import LocalServer  # noqa: E402
+from helpers.localserver import LocalServer  # noqa: E402
 
 
 def main(model: str, out: Path, dicoms: list[str]) -> None:

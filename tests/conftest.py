@@ -117,7 +117,7 @@ def client(app):
 def postgres():
     """A real PostgreSQL cluster (Debian's postgresql) on a free loopback port for the
     whole session; each test takes a fresh database from it (``postgres.new_database()``)."""
-    import pgserver
+    from helpers import pgserver
     if not pgserver.available():
         pytest.fail("PostgreSQL is not installed: bash scripts/setup.sh dev installs "
                     "Debian's postgresql (initdb, pg_ctl)")

@@ -11,38 +11,7 @@ from PIL import Image
 
 from pneumo.io import rle
 from conftest import SIIM
-
-
-def csrf(client) -> str:
-    client.get("/login")  # an open page: makes sure the session has a token
-    with client.session_transaction() as s:
-        if "csrf" not in s:
-            s["csrf"] = "test-token"
-        return s["csrf"]
-
-
-def upload(client, *files, url="/upload"):
-    """POST files as multipart/form-data, encoded here in memory: the test client's own
-    encoder spools bodies over 500 kB to a temporary file that it never closes."""
-    from werkzeug.datastructures import FileStorage, MultiDict
-    from werkzeug.test import encode_multipart
-    fields = MultiDict([("files", FileStorage(io.BytesIO(content), filename=name,
-                                              content_type="application/octet-stream"))
-                        for name, content in files])
-    fields.add("csrf_token", csrf(client))
-    boundary, body = encode_multipart(fields)
-    return client.post(url, data=body,
-                       content_type=f"multipart/form-data; boundary={boundary}")
-
-
-def post(client, url, **form):
-    return client.post(url, data=dict(form, csrf_token=csrf(client)))
-
-
-def result_id_from(resp):
-    m = re.search(r"/results/([A-Za-z0-9_-]{16,})", resp.headers.get("Location", ""))
-    assert m, resp.headers
-    return m.group(1)
+from helpers.web import csrf, post, result_id_from, upload, user_app
 
 
 def test_pages_render(client):
@@ -226,7 +195,6 @@ def test_persistence_across_restart(tmp_path, tiny_predictor, positive_dicom):
 
 
 def test_worklist_sorting(client, positive_dicom):
-    from pneumo.inference.predictor import Predictor
     a = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     png = next(SIIM.glob("ktlProject0/data/train/images/*.png")).read_bytes()
     b = result_id_from(upload(client, ("b.png", png)))
@@ -393,20 +361,8 @@ def test_csrf_required_on_forms(client, positive_dicom):
     assert 'name="csrf_token"' in client.get("/").data.decode()
 
 
-def _user_app(tmp_path, tiny_predictor, **extra):
-    from app import create_app
-    from app.store.repository import Store
-    store = Store(tmp_path / "d"); store.init()
-    store.accounts.create("alice", "correct horse 1")
-    store.accounts.create("bob", "correct horse 2", team="another team")  # isolation across teams
-    token = store.accounts.create_token("alice")
-    app = create_app(dict({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                           "PREDICTOR": tiny_predictor}, **extra))
-    return app, token
-
-
 def test_accounts_tokens_and_isolation(tmp_path, tiny_predictor, positive_dicom):
-    app, token = _user_app(tmp_path, tiny_predictor)
+    app, token = user_app(tmp_path, tiny_predictor)
     anon = app.test_client()
     assert anon.get("/").status_code == 302
     assert anon.post("/api/v1/predictions").status_code == 401
@@ -430,7 +386,7 @@ def test_accounts_tokens_and_isolation(tmp_path, tiny_predictor, positive_dicom)
 
 
 def test_login_rate_limited(tmp_path, tiny_predictor):
-    app, _ = _user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
+    app, _ = user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
     c = app.test_client()
     codes = [post(c, "/login", username="alice", password="nope nope nope").status_code
              for _ in range(5)]

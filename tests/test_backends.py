@@ -107,7 +107,7 @@ def test_app_serves_under_the_backend_on_the_device_asked_for(backend, tmp_path,
                                                               tiny_model_folder):
     """gunicorn with KERAS_BACKEND and PNEUMO_DEVICE=cpu: /readyz names both, the log
     says where the weights went."""
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     log = tmp_path / "gunicorn.log"
     server = LocalServer(tiny_model_folder, tmp_path / "instance", log_path=log,
                          env={"KERAS_BACKEND": backend, "PNEUMO_DEVICE": "cpu",

@@ -14,7 +14,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 
 def serve(model_dir: Path, tmp: Path):
     """gunicorn with ``model_dir`` on a free loopback port; returns (server, url)."""
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     server = LocalServer(model_dir, tmp / "instance", log_path=tmp / "gunicorn.log")
     return server, server.url
 
@@ -223,7 +223,7 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_mod
     import sys
 
     from conftest import ROOT
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     instance = tmp_path / "instance"
     env = dict(os.environ, PNEUMO_DATA_DIR=str(instance / "data"))
     for name, role in (("rita", "radiologist"), ("ulla", "uploader")):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import ROOT
 from pneumo.io import rle
-from test_app import post, upload
+from helpers.web import post, upload
 
 PASSWORD = "correct horse battery"
 

@@ -139,13 +139,13 @@ def test_run_sh_makes_a_serving_environment_without_test_or_training_tools(tmp_p
 def test_bundled_model_end_to_end_over_http(tmp_path, positive_dicom):
     """gunicorn + the bundled model: a real SIIM DICOM through the HTTP API."""
     assert (BUNDLED / "model.json").exists() and (BUNDLED / "weights.weights.h5").exists()
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     # the throughput configuration from benchmarks/README.md: one TensorFlow thread per worker
     proc = LocalServer(BUNDLED, tmp_path / "instance", log_path=tmp_path / "gunicorn.log",
                        env={"PNEUMO_TF_THREADS": "1"})
     url = proc.url
     try:
-        from localserver import multipart_file
+        from helpers.localserver import multipart_file
         body, ctype = multipart_file(positive_dicom.read_bytes(), "upload.dcm")
         req = urllib.request.Request(url + "/api/v1/predictions", data=body,
                                      headers={"Content-Type": ctype}, method="POST")
@@ -186,7 +186,7 @@ def test_tf_threads_setting_is_checked(bad):
 def test_gunicorn_refuses_an_open_service_beyond_loopback_in_one_line(tmp_path):
     """No login beyond loopback: one clear line on stderr, non-zero exit, before
     anything that looks like success (no 'Listening at', no traceback)."""
-    from localserver import free_port
+    from helpers.localserver import free_port
     env = dict(os.environ, PNEUMO_HOST="0.0.0.0", PNEUMO_PORT=str(free_port()),
                PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_MODEL_DIR=str(BUNDLED))
     env.pop("PNEUMO_ACCESS_PASSWORD", None)
@@ -227,7 +227,7 @@ def test_gunicorn_starts_nginx_in_front_and_stops_it(tmp_path, tiny_model_folder
     it stops nginx when it exits. When nginx cannot start, gunicorn refuses to, saying why."""
     import socket
     import urllib.request
-    from localserver import LocalServer, free_port
+    from helpers.localserver import LocalServer, free_port
     server = LocalServer(tiny_model_folder, tmp_path / "instance", proxy=True)
     try:
         nginx = server.nginx_pid()

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from fuzz_cases import cases, mutate, seed_files
+from helpers.fuzz_cases import cases, mutate, seed_files
 from pneumo.errors import PneumoError
 from pneumo.io.imaging import read_image
 
@@ -43,7 +43,7 @@ def test_reader_memory_stayed_bounded():
     """Peak RSS stays far below a blow-up on the cases most likely to cause one (huge
     declared sizes, deep nesting), run here so the test stands alone."""
     import random
-    from fuzz_cases import KINDS, mutate
+    from helpers.fuzz_cases import KINDS, mutate
     rng = random.Random(2026)
     names = sorted(SEEDS)
     outcomes: Counter = Counter()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import SIIM, write_untrained_model
-from test_app import upload
+from helpers.web import upload
 
 
 def meta(**kw):

@@ -24,7 +24,7 @@ def test_loggable_path(path, logged):
 
 
 def test_result_files_and_pages_are_never_cached(client, positive_dicom):
-    from test_app import result_id_from, upload
+    from helpers.web import result_id_from, upload
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     for url in (f"/results/{rid}", f"/results/{rid}/files/image.png",
                 f"/results/{rid}/files/overlay.png", f"/api/v1/predictions/{rid}"):
@@ -34,7 +34,7 @@ def test_result_files_and_pages_are_never_cached(client, positive_dicom):
 @pytest.mark.slow
 def test_real_gunicorn_log_has_no_forged_lines_or_uids_and_data_is_private(
         tmp_path, tiny_model_folder, positive_dicom):
-    from localserver import LocalServer, multipart_file
+    from helpers.localserver import LocalServer, multipart_file
     import urllib.request
     log = tmp_path / "gunicorn.log"
     server = LocalServer(tiny_model_folder, tmp_path / "instance", log_path=log)
@@ -103,7 +103,7 @@ def test_real_gunicorn_sessions_end_at_logout_and_never_carry_over(tmp_path,
     a newline in it is no 500."""
     import re
     import urllib.parse
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     server = LocalServer(tiny_model_folder, tmp_path / "instance",
                          env={"PNEUMO_ACCESS_PASSWORD": "shared-password-1"})
     try:
@@ -167,7 +167,7 @@ def _json(url, token):
 def _upload(url, token, data):
     import json
     import urllib.request
-    from localserver import multipart_file
+    from helpers.localserver import multipart_file
     body, ctype = multipart_file(data, "a.dcm")
     req = urllib.request.Request(url + "/api/v1/predictions", data=body, headers={
         "Content-Type": ctype, "Authorization": f"Bearer {token}"})
@@ -188,7 +188,7 @@ def test_real_gunicorn_says_the_database_is_damaged_and_a_backup_restores_it(
     import sys
     import time
     import urllib.request
-    from localserver import LocalServer, free_port, stop_process
+    from helpers.localserver import LocalServer, free_port, stop_process
     instance, data = tmp_path / "instance", tmp_path / "instance" / "data"
     env = dict(os.environ, PNEUMO_INSTANCE_DIR=str(instance))
     res = _pneumo("create-user", "rad", "--password-stdin", env=env, stdin="a-long-password-1\n")
@@ -282,7 +282,7 @@ def test_real_gunicorn_on_a_full_disk(tmp_path, small_disk, tiny_model_folder, p
     load; deleting (the way to free space) works and frees it; no partial files remain."""
     import urllib.error
     import urllib.request
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     data = small_disk / "data"
     env = dict(os.environ, PNEUMO_INSTANCE_DIR=str(tmp_path / "instance"),
                PNEUMO_DATA_DIR=str(data))
@@ -364,10 +364,10 @@ def test_login_limit_counts_per_account_and_is_shared_by_every_worker(tmp_path,
     the account-wide limit (ACCOUNT_FACTOR times the limit, failures only); another
     account is not locked out by them, and a second app on the same data folder
     (another worker or machine) sees the same counts."""
-    from test_app import _user_app, post
+    from helpers.web import post, user_app
 
     from app.context import ACCOUNT_FACTOR
-    app, _ = _user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
+    app, _ = user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
 
     def attempt(a, address, user, password="wrong wrong wrong"):
         c = a.test_client()
@@ -395,7 +395,7 @@ def test_real_gunicorn_login_limit_holds_across_workers(tmp_path, tiny_model_fol
     minute) are checked, the rest get 429 (per-worker counting let 15 of 40 through)."""
     import re
     import urllib.parse
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     env = dict(os.environ, PNEUMO_INSTANCE_DIR=str(tmp_path / "instance"))
     assert _pneumo("create-user", "alice", "--password-stdin", env=env,
                    stdin="a-long-password-1\n").returncode == 0
@@ -420,7 +420,7 @@ def test_real_nginx_in_front_keeps_the_service_up_under_50_slow_clients(
     /healthz answers in under a second throughout and an upload succeeds meanwhile
     (gunicorn alone answered nothing: benchmarks/slow_clients.py)."""
     import threading
-    from localserver import LocalServer, SlowClients, probe_latencies
+    from helpers.localserver import LocalServer, SlowClients, probe_latencies
     server = LocalServer(tiny_model_folder, tmp_path / "instance", proxy=True)
     try:
         assert server.nginx_pid() is not None
@@ -428,7 +428,7 @@ def test_real_nginx_in_front_keeps_the_service_up_under_50_slow_clients(
 
         def upload():
             import json
-            from localserver import multipart_file
+            from helpers.localserver import multipart_file
             body, ctype = multipart_file(positive_dicom.read_bytes(), "a.dcm")
             req = urllib.request.Request(server.url + "/api/v1/predictions", data=body,
                                          headers={"Content-Type": ctype})
@@ -484,7 +484,7 @@ def test_real_gunicorn_bounds_memory_under_small_files_that_decode_huge(tmp_path
     import sys
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import decode_bombs
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     server = LocalServer(tiny_model_folder, tmp_path / "instance")
     try:
         (worker,) = server.worker_pids()
@@ -540,7 +540,7 @@ def test_real_gunicorn_uploads_succeed_while_colleagues_read(tmp_path, tiny_mode
     is stored (a deferred read-then-write transaction used to fail at once with "database
     is locked": 13 of 20 answered 500)."""
     import urllib.error
-    from localserver import Colleagues, LocalServer
+    from helpers.localserver import Colleagues, LocalServer
     data = tmp_path / "data"
     tokens = _team(data, ("up", "uploader"), ("r1", "radiologist"), ("r2", "radiologist"))
     server = LocalServer(tiny_model_folder, tmp_path / "instance", workers=2,
@@ -574,7 +574,7 @@ def test_real_gunicorn_four_long_sequence_dicoms_are_refused_fast(tmp_path, tiny
     import threading
     import time
     import urllib.error
-    from localserver import (LocalServer, multipart_file, peak_rss_mb, probe_latencies,
+    from helpers.localserver import (LocalServer, multipart_file, peak_rss_mb, probe_latencies,
                              stow_body)
     from test_dicom_guard import _before_pixels, _empty_items
     bomb = _before_pixels(positive_dicom.read_bytes(), _empty_items(300_000))

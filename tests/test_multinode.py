@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-import pgserver
+from helpers import pgserver
 from conftest import ROOT
-from localserver import LocalServer, multipart_file
+from helpers.localserver import LocalServer, multipart_file
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import loadtest  # noqa: E402
@@ -171,7 +171,7 @@ def test_a_node_killed_mid_upload_loses_nothing_it_acknowledged(nodes, shared,
 
 
 def test_two_pacs_workers_send_each_seg_once(shared, tiny_model_folder, tmp_path):
-    from orthanc import ORTHANC_PASSWORD, ORTHANC_USER, Orthanc
+    from helpers.orthanc import ORTHANC_PASSWORD, ORTHANC_USER, Orthanc
     server, _ = shared
     url, blob = server.new_database(), tmp_path / "blob"
     orthanc = Orthanc(tmp_path / "orthanc")

@@ -18,8 +18,8 @@ import pydicom
 import pytest
 import requests
 
-from localserver import LocalServer, free_port
-from orthanc import NOT_INSTALLED, ORTHANC_PASSWORD, ORTHANC_USER, Orthanc, _orthanc_binary
+from helpers.localserver import LocalServer, free_port
+from helpers.orthanc import NOT_INSTALLED, ORTHANC_PASSWORD, ORTHANC_USER, Orthanc, _orthanc_binary
 
 
 def with_study(data: bytes, **changes) -> bytes:

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import write_untrained_model
-from test_app import result_id_from, upload
+from helpers.web import result_id_from, upload
 
 
 @pytest.mark.parametrize("raw, value", [("0.05", 0.05), ("5%", 0.05), ("", None)])

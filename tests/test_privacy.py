@@ -1,11 +1,10 @@
 """Patient names, IDs, birth dates and accession numbers never reach logs, file names or URLs."""
 import io
 import logging
-import os
 
 import pydicom
 
-from test_app import csrf, result_id_from, upload
+from helpers.web import result_id_from, upload
 
 PHI = {"PatientName": "Zzyzx^Quentin", "PatientID": "PHI-TEST-918273",
        "PatientBirthDate": "19230417", "AccessionNumber": "ACC-55512"}

@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 from pneumo.io.seg import make_seg, stable_uid
-from test_app import result_id_from, upload
+from helpers.web import result_id_from, upload
 from test_privacy import PHI, phi_dicom
 
 

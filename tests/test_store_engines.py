@@ -266,7 +266,7 @@ def test_a_shared_database_needs_a_shared_secret_key(postgres, tmp_path):
 
 def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
         tmp_path, tiny_predictor, positive_dicom):
-    import pgserver
+    from helpers import pgserver
     from app import create_app
     server = pgserver.PostgresServer().start()
     try:
@@ -333,7 +333,7 @@ def test_gunicorn_refuses_a_shared_database_without_a_shared_key(postgres, tmp_p
     import subprocess
     import sys
     from conftest import ROOT
-    from localserver import free_port
+    from helpers.localserver import free_port
     env = dict(os.environ, PNEUMO_DATABASE_URL=postgres.new_database(),
                PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_PORT=str(free_port()))
     env.pop("PNEUMO_SECRET_KEY", None)

@@ -196,7 +196,7 @@ def csrf_token(opener, url: str) -> str:
 
 def upload(opener, url: str, path: Path, csrf: str) -> tuple[float, int, dict]:
     """POST one file as the result page does: session cookie plus its CSRF token."""
-    from localserver import multipart_file
+    from helpers.localserver import multipart_file
     body, ctype = multipart_file(path.read_bytes(), path.name)
     req = urllib.request.Request(url + "/api/v1/predictions", data=body, method="POST",
                                  headers={"Content-Type": ctype, "X-CSRF-Token": csrf})
@@ -212,7 +212,7 @@ def upload(opener, url: str, path: Path, csrf: str) -> tuple[float, int, dict]:
 def serve(backend: str, device: str, files: list[Path], rounds: int, out: Path) -> dict:
     """gunicorn with the bundled model under ``backend``; upload every file ``rounds`` times."""
     import numpy as np
-    from localserver import LocalServer
+    from helpers.localserver import LocalServer
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     memory = GpuMemory()
     memory.start()

@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from localserver import free_port
+from helpers.localserver import free_port
 
 
 def _bin(name: str) -> str | None:

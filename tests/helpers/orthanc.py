@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from localserver import free_port, stop_process
+from helpers.localserver import free_port, stop_process
 
 ORTHANC_USER, ORTHANC_PASSWORD = "pneumo-test", "orthanc-secret-1"
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
