@@ -106,9 +106,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_template_filter(views.iso_time, "iso_time")
     holder = ModelHolder(app.config["PREDICTOR"])
     if app.config["PREDICTOR"] is None:
-        holder.start(app.config["MODEL_DIR"], bool(app.config["WARM_UP"]),
-                     app.config["TF_THREADS"], app.config["OPERATING_POINT"],
-                     app.config["DEVICE"], app.config["RUNTIME"], app.config["PREVALENCE"])
+        holder.start(ModelHolder.options_from(app.config))
     app.extensions["pneumo.model"] = holder
     analyser = Analyser(store, holder.get, int(app.config["MAX_IMAGE_PIXELS"]),
                         int(app.config["MAX_FILES"]), int(app.config["MAX_REQUEST_PIXELS"]),

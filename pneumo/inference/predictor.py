@@ -136,6 +136,11 @@ class Predictor:
     def name(self) -> str:
         return f"{self.card.name} ({self.card.version or '?'})"
 
+    @property
+    def where(self) -> str:
+        """Where the model runs, in words, e.g. ``CPU (tensorflow), runtime keras (tensorflow)``."""
+        return f"{self.device}, runtime {self.runtime.name}"
+
     @classmethod
     def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True,
              operating_point: str | None = None, runtime: str = "keras",
