@@ -47,7 +47,12 @@ class ModelOutput:
 
 @dataclass
 class Prediction:
-    """What the model says about one image."""
+    """What the model says about one image: the project's one verdict type.
+
+    :meth:`Predictor.predict` returns it; a batch read carries it
+    (:class:`pneumo.inference.reads.Read`); the web store's row is made from it
+    (``app.service.result_row``).
+    """
 
     mask: np.ndarray              # bool (rows, columns): the outlined region when positive
     probability_map: np.ndarray   # float32 (size, size) at the model's resolution
