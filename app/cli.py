@@ -44,12 +44,13 @@ from app.pacs.client import PacsError
 from app.pacs.pull import pull_study
 from app.pacs.sender import run_worker, send_result
 from app.proxy import write_config
+from app.service import read_row
 from app.services import Services
 from app.settings import LOG_FORMAT, Settings, without_password
 from app.store import backup as store_backup
-from app.store.database import StoreDamaged, StoreProblem
 from app.store.accounts import Accounts
-from app.store.records import ROLES, ReadRow, ResultRow, Scope
+from app.store.database import StoreDamaged, StoreProblem
+from app.store.records import ROLES, ResultRow, Scope
 from app.store.repository import Store
 from app.store.results import Results
 
@@ -180,10 +181,7 @@ def cmd_reread(args: argparse.Namespace) -> int:
     counts = {"studies": len(rows), "read": 0, "positive": 0, "no_verdict": 0}
     for read in reread(model, stored_items(store.results, rows), batch_size=args.batch_size,
                        total=len(rows), progress="re-reading stored studies", **engine):
-        store.reads.add(ReadRow(
-            read.key, f"{read.model} ({read.model_version or '?'})", time.time(),
-            read.probability, read.positive, read.threshold, read.area_px, read.rle,
-            None if read.ok else read.error))
+        store.reads.add(read_row(read, time.time()))
         counts["read" if read.ok else "no_verdict"] += 1
         counts["positive"] += bool(read.positive)
     print(json.dumps(counts))

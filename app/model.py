@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 from pneumo.errors import PneumoError
 from pneumo.inference.card import read_card
+from pneumo.inference.loading import ModelOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,42 +40,30 @@ class ModelHolder:
         """True once the model is loaded and warmed up."""
         return self._ready.is_set() and self.predictor is not None
 
-    def start(self, model_dir: str | Path, warm_up: bool, tf_threads: int | None,
-              operating_point: str | None, device: str = "auto",
-              runtime: str = "keras", prevalence: float | None = None) -> None:
-        """Check the card now, load the weights on a background thread.
-
-        ``device`` is the ``PNEUMO_DEVICE`` choice (auto, cpu, gpu); see
-        :func:`pneumo.inference.device.configure_device`. ``runtime`` is ``PNEUMO_RUNTIME``
-        (keras, openvino; see :mod:`pneumo.inference.runtime`). ``prevalence`` is
-        ``PNEUMO_PREVALENCE``: the shown probability is re-based to it.
-        """
-        card = read_card(model_dir)
-        card.operating_point(operating_point)  # fail fast, with the reason
-        if prevalence is not None and card.calibrated_at is None:
+    def start(self, options: ModelOptions) -> None:
+        """Check the card now, load the model on a background thread
+        (:func:`~pneumo.inference.loading.load_predictor`: the device, the runtime, the
+        operating point and the site prevalence as ``options`` say)."""
+        card = read_card(options.model_dir)
+        card.operating_point(options.operating_point)  # fail fast, with the reason
+        if options.prevalence is not None and card.calibrated_at is None:
             raise ModelNotReady(f"PNEUMO_PREVALENCE is set, but the model {card.name} has no "
                                 "calibrated probability to re-base")
         thread = threading.Thread(target=self._load, name="model-loader", daemon=True,
-                                  args=(model_dir, warm_up, tf_threads, operating_point, device,
-                                        runtime, prevalence))
+                                  args=(options,))
         thread.start()
 
-    def _load(self, model_dir, warm_up, tf_threads, operating_point, device, runtime,
-              prevalence=None) -> None:
-        # lazy: these load Keras and its backend, which must happen in the worker's loader
-        # thread after the device is chosen, never in gunicorn's master (no TF across fork)
-        from pneumo.inference.device import configure_device, weights_device
-        from pneumo.inference.predictor import Predictor
+    def _load(self, options: ModelOptions) -> None:
+        # lazy: loading imports Keras and starts its backend, which must happen in the
+        # worker's loader thread after the device is chosen, never in gunicorn's master
+        # (no TF across fork)
+        from pneumo.inference.device import weights_device
+        from pneumo.inference.loading import load_predictor
         try:
-            placement = configure_device(tf_threads, device)
-            log.info("Keras backend %s; the model goes on %s (PNEUMO_DEVICE=%s)",
-                     placement.backend, placement, device)
-            predictor = Predictor.load(model_dir, warm_up=warm_up,
-                                       operating_point=operating_point, runtime=runtime,
-                                       prevalence=prevalence, placement=placement)
+            predictor = load_predictor(options)
             self.predictor = predictor
             log.info("model %s loaded from %s on %s (weights on %s)", predictor.name,
-                     model_dir, placement, weights_device(predictor.model))
+                     options.model_dir, predictor.device, weights_device(predictor.model))
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("the model could not be loaded: %s", self.error)

@@ -30,18 +30,19 @@ from pneumo.inference.laterality import patient_side
 from pneumo.inference.postprocess import review_band
 from pneumo.io import rle
 from pneumo.io.dicomguard import read_dataset
-from pneumo.io.imaging import declared_pixels, read_image
+from pneumo.io.imaging import ImageRecord, declared_pixels, read_image
 from pneumo.io.seg import invalid_copied_values
 
 from app.renditions import png_bytes
 from app.store.files import Staged
-from app.store.records import ResultRow, new_id
+from app.store.records import ReadRow, ResultRow, new_id
 from app.store.database import StoreProblem
 from app.store.repository import Store
 from app.store.results import Results
 
-if TYPE_CHECKING:  # the model's class only names a type here: importing it loads Keras,
-    from pneumo.inference.predictor import Predictor  # which gunicorn's master must not
+if TYPE_CHECKING:  # types only: the service needs none of these at run time
+    from pneumo.inference.predictor import Prediction, Predictor
+    from pneumo.inference.reads import Read
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +89,40 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, results: Results,
         t3 = time.perf_counter()
         timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1,
                    "store_s": t3 - t2}
-        row = ResultRow(
-            id=result_id, owner=owner, created=time.time(),
-            source_format=record.meta.format, positive=pred.positive,
-            probability=pred.probability, threshold=pred.threshold, area_px=pred.area_px,
-            area_cm2=pred.area_cm2, side=side.to_dict(), meta=meta,
-            identifiers=record.identifiers.to_dict(), model=predictor.name, rle=encoded,
-            timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
-            probability_kind=predictor.card.probability_kind,
-            operating_point=operating_point_facts(predictor, pred),
-            finding_below_threshold=pred.finding_below_threshold, batch=batch)
+        row = result_row(pred, predictor, record, result_id=result_id, owner=owner,
+                         meta=meta, side=side.to_dict(), mask_rle=encoded, timings=timings,
+                         file_name=file_name, batch=batch)
         results.commit(row, staged)
     except BaseException:
         results.discard(staged)
         raise
     return row
+
+
+def result_row(pred: Prediction, predictor: Predictor, record: ImageRecord, *,
+               result_id: str, owner: str, meta: dict, side: dict, mask_rle: str,
+               timings: dict, file_name: str = "", batch: str = "") -> ResultRow:
+    """The stored row of one upload, made from the model's :class:`Prediction` of its
+    ``record``: the verdict's fields, the model, how the verdict was made
+    (:func:`operating_point_facts`) and the upload's own facts; the timings in seconds,
+    rounded to 0.1 ms. ``meta`` is the image's safe metadata (plus any page note)."""
+    return ResultRow(
+        id=result_id, owner=owner, created=time.time(), source_format=record.meta.format,
+        positive=pred.positive, probability=pred.probability, threshold=pred.threshold,
+        area_px=pred.area_px, area_cm2=pred.area_cm2, side=side, meta=meta,
+        identifiers=record.identifiers.to_dict(), model=predictor.name, rle=mask_rle,
+        timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
+        probability_kind=predictor.card.probability_kind,
+        operating_point=operating_point_facts(predictor, pred),
+        finding_below_threshold=pred.finding_below_threshold, batch=batch)
+
+
+def read_row(read: Read, created: float) -> ReadRow:
+    """The stored form of a model's re-read of a stored study (``read.key``: the
+    result id): the verdict's fields from the read's prediction, or its error."""
+    return ReadRow(read.key, f"{read.model} ({read.model_version or '?'})", created,
+                   read.probability, read.positive, read.threshold, read.area_px, read.rle,
+                   None if read.ok else read.error)
 
 
 def seg_note(data: bytes) -> str | None:
@@ -122,7 +142,7 @@ def seg_note(data: bytes) -> str | None:
             "DICOM (dates, times or codes in another form).")
 
 
-def operating_point_facts(predictor: Predictor, pred) -> dict:
+def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
     """What the result page says about how the verdict was made, stored with the row.
 
     ``threshold`` and ``review_band`` are on the shown probability's scale (re-based

@@ -60,9 +60,7 @@ class Services:
             raise ConfigError(problem)
         holder = ModelHolder(predictor)
         if predictor is None and load_model:
-            holder.start(settings.model_dir, settings.warm_up, settings.tf_threads,
-                         settings.operating_point, settings.device, settings.runtime,
-                         settings.prevalence)
+            holder.start(settings.model_options())
         elif predictor is None:
             holder.unavailable("this command does not load the model")
         analyser = Analyser(store, holder.get, settings.max_image_pixels, settings.max_files,

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pneumo import paths
 from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
+from pneumo.inference.loading import ModelOptions
 from pneumo.inference.runtime import DEFAULT_RUNTIME, RUNTIMES
 from pneumo.io.imaging import DEFAULT_MAX_PIXELS
 
@@ -318,6 +319,13 @@ class Settings:
             max_pixels_in_flight=_int(env, "MAX_PIXELS_IN_FLIGHT", d["max_pixels_in_flight"]),
             pacs=PacsSettings.from_env(env),
         )
+
+    def model_options(self) -> ModelOptions:
+        """How the web service loads its model (``PNEUMO_MODEL_DIR``, ``DEVICE``,
+        ``RUNTIME``, ``TF_THREADS``, ``OPERATING_POINT``, ``PREVALENCE``, ``WARM_UP``)."""
+        return ModelOptions(model_dir=self.model_dir, device=self.device, runtime=self.runtime,
+                            threads=self.tf_threads, operating_point=self.operating_point,
+                            prevalence=self.prevalence, warm_up=self.warm_up)
 
     def flask_config(self) -> dict:
         """Flask's own config keys that these settings decide (nothing else goes into

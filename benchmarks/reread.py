@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from encoding_invariance import split_samples  # noqa: E402
 from pneumo import paths  # noqa: E402
 from pneumo.evaluation.batch import predict_files  # noqa: E402
-from pneumo.evaluation.engines import LoadOptions  # noqa: E402
 from pneumo.evaluation.ray_engine import machine_cores  # noqa: E402
+from pneumo.inference.loading import ModelOptions  # noqa: E402
 
 
 def one_run(engine: str, model: str, files: list[str], out: Path, args) -> dict:
@@ -44,9 +44,9 @@ def one_run(engine: str, model: str, files: list[str], out: Path, args) -> dict:
     extra = {"address": args.address, "cores_per_actor": args.cores_per_actor} \
         if engine == "ray" else {}
     started = time.perf_counter()
-    counts = predict_files(model, files, out / f"{engine}.csv", out / f"{engine}_scores.csv",
-                           batch_size=args.batch_size, progress=False, engine=engine,
-                           options=LoadOptions(device="cpu"), on_ready=on_ready, **extra)
+    counts = predict_files(ModelOptions(model, device="cpu"), files, out / f"{engine}.csv",
+                           out / f"{engine}_scores.csv", batch_size=args.batch_size,
+                           progress=False, engine=engine, on_ready=on_ready, **extra)
     ended = time.perf_counter()
     n = counts["images"] + counts["failed"] + counts["not_chest"]
     return {"engine": engine, "where": ready["where"], "images": n,

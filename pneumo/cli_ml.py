@@ -15,10 +15,12 @@ from pneumo.data import dataset
 from pneumo.data.datacfg import DEFAULT_DATA_CONFIG, DataConfig
 from pneumo.evaluation import cardrender
 from pneumo.evaluation.batch import predict_files, write_reads
-from pneumo.evaluation.engines import ENGINES, LoadOptions, file_items, reread
+from pneumo.evaluation.engines import ENGINES, reread
 from pneumo.evaluation.scoring import evaluate, json_safe, stats
-from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES, configure_device
-from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
+from pneumo.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
+from pneumo.inference.loading import ModelOptions, load_predictor
+from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+from pneumo.inference.reads import file_items
 from pneumo.inference.runtime import DEFAULT_RUNTIME, RUNTIMES
 from pneumo.nets.pretrained import PRETRAINED, fetch, sha256
 
@@ -93,13 +95,17 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     add_ml_commands(sub)
 
 
+def _model_options(args) -> ModelOptions:
+    """The model flags of ``evaluate``, ``predict`` and ``reread`` as :class:`ModelOptions`."""
+    return ModelOptions(model_dir=args.model or DEFAULT_MODEL_DIR, device=args.device,
+                        runtime=args.runtime,
+                        operating_point=getattr(args, "operating_point", None),
+                        tta=True if args.tta else None)
+
+
 def _load_predictor(args):
-    placement = configure_device(None, args.device)  # before Keras builds anything
-    predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR,
-                               operating_point=getattr(args, "operating_point", None),
-                               runtime=args.runtime, tta=True if args.tta else None,
-                               placement=placement)
-    print(f"model on {placement}, runtime {predictor.runtime.name}", file=sys.stderr)
+    predictor = load_predictor(_model_options(args))
+    print(f"model on {predictor.where}", file=sys.stderr)
     return predictor
 
 
@@ -135,18 +141,21 @@ def _engine_args(args) -> dict | None:
         return None
     if args.engine == "local":
         return {}
-    options = LoadOptions(device=args.device, runtime=args.runtime,
-                          operating_point=args.operating_point, tta=True if args.tta else None)
-    return {"engine": args.engine, "options": options, "address": args.address,
+    return {"engine": args.engine, "address": args.address,
             "cores_per_actor": args.cores_per_actor,
             "on_ready": lambda where: print(f"model on {where}", file=sys.stderr)}
+
+
+def _model(args):
+    """The local engine's loaded Predictor, or the options the Ray actors load."""
+    return _load_predictor(args) if args.engine == "local" else _model_options(args)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     engine = _engine_args(args)
     if engine is None:
         return 2
-    model = _load_predictor(args) if args.engine == "local" else args.model
+    model = _model(args)
     counts = predict_files(model, args.inputs, args.submission, args.scores, args.overlays,
                            batch_size=args.batch_size, **engine)
     for line in counts.pop("skipped"):  # after the progress bar, not inside it
@@ -167,13 +176,14 @@ def _exit_status(counts: dict, keep_going: bool, what: str) -> int:
 
 
 def reread_model(args: argparse.Namespace) -> tuple[object, dict] | None:
-    """The model (a loaded Predictor for the local engine, else its folder) and the
-    engine's keywords of a ``reread`` command line; ``None`` for a bad combination (said).
-    The web layer's ``pneumo reread --since`` (stored studies) uses it too."""
+    """The model (a loaded Predictor for the local engine, else its
+    :class:`ModelOptions`) and the engine's keywords of a ``reread`` command line;
+    ``None`` for a bad combination (said). The web layer's ``pneumo reread --since``
+    (stored studies) uses it too."""
     engine = _engine_args(args)
     if engine is None:
         return None
-    return (_load_predictor(args) if args.engine == "local" else args.model), engine
+    return _model(args), engine
 
 
 def cmd_reread(args: argparse.Namespace) -> int:

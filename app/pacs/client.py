@@ -106,7 +106,10 @@ class StudyHit:
         return not self.modalities or bool(CHEST_MODALITIES & set(self.modalities))
 
 
-def _json_value(item: dict, tag: str, default=""):
+def json_value(item: dict, tag: str, default=""):
+    """The first value of ``tag`` (eight hex digits, e.g. ``"0020000D"``) in a DICOM JSON
+    item (a QIDO-RS result), a person name as its alphabetic form; ``default`` when the
+    item has none."""
     values = item.get(tag, {}).get("Value") or []
     if not values:
         return default
@@ -147,9 +150,9 @@ def search_studies(settings: PacsSettings, patient_id: str = "", accession: str 
     except Exception as exc:  # noqa: BLE001 - shown on the page
         raise PacsError(describe_failure(exc, settings)) from None
     hits = [StudyHit(
-        study_uid=_json_value(s, "0020000D"), patient_id=_json_value(s, "00100020"),
-        patient_name=str(_json_value(s, "00100010")), accession=_json_value(s, "00080050"),
-        date=_json_value(s, "00080020"), description=_json_value(s, "00081030"),
+        study_uid=json_value(s, "0020000D"), patient_id=json_value(s, "00100020"),
+        patient_name=str(json_value(s, "00100010")), accession=json_value(s, "00080050"),
+        date=json_value(s, "00080020"), description=json_value(s, "00081030"),
         modalities=list(s.get("00080061", {}).get("Value") or []),
-        instances=_json_value(s, "00201208", None)) for s in found]
+        instances=json_value(s, "00201208", None)) for s in found]
     return [h for h in hits if h.study_uid]

@@ -7,7 +7,7 @@ import io
 
 import pydicom
 
-from app.pacs.client import PacsError, _json_value, describe_failure, make_client
+from app.pacs.client import PacsError, describe_failure, json_value, make_client
 from app.service import Analyser, Item, Refusal, UploadOutcome
 from app.settings import PacsSettings
 
@@ -44,8 +44,8 @@ def pull_study(settings: PacsSettings, study_uid: str, owner: str,
         raise PacsError(describe_failure(exc, settings)) from None
     if not listed:
         raise PacsError(f"The PACS has no study {study_uid}.")
-    wanted = [(_json_value(i, "0020000E"), _json_value(i, "00080018")) for i in listed
-              if _json_value(i, "00080060") not in NON_IMAGE_MODALITIES]
+    wanted = [(json_value(i, "0020000E"), json_value(i, "00080018")) for i in listed
+              if json_value(i, "00080060") not in NON_IMAGE_MODALITIES]
     names: dict[str, str] = {}
 
     def fetch(series_uid: str, sop_uid: str):

@@ -1,8 +1,9 @@
 """Decoded model-size examples of labelled images, shared by training and evaluation.
 
 :func:`load_example` decodes one sample through the serving path (read, then
-:func:`~pneumo.inference.preprocess.model_image`) with its target mask; :class:`Arrays`
-holds a split's examples with their labels.
+:func:`~pneumo.inference.preprocess.model_image`) with its target mask;
+:func:`decode_examples` decodes a list of them into :class:`Arrays`, which hold a split's
+examples with their labels.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pneumo.data import dataset
 from pneumo.inference.preprocess import PreprocessConfig, model_image, resize_target_mask
 from pneumo.io import rle
 from pneumo.io.imaging import read_image
+from pneumo.progress import track
 
 
 @dataclass
@@ -53,3 +55,27 @@ def load_example(sample: dataset.Sample, table: dict[str, list[str]],
     if sample.positive and sample.has_mask and sample.image_id in table:
         return x, resize_target_mask(rle.merge(table[sample.image_id]), size)
     return x, np.zeros((size, size), np.uint8)
+
+
+def decode_examples(samples: list[dataset.Sample], table: dict[str, list[str]],
+                    preprocess: PreprocessConfig | int, progress: str | None = None) -> Arrays:
+    """Every sample decoded by :func:`load_example`, with its labels (:func:`labelled`).
+
+    ``progress``: a label for a progress display on stderr (``None``: none).
+    """
+    size = preprocess_config(preprocess).size
+    xs = np.zeros((len(samples), size, size), np.uint8)
+    ys = np.zeros_like(xs)
+    indices = track(range(len(samples)), progress) if progress else range(len(samples))
+    for i in indices:
+        xs[i], ys[i] = load_example(samples[i], table, preprocess)
+    return labelled(samples, xs, ys)
+
+
+def labelled(samples: list[dataset.Sample], x: np.ndarray, y: np.ndarray) -> Arrays:
+    """``x`` and ``y`` (in the order of ``samples``) with each sample's image label,
+    mask flag, source and file format."""
+    return Arrays(x, y, np.array([bool(s.positive) for s in samples], bool),
+                  np.array([s.has_mask for s in samples], bool),
+                  np.array([s.source for s in samples], dtype=str),
+                  np.array([s.format for s in samples], dtype=str))

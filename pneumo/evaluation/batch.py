@@ -9,23 +9,24 @@ from pathlib import Path
 from PIL import Image
 
 from pneumo.data import dataset
-from pneumo.evaluation import engines
+from pneumo.evaluation.engines import reread
 from pneumo.inference import overlay
 from pneumo.inference.card import read_card
-from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
-from pneumo.io import rle
+from pneumo.inference.loading import ModelOptions
+from pneumo.inference.predictor import Predictor
+from pneumo.inference.reads import READ_FIELDS, Read, file_items
 from pneumo.io.imaging import read_image
 
 
-def predict_files(model: Predictor | str | Path | None, inputs: list[str],
+def predict_files(model: Predictor | ModelOptions | None, inputs: list[str],
                   submission: str | Path, scores_csv: str | Path | None = None,
                   overlays: str | Path | None = None, batch_size: int = 4,
                   progress: bool = True, **engine) -> dict:
     """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
 
-    ``model``: a loaded :class:`Predictor` (the ``local`` engine), or a model folder
-    (``None``: the bundled model) for the engine chosen by ``engine``'s keywords
-    (``engine``, ``options``, ``address``, ``cores_per_actor``, ``on_ready``: see
+    ``model``: a loaded :class:`Predictor` (the ``local`` engine), or how to load one
+    (:class:`ModelOptions`; ``None``: the bundled model) for the engine chosen by
+    ``engine``'s keywords (``engine``, ``address``, ``cores_per_actor``, ``on_ready``: see
     :func:`pneumo.evaluation.engines.reread`; every engine writes the same files).
 
     Returns counts: ``{"images": n, "positive": k, "failed": f, "not_chest": g}``
@@ -34,10 +35,10 @@ def predict_files(model: Predictor | str | Path | None, inputs: list[str],
     progress bar.
     """
     files = dataset.iter_image_files(inputs)
-    card = model.card if isinstance(model, Predictor) else read_card(model or DEFAULT_MODEL_DIR)
-    reads = engines.reread(model, engines.file_items(files), batch_size=batch_size,
-                           total=len(files), progress="predicting" if progress else None,
-                           **engine)
+    card = model.card if isinstance(model, Predictor) else \
+        read_card((model or ModelOptions()).model_dir)
+    reads = reread(model, file_items(files), batch_size=batch_size, total=len(files),
+                   progress="predicting" if progress else None, **engine)
     if overlays:
         Path(overlays).mkdir(parents=True, exist_ok=True)
     sub_fh = open(submission, "w", newline="")
@@ -75,18 +76,17 @@ def predict_files(model: Predictor | str | Path | None, inputs: list[str],
     return dict(counts, skipped=skipped)
 
 
-def _write_overlay(path: Path, read: engines.Read, out: Path) -> None:
+def _write_overlay(path: Path, read: Read, out: Path) -> None:
     """The outlined region over the film (decoded again here: a read carries no pixels)."""
     pixels = read_image(path).pixels
-    mask = rle.decode(read.rle, (read.rows, read.columns))
-    Image.fromarray(overlay.filled(pixels, mask)).save(out)
+    Image.fromarray(overlay.filled(pixels, read.prediction.mask)).save(out)
 
 
 #: The columns of a re-read CSV: when the run began (UTC), then a read's fields.
-READ_COLUMNS = ("read_at",) + engines.READ_FIELDS
+READ_COLUMNS = ("read_at",) + READ_FIELDS
 
 
-def write_reads(reads: Iterable[engines.Read], out: str | Path, append: bool = False) -> dict:
+def write_reads(reads: Iterable[Read], out: str | Path, append: bool = False) -> dict:
     """Reads to a CSV (:data:`READ_COLUMNS`): one row per file, the model's name and
     version on each, ``read_at`` the run's start in UTC; an error row for a file
     with no verdict.
@@ -110,8 +110,7 @@ def write_reads(reads: Iterable[engines.Read], out: str | Path, append: bool = F
         if not adding:
             writer.writerow(READ_COLUMNS)
         for read in reads:
-            writer.writerow([read_at] + [_cell(getattr(read, name))
-                                         for name in engines.READ_FIELDS])
+            writer.writerow([read_at] + [_cell(value) for value in read.to_dict().values()])
             if read.ok:
                 counts["images"] += 1
                 counts["positive"] += int(read.positive)

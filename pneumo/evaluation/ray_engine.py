@@ -1,8 +1,9 @@
 """The ``ray`` engine of :func:`pneumo.evaluation.engines.reread`: Predictors as Ray actors.
 
-Each actor (:class:`BatchReader`) loads the model folder once and then reads batches
-with :func:`~pneumo.evaluation.engines.read_batch`, the step the ``local`` engine runs,
-so both give the same numbers. The driver only reads the files' bytes and hands out
+Each actor (:class:`BatchReader`) loads the model once
+(:func:`~pneumo.inference.loading.load_predictor`) and then reads batches with
+:func:`~pneumo.inference.reads.read_batch`, the step the ``local`` engine runs, so both
+give the same numbers. The driver only reads the files' bytes and hands out
 batches: round robin over the actors, at most :data:`WINDOW_PER_ACTOR` batches per
 actor in flight (10,000 files are never all submitted at once), results in input order.
 
@@ -31,18 +32,12 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from pneumo.errors import ModelLoadError, PneumoError
-from pneumo.evaluation.engines import (
-    Item,
-    LoadOptions,
-    Read,
-    load_predictor,
-    read_batch,
-)
+from pneumo.inference.loading import ModelOptions, load_predictor
+from pneumo.inference.reads import Item, Read, read_batch
 
 #: Batches in flight per actor: one being read, one waiting, so no actor idles.
 WINDOW_PER_ACTOR = 2
@@ -56,19 +51,17 @@ H = TypeVar("H")
 class BatchReader:
     """One Predictor in a Ray worker process: :meth:`load` once, then :meth:`read` batches."""
 
-    def __init__(self, model_dir: str, options: LoadOptions, threads: int | None,
-                 max_pixels: int):
-        self.model_dir, self.options = model_dir, options
-        self.threads, self.max_pixels = threads, max_pixels
+    def __init__(self, options: ModelOptions, max_pixels: int):
+        self.options, self.max_pixels = options, max_pixels
         self.predictor = None
 
     def load(self) -> str:
-        """Load the model; say where it runs, e.g. ``CPU (tensorflow, 2 threads)``."""
-        self.predictor = load_predictor(self.model_dir, self.options, self.threads)
-        return f"{self.predictor.device}, runtime {self.predictor.runtime.name}"
+        """Load the model; say where it runs, e.g. ``CPU (tensorflow, 2 threads), ...``."""
+        self.predictor = load_predictor(self.options)
+        return self.predictor.where
 
     def read(self, items: list[Item]) -> list[Read]:
-        """One batch, as :func:`~pneumo.evaluation.engines.read_batch` reads it."""
+        """One batch, as :func:`~pneumo.inference.reads.read_batch` reads it."""
         return read_batch(self.predictor, items, self.max_pixels)
 
 
@@ -118,10 +111,14 @@ def machine_cores() -> int:
     return os.cpu_count() or 1
 
 
-def ray_reads(model_dir: Path, chunks: Iterable[list[Item]], options: LoadOptions, *,
+def ray_reads(options: ModelOptions, chunks: Iterable[list[Item]], *,
               address: str | None, cores_per_actor: int, max_pixels: int,
               on_ready: Callable[[str], None] | None = None) -> Iterator[list[Read]]:
-    """The reads of each chunk, in order, by Ray actors (see the module docstring)."""
+    """The reads of each chunk, in order, by Ray actors (see the module docstring).
+
+    Each actor loads ``options``' model folder by its absolute path, with the CPU
+    threads of the actor plan (:func:`plan_actors`) in place of ``options.threads``.
+    """
     import ray  # lazy: ray is an optional extra
 
     started = _connect(ray, address)
@@ -130,8 +127,8 @@ def ray_reads(model_dir: Path, chunks: Iterable[list[Item]], options: LoadOption
         plan = plan_actors(ray.nodes(), cores_per_actor)
         reader = ray.remote(BatchReader).options(
             num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, runtime_env=_runtime_env())
-        actors = [reader.remote(str(model_dir), options, plan.threads, max_pixels)
-                  for _ in range(plan.count)]
+        each = replace(options, model_dir=options.model_dir.resolve(), threads=plan.threads)
+        actors = [reader.remote(each, max_pixels) for _ in range(plan.count)]
         where = _load(ray, actors)
         if on_ready:
             on_ready(f"{len(actors)} Ray actor{'s' if len(actors) > 1 else ''}: "

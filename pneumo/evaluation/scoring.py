@@ -19,13 +19,12 @@ import pydicom
 from PIL import Image
 
 from pneumo.data import dataset
-from pneumo.data.examples import Arrays, load_example
+from pneumo.data.examples import decode_examples
 from pneumo.evaluation import metrics
 from pneumo.inference import calibration, overlay, postprocess
 from pneumo.inference.card import ModelCard
 from pneumo.inference.predictor import ModelOutput, Predictor, image_probability
 from pneumo.io import rle
-from pneumo.progress import track
 
 
 def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
@@ -200,17 +199,9 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    size = predictor.pcfg.size
-    xs = np.zeros((len(samples), size, size), np.uint8)
-    ys = np.zeros_like(xs)
-    iterator = range(len(samples))
-    if progress:
-        iterator = track(iterator, "evaluating")
-    for i in iterator:
-        xs[i], ys[i] = load_example(samples[i], table, predictor.pcfg)
-    arrays = Arrays(xs, ys, np.array([bool(s.positive) for s in samples], bool),
-                    np.array([s.has_mask for s in samples], bool),
-                    np.array([s.source for s in samples], dtype=str))
+    arrays = decode_examples(samples, table, predictor.pcfg,
+                             "evaluating" if progress else None)
+    xs, ys = arrays.x, arrays.y
     model_out = predictor.output(xs)
     card = predictor.card
     scores = score_outputs(card, model_out, arrays)

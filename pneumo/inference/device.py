@@ -96,7 +96,8 @@ def check_device_choice(device: str) -> str:
     return choice
 
 
-def _check_threads(threads) -> None:
+def check_threads(threads) -> None:
+    """``ValueError`` unless ``threads`` is ``None`` or a whole number of at least 1."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
                                 or threads < 1):
         raise ValueError(f"PNEUMO_TF_THREADS must be a whole number of at least 1, "
@@ -136,7 +137,7 @@ def configure_device(threads: int | None = None, device: str = "auto") -> Placem
     Call it before the backend's first operation: a GPU cannot be hidden, nor
     TensorFlow's memory growth set, once the backend has started.
     """
-    _check_threads(threads)
+    check_threads(threads)
     device = check_device_choice(device)
     if "keras" not in sys.modules:
         _prepare_environment(device)

@@ -47,7 +47,12 @@ class ModelOutput:
 
 @dataclass
 class Prediction:
-    """What the model says about one image."""
+    """What the model says about one image: the project's one verdict type.
+
+    :meth:`Predictor.predict` returns it; a batch read carries it
+    (:class:`pneumo.inference.reads.Read`); the web store's row is made from it
+    (``app.service.result_row``).
+    """
 
     mask: np.ndarray              # bool (rows, columns): the outlined region when positive
     probability_map: np.ndarray   # float32 (size, size) at the model's resolution
@@ -135,6 +140,11 @@ class Predictor:
     @property
     def name(self) -> str:
         return f"{self.card.name} ({self.card.version or '?'})"
+
+    @property
+    def where(self) -> str:
+        """Where the model runs, in words, e.g. ``CPU (tensorflow), runtime keras (tensorflow)``."""
+        return f"{self.device}, runtime {self.runtime.name}"
 
     @classmethod
     def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True,

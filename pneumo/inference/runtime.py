@@ -81,18 +81,24 @@ def _as_arrays(mask, head, features=None) -> Raw:
                None if features is None else np.asarray(features, np.float32))
 
 
+def check_runtime(name: str) -> str:
+    """``name`` if it is one of :data:`RUNTIMES`, else ``ValueError`` naming it."""
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; choose one of {list(RUNTIMES)}")
+    return name
+
+
 def load(name: str, model) -> Runtime:
     """The runtime ``name`` for a built Keras model with its weights loaded."""
+    check_runtime(name)
     if name == "keras":
         return KerasRuntime(model)
-    if name == "openvino":
-        try:
-            import openvino  # noqa: F401  # lazy: is the optional openvino extra installed?
-        except ImportError as exc:
-            raise ValueError("PNEUMO_RUNTIME=openvino needs the openvino extra "
-                             "(pip install 'pneumo[openvino]')") from exc
-        return OpenVINORuntime(model)
-    raise ValueError(f"unknown runtime {name!r}; choose one of {list(RUNTIMES)}")
+    try:  # openvino, the only other one
+        import openvino  # noqa: F401  # lazy: is the optional openvino extra installed?
+    except ImportError as exc:
+        raise ValueError("PNEUMO_RUNTIME=openvino needs the openvino extra "
+                         "(pip install 'pneumo[openvino]')") from exc
+    return OpenVINORuntime(model)
 
 
 def as_runtime(model_or_runtime) -> Runtime:

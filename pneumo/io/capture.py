@@ -27,9 +27,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumo import __version__
-from pneumo.io.seg import (creation_time, pin_creation_time, quiet_highdicom,
-                           source_dataset, stable_uid)
+from pneumo.io.seg import creation_time, derived_header, pin_creation_time, quiet_highdicom, \
+    source_dataset
 
 #: The words every rendering of a result carries; the same as
 #: ``pneumo.inference.overlay.AI_LABEL`` (a room this one may not import; a test
@@ -125,10 +124,6 @@ def make_secondary_capture(source: bytes | pydicom.Dataset, overlay_rgb: np.ndar
     ds = source_dataset(source, uid_seed)
     created = creation_time(created)
     pixels, _ = burn_notice(overlay_rgb)
-    if uid_seed:
-        series_uid, sop_uid = stable_uid(uid_seed, "sc-series"), stable_uid(uid_seed, "sc-sop")
-    else:
-        series_uid, sop_uid = hd.UID(), hd.UID()
     orientation = _orientation(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -137,15 +132,10 @@ def make_secondary_capture(source: bytes | pydicom.Dataset, overlay_rgb: np.ndar
             bits_allocated=8, coordinate_system="PATIENT",
             # highdicom wants two letters for the patient coordinate system; an unknown
             # orientation is written empty below (Type 2), never guessed
-            patient_orientation=orientation or ("L", "F"),
-            series_instance_uid=series_uid, series_number=902,
-            sop_instance_uid=sop_uid, instance_number=1,
-            manufacturer="pneumo", manufacturer_model_name=model_name[:64],
-            software_versions=__version__,
+            patient_orientation=orientation or ("L", "F"), series_number=902,
             series_description="Pneumothorax overlay (AI output, not a diagnosis)",
             transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
-            content_date=created.date(), content_time=created.time(),
-            series_date=created.date(), series_time=created.time(),
+            **derived_header("sc", uid_seed, model_name, created),
         )
     if orientation is None:
         sc.PatientOrientation = ""

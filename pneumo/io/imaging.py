@@ -368,12 +368,6 @@ def percentile_range(values: np.ndarray, low: float = 0.5,
     return lo, (hi if hi > lo else lo + 1.0)
 
 
-def percentile_window(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Map the [low, high] percentile range of ``values`` to [0, 1] floats."""
-    lo, hi = percentile_range(values, low, high)
-    return np.clip((values.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)
-
-
 def to_display(values: np.ndarray, unit) -> np.ndarray:
     """``uint8`` display pixels from stored values, ``unit`` (values -> [0, 1] floats)
     applied a block of rows at a time so that memory stays bounded for huge images."""

@@ -291,6 +291,25 @@ def creation_time(created: dt.datetime | float | None) -> dt.datetime:
     return created
 
 
+def derived_header(kind: str, uid_seed: str | None, model_name: str,
+                   created: dt.datetime) -> dict:
+    """The header every object made from a result (SEG, SR, secondary capture) gives
+    highdicom, as keyword arguments: its Series and SOP Instance UIDs derived from
+    ``uid_seed`` (purposes ``"<kind>-series"`` and ``"<kind>-sop"``; random without a
+    seed), instance number 1, pneumo as manufacturer with ``model_name`` (64 characters
+    at most) and its version, and ``created`` as content and series date and time."""
+    if uid_seed:
+        series_uid, sop_uid = stable_uid(uid_seed, f"{kind}-series"), \
+            stable_uid(uid_seed, f"{kind}-sop")
+    else:
+        series_uid, sop_uid = hd.UID(), hd.UID()
+    return dict(series_instance_uid=series_uid, sop_instance_uid=sop_uid, instance_number=1,
+                manufacturer="pneumo", manufacturer_model_name=model_name[:64],
+                software_versions=__version__,
+                content_date=created.date(), content_time=created.time(),
+                series_date=created.date(), series_time=created.time())
+
+
 def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
                      uid_seed: str | None = None,
                      created: dt.datetime | float | None = None) -> pydicom.Dataset:
@@ -367,32 +386,22 @@ def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
             name=model_name[:64], version=__version__,
             family=codes.cid7162.ArtificialIntelligence),
     )
-    if uid_seed:
-        series_uid, sop_uid = stable_uid(uid_seed, "seg-series"), stable_uid(uid_seed, "seg-sop")
-    else:
-        series_uid, sop_uid = hd.UID(), hd.UID()
+    header = derived_header("seg", uid_seed, model_name, created)
     seg = hd.seg.Segmentation(
         source_images=[ds],
         pixel_array=mask.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
-        series_instance_uid=series_uid,
         series_number=900,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer="pneumo",
-        manufacturer_model_name=model_name[:64],
-        software_versions=__version__,
         device_serial_number="0",
         series_description="Pneumothorax (AI, decision support)",
         # Projection radiographs have no slice thickness; the SEG IOD needs one
         # when a frame of reference is present, so a nominal 1 mm is written.
         pixel_measures=hd.PixelMeasuresSequence(
             pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0),
-        content_date=created.date(), content_time=created.time(),
-        series_date=created.date(), series_time=created.time(),
+        **header,
     )
-    _pin_generated_values(seg, uid_seed or sop_uid, created)
+    _pin_generated_values(seg, uid_seed or header["sop_instance_uid"], created)
     return seg
 
 

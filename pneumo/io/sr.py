@@ -40,9 +40,8 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from pneumo import __version__
-from pneumo.io.seg import (PNEUMOTHORAX_CODE, creation_time, pin_creation_time,
-                           quiet_highdicom, source_dataset, stable_uid)
+from pneumo.io.seg import (PNEUMOTHORAX_CODE, creation_time, derived_header,
+                           pin_creation_time, quiet_highdicom, source_dataset, stable_uid)
 
 #: The values ``probability_kind`` takes: a calibrated probability or a raw score.
 PROBABILITY_KINDS = ("probability", "score")
@@ -224,25 +223,16 @@ def make_sr_dataset(source: bytes | pydicom.Dataset, seg: pydicom.Dataset, *, po
 def _document(source: pydicom.Dataset, seg: pydicom.Dataset, report: hd.sr.MeasurementReport,
               model_name: str, uid_seed: str | None, created: dt.datetime) -> hd.sr.ComprehensiveSR:
     """The report as a document in the source's study, with the result's identity."""
-    if uid_seed:
-        series_uid, sop_uid = stable_uid(uid_seed, "sr-series"), stable_uid(uid_seed, "sr-sop")
-    else:
-        series_uid, sop_uid = hd.UID(), hd.UID()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sr = hd.sr.ComprehensiveSR(
             # the source first: the SR copies patient, study and acquisition equipment
             # from it
             evidence=[_evidence_source(source), seg],
-            content=report[0],
-            series_instance_uid=series_uid, series_number=901,
-            sop_instance_uid=sop_uid, instance_number=1,
-            manufacturer="pneumo", manufacturer_model_name=model_name[:64],
-            software_versions=__version__,
+            content=report[0], series_number=901,
             series_description="Pneumothorax report (AI, decision support)",
             is_complete=True, is_final=False, is_verified=False,
-            content_date=created.date(), content_time=created.time(),
-            series_date=created.date(), series_time=created.time(),
+            **derived_header("sr", uid_seed, model_name, created),
         )
     pin_creation_time(sr, created)
     return sr

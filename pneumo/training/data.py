@@ -11,7 +11,7 @@ import numpy as np
 
 from pneumo.data import dataset
 from pneumo.data.datacfg import DataConfig
-from pneumo.data.examples import Arrays, load_example, preprocess_config
+from pneumo.data.examples import Arrays, decode_examples, labelled, preprocess_config
 from pneumo.inference.preprocess import PreprocessConfig, model_image, model_input
 from pneumo.io import encodings
 from pneumo.io.imaging import read_image
@@ -78,23 +78,14 @@ def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],
         version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
     ).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"arrays_{size}_{key}.npz"
-    label = np.array([bool(s.positive) for s in samples], bool)
-    has_mask = np.array([s.has_mask for s in samples], bool)
-    source = np.array([s.source for s in samples], dtype=str)
-    fmt = np.array([s.format for s in samples], dtype=str)
     if path.exists():
         with np.load(path) as z:
-            return Arrays(z["x"], z["y"], label, has_mask, source, fmt)
-    xs = np.zeros((len(samples), size, size), np.uint8)
-    ys = np.zeros_like(xs)
-    iterator = range(len(samples))
-    if progress:
-        iterator = track(iterator, f"decoding {len(samples)} images")
-    for i in iterator:
-        xs[i], ys[i] = load_example(samples[i], table, pcfg)
+            return labelled(samples, z["x"], z["y"])
+    arrays = decode_examples(samples, table, pcfg,
+                             f"decoding {len(samples)} images" if progress else None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x=xs, y=ys)
-    return Arrays(xs, ys, label, has_mask, source, fmt)
+    np.savez(path, x=arrays.x, y=arrays.y)
+    return arrays
 
 
 def native_image(sample: dataset.Sample, cap: int) -> np.ndarray:

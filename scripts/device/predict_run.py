@@ -6,12 +6,16 @@ cross-backend tests).
     KERAS_BACKEND=torch python scripts/device/predict_run.py FILE_OR_FOLDER... \\
         --device cpu --out run.json [--maps maps.npz] [--bench 1,16] [--model DIR]
 
-Writes: where the model was placed (``configure_device``) and where its weights
-actually are, the model and a digest of its weights, each file's image-level
-probability at full precision, with ``--maps`` the probability maps (float32,
-N x size x size, in the order of ``files``), with ``--bench`` images/s of
-``pneumo.evaluation.batch.predict_files`` (what ``pneumo predict`` runs) at each batch
-size after one warm-up pass, and the allocator's peak GPU memory.
+The model is loaded as everywhere else (``pneumo.inference.loading.load_predictor``)
+and the files read as ``pneumo predict`` reads them (``pneumo.inference.reads``).
+Writes: where the model was placed and where its weights actually are, the model and a
+digest of its weights, the seconds to place and load it (with the warm-up), each
+file's image-level probability at full precision (or, for a file the reader or the
+chest gate refuses, ``null`` and the reason), with ``--maps`` the probability maps
+(float32, N x size x size, in the order of ``files``; NaN for a refused file), with
+``--bench`` images/s of ``pneumo.evaluation.batch.predict_files`` (what
+``pneumo predict`` runs) at each batch size after one warm-up pass, and the
+allocator's peak GPU memory.
 """
 from __future__ import annotations
 
@@ -34,20 +38,15 @@ def weights_digest(model_dir: Path) -> str:
 
 
 def outputs(predictor, files: list[Path], batch: int = 16):
-    """(image ids, probabilities, maps) for ``files`` through the serving path."""
+    """(reads, maps) for ``files`` as ``pneumo predict`` reads them, ``batch`` at a time:
+    one read per file, and the probability maps (NaN where a file was refused)."""
     import numpy as np
-    from pneumo.inference.predictor import image_probability
-    from pneumo.inference.preprocess import model_image
-    from pneumo.io.imaging import read_image
-    ids, probs, maps = [], [], []
-    for start in range(0, len(files), batch):
-        records = [read_image(f) for f in files[start:start + batch]]
-        ids += [r.image_id or f.stem for r, f in zip(records, files[start:start + batch])]
-        out = predictor.output(np.stack([model_image(r.pixels, predictor.pcfg)
-                                         for r in records]))
-        probs += [float(p) for p in image_probability(predictor.card, out)]
-        maps.append(out.maps)
-    return ids, probs, np.concatenate(maps)
+    from pneumo.inference.reads import file_items, read_items
+    reads = list(read_items(predictor, file_items(files), batch))
+    size = predictor.pcfg.size
+    maps = np.stack([r.prediction.probability_map if r.ok
+                     else np.full((size, size), np.nan, np.float32) for r in reads])
+    return reads, maps
 
 
 def bench(predictor, files: list[Path], batch_sizes: list[int], min_s: float) -> dict:
@@ -84,24 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-min-s", dest="bench_min_s", type=float, default=2.0)
     args = p.parse_args(argv)
 
-    from pneumo.inference.device import configure_device, gpu_memory_peak, weights_device
-    placement = configure_device(device=args.device)
-    from pneumo.data.dataset import iter_image_files
-    from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
-    model_dir = Path(args.model or DEFAULT_MODEL_DIR).resolve()
+    from pneumo.inference.device import gpu_memory_peak, weights_device
+    from pneumo.inference.loading import ModelOptions, load_predictor
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+    options = ModelOptions(Path(args.model or DEFAULT_MODEL_DIR).resolve(), device=args.device)
     t0 = time.perf_counter()
-    predictor = Predictor.load(model_dir)
+    predictor = load_predictor(options)
     load_s = time.perf_counter() - t0
+    from pneumo.data.dataset import iter_image_files
     files = iter_image_files(args.inputs)
-    ids, probs, maps = outputs(predictor, files)
+    reads, maps = outputs(predictor, files)
+    ids = [r.image_id or f.stem for r, f in zip(reads, files)]
     report = {
-        "backend": placement.backend, "device": str(placement),
+        "backend": predictor.backend, "device": predictor.device,
         "weights_device": weights_device(predictor.model),
-        "model": predictor.name, "model_dir": str(model_dir),
-        "weights_sha256": weights_digest(model_dir), "load_and_warm_up_s": round(load_s, 3),
-        "tta": bool(predictor.tta),
-        "files": [{"file": f.name, "image_id": i, "probability": pr}
-                  for f, i, pr in zip(files, ids, probs)],
+        "model": predictor.name, "model_dir": str(options.model_dir),
+        "weights_sha256": weights_digest(options.model_dir),
+        "load_and_warm_up_s": round(load_s, 3), "tta": bool(predictor.tta),
+        "files": [{"file": f.name, "image_id": i, "probability": r.probability}
+                  | ({} if r.ok else {"error": r.error}) for f, i, r in zip(files, ids, reads)],
     }
     if args.maps:
         import numpy as np
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         report["predict_files"] = bench(predictor, files, sizes, args.bench_min_s)
     report["gpu_memory_peak"] = gpu_memory_peak()
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"{placement}: {len(files)} files, load and warm-up {load_s:.1f} s")
+    print(f"{predictor.device}: {len(files)} files, load and warm-up {load_s:.1f} s")
     return 0
 
 

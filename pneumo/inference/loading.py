@@ -1,0 +1,77 @@
+"""One way to load a model: :class:`ModelOptions` says which model folder and how to run
+it, :func:`load_predictor` places the device and loads it.
+
+The web app's model holder, ``pneumo predict``/``reread``/``evaluate``, the Ray engine's
+actors and the device scripts all load through here, so the device choice, the runtime,
+the operating point, the site prevalence and the warm-up mean the same everywhere::
+
+    predictor = load_predictor(ModelOptions(model_dir, device="cpu", threads=2))
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pneumo.inference.device import DEFAULT_DEVICE, check_device_choice, check_threads, \
+    configure_device
+from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
+from pneumo.inference.runtime import DEFAULT_RUNTIME, check_runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model folder to load, and how to run it (the ``PNEUMO_*`` model settings and
+    the command line's model flags, in one shape).
+
+    Attributes:
+        model_dir: the model folder (card and weights); default: the bundled model.
+        device: ``auto``, ``cpu`` or ``gpu`` (``PNEUMO_DEVICE``, ``--device``).
+        runtime: ``keras`` or ``openvino`` (``PNEUMO_RUNTIME``, ``--runtime``).
+        threads: CPU threads per operation (``PNEUMO_TF_THREADS``); ``None``: one per core.
+        operating_point: one of the card's points (``None``: the card's).
+        prevalence: the site prevalence the shown probability is re-based to
+            (``PNEUMO_PREVALENCE``); ``None``: none.
+        tta: flip test-time augmentation (``None``: the card's).
+        warm_up: run the network once on a blank image while loading.
+
+    Raises:
+        ValueError: an unknown device or runtime, or a thread count below 1 (named).
+    """
+
+    model_dir: Path = DEFAULT_MODEL_DIR
+    device: str = DEFAULT_DEVICE
+    runtime: str = DEFAULT_RUNTIME
+    threads: int | None = None
+    operating_point: str | None = None
+    prevalence: float | None = None
+    tta: bool | None = None
+    warm_up: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_dir", Path(self.model_dir))
+        object.__setattr__(self, "device", check_device_choice(self.device))
+        check_threads(self.threads)
+        check_runtime(self.runtime)
+
+
+def load_predictor(options: ModelOptions = ModelOptions()) -> Predictor:
+    """Place the model (:func:`~pneumo.inference.device.configure_device`), then load it
+    (:meth:`Predictor.load`) as ``options`` say.
+
+    Call it before anything imports Keras in this process: the device is chosen when the
+    backend starts.
+
+    Raises:
+        DeviceError: ``device="gpu"`` and the backend sees no GPU, or the choice came
+            after the backend had started on another device.
+        ModelLoadError: the folder, its card or its weights could not be loaded.
+    """
+    placement = configure_device(options.threads, options.device)
+    log.info("Keras backend %s; the model goes on %s (device choice %s)", placement.backend,
+             placement, options.device)
+    return Predictor.load(options.model_dir, warm_up=options.warm_up,
+                          operating_point=options.operating_point, runtime=options.runtime,
+                          prevalence=options.prevalence, tta=options.tta, placement=placement)
