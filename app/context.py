@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import TYPE_CHECKING
 
 from flask import abort, current_app, g, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 from app.service import Analyser
-from app.services import Services
 from app.settings import Settings
 from app.store.records import ResultRow, Scope, User
 from app.store.repository import Store
+
+if TYPE_CHECKING:  # the services are made by the factory; requests only use them
+    from app.services import Services
 
 #: Rate limits (``PNEUMO_LOGIN_RATE_LIMIT``, ``PNEUMO_UPLOAD_RATE_LIMIT``), per client address
 #: (and per account for logins), counted in the store by every worker together
@@ -25,7 +28,7 @@ from app.store.repository import Store
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 
-def services() -> Services:
+def services() -> "Services":
     """The process's services (made by the app factory)."""
     return current_app.extensions["pneumo"]
 
