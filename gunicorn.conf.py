@@ -5,6 +5,7 @@ Every value comes from the ``PNEUMO_*`` environment variables through
 model: keep workers few (1 per GPU, 1-2 on CPU) and use threads for I/O.
 Never preload: TensorFlow does not survive fork.
 """
+
 import os
 import sys
 
@@ -44,8 +45,9 @@ max_requests = _settings.max_requests
 # escaped (no forged lines, no NUL bytes) and DICOMweb UIDs are written as {uid}.
 logger_class = "app.accesslog.SafeAccessLogger"
 accesslog = "-"
-access_log_format = ('%({x-forwarded-for}i)s' if _settings.proxy else '%(h)s') \
-    + ' "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+access_log_format = (
+    "%({x-forwarded-for}i)s" if _settings.proxy else "%(h)s"
+) + ' "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 limit_request_line = 4094

@@ -3,6 +3,7 @@
 Each gunicorn worker imports this module and so loads its own copy of the
 model (never use ``--preload`` with TensorFlow).
 """
+
 import logging
 import os
 
@@ -11,6 +12,5 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # for TensorFlow, before it 
 from app import create_app  # noqa: E402
 from app.settings import LOG_FORMAT, Settings  # noqa: E402
 
-logging.basicConfig(level=Settings.from_env().log_level,
-                    format=LOG_FORMAT)
+logging.basicConfig(level=Settings.from_env().log_level, format=LOG_FORMAT)
 app = create_app()

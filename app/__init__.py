@@ -3,9 +3,11 @@
 ``create_app`` follows the Flask tutorial's factory: the typed settings (from
 the ``PNEUMO_*`` environment variables), then the test mapping. It holds the
 process's :class:`app.services.Services` (store, model holder, analysis service,
-PACS sender; :mod:`app.context` hands them to requests) and registers the entry points: pages (``views``), JSON API
-(``api``), DICOMweb STOW (``dicomweb``), PACS pages (``pacs``), logins (``access``).
+PACS sender; :mod:`app.context` hands them to requests) and registers the entry
+points: pages (``views``), JSON API (``api``), DICOMweb STOW (``dicomweb``), PACS
+pages (``pacs``), logins (``access``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,9 +70,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     test_config = dict(test_config or {})
     predictor = test_config.pop("PREDICTOR", None)
     settings = Settings.from_mapping(test_config)
-    app = Flask(__name__, instance_path=str(settings.instance_dir),
-                template_folder=str(paths.project_root() / "templates"),
-                static_folder=str(paths.project_root() / "static"))
+    app = Flask(
+        __name__,
+        instance_path=str(settings.instance_dir),
+        template_folder=str(paths.project_root() / "templates"),
+        static_folder=str(paths.project_root() / "static"),
+    )
     app.json = JSONProvider(app)
     app.config.from_mapping(
         SESSION_COOKIE_HTTPONLY=True,
@@ -115,9 +120,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     return app
 
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 def _security_headers(response):

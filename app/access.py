@@ -8,16 +8,35 @@
   ``Authorization: Bearer <token>`` (``pneumo create-token``).
 * Every HTML form POST carries a per-session CSRF token.
 """
+
 from __future__ import annotations
 
 import hmac
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, g, jsonify, redirect, render_template,
-                   request, session, url_for)
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 
-from app.context import (limiter, login_account, login_account_limit, login_failed,
-                         login_limit, login_pair, settings, store)
+from app.context import (
+    limiter,
+    login_account,
+    login_account_limit,
+    login_failed,
+    login_limit,
+    login_pair,
+    settings,
+    store,
+)
 
 bp = Blueprint("access", __name__)
 OPEN_ENDPOINTS = {"access.login", "views.healthz", "views.readyz", "views.favicon", "static"}
@@ -44,13 +63,17 @@ def check_access():
         g.owner, g.bearer, g.user = user.owner, True, user
         return None
     mode = _login_mode()
-    if mode and (session.get("user") or session.get("access_granted")) \
-            and not store().sessions.active(session.get("sid", ""), _subject(), _max_age_s()):
+    if (
+        mode
+        and (session.get("user") or session.get("access_granted"))
+        and not store().sessions.active(session.get("sid", ""), _subject(), _max_age_s())
+    ):
         session.clear()  # logged out (or expired) elsewhere: a kept cookie no longer logs in
     if mode and not session.get("user") and not session.get("access_granted"):
         if request.path.startswith("/api/") and request.blueprint != "api_docs":
-            return jsonify(error={"code": "unauthorized",
-                                  "message": "Log in, or send an API token."}), 401
+            return jsonify(
+                error={"code": "unauthorized", "message": "Log in, or send an API token."}
+            ), 401
         return redirect(url_for("access.login", next=request.path))  # pages, the API's docs
     if session.get("user"):
         user = store().accounts.get(session["user"])
@@ -77,11 +100,21 @@ def _check_csrf():
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token", "")
     if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
         if request.path.startswith("/api/"):
-            return jsonify(error={"code": "csrf_token_missing", "message": (
-                "This call carries a browser session cookie but no valid X-CSRF-Token header "
-                "(GET /api/v1/csrf-token gives it); or use an API token.")}), 403
-        abort(403, description="The form expired or did not come from this site "
-                               "(missing CSRF token). Reload the page and try again.")
+            return jsonify(
+                error={
+                    "code": "csrf_token_missing",
+                    "message": (
+                        "This call carries a browser session cookie but no valid "
+                        "X-CSRF-Token header (GET /api/v1/csrf-token gives it); or use an "
+                        "API token."
+                    ),
+                }
+            ), 403
+        abort(
+            403,
+            description="The form expired or did not come from this site "
+            "(missing CSRF token). Reload the page and try again.",
+        )
     return None
 
 
@@ -91,16 +124,18 @@ def _check_csrf():
 # guesses from one address stop at the first two and never lock the owner out elsewhere.
 @limiter.limit(login_limit, methods=["POST"])
 @limiter.limit(login_limit, methods=["POST"], key_func=login_pair, deduct_when=login_failed)
-@limiter.limit(login_account_limit, methods=["POST"], key_func=login_account,
-               deduct_when=login_failed)
+@limiter.limit(
+    login_account_limit, methods=["POST"], key_func=login_account, deduct_when=login_failed
+)
 def login():
     """Log in with a user name and password, or the shared access password."""
     mode = _login_mode()
     error = None
     if request.method == "POST":
         if mode == "users":
-            user_id = store().accounts.authenticate(request.form.get("username", ""),
-                                                    request.form.get("password", ""))
+            user_id = store().accounts.authenticate(
+                request.form.get("username", ""), request.form.get("password", "")
+            )
             if user_id is not None:
                 return _start_session(user=user_id)
             error = "Wrong user name or password."
@@ -138,8 +173,7 @@ def safe_next(target: str) -> str:
     """Where to go after login: a path on this site, else ``/``. Control characters,
     backslashes and anything a browser could read as another host (``//host``,
     ``/<TAB>host`` once the browser drops the tab) are refused."""
-    if not target.startswith("/") or any(ord(c) < 32 or ord(c) == 127 or c == "\\"
-                                         for c in target):
+    if not target.startswith("/") or any(ord(c) < 32 or ord(c) == 127 or c == "\\" for c in target):
         return "/"
     if target.startswith("//") or urlsplit(target).netloc:
         return "/"

@@ -8,6 +8,7 @@ with ``{uid}`` in place of each UID; :class:`SafeAccessLogger` applies it to
 the ``%(U)s`` and ``%(r)s`` atoms (``gunicorn.conf.py`` names it as
 ``logger_class``).
 """
+
 from __future__ import annotations
 
 import re
@@ -33,7 +34,9 @@ class SafeAccessLogger(Logger):
         atoms = super().atoms(resp, req, environ, request_time)
         atoms["U"] = loggable_path(atoms.get("U"))
         raw = environ.get("RAW_URI", "")
-        atoms["r"] = f"{environ.get('REQUEST_METHOD')} {loggable_path(raw.split('?', 1)[0])} " \
-                     f"{environ.get('SERVER_PROTOCOL')}"
+        atoms["r"] = (
+            f"{environ.get('REQUEST_METHOD')} {loggable_path(raw.split('?', 1)[0])} "
+            f"{environ.get('SERVER_PROTOCOL')}"
+        )
         atoms["q"] = "-"  # query strings are never logged
         return atoms

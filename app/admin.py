@@ -6,12 +6,22 @@ identifiers, downloads, deletions, sends to the PACS, reviews), with who, when, 
 result and from where; never a patient identifier. An admin reads the team's events at
 ``/admin/audit`` (and as CSV or JSON); ``pneumo audit --since`` exports them all.
 """
+
 from __future__ import annotations
 
 import time
 
-from flask import (Blueprint, Response, abort, flash, jsonify, redirect,
-                   render_template, request, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from app.context import current_owner, current_user, settings, store
 from app.audit import day_start, events_csv
@@ -21,13 +31,18 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 #: The endpoints whose successful answers are audit events, and the action each records.
 AUDITED = {
-    "views.result": "view", "api.get_prediction": "view",
+    "views.result": "view",
+    "api.get_prediction": "view",
     "views.identifiers": "view_identifiers",
-    "views.download": "download", "views.seg": "download", "views.structured": "download",
+    "views.download": "download",
+    "views.seg": "download",
+    "views.structured": "download",
     "views.delete": "delete",
     "pacs.send": "send_request",  # who asked; the sender records each send itself
-    "review.review_form": "review", "review.review_api": "review",
-    "review.reviews_api": "view_reviews", "api.list_predictions": "list",
+    "review.review_form": "review",
+    "review.review_api": "review",
+    "review.reviews_api": "view_reviews",
+    "api.list_predictions": "list",
 }
 
 
@@ -52,13 +67,23 @@ def record_request(response):
     args = request.view_args or {}
     if action == "download" and args.get("name") in THUMBNAILS:
         return response
-    if action == "download" and args.get("name") in VIEWER_FILES and \
-            store().audit.viewed_since(current_owner(), args.get("result_id"),
-                                       time.time() - VIEW_COVERS_S):
+    if (
+        action == "download"
+        and args.get("name") in VIEWER_FILES
+        and store().audit.viewed_since(
+            current_owner(), args.get("result_id"), time.time() - VIEW_COVERS_S
+        )
+    ):
         return response  # the viewer's own renditions of a page just viewed: that is the event
     user = current_user()
-    store().audit.record(current_owner(), action, args.get("result_id"), request.remote_addr,
-                         user.team_id if user else None, args.get("name"))
+    store().audit.record(
+        current_owner(),
+        action,
+        args.get("result_id"),
+        request.remote_addr,
+        user.team_id if user else None,
+        args.get("name"),
+    )
     return response
 
 
@@ -74,10 +99,15 @@ def users():
     """The team's users, their roles and API tokens."""
     admin = _admin()
     members = store().accounts.list(admin.team_id)
-    return render_template("admin.html", admin=admin, members=members, roles=ROLES,
-                           tokens={u.id: store().accounts.tokens(u.id) for u in members},
-                           retention=settings().retention_days,
-                           audit_retention=settings().audit_retention_days)
+    return render_template(
+        "admin.html",
+        admin=admin,
+        members=members,
+        roles=ROLES,
+        tokens={u.id: store().accounts.tokens(u.id) for u in members},
+        retention=settings().retention_days,
+        audit_retention=settings().audit_retention_days,
+    )
 
 
 @bp.post("/users/<int:user_id>/role")
@@ -128,7 +158,11 @@ def audit():
     if fmt == "json":
         return jsonify(events=[e.to_dict() for e in events])
     if fmt == "csv":
-        return Response(events_csv(events), mimetype="text/csv", headers={
-            "Content-Disposition": "attachment; filename=pneumo-audit.csv"})
-    return render_template("audit.html", events=events[-1000:], total=len(events),
-                           since=request.args.get("since", ""))
+        return Response(
+            events_csv(events),
+            mimetype="text/csv",
+            headers={"Content-Disposition": "attachment; filename=pneumo-audit.csv"},
+        )
+    return render_template(
+        "audit.html", events=events[-1000:], total=len(events), since=request.args.get("since", "")
+    )

@@ -1,12 +1,30 @@
 """JSON API, version 1 (its OpenAPI document is :mod:`app.openapi`)."""
+
 from __future__ import annotations
 
-from flask import (Blueprint, abort, g, jsonify, redirect, render_template, request,
-                   send_from_directory, url_for)
+from flask import (
+    Blueprint,
+    abort,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from swagger_ui_bundle import swagger_ui_path
 
-from app.context import analyser, csrf_token as session_csrf_token, current_owner, \
-    current_scope, limiter, readable_result, store, upload_limit
+from app.context import (
+    analyser,
+    csrf_token as session_csrf_token,
+    current_owner,
+    current_scope,
+    limiter,
+    readable_result,
+    store,
+    upload_limit,
+)
 from app.openapi import OPENAPI
 from app.service import uploaded_items
 
@@ -47,12 +65,16 @@ def result_json(row) -> dict:
     if g.get("one_off"):
         d["links"] = None
         return d
-    files = {name: url_for("views.download", result_id=row.id, name=name, _external=False)
-             for name in ("overlay.png", "mask.png", "image.png", "mask_rle.txt")}
+    files = {
+        name: url_for("views.download", result_id=row.id, name=name, _external=False)
+        for name in ("overlay.png", "mask.png", "image.png", "mask_rle.txt")
+    }
     d["links"] = {
         "self": url_for("api.get_prediction", result_id=row.id),
         "page": url_for("views.result", result_id=row.id),
-        "overlay": files["overlay.png"], "mask": files["mask.png"], "image": files["image.png"],
+        "overlay": files["overlay.png"],
+        "mask": files["mask.png"],
+        "image": files["image.png"],
         "rle": files["mask_rle.txt"],
         "seg": url_for("views.seg", result_id=row.id) if row.source_format == "DICOM" else None,
     }
@@ -64,8 +86,9 @@ def result_json(row) -> dict:
 def create_predictions():
     """POST /api/v1/predictions: analyse one or many uploaded files."""
     files = request.files.getlist("files") + request.files.getlist("file")
-    outcome = analyser().analyse_many(uploaded_items(files), current_owner(), as_batch=True,
-                                      source="API")
+    outcome = analyser().analyse_many(
+        uploaded_items(files), current_owner(), as_batch=True, source="API"
+    )
     body = {
         "batch": outcome.batch,
         "results": [result_json(row) for _, row in outcome.results],

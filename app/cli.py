@@ -16,6 +16,7 @@ They read the same ``PNEUMO_*`` settings as the server
 (:class:`app.settings.Settings`). The core (:mod:`pneumo.cli`) never imports
 the app: this module extends the core's parser.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,9 @@ def _services(load_model: bool) -> Services:
 def _owner(accounts: Accounts, username: str) -> str:
     user_id = accounts.id_of(username)
     if user_id is None:
-        raise SystemExit(f"No user {username!r}: create one with .venv/bin/pneumo create-user "
-                         f"{username}")
+        raise SystemExit(
+            f"No user {username!r}: create one with .venv/bin/pneumo create-user {username}"
+        )
     return f"user:{user_id}"
 
 
@@ -84,8 +86,10 @@ def cmd_pacs_pull(args: argparse.Namespace) -> int:
             failures += 1
             continue
         for name, row in outcome.results:
-            print(f"{row.id}\t{row.verdict}\tprobability {row.probability:.3f}\t{name}\t"
-                  f"/results/{row.id}")
+            print(
+                f"{row.id}\t{row.verdict}\tprobability {row.probability:.3f}\t{name}\t"
+                f"/results/{row.id}"
+            )
         for err in outcome.errors:
             failures += 1
             print(f"{err.file or study}: ERROR {err.message}", file=sys.stderr)
@@ -135,8 +139,11 @@ def cmd_pacs_worker(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"PACS worker {os.getpid()}: sending SEGs from {without_password(store.db.url)} to "
-          f"{settings.pacs.url}", flush=True)
+    print(
+        f"PACS worker {os.getpid()}: sending SEGs from {without_password(store.db.url)} to "
+        f"{settings.pacs.url}",
+        flush=True,
+    )
     tried = run_worker(store, settings.pacs, args.poll, stop, once=args.once)
     print(f"PACS worker {os.getpid()}: stopped after {tried} send(s)", flush=True)
     return 0
@@ -149,8 +156,7 @@ def stored_items(results: Results, rows: list[ResultRow]) -> Iterator[tuple[str,
         try:
             yield row.id, renditions.source_file(results, row)
         except renditions.ResultGone:
-            yield row.id, UnsupportedImageError("The result's files are gone (deleted or "
-                                                "purged).")
+            yield row.id, UnsupportedImageError("The result's files are gone (deleted or purged).")
 
 
 def cmd_reread(args: argparse.Namespace) -> int:
@@ -171,16 +177,23 @@ def cmd_reread(args: argparse.Namespace) -> int:
     until = day_start(args.until) + 86400 if args.until else time.time() + 1
     rows = store.results.between(since, until)
     if not rows:
-        print(f"error: no stored studies from {args.since} to {args.until or 'now'}",
-              file=sys.stderr)
+        print(
+            f"error: no stored studies from {args.since} to {args.until or 'now'}", file=sys.stderr
+        )
         return 1
     chosen = reread_model(args)
     if chosen is None:
         return 2
     model, engine = chosen
     counts = {"studies": len(rows), "read": 0, "positive": 0, "no_verdict": 0}
-    for read in reread(model, stored_items(store.results, rows), batch_size=args.batch_size,
-                       total=len(rows), progress="re-reading stored studies", **engine):
+    for read in reread(
+        model,
+        stored_items(store.results, rows),
+        batch_size=args.batch_size,
+        total=len(rows),
+        progress="re-reading stored studies",
+        **engine,
+    ):
         store.reads.add(read_row(read, time.time()))
         counts["read" if read.ok else "no_verdict"] += 1
         counts["positive"] += bool(read.positive)
@@ -190,13 +203,20 @@ def cmd_reread(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run gunicorn with the project's settings (a convenience wrapper)."""
-    env = dict(os.environ, PNEUMO_HOST=args.host, PNEUMO_PORT=str(args.port),
-               PNEUMO_WORKERS=str(args.workers))
+    env = dict(
+        os.environ,
+        PNEUMO_HOST=args.host,
+        PNEUMO_PORT=str(args.port),
+        PNEUMO_WORKERS=str(args.workers),
+    )
     if args.model:
         env["PNEUMO_MODEL_DIR"] = str(Path(args.model).resolve())
     os.chdir(paths.project_root())
-    os.execvpe(sys.executable, [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                                "wsgi:app"], env)
+    os.execvpe(
+        sys.executable,
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        env,
+    )
     return 0  # pragma: no cover
 
 
@@ -220,8 +240,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
     n = store.purge(args.days)
     store.sessions.close_expired(settings.session_days * 86400)
     events = store.audit.purge(max(settings.audit_retention_days, args.days))
-    print(f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}, and "
-          f"{events} audit event(s) older than {settings.audit_retention_days:g} days")
+    print(
+        f"purged {n} result(s) older than {args.days:g} days from {args.data_dir}, and "
+        f"{events} audit event(s) older than {settings.audit_retention_days:g} days"
+    )
     return 0
 
 
@@ -272,8 +294,10 @@ def cmd_export_reviews(args: argparse.Namespace) -> int:
             print(f"error: no team {args.team!r}", file=sys.stderr)
             return 2
         team_id = members[0].team_id
-    pairs = store.reviews.reviewed(None if team_id is None else Scope("", team_id),
-                                   day_start(args.since) if args.since else 0.0)
+    pairs = store.reviews.reviewed(
+        None if team_id is None else Scope("", team_id),
+        day_start(args.since) if args.since else 0.0,
+    )
     counts = export_reviews(store.results, pairs, Path(args.out))
     print(json.dumps(counts))
     return 0 if counts["studies"] else 1
@@ -311,8 +335,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except StoreDamaged as exc:
         print(f"error: the backup cannot be used: {exc}", file=sys.stderr)
         return 1
-    print(f"restored {n} result(s) from {args.source} to {args.data_dir} (the previous "
-          "database files are kept beside it with a .damaged-<time> suffix)")
+    print(
+        f"restored {n} result(s) from {args.source} to {args.data_dir} (the previous "
+        "database files are kept beside it with a .damaged-<time> suffix)"
+    )
     return 0
 
 
@@ -327,8 +353,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     values = Settings.from_env().to_dict()
     if args.name:
         if args.name not in values:
-            print(f"error: no setting {args.name!r} (one of {', '.join(values)})",
-                  file=sys.stderr)
+            print(f"error: no setting {args.name!r} (one of {', '.join(values)})", file=sys.stderr)
             return 2
         value = values[args.name]
         print(json.dumps(value) if isinstance(value, dict) else value)
@@ -348,31 +373,47 @@ def add_web_commands(subparsers, settings) -> None:
 
     p = subparsers.add_parser("purge", help="delete results older than the retention period")
     p.add_argument("--data-dir", default=str(settings.data_dir))
-    p.add_argument("--days", type=float, default=settings.retention_days,
-                   help="retention period (default: PNEUMO_RETENTION_DAYS or 30)")
+    p.add_argument(
+        "--days",
+        type=float,
+        default=settings.retention_days,
+        help="retention period (default: PNEUMO_RETENTION_DAYS or 30)",
+    )
     p.set_defaults(func=cmd_purge)
 
     p = subparsers.add_parser("create-user", help="create a login for the web app")
     p.add_argument("username")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the password from stdin (implied when stdin is not a terminal)")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin (implied when stdin is not a terminal)",
+    )
     p.add_argument("--team", help="the user's team (made if new; default: default)")
-    p.add_argument("--role", choices=ROLES, help="admin (users, tokens, retention; reads and "
-                   "reviews), radiologist (reads and reviews the team's results) or uploader "
-                   "(uploads, sees only its own); default: admin for the first user, else "
-                   "radiologist")
+    p.add_argument(
+        "--role",
+        choices=ROLES,
+        help="admin (users, tokens, retention; reads and "
+        "reviews), radiologist (reads and reviews the team's results) or uploader "
+        "(uploads, sees only its own); default: admin for the first user, else "
+        "radiologist",
+    )
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_create_user)
 
-    p = subparsers.add_parser("audit", help="print the audit trail (who saw, downloaded, "
-                                            "sent, deleted or reviewed which result)")
+    p = subparsers.add_parser(
+        "audit",
+        help="print the audit trail (who saw, downloaded, sent, deleted or reviewed which result)",
+    )
     p.add_argument("--since", required=True, metavar="YYYY-MM-DD")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_audit)
 
-    p = subparsers.add_parser("export-reviews", help="write reviewed studies as training "
-                              "data: images, masks (PNG and SIIM RLE) and a labels CSV")
+    p = subparsers.add_parser(
+        "export-reviews",
+        help="write reviewed studies as training "
+        "data: images, masks (PNG and SIIM RLE) and a labels CSV",
+    )
     p.add_argument("--out", required=True, help="a folder to write into")
     p.add_argument("--team", help="one team's reviews (default: every team's)")
     p.add_argument("--since", metavar="YYYY-MM-DD", help="reviews since this day")
@@ -384,38 +425,52 @@ def add_web_commands(subparsers, settings) -> None:
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_create_token)
 
-    p = subparsers.add_parser("backup", help="copy the results (database and files) to a "
-                                             "new folder, while the service runs")
+    p = subparsers.add_parser(
+        "backup",
+        help="copy the results (database and files) to a new folder, while the service runs",
+    )
     p.add_argument("dest", help="a new folder for the backup")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_backup)
 
-    p = subparsers.add_parser("restore", help="replace the results by a backup (stop the "
-                                              "service first)")
+    p = subparsers.add_parser(
+        "restore", help="replace the results by a backup (stop the service first)"
+    )
     p.add_argument("source", help="a folder written by pneumo backup")
     p.add_argument("--data-dir", default=str(settings.data_dir))
     p.set_defaults(func=cmd_restore)
 
-    p = subparsers.add_parser("proxy-config", help="write the nginx configuration that "
-                                                   "fronts gunicorn (PNEUMO_PROXY=1; gunicorn "
-                                                   "writes and starts it itself)")
+    p = subparsers.add_parser(
+        "proxy-config",
+        help="write the nginx configuration that "
+        "fronts gunicorn (PNEUMO_PROXY=1; gunicorn "
+        "writes and starts it itself)",
+    )
     p.add_argument("run_dir", help="a folder for nginx.conf, its pid and temporary files")
     p.set_defaults(func=cmd_proxy_config)
 
-    p = subparsers.add_parser("settings", help="print the service's settings (PNEUMO_* "
-                                               "variables and defaults), or one of them")
+    p = subparsers.add_parser(
+        "settings",
+        help="print the service's settings (PNEUMO_* variables and defaults), or one of them",
+    )
     p.add_argument("name", nargs="?", help="one setting, e.g. data_dir")
     p.set_defaults(func=cmd_settings)
 
 
 def add_app_commands(subparsers) -> None:
     """Register ``pacs pull|send|retry`` on an ``argparse`` subparsers object."""
-    pacs = subparsers.add_parser("pacs", help="exchange studies and results with a PACS "
-                                              "(DICOMweb; PNEUMO_DICOMWEB_URL)")
+    pacs = subparsers.add_parser(
+        "pacs", help="exchange studies and results with a PACS (DICOMweb; PNEUMO_DICOMWEB_URL)"
+    )
     sub = pacs.add_subparsers(dest="pacs_command", required=True)
     pull = sub.add_parser("pull", help="import a study from the PACS and analyse it")
-    pull.add_argument("--study", action="append", required=True, metavar="UID",
-                      help="Study Instance UID (repeat for several)")
+    pull.add_argument(
+        "--study",
+        action="append",
+        required=True,
+        metavar="UID",
+        help="Study Instance UID (repeat for several)",
+    )
     pull.add_argument("--user", required=True, help="the user who owns the results")
     pull.set_defaults(func=cmd_pacs_pull)
     send = sub.add_parser("send", help="send a result's DICOM SEG to the PACS now")
@@ -423,12 +478,21 @@ def add_app_commands(subparsers) -> None:
     send.set_defaults(func=cmd_pacs_send)
     retry = sub.add_parser("retry", help="send every queued or failed SEG again")
     retry.set_defaults(func=cmd_pacs_retry)
-    worker = sub.add_parser("worker", help="send queued SEGs to the PACS until stopped "
-                                           "(PNEUMO_DICOMWEB_SENDER=worker; several may run)")
-    worker.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
-                        help="how often to look for due sends when the queue is empty")
-    worker.add_argument("--once", action="store_true",
-                        help="stop when nothing is due (cron, tests)")
+    worker = sub.add_parser(
+        "worker",
+        help="send queued SEGs to the PACS until stopped "
+        "(PNEUMO_DICOMWEB_SENDER=worker; several may run)",
+    )
+    worker.add_argument(
+        "--poll",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to look for due sends when the queue is empty",
+    )
+    worker.add_argument(
+        "--once", action="store_true", help="stop when nothing is due (cron, tests)"
+    )
     worker.set_defaults(func=cmd_pacs_worker)
 
 
@@ -437,19 +501,29 @@ def build_parser() -> argparse.ArgumentParser:
     and runtime default to the service's settings (``PNEUMO_DEVICE``, ``PNEUMO_RUNTIME``)."""
     settings = Settings.from_env()
     parser = core_parser()
-    parser.description = ("Pneumothorax segmentation of chest X-rays: data, training, "
-                          "evaluation, prediction and the web service.")
+    parser.description = (
+        "Pneumothorax segmentation of chest X-rays: data, training, "
+        "evaluation, prediction and the web service."
+    )
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for command in sub.choices.values():
         known = {a.dest for a in command._actions}
-        command.set_defaults(**{k: v for k, v in (("device", settings.device),
-                                                  ("runtime", settings.runtime)) if k in known})
+        command.set_defaults(
+            **{
+                k: v
+                for k, v in (("device", settings.device), ("runtime", settings.runtime))
+                if k in known
+            }
+        )
     add_web_commands(sub, settings)
     add_app_commands(sub)
     stored = sub.choices["reread"]  # the core's command, extended to stored studies
-    stored.add_argument("--since", metavar="YYYY-MM-DD",
-                        help="re-read the stored studies uploaded since this day (UTC), "
-                             "keeping each read beside the first")
+    stored.add_argument(
+        "--since",
+        metavar="YYYY-MM-DD",
+        help="re-read the stored studies uploaded since this day (UTC), "
+        "keeping each read beside the first",
+    )
     stored.add_argument("--until", metavar="YYYY-MM-DD", help="... up to this day, included")
     stored.add_argument("--data-dir", default=str(settings.data_dir))
     stored.set_defaults(func=cmd_reread)

@@ -7,6 +7,7 @@ reason: *missed* (there is a pneumothorax the model called negative), *false ala
 (there is none), *wrong extent* (the verdict was right, the outline was not), *other*
 (no verdict can be read from it: counted, but left out of sensitivity and specificity).
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,8 +40,9 @@ def truth(row: ResultRow, review: Review) -> bool | None:
     """Whether there is a pneumothorax, by the review (``None``: the review cannot say)."""
     if review.agrees:
         return bool(row.positive)
-    return {"missed": True, "false_alarm": False,
-            "wrong_extent": bool(row.positive)}.get(review.reason or "")
+    return {"missed": True, "false_alarm": False, "wrong_extent": bool(row.positive)}.get(
+        review.reason or ""
+    )
 
 
 def check_review(agrees: bool, reason: str | None) -> str | None:
@@ -48,8 +50,11 @@ def check_review(agrees: bool, reason: str | None) -> str | None:
     if agrees:
         return None
     if not isinstance(reason, str) or reason not in REVIEW_REASONS:
-        raise ReviewError("Say why you disagree: one of " + ", ".join(
-            f"{k} ({v})" for k, v in REVIEW_REASONS.items()) + ".")
+        raise ReviewError(
+            "Say why you disagree: one of "
+            + ", ".join(f"{k} ({v})" for k, v in REVIEW_REASONS.items())
+            + "."
+        )
     return reason
 
 
@@ -69,13 +74,16 @@ def mask_from_png(data_url: str, shape: tuple[int, int]) -> str:
     The PNG's header is checked against the view's size before a pixel is decoded, so a
     small file that would decode huge costs nothing."""
     prefix = "data:image/png;base64,"
-    if not isinstance(data_url, str) or not data_url.startswith(prefix) \
-            or len(data_url) > MAX_MASK_BYTES:
+    if (
+        not isinstance(data_url, str)
+        or not data_url.startswith(prefix)
+        or len(data_url) > MAX_MASK_BYTES
+    ):
         raise ReviewError("The corrected mask must be a PNG drawn on the result page.")
     want = renditions.view_shape(shape)
     unreadable = ReviewError("The corrected mask could not be read as a PNG.")
     try:
-        data = base64.b64decode(data_url[len(prefix):], validate=True)
+        data = base64.b64decode(data_url[len(prefix) :], validate=True)
     except (binascii.Error, ValueError):
         raise unreadable from None
     # the size from the PNG's own header (signature, IHDR), before any decoder sees it
@@ -83,8 +91,9 @@ def mask_from_png(data_url: str, shape: tuple[int, int]) -> str:
         raise unreadable
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if (height, width) != want:
-        raise ReviewError(f"The corrected mask is {width} x {height}; the result's "
-                          f"view is {want[1]} x {want[0]}.")
+        raise ReviewError(
+            f"The corrected mask is {width} x {height}; the result's view is {want[1]} x {want[0]}."
+        )
     try:
         img = Image.open(io.BytesIO(data), formats=["PNG"])
         img.load()
@@ -92,8 +101,14 @@ def mask_from_png(data_url: str, shape: tuple[int, int]) -> str:
         raise unreadable from None
     mask = painted(img)
     if mask.shape != tuple(shape):
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
-            (shape[1], shape[0]), Image.NEAREST)) > 127
+        mask = (
+            np.asarray(
+                Image.fromarray(mask.astype(np.uint8) * 255).resize(
+                    (shape[1], shape[0]), Image.NEAREST
+                )
+            )
+            > 127
+        )
     return rle.encode(mask)
 
 
@@ -118,8 +133,7 @@ class Rate:
         return max(0.0, centre - half), min(1.0, centre + half)
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "hits": self.hits, "total": self.total,
-                "ci95": self.interval}
+        return {"value": self.value, "hits": self.hits, "total": self.total, "ci95": self.interval}
 
 
 def thresholds(row: ResultRow) -> dict[str, float]:
@@ -153,10 +167,19 @@ def agreement(pairs: list[tuple[ResultRow, Review]]) -> dict:
             t[("tp" if said else "fn") if truly else ("fp" if said else "tn")] += 1
     points = {}
     for name, t in tallies.items():
-        points[name] = {"sensitivity": Rate(t["tp"], t["tp"] + t["fn"]).to_dict(),
-                        "specificity": Rate(t["tn"], t["tn"] + t["fp"]).to_dict(), **t}
-    return {"reviewed": len(pairs), "agreed": agreed, "disagreed": len(pairs) - agreed,
-            "reasons": reasons, "undetermined": undetermined, "operating_points": points}
+        points[name] = {
+            "sensitivity": Rate(t["tp"], t["tp"] + t["fn"]).to_dict(),
+            "specificity": Rate(t["tn"], t["tn"] + t["fp"]).to_dict(),
+            **t,
+        }
+    return {
+        "reviewed": len(pairs),
+        "agreed": agreed,
+        "disagreed": len(pairs) - agreed,
+        "reasons": reasons,
+        "undetermined": undetermined,
+        "operating_points": points,
+    }
 
 
 def label_mask(row: ResultRow, review: Review) -> str | None:
@@ -183,13 +206,26 @@ def export_reviews(results: Results, pairs: list[tuple[ResultRow, Review]], out:
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     counts = {"studies": 0, "with_mask": 0, "positive": 0, "skipped": 0}
-    with open(out / "reviews-rle.csv", "w", newline="") as rle_file, \
-            open(out / "labels.csv", "w", newline="") as label_file:
+    with (
+        open(out / "reviews-rle.csv", "w", newline="") as rle_file,
+        open(out / "labels.csv", "w", newline="") as label_file,
+    ):
         rle_csv = csv.writer(rle_file)
         rle_csv.writerow(["ImageId", "EncodedPixels"])
         labels = csv.writer(label_file)
-        labels.writerow(["image_id", "label", "agrees", "reason", "reviewer", "reviewed",
-                         "model", "model_probability", "has_mask"])
+        labels.writerow(
+            [
+                "image_id",
+                "label",
+                "agrees",
+                "reason",
+                "reviewer",
+                "reviewed",
+                "model",
+                "model_probability",
+                "has_mask",
+            ]
+        )
         for row, review in pairs:
             try:
                 pixels = renditions.result_pixels(results, row)
@@ -202,13 +238,23 @@ def export_reviews(results: Results, pairs: list[tuple[ResultRow, Review]], out:
             if mask_rle is not None:
                 mask = rle.decode(mask_rle, pixels.shape)
                 (masks / f"{row.id}.png").write_bytes(
-                    renditions.png_bytes(mask.astype(np.uint8) * 255))
+                    renditions.png_bytes(mask.astype(np.uint8) * 255)
+                )
                 rle_csv.writerow([row.id, mask_rle if mask.any() else "-1"])
                 counts["with_mask"] += 1
-            labels.writerow([row.id, "" if truly is None else int(truly), int(review.agrees),
-                             review.reason or "", review.reviewer_name,
-                             f"{review.created:.0f}", row.model, f"{row.probability:.4f}",
-                             int(mask_rle is not None)])
+            labels.writerow(
+                [
+                    row.id,
+                    "" if truly is None else int(truly),
+                    int(review.agrees),
+                    review.reason or "",
+                    review.reviewer_name,
+                    f"{review.created:.0f}",
+                    row.model,
+                    f"{row.probability:.4f}",
+                    int(mask_rle is not None),
+                ]
+            )
             counts["studies"] += 1
             counts["positive"] += bool(truly)
     return counts

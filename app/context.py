@@ -4,6 +4,7 @@ Views, the JSON API, the DICOMweb receiver and the PACS pages ask this module,
 never each other. The objects are made once per process (:class:`app.services.Services`,
 held by the app factory :func:`app.create_app` in ``app.extensions["pneumo"]``).
 """
+
 from __future__ import annotations
 
 import re
@@ -83,8 +84,10 @@ def login_account_limit() -> str:
     """The account-wide limit on failed logins: :data:`ACCOUNT_FACTOR` times the login
     limit, so that one address (held to the login limit itself) can never reach it and
     lock the account's owner out; only guesses from many addresses at once can."""
-    return ";".join(re.sub(r"^\s*(\d+)", lambda m: str(int(m.group(1)) * ACCOUNT_FACTOR), part)
-                    for part in login_limit().split(";"))
+    return ";".join(
+        re.sub(r"^\s*(\d+)", lambda m: str(int(m.group(1)) * ACCOUNT_FACTOR), part)
+        for part in login_limit().split(";")
+    )
 
 
 def login_failed(response) -> bool:
@@ -111,8 +114,7 @@ def current_owner() -> str:
     return owner
 
 
-def readable_result(result_id: str, manage: bool = False,
-                    missing: str | None = None) -> ResultRow:
+def readable_result(result_id: str, manage: bool = False, missing: str | None = None) -> ResultRow:
     """The result the caller may read (``manage``: delete), or a 404 with ``missing`` as
     its message: the same answer whether the result does not exist or is another team's."""
     row = store().results.get(result_id, current_scope(manage=manage))
@@ -130,17 +132,23 @@ def current_scope(manage: bool = False) -> Scope:
     """Whose results the caller may read: its team's for a radiologist or an admin, else
     its own. ``manage`` (deleting): the team's for an admin only."""
     user = current_user()
-    if user is not None and user.team_id is not None and (
-            user.role == "admin" or (user.reads_team and not manage)):
+    if (
+        user is not None
+        and user.team_id is not None
+        and (user.role == "admin" or (user.reads_team and not manage))
+    ):
         return Scope(current_owner(), user.team_id)
     return Scope(current_owner())
 
 
 def one_off_call() -> bool:
     """An API request that carries no bearer token and no session cookie."""
-    return request.blueprint == "api" and request.endpoint != "api.csrf_token" \
-        and not g.get("bearer") \
+    return (
+        request.blueprint == "api"
+        and request.endpoint != "api.csrf_token"
+        and not g.get("bearer")
         and current_app.config.get("SESSION_COOKIE_NAME", "session") not in request.cookies
+    )
 
 
 def csrf_token() -> str:

@@ -12,6 +12,7 @@ when some were, 409 when none was. The reason in words comes back in
 ``Warning: 299`` headers (PS3.18 §8.3.5). The body is parsed by the
 maintained ``multipart`` package, streaming, never by hand.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,9 +23,15 @@ import pydicom
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from pneumo.errors import (CorruptImageError, DicomTooComplexError, ImageTooLargeError,
-                           NotChestXrayError, PneumoError, UnsupportedDicomError,
-                           UnsupportedImageError)
+from pneumo.errors import (
+    CorruptImageError,
+    DicomTooComplexError,
+    ImageTooLargeError,
+    NotChestXrayError,
+    PneumoError,
+    UnsupportedDicomError,
+    UnsupportedImageError,
+)
 from pneumo.io.dicomguard import identity, read_dataset
 
 from app.context import analyser, current_owner, limiter, settings, upload_limit
@@ -67,14 +74,18 @@ def _require_bearer():
     if not request.path.startswith(bp.url_prefix + "/"):
         return None
     if not request.headers.get("Authorization", "").startswith("Bearer "):
-        return _error(401, "Send an API token: Authorization: Bearer <token> "
-                           "(.venv/bin/pneumo create-token NAME).")
+        return _error(
+            401,
+            "Send an API token: Authorization: Bearer <token> "
+            "(.venv/bin/pneumo create-token NAME).",
+        )
     return None
 
 
 def _error(status: int, message: str) -> Response:
     code = {401: "unauthorized", 413: "too_large", 415: "unsupported_media_type"}.get(
-        status, "bad_request" if status < 500 else "server_error")
+        status, "bad_request" if status < 500 else "server_error"
+    )
     resp = jsonify(error={"code": code, "message": message})
     resp.status_code = status
     if status == 401:
@@ -108,10 +119,13 @@ def read_parts(stream, content_type: str, max_parts: int) -> list[tuple[str | No
     """
     mimetype, options = multipart.parse_options_header(content_type or "")
     if mimetype != "multipart/related":
-        raise StowError(415, "STOW-RS expects multipart/related; type=\"application/dicom\".")
+        raise StowError(415, 'STOW-RS expects multipart/related; type="application/dicom".')
     if options.get("type", "application/dicom").lower() != "application/dicom":
-        raise StowError(415, f"Only application/dicom parts are accepted, not {options['type']!r} "
-                             "(send Part 10 instances, not metadata and bulk data).")
+        raise StowError(
+            415,
+            f"Only application/dicom parts are accepted, not {options['type']!r} "
+            "(send Part 10 instances, not metadata and bulk data).",
+        )
     if not options.get("boundary"):
         raise StowError(400, "The multipart Content-Type has no boundary.")
     parts: list[tuple[str | None, bytes]] = []
@@ -126,8 +140,11 @@ def read_parts(stream, content_type: str, max_parts: int) -> list[tuple[str | No
             else:
                 parts.append((segment.content_type, b"".join(chunks)))
     except multipart.ParserLimitReached:
-        raise StowError(413, f"More than {max_parts} instances were sent; at most {max_parts} "
-                             "can be analysed in one request.") from None
+        raise StowError(
+            413,
+            f"More than {max_parts} instances were sent; at most {max_parts} "
+            "can be analysed in one request.",
+        ) from None
     except multipart.MultipartError as exc:
         raise StowError(400, f"The multipart body could not be read: {exc}") from None
     if not parts:
@@ -188,23 +205,30 @@ def precheck(data: bytes, content_type: str | None, study_uid: str | None = None
     """
     header, refused = _identify(data)
     if content_type and content_type != "application/dicom":
-        return header, (CANNOT_UNDERSTAND, f"A part of type {content_type} is not a "
-                                           "DICOM instance.")
+        return header, (
+            CANNOT_UNDERSTAND,
+            f"A part of type {content_type} is not a DICOM instance.",
+        )
     if isinstance(refused, UnsupportedImageError):
         return header, (CANNOT_UNDERSTAND, "Not a DICOM Part 10 instance.")
     if refused is not None:
         return header, (_error_reason(refused), str(refused))
     if study_uid and str(header.get("StudyInstanceUID", "")) != study_uid:
-        return header, (DOES_NOT_MATCH, "The instance belongs to another study than the one "
-                                        "in the URL.")
+        return header, (
+            DOES_NOT_MATCH,
+            "The instance belongs to another study than the one in the URL.",
+        )
     if "PixelData" not in header and "FloatPixelData" not in header:
-        return header, (SOP_CLASS_NOT_SUPPORTED, "No image: Pixel Data (7FE0,0010) is missing "
-                                                 "(a report, SEG or other object).")
+        return header, (
+            SOP_CLASS_NOT_SUPPORTED,
+            "No image: Pixel Data (7FE0,0010) is missing (a report, SEG or other object).",
+        )
     return header, None
 
 
-def store_instances(parts: list[tuple[str | None, bytes]], owner: str,
-                    study_uid: str | None = None) -> list:
+def store_instances(
+    parts: list[tuple[str | None, bytes]], owner: str, study_uid: str | None = None
+) -> list:
     """Check each received part, analyse those that pass through the service.
 
     Returns:
@@ -213,8 +237,7 @@ def store_instances(parts: list[tuple[str | None, bytes]], owner: str,
     """
     checked = [precheck(data, ctype, study_uid) for ctype, data in parts]
     todo = [i for i, (_, failure) in enumerate(checked) if failure is None]
-    outcome = analyser().analyse_many([Item("", parts[i][1]) for i in todo], owner,
-                                      source="STOW")
+    outcome = analyser().analyse_many([Item("", parts[i][1]) for i in todo], owner, source="STOW")
     analysed = dict(zip(todo, (entry for _, entry in outcome.entries)))
     out = []
     for i, (header, failure) in enumerate(checked):
@@ -265,8 +288,9 @@ def stow(study_uid: str | None = None):
     if not g.get("bearer"):  # an API token was checked by access.check_access
         return _error(401, "Send an API token: Authorization: Bearer <token>.")
     try:
-        parts = read_parts(request.stream, request.headers.get("Content-Type", ""),
-                           settings().max_files)
+        parts = read_parts(
+            request.stream, request.headers.get("Content-Type", ""), settings().max_files
+        )
     except StowError as exc:
         return _error(exc.status, str(exc))
     outcomes = store_instances(parts, current_owner(), study_uid)

@@ -6,6 +6,7 @@ for it (up to ``wait_s``) and get a clear 503 if it is still not there.
 The card is read before the worker serves, so a wrong model folder still
 stops the service at start-up with the reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,10 +48,13 @@ class ModelHolder:
         card = read_card(options.model_dir)
         card.operating_point(options.operating_point)  # fail fast, with the reason
         if options.prevalence is not None and card.calibrated_at is None:
-            raise ModelNotReady(f"PNEUMO_PREVALENCE is set, but the model {card.name} has no "
-                                "calibrated probability to re-base")
-        thread = threading.Thread(target=self._load, name="model-loader", daemon=True,
-                                  args=(options,))
+            raise ModelNotReady(
+                f"PNEUMO_PREVALENCE is set, but the model {card.name} has no "
+                "calibrated probability to re-base"
+            )
+        thread = threading.Thread(
+            target=self._load, name="model-loader", daemon=True, args=(options,)
+        )
         thread.start()
 
     def _load(self, options: ModelOptions) -> None:
@@ -59,11 +63,17 @@ class ModelHolder:
         # (no TF across fork)
         from pneumo.inference.device import weights_device
         from pneumo.inference.loading import load_predictor
+
         try:
             predictor = load_predictor(options)
             self.predictor = predictor
-            log.info("model %s loaded from %s on %s (weights on %s)", predictor.name,
-                     options.model_dir, predictor.device, weights_device(predictor.model))
+            log.info(
+                "model %s loaded from %s on %s (weights on %s)",
+                predictor.name,
+                options.model_dir,
+                predictor.device,
+                weights_device(predictor.model),
+            )
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request
             self.error = f"{type(exc).__name__}: {exc}"
             log.error("the model could not be loaded: %s", self.error)
@@ -81,6 +91,8 @@ class ModelHolder:
         self._ready.wait(wait_s)
         if self.predictor is None:
             raise ModelNotReady(
-                f"The model could not be loaded ({self.error})." if self.error else
-                "The model is still loading; try again in a few seconds.")
+                f"The model could not be loaded ({self.error})."
+                if self.error
+                else "The model is still loading; try again in a few seconds."
+            )
         return self.predictor

@@ -13,6 +13,7 @@ on its socket and before its workers start, so nginx never forwards to a socket 
 not there yet, and stops it when it exits. ``pneumo proxy-config RUN_DIR`` writes the
 configuration for a look (or an nginx run by hand).
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ def nginx_config(settings: Settings, run_dir: str | Path) -> str:
     # private socket (umask 077): they run as the user gunicorn runs as. As any other user
     # (the Docker image: uid 10001) nginx runs as that user anyway.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
-    temp = "\n".join(f"    {kind}_temp_path {run / kind};"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"    {kind}_temp_path {run / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     return f"""# Made by `pneumo proxy-config` from the PNEUMO_* settings; do not edit.
 {user}worker_processes 1;
 pid {run / "nginx.pid"};
@@ -108,8 +111,9 @@ def write_config(settings: Settings, folder: str | Path | None = None) -> Path:
 def _nginx(conf: Path, *args: str) -> subprocess.CompletedProcess:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
-        raise ProxyError("PNEUMO_PROXY is on but nginx is not installed "
-                         "(apt-get install nginx-light)")
+        raise ProxyError(
+            "PNEUMO_PROXY is on but nginx is not installed (apt-get install nginx-light)"
+        )
     # not captured: the daemon keeps its output open, and nginx's own [emerg] line is
     # the reason the operator needs to read in the service's log
     return subprocess.run([binary, "-e", "stderr", "-c", str(conf), *args], timeout=30)
@@ -120,8 +124,10 @@ def start_nginx(settings: Settings) -> Path:
     :class:`ProxyError` when it cannot start (nginx's own reason is in the log above)."""
     conf = write_config(settings)
     if _nginx(conf).returncode != 0:
-        raise ProxyError("nginx could not start in front of gunicorn (PNEUMO_PROXY=1); "
-                         "its reason is on the line above")
+        raise ProxyError(
+            "nginx could not start in front of gunicorn (PNEUMO_PROXY=1); "
+            "its reason is on the line above"
+        )
     return conf
 
 

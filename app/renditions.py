@@ -9,6 +9,7 @@ and kept beside them, so encoding PNGs never delays the answer to an upload
 (see benchmarks/README.md). The viewer builds its overlay layers (filled,
 contour, heat map) in the browser from ``view_mask.png`` and ``prob.png``.
 """
+
 from __future__ import annotations
 
 import io
@@ -66,8 +67,9 @@ def source_file(results: Results, row: ResultRow) -> bytes:
     return png_bytes(result_pixels(results, row))
 
 
-def result_mask(results: Results, row: ResultRow,
-                shape: tuple[int, int] | None = None) -> np.ndarray:
+def result_mask(
+    results: Results, row: ResultRow, shape: tuple[int, int] | None = None
+) -> np.ndarray:
     """The predicted mask of a stored result (bool, X-ray size)."""
     if shape is None:
         shape = result_pixels(results, row).shape
@@ -127,9 +129,14 @@ def _render_view_mask(results, row) -> bytes:
 
 
 #: Files rendered on first request from the upload's files.
-RENDERERS = {"image.png": _render_image, "mask.png": _render_mask,
-             "overlay.png": _render_overlay, "thumb.jpg": _render_thumb,
-             "view.png": _render_view, "view_mask.png": _render_view_mask}
+RENDERERS = {
+    "image.png": _render_image,
+    "mask.png": _render_mask,
+    "overlay.png": _render_overlay,
+    "thumb.jpg": _render_thumb,
+    "view.png": _render_view,
+    "view_mask.png": _render_view_mask,
+}
 
 
 def artefact(results: Results, row: ResultRow, name: str) -> bytes | None:
@@ -156,8 +163,9 @@ def artefact(results: Results, row: ResultRow, name: str) -> bytes | None:
     return data
 
 
-def _dicom_parts(results: Results, row: ResultRow
-                 ) -> tuple[pydicom.Dataset, np.ndarray, np.ndarray]:
+def _dicom_parts(
+    results: Results, row: ResultRow
+) -> tuple[pydicom.Dataset, np.ndarray, np.ndarray]:
     """What a DICOM result's objects are made from, each read once: the source's header
     as every object copies it (read and repaired once by
     :func:`pneumo.io.seg.source_dataset`: no preamble, an unknown character set, no SOP
@@ -179,8 +187,9 @@ def seg_dataset(results: Results, row: ResultRow, parts: tuple | None = None) ->
 def seg_bytes(results: Results, row: ResultRow, deidentify: bool = False) -> bytes:
     """The DICOM SEG file of a DICOM result (optionally de-identified)."""
     source, _, mask = _dicom_parts(results, row)
-    return make_seg(source, mask, row.model, deidentify=deidentify, uid_seed=row.id,
-                    created=row.created)
+    return make_seg(
+        source, mask, row.model, deidentify=deidentify, uid_seed=row.id, created=row.created
+    )
 
 
 #: The DICOM objects a DICOM result has, by the name of their download and setting.
@@ -197,25 +206,33 @@ def _sr_side(side: dict) -> str:
     """The stored side (:mod:`pneumo.inference.laterality`) in the SR's words."""
     if not side or side.get("image_side") is None:
         return "none"
-    return {"right": "right", "left": "left", "bilateral": "both"}.get(side.get("side"),
-                                                                       "unknown")
+    return {"right": "right", "left": "left", "bilateral": "both"}.get(side.get("side"), "unknown")
 
 
-def sr_dataset(results: Results, row: ResultRow, parts: tuple | None = None,
-               seg: pydicom.Dataset | None = None) -> pydicom.Dataset:
+def sr_dataset(
+    results: Results, row: ResultRow, parts: tuple | None = None, seg: pydicom.Dataset | None = None
+) -> pydicom.Dataset:
     """The DICOM Structured Report (TID 1500) of a DICOM result: the verdict, probability,
     operating point, area and side, referencing its SEG (made here unless given) and
     source; stable UIDs."""
     parts = parts or _dicom_parts(results, row)
     name, version = _model_name_version(row)
     return make_sr_dataset(
-        parts[0], seg if seg is not None else seg_dataset(results, row, parts),
-        positive=row.positive, probability=row.probability,
+        parts[0],
+        seg if seg is not None else seg_dataset(results, row, parts),
+        positive=row.positive,
+        probability=row.probability,
         probability_kind=row.probability_kind,
         operating_point=(row.operating_point or {}).get("name") or "default",
-        threshold=row.threshold, area_px=row.area_px, area_cm2=row.area_cm2,
-        side=_sr_side(row.side), model_name=name, model_version=version, uid_seed=row.id,
-        created=row.created)
+        threshold=row.threshold,
+        area_px=row.area_px,
+        area_cm2=row.area_cm2,
+        side=_sr_side(row.side),
+        model_name=name,
+        model_version=version,
+        uid_seed=row.id,
+        created=row.created,
+    )
 
 
 def sc_dataset(results: Results, row: ResultRow, parts: tuple | None = None) -> pydicom.Dataset:
@@ -223,12 +240,14 @@ def sc_dataset(results: Results, row: ResultRow, parts: tuple | None = None) -> 
     viewers that draw neither SEG nor SR; stable UIDs."""
     source, pixels, mask = parts or _dicom_parts(results, row)
     name, _ = _model_name_version(row)
-    return make_secondary_capture(source, overlay.filled(pixels, mask), model_name=name,
-                                  uid_seed=row.id, created=row.created)
+    return make_secondary_capture(
+        source, overlay.filled(pixels, mask), model_name=name, uid_seed=row.id, created=row.created
+    )
 
 
-def dicom_objects(results: Results, row: ResultRow,
-                  kinds: tuple[str, ...]) -> list[pydicom.Dataset]:
+def dicom_objects(
+    results: Results, row: ResultRow, kinds: tuple[str, ...]
+) -> list[pydicom.Dataset]:
     """The DICOM objects ``kinds`` (of :data:`DICOM_OBJECTS`) of a DICOM result, SEG first:
     the stored files read once, the SEG made once (the SR references it)."""
     parts = _dicom_parts(results, row)

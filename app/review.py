@@ -7,6 +7,7 @@
 * ``GET /agreement`` and ``GET /api/v1/agreement``: the model's sensitivity and
   specificity against the team's reviews, per operating point, with counts.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,11 @@ def _keep(result_id: str, agrees: bool, reason: str | None, mask_png: str | None
     user = _reviewer()
     row = readable_result(result_id)
     reason = check_review(agrees, reason)
-    corrected = mask_from_png(mask_png, (int(row.meta.get("rows", 0)),
-                                         int(row.meta.get("columns", 0)))) if mask_png else None
+    corrected = (
+        mask_from_png(mask_png, (int(row.meta.get("rows", 0)), int(row.meta.get("columns", 0))))
+        if mask_png
+        else None
+    )
     review = Review(row.id, user.owner, user.username, time.time(), agrees, reason, corrected)
     store().reviews.add(review)
     return review
@@ -46,8 +50,12 @@ def review_form(result_id: str):
     if verdict not in ("agree", "disagree"):
         abort(400, description="Choose agree or disagree.")
     try:
-        _keep(result_id, verdict == "agree", request.form.get("reason") or None,
-              request.form.get("mask_png") or None)
+        _keep(
+            result_id,
+            verdict == "agree",
+            request.form.get("reason") or None,
+            request.form.get("mask_png") or None,
+        )
     except ReviewError as exc:
         abort(400, description=str(exc))
     flash("Your review was saved.")
@@ -60,8 +68,12 @@ def review_api(result_id: str):
     review."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("agrees"), bool):
-        return jsonify(error={"code": "bad_review", "message":
-                              'Send JSON {"agrees": true|false, "reason": ...}.'}), 400
+        return jsonify(
+            error={
+                "code": "bad_review",
+                "message": 'Send JSON {"agrees": true|false, "reason": ...}.',
+            }
+        ), 400
     try:
         review = _keep(result_id, body["agrees"], body.get("reason"), body.get("mask_png"))
     except ReviewError as exc:
@@ -86,8 +98,9 @@ def _agreement() -> dict:
 @bp.get("/agreement")
 def agreement_page():
     """The model's running agreement with the team's reviews."""
-    return render_template("agreement.html", a=_agreement(), reasons=REVIEW_REASONS,
-                           days=request.args.get("days", ""))
+    return render_template(
+        "agreement.html", a=_agreement(), reasons=REVIEW_REASONS, days=request.args.get("days", "")
+    )
 
 
 @bp.get("/api/v1/agreement")

@@ -11,6 +11,7 @@ every later view is made from and commits the result to the store
 the model's resolution; ``mask_rle.txt``; ``source.dcm`` for DICOM uploads).
 Everything else is rendered later from those (:mod:`app.renditions`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,9 @@ if TYPE_CHECKING:  # types only: the service needs none of these at run time
 log = logging.getLogger(__name__)
 
 
-def write_upload_files(staged: Staged, pixels: np.ndarray, prob: np.ndarray,
-                       encoded_mask: str) -> None:
+def write_upload_files(
+    staged: Staged, pixels: np.ndarray, prob: np.ndarray, encoded_mask: str
+) -> None:
     """The files written while the uploader waits (a few milliseconds)."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(pixels, np.uint8))
@@ -58,8 +60,15 @@ def write_upload_files(staged: Staged, pixels: np.ndarray, prob: np.ndarray,
     staged.put("mask_rle.txt", (encoded_mask + "\n").encode())
 
 
-def analyse_one(data: bytes, owner: str, predictor: Predictor, results: Results,
-                max_pixels: int, file_name: str = "", batch: str = "") -> ResultRow:
+def analyse_one(
+    data: bytes,
+    owner: str,
+    predictor: Predictor,
+    results: Results,
+    max_pixels: int,
+    file_name: str = "",
+    batch: str = "",
+) -> ResultRow:
     """Read, predict, render and store one uploaded file.
 
     ``file_name`` is the uploader's own name for the file, kept in the row for
@@ -78,8 +87,12 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, results: Results,
     staged = results.stage(result_id)
     try:
         encoded = rle.encode(pred.mask)
-        write_upload_files(staged, record.pixels, pred.heat_map if pred.heat_map is not None
-                           else pred.probability_map, encoded)
+        write_upload_files(
+            staged,
+            record.pixels,
+            pred.heat_map if pred.heat_map is not None else pred.probability_map,
+            encoded,
+        )
         meta = record.meta.to_dict()
         if record.meta.format == "DICOM":
             staged.put("source.dcm", data)
@@ -87,11 +100,25 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, results: Results,
             if note:
                 meta["seg_note"] = note
         t3 = time.perf_counter()
-        timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1,
-                   "store_s": t3 - t2}
-        row = result_row(pred, predictor, record, result_id=result_id, owner=owner,
-                         meta=meta, side=side.to_dict(), mask_rle=encoded, timings=timings,
-                         file_name=file_name, batch=batch)
+        timings = {
+            "decode_s": t1 - t0,
+            **pred.timings,
+            "predict_total_s": t2 - t1,
+            "store_s": t3 - t2,
+        }
+        row = result_row(
+            pred,
+            predictor,
+            record,
+            result_id=result_id,
+            owner=owner,
+            meta=meta,
+            side=side.to_dict(),
+            mask_rle=encoded,
+            timings=timings,
+            file_name=file_name,
+            batch=batch,
+        )
         results.commit(row, staged)
     except BaseException:
         results.discard(staged)
@@ -99,30 +126,62 @@ def analyse_one(data: bytes, owner: str, predictor: Predictor, results: Results,
     return row
 
 
-def result_row(pred: Prediction, predictor: Predictor, record: ImageRecord, *,
-               result_id: str, owner: str, meta: dict, side: dict, mask_rle: str,
-               timings: dict, file_name: str = "", batch: str = "") -> ResultRow:
+def result_row(
+    pred: Prediction,
+    predictor: Predictor,
+    record: ImageRecord,
+    *,
+    result_id: str,
+    owner: str,
+    meta: dict,
+    side: dict,
+    mask_rle: str,
+    timings: dict,
+    file_name: str = "",
+    batch: str = "",
+) -> ResultRow:
     """The stored row of one upload, made from the model's :class:`Prediction` of its
     ``record``: the verdict's fields, the model, how the verdict was made
     (:func:`operating_point_facts`) and the upload's own facts; the timings in seconds,
     rounded to 0.1 ms. ``meta`` is the image's safe metadata (plus any page note)."""
     return ResultRow(
-        id=result_id, owner=owner, created=time.time(), source_format=record.meta.format,
-        positive=pred.positive, probability=pred.probability, threshold=pred.threshold,
-        area_px=pred.area_px, area_cm2=pred.area_cm2, side=side, meta=meta,
-        identifiers=record.identifiers.to_dict(), model=predictor.name, rle=mask_rle,
-        timings={k: round(v, 4) for k, v in timings.items()}, file_name=file_name,
+        id=result_id,
+        owner=owner,
+        created=time.time(),
+        source_format=record.meta.format,
+        positive=pred.positive,
+        probability=pred.probability,
+        threshold=pred.threshold,
+        area_px=pred.area_px,
+        area_cm2=pred.area_cm2,
+        side=side,
+        meta=meta,
+        identifiers=record.identifiers.to_dict(),
+        model=predictor.name,
+        rle=mask_rle,
+        timings={k: round(v, 4) for k, v in timings.items()},
+        file_name=file_name,
         probability_kind=predictor.card.probability_kind,
         operating_point=operating_point_facts(predictor, pred),
-        finding_below_threshold=pred.finding_below_threshold, batch=batch)
+        finding_below_threshold=pred.finding_below_threshold,
+        batch=batch,
+    )
 
 
 def read_row(read: Read, created: float) -> ReadRow:
     """The stored form of a model's re-read of a stored study (``read.key``: the
     result id): the verdict's fields from the read's prediction, or its error."""
-    return ReadRow(read.key, f"{read.model} ({read.model_version or '?'})", created,
-                   read.probability, read.positive, read.threshold, read.area_px, read.rle,
-                   None if read.ok else read.error)
+    return ReadRow(
+        read.key,
+        f"{read.model} ({read.model_version or '?'})",
+        created,
+        read.probability,
+        read.positive,
+        read.threshold,
+        read.area_px,
+        read.rle,
+        None if read.ok else read.error,
+    )
 
 
 def seg_note(data: bytes) -> str | None:
@@ -138,8 +197,10 @@ def seg_note(data: bytes) -> str | None:
     if not bad:
         return None
     names = ", ".join(re.sub(r"(?<!^)(?=[A-Z])", " ", k) for k in bad)
-    return (f"The DICOM Segmentation leaves out {names}: the source's values are not valid "
-            "DICOM (dates, times or codes in another form).")
+    return (
+        f"The DICOM Segmentation leaves out {names}: the source's values are not valid "
+        "DICOM (dates, times or codes in another form)."
+    )
 
 
 def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
@@ -151,12 +212,16 @@ def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
     legend can mark where the mask threshold falls on it.
     """
     card = predictor.card
-    facts = dict(pred.operating_point.to_dict(), mask_threshold=predictor.pp.pixel_threshold,
-                 split=card.calibration.fitted_on if card.calibration else "tune",
-                 calibrated_at=card.calibrated_at, site_prevalence=predictor.prevalence,
-                 heat_scale=pred.probability if card.calibration is not None else 1.0,
-                 threshold=pred.threshold,
-                 calibrated_threshold=pred.operating_point.threshold)
+    facts = dict(
+        pred.operating_point.to_dict(),
+        mask_threshold=predictor.pp.pixel_threshold,
+        split=card.calibration.fitted_on if card.calibration else "tune",
+        calibrated_at=card.calibrated_at,
+        site_prevalence=predictor.prevalence,
+        heat_scale=pred.probability if card.calibration is not None else 1.0,
+        threshold=pred.threshold,
+        calibrated_threshold=pred.operating_point.threshold,
+    )
     band = review_band(card.operating_points, pred.operating_point, card.review_floor)
     if band is not None:
         facts["review_band"] = [predictor.shown(band[0]), predictor.shown(band[1])]
@@ -165,13 +230,14 @@ def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
 
 # -- the service every entry point calls -------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Refusal:
     """A file that was not analysed, with the reason in words for the person who sent it."""
 
-    file: str | None     # the sender's name for it (None: the whole request)
-    code: str            # machine-readable (the API's error code)
-    status: int          # the HTTP status it alone would get
+    file: str | None  # the sender's name for it (None: the whole request)
+    code: str  # machine-readable (the API's error code)
+    status: int  # the HTTP status it alone would get
     message: str
     error: PneumoError | None = None  # the reason as raised, where there was one
 
@@ -240,17 +306,26 @@ def refusal(name: str | None, exc: BaseException) -> Refusal:
     if isinstance(exc, PneumoError):
         return Refusal(name, exc.code, exc.http_status, str(exc), exc)
     if isinstance(exc, OSError):
-        return Refusal(name, STORAGE_UNAVAILABLE, 503, "The server could not store the result "
-                       "(disk full or not writable). Try again later.")
-    return Refusal(name, INTERNAL_ERROR, 500, "The analysis failed on the server; nothing "
-                   "was stored for this file.")
+        return Refusal(
+            name,
+            STORAGE_UNAVAILABLE,
+            503,
+            "The server could not store the result (disk full or not writable). Try again later.",
+        )
+    return Refusal(
+        name,
+        INTERNAL_ERROR,
+        500,
+        "The analysis failed on the server; nothing was stored for this file.",
+    )
 
 
 def uploaded_items(files) -> list[Item]:
     """The chosen files of a form or API upload (werkzeug ``FileStorage``), each read
     when its turn comes."""
-    return [Item(display_name(f.filename), f.read) for f in files
-            if f and (f.filename or "").strip()]
+    return [
+        Item(display_name(f.filename), f.read) for f in files if f and (f.filename or "").strip()
+    ]
 
 
 def display_name(filename: str | None) -> str:
@@ -273,9 +348,15 @@ class Analyser:
         max_files: the most files one request may analyse.
     """
 
-    def __init__(self, store: Store, predictor: Callable[[], Predictor], max_pixels: int,
-                 max_files: int, max_request_pixels: int | None = None,
-                 max_pixels_in_flight: int | None = None):
+    def __init__(
+        self,
+        store: Store,
+        predictor: Callable[[], Predictor],
+        max_pixels: int,
+        max_files: int,
+        max_request_pixels: int | None = None,
+        max_pixels_in_flight: int | None = None,
+    ):
         self.results = store.results
         self.batches = store.batches
         self._predictor = predictor
@@ -291,12 +372,20 @@ class Analyser:
         """Call ``hook`` with every result stored from now on (after it is committed)."""
         self._on_result.append(hook)
 
-    def analyse_one(self, data: bytes, owner: str, file_name: str = "",
-                    batch: str = "") -> ResultRow:
+    def analyse_one(
+        self, data: bytes, owner: str, file_name: str = "", batch: str = ""
+    ) -> ResultRow:
         """Analyse and store one file; raises what :func:`analyse_one` raises. The
         ``on_result`` hooks are not called (see :meth:`analyse_many`)."""
-        return analyse_one(data, owner, self._predictor(), self.results, self.max_pixels,
-                           file_name=file_name, batch=batch)
+        return analyse_one(
+            data,
+            owner,
+            self._predictor(),
+            self.results,
+            self.max_pixels,
+            file_name=file_name,
+            batch=batch,
+        )
 
     @contextlib.contextmanager
     def _pixels_in_flight(self, n: int) -> Iterator[None]:
@@ -313,8 +402,9 @@ class Analyser:
             with self._lock:
                 self._in_flight -= n
 
-    def analyse_many(self, items: Iterable[Item], owner: str, as_batch: bool = False,
-                     source: str = "upload") -> UploadOutcome:
+    def analyse_many(
+        self, items: Iterable[Item], owner: str, as_batch: bool = False, source: str = "upload"
+    ) -> UploadOutcome:
         """Analyse every file; one bad file never loses the others.
 
         Each failure becomes a :class:`Refusal`: the file's own problem
@@ -326,13 +416,20 @@ class Analyser:
         items = list(items)
         outcome = UploadOutcome()
         if not items:
-            outcome.refused_request = Refusal(None, "no_file", 400, "No file was chosen. Pick "
-                                              "one or more DICOM, PNG or JPEG chest X-rays.")
+            outcome.refused_request = Refusal(
+                None,
+                "no_file",
+                400,
+                "No file was chosen. Pick one or more DICOM, PNG or JPEG chest X-rays.",
+            )
             return outcome
         if len(items) > self.max_files:
             outcome.refused_request = Refusal(
-                None, "too_many_files", 413, f"{len(items)} files were sent; at most "
-                f"{self.max_files} can be analysed at once.")
+                None,
+                "too_many_files",
+                413,
+                f"{len(items)} files were sent; at most {self.max_files} can be analysed at once.",
+            )
             return outcome
         outcome.batch = new_id() if as_batch and len(items) > 1 else None
         if outcome.batch:  # first: a worker killed mid-batch leaves a batch page for what it stored
@@ -343,21 +440,42 @@ class Analyser:
                 data = item.read()
                 declared = declared_pixels(data) or 0
                 if declared <= self.max_pixels and used + declared > self.max_request_pixels:
-                    outcome.entries.append((item.name, Refusal(
-                        item.name, "request_too_large", 413, "The files of this upload hold "
-                        f"more than {self.max_request_pixels:,} pixels together; send this "
-                        "one in another upload.")))
+                    outcome.entries.append(
+                        (
+                            item.name,
+                            Refusal(
+                                item.name,
+                                "request_too_large",
+                                413,
+                                "The files of this upload hold "
+                                f"more than {self.max_request_pixels:,} pixels together; send this "
+                                "one in another upload.",
+                            ),
+                        )
+                    )
                     continue
                 used += declared  # decoding costs the same whether or not a result comes of it
                 with self._pixels_in_flight(min(declared, self.max_pixels)):
-                    row = self.analyse_one(data, owner,
-                                           file_name=item.name if item.keep_name else "",
-                                           batch=outcome.batch or "")
+                    row = self.analyse_one(
+                        data,
+                        owner,
+                        file_name=item.name if item.keep_name else "",
+                        batch=outcome.batch or "",
+                    )
             except Busy:
                 log.info("%s refused: busy", source)
-                outcome.entries.append((item.name, Refusal(
-                    item.name, BUSY, 503, "The server is analysing as many large images as "
-                    "its memory allows; try this one again in a few seconds.")))
+                outcome.entries.append(
+                    (
+                        item.name,
+                        Refusal(
+                            item.name,
+                            BUSY,
+                            503,
+                            "The server is analysing as many large images as "
+                            "its memory allows; try this one again in a few seconds.",
+                        ),
+                    )
+                )
                 continue
             except PneumoError as exc:
                 log.info("%s refused: %s", source, exc.code)
@@ -369,16 +487,21 @@ class Analyser:
                 continue
             except Exception as exc:  # noqa: BLE001 - one bad file never loses the others
                 # frames only: exception messages can quote file contents (PHI)
-                log.error("analysis failed (%s): %s at\n%s", source, type(exc).__name__,
-                          "".join(traceback.format_tb(exc.__traceback__)))
+                log.error(
+                    "analysis failed (%s): %s at\n%s",
+                    source,
+                    type(exc).__name__,
+                    "".join(traceback.format_tb(exc.__traceback__)),
+                )
                 outcome.entries.append((item.name, refusal(item.name, exc)))
                 continue
             log.info("result %s stored from %s (%s)", row.id, source, row.verdict)
             outcome.entries.append((item.name, row))
             self._fire(row)
         if outcome.batch and outcome.errors:
-            self.batches.set_errors(outcome.batch, [{"file": e.file, "message": e.message}
-                                                    for e in outcome.errors])
+            self.batches.set_errors(
+                outcome.batch, [{"file": e.file, "message": e.message} for e in outcome.errors]
+            )
         return outcome
 
     def _fire(self, row: ResultRow) -> None:

@@ -7,6 +7,7 @@ app factory (:func:`app.create_app`) holds one ``Services``; the command line
 (:mod:`app.cli`) makes its own, with or without the model, and never builds a
 Flask app to reach the store.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,9 @@ class Services:
     sender: Sender
 
     @classmethod
-    def from_settings(cls, settings: Settings, predictor=None,
-                      load_model: bool = True) -> "Services":
+    def from_settings(
+        cls, settings: Settings, predictor=None, load_model: bool = True
+    ) -> "Services":
         """Open the store, start loading the model (in the background), make the analysis
         service and the PACS sender (hooked to new results when autosend is on).
 
@@ -63,8 +65,14 @@ class Services:
             holder.start(settings.model_options())
         elif predictor is None:
             holder.unavailable("this command does not load the model")
-        analyser = Analyser(store, holder.get, settings.max_image_pixels, settings.max_files,
-                            settings.max_request_pixels, settings.max_pixels_in_flight)
+        analyser = Analyser(
+            store,
+            holder.get,
+            settings.max_image_pixels,
+            settings.max_files,
+            settings.max_request_pixels,
+            settings.max_pixels_in_flight,
+        )
         sender = Sender(store, settings.pacs, settings.pacs_sender)
         analyser.on_result(sender.autosend)
         return cls(settings, store, holder, analyser, sender)

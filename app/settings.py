@@ -7,6 +7,7 @@ written once, on a field below; every variable is parsed by one of the few
 parsers here, with one truth rule for switches. No Flask import: gunicorn's
 master reads this before any worker starts.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,6 +36,7 @@ class SettingsError(ValueError):
 
 
 # -- parsers: each takes the raw value (str, or a typed value from a test's mapping) -----
+
 
 def _raw(env: Mapping[str, Any], name: str) -> Any:
     value = env.get(PREFIX + name)
@@ -103,8 +105,9 @@ def _fraction(env: Mapping[str, Any], name: str) -> float | None:
     try:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise SettingsError(f"{PREFIX}{name} must be a fraction such as 0.05 (or 5%), "
-                            f"got {raw!r}") from None
+        raise SettingsError(
+            f"{PREFIX}{name} must be a fraction such as 0.05 (or 5%), got {raw!r}"
+        ) from None
     if not 0.0 < value < 1.0:
         raise SettingsError(f"{PREFIX}{name} must be strictly between 0 and 1, got {raw!r}")
     return value
@@ -118,8 +121,9 @@ def _objects(env: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...
     chosen = tuple(dict.fromkeys(p.strip().lower() for p in str(raw).split(",") if p.strip()))
     unknown = [p for p in chosen if p not in ("seg", "sr", "sc")]
     if unknown or not chosen:
-        raise SettingsError(f"{PREFIX}DICOMWEB_OBJECTS must list some of seg, sr, sc "
-                            f"(comma-separated), got {raw!r}")
+        raise SettingsError(
+            f"{PREFIX}DICOMWEB_OBJECTS must list some of seg, sr, sc (comma-separated), got {raw!r}"
+        )
     return chosen
 
 
@@ -165,21 +169,24 @@ class PacsSettings:
         d = _defaults(cls)
         url = _text(env, "DICOMWEB_URL")
         if url and not url.startswith(("http://", "https://")):
-            raise SettingsError(f"{PREFIX}DICOMWEB_URL must start with http:// or https://, "
-                                f"got {url!r}")
-        settings = cls(url=url.rstrip("/") if url else d["url"],
-                       username=_text(env, "DICOMWEB_USERNAME", d["username"]),
-                       password=_text(env, "DICOMWEB_PASSWORD", d["password"]),
-                       token=_text(env, "DICOMWEB_TOKEN", d["token"]),
-                       autosend=_bool(env, "DICOMWEB_AUTOSEND", d["autosend"]),
-                       timeout=_number(env, "DICOMWEB_TIMEOUT", d["timeout"]),
-                       retry_after_s=_number(env, "DICOMWEB_RETRY_AFTER", d["retry_after_s"]),
-                       sender=_choice(env, "DICOMWEB_SENDER", "", ("", "web", "worker"))
-                       or d["sender"],
-                       objects=_objects(env, d["objects"]))
+            raise SettingsError(
+                f"{PREFIX}DICOMWEB_URL must start with http:// or https://, got {url!r}"
+            )
+        settings = cls(
+            url=url.rstrip("/") if url else d["url"],
+            username=_text(env, "DICOMWEB_USERNAME", d["username"]),
+            password=_text(env, "DICOMWEB_PASSWORD", d["password"]),
+            token=_text(env, "DICOMWEB_TOKEN", d["token"]),
+            autosend=_bool(env, "DICOMWEB_AUTOSEND", d["autosend"]),
+            timeout=_number(env, "DICOMWEB_TIMEOUT", d["timeout"]),
+            retry_after_s=_number(env, "DICOMWEB_RETRY_AFTER", d["retry_after_s"]),
+            sender=_choice(env, "DICOMWEB_SENDER", "", ("", "web", "worker")) or d["sender"],
+            objects=_objects(env, d["objects"]),
+        )
         if settings.token and settings.username:
-            raise SettingsError(f"Set either {PREFIX}DICOMWEB_TOKEN or "
-                                f"{PREFIX}DICOMWEB_USERNAME, not both.")
+            raise SettingsError(
+                f"Set either {PREFIX}DICOMWEB_TOKEN or {PREFIX}DICOMWEB_USERNAME, not both."
+            )
         return settings
 
 
@@ -194,9 +201,9 @@ class Settings:
     threads: int = 4
     worker_connections: int | None = None  # None: as many as threads
     timeout: int = 120
-    max_requests: int = 0                  # 0: workers are never recycled
+    max_requests: int = 0  # 0: workers are never recycled
     log_level: str = "INFO"
-    proxy: bool = False                    # a buffering nginx in front (app/proxy.py)
+    proxy: bool = False  # a buffering nginx in front (app/proxy.py)
     # the model
     tf_threads: int | None = None
     device: str = DEFAULT_DEVICE
@@ -207,19 +214,21 @@ class Settings:
     warm_up: bool = True
     # storage
     instance_dir: Path = paths.project_root() / "instance"
-    data_dir: Path = paths.project_root() / "uploads"  # <instance>/data when PNEUMO_INSTANCE_DIR is set
+    data_dir: Path = (
+        paths.project_root() / "uploads"
+    )  # <instance>/data when PNEUMO_INSTANCE_DIR is set
     retention_days: float = 30.0
-    audit_retention_days: float = 2192.0   # the audit trail: 6 years, beyond the results'
-    min_free_mb: int = 500                 # kept free for the database: below it new results
+    audit_retention_days: float = 2192.0  # the audit trail: 6 years, beyond the results'
+    min_free_mb: int = 500  # kept free for the database: below it new results
     #                                        are refused (503) and /readyz says "degraded"
-    database_url: str | None = None        # None: the SQLite file in the data folder
-    blob_url: str | None = None            # None: the data folder (any fsspec URL)
+    database_url: str | None = None  # None: the SQLite file in the data folder
+    blob_url: str | None = None  # None: the data folder (any fsspec URL)
     # access
     access_password: str | None = None
-    secret_key: str | None = None          # None: a random key kept in the instance folder
-    secret_key_file: Path | None = None    # the key read from a file (a container secret)
+    secret_key: str | None = None  # None: a random key kept in the instance folder
+    secret_key_file: Path | None = None  # the key read from a file (a container secret)
     session_cookie_secure: bool = False
-    session_days: float = 31.0             # a login lasts this long unless logged out
+    session_days: float = 31.0  # a login lasts this long unless logged out
     login_rate_limit: str = "10 per minute"
     upload_rate_limit: str = "120 per minute"
     # limits of one request
@@ -239,8 +248,11 @@ class Settings:
     @property
     def bind(self) -> str:
         """gunicorn's bind address (IPv6 in brackets)."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host.strip("[]") else \
-            f"{self.host}:{self.port}"
+        return (
+            f"[{self.host}]:{self.port}"
+            if ":" in self.host.strip("[]")
+            else f"{self.host}:{self.port}"
+        )
 
     @property
     def shared_database(self) -> bool:
@@ -267,7 +279,8 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}AUDIT_RETENTION_DAYS ({self.audit_retention_days:g}) must be at least "
                 f"{PREFIX}RETENTION_DAYS ({self.retention_days:g}): the trail of who saw a "
-                "result outlives the result")
+                "result outlives the result"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, Any] | None = None) -> "Settings":
@@ -299,16 +312,16 @@ class Settings:
             instance_dir=instance,
             data_dir=Path(data_dir or d["data_dir"]).resolve(),
             retention_days=_number(env, "RETENTION_DAYS", d["retention_days"], "days"),
-            audit_retention_days=_number(env, "AUDIT_RETENTION_DAYS",
-                                         d["audit_retention_days"], "days"),
+            audit_retention_days=_number(
+                env, "AUDIT_RETENTION_DAYS", d["audit_retention_days"], "days"
+            ),
             min_free_mb=_int(env, "MIN_FREE_MB", d["min_free_mb"], minimum=0),
             database_url=_database_url(env),
             blob_url=_text(env, "BLOB_URL", d["blob_url"]),
             access_password=_text(env, "ACCESS_PASSWORD", d["access_password"]),
             secret_key=_secret(env),
             secret_key_file=_path(env, "SECRET_KEY_FILE"),
-            session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE",
-                                        d["session_cookie_secure"]),
+            session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE", d["session_cookie_secure"]),
             session_days=_number(env, "SESSION_DAYS", d["session_days"], "days"),
             login_rate_limit=_text(env, "LOGIN_RATE_LIMIT", d["login_rate_limit"]),
             upload_rate_limit=_text(env, "UPLOAD_RATE_LIMIT", d["upload_rate_limit"]),
@@ -323,23 +336,32 @@ class Settings:
     def model_options(self) -> ModelOptions:
         """How the web service loads its model (``PNEUMO_MODEL_DIR``, ``DEVICE``,
         ``RUNTIME``, ``TF_THREADS``, ``OPERATING_POINT``, ``PREVALENCE``, ``WARM_UP``)."""
-        return ModelOptions(model_dir=self.model_dir, device=self.device, runtime=self.runtime,
-                            threads=self.tf_threads, operating_point=self.operating_point,
-                            prevalence=self.prevalence, warm_up=self.warm_up)
+        return ModelOptions(
+            model_dir=self.model_dir,
+            device=self.device,
+            runtime=self.runtime,
+            threads=self.tf_threads,
+            operating_point=self.operating_point,
+            prevalence=self.prevalence,
+            warm_up=self.warm_up,
+        )
 
     def flask_config(self) -> dict:
         """Flask's own config keys that these settings decide (nothing else goes into
         ``app.config``: the app reads its settings from :class:`app.services.Services`)."""
-        out = {"SESSION_COOKIE_SECURE": self.session_cookie_secure,
-               "PERMANENT_SESSION_LIFETIME": int(self.session_days * 86400),
-               "MAX_CONTENT_LENGTH": self.max_content_length}
+        out = {
+            "SESSION_COOKIE_SECURE": self.session_cookie_secure,
+            "PERMANENT_SESSION_LIFETIME": int(self.session_days * 86400),
+            "MAX_CONTENT_LENGTH": self.max_content_length,
+        }
         if self.secret_key:
             out["SECRET_KEY"] = self.secret_key
         return out
 
     @classmethod
-    def from_mapping(cls, overrides: Mapping[str, Any] | None,
-                     env: Mapping[str, Any] | None = None) -> "Settings":
+    def from_mapping(
+        cls, overrides: Mapping[str, Any] | None, env: Mapping[str, Any] | None = None
+    ) -> "Settings":
         """The environment's settings with some variables given again by a mapping (a
         test's config: ``DATA_DIR`` for ``PNEUMO_DATA_DIR``), each parsed as the
         environment's would be; keys that name no setting are left out. A ``SECRET_KEY``
@@ -358,8 +380,12 @@ class Settings:
         hidden = {"access_password", "secret_key", "password", "token"}
 
         def clean(d: dict) -> dict:
-            return {k: clean(v) if isinstance(v, dict) else str(v) if isinstance(v, Path) else v
-                    for k, v in d.items() if k not in hidden}
+            return {
+                k: clean(v) if isinstance(v, dict) else str(v) if isinstance(v, Path) else v
+                for k, v in d.items()
+                if k not in hidden
+            }
+
         out = clean(asdict(self)) | {"data_dir": str(self.data_dir)}
         if self.database_url:
             out["database_url"] = without_password(self.database_url)
@@ -378,7 +404,7 @@ def setting_names() -> frozenset[str]:
             return default
 
     Settings.from_env(Seen())
-    return frozenset(name[len(PREFIX):] for name in seen if name.startswith(PREFIX))
+    return frozenset(name[len(PREFIX) :] for name in seen if name.startswith(PREFIX))
 
 
 def without_password(url: str) -> str:
@@ -402,8 +428,10 @@ def _database_url(env: Mapping[str, Any]) -> str | None:
         return None
     scheme = urlsplit(url.strip()).scheme.split("+")[0]
     if scheme not in ("sqlite", "postgresql", "postgres"):
-        raise SettingsError(f"{PREFIX}DATABASE_URL must start with postgresql:// or "
-                            f"sqlite:///, got {without_password(url)!r}")
+        raise SettingsError(
+            f"{PREFIX}DATABASE_URL must start with postgresql:// or "
+            f"sqlite:///, got {without_password(url)!r}"
+        )
     return url.strip()
 
 
@@ -412,19 +440,21 @@ def _secret(env: Mapping[str, Any]) -> str | None:
     ``PNEUMO_SECRET_KEY_FILE`` (not both)."""
     key, key_file = _text(env, "SECRET_KEY"), _text(env, "SECRET_KEY_FILE")
     if key and key_file:
-        raise SettingsError(f"Set either {PREFIX}SECRET_KEY or {PREFIX}SECRET_KEY_FILE, "
-                            "not both.")
+        raise SettingsError(f"Set either {PREFIX}SECRET_KEY or {PREFIX}SECRET_KEY_FILE, not both.")
     if key_file:
         try:
             key = Path(key_file).read_text().strip()
         except OSError as exc:
-            raise SettingsError(f"{PREFIX}SECRET_KEY_FILE {key_file} cannot be read "
-                                f"({exc.strerror})") from None
+            raise SettingsError(
+                f"{PREFIX}SECRET_KEY_FILE {key_file} cannot be read ({exc.strerror})"
+            ) from None
         if not key:
             raise SettingsError(f"{PREFIX}SECRET_KEY_FILE {key_file} is empty")
     if key is not None and len(key) < 16:
-        raise SettingsError(f"{PREFIX}SECRET_KEY must be at least 16 characters (use "
-                            "e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+        raise SettingsError(
+            f"{PREFIX}SECRET_KEY must be at least 16 characters (use "
+            "e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
     return key
 
 
@@ -432,9 +462,11 @@ def shared_secret_problem(settings: Settings) -> str | None:
     """Why the web service must not start, or ``None``: nodes that share a database
     must sign their sessions with one shared key."""
     if settings.shared_database and not settings.secret_key:
-        return ("pneumo refuses to start: PNEUMO_DATABASE_URL names a shared database, so "
-                "every node must sign logins with the same key; set PNEUMO_SECRET_KEY or "
-                "PNEUMO_SECRET_KEY_FILE (the same on every node).")
+        return (
+            "pneumo refuses to start: PNEUMO_DATABASE_URL names a shared database, so "
+            "every node must sign logins with the same key; set PNEUMO_SECRET_KEY or "
+            "PNEUMO_SECRET_KEY_FILE (the same on every node)."
+        )
     return None
 
 
@@ -448,6 +480,8 @@ def login_problem(settings: Settings, n_users: int) -> str | None:
 
 def no_login_message(host: str) -> str:
     """The one line printed when the service refuses to start without a login."""
-    return (f"pneumo refuses to start: it would listen on {host}, beyond this machine, but no "
-            "login is configured. Create a user (.venv/bin/pneumo create-user NAME) or set "
-            "PNEUMO_ACCESS_PASSWORD.")
+    return (
+        f"pneumo refuses to start: it would listen on {host}, beyond this machine, but no "
+        "login is configured. Create a user (.venv/bin/pneumo create-user NAME) or set "
+        "PNEUMO_ACCESS_PASSWORD."
+    )

@@ -1,4 +1,5 @@
 """HTML pages: upload, result viewer, worklist, downloads, health."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,17 +7,38 @@ import io
 import logging
 import traceback
 
-from flask import (Blueprint, Flask, abort, current_app, flash, jsonify, redirect,
-                   render_template, request, send_file, url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.utils import secure_filename
 
 from pneumo.inference import overlay
 
 from app import renditions
-from app.context import (analyser, current_owner, current_scope, current_user, limiter,
-                         predictor, readable_result, services, settings, store,
-                         upload_limit)
+from app.context import (
+    analyser,
+    current_owner,
+    current_scope,
+    current_user,
+    limiter,
+    predictor,
+    readable_result,
+    services,
+    settings,
+    store,
+    upload_limit,
+)
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
 from app.store.records import REVIEW_REASONS
@@ -31,7 +53,7 @@ DOWNLOADS = {
     "prob.png": ("image/png", "probability.png"),
     "thumb.jpg": ("image/jpeg", None),
     "mask_rle.txt": ("text/plain", "mask_rle.txt"),
-    "view.png": ("image/png", None),       # the viewer's display-size rendition
+    "view.png": ("image/png", None),  # the viewer's display-size rendition
     "view_mask.png": ("image/png", None),
 }
 
@@ -40,9 +62,12 @@ DOWNLOADS = {
 def index():
     """The upload page."""
     current_owner()
-    return render_template("upload.html", max_files=settings().max_files,
-                           max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
-                           model=predictor().name)
+    return render_template(
+        "upload.html",
+        max_files=settings().max_files,
+        max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
+        model=predictor().name,
+    )
 
 
 @bp.post("/upload")
@@ -70,15 +95,21 @@ def result(result_id: str):
     heat_scale = point.get("heat_scale", 1.0)
     shape = renditions.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
     user = current_user()
-    return render_template("result.html", r=row, point=point, mask_threshold=mask_threshold,
-                           mine=row.owner == current_owner(),
-                           reviews=store().reviews.for_result(row.id),
-                           reasons=REVIEW_REASONS, can_review=bool(user and user.reads_team),
-                           heat_scale=heat_scale,
-                           mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
-                           contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)),
-                           contour_width=overlay.contour_width(shape),
-                           opacity=round(100 * overlay.DEFAULT_OPACITY))
+    return render_template(
+        "result.html",
+        r=row,
+        point=point,
+        mask_threshold=mask_threshold,
+        mine=row.owner == current_owner(),
+        reviews=store().reviews.for_result(row.id),
+        reasons=REVIEW_REASONS,
+        can_review=bool(user and user.reads_team),
+        heat_scale=heat_scale,
+        mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
+        contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)),
+        contour_width=overlay.contour_width(shape),
+        opacity=round(100 * overlay.DEFAULT_OPACITY),
+    )
 
 
 @bp.get("/results/<result_id>/identifiers")
@@ -86,8 +117,9 @@ def identifiers(result_id: str):
     """Patient identifiers, fetched only when the uploader asks to reveal them."""
     row = readable_result(result_id)
     ids = row.identifiers
-    return jsonify({k: ids.get(k) for k in ("patient_name", "patient_id", "birth_date",
-                                            "accession_number")})
+    return jsonify(
+        {k: ids.get(k) for k in ("patient_name", "patient_id", "birth_date", "accession_number")}
+    )
 
 
 @bp.get("/results/<result_id>/files/<name>")
@@ -100,11 +132,14 @@ def download(result_id: str, name: str):
     data = renditions.artefact(store().results, row, name)
     if data is None:
         abort(404)
-    return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=bool(download_name)
-                     and request.args.get("download") == "1",
-                     download_name=download_name
-                     and f"{download_stem(row, row.owner == current_owner())}_{download_name}",
-                     max_age=0)
+    return send_file(
+        io.BytesIO(data),
+        mimetype=mimetype,
+        as_attachment=bool(download_name) and request.args.get("download") == "1",
+        download_name=download_name
+        and f"{download_stem(row, row.owner == current_owner())}_{download_name}",
+        max_age=0,
+    )
 
 
 def download_stem(row, mine: bool = True) -> str:
@@ -112,8 +147,7 @@ def download_stem(row, mine: bool = True) -> str:
     suffix (only letters, digits, '.', '_' and '-'), or the result id when it had none or
     when someone other than the uploader downloads (``mine`` false: a team member; a
     file name may name the patient)."""
-    stem = secure_filename(row.file_name.rsplit(".", 1)[0] if row.file_name and mine
-                           else "")[:60]
+    stem = secure_filename(row.file_name.rsplit(".", 1)[0] if row.file_name and mine else "")[:60]
     return stem or row.id[:8]
 
 
@@ -129,10 +163,14 @@ def seg(result_id: str):
     except renditions.ResultGone:
         abort(404)
     # a de-identified SEG never carries the uploader's file name, which may name the patient
-    name = f"{row.id[:8]}_seg_deidentified.dcm" if deidentify else \
-        f"{download_stem(row, row.owner == current_owner())}_seg.dcm"
-    return send_file(io.BytesIO(data), mimetype="application/dicom", as_attachment=True,
-                     download_name=name)
+    name = (
+        f"{row.id[:8]}_seg_deidentified.dcm"
+        if deidentify
+        else f"{download_stem(row, row.owner == current_owner())}_seg.dcm"
+    )
+    return send_file(
+        io.BytesIO(data), mimetype="application/dicom", as_attachment=True, download_name=name
+    )
 
 
 @bp.get("/results/<result_id>/<any(sr, sc):kind>.dcm")
@@ -148,8 +186,12 @@ def structured(result_id: str, kind: str):
     except renditions.ResultGone:
         abort(404)
     name = f"{download_stem(row, row.owner == current_owner())}_{kind}.dcm"
-    return send_file(io.BytesIO(renditions.dataset_bytes(ds)), mimetype="application/dicom",
-                     as_attachment=True, download_name=name)
+    return send_file(
+        io.BytesIO(renditions.dataset_bytes(ds)),
+        mimetype="application/dicom",
+        as_attachment=True,
+        download_name=name,
+    )
 
 
 @bp.post("/results/<result_id>/delete")
@@ -183,9 +225,14 @@ def worklist():
         sort = "newest"
     batch_id = request.args.get("batch") or None
     rows = store().results.list(current_scope(), sort, batch=batch_id)
-    return render_template("worklist.html", rows=rows, sort=sort, batch=batch_id,
-                           me=current_owner(),
-                           reviews=store().reviews.latest([r.id for r in rows]))
+    return render_template(
+        "worklist.html",
+        rows=rows,
+        sort=sort,
+        batch=batch_id,
+        me=current_owner(),
+        reviews=store().reviews.latest([r.id for r in rows]),
+    )
 
 
 @bp.get("/favicon.ico")
@@ -206,8 +253,9 @@ def readyz():
     up, else 503."""
     holder = services().model
     if store().db.damaged:
-        return jsonify(status="failed",
-                       error=f"the results database is damaged: {store().db.damaged}"), 503
+        return jsonify(
+            status="failed", error=f"the results database is damaged: {store().db.damaged}"
+        ), 503
     problem = store().health()
     if problem:  # the database server or the blob store cannot be reached now
         return jsonify(status="unavailable", error=problem), 503
@@ -216,17 +264,26 @@ def readyz():
             return jsonify(status="failed", error=holder.error), 503
         return jsonify(status="loading"), 503
     p = holder.predictor
-    facts = dict(status="ready", model=p.name, device=getattr(p, "device", "unknown"),
-                 backend=getattr(p, "backend", "unknown"), operating_point=p.operating_point.name)
+    facts = dict(
+        status="ready",
+        model=p.name,
+        device=getattr(p, "device", "unknown"),
+        backend=getattr(p, "backend", "unknown"),
+        operating_point=p.operating_point.name,
+    )
     free = store().free_bytes()
     free_mb = float("inf") if free is None else free / 2**20  # None: object storage
     if free is not None:
         facts["free_disk_mb"] = round(free_mb)
     if free_mb < settings().min_free_mb:  # reading works; new results may not fit
-        facts.update(status="degraded", warning=(
-            f"only {free_mb:.0f} MB free under the results (PNEUMO_MIN_FREE_MB="
-            f"{settings().min_free_mb}): uploads may be refused; delete or purge "
-            "results, or give the data folder more space"))
+        facts.update(
+            status="degraded",
+            warning=(
+                f"only {free_mb:.0f} MB free under the results (PNEUMO_MIN_FREE_MB="
+                f"{settings().min_free_mb}): uploads may be refused; delete or purge "
+                "results, or give the data folder more space"
+            ),
+        )
     return jsonify(facts)
 
 
@@ -266,6 +323,7 @@ def _machine_path() -> bool:
 
 def register_error_handlers(app: Flask) -> None:
     """JSON errors for the API, friendly pages elsewhere, never a traceback."""
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         """An HTTP error as JSON (API) or a page."""
@@ -278,17 +336,25 @@ def register_error_handlers(app: Flask) -> None:
         # the error's own headers travel with our body (405's Allow, 401's WWW-Authenticate)
         headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
         if _machine_path():
-            return jsonify(error={"code": exc.name.lower().replace(" ", "_"),
-                                  "message": message}), exc.code, headers
-        return render_template("error.html", code=exc.code, title=exc.name,
-                               message=message), exc.code, headers
+            return (
+                jsonify(error={"code": exc.name.lower().replace(" ", "_"), "message": message}),
+                exc.code,
+                headers,
+            )
+        return (
+            render_template("error.html", code=exc.code, title=exc.name, message=message),
+            exc.code,
+            headers,
+        )
 
     @app.errorhandler(StoreFull)
     def disk_full(exc: StoreFull):
         """The disk under the results is full: 503 with what to do, never a generic 500."""
         log.error("storage failure: %s", exc.strerror)
-        message = ("The server's disk is full, so this could not be saved. Delete results you "
-                   "no longer need, or ask the administrator to free space.")
+        message = (
+            "The server's disk is full, so this could not be saved. Delete results you "
+            "no longer need, or ask the administrator to free space."
+        )
         if _machine_path():
             return jsonify(error={"code": "storage_unavailable", "message": message}), 503
         return render_template("error.html", code=503, title="Disk full", message=message), 503
@@ -298,17 +364,20 @@ def register_error_handlers(app: Flask) -> None:
         """The database broke or cannot be reached: say so (503), never a generic 500."""
         if _machine_path():
             return jsonify(error={"code": exc.code, "message": str(exc)}), exc.http_status
-        return render_template("error.html", code=exc.http_status, title="Results unavailable",
-                               message=str(exc)), exc.http_status
+        return render_template(
+            "error.html", code=exc.http_status, title="Results unavailable", message=str(exc)
+        ), exc.http_status
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         """Any other exception: logged without patient data, answered 500 with a plain message."""
         # frames only: exception messages can quote file contents (PHI)
-        log.error("unexpected error %s at\n%s", type(exc).__name__,
-                  "".join(traceback.format_tb(exc.__traceback__)))
+        log.error(
+            "unexpected error %s at\n%s",
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
         message = "Something went wrong on the server. Nothing was stored; please try again."
         if _machine_path():
             return jsonify(error={"code": "internal_error", "message": message}), 500
-        return render_template("error.html", code=500, title="Server error",
-                               message=message), 500
+        return render_template("error.html", code=500, title="Server error", message=message), 500

@@ -10,6 +10,7 @@ they give the same mask probabilities and head outputs on real validation images
 1 and 4 (median and range). Writes ``benchmarks/results/alt_backends.json``. A
 runtime that is not installed is reported as such, not silently skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,16 @@ def validation_inputs(pcfg, n: int = 8) -> np.ndarray:
     from pneumo.inference.preprocess import model_input
     from pneumo.training.config import TrainConfig
     from pneumo.training.data import split_samples
+
     data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
-    images = np.stack([load_example(s, data.table, pcfg)[0]
-                       for s in data.samples["val"][:n]])
+    images = np.stack([load_example(s, data.table, pcfg)[0] for s in data.samples["val"][:n]])
     return model_input(images, pcfg)
 
 
 def main() -> int:
     from pneumo.inference import runtime as runtimes
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     p.add_argument("--repeats", type=int, default=15)
@@ -50,8 +52,13 @@ def main() -> int:
 
     predictor = Predictor.load(args.model)
     x8 = validation_inputs(predictor.pcfg)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": predictor.name,
-              "input_size": predictor.pcfg.size, "cores": os.cpu_count(), "runtimes": {}}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "model": predictor.name,
+        "input_size": predictor.pcfg.size,
+        "cores": os.cpu_count(),
+        "runtimes": {},
+    }
     reference = predictor.runtime.predict(x8)
     for name in runtimes.RUNTIMES:
         try:
@@ -62,21 +69,26 @@ def main() -> int:
             report["runtimes"][name] = {"status": str(exc)}
             continue
         maps, head, _ = rt.predict(x8)
-        row = {"runtime": rt.name, "load_s": round(load_s, 2),
-               "max_abs_diff_maps": float(np.abs(maps - reference[0]).max())}
+        row = {
+            "runtime": rt.name,
+            "load_s": round(load_s, 2),
+            "max_abs_diff_maps": float(np.abs(maps - reference[0]).max()),
+        }
         if head is not None:
             row["max_abs_diff_head"] = float(np.abs(head - reference[1]).max())
         row["within_1e-4"] = max(row["max_abs_diff_maps"], row.get("max_abs_diff_head", 0)) <= 1e-4
         for batch in (1, 4):
-            row[f"batch{batch}_s"] = timed(lambda xb=x8[:batch], rt=rt: rt.predict(xb),
-                                           args.repeats)
+            row[f"batch{batch}_s"] = timed(
+                lambda xb=x8[:batch], rt=rt: rt.predict(xb), args.repeats
+            )
         report["runtimes"][name] = row
     keras_row = report["runtimes"]["keras"]
     for row in report["runtimes"].values():
         if "batch1_s" in row:
             for batch in (1, 4):
-                row[f"speed_up_batch{batch}"] = (keras_row[f"batch{batch}_s"]["median"]
-                                                 / row[f"batch{batch}_s"]["median"])
+                row[f"speed_up_batch{batch}"] = (
+                    keras_row[f"batch{batch}_s"]["median"] / row[f"batch{batch}_s"]["median"]
+                )
     write_report(report, Path(args.out))
     return 0
 

@@ -8,6 +8,7 @@ outside the settings module, imports inside functions, the largest files, and (i
 the largest class by public methods, the ``app.config`` keys product code reads,
 string-keyed ``app.extensions`` lookups, and the places that load a model.
 """
+
 from __future__ import annotations
 
 import ast
@@ -80,8 +81,9 @@ def entry_points(graph) -> set[str]:
 
 def entry_cross_imports(graph) -> list[tuple[str, str]]:
     entries = entry_points(graph)
-    return sorted((a, b) for a in entries for b in graph.find_modules_directly_imported_by(a)
-                  if b in entries)
+    return sorted(
+        (a, b) for a in entries for b in graph.find_modules_directly_imported_by(a) if b in entries
+    )
 
 
 def scan(files: list[Path]) -> dict:
@@ -95,16 +97,32 @@ def scan(files: list[Path]) -> dict:
                     if isinstance(node, (ast.Import, ast.ImportFrom)):
                         inner.append(f"{rel}:{node.lineno}")
         for node in ast.walk(tree):
-            text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Subscript, ast.Attribute)) else ""
-            reads = (isinstance(node, ast.Call) and text.startswith(("os.environ.get(", "os.getenv(")))\
-                or (isinstance(node, ast.Subscript) and text.startswith("os.environ[")
-                    and isinstance(node.ctx, ast.Load)) \
-                or (isinstance(node, ast.Compare) and "os.environ" in ast.unparse(node)
-                    and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops))
+            text = (
+                ast.unparse(node)
+                if isinstance(node, (ast.Call, ast.Subscript, ast.Attribute))
+                else ""
+            )
+            reads = (
+                (isinstance(node, ast.Call) and text.startswith(("os.environ.get(", "os.getenv(")))
+                or (
+                    isinstance(node, ast.Subscript)
+                    and text.startswith("os.environ[")
+                    and isinstance(node.ctx, ast.Load)
+                )
+                or (
+                    isinstance(node, ast.Compare)
+                    and "os.environ" in ast.unparse(node)
+                    and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+                )
+            )
             if reads and not any(rel.startswith(s) for s in SETTINGS_MODULES):
                 env.append(f"{rel}:{node.lineno}")
-            if isinstance(node, ast.Call) and text.split("(")[0].endswith(".connect") \
-                    and "sqlite3" not in text and not rel.startswith("app/store"):
+            if (
+                isinstance(node, ast.Call)
+                and text.split("(")[0].endswith(".connect")
+                and "sqlite3" not in text
+                and not rel.startswith("app/store")
+            ):
                 connects.append(f"{rel}:{node.lineno} {text.split('(')[0]}")
     return {"inner": sorted(set(inner)), "env": sorted(set(env)), "connects": sorted(set(connects))}
 
@@ -116,8 +134,12 @@ def classes_by_methods(files: list[Path]) -> list[tuple[int, str]]:
         rel = path.relative_to(ROOT).as_posix()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef):
-                n = sum(1 for b in node.body if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
-                        and not b.name.startswith("_"))
+                n = sum(
+                    1
+                    for b in node.body
+                    if isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and not b.name.startswith("_")
+                )
                 out.append((n, f"{rel}:{node.name}"))
     return sorted(out, reverse=True)
 
@@ -129,9 +151,11 @@ def config_and_extensions(files: list[Path]) -> tuple[set[str], list[str]]:
     for path in files:
         rel = path.relative_to(ROOT).as_posix()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Subscript) or (isinstance(node, ast.Call)
-                                                     and isinstance(node.func, ast.Attribute)
-                                                     and node.func.attr in ("get", "setdefault")):
+            if isinstance(node, ast.Subscript) or (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("get", "setdefault")
+            ):
                 target = node.value if isinstance(node, ast.Subscript) else node.func.value
                 name = ast.unparse(target)
                 arg = node.slice if isinstance(node, ast.Subscript) else (node.args or [None])[0]
@@ -159,8 +183,10 @@ def main() -> int:
     graph = grimp.build_graph(*PACKAGES, exclude_type_checking_imports=True)
     files = product_files()
     found = scan(files)
-    sizes = sorted(((len(p.read_text().splitlines()), p.relative_to(ROOT).as_posix()) for p in files),
-                   reverse=True)
+    sizes = sorted(
+        ((len(p.read_text().splitlines()), p.relative_to(ROOT).as_posix()) for p in files),
+        reverse=True,
+    )
     cyc = cycles(graph)
     cross = entry_cross_imports(graph)
     print(f"modules: {len([m for m in graph.modules if m.startswith(PACKAGES)])}")
@@ -183,8 +209,9 @@ def main() -> int:
     print(f"imports inside functions: {len(found['inner'])}")
     print("largest files: " + ", ".join(f"{p} {n}" for n, p in sizes[:5]))
     classes = classes_by_methods(files)
-    print("largest classes by public methods: "
-          + ", ".join(f"{name} {n}" for n, name in classes[:3]))
+    print(
+        "largest classes by public methods: " + ", ".join(f"{name} {n}" for n, name in classes[:3])
+    )
     keys, lookups = config_and_extensions(files)
     print(f"app.config keys read by product code: {len(keys)}")
     print(f"string-keyed app.extensions lookups: {len(lookups)}")

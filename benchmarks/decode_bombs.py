@@ -8,6 +8,7 @@ makes a 16-bit PNG of --side x --side pixels that compresses to ~95 KB, sends
 0.5 s meanwhile and prints one JSON line: the worker's peak resident memory before and
 after (VmHWM, MB), /healthz latencies, the uploads' statuses and seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,23 +37,25 @@ from pneumo.paths import default_model_dir  # noqa: E402
 def bomb_png(side: int) -> bytes:
     """A 16-bit grey PNG, mostly flat (so it compresses to almost nothing)."""
     a = np.zeros((side, side), np.uint16)
-    a[side // 2: side // 2 + 100, side // 2: side // 2 + 100] = 40000
+    a[side // 2 : side // 2 + 100, side // 2 : side // 2 + 100] = 40000
     a[100:200, :] = 1000
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG", optimize=True)
     return buf.getvalue()
 
 
-def run(server_url: str, worker: int, requests: int, files: int, png: bytes,
-        seconds: float = 40.0) -> dict:
+def run(
+    server_url: str, worker: int, requests: int, files: int, png: bytes, seconds: float = 40.0
+) -> dict:
     body, ctype = multipart_files([(png, f"bomb{i}.png") for i in range(files)])
     before = peak_rss_mb(worker)
     results = []
 
     def post():
         t = time.perf_counter()
-        req = urllib.request.Request(server_url + "/api/v1/predictions", data=body,
-                                     headers={"Content-Type": ctype})
+        req = urllib.request.Request(
+            server_url + "/api/v1/predictions", data=body, headers={"Content-Type": ctype}
+        )
         try:
             with urllib.request.urlopen(req, timeout=120) as resp:
                 out = json.loads(resp.read())
@@ -61,8 +64,9 @@ def run(server_url: str, worker: int, requests: int, files: int, png: bytes,
             with exc:
                 out, status = json.loads(exc.read() or b"{}"), exc.code
         codes = [e["code"] for e in out.get("errors", [])] or ["stored"] * len(out["results"])
-        results.append({"status": status, "seconds": round(time.perf_counter() - t, 2),
-                        "files": codes})
+        results.append(
+            {"status": status, "seconds": round(time.perf_counter() - t, 2), "files": codes}
+        )
 
     threads = [threading.Thread(target=post) for _ in range(requests)]
     for t in threads:
@@ -70,10 +74,16 @@ def run(server_url: str, worker: int, requests: int, files: int, png: bytes,
     lat = probe_latencies(server_url + "/healthz", seconds)
     for t in threads:
         t.join(120)
-    return {"png_bytes": len(png), "requests": requests, "files_per_request": files,
-            "rss_peak_before_mb": round(before), "rss_peak_after_mb": round(peak_rss_mb(worker)),
-            "healthz_max_s": round(max(lat), 3), "healthz_median_s": round(statistics.median(lat), 3),
-            "uploads": sorted(results, key=lambda r: r["seconds"])}
+    return {
+        "png_bytes": len(png),
+        "requests": requests,
+        "files_per_request": files,
+        "rss_peak_before_mb": round(before),
+        "rss_peak_after_mb": round(peak_rss_mb(worker)),
+        "healthz_max_s": round(max(lat), 3),
+        "healthz_median_s": round(statistics.median(lat), 3),
+        "uploads": sorted(results, key=lambda r: r["seconds"]),
+    }
 
 
 def main() -> int:
@@ -88,8 +98,10 @@ def main() -> int:
         server = LocalServer(default_model_dir(), Path(tmp) / "instance")
         try:
             (worker,) = server.worker_pids()
-            print(json.dumps(run(server.url, worker, args.requests, args.files, png,
-                                 args.seconds)), flush=True)
+            print(
+                json.dumps(run(server.url, worker, args.requests, args.files, png, args.seconds)),
+                flush=True,
+            )
         finally:
             server.stop()
     return 0

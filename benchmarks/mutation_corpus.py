@@ -13,6 +13,7 @@ result (each view an audit write). Prints and writes one JSON object: status cod
 entry point, server errors (target 0) with their mutation, the readers' status codes,
 the seconds taken.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,15 @@ def corpus(n: int, seed: int) -> list[tuple[str, str, bytes]]:
     for _ in range(n):
         name, kind = names[rng.integers(len(names))], KINDS[rng.integers(len(KINDS))]
         blob = rng.bytes(int(rng.integers(0, 64)))
-        out.append((name, kind, mutate(seeds[name], name, kind, float(rng.random()),
-                                       int(rng.integers(0, 10_000)), blob)))
+        out.append(
+            (
+                name,
+                kind,
+                mutate(
+                    seeds[name], name, kind, float(rng.random()), int(rng.integers(0, 10_000)), blob
+                ),
+            )
+        )
     return out
 
 
@@ -58,8 +66,9 @@ def send(url: str, token: str, data: bytes, stow: bool) -> int:
     else:
         body, ctype = multipart_file(data, "file")
         target = url + "/api/v1/predictions"
-    req = urllib.request.Request(target, data=body, headers={
-        "Content-Type": ctype, "Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(
+        target, data=body, headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             resp.read()
@@ -74,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=2000)
     p.add_argument("--seed", type=int, default=34)
     p.add_argument("--model", default=str(default_model_dir()))
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
-                                        "mutation_corpus.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mutation_corpus.json"))
     args = p.parse_args(argv)
     from app.store.repository import Store
+
     files = corpus(args.files, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -88,36 +97,56 @@ def main(argv: list[str] | None = None) -> int:
             store.accounts.create(name, "a-long-password-1", "A", role)
             tokens[name] = store.accounts.create_token(name)
         store.close()
-        server = LocalServer(args.model, Path(tmp) / "instance", env={
-            "PNEUMO_DATA_DIR": str(data), "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"})
+        server = LocalServer(
+            args.model,
+            Path(tmp) / "instance",
+            env={"PNEUMO_DATA_DIR": str(data), "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"},
+        )
         seeds = seed_files()
         try:
             body, ctype = multipart_file(seeds["siim.dcm"], "seed.dcm")
-            req = urllib.request.Request(server.url + "/api/v1/predictions", data=body,
-                                         headers={"Content-Type": ctype,
-                                                  "Authorization": f"Bearer {tokens['up']}"})
+            req = urllib.request.Request(
+                server.url + "/api/v1/predictions",
+                data=body,
+                headers={"Content-Type": ctype, "Authorization": f"Bearer {tokens['up']}"},
+            )
             with urllib.request.urlopen(req, timeout=120) as resp:
                 rid = json.loads(resp.read())["results"][0]["id"]
             started = time.perf_counter()
             codes = {"api": collections.Counter(), "stow": collections.Counter()}
             errors = []
-            with Colleagues(server.url, [tokens["r1"], tokens["r2"]],
-                            [f"/api/v1/predictions/{rid}", f"/results/{rid}"]) as readers:
+            with Colleagues(
+                server.url,
+                [tokens["r1"], tokens["r2"]],
+                [f"/api/v1/predictions/{rid}", f"/results/{rid}"],
+            ) as readers:
                 for i, (name, kind, blob) in enumerate(files):
                     stow = i % 2 == 1
                     code = send(server.url, tokens["up"], blob, stow)
                     codes["stow" if stow else "api"][code] += 1
                     if code >= 500 and code != 503:
-                        errors.append({"file": name, "mutation": kind, "via": "stow" if stow
-                                       else "api", "status": code})
+                        errors.append(
+                            {
+                                "file": name,
+                                "mutation": kind,
+                                "via": "stow" if stow else "api",
+                                "status": code,
+                            }
+                        )
             seconds = time.perf_counter() - started
         finally:
             server.stop()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "files": len(files), "seed": args.seed,
-              "model": Path(args.model).name, "seconds": round(seconds, 1),
-              "status": {k: dict(sorted(v.items())) for k, v in codes.items()},
-              "server_errors": len(errors), "errors": errors[:50],
-              "reader_status": {str(k): v for k, v in readers.statuses.items()}}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "files": len(files),
+        "seed": args.seed,
+        "model": Path(args.model).name,
+        "seconds": round(seconds, 1),
+        "status": {k: dict(sorted(v.items())) for k, v in codes.items()},
+        "server_errors": len(errors),
+        "errors": errors[:50],
+        "reader_status": {str(k): v for k, v in readers.statuses.items()},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

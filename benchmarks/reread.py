@@ -13,6 +13,7 @@ every Ray actor's) and end to end (from the call: model load, Ray start and stop
 included). The JSON keeps every run and the medians; the ray engine's submission must
 equal the local one byte for byte. Target (issue 22): ray >= 0.9x local images/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,26 +42,43 @@ def one_run(engine: str, model: str, files: list[str], out: Path, args) -> dict:
     def on_ready(where: str) -> None:
         ready.update(where=where, at=time.perf_counter())
 
-    extra = {"address": args.address, "cores_per_actor": args.cores_per_actor} \
-        if engine == "ray" else {}
+    extra = (
+        {"address": args.address, "cores_per_actor": args.cores_per_actor}
+        if engine == "ray"
+        else {}
+    )
     started = time.perf_counter()
-    counts = predict_files(ModelOptions(model, device="cpu"), files, out / f"{engine}.csv",
-                           out / f"{engine}_scores.csv", batch_size=args.batch_size,
-                           progress=False, engine=engine, on_ready=on_ready, **extra)
+    counts = predict_files(
+        ModelOptions(model, device="cpu"),
+        files,
+        out / f"{engine}.csv",
+        out / f"{engine}_scores.csv",
+        batch_size=args.batch_size,
+        progress=False,
+        engine=engine,
+        on_ready=on_ready,
+        **extra,
+    )
     ended = time.perf_counter()
     n = counts["images"] + counts["failed"] + counts["not_chest"]
-    return {"engine": engine, "where": ready["where"], "images": n,
-            "start_s": round(ready["at"] - started, 2),
-            "read_s": round(ended - ready["at"], 2),
-            "images_per_s": round(n / (ended - ready["at"]), 3),
-            "end_to_end_images_per_s": round(n / (ended - started), 3),
-            "skipped": counts["skipped"]}
+    return {
+        "engine": engine,
+        "where": ready["where"],
+        "images": n,
+        "start_s": round(ready["at"] - started, 2),
+        "read_s": round(ended - ready["at"], 2),
+        "images_per_s": round(n / (ended - ready["at"]), 3),
+        "end_to_end_images_per_s": round(n / (ended - started), 3),
+        "skipped": counts["skipped"],
+    }
 
 
 def summary(runs: list[dict], engine: str) -> dict:
     mine = [r for r in runs if r["engine"] == engine]
-    return {key: round(statistics.median(r[key] for r in mine), 3)
-            for key in ("images_per_s", "end_to_end_images_per_s", "start_s", "read_s")}
+    return {
+        key: round(statistics.median(r[key] for r in mine), 3)
+        for key in ("images_per_s", "end_to_end_images_per_s", "start_s", "read_s")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reread.json"))
     args = p.parse_args(argv)
     import ray  # lazy: ray is an optional extra
+
     samples, _ = split_samples(args.data, "val", args.images)
     files = [s.path for s in samples]
     runs = []
@@ -84,27 +103,48 @@ def main(argv: list[str] | None = None) -> int:
             for engine in ("local", "ray"):
                 runs.append(dict(one_run(engine, args.model, files, out, args), repeat=repeat))
                 print(json.dumps(runs[-1]), flush=True)
-        same = (out / "local.csv").read_bytes() == (out / "ray.csv").read_bytes() and \
-            (out / "local_scores.csv").read_bytes() == (out / "ray_scores.csv").read_bytes()
+        same = (out / "local.csv").read_bytes() == (out / "ray.csv").read_bytes() and (
+            out / "local_scores.csv"
+        ).read_bytes() == (out / "ray_scores.csv").read_bytes()
     local, on_ray = summary(runs, "local"), summary(runs, "ray")
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "model": Path(args.model).name,
-        "cores": machine_cores(), "ray_version": ray.__version__, "images": len(files),
-        "formats": {f: sum(s.format == f for s in samples) for f in
-                    sorted({s.format for s in samples})},
-        "batch_size": args.batch_size, "cores_per_actor": args.cores_per_actor,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "model": Path(args.model).name,
+        "cores": machine_cores(),
+        "ray_version": ray.__version__,
+        "images": len(files),
+        "formats": {
+            f: sum(s.format == f for s in samples) for f in sorted({s.format for s in samples})
+        },
+        "batch_size": args.batch_size,
+        "cores_per_actor": args.cores_per_actor,
         "address": args.address or "local Ray",
-        "local": local, "ray": on_ray,
+        "local": local,
+        "ray": on_ray,
         "ratio_images_per_s": round(on_ray["images_per_s"] / local["images_per_s"], 3),
-        "ratio_end_to_end": round(on_ray["end_to_end_images_per_s"]
-                                  / local["end_to_end_images_per_s"], 3),
-        "same_submission_and_scores": same, "runs": runs,
+        "ratio_end_to_end": round(
+            on_ray["end_to_end_images_per_s"] / local["end_to_end_images_per_s"], 3
+        ),
+        "same_submission_and_scores": same,
+        "runs": runs,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("local", "ray", "ratio_images_per_s",
-                                             "ratio_end_to_end",
-                                             "same_submission_and_scores")}, indent=2))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "local",
+                    "ray",
+                    "ratio_images_per_s",
+                    "ratio_end_to_end",
+                    "same_submission_and_scores",
+                )
+            },
+            indent=2,
+        )
+    )
     return 0 if same else 1
 
 

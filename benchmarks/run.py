@@ -8,6 +8,7 @@ table. Every figure is the median and spread (min..max) over repeated runs.
 Load tests talk only to a gunicorn started by this script on 127.0.0.1 and
 stop by themselves after ``--duration`` seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,12 @@ PEAK_GFLOPS = 2 * 2.45 * 32  # 2 cores x 2.45 GHz x 32 fp32 FLOP/cycle (AVX2 FMA
 
 
 def stats(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def timed(fn, repeats: int) -> dict:
@@ -56,6 +61,7 @@ def timed(fn, repeats: int) -> dict:
 def model_flops(model) -> float:
     """FLOPs (2 x multiply-adds) of one forward pass, from conv and dense layers."""
     import keras
+
     total = 0.0
     for layer in model.layers:
         if isinstance(layer, keras.layers.DepthwiseConv2D):  # one filter per input channel
@@ -76,10 +82,14 @@ def bench_forward(model_dir: Path, repeats: int) -> dict:
     import numpy as np
     from pneumo.inference.predictor import Predictor
     from pneumo.nets.networks import build_double_unet
+
     predictor = Predictor.load(model_dir, tta=False)
     size = predictor.pcfg.size
-    out = {"model": predictor.name, "input_size": size,
-           "gflop_per_image": model_flops(predictor.model) / 1e9}
+    out = {
+        "model": predictor.name,
+        "input_size": size,
+        "gflop_per_image": model_flops(predictor.model) / 1e9,
+    }
     for batch in (1, 4):
         x = np.random.default_rng(0).integers(0, 255, (batch, size, size), dtype=np.uint8)
         s = timed(lambda x=x: predictor.probability_maps(x), repeats)
@@ -88,19 +98,22 @@ def bench_forward(model_dir: Path, repeats: int) -> dict:
         out[f"batch{batch}_s"] = s
     paper = build_double_unet(512, depth=4, width=1.0, channels=3)
     x = np.zeros((1, 512, 512, 3), np.float32)
-    out["paper_double_unet_512"] = dict(timed(lambda: paper(x, training=False),
-                                              max(3, repeats // 2)),
-                                        params=paper.count_params(),
-                                        gflop=model_flops(paper) / 1e9)
+    out["paper_double_unet_512"] = dict(
+        timed(lambda: paper(x, training=False), max(3, repeats // 2)),
+        params=paper.count_params(),
+        gflop=model_flops(paper) / 1e9,
+    )
     return out
 
 
 class Server:
     """The app under gunicorn on loopback, with peak RSS of its workers."""
 
-    def __init__(self, model_dir: Path, workers: int = 1, threads: int = 4,
-                 tf_threads: int | None = None):
+    def __init__(
+        self, model_dir: Path, workers: int = 1, threads: int = 4, tf_threads: int | None = None
+    ):
         from helpers.localserver import LocalServer
+
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
         env = {"PNEUMO_LOG_LEVEL": "WARNING", "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"}
         if tf_threads:
@@ -121,16 +134,19 @@ class Server:
         self.local.stop()
 
 
-def post_file(url: str, data: bytes, cookie: str | None = None,
-              csrf: str | None = None) -> tuple[float, dict, str | None]:
+def post_file(
+    url: str, data: bytes, cookie: str | None = None, csrf: str | None = None
+) -> tuple[float, dict, str | None]:
     from helpers.localserver import multipart_file
+
     body, ctype = multipart_file(data, "x.dcm")
     headers = {"Content-Type": ctype}
     if cookie:  # a browser session: its POSTs carry the session's CSRF token
         headers["Cookie"] = cookie
         headers["X-CSRF-Token"] = csrf or ""
-    req = urllib.request.Request(url + "/api/v1/predictions", data=body, headers=headers,
-                                 method="POST")
+    req = urllib.request.Request(
+        url + "/api/v1/predictions", data=body, headers=headers, method="POST"
+    )
     t = time.perf_counter()
     with urllib.request.urlopen(req, timeout=120) as resp:
         payload = json.loads(resp.read())
@@ -147,8 +163,9 @@ def get_bytes(url: str, cookie: str | None) -> bytes:
 def browser_session(url: str, set_cookie: str | None) -> tuple[str | None, str | None]:
     """The session cookie and its CSRF token, as the result page's script holds them."""
     cookie = set_cookie.split(";", 1)[0] if set_cookie else None
-    req = urllib.request.Request(url + "/api/v1/csrf-token",
-                                 headers={"Cookie": cookie} if cookie else {})
+    req = urllib.request.Request(
+        url + "/api/v1/csrf-token", headers={"Cookie": cookie} if cookie else {}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         token = json.loads(resp.read())["csrf_token"]
         renewed = resp.headers.get("Set-Cookie")  # the session now holds the token
@@ -173,6 +190,7 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
         viewer.append(dt + time.perf_counter() - t)
     # per-stage timings are recorded by the server with each result
     from app.store.repository import Store
+
     store = Store(Path(server.tmp) / "data")
     rows = [r for r in _all_rows(store)][-repeats:]
     for row in rows:
@@ -181,10 +199,15 @@ def bench_e2e(server: Server, dicom: Path, repeats: int) -> dict:
     stage_stats = {k: stats(v) for k, v in stages.items()}
     total = statistics.median(latencies)
     model = stage_stats.get("model_s", {}).get("median", 0.0)
-    return {"file": dicom.name, "bytes": len(data), "latency_s": stats(latencies),
-            "p95_s": float(np.percentile(latencies, 95)), "stages_s": stage_stats,
-            "upload_plus_viewer_files_s": stats(viewer),
-            "non_model_fraction": (total - model) / total if total else None}
+    return {
+        "file": dicom.name,
+        "bytes": len(data),
+        "latency_s": stats(latencies),
+        "p95_s": float(np.percentile(latencies, 95)),
+        "stages_s": stage_stats,
+        "upload_plus_viewer_files_s": stats(viewer),
+        "non_model_fraction": (total - model) / total if total else None,
+    }
 
 
 def _all_rows(store):
@@ -204,7 +227,7 @@ def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> di
                 dt, _, _ = post_file(server.url, data)
                 with lock:
                     latencies.append(dt)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failed request counts as an error
                 with lock:
                     errors[0] += 1
 
@@ -215,10 +238,15 @@ def bench_load(server: Server, dicom: Path, clients: int, duration: float) -> di
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"clients": clients, "duration_s": wall, "requests": len(latencies),
-            "errors": errors[0], "throughput_per_s": len(latencies) / wall,
-            "p50_s": float(np.percentile(latencies, 50)) if latencies else None,
-            "p95_s": float(np.percentile(latencies, 95)) if latencies else None}
+    return {
+        "clients": clients,
+        "duration_s": wall,
+        "requests": len(latencies),
+        "errors": errors[0],
+        "throughput_per_s": len(latencies) / wall,
+        "p50_s": float(np.percentile(latencies, 50)) if latencies else None,
+        "p95_s": float(np.percentile(latencies, 95)) if latencies else None,
+    }
 
 
 def scaling(levels: list[dict], cores: int) -> float | None:
@@ -236,17 +264,35 @@ def bench_throughput_config(model_dir: Path, dicom: Path, duration: float) -> di
         rss = server.worker_rss_mb()
     finally:
         server.stop()
-    return {"workers": cores, "tf_threads": 1, "levels": levels,
-            "scaling_4_clients": scaling(levels, cores), "worker_peak_rss_mb": rss}
+    return {
+        "workers": cores,
+        "tf_threads": 1,
+        "levels": levels,
+        "scaling_4_clients": scaling(levels, cores),
+        "worker_peak_rss_mb": rss,
+    }
 
 
 def bench_cli_predict(model_dir: Path, folder: Path) -> dict:
     out = tempfile.mkdtemp(prefix="pneumo-predict-")
     n = len(list(folder.rglob("*.dcm")))
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pneumo.cli", "predict", str(folder), "--model",
-                    str(model_dir), "--submission", f"{out}/sub.csv"], check=True, cwd=ROOT,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pneumo.cli",
+            "predict",
+            str(folder),
+            "--model",
+            str(model_dir),
+            "--submission",
+            f"{out}/sub.csv",
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     wall = time.perf_counter() - t
     return {"folder": folder.name, "images": n, "wall_s": wall, "images_per_s": n / wall}
 
@@ -273,9 +319,15 @@ def main() -> int:
     parts = set(args.only.split(","))
     model_dir = Path(args.model)
     dicom = sorted((SIIM / "jayantc79").rglob("*.dcm"))[0]
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": {
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-        "python": platform.python_version()}, "model_dir": str(model_dir)}
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "model_dir": str(model_dir),
+    }
     if "forward" in parts:
         report["forward"] = bench_forward(model_dir, args.repeats)
     if parts & {"e2e", "cold", "load"}:
@@ -296,12 +348,15 @@ def main() -> int:
         finally:
             server.stop()
         if "load" in parts:
-            report["load_throughput_config"] = bench_throughput_config(model_dir, dicom,
-                                                                       args.duration)
+            report["load_throughput_config"] = bench_throughput_config(
+                model_dir, dicom, args.duration
+            )
     if "cli" in parts:
         report["cli_predict"] = bench_cli_predict(model_dir, SIIM / "jayantc79")
-    write_report(report, Path(args.out or ROOT / "benchmarks" / "results"
-                              / f"{time.strftime('%Y-%m-%d')}.json"))
+    write_report(
+        report,
+        Path(args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}.json"),
+    )
     return 0
 
 

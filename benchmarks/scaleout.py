@@ -13,6 +13,7 @@ gunicorn nodes with one worker each) and stops it. Writes
 * ``throughput``: a burst of concurrent uploads sent to one node, then spread over two
   nodes sharing PostgreSQL and a blob folder; uploads per second and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ from helpers.localserver import LocalServer  # noqa: E402
 
 
 def _env(database_url: str | None, blob: Path | None) -> dict:
-    env = {"PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute", "PNEUMO_LOG_LEVEL": "WARNING",
-           "PNEUMO_SECRET_KEY": "b" * 32}
+    env = {
+        "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
+        "PNEUMO_LOG_LEVEL": "WARNING",
+        "PNEUMO_SECRET_KEY": "b" * 32,
+    }
     if database_url:
         env["PNEUMO_DATABASE_URL"] = database_url
     if blob:
@@ -84,13 +88,15 @@ def burst(urls: list[str], images: list[Path]) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     from pneumo.paths import default_model_dir
+
     p.add_argument("--model", default=str(default_model_dir()))
     p.add_argument("--uploads", type=int, default=30, help="sequential uploads per database")
     p.add_argument("--burst", type=int, default=40, help="concurrent uploads per set-up")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scaleout.json"))
     args = p.parse_args()
-    images = [i for i in loadtest.pick_images(max(args.uploads, args.burst) + 20)
-              if i.suffix == ".dcm"]
+    images = [
+        i for i in loadtest.pick_images(max(args.uploads, args.burst) + 20) if i.suffix == ".dcm"
+    ]
     work = Path(tempfile.mkdtemp(prefix="pneumo-scaleout-"))
     pg = pgserver.PostgresServer().start()
     report: dict = {"model": Path(args.model).name, "cores": os.cpu_count()}
@@ -99,25 +105,23 @@ def main() -> int:
         for name, url in (("sqlite", None), ("postgresql", pg.new_database())):
             node = LocalServer(args.model, work / f"seq-{name}", env=_env(url, None))
             try:
-                p50[name] = round(sequential_p50(node, images[:args.uploads + 1]), 1)
+                p50[name] = round(sequential_p50(node, images[: args.uploads + 1]), 1)
             finally:
                 node.stop()
         report["upload_p50_ms"] = p50
         report["postgresql_vs_sqlite"] = round(p50["postgresql"] / p50["sqlite"], 3)
 
         url, blob = pg.new_database(), work / "blob"
-        nodes = [LocalServer(args.model, work / f"node-{i}", env=_env(url, blob))
-                 for i in range(2)]
+        nodes = [LocalServer(args.model, work / f"node-{i}", env=_env(url, blob)) for i in range(2)]
         try:
             burst([nodes[0].url], images[:4])  # warm both
             burst([nodes[1].url], images[:4])
-            one = burst([nodes[0].url], images[:args.burst])
-            two = burst([n.url for n in nodes], images[:args.burst])
+            one = burst([nodes[0].url], images[: args.burst])
+            two = burst([n.url for n in nodes], images[: args.burst])
         finally:
             for n in nodes:
                 n.stop()
-        report["throughput_uploads_per_s"] = {"one_node": round(one, 2),
-                                              "two_nodes": round(two, 2)}
+        report["throughput_uploads_per_s"] = {"one_node": round(one, 2), "two_nodes": round(two, 2)}
         report["two_vs_one"] = round(two / one, 2)
     finally:
         pg.close()

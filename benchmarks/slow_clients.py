@@ -9,6 +9,7 @@ SlowClients), probes /healthz every 0.5 s and uploads one SIIM DICOM halfway thr
 Prints one JSON line per set-up: /healthz latencies (s; 5.0 = no answer within 5 s),
 the upload's status and seconds, how often the server dropped a slow connection.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ from pneumo.paths import default_model_dir  # noqa: E402
 
 def upload(url: str, data: bytes, result: dict) -> None:
     body, ctype = multipart_file(data, "a.dcm")
-    req = urllib.request.Request(url + "/api/v1/predictions", data=body,
-                                 headers={"Content-Type": ctype})
+    req = urllib.request.Request(
+        url + "/api/v1/predictions", data=body, headers={"Content-Type": ctype}
+    )
     t = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
@@ -55,12 +57,17 @@ def attack(proxy: bool, seconds: float, clients: int, dicom: bytes) -> dict:
                 timer.start()
                 lat = probe_latencies(server.url + "/healthz", seconds)
                 timer.join(70)
-            return {"setup": "nginx + gunicorn" if proxy else "gunicorn alone",
-                    "clients": clients, "seconds": seconds,
-                    "healthz_max_s": round(max(lat), 3),
-                    "healthz_median_s": round(statistics.median(lat), 3),
-                    "healthz_no_answer": sum(x >= 5.0 for x in lat), "probes": len(lat),
-                    "upload": up, "dropped_slow_connections": slow.reconnects}
+            return {
+                "setup": "nginx + gunicorn" if proxy else "gunicorn alone",
+                "clients": clients,
+                "seconds": seconds,
+                "healthz_max_s": round(max(lat), 3),
+                "healthz_median_s": round(statistics.median(lat), 3),
+                "healthz_no_answer": sum(x >= 5.0 for x in lat),
+                "probes": len(lat),
+                "upload": up,
+                "dropped_slow_connections": slow.reconnects,
+            }
         finally:
             server.stop()
 

@@ -7,6 +7,7 @@ Builds each config in configs/pilot/ (and configs/train_unet_256.json) with its
 precision policy; random data, batch 8, after 2 warm-up steps, median of per-step
 times; loss on every named output as in training. Run it on an idle machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,15 +30,17 @@ def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
     from pneumo.nets.networks import IMAGE_OUTPUT, build_model
     from pneumo.training.config import TrainConfig
     from pneumo.training.loop import precision_policy
+
     cfg = TrainConfig.load(cfg_path)
     policy = precision_policy(cfg, gpu=False)
     keras.mixed_precision.set_global_policy(policy)
     model = build_model(cfg.architecture)
     names = list(model.output_names)
-    loss = {n: (losses.image_bce if n == IMAGE_OUTPUT else losses.weighted_bce_dice)
-            for n in names}
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=loss if len(names) > 1 else losses.weighted_bce_dice)
+    loss = {n: (losses.image_bce if n == IMAGE_OUTPUT else losses.weighted_bce_dice) for n in names}
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=loss if len(names) > 1 else losses.weighted_bce_dice,
+    )
     size, channels = cfg.preprocess["size"], cfg.preprocess.get("channels", 1)
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, channels)).astype("float32")
@@ -52,10 +55,17 @@ def measure(cfg_path: Path, steps: int, batch: int = 8) -> dict:
             times.append(time.perf_counter() - t)
     keras.mixed_precision.set_global_policy("float32")
     step = statistics.median(times)
-    return {"config": cfg_path.name, "architecture": cfg.architecture["name"],
-            "encoder": cfg.architecture["args"].get("encoder", "-"), "size": size,
-            "precision": policy, "batch": batch, "params": model.count_params(),
-            "step_s": step, "images_per_s": batch / step}
+    return {
+        "config": cfg_path.name,
+        "architecture": cfg.architecture["name"],
+        "encoder": cfg.architecture["args"].get("encoder", "-"),
+        "size": size,
+        "precision": policy,
+        "batch": batch,
+        "params": model.count_params(),
+        "step_s": step,
+        "images_per_s": batch / step,
+    }
 
 
 def main() -> int:
@@ -64,14 +74,21 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_speed.json"))
     args = p.parse_args()
     configs = sorted((ROOT / "configs" / "pilot").glob("*.json")) + [
-        ROOT / "configs" / "train_unet_256.json"]
+        ROOT / "configs" / "train_unet_256.json"
+    ]
     rows = [measure(c, args.steps) for c in configs]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"),
-                                          "cores": os.cpu_count(), "rows": rows}, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(), "rows": rows},
+            indent=2,
+        )
+    )
     for r in rows:
-        print(f"{r['config']:22s} {r['encoder']:18s} {r['size']}² {r['precision']:15s} "
-              f"{r['params']:>10,} params  {r['images_per_s']:6.2f} images/s")
+        print(
+            f"{r['config']:22s} {r['encoder']:18s} {r['size']}² {r['precision']:15s} "
+            f"{r['params']:>10,} params  {r['images_per_s']:6.2f} images/s"
+        )
     return 0
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """Container health check: exit 0 when /readyz answers 200 (model loaded)."""
+
 import os
 import sys
 import urllib.request

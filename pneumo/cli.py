@@ -8,6 +8,7 @@ it (:mod:`pneumo.cli_ml`), so ``pneumo inspect`` starts fast. The installed
 (``serve``, ``purge``, ``create-user``, ``create-token``, ``pacs``) to
 :func:`build_parser`'s parser; ``python -m pneumo.cli`` runs the core alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError):
         pass
     files = [p for p in iter_image_files(args.files)] + [
-        Path(f) for f in args.files if Path(f).is_file()
-        and Path(f).suffix.lower() not in IMAGE_SUFFIXES]
+        Path(f)
+        for f in args.files
+        if Path(f).is_file() and Path(f).suffix.lower() not in IMAGE_SUFFIXES
+    ]
     failures = 0
     for path in files:
         try:
@@ -50,14 +53,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if known:
             label = " (pneumothorax)" if is_positive(table[image_id]) else " (no pneumothorax)"
         m = rec.meta
-        spacing = (f"{m.pixel_spacing_mm[0]:.4g} x {m.pixel_spacing_mm[1]:.4g} mm "
-                   f"({m.spacing_source})" if m.pixel_spacing_mm else "none")
+        spacing = (
+            f"{m.pixel_spacing_mm[0]:.4g} x {m.pixel_spacing_mm[1]:.4g} mm ({m.spacing_source})"
+            if m.pixel_spacing_mm
+            else "none"
+        )
         if m.spacing_warning:
             spacing += f"; {m.spacing_warning}"
         info = {
             "format": m.format,
-            "transfer syntax": (f"{m.transfer_syntax} ({m.transfer_syntax_name})"
-                                if m.transfer_syntax else "-"),
+            "transfer syntax": (
+                f"{m.transfer_syntax} ({m.transfer_syntax_name})" if m.transfer_syntax else "-"
+            ),
             "size": f"{m.columns} x {m.rows} (w x h), {m.bits_stored}-bit",
             "photometric": m.photometric_interpretation,
             "pixel spacing": spacing,
@@ -95,7 +102,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"{name:6s} " + ", ".join(f"{k}={v}" for k, v in sorted(counter.items())))
     if args.check_pixels:
         pairs = dataset.cross_split_pixel_duplicates(
-            [s for s in samples if s.source == "siim"], split)
+            [s for s in samples if s.source == "siim"], split
+        )
         print(f"cross-split pixel duplicates: {len(pairs)}")
         for a, b in pairs:
             print(f"  {a} ~ {b}")
@@ -104,25 +112,36 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pneumo", description="Pneumothorax segmentation "
-                                     "of chest X-rays: data, training, evaluation, prediction.")
+    parser = argparse.ArgumentParser(
+        prog="pneumo",
+        description="Pneumothorax segmentation "
+        "of chest X-rays: data, training, evaluation, prediction.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="show what the reader finds in image files")
     p.add_argument("files", nargs="+", help="files or folders")
     p.add_argument("--data", default=str(DEFAULT_DATA_CONFIG), help="data config JSON")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--keep-going", dest="keep_going", action="store_true",
-                   help="exit 0 even when some files could not be read (default: exit 1)")
-    p.add_argument("--strict", action="store_true",
-                   help="exit 1 if any file fails (the default now; kept for old scripts)")
+    p.add_argument(
+        "--keep-going",
+        dest="keep_going",
+        action="store_true",
+        help="exit 0 even when some files could not be read (default: exit 1)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 if any file fails (the default now; kept for old scripts)",
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("index", help="match images to SIIM labels and make the split")
     p.add_argument("--data", default=str(DEFAULT_DATA_CONFIG), help="data config JSON")
     p.add_argument("--write", help="write the split CSV here")
-    p.add_argument("--check-pixels", action="store_true",
-                   help="look for identical images across train/val")
+    p.add_argument(
+        "--check-pixels", action="store_true", help="look for identical images across train/val"
+    )
     p.set_defaults(func=cmd_index)
 
     cli_ml.add_subcommands(sub)

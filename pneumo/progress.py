@@ -3,6 +3,7 @@ otherwise a line every 10 % on stderr, so the serving image needs no tqdm.
 
 :func:`track` wraps an iterable; :func:`counter` gives a function to call once per item
 done, for work that reports progress by callback (:mod:`pneumo.inference.reads`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,9 @@ from typing import Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], desc: str, total: int | None = None,
-          unit: str = "img") -> Iterable[T]:
+def track(
+    items: Iterable[T], desc: str, total: int | None = None, unit: str = "img"
+) -> Iterable[T]:
     """Wrap ``items`` in a progress display."""
     try:
         from tqdm import tqdm  # lazy: the train extra's, absent from the serving image
@@ -23,8 +25,9 @@ def track(items: Iterable[T], desc: str, total: int | None = None,
 
 
 @contextlib.contextmanager
-def counter(desc: str, total: int | None = None,
-            unit: str = "img") -> Iterator[Callable[..., None]]:
+def counter(
+    desc: str, total: int | None = None, unit: str = "img"
+) -> Iterator[Callable[..., None]]:
     """A progress display advanced by one at each call of the function it yields (its
     arguments, e.g. the item done, are ignored); closed at the end of the block."""
     try:
@@ -57,8 +60,7 @@ class _PlainCount:
     def __call__(self, *_) -> None:
         self.done += 1
         if self.total and (self.done % self.step == 0 or self.done == self.total):
-            print(f"{self.desc}: {self.done}/{self.total} {self.unit}", file=sys.stderr,
-                  flush=True)
+            print(f"{self.desc}: {self.done}/{self.total} {self.unit}", file=sys.stderr, flush=True)
 
 
 def _plain(items: Iterable[T], desc: str, total: int | None, unit: str) -> Iterator[T]:

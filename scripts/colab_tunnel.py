@@ -6,6 +6,7 @@ Usage (from the notebook):
     python scripts/colab_tunnel.py cloudflared [--port 8000]   # needs ./cloudflared
     python scripts/colab_tunnel.py ngrok --token TOKEN [--port 8000]  # needs pyngrok
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,12 @@ def find_tunnel_url(log_text: str) -> str | None:
 
 def cloudflared(port: int, log_path: str = "tunnel.log", timeout: float = 60) -> str:
     with open(log_path, "w") as log:
-        subprocess.Popen(["./cloudflared", "tunnel", "--no-autoupdate", "--url",
-                          f"http://127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+        subprocess.Popen(
+            ["./cloudflared", "tunnel", "--no-autoupdate", "--url", f"http://127.0.0.1:{port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.time() + timeout
     while time.time() < deadline:
         url = find_tunnel_url(open(log_path).read())
@@ -67,6 +71,7 @@ def main(argv=None) -> int:
         print("Public URL:", cloudflared(args.port))
         return 0
     from pyngrok import ngrok  # installed by the notebook only for this option
+
     ngrok.set_auth_token(args.token)
     print("Public URL:", ngrok.connect(args.port, "http").public_url)
     return 0

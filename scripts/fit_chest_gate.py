@@ -12,6 +12,7 @@ the Predictor computes them. The report gives the gate's false rejections on
 every validation chest film and its catch rate on the held-out non-chest
 images (appearance alone, and with the header and colour checks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,7 @@ def poses(pixels: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     h, w = pixels.shape
     ch, cw = max(2, int(h * rng.uniform(0.5, 0.9))), max(2, int(w * rng.uniform(0.5, 0.9)))
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return [pixels, np.ascontiguousarray(np.rot90(pixels)), pixels[y:y + ch, x:x + cw]]
+    return [pixels, np.ascontiguousarray(np.rot90(pixels)), pixels[y : y + ch, x : x + cw]]
 
 
 class Features:
@@ -65,12 +66,12 @@ class Features:
         self.model = networks.with_features(model)
 
     def __call__(self, images: list[np.ndarray], label: str) -> np.ndarray:
-        size = self.card.preprocess.size
         out = []
         for i in track(range(0, len(images), 16), f"features of {label}", unit="batch"):
-            batch = np.stack([model_image(p, self.card.preprocess) for p in images[i:i + 16]])
-            out.append(predict_batches(self.model, batch, self.card.preprocess,
-                                       tta=self.card.tta).features)
+            batch = np.stack([model_image(p, self.card.preprocess) for p in images[i : i + 16]])
+            out.append(
+                predict_batches(self.model, batch, self.card.preprocess, tta=self.card.tta).features
+            )
         return np.concatenate(out)
 
 
@@ -90,24 +91,36 @@ def main(argv: list[str] | None = None) -> int:
     held = non_chest_examples("held_out")
     held_pass = fitted.passes(feats([e.record.pixels for e in held], "held-out non-chest"))
     by_header = np.array([gate.metadata_reason(e.record.meta) is not None for e in held])
+
+    def refused(kind: str) -> int:
+        """Held-out films of ``kind`` refused by the appearance gate or by their header."""
+        pairs = zip(held, held_pass, by_header)
+        return sum(1 for e, ok, h in pairs if e.kind == kind and (not ok or h))
+
     val_scores = fitted.scores(val)
     report = {
-        "date": time.strftime("%Y-%m-%d"), "model": model_dir.name,
-        "threshold": round(fitted.threshold, 4), **fitted.info,
+        "date": time.strftime("%Y-%m-%d"),
+        "model": model_dir.name,
+        "threshold": round(fitted.threshold, 4),
+        **fitted.info,
         "validation_chest_films": len(val),
         "validation_false_rejections": int((val_scores < fitted.threshold).sum()),
         "validation_lowest_score": round(float(val_scores.min()), 4),
         "held_out_non_chest": len(held),
         "held_out_caught_by_appearance": int((~held_pass).sum()),
         "held_out_caught_in_all": int((~held_pass | by_header).sum()),
-        "held_out_missed": [f"{e.kind}:{e.name}" for e, ok, h in zip(held, held_pass, by_header)
-                            if ok and not h],
-        "held_out_by_kind": {k: f"{int(sum(1 for e, ok, h in zip(held, held_pass, by_header) if e.kind == k and (not ok or h)))}/{sum(1 for e in held if e.kind == k)}"
-                             for k in sorted({e.kind for e in held})},
+        "held_out_missed": [
+            f"{e.kind}:{e.name}" for e, ok, h in zip(held, held_pass, by_header) if ok and not h
+        ],
+        "held_out_by_kind": {  # refused by the gate or by the header
+            k: f"{refused(k)}/{sum(1 for e in held if e.kind == k)}"
+            for k in sorted({e.kind for e in held})
+        },
     }
     card = feats.card
-    card.chest_gate = dict(fitted.to_dict(), report={k: v for k, v in report.items()
-                                                      if k not in ("held_out_missed",)})
+    card.chest_gate = dict(
+        fitted.to_dict(), report={k: v for k, v in report.items() if k not in ("held_out_missed",)}
+    )
     card.write(model_dir)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(json.dumps(report, indent=2) + "\n")

@@ -9,6 +9,7 @@ validation). Rows: the last epoch's tune AUC (image head, or the mask evidence
 without a head) and raw positive-image Dice (pixel threshold 0.5, no gate), the
 best epoch by their mean, images seen and the training images/s of the run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,30 +31,42 @@ def rows(pilot_dir: Path) -> list[dict]:
         args = cfg["architecture"]["args"]
         last = log[-1]
         best = max(log, key=lambda r: float(r["tune_key"]))
-        out.append({
-            "candidate": run.name,
-            "encoder": (f"{args.get('encoder', 'vgg19')}"
-                        f"{' (ImageNet)' if cfg.get('encoder_weights') else ' (scratch)'}"),
-            "input": f"{args['input_size']}²", "precision": cfg.get("precision", "float32"),
-            "epochs": state["epoch"], "images": state["epoch"] * cfg["steps_per_epoch"]
-            * cfg["batch_size"], "seconds": state["seconds"],
-            "images_per_s": state.get("images_per_second"),
-            "auc": float(last["tune_auc"]), "dice": float(last["tune_dice_positive_raw"]),
-            "best_epoch": int(best["epoch"]) + 1, "best_auc": float(best["tune_auc"]),
-            "best_dice": float(best["tune_dice_positive_raw"]),
-        })
+        out.append(
+            {
+                "candidate": run.name,
+                "encoder": (
+                    f"{args.get('encoder', 'vgg19')}"
+                    f"{' (ImageNet)' if cfg.get('encoder_weights') else ' (scratch)'}"
+                ),
+                "input": f"{args['input_size']}²",
+                "precision": cfg.get("precision", "float32"),
+                "epochs": state["epoch"],
+                "images": state["epoch"] * cfg["steps_per_epoch"] * cfg["batch_size"],
+                "seconds": state["seconds"],
+                "images_per_s": state.get("images_per_second"),
+                "auc": float(last["tune_auc"]),
+                "dice": float(last["tune_dice_positive_raw"]),
+                "best_epoch": int(best["epoch"]) + 1,
+                "best_auc": float(best["tune_auc"]),
+                "best_dice": float(best["tune_dice_positive_raw"]),
+            }
+        )
     return out
 
 
 def markdown(table: list[dict]) -> str:
-    lines = ["| candidate | first encoder | input | precision | epochs | images seen | wall-clock s "
-             "| images/s | tune AUC (last) | tune raw positive Dice (last) | best epoch: AUC / Dice |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| candidate | first encoder | input | precision | epochs | images seen | wall-clock s "
+        "| images/s | tune AUC (last) | tune raw positive Dice (last) | best epoch: AUC / Dice |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table:
-        lines.append(f"| {r['candidate']} | {r['encoder']} | {r['input']} | {r['precision']} | "
-                     f"{r['epochs']} | {r['images']} | {r['seconds']:.0f} | {r['images_per_s']} | "
-                     f"{r['auc']:.3f} | {r['dice']:.3f} | {r['best_epoch']}: "
-                     f"{r['best_auc']:.3f} / {r['best_dice']:.3f} |")
+        lines.append(
+            f"| {r['candidate']} | {r['encoder']} | {r['input']} | {r['precision']} | "
+            f"{r['epochs']} | {r['images']} | {r['seconds']:.0f} | {r['images_per_s']} | "
+            f"{r['auc']:.3f} | {r['dice']:.3f} | {r['best_epoch']}: "
+            f"{r['best_auc']:.3f} / {r['best_dice']:.3f} |"
+        )
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ its "AI output" label), the first result with a sub-threshold finding if any,
 then the worklist (sorted by probability), the page of a batch of all the files
 uploaded at once, and the API reference.
 """
+
 import sys
 import tempfile
 from pathlib import Path
@@ -21,13 +22,15 @@ from helpers.localserver import LocalServer  # noqa: E402
 
 def main(model: str, out: Path, dicoms: list[str]) -> None:
     from playwright.sync_api import sync_playwright
+
     out.mkdir(parents=True, exist_ok=True)
     server = LocalServer(model, tempfile.mkdtemp())
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium",
-                                        args=["--no-sandbox", "--disable-gpu",
-                                              "--disable-background-networking"])
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             for dicom in dicoms:
                 page.goto(server.url + "/")
@@ -36,7 +39,9 @@ def main(model: str, out: Path, dicoms: list[str]) -> None:
                 page.wait_for_url("**/results/**", timeout=120_000)
                 page.wait_for_selector("#canvas[data-ready='1']")
             page.select_option("#mode", "filled")
-            page.eval_on_selector("#opacity", "e => { e.value = 55; e.dispatchEvent(new Event('input')); }")
+            page.eval_on_selector(
+                "#opacity", "e => { e.value = 55; e.dispatchEvent(new Event('input')); }"
+            )
             page.screenshot(path=str(out / "result_filled.png"))
             page.select_option("#mode", "contour")
             page.screenshot(path=str(out / "result_contour.png"))

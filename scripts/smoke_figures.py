@@ -4,6 +4,7 @@
     python scripts/smoke_figures.py name=value ...
 
 Values that read as numbers become numbers."""
+
 import json
 import sys
 

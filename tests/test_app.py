@@ -1,4 +1,5 @@
 """The web app through Flask's test client, with a tiny model."""
+
 import io
 import json
 from pathlib import Path
@@ -43,8 +44,12 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     assert "Decision support, not a diagnosis" in html and "heat map colour scale" in html
     # one rule for the outline and the starting opacity, shared with pneumo.inference.overlay
     from pneumo.inference import overlay as ov
+
     assert f'data-contour-width="{ov.contour_width((1024, 1024))}"' in html
-    assert f'id="opacity" type="range" min="0" max="100" value="{round(100 * ov.DEFAULT_OPACITY)}"' in html
+    assert (
+        f'id="opacity" type="range" min="0" max="100" value="{round(100 * ov.DEFAULT_OPACITY)}"'
+        in html
+    )
     worklist = client.get("/worklist").data.decode()
     assert "study.dcm" in worklist and re.search(r"<td>\d{4}-\d{2}-\d{2}</td>", worklist)
     ds = pydicom.dcmread(positive_dicom)
@@ -52,7 +57,9 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
     ids = client.get(f"/results/{rid}/identifiers").json
     assert ids["patient_id"] == str(ds.PatientID)
     # downloads agree with each other
-    mask = np.asarray(Image.open(io.BytesIO(client.get(f"/results/{rid}/files/mask.png").data))) > 127
+    mask = (
+        np.asarray(Image.open(io.BytesIO(client.get(f"/results/{rid}/files/mask.png").data))) > 127
+    )
     text = client.get(f"/results/{rid}/files/mask_rle.txt").data.decode().strip()
     assert np.array_equal(rle.decode(text, mask.shape), mask) and mask.any()
     overlay = Image.open(io.BytesIO(client.get(f"/results/{rid}/files/overlay.png").data))
@@ -64,8 +71,11 @@ def test_upload_dicom_result_page_and_downloads(client, positive_dicom):
 
 def test_seg_download_round_trip(client, positive_dicom):
     import highdicom as hd
+
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    mask = np.asarray(Image.open(io.BytesIO(client.get(f"/results/{rid}/files/mask.png").data))) > 127
+    mask = (
+        np.asarray(Image.open(io.BytesIO(client.get(f"/results/{rid}/files/mask.png").data))) > 127
+    )
     resp = client.get(f"/results/{rid}/seg.dcm")
     assert resp.status_code == 200 and resp.mimetype == "application/dicom"
     seg = hd.seg.segread(io.BytesIO(resp.data))
@@ -87,11 +97,14 @@ def test_png_upload_has_no_seg_and_pixel_area(client):
     assert client.get(f"/results/{rid}/seg.dcm").status_code == 404
 
 
-@pytest.mark.parametrize("name,content,status,words", [
-    ("notes.txt", b"hello, I am not an X-ray" * 20, 415, "not a DICOM, PNG or JPEG"),
-    ("empty.dcm", b"", 400, None),
-    ("half.dcm", None, 400, "truncated"),
-])
+@pytest.mark.parametrize(
+    "name,content,status,words",
+    [
+        ("notes.txt", b"hello, I am not an X-ray" * 20, 415, "not a DICOM, PNG or JPEG"),
+        ("empty.dcm", b"", 400, None),
+        ("half.dcm", None, 400, "truncated"),
+    ],
+)
 def test_bad_files_get_friendly_pages(client, positive_dicom, name, content, status, words):
     if content is None:
         data = positive_dicom.read_bytes()
@@ -106,6 +119,7 @@ def test_bad_files_get_friendly_pages(client, positive_dicom, name, content, sta
 
 def test_no_pixel_data_and_colour_dicom(client):
     from pydicom.data import get_testdata_file
+
     for fname, status in (("rtplan.dcm", 422), ("SC_rgb.dcm", 422), ("emri_small.dcm", 422)):
         with open(get_testdata_file(fname), "rb") as fh:
             resp = upload(client, (fname, fh.read()))
@@ -113,8 +127,9 @@ def test_no_pixel_data_and_colour_dicom(client):
 
 
 def test_empty_form_and_too_many_files(client, positive_dicom):
-    resp = client.post("/upload", data={"csrf_token": csrf(client)},
-                       content_type="multipart/form-data")
+    resp = client.post(
+        "/upload", data={"csrf_token": csrf(client)}, content_type="multipart/form-data"
+    )
     assert resp.status_code == 400 and b"No file was chosen" in resp.data
     data = positive_dicom.read_bytes()
     resp = upload(client, *[(f"{i}.dcm", data) for i in range(6)])
@@ -133,7 +148,7 @@ def test_request_too_large(app, positive_dicom):
 def test_batch_keeps_good_files_when_one_is_bad(client, positive_dicom):
     resp = upload(client, ("good.dcm", positive_dicom.read_bytes()), ("bad.dcm", b"junk" * 50))
     assert resp.status_code == 303 and "/batches/" in resp.headers["Location"]
-    html = client.get(resp.headers["Location"]).data.decode()   # a reload gives the same page
+    html = client.get(resp.headers["Location"]).data.decode()  # a reload gives the same page
     assert "Batch of 2 files" in html and "1 analysed, 1 not analysed" in html
     assert "Not analysed" in html and "bad.dcm" in html and "good.dcm" in html
     assert len(client.get("/api/v1/predictions").json["results"]) == 1
@@ -141,12 +156,17 @@ def test_batch_keeps_good_files_when_one_is_bad(client, positive_dicom):
 
 def test_batch_page_orders_filters_and_stays_with_its_owner(app, client, positive_dicom):
     png = next(SIIM.glob("ktlProject0/data/train/images/*.png")).read_bytes()
-    resp = upload(client, ("first.dcm", positive_dicom.read_bytes()), ("second.png", png),
-                  ("third.dcm", positive_dicom.read_bytes()))
+    resp = upload(
+        client,
+        ("first.dcm", positive_dicom.read_bytes()),
+        ("second.png", png),
+        ("third.dcm", positive_dicom.read_bytes()),
+    )
     url = resp.headers["Location"]
     batch_id = url.rsplit("/", 1)[1]
     rows = app.extensions["pneumo"].store.results.list(
-        next(r.owner for r in _rows(app.extensions["pneumo"].store)), "upload", batch=batch_id)
+        next(r.owner for r in _rows(app.extensions["pneumo"].store)), "upload", batch=batch_id
+    )
     assert [r.file_name for r in rows] == ["first.dcm", "second.png", "third.dcm"]
     by_prob = client.get(url).data.decode()
     names = [n for n in ("first.dcm", "second.png", "third.dcm")]
@@ -160,9 +180,13 @@ def test_batch_page_orders_filters_and_stays_with_its_owner(app, client, positiv
     assert "Showing one batch only" in listed and all(n in listed for n in names)
     single = result_id_from(upload(client, ("alone.dcm", positive_dicom.read_bytes())))
     assert single not in client.get(f"/worklist?batch={batch_id}").data.decode()
-    assert app.test_client().get(url).status_code == 404     # another browser session
-    api = upload(client, ("a.dcm", positive_dicom.read_bytes()), ("b.dcm", positive_dicom.read_bytes()),
-                 url="/api/v1/predictions").json
+    assert app.test_client().get(url).status_code == 404  # another browser session
+    api = upload(
+        client,
+        ("a.dcm", positive_dicom.read_bytes()),
+        ("b.dcm", positive_dicom.read_bytes()),
+        url="/api/v1/predictions",
+    ).json
     assert api["batch"] and {r["batch"] for r in api["results"]} == {api["batch"]}
     one = upload(client, ("c.dcm", positive_dicom.read_bytes()), url="/api/v1/predictions").json
     assert one["batch"] is None and one["results"][0]["batch"] == ""
@@ -172,8 +196,13 @@ def test_results_isolated_between_uploaders(app, positive_dicom):
     alice, bob = app.test_client(), app.test_client()
     rid = result_id_from(upload(alice, ("a.dcm", positive_dicom.read_bytes())))
     assert alice.get(f"/results/{rid}").status_code == 200
-    for url in (f"/results/{rid}", f"/results/{rid}/files/overlay.png", f"/results/{rid}/seg.dcm",
-                f"/results/{rid}/identifiers", f"/api/v1/predictions/{rid}"):
+    for url in (
+        f"/results/{rid}",
+        f"/results/{rid}/files/overlay.png",
+        f"/results/{rid}/seg.dcm",
+        f"/results/{rid}/identifiers",
+        f"/api/v1/predictions/{rid}",
+    ):
         assert bob.get(url).status_code == 404, url
     assert rid.encode() not in bob.get("/worklist").data
     assert bob.get("/api/v1/predictions").json["results"] == []
@@ -183,8 +212,13 @@ def test_results_isolated_between_uploaders(app, positive_dicom):
 
 def test_persistence_across_restart(tmp_path, tiny_predictor, positive_dicom):
     from app import create_app
-    cfg = {"TESTING": True, "SECRET_KEY": "same", "DATA_DIR": str(tmp_path / "d"),
-           "PREDICTOR": tiny_predictor}
+
+    cfg = {
+        "TESTING": True,
+        "SECRET_KEY": "same",
+        "DATA_DIR": str(tmp_path / "d"),
+        "PREDICTOR": tiny_predictor,
+    }
     client = create_app(cfg).test_client()
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     cookie = client.get_cookie("session")
@@ -206,7 +240,10 @@ def test_worklist_sorting(client, positive_dicom):
     # the probability column header sorts, and toggles back to upload order
     assert 'id="sort-probability" href="/worklist?sort=probability"' in newest
     by_prob = client.get("/worklist?sort=probability").data.decode()
-    assert 'id="sort-probability" href="/worklist?sort=newest"' in by_prob and "Probability ▼" in by_prob
+    assert (
+        'id="sort-probability" href="/worklist?sort=newest"' in by_prob
+        and "Probability ▼" in by_prob
+    )
 
 
 def test_worklist_is_readable(client, positive_dicom):
@@ -216,13 +253,19 @@ def test_worklist_is_readable(client, positive_dicom):
     upload(client, (name, positive_dicom.read_bytes()))
     page = client.get("/worklist").data.decode()
     assert f'<span class="ellipsis" tabindex="0" title="{name}">{name}</span>' in page
-    assert re.search(r'<td class="when" data-epoch="[\d.]+">\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>', page)
+    assert re.search(
+        r'<td class="when" data-epoch="[\d.]+">\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>', page
+    )
     assert '<span class="small" id="tz">(UTC)</span>' in page
 
 
 def test_api_prediction_json(client, positive_dicom):
-    resp = upload(client, ("x.dcm", positive_dicom.read_bytes()), ("y.txt", b"nope" * 40),
-                  url="/api/v1/predictions")
+    resp = upload(
+        client,
+        ("x.dcm", positive_dicom.read_bytes()),
+        ("y.txt", b"nope" * 40),
+        url="/api/v1/predictions",
+    )
     assert resp.status_code == 201
     body = resp.json
     (res,), (err,) = body["results"], body["errors"]
@@ -255,19 +298,29 @@ def test_served_openapi_document_matches_real_responses(client, positive_dicom):
     """Every response body is valid under the served document's schema, which lists
     every field (required, no others): the document cannot drift from the API."""
     import jsonschema
+
     doc = client.get("/api/v1/openapi.json").json
     assert doc["openapi"].startswith("3.")
     paths = doc["paths"]
     created = paths["/api/v1/predictions"]["post"]["responses"]["201"]["content"][
-        "application/json"]["schema"]
+        "application/json"
+    ]["schema"]
     one = paths["/api/v1/predictions/{id}"]["get"]["responses"]["200"]["content"][
-        "application/json"]["schema"]
+        "application/json"
+    ]["schema"]
     strict = dict(one, additionalProperties=False)
-    token = client.get("/api/v1/csrf-token").json["csrf_token"]   # starts a session
-    resp = client.post("/api/v1/predictions", data={"files": [
-        (io.BytesIO(positive_dicom.read_bytes()), "chest.dcm"),
-        (io.BytesIO(b"not an image"), "y.txt")]}, content_type="multipart/form-data",
-        headers={"X-CSRF-Token": token})
+    token = client.get("/api/v1/csrf-token").json["csrf_token"]  # starts a session
+    resp = client.post(
+        "/api/v1/predictions",
+        data={
+            "files": [
+                (io.BytesIO(positive_dicom.read_bytes()), "chest.dcm"),
+                (io.BytesIO(b"not an image"), "y.txt"),
+            ]
+        },
+        content_type="multipart/form-data",
+        headers={"X-CSRF-Token": token},
+    )
     assert resp.status_code == 201
     jsonschema.validate(resp.json, created)
     result = resp.json["results"][0]
@@ -283,7 +336,7 @@ def test_served_openapi_document_matches_real_responses(client, positive_dicom):
 def test_delete_and_purge(app, client, positive_dicom):
     store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    ask = post(client, f"/results/{rid}/delete")   # the first click only asks
+    ask = post(client, f"/results/{rid}/delete")  # the first click only asks
     assert ask.status_code == 200 and b"Delete this result permanently?" in ask.data
     assert b'name="confirm" value="yes"' in ask.data
     assert client.get(f"/results/{rid}").status_code == 200
@@ -294,14 +347,17 @@ def test_delete_and_purge(app, client, positive_dicom):
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     assert store.purge(older_than_days=30) == 0
     import time
+
     assert store.purge(older_than_days=30, now=time.time() + 31 * 86400) == 1
     assert not (store.files.results_dir / rid).exists() and store.results.all_ids() == []
 
 
 def test_unwritable_data_dir_gives_503(app, client, positive_dicom, monkeypatch):
     store = app.extensions["pneumo"].store
+
     def boom(result_id):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(store.results, "stage", boom)
     resp = upload(client, ("a.dcm", positive_dicom.read_bytes()))
     assert resp.status_code == 503 and b"could not store" in resp.data
@@ -310,21 +366,43 @@ def test_unwritable_data_dir_gives_503(app, client, positive_dicom, monkeypatch)
 def test_missing_model_stops_startup(tmp_path):
     from app import create_app
     from pneumo.errors import ModelLoadError
+
     with pytest.raises(ModelLoadError, match="not found"):
-        create_app({"TESTING": True, "SECRET_KEY": "x", "DATA_DIR": str(tmp_path),
-                    "MODEL_DIR": str(tmp_path / "nope")})
-    broken = tmp_path / "broken"; broken.mkdir()
+        create_app(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "x",
+                "DATA_DIR": str(tmp_path),
+                "MODEL_DIR": str(tmp_path / "nope"),
+            }
+        )
+    broken = tmp_path / "broken"
+    broken.mkdir()
     (broken / "model.json").write_text("{not json")
     (broken / "weights.weights.h5").write_bytes(b"garbage")
     with pytest.raises(ModelLoadError, match="not valid JSON"):
-        create_app({"TESTING": True, "SECRET_KEY": "x", "DATA_DIR": str(tmp_path),
-                    "MODEL_DIR": str(broken)})
+        create_app(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "x",
+                "DATA_DIR": str(tmp_path),
+                "MODEL_DIR": str(broken),
+            }
+        )
 
 
 def test_access_password(tmp_path, tiny_predictor, positive_dicom):
     from app import create_app
-    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                      "PREDICTOR": tiny_predictor, "ACCESS_PASSWORD": "s3cret"})
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATA_DIR": str(tmp_path / "d"),
+            "PREDICTOR": tiny_predictor,
+            "ACCESS_PASSWORD": "s3cret",
+        }
+    )
     c = app.test_client()
     assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
     resp = c.get("/worklist")
@@ -351,12 +429,17 @@ def test_security_headers(client):
 
 
 def test_csrf_required_on_forms(client, positive_dicom):
-    resp = client.post("/upload", data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")]},
-                       content_type="multipart/form-data")
+    resp = client.post(
+        "/upload",
+        data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "a.dcm")]},
+        content_type="multipart/form-data",
+    )
     assert resp.status_code == 403 and b"CSRF" in resp.data
-    resp = client.post("/upload", data={"csrf_token": "forged",
-                                        "files": [(io.BytesIO(b"x"), "a.dcm")]},
-                       content_type="multipart/form-data")
+    resp = client.post(
+        "/upload",
+        data={"csrf_token": "forged", "files": [(io.BytesIO(b"x"), "a.dcm")]},
+        content_type="multipart/form-data",
+    )
     assert resp.status_code == 403 and b"CSRF" in resp.data
     assert 'name="csrf_token"' in client.get("/").data.decode()
 
@@ -374,10 +457,16 @@ def test_accounts_tokens_and_isolation(tmp_path, tiny_predictor, positive_dicom)
     api = app.test_client()
     auth = {"Authorization": f"Bearer {token}"}
     assert [r["id"] for r in api.get("/api/v1/predictions", headers=auth).json["results"]] == [rid]
-    resp = api.post("/api/v1/predictions", headers=auth, content_type="multipart/form-data",
-                    data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "b.dcm")]})
+    resp = api.post(
+        "/api/v1/predictions",
+        headers=auth,
+        content_type="multipart/form-data",
+        data={"files": [(io.BytesIO(positive_dicom.read_bytes()), "b.dcm")]},
+    )
     assert resp.status_code == 201
-    assert api.get("/api/v1/predictions", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        api.get("/api/v1/predictions", headers={"Authorization": "Bearer nope"}).status_code == 401
+    )
     bob = app.test_client()
     post(bob, "/login", username="bob", password="correct horse 2")
     assert bob.get(f"/results/{rid}").status_code == 404
@@ -388,18 +477,29 @@ def test_accounts_tokens_and_isolation(tmp_path, tiny_predictor, positive_dicom)
 def test_login_rate_limited(tmp_path, tiny_predictor):
     app, _ = user_app(tmp_path, tiny_predictor, LOGIN_RATE_LIMIT="3 per minute")
     c = app.test_client()
-    codes = [post(c, "/login", username="alice", password="nope nope nope").status_code
-             for _ in range(5)]
+    codes = [
+        post(c, "/login", username="alice", password="nope nope nope").status_code for _ in range(5)
+    ]
     assert codes[:3] == [401, 401, 401] and codes[3] == 429
 
 
 def test_upload_rate_limited(tmp_path, tiny_predictor):
     from app import create_app
-    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                      "PREDICTOR": tiny_predictor, "UPLOAD_RATE_LIMIT": "2 per minute"})
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATA_DIR": str(tmp_path / "d"),
+            "PREDICTOR": tiny_predictor,
+            "UPLOAD_RATE_LIMIT": "2 per minute",
+        }
+    )
     c = app.test_client(use_cookies=False)  # a script client (curl): no session, so no CSRF
-    codes = [c.post("/api/v1/predictions", data={}, content_type="multipart/form-data").status_code
-             for _ in range(3)]
+    codes = [
+        c.post("/api/v1/predictions", data={}, content_type="multipart/form-data").status_code
+        for _ in range(3)
+    ]
     assert codes == [400, 400, 429]
     assert c.post("/api/v1/predictions").json["error"]["message"]
 
@@ -407,8 +507,14 @@ def test_upload_rate_limited(tmp_path, tiny_predictor):
 def test_refuses_open_server_beyond_loopback(tmp_path, tiny_predictor):
     from app import create_app
     from app.services import ConfigError
-    cfg = {"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-           "PREDICTOR": tiny_predictor, "HOST": "0.0.0.0"}
+
+    cfg = {
+        "TESTING": True,
+        "SECRET_KEY": "k",
+        "DATA_DIR": str(tmp_path / "d"),
+        "PREDICTOR": tiny_predictor,
+        "HOST": "0.0.0.0",
+    }
     with pytest.raises(ConfigError, match="no login is configured"):
         create_app(cfg)
     app = create_app(dict(cfg, ACCESS_PASSWORD="demo-password"))
@@ -416,23 +522,56 @@ def test_refuses_open_server_beyond_loopback(tmp_path, tiny_predictor):
 
 
 def test_cli_create_user_and_token(tmp_path):
-    import subprocess, sys
+    import subprocess
+    import sys
     from conftest import ROOT
+
     d = str(tmp_path / "data")
-    res = subprocess.run([sys.executable, "-m", "app.cli", "create-user", "carol",
-                          "--password-stdin", "--data-dir", d], input="long enough pw\n",
-                         capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "create-user",
+            "carol",
+            "--password-stdin",
+            "--data-dir",
+            d,
+        ],
+        input="long enough pw\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0 and "created user carol" in res.stdout
-    res = subprocess.run([sys.executable, "-m", "app.cli", "create-user", "dave",
-                          "--password-stdin", "--data-dir", d], input="short\n",
-                         capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "create-user",
+            "dave",
+            "--password-stdin",
+            "--data-dir",
+            d,
+        ],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 2 and "at least" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "app.cli", "create-token", "carol",
-                          "--data-dir", d], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, "-m", "app.cli", "create-token", "carol", "--data-dir", d],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert res.returncode == 0 and res.stdout.startswith("pn_")
     import sqlite3
     from app.store.database import DATABASE_NAME
     from app.store.repository import Store
+
     assert Store(d).accounts.user_for_token(res.stdout.strip()) is not None
     with sqlite3.connect(Path(d) / DATABASE_NAME) as db:  # what is on disk
         stored = db.execute("SELECT password_hash FROM users").fetchone()[0]
@@ -442,19 +581,25 @@ def test_cli_create_user_and_token(tmp_path):
 def test_upload_writes_little_and_views_render_on_demand(app, client, positive_dicom):
     """The upload stores pixels, probabilities and RLE; images are made when first asked for."""
     from pneumo.io.imaging import read_image
+
     store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     folder = store.files.results_dir / rid
-    assert sorted(p.name for p in folder.iterdir()) == ["mask_rle.txt", "pixels.npy",
-                                                        "prob.png", "source.dcm"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "mask_rle.txt",
+        "pixels.npy",
+        "prob.png",
+        "source.dcm",
+    ]
     assert np.array_equal(np.load(folder / "pixels.npy"), read_image(positive_dicom).pixels)
     with Image.open(folder / "prob.png") as prob:
         prob.load()
     assert prob.size == (64, 64) and prob.mode == "L"  # the tiny model's resolution
     image = client.get(f"/results/{rid}/files/image.png")
     assert image.status_code == 200 and (folder / "image.png").exists()
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.data))),
-                          np.load(folder / "pixels.npy"))
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(image.data))), np.load(folder / "pixels.npy")
+    )
     # a second request serves the cached file, byte for byte
     assert client.get(f"/results/{rid}/files/image.png").data == image.data
     assert not list(folder.glob(".*.tmp"))
@@ -463,6 +608,7 @@ def test_upload_writes_little_and_views_render_on_demand(app, client, positive_d
 def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
     import threading
     from app import renditions
+
     store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
@@ -482,7 +628,7 @@ def test_concurrent_first_requests_get_whole_files(app, client, positive_dicom):
     assert not errors and len(outputs) == 8 and len(set(outputs)) == 1
     overlay = np.asarray(Image.open(io.BytesIO(outputs[0])))
     mask = rle.decode(row.rle, overlay.shape[:2])
-    mask[int(0.9 * mask.shape[0]):] = False  # the bottom strip holds the "AI output" label
+    mask[int(0.9 * mask.shape[0]) :] = False  # the bottom strip holds the "AI output" label
     assert mask.any() and (overlay[mask][:, 0] > overlay[mask][:, 2]).all()  # orange on grey
     assert not list((store.files.results_dir / rid).glob(".*.tmp"))
 
@@ -493,6 +639,7 @@ def _rows(store):
 
 def test_deleted_result_is_not_recreated_by_a_late_render(app, client, positive_dicom):
     from app import renditions
+
     store = app.extensions["pneumo"].store
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     row = next(r for r in _rows(store) if r.id == rid)
@@ -520,6 +667,7 @@ def test_results_stored_by_an_earlier_version_stay_readable(tmp_path):
     """A database without the newer columns is migrated in place; its rows keep working."""
     import sqlite3
     from app.store.repository import Store
+
     data = tmp_path / "data"
     data.mkdir()
     with sqlite3.connect(data / "pneumo.sqlite3") as db:
@@ -528,9 +676,26 @@ def test_results_stored_by_an_earlier_version_stay_readable(tmp_path):
             probability REAL NOT NULL, threshold REAL NOT NULL, area_px INTEGER NOT NULL,
             area_cm2 REAL, side TEXT NOT NULL, meta TEXT NOT NULL, identifiers TEXT NOT NULL,
             model TEXT NOT NULL, rle TEXT NOT NULL, timings TEXT NOT NULL);""")
-        db.execute("INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   ("x" * 22, "session:a", 1.0, "PNG", 1, 0.93, 0.9, 10, None, "{}",
-                    '{"format": "PNG"}', "{}", "old (2026-11-27)", "1 2", "{}"))
+        db.execute(
+            "INSERT INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                "x" * 22,
+                "session:a",
+                1.0,
+                "PNG",
+                1,
+                0.93,
+                0.9,
+                10,
+                None,
+                "{}",
+                '{"format": "PNG"}',
+                "{}",
+                "old (2026-11-27)",
+                "1 2",
+                "{}",
+            ),
+        )
     store = Store(data)
     store.init()
     row = store.results.get("x" * 22, "session:a")
@@ -545,6 +710,7 @@ def test_health_answers_while_the_model_loads(tmp_path, tiny_model_folder, monke
     import threading
     from app import create_app
     from pneumo.inference.predictor import Predictor
+
     release, real_load = threading.Event(), Predictor.load.__func__
 
     def slow_load(cls, *args, **kwargs):
@@ -552,8 +718,14 @@ def test_health_answers_while_the_model_loads(tmp_path, tiny_model_folder, monke
         return real_load(cls, *args, **kwargs)
 
     monkeypatch.setattr(Predictor, "load", classmethod(slow_load))
-    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                      "MODEL_DIR": str(tiny_model_folder)})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATA_DIR": str(tmp_path / "d"),
+            "MODEL_DIR": str(tiny_model_folder),
+        }
+    )
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     loading = client.get("/readyz")
@@ -568,11 +740,18 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path, tiny_model_folder):
     import shutil
     from app import create_app
     from pneumo.errors import ModelLoadError
+
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_folder, broken)
     (broken / "weights.weights.h5").write_bytes(b"not weights")
-    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                      "MODEL_DIR": str(broken)})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATA_DIR": str(tmp_path / "d"),
+            "MODEL_DIR": str(broken),
+        }
+    )
     holder = app.extensions["pneumo"].model
     with pytest.raises(Exception, match="could not be loaded"):
         holder.get(wait_s=60)
@@ -580,22 +759,39 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path, tiny_model_folder):
     assert body.status_code == 503 and body.json["status"] == "failed"
     # a missing model folder is refused before the app serves, with the reason
     with pytest.raises(ModelLoadError, match="not found"):
-        create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                    "MODEL_DIR": str(tmp_path / "nowhere")})
+        create_app(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "k",
+                "DATA_DIR": str(tmp_path / "d"),
+                "MODEL_DIR": str(tmp_path / "nowhere"),
+            }
+        )
 
 
-def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny_predictor,
-                                                                  positive_dicom):
+def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(
+    tmp_path, tiny_predictor, positive_dicom
+):
     """Only bearer-token calls (and calls without any session cookie) skip the CSRF check."""
     from app import create_app
-    app = create_app({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                      "PREDICTOR": tiny_predictor})
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k",
+            "DATA_DIR": str(tmp_path / "d"),
+            "PREDICTOR": tiny_predictor,
+        }
+    )
     data = positive_dicom.read_bytes()
 
     def post_api(client, headers=None):
-        return client.post("/api/v1/predictions", headers=headers or {},
-                           data={"files": [(io.BytesIO(data), "a.dcm")]},
-                           content_type="multipart/form-data")
+        return client.post(
+            "/api/v1/predictions",
+            headers=headers or {},
+            data={"files": [(io.BytesIO(data), "a.dcm")]},
+            content_type="multipart/form-data",
+        )
 
     browser = app.test_client()
     browser.get("/")  # a page visit: the browser now holds a session cookie
@@ -617,6 +813,7 @@ def test_api_posts_riding_on_a_session_cookie_need_the_csrf_token(tmp_path, tiny
 
 def test_shown_probability_never_rounds_to_certainty():
     from app.views import shown_probability
+
     assert shown_probability(0.996) == "> 0.99"
     assert shown_probability(0.004) == "< 0.01"
     assert shown_probability(0.99) == "0.99"
@@ -630,7 +827,10 @@ def test_large_image_gets_a_display_rendition_and_keeps_the_original(app, client
     """The viewer loads a rendition at most 2048 px a side; downloads keep the full size."""
     import cv2
     from pneumo.io.imaging import read_image
-    film = cv2.resize(read_image(positive_dicom).pixels, (3000, 4096), interpolation=cv2.INTER_LINEAR)
+
+    film = cv2.resize(
+        read_image(positive_dicom).pixels, (3000, 4096), interpolation=cv2.INTER_LINEAR
+    )
     buf = io.BytesIO()
     Image.fromarray(film).save(buf, "PNG")
     rid = result_id_from(upload(client, ("big.png", buf.getvalue())))
@@ -652,7 +852,9 @@ def test_api_reference_page_serves_its_assets_locally(client):
     assert page.status_code == 200 and 'data-url="/api/v1/openapi.json"' in html
     assert "http://" not in html and "https://" not in html
     assert re.findall(r'<script src="([^"]+)"', html) == [
-        "/api/docs/assets/swagger-ui-bundle.js", "/static/api_docs.js"]
+        "/api/docs/assets/swagger-ui-bundle.js",
+        "/static/api_docs.js",
+    ]
     js = client.get("/api/docs/assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and b"SwaggerUIBundle" in js.data[:200_000]
     assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200
@@ -664,27 +866,40 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
     """curl without a cookie jar or token: the full result, no Set-Cookie, links null
     (the OpenAPI document says so); a bearer call gets links that work."""
     fresh = app.test_client(use_cookies=False)
-    resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data",
-                      data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
+    resp = fresh.post(
+        "/api/v1/predictions",
+        content_type="multipart/form-data",
+        data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")},
+    )
     assert resp.status_code == 201 and "Set-Cookie" not in resp.headers
     (res,) = resp.json["results"]
     assert res["links"] is None and res["mask_rle"] and res["verdict"]
     links = fresh.get("/api/v1/openapi.json").json
     schema = links["paths"]["/api/v1/predictions"]["post"]["responses"]["201"]["content"][
-        "application/json"]["schema"]["properties"]["results"]["items"]["properties"]["links"]
-    assert "null" in schema["type"] and "null when the call carried neither" in schema["description"]
+        "application/json"
+    ]["schema"]["properties"]["results"]["items"]["properties"]["links"]
+    assert (
+        "null" in schema["type"] and "null when the call carried neither" in schema["description"]
+    )
     # a client that wants a session starts one at /api/v1/csrf-token: its uploads get links
     jar = app.test_client()
     token = jar.get("/api/v1/csrf-token").json["csrf_token"]
-    resp = jar.post("/api/v1/predictions", content_type="multipart/form-data",
-                    headers={"X-CSRF-Token": token},
-                    data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
+    resp = jar.post(
+        "/api/v1/predictions",
+        content_type="multipart/form-data",
+        headers={"X-CSRF-Token": token},
+        data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")},
+    )
     (res,) = resp.json["results"]
     assert jar.get(res["links"]["image"]).status_code == 200
     app.extensions["pneumo"].store.accounts.create("ann", "a-long-password-1")
     token = app.extensions["pneumo"].store.accounts.create_token("ann")
     auth = {"Authorization": f"Bearer {token}"}
-    resp = fresh.post("/api/v1/predictions", content_type="multipart/form-data", headers=auth,
-                      data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")})
+    resp = fresh.post(
+        "/api/v1/predictions",
+        content_type="multipart/form-data",
+        headers=auth,
+        data={"file": (io.BytesIO(positive_dicom.read_bytes()), "a.dcm")},
+    )
     (res,) = resp.json["results"]
     assert fresh.get(res["links"]["self"], headers=auth).status_code == 200

@@ -2,6 +2,7 @@
 weights trained under torch load under TensorFlow; the bundled model gives equal
 probabilities under TensorFlow, torch and (when installed) JAX on real SIIM
 DICOMs; the app serves under torch and JAX and says so in /readyz."""
+
 import importlib.util
 import json
 import os
@@ -16,8 +17,15 @@ from conftest import ROOT
 
 PREDICT_RUN = ROOT / "scripts" / "device" / "predict_run.py"
 HAS_JAX = importlib.util.find_spec("jax") is not None
-OTHER_BACKENDS = ["torch", pytest.param("jax", marks=pytest.mark.skipif(
-    not HAS_JAX, reason="JAX is not installed (requirements-dev.txt installs it)"))]
+OTHER_BACKENDS = [
+    "torch",
+    pytest.param(
+        "jax",
+        marks=pytest.mark.skipif(
+            not HAS_JAX, reason="JAX is not installed (requirements-dev.txt installs it)"
+        ),
+    ),
+]
 
 TRAIN_UNDER_TORCH = r"""
 import json, sys
@@ -41,17 +49,25 @@ print(keras.config.backend())
 
 @pytest.mark.slow  # trains under torch in a subprocess
 def test_torch_trained_weights_load_under_tensorflow(tmp_path):
-    arch = {"name": "double_unet", "args": {"input_size": 32, "depth": 2, "width": 0.125,
-                                            "channels": 1}}
+    arch = {
+        "name": "double_unet",
+        "args": {"input_size": 32, "depth": 2, "width": 0.125, "channels": 1},
+    }
     w, out, inp = tmp_path / "w.weights.h5", tmp_path / "out.npy", tmp_path / "x.npy"
     env = dict(os.environ, KERAS_BACKEND="torch")
-    res = subprocess.run([sys.executable, "-c", TRAIN_UNDER_TORCH, json.dumps(arch), str(w),
-                          str(out), str(inp)], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", TRAIN_UNDER_TORCH, json.dumps(arch), str(w), str(out), str(inp)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip().endswith("torch")
     import keras
     from pneumo.nets.networks import build_model
+
     assert keras.config.backend() == "tensorflow"
     model = build_model(arch)
     model.load_weights(w)
@@ -62,10 +78,24 @@ def test_torch_trained_weights_load_under_tensorflow(tmp_path):
 def predict_under(backend: str, files, tmp_path, device: str = "cpu") -> tuple[dict, np.ndarray]:
     """The bundled model's report and maps for ``files`` under ``backend`` (own process)."""
     out, maps = tmp_path / f"{backend}.json", tmp_path / f"{backend}.npz"
-    res = subprocess.run([sys.executable, str(PREDICT_RUN), *map(str, files), "--device", device,
-                          "--out", str(out), "--maps", str(maps)], capture_output=True,
-                         text=True, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND=backend),
-                         timeout=900)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(PREDICT_RUN),
+            *map(str, files),
+            "--device",
+            device,
+            "--out",
+            str(out),
+            "--maps",
+            str(maps),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, KERAS_BACKEND=backend),
+        timeout=900,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return json.loads(out.read_text()), np.load(maps)["maps"]
 
@@ -85,10 +115,12 @@ def tensorflow_outputs(siim_sample, tmp_path_factory):
 @pytest.mark.bundled
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_bundled_model_gives_equal_probabilities_under_each_backend(
-        backend, siim_sample, tensorflow_outputs, tmp_path):
+    backend, siim_sample, tensorflow_outputs, tmp_path
+):
     """PNEUMO_DEVICE=cpu: the bundled model on real SIIM DICOMs, its weights on the
     CPU, probabilities and maps equal to TensorFlow's within 1e-4."""
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+
     ref, ref_maps = tensorflow_outputs
     ours, maps = predict_under(backend, siim_sample, tmp_path)
     assert ref["device"] == "CPU (tensorflow)" and ours["device"] == f"CPU ({backend})"
@@ -96,22 +128,28 @@ def test_bundled_model_gives_equal_probabilities_under_each_backend(
     assert ours["model_dir"] == str(DEFAULT_MODEL_DIR.resolve()) == ref["model_dir"]
     assert [f["image_id"] for f in ours["files"]] == [f["image_id"] for f in ref["files"]]
     assert len(ours["files"]) == len(siim_sample)
-    np.testing.assert_allclose([f["probability"] for f in ours["files"]],
-                               [f["probability"] for f in ref["files"]], atol=1e-4)
+    np.testing.assert_allclose(
+        [f["probability"] for f in ours["files"]],
+        [f["probability"] for f in ref["files"]],
+        atol=1e-4,
+    )
     np.testing.assert_allclose(maps, ref_maps, atol=1e-4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
-def test_app_serves_under_the_backend_on_the_device_asked_for(backend, tmp_path,
-                                                              tiny_model_folder):
+def test_app_serves_under_the_backend_on_the_device_asked_for(backend, tmp_path, tiny_model_folder):
     """gunicorn with KERAS_BACKEND and PNEUMO_DEVICE=cpu: /readyz names both, the log
     says where the weights went."""
     from helpers.localserver import LocalServer
+
     log = tmp_path / "gunicorn.log"
-    server = LocalServer(tiny_model_folder, tmp_path / "instance", log_path=log,
-                         env={"KERAS_BACKEND": backend, "PNEUMO_DEVICE": "cpu",
-                              "PNEUMO_TF_THREADS": "1"})
+    server = LocalServer(
+        tiny_model_folder,
+        tmp_path / "instance",
+        log_path=log,
+        env={"KERAS_BACKEND": backend, "PNEUMO_DEVICE": "cpu", "PNEUMO_TF_THREADS": "1"},
+    )
     try:
         with urllib.request.urlopen(server.url + "/readyz", timeout=10) as resp:
             ready = json.loads(resp.read())
@@ -127,17 +165,21 @@ def test_app_serves_under_the_backend_on_the_device_asked_for(backend, tmp_path,
 def test_the_app_leaves_keras_unstarted_until_the_device_is_chosen():
     """PNEUMO_DEVICE=cpu under torch and JAX's lazy GPU memory hold only when
     configure_device runs before Keras is imported: the app's modules must not import it."""
-    code = ("import sys, app, app.api, app.model, app.views, pneumo.inference.predictor, "
-            "pneumo.inference.runtime; "
-            "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    code = (
+        "import sys, app, app.api, app.model, app.views, pneumo.inference.predictor, "
+        "pneumo.inference.runtime; "
+        "print(sorted({'keras', 'tensorflow', 'jax', 'torch'} & set(sys.modules)))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr[-2000:]
 
 
 def test_device_choice_is_checked_and_a_missing_gpu_is_an_error():
     from app.settings import Settings, SettingsError
     from pneumo.inference.device import DeviceError, configure_device, has_gpu
+
     assert Settings.from_env({}).device == "auto"
     assert Settings.from_env({"PNEUMO_DEVICE": "CPU"}).device == "cpu"
     with pytest.raises(SettingsError, match="PNEUMO_DEVICE must be one of auto, cpu, gpu"):
@@ -148,15 +190,19 @@ def test_device_choice_is_checked_and_a_missing_gpu_is_an_error():
     assert str(placement) == "CPU (tensorflow)" and not has_gpu()
     assert str(configure_device(device="auto")).startswith(("CPU (tensorflow)", "GPU 0: "))
     if not has_gpu():
-        with pytest.raises(DeviceError, match="PNEUMO_DEVICE=gpu, but the tensorflow backend "
-                                              "sees no GPU"):
+        with pytest.raises(
+            DeviceError, match="PNEUMO_DEVICE=gpu, but the tensorflow backend sees no GPU"
+        ):
             configure_device(device="gpu")
 
 
 def test_placement_words():
     from pneumo.inference.device import Placement
-    assert str(Placement("jax", "gpu", 0, "NVIDIA H100 80GB HBM3")) == \
-        "GPU 0: NVIDIA H100 80GB HBM3 (jax)"
+
+    assert (
+        str(Placement("jax", "gpu", 0, "NVIDIA H100 80GB HBM3"))
+        == "GPU 0: NVIDIA H100 80GB HBM3 (jax)"
+    )
     assert str(Placement("tensorflow", "cpu", threads=2)) == "CPU (tensorflow, 2 threads)"
     assert str(Placement("torch", "cpu", threads=1)) == "CPU (torch, 1 thread)"
     assert str(Placement("torch", "cpu")) == "CPU (torch)"

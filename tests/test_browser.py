@@ -1,4 +1,5 @@
 """A real browser (Debian chromium driven by Playwright) against gunicorn on localhost."""
+
 from pathlib import Path
 
 import numpy as np
@@ -8,19 +9,28 @@ from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def serve(model_dir: Path, tmp: Path):
     """gunicorn with ``model_dir`` on a free loopback port; returns (server, url)."""
     from helpers.localserver import LocalServer
+
     server = LocalServer(model_dir, tmp / "instance", log_path=tmp / "gunicorn.log")
     return server, server.url
 
 
 def orange_pixels(png: bytes) -> int:
     import io
+
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
     return int(((r - b > 60) & (r - g > 15)).sum())
@@ -28,6 +38,7 @@ def orange_pixels(png: bytes) -> int:
 
 def coloured_pixels(png: bytes) -> int:
     import io
+
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     return int((a.max(axis=2) - a.min(axis=2) > 30).sum())
 
@@ -37,6 +48,7 @@ def browser_page():
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian chromium is not installed (scripts/setup.sh installs it)")
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -61,7 +73,9 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         page.select_option("#mode", "off")
         off = page.locator("#canvas").screenshot()
         page.select_option("#mode", "filled")
-        page.eval_on_selector("#opacity", "e => { e.value = 80; e.dispatchEvent(new Event('input')); }")
+        page.eval_on_selector(
+            "#opacity", "e => { e.value = 80; e.dispatchEvent(new Event('input')); }"
+        )
         assert page.get_attribute("#canvas", "data-opacity") == "80"
         filled = page.locator("#canvas").screenshot()
         assert orange_pixels(off) < 50
@@ -92,6 +106,7 @@ def test_upload_view_overlay_in_browser(browser_page, tiny_model_folder, positiv
         page.goto(url + "/worklist")
         assert page.locator("img.thumb").count() == 1
         import re
+
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", page.inner_text("td.when"))
         assert re.fullmatch(r"\(.+, UTC[+-]\d{2}:\d{2}\)", page.inner_text("#tz"))
         # deleting asks first; Cancel keeps the result, the confirmation removes it
@@ -125,6 +140,7 @@ def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
     from playwright.sync_api import sync_playwright
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
     from conftest import ROOT
+
     proc, url = serve(DEFAULT_MODEL_DIR, tmp_path)
     try:
         with sync_playwright() as p:
@@ -147,13 +163,15 @@ def test_viewer_fits_the_window_with_legend(positive_dicom, tmp_path):
             page.select_option("#mode", "heatmap")
             assert page.locator("#legend").is_visible()
             from pneumo.inference.card import read_card
+
             threshold = read_card(DEFAULT_MODEL_DIR).postprocess.pixel_threshold
             rid = result_url.rstrip("/").rsplit("/", 1)[1]
             point = page.request.get(f"{url}/api/v1/predictions/{rid}").json()["operating_point"]
             # the heat map shows pixel x image probability: the marker sits where the
             # outline's pixel threshold falls on that scale
             assert float(page.get_attribute("#legend-bar", "data-threshold")) == pytest.approx(
-                threshold * point["heat_scale"])
+                threshold * point["heat_scale"]
+            )
             page.screenshot(path=str(ROOT / "docs" / "result_heatmap_legend.png"))
             browser.close()
     finally:
@@ -166,6 +184,7 @@ def test_layout_holds_still_across_modes_and_results(tiny_model_folder, positive
     1280x720 the downloads, Delete and the window/level readout are on screen unscrolled."""
     from playwright.sync_api import sync_playwright
     from conftest import SIIM
+
     png = next(SIIM.glob("ktlProject0/data/train/images/*.png"))
     long_name = tmp_path / ("a_long_modality_export_name_for_layout_" * 3 + ".dcm")
     long_name.write_bytes(positive_dicom.read_bytes())
@@ -213,8 +232,9 @@ def test_layout_holds_still_across_modes_and_results(tiny_model_folder, positive
         proc.stop()
 
 
-def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_model_folder,
-                                                           positive_dicom, tmp_path):
+def test_review_tools_draw_undo_and_save_a_corrected_mask(
+    browser_page, tiny_model_folder, positive_dicom, tmp_path
+):
     """Issue 24: a radiologist corrects the mask with the brush, the eraser and undo, then
     saves a disagreeing review; the agreement page counts it. Screenshots of both go to
     ``PNEUMO_SCREENSHOT_DIR`` when set (docs/ holds the ones from such a run)."""
@@ -224,12 +244,28 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_mod
 
     from conftest import ROOT
     from helpers.localserver import LocalServer
+
     instance = tmp_path / "instance"
     env = dict(os.environ, PNEUMO_DATA_DIR=str(instance / "data"))
     for name, role in (("rita", "radiologist"), ("ulla", "uploader")):
-        subprocess.run([sys.executable, "-m", "app.cli", "create-user", name, "--role", role,
-                        "--password-stdin"], input="correct horse battery", text=True,
-                       cwd=ROOT, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "create-user",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            input="correct horse battery",
+            text=True,
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     server = LocalServer(tiny_model_folder, instance, log_path=tmp_path / "gunicorn.log")
     shots = Path(os.environ.get("PNEUMO_SCREENSHOT_DIR", tmp_path))
     try:
@@ -249,24 +285,26 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_mod
             page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
             page.mouse.down()
             for i in range(1, 11):
-                page.mouse.move(box["x"] + (x0 + (x1 - x0) * i / 10) * box["width"],
-                                box["y"] + (y0 + (y1 - y0) * i / 10) * box["height"])
+                page.mouse.move(
+                    box["x"] + (x0 + (x1 - x0) * i / 10) * box["width"],
+                    box["y"] + (y0 + (y1 - y0) * i / 10) * box["height"],
+                )
             page.mouse.up()
 
         page.eval_on_selector("#brush-size", "e => { e.value = 30; }")
-        page.click("#clear-mask")                     # start from an empty mask
+        page.click("#clear-mask")  # start from an empty mask
         cleared = orange_pixels(page.locator("#review-canvas").screenshot())
         assert cleared < orange_pixels(before) or orange_pixels(before) < 500
-        drag(0.15, 0.2, 0.3, 0.6)                     # a stroke on the image's left
+        drag(0.15, 0.2, 0.3, 0.6)  # a stroke on the image's left
         painted = orange_pixels(page.locator("#review-canvas").screenshot())
         assert painted > cleared + 500
         assert page.is_enabled("#undo")
-        page.click("#undo")                           # undo takes the stroke back
+        page.click("#undo")  # undo takes the stroke back
         assert abs(orange_pixels(page.locator("#review-canvas").screenshot()) - cleared) < 200
         drag(0.15, 0.2, 0.3, 0.6)
         page.check("input[name=tool][value=eraser]")
         page.eval_on_selector("#brush-size", "e => { e.value = 40; }")
-        drag(0.0, 0.5, 1.0, 0.5)                      # erase a band across the stroke
+        drag(0.0, 0.5, 1.0, 0.5)  # erase a band across the stroke
         erased = orange_pixels(page.locator("#review-canvas").screenshot())
         assert cleared + 100 < erased < painted - 50
         page.check("input[name=tool][value=brush]")
@@ -286,17 +324,19 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(browser_page, tiny_mod
     finally:
         server.stop()
     from app.store.repository import Store
+
     store = Store(instance / "data")
     rid = store.results.all_ids()[0]
     review = store.reviews.for_result(rid)[0]
     assert review.reviewer_name == "rita" and review.reason == "wrong_extent"
     from pneumo.io import rle
+
     row = store.results.get_any(rid)
     corrected = rle.decode(review.corrected_rle, (row.meta["rows"], row.meta["columns"]))
     model = rle.decode(row.rle, corrected.shape)
     rows, cols = corrected.any(axis=1).nonzero()[0], corrected.any(axis=0).nonzero()[0]
     assert corrected.sum() > 1000 and cols.max() < corrected.shape[1] * 0.45  # the stroke only
     assert rows.min() > corrected.shape[0] * 0.1 and rows.max() < corrected.shape[0] * 0.7
-    middle = corrected[int(corrected.shape[0] * 0.49):int(corrected.shape[0] * 0.51)]
+    middle = corrected[int(corrected.shape[0] * 0.49) : int(corrected.shape[0] * 0.51)]
     assert not middle.any()  # the erased band
     assert model.sum() > corrected.sum()  # the model's larger outline was replaced

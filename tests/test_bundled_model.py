@@ -7,6 +7,7 @@ model card). A retrained model that is worse, a preprocessing change that
 silently shifts the input, or a card whose figures do not match its weights
 fails here.
 """
+
 import pytest
 
 from conftest import ROOT
@@ -16,12 +17,12 @@ pytestmark = [pytest.mark.bundled, pytest.mark.slow]
 # measured when packaged (models/<default>/model.json "validation"); floors a little under
 # (model v4: every film through the canonical working resolution; the pooled figures no
 # longer ride on telling the sources apart, so the within-source ones are the headline)
-FLOOR_DICE_POSITIVE = 0.34      # measured 0.366 (balanced operating point)
-FLOOR_AUC = 0.945               # measured 0.958
-CEILING_ECE = 0.08              # measured 0.068
+FLOOR_DICE_POSITIVE = 0.34  # measured 0.366 (balanced operating point)
+FLOOR_AUC = 0.945  # measured 0.958
+CEILING_ECE = 0.08  # measured 0.068
 FLOOR_TRIAGE_SENSITIVITY = 0.96  # measured 0.986
-FLOOR_SIIM_AUC = 0.90           # measured 0.928 (147 positive / 11 negative SIIM films)
-FLOOR_NIH_SPECIFICITY = 0.94    # measured 0.967 at balanced (246 normal NIH films)
+FLOOR_SIIM_AUC = 0.90  # measured 0.928 (147 positive / 11 negative SIIM films)
+FLOOR_NIH_SPECIFICITY = 0.94  # measured 0.967 at balanced (246 normal NIH films)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,7 @@ def validation_scores(tmp_path_factory):
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
     from pneumo.training.config import TrainConfig
     from pneumo.training.data import split_samples
+
     predictor = Predictor.load()  # the default, as the app and `pneumo predict` load it
     assert predictor.model_dir.resolve() == DEFAULT_MODEL_DIR.resolve()
     data = split_samples(TrainConfig(data=str(ROOT / "configs" / "data_siim_v2.json")))
@@ -47,22 +49,34 @@ def test_bundled_model_floors(validation_scores):
     assert s["ece"] <= CEILING_ECE
     assert s["operating_points"]["triage"]["sensitivity"] >= FLOOR_TRIAGE_SENSITIVITY
     assert s["by_source"]["siim"]["auc"] >= FLOOR_SIIM_AUC
-    assert s["by_source"]["nih"]["operating_points"]["balanced"]["specificity"] \
+    assert (
+        s["by_source"]["nih"]["operating_points"]["balanced"]["specificity"]
         >= FLOOR_NIH_SPECIFICITY
+    )
 
 
 def test_bundled_model_card_matches_its_weights(validation_scores):
     from pneumo.inference.card import read_card
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+
     card = read_card(DEFAULT_MODEL_DIR).validation
     assert card, "the bundled model's card has no validation figures"
-    for key in ("dice_positive", "auc", "ece", "siim_score", "siim_score_reweighted",
-                "sensitivity", "specificity", "dice_positive_mask"):
+    for key in (
+        "dice_positive",
+        "auc",
+        "ece",
+        "siim_score",
+        "siim_score_reweighted",
+        "sensitivity",
+        "specificity",
+        "dice_positive_mask",
+    ):
         assert validation_scores[key] == pytest.approx(card[key], abs=0.005), key
     for point in ("triage", "balanced"):
         for key in ("sensitivity", "specificity"):
             assert validation_scores["operating_points"][point][key] == pytest.approx(
-                card["operating_points"][point][key], abs=0.005), (point, key)
+                card["operating_points"][point][key], abs=0.005
+            ), (point, key)
 
 
 def test_bundled_model_gate_passes_every_validation_chest_film(validation_scores):
@@ -76,6 +90,7 @@ def test_bundled_model_gate_refuses_held_out_non_chest_images():
     from pneumo.errors import NotChestXrayError
     from pneumo.inference.predictor import Predictor
     from pneumo.training.gate_data import non_chest_examples
+
     predictor = Predictor.load()
     held = non_chest_examples("held_out")
     refused = []

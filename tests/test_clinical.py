@@ -1,6 +1,7 @@
 """The clinical loop on real files: teams and roles, the radiologist's review with a
 corrected mask, the running agreement, the audit trail, and the export of reviews as
 training data (issue 24, parts 1-3)."""
+
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,7 @@ from PIL import Image
 
 from conftest import ROOT
 from pneumo.io import rle
-from helpers.web import post, upload
+from helpers.web import post
 
 PASSWORD = "correct horse battery"
 
@@ -27,11 +28,24 @@ def department(tmp_path, tiny_predictor):
     """An app with two teams: A (alice admin, bob radiologist, carol and erin uploaders)
     and B (dave radiologist); each user's API token."""
     from app import create_app
-    app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATA_DIR": str(tmp_path / "d"),
-                      "PREDICTOR": tiny_predictor, "WARM_UP": False})
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k" * 32,
+            "DATA_DIR": str(tmp_path / "d"),
+            "PREDICTOR": tiny_predictor,
+            "WARM_UP": False,
+        }
+    )
     store = app.extensions["pneumo"].store
-    people = {"alice": ("A", None), "bob": ("A", "radiologist"), "carol": ("A", "uploader"),
-              "erin": ("A", "uploader"), "dave": ("B", "radiologist")}
+    people = {
+        "alice": ("A", None),
+        "bob": ("A", "radiologist"),
+        "carol": ("A", "uploader"),
+        "erin": ("A", "uploader"),
+        "dave": ("B", "radiologist"),
+    }
     tokens = {}
     for name, (team, role) in people.items():
         store.accounts.create(name, PASSWORD, team, role)
@@ -40,8 +54,11 @@ def department(tmp_path, tiny_predictor):
 
 
 def _api_upload(client, headers, path) -> str:
-    resp = client.post("/api/v1/predictions", headers=headers,
-                       data={"file": (io.BytesIO(path.read_bytes()), path.name)})
+    resp = client.post(
+        "/api/v1/predictions",
+        headers=headers,
+        data={"file": (io.BytesIO(path.read_bytes()), path.name)},
+    )
     assert resp.status_code == 201, resp.get_json()
     return resp.get_json()["results"][0]["id"]
 
@@ -68,7 +85,9 @@ def test_a_team_shares_its_worklist_and_no_one_else_sees_it(department, positive
         assert positive_dicom.name.encode() not in page.data  # the uploader's file name
     for stranger in ("dave", "erin"):  # another team; another uploader of the same team
         assert client.get(f"/api/v1/predictions/{rid}", headers=tokens[stranger]).status_code == 404
-        assert client.get("/api/v1/predictions", headers=tokens[stranger]).get_json()["results"] == []
+        assert (
+            client.get("/api/v1/predictions", headers=tokens[stranger]).get_json()["results"] == []
+        )
         session = _login(app, stranger)
         assert session.get(f"/results/{rid}").status_code == 404
         assert session.get(f"/results/{rid}/files/overlay.png").status_code == 404
@@ -87,6 +106,7 @@ def _uploaded_for_review(department, path):
     """carol's upload of ``path``: the client, its result id, the image's shape and the
     viewer's."""
     from app import renditions
+
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], path)
@@ -103,14 +123,20 @@ def _mask_png(shape: tuple[int, int], box: tuple[slice, slice]) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, positive_dicom,
-                                                                    tmp_path):
+def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(
+    department, positive_dicom, tmp_path
+):
     app, store, tokens = department
     client, rid, shape, view = _uploaded_for_review(department, positive_dicom)
     box = (slice(view[0] // 4, view[0] // 2), slice(view[1] // 8, view[1] // 3))
     bob = _login(app, "bob")
-    resp = post(bob, f"/results/{rid}/review", verdict="disagree", reason="wrong_extent",
-                mask_png=_mask_png(view, box))
+    resp = post(
+        bob,
+        f"/results/{rid}/review",
+        verdict="disagree",
+        reason="wrong_extent",
+        mask_png=_mask_png(view, box),
+    )
     assert resp.status_code == 303
     review = store.reviews.for_result(rid)[0]
     assert (review.reviewer_name, review.agrees, review.reason) == ("bob", False, "wrong_extent")
@@ -123,25 +149,50 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
     page = bob.get(f"/results/{rid}").data.decode()
     assert "bob" in page and "wrong extent" in page and "corrected mask" in page
     api = client.get(f"/api/v1/predictions/{rid}/reviews", headers=tokens["alice"]).get_json()
-    assert api["reviews"][0] == {**api["reviews"][0], "reviewer": "bob", "agrees": False,
-                                 "reason": "wrong_extent", "corrected_mask": True}
+    assert api["reviews"][0] == {
+        **api["reviews"][0],
+        "reviewer": "bob",
+        "agrees": False,
+        "reason": "wrong_extent",
+        "corrected_mask": True,
+    }
     # bad reviews are refused with a message, nothing kept
-    bad = client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["alice"],
-                      json={"agrees": False, "reason": "because"})
+    bad = client.post(
+        f"/api/v1/predictions/{rid}/review",
+        headers=tokens["alice"],
+        json={"agrees": False, "reason": "because"},
+    )
     assert bad.status_code == 400 and "missed" in bad.get_json()["error"]["message"]
-    wrong_size = client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["alice"],
-                             json={"agrees": True, "mask_png": _mask_png((10, 10), box)})
+    wrong_size = client.post(
+        f"/api/v1/predictions/{rid}/review",
+        headers=tokens["alice"],
+        json={"agrees": True, "mask_png": _mask_png((10, 10), box)},
+    )
     assert wrong_size.status_code == 400
-    assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["carol"],
-                       json={"agrees": True}).status_code == 403  # an uploader
-    assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["dave"],
-                       json={"agrees": True}).status_code == 404  # another team
+    assert (
+        client.post(
+            f"/api/v1/predictions/{rid}/review", headers=tokens["carol"], json={"agrees": True}
+        ).status_code
+        == 403
+    )  # an uploader
+    assert (
+        client.post(
+            f"/api/v1/predictions/{rid}/review", headers=tokens["dave"], json={"agrees": True}
+        ).status_code
+        == 404
+    )  # another team
     assert len(store.reviews.for_result(rid)) == 1
 
     out = tmp_path / "export"
     env = dict(os.environ, PNEUMO_DATA_DIR=str(app.extensions["pneumo"].settings.data_dir))
-    done = subprocess.run([sys.executable, "-m", "app.cli", "export-reviews", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "export-reviews", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["with_mask"] == 1
     table = rle.read_rle_csv(out / "reviews-rle.csv")
@@ -154,10 +205,19 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(department, p
     assert labels[0]["label"] == str(int(store.results.get_any(rid).positive))
     # the export is a data source pneumo train takes (an extra source of a data config)
     from pneumo.data.datacfg import DataConfig
+
     config = tmp_path / "data.json"
-    config.write_text(json.dumps({
-        "image_dirs": [], "rle_csv": str(out / "reviews-rle.csv"),
-        "extra_sources": [{"images": str(out / "images"), "rle_csv": str(out / "reviews-rle.csv")}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "image_dirs": [],
+                "rle_csv": str(out / "reviews-rle.csv"),
+                "extra_sources": [
+                    {"images": str(out / "images"), "rle_csv": str(out / "reviews-rle.csv")}
+                ],
+            }
+        )
+    )
     _, samples = DataConfig.load(config).samples()
     assert [(s.image_id, s.positive) for s in samples] == [(rid, bool(corrected.any()))]
 
@@ -167,20 +227,35 @@ def test_agreement_counts_the_reviews_per_operating_point():
     from app.store.records import ResultRow, Review
 
     def row(i, p):
-        return ResultRow(id=f"r{i:020d}", owner="user:1", created=0.0, source_format="PNG",
-                         positive=p >= 0.5, probability=p, threshold=0.5, area_px=0,
-                         area_cm2=None, side={}, meta={}, identifiers={}, model="m", rle="-1",
-                         timings={}, operating_point={"name": "balanced",
-                                                      "review_band": [0.2, 0.5]})
+        return ResultRow(
+            id=f"r{i:020d}",
+            owner="user:1",
+            created=0.0,
+            source_format="PNG",
+            positive=p >= 0.5,
+            probability=p,
+            threshold=0.5,
+            area_px=0,
+            area_cm2=None,
+            side={},
+            meta={},
+            identifiers={},
+            model="m",
+            rle="-1",
+            timings={},
+            operating_point={"name": "balanced", "review_band": [0.2, 0.5]},
+        )
 
     def review(i, agrees, reason=None):
         return Review(f"r{i:020d}", "user:2", "bob", 0.0, agrees, reason)
 
-    pairs = [(row(1, 0.9), review(1, True)),             # TP
-             (row(2, 0.8), review(2, False, "false_alarm")),  # FP
-             (row(3, 0.3), review(3, False, "missed")),   # FN at balanced, TP at triage
-             (row(4, 0.1), review(4, True)),              # TN
-             (row(5, 0.7), review(5, False, "other"))]    # no verdict
+    pairs = [
+        (row(1, 0.9), review(1, True)),  # TP
+        (row(2, 0.8), review(2, False, "false_alarm")),  # FP
+        (row(3, 0.3), review(3, False, "missed")),  # FN at balanced, TP at triage
+        (row(4, 0.1), review(4, True)),  # TN
+        (row(5, 0.7), review(5, False, "other")),
+    ]  # no verdict
     a = agreement(pairs)
     assert (a["reviewed"], a["agreed"], a["disagreed"], a["undetermined"]) == (5, 2, 3, 1)
     assert a["reasons"] == {"missed": 1, "false_alarm": 1, "wrong_extent": 0, "other": 1}
@@ -196,8 +271,14 @@ def test_the_agreement_page_and_api(department, positive_dicom):
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], positive_dicom)
-    assert client.post(f"/api/v1/predictions/{rid}/review", headers=tokens["bob"],
-                       json={"agrees": False, "reason": "missed"}).status_code == 201
+    assert (
+        client.post(
+            f"/api/v1/predictions/{rid}/review",
+            headers=tokens["bob"],
+            json={"agrees": False, "reason": "missed"},
+        ).status_code
+        == 201
+    )
     a = client.get("/api/v1/agreement", headers=tokens["alice"]).get_json()
     assert a["reviewed"] == 1 and a["reasons"]["missed"] == 1
     assert client.get("/api/v1/agreement", headers=tokens["dave"]).get_json()["reviewed"] == 0
@@ -220,20 +301,26 @@ def test_every_access_is_an_audit_event_only_admins_read(department, positive_di
     assert post(alice, f"/results/{rid}/delete", confirm="yes").status_code == 303
     bob_id, alice_id = store.accounts.id_of("bob"), store.accounts.id_of("alice")
     events = [(e.actor, e.action, e.result_id) for e in store.audit.events()]
-    for expected in [(f"user:{bob_id}", "view", rid), (f"user:{bob_id}", "view_identifiers", rid),
-                     (f"user:{bob_id}", "download", rid), (f"user:{bob_id}", "review", rid),
-                     (f"user:{alice_id}", "delete", rid)]:
+    for expected in [
+        (f"user:{bob_id}", "view", rid),
+        (f"user:{bob_id}", "view_identifiers", rid),
+        (f"user:{bob_id}", "download", rid),
+        (f"user:{bob_id}", "review", rid),
+        (f"user:{alice_id}", "delete", rid),
+    ]:
         assert expected in events, events
     assert sum(1 for e in events if e[1] == "delete") == 1
     assert sum(1 for e in events if e[1] == "download") == 2  # overlay and SEG
     # non-admins cannot read the trail; the admin gets it as CSV without identifiers
     assert bob.get("/admin/audit").status_code == 403
     assert _login(app, "dave").get("/admin/").status_code == 403
-    assert app.test_client().get("/admin/audit?format=json",
-                                 headers=tokens["bob"]).status_code == 403
+    assert (
+        app.test_client().get("/admin/audit?format=json", headers=tokens["bob"]).status_code == 403
+    )
     csv_text = alice.get("/admin/audit?format=csv").data.decode()
     assert rid in csv_text and "view_identifiers" in csv_text
     from pydicom import dcmread
+
     ds = dcmread(positive_dicom, stop_before_pixels=True)
     for value in (str(ds.get("PatientName", "")), str(ds.get("PatientID", ""))):
         if len(value) > 3:
@@ -256,23 +343,44 @@ def test_the_admin_revokes_tokens_and_sets_roles(department):
     assert client.get("/api/v1/predictions", headers=tokens["carol"]).status_code == 401
     assert post(alice, f"/admin/users/{carol_id}/role", role="radiologist").status_code == 303
     assert store.accounts.get(carol_id).role == "radiologist"
-    assert post(alice, f"/admin/users/{store.accounts.id_of('dave')}/role",
-                role="admin").status_code == 404  # another team's user
-    assert post(alice, f"/admin/users/{store.accounts.id_of('alice')}/role",
-                role="uploader").status_code == 400  # not your own admin role
+    assert (
+        post(alice, f"/admin/users/{store.accounts.id_of('dave')}/role", role="admin").status_code
+        == 404
+    )  # another team's user
+    assert (
+        post(
+            alice, f"/admin/users/{store.accounts.id_of('alice')}/role", role="uploader"
+        ).status_code
+        == 400
+    )  # not your own admin role
 
 
 def test_create_user_takes_a_team_and_a_role_and_the_trail_exports(tmp_path):
     env = dict(os.environ, PNEUMO_DATA_DIR=str(tmp_path / "d"))
 
     def pneumo(*args, stdin=None):
-        return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
-                              input=stdin, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=ROOT,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     first = pneumo("create-user", "ann", "--password-stdin", stdin=PASSWORD)
     assert first.returncode == 0 and "admin of team default" in first.stdout
-    second = pneumo("create-user", "ben", "--team", "ward 4", "--role", "uploader",
-                    "--password-stdin", stdin=PASSWORD)
+    second = pneumo(
+        "create-user",
+        "ben",
+        "--team",
+        "ward 4",
+        "--role",
+        "uploader",
+        "--password-stdin",
+        stdin=PASSWORD,
+    )
     assert second.returncode == 0 and "uploader of team ward 4" in second.stdout
     bad = pneumo("create-user", "cy", "--role", "boss", "--password-stdin", stdin=PASSWORD)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
@@ -284,19 +392,25 @@ def test_create_user_takes_a_team_and_a_role_and_the_trail_exports(tmp_path):
 def test_the_structured_report_and_secondary_capture_download(department, positive_dicom):
     import highdicom as hd
     import pydicom
+
     app, store, tokens = department
     client = app.test_client()
     rid = _api_upload(client, tokens["carol"], positive_dicom)
     row = store.results.get_any(rid)
-    seg = pydicom.dcmread(io.BytesIO(client.get(f"/results/{rid}/seg.dcm",
-                                                headers=tokens["bob"]).data))
+    seg = pydicom.dcmread(
+        io.BytesIO(client.get(f"/results/{rid}/seg.dcm", headers=tokens["bob"]).data)
+    )
     sr_resp = client.get(f"/results/{rid}/sr.dcm", headers=tokens["bob"])
     sc_resp = client.get(f"/results/{rid}/sc.dcm", headers=tokens["bob"])
     assert sr_resp.status_code == sc_resp.status_code == 200
     sr = hd.sr.srread(io.BytesIO(sr_resp.data))
     assert sr.StudyInstanceUID == seg.StudyInstanceUID
-    assert sr.SOPInstanceUID == pydicom.dcmread(io.BytesIO(client.get(
-        f"/results/{rid}/sr.dcm", headers=tokens["alice"]).data)).SOPInstanceUID  # stable
+    assert (
+        sr.SOPInstanceUID
+        == pydicom.dcmread(
+            io.BytesIO(client.get(f"/results/{rid}/sr.dcm", headers=tokens["alice"]).data)
+        ).SOPInstanceUID
+    )  # stable
     text = str(sr)
     assert "Pneumothorax" in text and ("Present" if row.positive else "Absent") in text
     sc = pydicom.dcmread(io.BytesIO(sc_resp.data))
@@ -319,19 +433,28 @@ def _bomb_url(side: int) -> str:
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     row = b"\0" + b"\0" * ((side + 7) // 8)
     compressor = zlib.compressobj(9)
     body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0,
-                                                              0, 0))
-           + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def test_the_review_endpoint_refuses_every_tampered_body_without_a_server_error(
-        department, positive_dicom):
+    department, positive_dicom
+):
     """Hardening III item 5: mask bombs are refused from the PNG header before a pixel is
     decoded; reasons, masks and bodies of the wrong type or shape are a 400, never a 500;
     nothing is kept for any of them; and a black grey PNG means nothing painted."""
@@ -356,32 +479,49 @@ def test_the_review_endpoint_refuses_every_tampered_body_without_a_server_error(
         {"agrees": True, "mask_png": "data:image/png;base64,!!!"},
         {"agrees": True, "mask_png": "data:image/png;base64,"},
         {"agrees": True, "mask_png": good_png[:200]},
-        {"agrees": True, "mask_png": "data:image/png;base64,"
-         + base64.b64encode(jpeg.getvalue()).decode()},
+        {
+            "agrees": True,
+            "mask_png": "data:image/png;base64," + base64.b64encode(jpeg.getvalue()).decode(),
+        },
         {"agrees": True, "mask_png": "data:image/png;base64," + "A" * (9 * 1024 * 1024)},
         {"agrees": True, "mask_png": _png_url(Image.new("L", (view[1] + 1, view[0])))},
-        {"agrees": "yes"}, {"agrees": None}, {}, [], "agree", 3,
+        {"agrees": "yes"},
+        {"agrees": None},
+        {},
+        [],
+        "agree",
+        3,
     ]
-    codes = [client.post(url, headers=headers, data=json.dumps(b)).status_code
-             for b in bodies]
+    codes = [client.post(url, headers=headers, data=json.dumps(b)).status_code for b in bodies]
     raw = ["[" * 100_000, "{" * 50_000, "not json", "", '{"agrees": tru', "\xff\xfe"]
     codes += [client.post(url, headers=headers, data=b).status_code for b in raw]
-    form = [{"verdict": "maybe"}, {"verdict": "disagree", "reason": "x" * 5000},
-            {"verdict": "agree", "mask_png": _bomb_url(13000)}]
+    form = [
+        {"verdict": "maybe"},
+        {"verdict": "disagree", "reason": "x" * 5000},
+        {"verdict": "agree", "mask_png": _bomb_url(13000)},
+    ]
     bob = _login(app, "bob")
     codes += [post(bob, f"/results/{rid}/review", **f).status_code for f in form]
-    assert len(codes) == 31 and set(codes) == {400}, [(i, c) for i, c in enumerate(codes) if c != 400]
+    assert len(codes) == 31 and set(codes) == {400}, [
+        (i, c) for i, c in enumerate(codes) if c != 400
+    ]
     assert store.reviews.for_result(rid) == []
     # a grey PNG without alpha: black is "nothing painted", white is painted
     grey = np.zeros(view, np.uint8)
     grey[: view[0] // 2] = 255
-    resp = client.post(url, headers=tokens["bob"],
-                       json={"agrees": True, "mask_png": _png_url(Image.fromarray(grey, "L"))})
+    resp = client.post(
+        url,
+        headers=tokens["bob"],
+        json={"agrees": True, "mask_png": _png_url(Image.fromarray(grey, "L"))},
+    )
     assert resp.status_code == 201
     corrected = rle.decode(store.reviews.for_result(rid)[0].corrected_rle, shape)
     assert 0.45 < corrected.mean() < 0.55
-    resp = client.post(url, headers=tokens["bob"], json={
-        "agrees": True, "mask_png": _png_url(Image.new("L", (view[1], view[0])))})
+    resp = client.post(
+        url,
+        headers=tokens["bob"],
+        json={"agrees": True, "mask_png": _png_url(Image.new("L", (view[1], view[0])))},
+    )
     assert resp.status_code == 201
     assert not rle.decode(store.reviews.for_result(rid)[-1].corrected_rle, shape).any()
 
@@ -396,8 +536,12 @@ def test_pixels_never_leave_unrecorded(department, positive_dicom):
     bob_id, dave = store.accounts.id_of("bob"), tokens["dave"]
 
     def bob_events(action=None):
-        return [(e.action, e.detail) for e in store.audit.events() if e.actor == f"user:{bob_id}"
-                and (action is None or e.action == action)]
+        return [
+            (e.action, e.detail)
+            for e in store.audit.events()
+            if e.actor == f"user:{bob_id}" and (action is None or e.action == action)
+        ]
+
     # straight to the viewer's rendition, no page view: recorded
     assert client.get(f"/results/{rid}/files/view.png", headers=tokens["bob"]).status_code == 200
     assert bob_events("download") == [("download", "view.png")]
@@ -409,8 +553,9 @@ def test_pixels_never_leave_unrecorded(department, positive_dicom):
     assert len(bob_events("view")) == 1 and len(bob_events("download")) == 1
     # the list and the reviews API
     assert client.get("/api/v1/predictions", headers=tokens["bob"]).status_code == 200
-    assert client.get(f"/api/v1/predictions/{rid}/reviews",
-                      headers=tokens["bob"]).status_code == 200
+    assert (
+        client.get(f"/api/v1/predictions/{rid}/reviews", headers=tokens["bob"]).status_code == 200
+    )
     assert {"list", "view_reviews"} <= {a for a, _ in bob_events()}
     # another team's caller gets 404 and nothing of the result
     assert client.get(f"/results/{rid}/files/view.png", headers=dave).status_code == 404

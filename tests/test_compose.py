@@ -5,6 +5,7 @@ real thing (build, start two app nodes, PostgreSQL, Orthanc and the PACS worker,
 study from Orthanc to one node, read it from the other, find the SEG in Orthanc) needs a
 Docker engine: marker ``docker``, skipped with the reason when none is reachable.
 """
+
 import json
 import os
 import re
@@ -32,12 +33,14 @@ def example_env() -> dict[str, str]:
 
 def interpolate(text: str, values: dict[str, str]) -> str:
     """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}``, ``$$`` for ``$``."""
+
     def one(m):
         name, op, arg = m.group(1), m.group(2), m.group(3)
         if values.get(name):
             return values[name]
         assert op != ":?", f"{name} is required by compose.yaml and unset: {arg}"
         return arg if op == ":-" else ""
+
     text = re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, text)
     return text.replace("$$", "$")
 
@@ -71,8 +74,10 @@ def test_ports_are_published_on_loopback_only(compose):
     for name, ports in published.items():
         for port in ports:
             assert re.fullmatch(r"127\.0\.0\.1:\d+:\d+", port), (name, port)
-    assert [p.rsplit(":", 1)[1] for p in published["app-a"] + published["app-b"]] == \
-        ["8000", "8000"]
+    assert [p.rsplit(":", 1)[1] for p in published["app-a"] + published["app-b"]] == [
+        "8000",
+        "8000",
+    ]
 
 
 def test_every_long_running_service_has_a_health_check(compose):
@@ -89,11 +94,14 @@ def test_app_environment_makes_a_multi_node_setup(compose):
     """The nodes' variables, with the example values, are what the settings need for
     several nodes: a shared database, a shared key, the worker as the only sender."""
     from app.settings import Settings, shared_secret_problem
+
     env = {k: str(v) for k, v in compose["services"]["app-a"]["environment"].items()}
     assert all(k.startswith("PNEUMO_") for k in env)
     for service in ("app-b", "pacs-worker"):
-        assert compose["services"][service]["environment"] == \
-            compose["services"]["app-a"]["environment"]
+        assert (
+            compose["services"][service]["environment"]
+            == compose["services"]["app-a"]["environment"]
+        )
     settings = Settings.from_env(env | {"PNEUMO_HOST": "0.0.0.0"})
     assert settings.shared_database and settings.database_url.endswith("@db:5432/pneumo")
     assert shared_secret_problem(settings) is None and settings.access_password
@@ -101,11 +109,15 @@ def test_app_environment_makes_a_multi_node_setup(compose):
     assert settings.pacs.url == "http://orthanc:8042/dicom-web" and settings.pacs.autosend
     assert settings.pacs_sender == "worker"
     db_env = compose["services"]["db"]["environment"]
-    assert f"postgresql://{db_env['POSTGRES_USER']}:{db_env['POSTGRES_PASSWORD']}@db:5432/" \
-           f"{db_env['POSTGRES_DB']}" == settings.database_url
+    assert (
+        f"postgresql://{db_env['POSTGRES_USER']}:{db_env['POSTGRES_PASSWORD']}@db:5432/"
+        f"{db_env['POSTGRES_DB']}" == settings.database_url
+    )
     orthanc_env = compose["services"]["orthanc"]["environment"]
-    assert (settings.pacs.username, settings.pacs.password) == \
-        (orthanc_env["ORTHANC_USERNAME"], orthanc_env["ORTHANC_PASSWORD"])
+    assert (settings.pacs.username, settings.pacs.password) == (
+        orthanc_env["ORTHANC_USERNAME"],
+        orthanc_env["ORTHANC_PASSWORD"],
+    )
 
 
 def test_example_env_sets_every_required_value():
@@ -120,8 +132,7 @@ def test_orthanc_config_has_auth_dicomweb_and_kept_servers():
     config = json.loads((DEPLOY / "orthanc" / "orthanc.json").read_text())
     assert config["AuthenticationEnabled"] and config["RemoteAccessAllowed"]
     assert config["RegisteredUsers"] == {"${ORTHANC_USERNAME}": "${ORTHANC_PASSWORD}"}
-    assert config["DicomWeb"] == {"Enable": True, "Root": "/dicom-web/",
-                                  "ServersInDatabase": True}
+    assert config["DicomWeb"] == {"Enable": True, "Root": "/dicom-web/", "ServersInDatabase": True}
     assert config["Plugins"] == ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"]
 
 
@@ -139,7 +150,7 @@ def test_service_dockerfiles_pass_hadolint_and_run_as_their_user(dockerfile):
 def test_db_entrypoint_passes_the_password_as_a_psql_variable():
     """A quote in the password cannot break out of the SQL."""
     text = (DEPLOY / "db" / "entrypoint.sh").read_text()
-    assert "-v pw=\"$POSTGRES_PASSWORD\"" in text and "PASSWORD :'pw'" in text
+    assert '-v pw="$POSTGRES_PASSWORD"' in text and "PASSWORD :'pw'" in text
     assert "STOPSIGNAL SIGINT" in (DEPLOY / "db" / "Dockerfile").read_text()
 
 

@@ -1,4 +1,3 @@
-import csv
 import subprocess
 import sys
 
@@ -34,8 +33,9 @@ def test_index_counts_and_committed_splits(rle_table):
     split_v2 = dataset.read_split(v2.split)
     assert split_v2 == v2.make_split(samples2)
     # validation is split_v1's, unchanged; tune is carved from training only
-    assert {k for k, v in split_v2.items() if v == "val"} == {k for k, v in split_v1.items()
-                                                               if v == "val"}
+    assert {k for k, v in split_v2.items() if v == "val"} == {
+        k for k, v in split_v1.items() if v == "val"
+    }
     assert all(split_v1.get(k, "train") == "train" for k, v in split_v2.items() if v == "tune")
     label_only = [s for s in samples2 if not s.has_mask]
     assert len(label_only) == 40 and all(s.positive and s.source == "nih" for s in label_only)
@@ -48,8 +48,10 @@ def test_index_counts_and_committed_splits(rle_table):
 
 
 def test_carve_tune_keeps_validation_and_groups():
-    samples = [dataset.Sample(f"id{i}", "x", "PNG", positive=i % 3 == 0, group=f"p{i // 2}")
-               for i in range(300)]
+    samples = [
+        dataset.Sample(f"id{i}", "x", "PNG", positive=i % 3 == 0, group=f"p{i // 2}")
+        for i in range(300)
+    ]
     base = {s.image_id: ("val" if i % 5 == 0 else "train") for i, s in enumerate(samples)}
     extra = dataset.Sample("new", "x", "PNG", positive=True, group="p0", has_mask=False)
     split = dataset.carve_tune(samples + [extra], base, 0.2, seed=3)
@@ -94,8 +96,9 @@ class _InputRecorder:
         return self.model.predict_on_batch(x)
 
 
-def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rle_table,
-                                                                    positive_dicom):
+def test_training_batch_equals_what_the_predictor_feeds_the_network(
+    tmp_path, rle_table, positive_dicom
+):
     """The same DICOM through the training sequence (augmentation off) and through the
     server's Predictor (uploaded bytes) reaches the network as identical arrays."""
     from conftest import write_untrained_model
@@ -103,16 +106,26 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
     from pneumo.inference.predictor import Predictor
     from pneumo.training.config import TrainConfig
     from pneumo.training.data import BalancedBatches, cached_arrays
-    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 5, "width": 0.125,
-                                            "channels": 3, "encoder": "efficientnet_lite0",
-                                            "image_head": True}}
+
+    arch = {
+        "name": "double_unet",
+        "args": {
+            "input_size": 64,
+            "depth": 5,
+            "width": 0.125,
+            "channels": 3,
+            "encoder": "efficientnet_lite0",
+            "image_head": True,
+        },
+    }
     pre = {"size": 64, "channels": 3, "normalisation": "efficientnet_lite"}
     predictor = Predictor.load(write_untrained_model(tmp_path / "m", arch, pre))
     sample = Sample(dicom_image_id(positive_dicom), str(positive_dicom), "DICOM", True)
     arrays = cached_arrays([sample], rle_table, 64, tmp_path / "cache", progress=False)
     cfg = TrainConfig(architecture=arch, preprocess=pre, batch_size=1)
-    seq = BalancedBatches(arrays, cfg, predictor.pcfg, predictor.model.output_names,
-                          augment=None, steps=1)
+    seq = BalancedBatches(
+        arrays, cfg, predictor.pcfg, predictor.model.output_names, augment=None, steps=1
+    )
     train_x, targets, weights = seq[0]
     recorder = _InputRecorder(predictor.model)
     predictor.runtime.model = recorder  # the Keras runtime now feeds the recorder
@@ -127,6 +140,7 @@ def test_training_batch_equals_what_the_predictor_feeds_the_network(tmp_path, rl
 
 def test_model_input_normalisations():
     from pneumo.inference.preprocess import model_input
+
     img = np.array([[[0, 255], [127, 64]]], np.uint8)
     unit = model_input(img, PreprocessConfig(2, 1, "unit"))
     assert unit.shape == (1, 2, 2, 1) and unit[0, 0, 1, 0] == 1.0
@@ -135,7 +149,9 @@ def test_model_input_normalisations():
     caffe = model_input(img, PreprocessConfig(2, 3, "caffe"))
     assert caffe[0, 0, 0].tolist() == pytest.approx([-103.939, -116.779, -123.68])
     # float input in [0, 1] (after photometric augmentation) means the same as uint8 / 255
-    np.testing.assert_allclose(model_input(img.astype(np.float32) / 255, PreprocessConfig(2, 3, "efficientnet_lite")), lite)
+    np.testing.assert_allclose(
+        model_input(img.astype(np.float32) / 255, PreprocessConfig(2, 3, "efficientnet_lite")), lite
+    )
     with pytest.raises(ValueError, match="normalisation"):
         PreprocessConfig(64, 3, "zscore")
     with pytest.raises(ValueError, match=r"\(N, 2, 2\)"):
@@ -155,8 +171,13 @@ def test_mask_and_probability_resizing():
 @pytest.mark.slow
 def test_cli_inspect_every_siim_file():
     files = [p for p in SIIM.rglob("*") if p.suffix.lower() in (".dcm", ".png", ".jpg")]
-    out = subprocess.run([sys.executable, "-m", "pneumo.cli", "inspect", "--strict", str(SIIM)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "pneumo.cli", "inspect", "--strict", str(SIIM)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("SIIM ground truth") == len(files)
     assert "ERROR" not in out.stdout
@@ -167,11 +188,21 @@ def test_cli_inspect_every_siim_file():
 def test_cli_inspect_reports_bad_file(tmp_path):
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x40\x00")
-    out = subprocess.run([sys.executable, "-m", "pneumo.cli", "inspect", str(bad)],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "pneumo.cli", "inspect", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 1  # an unreadable file is an honest failure
     assert "ERROR CorruptImageError" in out.stdout and "Traceback" not in out.stderr
     assert "1 of 1 file(s) could not be read" in out.stderr
-    kept = subprocess.run([sys.executable, "-m", "pneumo.cli", "inspect", "--keep-going", str(bad)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    kept = subprocess.run(
+        [sys.executable, "-m", "pneumo.cli", "inspect", "--keep-going", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert kept.returncode == 0 and "ERROR CorruptImageError" in kept.stdout

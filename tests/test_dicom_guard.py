@@ -3,6 +3,7 @@ parser failures to refusals, exports from repaired sources, and absurd sizes ref
 
 The malformed files are made here, from a real SIIM DICOM, by splicing raw elements in
 front of its Pixel Data."""
+
 import io
 import struct
 import uuid
@@ -17,11 +18,23 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
-from pneumo.errors import (CorruptImageError, DicomTooComplexError, ImageTooLargeError,
-                           PneumoError, UnsupportedImageError)
+from pneumo.errors import (
+    CorruptImageError,
+    DicomTooComplexError,
+    ImageTooLargeError,
+    PneumoError,
+    UnsupportedImageError,
+)
 from pneumo.io import dicomguard
-from pneumo.io.dicomguard import (MAX_DEPTH, MAX_ITEMS, DicomScan, identity, read_dataset,
-                                  refusal, scan)
+from pneumo.io.dicomguard import (
+    MAX_DEPTH,
+    MAX_ITEMS,
+    DicomScan,
+    identity,
+    read_dataset,
+    refusal,
+    scan,
+)
 from pneumo.io.imaging import MAX_SIDE, MIN_SIDE, check_dimensions, declared_pixels, read_image
 
 ITEM = b"\xfe\xff\x00\xe0"
@@ -32,6 +45,7 @@ DEFLATED = b"1.2.840.10008.1.2.1.99"
 
 
 # -- malformed files, made from a real one ------------------------------------------------
+
 
 def _fresh(data: bytes, **changes) -> bytes:
     """A copy of a DICOM with new study, series and instance UIDs, ``changes`` applied
@@ -60,8 +74,7 @@ def _before_pixels(data: bytes, raw: bytes) -> bytes:
 
 def _empty_items(n: int) -> bytes:
     """Content Sequence (0040,A730), undefined length, of ``n`` empty items."""
-    return (b"\x40\x00\x30\xa7SQ\x00\x00" + UNDEFINED + (ITEM + b"\x00" * 4) * n
-            + SEQUENCE_END)
+    return b"\x40\x00\x30\xa7SQ\x00\x00" + UNDEFINED + (ITEM + b"\x00" * 4) * n + SEQUENCE_END
 
 
 def _nested(depth: int) -> bytes:
@@ -87,22 +100,47 @@ def _sop_uid(data: bytes) -> str:
 #: Malformed files that used to escape the readers as exceptions other than refusals:
 #: (name, what makes it from a good file, the refusal's class, words of its message).
 MALFORMED = [
-    ("nested_250_deep", lambda d: _before_pixels(d, _nested(250)), DicomTooComplexError,
-     f"more than {MAX_DEPTH} deep"),
-    ("deflate_over_plain_data", lambda d: d.replace(b"1.2.840.10008.1.2.4.50", DEFLATED, 1),
-     CorruptImageError, "not deflate data"),
-    ("unknown_vr", lambda d: _before_pixels(d, _element(0x0009, 0x0010, b"XY", b"abcd")),
-     CorruptImageError, "Value Representation"),
-    ("wrong_length_for_vr", lambda d: _before_pixels(d, _element(0x0028, 0x0102, b"US", b"abc")),
-     CorruptImageError, "length does not fit"),
-    ("header_cut_short", lambda d: d + b"\xe1\x7f\x10\x00OB\x00\x00\x01", CorruptImageError,
-     "cut short"),
-    ("300000_empty_items", lambda d: _before_pixels(d, _empty_items(300_000)),
-     DicomTooComplexError, f"more than {MAX_ITEMS:,} sequence items"),
+    (
+        "nested_250_deep",
+        lambda d: _before_pixels(d, _nested(250)),
+        DicomTooComplexError,
+        f"more than {MAX_DEPTH} deep",
+    ),
+    (
+        "deflate_over_plain_data",
+        lambda d: d.replace(b"1.2.840.10008.1.2.4.50", DEFLATED, 1),
+        CorruptImageError,
+        "not deflate data",
+    ),
+    (
+        "unknown_vr",
+        lambda d: _before_pixels(d, _element(0x0009, 0x0010, b"XY", b"abcd")),
+        CorruptImageError,
+        "Value Representation",
+    ),
+    (
+        "wrong_length_for_vr",
+        lambda d: _before_pixels(d, _element(0x0028, 0x0102, b"US", b"abc")),
+        CorruptImageError,
+        "length does not fit",
+    ),
+    (
+        "header_cut_short",
+        lambda d: d + b"\xe1\x7f\x10\x00OB\x00\x00\x01",
+        CorruptImageError,
+        "cut short",
+    ),
+    (
+        "300000_empty_items",
+        lambda d: _before_pixels(d, _empty_items(300_000)),
+        DicomTooComplexError,
+        f"more than {MAX_ITEMS:,} sequence items",
+    ),
 ]
 
 
 # -- the guard -------------------------------------------------------------------------
+
 
 def _pydicom_counts(data: bytes) -> tuple[int, int]:
     """(data elements, sequence items and pixel fragments) of what pydicom builds."""
@@ -114,15 +152,18 @@ def _pydicom_counts(data: bytes) -> tuple[int, int]:
     return elements, items
 
 
-@pytest.mark.parametrize("name,syntax", [
-    ("CT_small.dcm", "explicit VR little endian, sequences"),
-    ("MR_small_implicit.dcm", "implicit VR little endian"),
-    ("MR_small_bigendian.dcm", "explicit VR big endian"),
-    ("image_dfl.dcm", "deflated explicit VR little endian"),
-    ("RG1_J2KR.dcm", "JPEG 2000, encapsulated fragments"),
-    ("rtplan.dcm", "implicit VR, nested sequences"),
-    ("no_meta.dcm", "no preamble, no file meta"),
-])
+@pytest.mark.parametrize(
+    "name,syntax",
+    [
+        ("CT_small.dcm", "explicit VR little endian, sequences"),
+        ("MR_small_implicit.dcm", "implicit VR little endian"),
+        ("MR_small_bigendian.dcm", "explicit VR big endian"),
+        ("image_dfl.dcm", "deflated explicit VR little endian"),
+        ("RG1_J2KR.dcm", "JPEG 2000, encapsulated fragments"),
+        ("rtplan.dcm", "implicit VR, nested sequences"),
+        ("no_meta.dcm", "no preamble, no file meta"),
+    ],
+)
 def test_the_scan_counts_what_pydicom_builds(name, syntax):
     data = Path(get_testdata_file(name)).read_bytes()
     with warnings.catch_warnings():
@@ -162,9 +203,11 @@ def test_300000_empty_items_are_refused_unread(source, monkeypatch):
 
     def parsed(*args, **kwargs):
         raise AssertionError("pydicom parsed a file the guard refuses")
+
     monkeypatch.setattr(pydicom, "dcmread", parsed)
     from app.dicomweb import precheck
     from app.service import seg_note
+
     with pytest.raises(DicomTooComplexError):
         read_image(data)
     assert declared_pixels(data) is None and seg_note(data) is None
@@ -193,17 +236,31 @@ def test_limits_on_depth_elements_and_inflated_size(source, monkeypatch):
 
 # -- one mapping from parser failures to refusals ----------------------------------------
 
-@pytest.mark.parametrize("exc,cls,words", [
-    (RecursionError("maximum recursion depth exceeded"), CorruptImageError, "nested too deeply"),
-    (zlib.error("Error -3 while decompressing data"), CorruptImageError, "deflate"),
-    (NotImplementedError("Unknown Value Representation 'XY'"), CorruptImageError,
-     "Value Representation"),
-    (BytesLengthException("Expected total bytes"), CorruptImageError, "length does not fit"),
-    (struct.error("unpack requires a buffer of 4 bytes"), CorruptImageError, "cut short"),
-    (ValueError("anything else"), CorruptImageError, "truncated or damaged."),
-    (InvalidDicomError("File is missing DICOM File Meta"), UnsupportedImageError,
-     "Not a readable DICOM"),
-])
+
+@pytest.mark.parametrize(
+    "exc,cls,words",
+    [
+        (
+            RecursionError("maximum recursion depth exceeded"),
+            CorruptImageError,
+            "nested too deeply",
+        ),
+        (zlib.error("Error -3 while decompressing data"), CorruptImageError, "deflate"),
+        (
+            NotImplementedError("Unknown Value Representation 'XY'"),
+            CorruptImageError,
+            "Value Representation",
+        ),
+        (BytesLengthException("Expected total bytes"), CorruptImageError, "length does not fit"),
+        (struct.error("unpack requires a buffer of 4 bytes"), CorruptImageError, "cut short"),
+        (ValueError("anything else"), CorruptImageError, "truncated or damaged."),
+        (
+            InvalidDicomError("File is missing DICOM File Meta"),
+            UnsupportedImageError,
+            "Not a readable DICOM",
+        ),
+    ],
+)
 def test_every_parser_failure_is_a_refusal(exc, cls, words):
     refused = refusal(exc)
     assert type(refused) is cls and words in str(refused)
@@ -218,6 +275,7 @@ def test_every_parser_failure_is_a_refusal(exc, cls, words):
 def test_every_reader_refuses_a_malformed_file(source, name, make, cls, words):
     from app.dicomweb import precheck
     from app.service import seg_note
+
     data = make(source)
     with pytest.raises(cls, match=words):
         read_dataset(data)
@@ -232,13 +290,25 @@ def test_every_reader_refuses_a_malformed_file(source, name, make, cls, words):
 
 def _related(*parts: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
-                    + part + b"\r\n" for part in parts) + b"--" + boundary.encode() + b"--\r\n"
+    body = (
+        b"".join(
+            b"--"
+            + boundary.encode()
+            + b"\r\nContent-Type: application/dicom\r\n\r\n"
+            + part
+            + b"\r\n"
+            for part in parts
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
-@pytest.mark.parametrize("bad_kind,reason", [("unknown_vr", 0xC000),
-                                             ("300000_empty_items", 0xA700)])
+@pytest.mark.parametrize(
+    "bad_kind,reason", [("unknown_vr", 0xC000), ("300000_empty_items", 0xA700)]
+)
 def test_a_stow_with_one_malformed_instance_stores_the_others(app, source, bad_kind, reason):
     store = app.extensions["pneumo"].store
     store.accounts.create("pacs", "a-long-password-1")
@@ -247,8 +317,7 @@ def test_a_stow_with_one_malformed_instance_stores_the_others(app, source, bad_k
     good = [_fresh(source), _fresh(source)]
     named = _fresh(source)
     body, ctype = _related(good[0], make(named), good[1])
-    resp = app.test_client().post("/dicomweb/studies", data=body, content_type=ctype,
-                                  headers=auth)
+    resp = app.test_client().post("/dicomweb/studies", data=body, content_type=ctype, headers=auth)
     assert resp.status_code == 202 and resp.mimetype == "application/dicom+json"
     answer = pydicom.Dataset.from_json(resp.json)
     stored = {str(i.ReferencedSOPInstanceUID) for i in answer.ReferencedSOPSequence}
@@ -256,8 +325,7 @@ def test_a_stow_with_one_malformed_instance_stores_the_others(app, source, bad_k
     (failed,) = answer.FailedSOPSequence
     assert str(failed.ReferencedSOPInstanceUID) == _sop_uid(named)
     assert failed.FailureReason == reason
-    assert len(app.test_client().get("/api/v1/predictions", headers=auth)
-               .json["results"]) == 2
+    assert len(app.test_client().get("/api/v1/predictions", headers=auth).json["results"]) == 2
 
 
 # -- exports from repaired sources -------------------------------------------------------
@@ -279,6 +347,7 @@ def test_damaged_sources_give_a_seg_an_sr_and_a_capture(source, kind):
     from pneumo.io.capture import make_secondary_capture
     from pneumo.io.seg import make_seg, make_seg_dataset, source_dataset
     from pneumo.io.sr import make_sr_dataset
+
     data = DAMAGED_SOURCES[kind](source)
     pixels = read_image(data).pixels
     mask = np.zeros(pixels.shape, bool)
@@ -286,19 +355,46 @@ def test_damaged_sources_give_a_seg_an_sr_and_a_capture(source, kind):
     repaired = source_dataset(data, "result-1")
     assert source_dataset(repaired, "result-1") == repaired  # repairing twice: no change
     seg = make_seg_dataset(data, mask, "double_unet_v2", "result-1", 1_700_000_000.0)
-    sr = make_sr_dataset(data, seg, positive=True, probability=0.87,
-                         probability_kind="probability", operating_point="balanced",
-                         threshold=0.5, area_px=int(mask.sum()), area_cm2=None, side="left",
-                         model_name="double_unet_v2", model_version="2.1.0",
-                         uid_seed="result-1", created=1_700_000_000.0)
-    sc = make_secondary_capture(data, filled(pixels, mask), model_name="double_unet_v2",
-                                uid_seed="result-1", created=1_700_000_000.0)
-    read = {name: pydicom.dcmread(io.BytesIO(dataset_bytes(ds)))
-            for name, ds in (("seg", seg), ("sr", sr), ("sc", sc))}
+    sr = make_sr_dataset(
+        data,
+        seg,
+        positive=True,
+        probability=0.87,
+        probability_kind="probability",
+        operating_point="balanced",
+        threshold=0.5,
+        area_px=int(mask.sum()),
+        area_cm2=None,
+        side="left",
+        model_name="double_unet_v2",
+        model_version="2.1.0",
+        uid_seed="result-1",
+        created=1_700_000_000.0,
+    )
+    sc = make_secondary_capture(
+        data,
+        filled(pixels, mask),
+        model_name="double_unet_v2",
+        uid_seed="result-1",
+        created=1_700_000_000.0,
+    )
+    read = {
+        name: pydicom.dcmread(io.BytesIO(dataset_bytes(ds)))
+        for name, ds in (("seg", seg), ("sr", sr), ("sc", sc))
+    }
     assert (read["seg"].Modality, read["sr"].Modality) == ("SEG", "SR")
     assert hd.seg.segread(io.BytesIO(dataset_bytes(seg))).SOPInstanceUID == seg.SOPInstanceUID
-    assert make_seg(data, mask, "double_unet_v2", deidentify=True, uid_seed="result-1",
-                    created=1_700_000_000.0)[128:132] == b"DICM"
+    assert (
+        make_seg(
+            data,
+            mask,
+            "double_unet_v2",
+            deidentify=True,
+            uid_seed="result-1",
+            created=1_700_000_000.0,
+        )[128:132]
+        == b"DICM"
+    )
     referenced = read["sc"].SourceImageSequence[0]
     assert referenced.ReferencedSOPInstanceUID == repaired.SOPInstanceUID
     assert pydicom.uid.UID(str(referenced.ReferencedSOPClassUID)).is_valid
@@ -313,6 +409,7 @@ def test_damaged_sources_give_a_seg_an_sr_and_a_capture(source, kind):
 
 def test_source_dataset_leaves_the_callers_dataset_alone(source):
     from pneumo.io.seg import source_dataset
+
     ds = pydicom.dcmread(io.BytesIO(_fresh(source, Modality=None, SOPInstanceUID="ID_1")))
     repaired = source_dataset(ds, "result-1")
     with warnings.catch_warnings():
@@ -321,13 +418,22 @@ def test_source_dataset_leaves_the_callers_dataset_alone(source):
     assert repaired.Modality == "OT" and repaired.SOPInstanceUID != "ID_1"
 
 
-@pytest.mark.parametrize("value,written", [
-    ("GARBAGE", None), ("", None), ("ISO_IR 6", None), ("ISO_IR 100", "ISO_IR 100"),
-    ("ISO_IR 192", "ISO_IR 192"), (["", "ISO 2022 IR 87"], ["ISO 2022 IR 6", "ISO 2022 IR 87"]),
-    (["ISO 2022 IR 6", "BOGUS"], None), (["ISO_IR 100", "ISO_IR 192"], None),
-])
+@pytest.mark.parametrize(
+    "value,written",
+    [
+        ("GARBAGE", None),
+        ("", None),
+        ("ISO_IR 6", None),
+        ("ISO_IR 100", "ISO_IR 100"),
+        ("ISO_IR 192", "ISO_IR 192"),
+        (["", "ISO 2022 IR 87"], ["ISO 2022 IR 6", "ISO 2022 IR 87"]),
+        (["ISO 2022 IR 6", "BOGUS"], None),
+        (["ISO_IR 100", "ISO_IR 192"], None),
+    ],
+)
 def test_export_character_set(value, written):
     from pneumo.io.seg import export_character_set
+
     assert export_character_set(value) == written
 
 
@@ -336,8 +442,9 @@ def test_the_app_exports_a_result_whose_source_has_no_preamble(app, source):
     store.accounts.create("ann", "a-long-password-1")
     auth = {"Authorization": f"Bearer {store.accounts.create_token('ann')}"}
     client = app.test_client()
-    resp = client.post("/api/v1/predictions", headers=auth,
-                       data={"file": (io.BytesIO(source[132:]), "bare.dcm")})
+    resp = client.post(
+        "/api/v1/predictions", headers=auth, data={"file": (io.BytesIO(source[132:]), "bare.dcm")}
+    )
     assert resp.status_code == 201, resp.get_json()
     rid = resp.get_json()["results"][0]["id"]
     for kind in ("seg", "sr", "sc"):
@@ -348,17 +455,26 @@ def test_the_app_exports_a_result_whose_source_has_no_preamble(app, source):
 
 # -- sizes no radiograph has -------------------------------------------------------------
 
-@pytest.mark.parametrize("rows,columns,words", [
-    (1, 70_000, "side over 65,500"), (70_000, 40, "side over 65,500"),
-    (10, 100, "at least 16"), (4000, 200, "at most 16 times"), (0, 10, "zero size"),
-])
+
+@pytest.mark.parametrize(
+    "rows,columns,words",
+    [
+        (1, 70_000, "side over 65,500"),
+        (70_000, 40, "side over 65,500"),
+        (10, 100, "at least 16"),
+        (4000, 200, "at most 16 times"),
+        (0, 10, "zero size"),
+    ],
+)
 def test_absurd_sizes_are_refused(rows, columns, words):
     with pytest.raises(ImageTooLargeError, match=words):
         check_dimensions(rows, columns, 10**9)
 
 
-@pytest.mark.parametrize("rows,columns", [(MIN_SIDE, MIN_SIDE), (40, 30), (1024, 1024),
-                                          (3000, 2500), (4300, 1075), (MAX_SIDE, 4096)])
+@pytest.mark.parametrize(
+    "rows,columns",
+    [(MIN_SIDE, MIN_SIDE), (40, 30), (1024, 1024), (3000, 2500), (4300, 1075), (MAX_SIDE, 4096)],
+)
 def test_radiograph_sizes_pass(rows, columns):
     check_dimensions(rows, columns, 10**9)
 

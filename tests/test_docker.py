@@ -5,6 +5,7 @@ real thing, ``scripts/docker_smoke.sh`` (build the image, run the documented lin
 upload a SIIM DICOM, restart, stop), needs a Docker engine: marker ``docker``,
 skipped with the reason when none is reachable.
 """
+
 import json
 import re
 import shutil
@@ -57,17 +58,28 @@ def test_gpu_image_runs_the_pinned_tensorflow_and_keras():
     assert base == f"FROM tensorflow/tensorflow:{pins()['tensorflow']}-gpu"
     (filter_run,) = [r for r in instructions("Dockerfile.gpu", "RUN") if "requirements.txt" in r]
     dropped = re.search(r"grep -v -E '([^']+)' requirements.txt", filter_run).group(1)
-    kept = [line for line in (ROOT / "requirements.txt").read_text().splitlines()
-            if not re.search(dropped, line)]
+    kept = [
+        line
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if not re.search(dropped, line)
+    ]
     assert f"keras=={pins()['keras']}" in kept
     assert not any(line.startswith("tensorflow") for line in kept)
 
 
 def test_cpu_image_installs_the_cpu_build_of_the_pinned_tensorflow():
     (install,) = [r for r in instructions("Dockerfile", "RUN") if "requirements.txt" in r]
-    res = subprocess.run(["sh", "-c", install.removeprefix("RUN ").split(" && ")[0]
-                          .replace("/tmp/req.txt", "/dev/stdout")],
-                         capture_output=True, text=True, cwd=ROOT, check=True)
+    res = subprocess.run(
+        [
+            "sh",
+            "-c",
+            install.removeprefix("RUN ").split(" && ")[0].replace("/tmp/req.txt", "/dev/stdout"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     installed = res.stdout.splitlines()
     assert f"tensorflow-cpu=={pins()['tensorflow']}" in installed
     assert f"keras=={pins()['keras']}" in installed and "tensorflow==" not in res.stdout
@@ -76,13 +88,21 @@ def test_cpu_image_installs_the_cpu_build_of_the_pinned_tensorflow():
 
 def test_smoke_script_takes_readme_docker_lines_as_written():
     """Both first logins are documented, and the smoke script finds each line it runs."""
-    res = subprocess.run(["bash", str(SMOKE), "--print-commands"], capture_output=True,
-                         text=True, timeout=60, cwd=ROOT)
+    res = subprocess.run(
+        ["bash", str(SMOKE), "--print-commands"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     build, plain, password, user, token, curl = res.stdout.splitlines()
     assert build == "docker build -t pneumo ."
-    assert re.fullmatch(r"docker run -d --name (\S+) -p 127\.0\.0\.1:\d+:8000 "
-                        r"-v \1-data:/data pneumo", plain)
+    assert re.fullmatch(
+        r"docker run -d --name (\S+) -p 127\.0\.0\.1:\d+:8000 "
+        r"-v \1-data:/data pneumo",
+        plain,
+    )
     assert "-e PNEUMO_ACCESS_PASSWORD=" in password
     assert user.startswith("docker run --rm -i -v ") and user.endswith("--password-stdin")
     assert " pneumo pneumo create-token " in token
@@ -90,24 +110,38 @@ def test_smoke_script_takes_readme_docker_lines_as_written():
 
 
 def _cli(*args, stdin: str):
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], input=stdin,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 def _authenticates(data_dir, name, password) -> bool:
     from app.store.repository import Store
+
     return Store(str(data_dir)).accounts.authenticate(name, password) is not None
 
 
 def test_create_user_reads_a_piped_password_once(tmp_path):
     """`docker run -i ... create-user` gives a pipe: one line, no prompt, no second ask."""
-    res = _cli("create-user", "erin", "--data-dir", str(tmp_path),
-               stdin="first line pw\nsecond line pw\n")
+    res = _cli(
+        "create-user", "erin", "--data-dir", str(tmp_path), stdin="first line pw\nsecond line pw\n"
+    )
     assert res.returncode == 0 and "created user erin" in res.stdout, res.stderr
     assert "Password" not in res.stderr and "Warning" not in res.stderr
     assert _authenticates(tmp_path, "erin", "first line pw")
-    res = _cli("create-user", "fay", "--password-stdin", "--data-dir", str(tmp_path),
-               stdin="crlf line pw\r\n")
+    res = _cli(
+        "create-user",
+        "fay",
+        "--password-stdin",
+        "--data-dir",
+        str(tmp_path),
+        stdin="crlf line pw\r\n",
+    )
     assert res.returncode == 0 and _authenticates(tmp_path, "fay", "crlf line pw")
 
 
@@ -139,8 +173,12 @@ def docker_engine_problem() -> str | None:
     if docker is None:
         return "no Docker engine reachable: no `docker` command on PATH"
     try:
-        res = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except subprocess.TimeoutExpired:
         return "no Docker engine reachable: `docker info` timed out"
     if res.returncode != 0:
@@ -151,8 +189,13 @@ def docker_engine_problem() -> str | None:
 
 def run_smoke(script, dicom) -> dict:
     """Run a smoke script (``scripts/*_smoke.sh --dicom FILE``); its ``SMOKE`` figures."""
-    res = subprocess.run(["bash", str(script), "--dicom", str(dicom)],
-                         capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    res = subprocess.run(
+        ["bash", str(script), "--dicom", str(dicom)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith("SMOKE "), res.stdout[-2000:]

@@ -11,6 +11,7 @@
   table.
 * Every relative link (and its ``#anchor``) in README and ``docs/*.md`` resolves.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,22 +34,42 @@ import pytest
 from conftest import ROOT
 
 #: README and its chapters, each linked from README; their commands are checked.
-CHAPTERS = ["README.md", "docs/using.md", "docs/operations.md", "docs/api.md",
-            "docs/configuration.md", "docs/model.md", "docs/testing.md"]
+CHAPTERS = [
+    "README.md",
+    "docs/using.md",
+    "docs/operations.md",
+    "docs/api.md",
+    "docs/configuration.md",
+    "docs/model.md",
+    "docs/testing.md",
+]
 #: Every Markdown page whose links are checked.
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 #: ``PNEUMO_*`` variables the docs may name that are not service settings: who reads each.
-NOT_SETTINGS = {"PNEUMO_VENV": "scripts/setup.sh", "PNEUMO_HOME": "pneumo/paths.py",
-                "PNEUMO_FUZZ_CASES": "tests/test_fuzz.py",
-                "PNEUMO_SCREENSHOT_DIR": "tests/test_browser.py"}
+NOT_SETTINGS = {
+    "PNEUMO_VENV": "scripts/setup.sh",
+    "PNEUMO_HOME": "pneumo/paths.py",
+    "PNEUMO_FUZZ_CASES": "tests/test_fuzz.py",
+    "PNEUMO_SCREENSHOT_DIR": "tests/test_browser.py",
+}
 #: Scripts whose ``--help`` costs seconds (Keras is imported before the arguments are
 #: parsed): their documented options are checked in the source instead.
 SLOW_HELP = {"scripts/fit_chest_gate.py"}
 #: Folders of the project: a token under one of them, with one of these suffixes, is a file
 #: that must exist (``models/NEW``, ``runs/NAME``, ``deploy/.env`` are placeholders or made
 #: by the command).
-PROJECT_DIRS = ("scripts/", "benchmarks/", "tests/", "configs/", "splits/", "deploy/",
-                "models/", "docs/", "docker/", "notebooks/")
+PROJECT_DIRS = (
+    "scripts/",
+    "benchmarks/",
+    "tests/",
+    "configs/",
+    "splits/",
+    "deploy/",
+    "models/",
+    "docs/",
+    "docker/",
+    "notebooks/",
+)
 FILE_SUFFIXES = {".py", ".sh", ".json", ".csv", ".yaml", ".yml", ".md", ".ipynb", ".png"}
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 PYTHON = re.compile(r"(.*/)?python(3(\.\d+)?)?$")
@@ -56,6 +77,7 @@ VARIABLE = re.compile(r"PNEUMO_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*\*)")  # not PNEUM
 
 
 # -- reading Markdown ------------------------------------------------------------------
+
 
 def read(page: str) -> str:
     return (ROOT / page).read_text()
@@ -105,6 +127,7 @@ def commands(line: str) -> list[list[str]]:
 
 
 # -- the real things -------------------------------------------------------------------
+
 
 @functools.cache
 def console_scripts() -> dict[str, str]:
@@ -164,8 +187,9 @@ def check_cli(spec: str, args: list[str], shown: str) -> list[str]:
             return [f"{shown}: {word!r} is not a subcommand (choices: {sorted(choices)})"]
         path.append(word)
         text = cli_help(spec, tuple(path))
-    return [f"{shown}: no option {o} in `{' '.join(path)} --help`"
-            for o in missing_options(args, text)]
+    return [
+        f"{shown}: no option {o} in `{' '.join(path)} --help`" for o in missing_options(args, text)
+    ]
 
 
 def check_flask(args: list[str], shown: str) -> list[str]:
@@ -175,12 +199,20 @@ def check_flask(args: list[str], shown: str) -> list[str]:
     rest = [a for a in args if a not in ("--app", app)]
     path = [a for a in rest if not a.startswith(("-", "["))][:1]  # one level of commands
     flask = [str(Path(sys.executable).parent / "flask"), *(["--app", app] if app else [])]
-    res = subprocess.run([*flask, *path, "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300, check=False)
+    res = subprocess.run(
+        [*flask, *path, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     if res.returncode != 0:
         return [f"{shown}: `flask {' '.join(path)} --help` exits {res.returncode}"]
-    return [f"{shown}: no option {o} in `flask {' '.join(path)} --help`"
-            for o in missing_options(rest, res.stdout)]
+    return [
+        f"{shown}: no option {o} in `flask {' '.join(path)} --help`"
+        for o in missing_options(rest, res.stdout)
+    ]
 
 
 def project_files(args: list[str], shown: str) -> list[str]:
@@ -188,8 +220,11 @@ def project_files(args: list[str], shown: str) -> list[str]:
     problems = []
     for word in args:
         word = word.strip("[]")
-        if (word.removeprefix("./").startswith(PROJECT_DIRS)
-                and Path(word).suffix in FILE_SUFFIXES and not (ROOT / word).exists()):
+        if (
+            word.removeprefix("./").startswith(PROJECT_DIRS)
+            and Path(word).suffix in FILE_SUFFIXES
+            and not (ROOT / word).exists()
+        ):
             problems.append(f"{shown}: no file {word}")
     return problems
 
@@ -208,7 +243,7 @@ def check_command(cmd: list[str], shown: str, scripts: dict[str, list[str]]) -> 
     elif name == "docker" and "pneumo" in args:  # docker run ... IMAGE pneumo SUBCOMMAND
         at = [i for i, a in enumerate(args[:-1]) if a == "pneumo" and args[i + 1] == "pneumo"]
         if at:
-            problems += check_command(args[at[0] + 1:], shown, scripts)
+            problems += check_command(args[at[0] + 1 :], shown, scripts)
     elif PYTHON.match(program) and args[:1] == ["-m"]:
         module = args[1]
         if module.startswith(("pneumo.", "app.")):
@@ -221,13 +256,19 @@ def check_command(cmd: list[str], shown: str, scripts: dict[str, list[str]]) -> 
     elif Path(program).suffix in (".py", ".sh") and "/" in program:  # not a bare name
         if not (ROOT / program).exists():  # (project_files names a missing project file)
             problems += [] if program.startswith(PROJECT_DIRS) else [f"{shown}: no {program}"]
-        elif program.startswith(("scripts/", "benchmarks/")) and program.endswith(".py") \
-                and "argparse" in read(program):
+        elif (
+            program.startswith(("scripts/", "benchmarks/"))
+            and program.endswith(".py")
+            and "argparse" in read(program)
+        ):
             scripts.setdefault(program, []).extend(args)
     elif name == "pip" and "install" in args:
         for wanted in re.findall(r"\.\[([\w,-]+)\]", " ".join(args)):
-            problems += [f"{shown}: no extra [{x}] in pyproject.toml"
-                         for x in wanted.split(",") if x not in extras()]
+            problems += [
+                f"{shown}: no extra [{x}] in pyproject.toml"
+                for x in wanted.split(",")
+                if x not in extras()
+            ]
     return problems
 
 
@@ -265,8 +306,13 @@ def script_helps() -> dict[str, tuple[int | None, str]]:
     paths = sorted({s for page in CHAPTERS for s in page_commands(page)[1]} - SLOW_HELP)
     if not paths:
         return {}
-    res = subprocess.run([sys.executable, "-c", HELP_DRIVER, *paths], capture_output=True,
-                         text=True, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", HELP_DRIVER, *paths],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     last = [line for line in res.stdout.splitlines() if line.startswith("HELP ")]
     assert res.returncode == 0 and last, res.stderr[-3000:]
     return json.loads(last[-1].removeprefix("HELP "))
@@ -275,12 +321,15 @@ def script_helps() -> dict[str, tuple[int | None, str]]:
 def source_options(script: str) -> set[str]:
     """The ``--options`` a script's source declares (string constants)."""
     tree = ast.parse(read(script))
-    return {n.value for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and n.value.startswith("--")}
+    return {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith("--")
+    }
 
 
 # -- the tests -------------------------------------------------------------------------
+
 
 def test_readme_links_every_chapter_and_a_screenshot():
     readme = read("README.md")
@@ -296,12 +345,16 @@ def test_commands_exist_and_take_the_options_shown(page):
         code, text = script_helps()[script]
         if code not in (0, None):
             problems.append(f"{page}: `python {script} --help` exits {code}")
-        problems += [f"{page}: {script} has no option {o}"
-                     for o in missing_options(scripts[script], text)]
+        problems += [
+            f"{page}: {script} has no option {o}" for o in missing_options(scripts[script], text)
+        ]
     for script in sorted(set(scripts) & SLOW_HELP):
         declared = source_options(script)
-        problems += [f"{page}: {script} declares no option {o}"
-                     for o in long_options(scripts[script]) if o not in declared]
+        problems += [
+            f"{page}: {script} declares no option {o}"
+            for o in long_options(scripts[script])
+            if o not in declared
+        ]
     assert not problems, "\n".join(problems)
 
 
@@ -309,6 +362,7 @@ def settings_read() -> set[str]:
     """Every ``PNEUMO_*`` variable the settings ask for (``app.settings.setting_names``
     records what ``Settings.from_env`` reads from an empty environment)."""
     from app.settings import PREFIX, setting_names
+
     return {PREFIX + name for name in setting_names()}
 
 
@@ -330,8 +384,11 @@ def test_every_documented_variable_is_read_and_every_setting_documented():
 def settings_rows() -> list[list[str]]:
     """The cells of the settings tables in docs/configuration.md (before "Not settings")."""
     text = read("docs/configuration.md").split("## Not settings", 1)[0]
-    return [[c.strip() for c in line.strip().strip("|").split("|")]
-            for line in text.splitlines() if line.startswith("| `PNEUMO_")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| `PNEUMO_")
+    ]
 
 
 def same(shown: str, actual) -> bool:
@@ -351,6 +408,7 @@ def test_documented_defaults_are_the_settings_defaults():
     """A default that docs/configuration.md writes in code (`8000`, `false`, `uploads/`)
     is the one ``pneumo settings`` prints with nothing set."""
     from app.settings import Settings
+
     values = Settings.from_env({}).to_dict()
     renamed = {"dicomweb_retry_after": "retry_after_s"}
     problems, checked = [], 0
@@ -364,8 +422,9 @@ def test_documented_defaults_are_the_settings_defaults():
         if key not in where:
             problems.append(f"{variable}: no setting {key!r} in `pneumo settings`")
         elif where[key] is not None and not same(shown.group(1), where[key]):
-            problems.append(f"{variable}: the docs say {shown.group(1)}, the settings "
-                            f"{where[key]!r}")
+            problems.append(
+                f"{variable}: the docs say {shown.group(1)}, the settings {where[key]!r}"
+            )
         checked += where.get(key) is not None
     assert checked > 25 and not problems, "\n".join(problems)
 
@@ -392,7 +451,10 @@ def test_relative_links_resolve(page):
         path = (ROOT / page).parent / file if file else ROOT / page
         if not path.exists():
             problems.append(f"{page}: {target} -> no {os.path.relpath(path, ROOT)}")
-        elif anchor and path.suffix == ".md" and anchor not in anchors(
-                str(path.resolve().relative_to(ROOT))):
+        elif (
+            anchor
+            and path.suffix == ".md"
+            and anchor not in anchors(str(path.resolve().relative_to(ROOT)))
+        ):
             problems.append(f"{page}: {target} -> no heading #{anchor}")
     assert not problems, "\n".join(problems)

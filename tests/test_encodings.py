@@ -1,4 +1,5 @@
 """Writing a film in other encodings and reading it back through the upload reader."""
+
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ from conftest import SIIM
 @pytest.fixture(scope="module")
 def film():
     from pneumo.io.imaging import read_image
+
     return read_image(next(iter(sorted(SIIM.rglob("*.dcm"))))).pixels
 
 
@@ -15,6 +17,7 @@ def film():
 def test_lossless_encodings_read_back_identical(film, name):
     from pneumo.io.encodings import encode
     from pneumo.io.imaging import read_image
+
     data, _ = encode(film, name)
     rec = read_image(data)
     assert np.array_equal(rec.pixels, film)
@@ -22,12 +25,18 @@ def test_lossless_encodings_read_back_identical(film, name):
         assert rec.meta.bits_stored == 12 and rec.meta.windowing == "window"
 
 
-@pytest.mark.parametrize("name, suffix, low, high", [
-    ("jpeg95", ".jpg", 0.05, 1.5), ("jpeg50", ".jpg", 0.5, 4.0), ("dicom_jpeg", ".dcm", 0.1, 2.0),
-])
+@pytest.mark.parametrize(
+    "name, suffix, low, high",
+    [
+        ("jpeg95", ".jpg", 0.05, 1.5),
+        ("jpeg50", ".jpg", 0.5, 4.0),
+        ("dicom_jpeg", ".dcm", 0.1, 2.0),
+    ],
+)
 def test_lossy_encodings_change_pixels_by_their_quality(film, name, suffix, low, high):
     from pneumo.io.encodings import encode
     from pneumo.io.imaging import read_image
+
     data, got_suffix = encode(film, name)
     rec = read_image(data)
     diff = np.abs(rec.pixels.astype(int) - film).mean()
@@ -39,12 +48,14 @@ def test_lossy_encodings_change_pixels_by_their_quality(film, name, suffix, low,
 def test_downscale_halves_the_film(film):
     from pneumo.io.encodings import encode
     from pneumo.io.imaging import read_image
+
     rec = read_image(encode(film, "downscale2x")[0])
     assert rec.pixels.shape == (film.shape[0] // 2, film.shape[1] // 2)
 
 
 def test_bad_arguments_are_refused(film):
     from pneumo.io.encodings import downscale, encode, jpeg_bytes
+
     with pytest.raises(ValueError, match="unknown encoding 'webp'"):
         encode(film, "webp")
     with pytest.raises(ValueError, match="uint8"):
@@ -58,6 +69,7 @@ def test_bad_arguments_are_refused(film):
 def test_encoding_augmentation_keeps_shape_and_is_off_by_default(film):
     from pneumo.training.augment import encode_augment
     from pneumo.training.config import Augment
+
     rng = np.random.default_rng(0)
     assert not Augment().encodes
     assert np.array_equal(encode_augment(film, Augment(), rng), film)
@@ -71,9 +83,15 @@ def test_encoding_augmentation_keeps_shape_and_is_off_by_default(film):
 
 def test_balancing_groups_by_source_and_format():
     from pneumo.data.examples import Arrays
-    a = Arrays(np.zeros((3, 4, 4), np.uint8), np.zeros((3, 4, 4), np.uint8),
-               np.array([True, True, False]), np.ones(3, bool),
-               np.array(["siim", "siim", "nih"]), np.array(["JPEG", "DICOM", "PNG"]))
+
+    a = Arrays(
+        np.zeros((3, 4, 4), np.uint8),
+        np.zeros((3, 4, 4), np.uint8),
+        np.array([True, True, False]),
+        np.ones(3, bool),
+        np.array(["siim", "siim", "nih"]),
+        np.array(["JPEG", "DICOM", "PNG"]),
+    )
     assert a.groups("source").tolist() == ["siim", "siim", "nih"]
     assert a.groups("source_format").tolist() == ["siim/JPEG", "siim/DICOM", "nih/PNG"]
 
@@ -81,6 +99,7 @@ def test_balancing_groups_by_source_and_format():
 def test_the_canonical_jpeg_step_is_part_of_the_model_image(film):
     from pneumo.inference.preprocess import PreprocessConfig, model_image, resize_image
     from pneumo.io.encodings import jpeg_roundtrip
+
     plain = PreprocessConfig(size=64)
     assert np.array_equal(model_image(film, plain), resize_image(film, 64))
     canon = PreprocessConfig.from_dict({"size": 64, "jpeg_quality": 75})
@@ -94,6 +113,7 @@ def test_the_canonical_jpeg_step_is_part_of_the_model_image(film):
 def test_upscale_and_dr_sized_dicom(film):
     from pneumo.io.encodings import DR_SIDE, encode
     from pneumo.io.imaging import read_image
+
     up = read_image(encode(film, "upscale2x")[0])
     assert up.pixels.shape == (film.shape[0] * 2, film.shape[1] * 2)
     dr = read_image(encode(film, "dicom16_2500")[0])
@@ -106,14 +126,15 @@ def test_a_film_and_its_area_downscale_reach_the_network_as_the_same_array(film)
     import cv2
 
     from pneumo.inference.preprocess import PreprocessConfig, model_image
+
     assert film.shape == (1024, 1024)
     half = cv2.resize(film, (512, 512), interpolation=cv2.INTER_AREA)
-    pcfg = PreprocessConfig(size=384, channels=3, normalisation="efficientnet_lite",
-                            jpeg_quality=75, working_size=512)
+    pcfg = PreprocessConfig(
+        size=384, channels=3, normalisation="efficientnet_lite", jpeg_quality=75, working_size=512
+    )
     assert np.array_equal(model_image(film, pcfg), model_image(half, pcfg))
     # without the working resolution the canonical JPEG step ran at each file's own size
-    old = PreprocessConfig(size=384, channels=3, normalisation="efficientnet_lite",
-                           jpeg_quality=75)
+    old = PreprocessConfig(size=384, channels=3, normalisation="efficientnet_lite", jpeg_quality=75)
     assert not np.array_equal(model_image(film, old), model_image(half, old))
     # a 2x bicubic upscale and a CR/DX-sized film land within rounding of the original
     for factor in (2.0, 2500 / 1024):
@@ -124,6 +145,7 @@ def test_a_film_and_its_area_downscale_reach_the_network_as_the_same_array(film)
 
 def test_working_size_is_checked_and_travels_with_the_card():
     from pneumo.inference.preprocess import PreprocessConfig
+
     with pytest.raises(ValueError, match="working_size"):
         PreprocessConfig(size=384, working_size=256)
     pcfg = PreprocessConfig(size=384, channels=3, jpeg_quality=75, working_size=512)

@@ -1,4 +1,5 @@
 """Encoding invariance: the same films stored in other encodings, through the reader and model."""
+
 import sys
 
 import pytest
@@ -19,15 +20,20 @@ MAX_AUC_DROP = 0.03
 def test_lossless_encodings_change_nothing_and_the_report_is_complete(tiny_predictor):
     from encoding_invariance import split_samples
     from pneumo.evaluation import invariance
+
     samples, table = split_samples(ROOT / "configs" / "data_siim_v2.json", "val", 6)
     report = invariance.invariance_report(
-        tiny_predictor, samples, table, ("original", "png", "dicom_raw", "dicom16", "jpeg50"),
-        progress=False)
+        tiny_predictor,
+        samples,
+        table,
+        ("original", "png", "dicom_raw", "dicom16", "jpeg50"),
+        progress=False,
+    )
     enc = report["encodings"]
     for lossless in ("png", "dicom_raw", "dicom16"):
         assert enc[lossless]["max_abs_dp"] == 0.0
         assert all(op["flips"] == 0 for op in enc[lossless]["operating_points"].values())
-    assert enc["jpeg50"]["max_abs_dp"] > 0.0   # a lossy encoding does reach the model
+    assert enc["jpeg50"]["max_abs_dp"] > 0.0  # a lossy encoding does reach the model
     assert report["n_images"] == 6 and set(report["summary"]) >= {"max_flip_rate", "worst_auc"}
     table_md = invariance.markdown(report)
     assert table_md.count("\n|") == 1 + len(enc) and "| dicom16 |" in table_md
@@ -43,9 +49,20 @@ def test_bundled_model_verdicts_hold_across_encodings():
     from encoding_invariance import split_samples
     from pneumo.evaluation import invariance
     from pneumo.inference.predictor import Predictor
+
     samples, table = split_samples(ROOT / "configs" / "data_siim_v2.json", "val", 60)
-    names = ("original", "png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "upscale2x",
-             "dicom_jpeg", "dicom16", "dicom16_2500")
+    names = (
+        "original",
+        "png",
+        "jpeg95",
+        "jpeg75",
+        "jpeg50",
+        "downscale2x",
+        "upscale2x",
+        "dicom_jpeg",
+        "dicom16",
+        "dicom16_2500",
+    )
     report = invariance.invariance_report(Predictor.load(), samples, table, names, progress=False)
     s = report["summary"]
     print({k: round(v, 4) for k, v in s.items()})

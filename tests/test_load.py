@@ -2,6 +2,7 @@
 
 Full scale on demand: .venv/bin/python scripts/loadtest.py --uploads 100 [--kill]
 """
+
 import sys
 
 import pytest

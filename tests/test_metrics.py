@@ -17,31 +17,42 @@ def m(*cells):
     return a
 
 
-@pytest.mark.parametrize("truth,pred,expected", [
-    (E, E, 1.0),                                   # both empty: SIIM rule
-    (E, m((0, 0)), 0.0),                           # prediction on an empty image
-    (m((0, 0)), E, 0.0),                           # missed pneumothorax
-    (m((0, 0)), m((0, 0)), 1.0),
-    (m((0, 0), (0, 1)), m((0, 1), (0, 2)), 0.5),   # 2*1/(2+2)
-    (m((0, 0), (0, 1), (1, 1)), m((0, 0)), 0.5),   # 2*1/(3+1)
-])
+@pytest.mark.parametrize(
+    "truth,pred,expected",
+    [
+        (E, E, 1.0),  # both empty: SIIM rule
+        (E, m((0, 0)), 0.0),  # prediction on an empty image
+        (m((0, 0)), E, 0.0),  # missed pneumothorax
+        (m((0, 0)), m((0, 0)), 1.0),
+        (m((0, 0), (0, 1)), m((0, 1), (0, 2)), 0.5),  # 2*1/(2+2)
+        (m((0, 0), (0, 1), (1, 1)), m((0, 0)), 0.5),  # 2*1/(3+1)
+    ],
+)
 def test_dice_table(truth, pred, expected):
     assert metrics.dice(truth, pred) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("truth,pred,expected", [
-    (E, E, 1.0), (m((0, 0)), E, 0.0), (m((0, 0), (0, 1)), m((0, 1), (0, 2)), 1 / 3),
-])
+@pytest.mark.parametrize(
+    "truth,pred,expected",
+    [
+        (E, E, 1.0),
+        (m((0, 0)), E, 0.0),
+        (m((0, 0), (0, 1)), m((0, 1), (0, 2)), 1 / 3),
+    ],
+)
 def test_iou_table(truth, pred, expected):
     assert metrics.iou(truth, pred) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("labels,scores,expected", [
-    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),
-    ([0, 1], [0.2, 0.9], 1.0),
-    ([0, 1], [0.9, 0.2], 0.0),
-    ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),  # ties count half
-])
+@pytest.mark.parametrize(
+    "labels,scores,expected",
+    [
+        ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.75),
+        ([0, 1], [0.2, 0.9], 1.0),
+        ([0, 1], [0.9, 0.2], 0.0),
+        ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),  # ties count half
+    ],
+)
 def test_auc_table(labels, scores, expected):
     assert metrics.roc_auc(np.array(labels), np.array(scores)) == pytest.approx(expected)
 
@@ -64,11 +75,12 @@ def test_summary_hand_computed():
 
 
 def test_mask_threshold_min_area_and_evidence():
-    pp = postprocess.PostProcess(pixel_threshold=0.5, min_area=3, evidence_pixels=4,
-                                 reference_size=16)
+    pp = postprocess.PostProcess(
+        pixel_threshold=0.5, min_area=3, evidence_pixels=4, reference_size=16
+    )
     prob = np.zeros((16, 16), np.float32)
     prob[2:4, 2:4] = 0.9
-    prob[10, 10] = 0.6            # a 1-pixel speck: removed by min_area
+    prob[10, 10] = 0.6  # a 1-pixel speck: removed by min_area
     mask = postprocess.mask_from_map(prob, pp)
     assert mask.sum() == 4 and not mask[10, 10]
     # evidence: the 4th highest pixel
@@ -84,8 +96,13 @@ def test_thresholds_scale_with_resolution():
 
 
 def test_legacy_card_postprocess_is_read():
-    old = {"pixel_threshold": 0.6, "top_threshold": 0.9, "min_top_pixels": 200, "min_area": 20,
-           "reference_size": 256}
+    old = {
+        "pixel_threshold": 0.6,
+        "top_threshold": 0.9,
+        "min_top_pixels": 200,
+        "min_area": 20,
+        "reference_size": 256,
+    }
     pp = postprocess.PostProcess.from_dict(old)
     assert (pp.pixel_threshold, pp.min_area, pp.evidence_pixels) == (0.6, 20, 200)
 
@@ -94,11 +111,12 @@ def test_tune_mask_finds_the_clean_threshold():
     rng = np.random.default_rng(0)
     maps, truths = [], []
     for _ in range(6):
-        p = rng.random((32, 32)).astype(np.float32) * 0.55   # noise up to 0.55
+        p = rng.random((32, 32)).astype(np.float32) * 0.55  # noise up to 0.55
         t = np.zeros((32, 32), np.uint8)
         t[8:16, 8:16] = 1
         p[8:16, 8:16] = 0.95
-        maps.append(p); truths.append(t)
+        maps.append(p)
+        truths.append(t)
     pp, score = operating_points.tune_mask(np.stack(maps), np.stack(truths), 32)
     assert score == pytest.approx(1.0) and pp.pixel_threshold >= 0.6
 
@@ -108,15 +126,18 @@ def test_operating_points_by_hand():
     prob = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.05])
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
     dice_if_pos = np.array([0.8, 0.8, 0.8, 0.8, 0.0, 0.0, 0.0, 0.0])
-    points = operating_points.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
-                                                 min_sensitivity=0.9, prevalence=0.5)
-    triage = points["triage"]   # sensitivity 1.0 needs the threshold at 0.2
+    points = operating_points.choose_operating_points(
+        prob, labels, dice_if_pos, np.ones(8, bool), min_sensitivity=0.9, prevalence=0.5
+    )
+    triage = points["triage"]  # sensitivity 1.0 needs the threshold at 0.2
     assert triage.threshold == pytest.approx(0.2)
     assert (triage.sensitivity, triage.specificity) == (1.0, 0.5)
     balanced = points["balanced"]  # at 0.7: 3 found (0.8 each), all negatives clean
     assert balanced.threshold == pytest.approx(0.7)
     assert (balanced.sensitivity, balanced.specificity) == (0.75, 1.0)
-    scores = operating_points.siim_by_threshold(prob, dice_if_pos, labels, np.array([0.7, 2.0]), 0.5)
+    scores = operating_points.siim_by_threshold(
+        prob, dice_if_pos, labels, np.array([0.7, 2.0]), 0.5
+    )
     assert scores.tolist() == pytest.approx([0.5 * 0.6 + 0.5 * 1.0, 0.5 * 0.0 + 0.5 * 1.0])
 
 
@@ -125,14 +146,16 @@ def test_triage_is_always_a_lower_point_than_balanced():
     prob = np.array([0.9, 0.8, 0.75, 0.7, 0.6, 0.3, 0.1, 0.05])
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
     dice_if_pos = np.array([0.8] * 4 + [0.0] * 4)
-    points = operating_points.choose_operating_points(prob, labels, dice_if_pos, np.ones(8, bool),
-                                                 min_sensitivity=0.9, prevalence=0.5)
+    points = operating_points.choose_operating_points(
+        prob, labels, dice_if_pos, np.ones(8, bool), min_sensitivity=0.9, prevalence=0.5
+    )
     assert points["balanced"].threshold == pytest.approx(0.7)
-    assert points["triage"].threshold == pytest.approx(0.35)   # half of balanced's
+    assert points["triage"].threshold == pytest.approx(0.35)  # half of balanced's
     # with a positive below balanced, triage is the highest threshold that finds more
     prob2 = np.array([0.9, 0.8, 0.7, 0.4, 0.6, 0.3, 0.1, 0.05])
-    points = operating_points.choose_operating_points(prob2, labels, dice_if_pos, np.ones(8, bool),
-                                                 min_sensitivity=0.5, prevalence=0.5)
+    points = operating_points.choose_operating_points(
+        prob2, labels, dice_if_pos, np.ones(8, bool), min_sensitivity=0.5, prevalence=0.5
+    )
     assert points["balanced"].threshold == pytest.approx(0.7)
     assert points["triage"].threshold == pytest.approx(0.4)
     assert points["triage"].sensitivity == 1.0
@@ -140,8 +163,11 @@ def test_triage_is_always_a_lower_point_than_balanced():
 
 def test_review_band_lies_between_the_points():
     from pneumo.inference.postprocess import OperatingPoint, review_band
-    points = {"triage": OperatingPoint("triage", 0.2, 1, 0.5, ""),
-              "balanced": OperatingPoint("balanced", 0.6, 0.8, 0.9, "")}
+
+    points = {
+        "triage": OperatingPoint("triage", 0.2, 1, 0.5, ""),
+        "balanced": OperatingPoint("balanced", 0.6, 0.8, 0.9, ""),
+    }
     assert review_band(points, points["balanced"]) == (0.2, 0.6)
     assert review_band(points, points["triage"]) is None
 
@@ -149,18 +175,21 @@ def test_review_band_lies_between_the_points():
 def test_heat_map_follows_the_image_probability():
     m = np.array([[0.0, 0.5], [0.9, 1.2]], np.float32)
     assert postprocess.heat_map(m, None).ravel().tolist() == pytest.approx([0, 0.5, 0.9, 1.0])
-    low = postprocess.heat_map(m, 0.05)       # a normal film: nothing near saturation
+    low = postprocess.heat_map(m, 0.05)  # a normal film: nothing near saturation
     assert low.max() == pytest.approx(0.05) and low.dtype == np.float32
     assert postprocess.heat_map(m, 0.5).ravel().tolist() == pytest.approx([0, 0.25, 0.45, 0.5])
 
 
-@pytest.mark.parametrize("p, frm, to, expected", [
-    (0.5, 0.5, 0.5, 0.5),
-    (0.5, 0.5, 0.2, 0.2),          # no evidence either way: the prior itself
-    (0.8, 0.37, 0.37, 0.8),
-    # odds 4 x (0.05/0.95) / (0.37/0.63) = 0.3584 -> 0.2638
-    (0.8, 0.37, 0.05, 0.3584 / 1.3584),
-])
+@pytest.mark.parametrize(
+    "p, frm, to, expected",
+    [
+        (0.5, 0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.2, 0.2),  # no evidence either way: the prior itself
+        (0.8, 0.37, 0.37, 0.8),
+        # odds 4 x (0.05/0.95) / (0.37/0.63) = 0.3584 -> 0.2638
+        (0.8, 0.37, 0.05, 0.3584 / 1.3584),
+    ],
+)
 def test_rebase_probability_by_hand(p, frm, to, expected):
     assert float(postprocess.rebase_probability(p, frm, to)) == pytest.approx(expected, abs=1e-4)
 
@@ -176,7 +205,9 @@ def test_platt_calibration_recovers_a_known_logistic_model():
     true_p = 1 / (1 + np.exp(-(0.5 * calibration.logit(head) - 0.7)))
     labels = rng.random(4000) < true_p
     cal = calibration.fit_calibrator(("head",), head, head, labels)
-    assert cal.coef[0] == pytest.approx(0.5, abs=0.1) and cal.intercept == pytest.approx(-0.7, abs=0.1)
+    assert cal.coef[0] == pytest.approx(0.5, abs=0.1) and cal.intercept == pytest.approx(
+        -0.7, abs=0.1
+    )
     raw = calibration.reliability(head, labels).ece
     fitted = calibration.reliability(cal.probability(head, head), labels).ece
     assert fitted < 0.03 < raw
@@ -205,6 +236,7 @@ def test_reliability_and_ece_by_hand():
 
 def test_auc_by_source_is_the_within_source_auc():
     from pneumo.evaluation.scoring import auc_by_source
+
     # a model that only recognises the source: perfect overall, chance within each source
     source = np.array(["siim"] * 6 + ["nih"] * 6)
     labels = np.array([1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0], bool)
@@ -226,6 +258,7 @@ def test_figures_within_each_source_cannot_be_earned_by_telling_sources_apart():
     from pneumo.evaluation import metrics
     from pneumo.evaluation.cardrender import source_lines
     from pneumo.evaluation.scoring import by_source
+
     source = np.array(["siim"] * 6 + ["nih"] * 6)
     labels = np.array([1, 1, 1, 1, 1, 0] + [0, 0, 0, 0, 0, 1], bool)
     prob = np.where(source == "siim", 0.9, 0.1)  # the source, not the chest
@@ -233,12 +266,13 @@ def test_figures_within_each_source_cannot_be_earned_by_telling_sources_apart():
     per = by_source(card, prob, labels, source)
     assert metrics.roc_auc(labels, prob) > 0.8
     assert per["siim"]["auc"] == 0.5 and per["nih"]["auc"] == 0.5
-    assert per["nih"]["operating_points"]["balanced"] == {"sensitivity": 0.0,
-                                                          "specificity": 1.0}
+    assert per["nih"]["operating_points"]["balanced"] == {"sensitivity": 0.0, "specificity": 1.0}
     assert per["siim"]["operating_points"]["balanced"]["specificity"] == 0.0
     lines = source_lines({"by_source": per, "ci95": {"siim.auc": [0.2, 0.8]}}, card)
-    assert any(line.startswith("- SIIM (5 positive / 1 negative): AUC 0.500 (0.200 to 0.800)")
-               for line in lines), lines
+    assert any(
+        line.startswith("- SIIM (5 positive / 1 negative): AUC 0.500 (0.200 to 0.800)")
+        for line in lines
+    ), lines
 
 
 def test_the_review_band_holds_few_normal_films_of_any_source():
@@ -246,6 +280,7 @@ def test_the_review_band_holds_few_normal_films_of_any_source():
     every source; the band never reaches below the next operating point."""
     from pneumo.evaluation.operating_points import review_floor
     from pneumo.inference.postprocess import OperatingPoint, review_band
+
     rng = np.random.default_rng(0)
     prob = np.concatenate([rng.uniform(0, 0.7, 100), rng.uniform(0, 0.3, 50), [0.9] * 20])
     labels = np.array([False] * 150 + [True] * 20)
@@ -254,8 +289,10 @@ def test_the_review_band_holds_few_normal_films_of_any_source():
     for s in ("nih", "siim"):
         neg = (~labels) & (source == s)
         assert ((prob >= floor) & (prob < 0.66) & neg).sum() <= 0.10 * neg.sum()
-    points = {"triage": OperatingPoint("triage", 0.12, 0.95, 0.7, ""),
-              "balanced": OperatingPoint("balanced", 0.66, 0.8, 0.98, "")}
+    points = {
+        "triage": OperatingPoint("triage", 0.12, 0.95, 0.7, ""),
+        "balanced": OperatingPoint("balanced", 0.66, 0.8, 0.98, ""),
+    }
     assert review_band(points, points["balanced"], floor) == (max(0.12, floor), 0.66)
     assert review_band(points, points["balanced"], 0.01) == (0.12, 0.66)
     assert review_band(points, points["balanced"], 0.7) is None

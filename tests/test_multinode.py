@@ -4,6 +4,7 @@ Orthanc started here: what one node stores the other serves; concurrent uploads 
 both lose and cross nothing; a node killed mid-upload loses nothing it acknowledged and
 leaves no row without files; two PACS workers send each SEG once; a database restart is
 answered with 503 and recovered from without restarting the app."""
+
 from __future__ import annotations
 
 import io
@@ -33,9 +34,14 @@ SECRET = secrets.token_hex(32)
 
 
 def _env(database_url: str, blob: Path, **more) -> dict:
-    return {"PNEUMO_DATABASE_URL": database_url, "PNEUMO_BLOB_URL": str(blob),
-            "PNEUMO_SECRET_KEY": SECRET, "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
-            "PNEUMO_LOG_LEVEL": "WARNING", **more}
+    return {
+        "PNEUMO_DATABASE_URL": database_url,
+        "PNEUMO_BLOB_URL": str(blob),
+        "PNEUMO_SECRET_KEY": SECRET,
+        "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
+        "PNEUMO_LOG_LEVEL": "WARNING",
+        **more,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +60,15 @@ def nodes(shared, tiny_model_folder, tmp_path_factory):
     started = []
     try:
         for name in ("a", "b"):
-            started.append(LocalServer(tiny_model_folder, tmp_path_factory.mktemp(f"node-{name}"),
-                                       workers=1, threads=4, env=_env(url, blob)))
+            started.append(
+                LocalServer(
+                    tiny_model_folder,
+                    tmp_path_factory.mktemp(f"node-{name}"),
+                    workers=1,
+                    threads=4,
+                    env=_env(url, blob),
+                )
+            )
         yield started[0], started[1], url, blob
     finally:
         for node in started:
@@ -64,12 +77,14 @@ def nodes(shared, tiny_model_folder, tmp_path_factory):
 
 def _store(url: str, blob: Path):
     from app.store.repository import Store
+
     return Store(blob.parent / "unused", url, str(blob))
 
 
 def _complete(store, result_id: str) -> bool:
-    return all(store.results.has_file(result_id, n)
-               for n in ("pixels.npy", "prob.png", "mask_rle.txt"))
+    return all(
+        store.results.has_file(result_id, n) for n in ("pixels.npy", "prob.png", "mask_rle.txt")
+    )
 
 
 def test_an_upload_on_one_node_is_served_by_the_other(nodes):
@@ -117,6 +132,7 @@ def test_concurrent_uploads_over_two_nodes_lose_and_cross_nothing(nodes):
     from PIL import Image
 
     from pneumo.io.imaging import read_image
+
     crossed = 0
     for i, body in enumerate(outcomes):
         rid, image_link = body["results"][0]["id"], body["results"][0]["links"]["image"]
@@ -134,11 +150,13 @@ def test_concurrent_uploads_over_two_nodes_lose_and_cross_nothing(nodes):
     store.close()
 
 
-def test_a_node_killed_mid_upload_loses_nothing_it_acknowledged(nodes, shared,
-                                                               tiny_model_folder, tmp_path):
+def test_a_node_killed_mid_upload_loses_nothing_it_acknowledged(
+    nodes, shared, tiny_model_folder, tmp_path
+):
     a, b, url, blob = nodes
-    doomed = LocalServer(tiny_model_folder, tmp_path / "node-k", workers=1, threads=4,
-                         env=_env(url, blob))
+    doomed = LocalServer(
+        tiny_model_folder, tmp_path / "node-k", workers=1, threads=4, env=_env(url, blob)
+    )
     images = loadtest.pick_images(24)
     clients = [loadtest.Client(doomed.url) for _ in images]
     outcomes: list[dict | None] = [None] * len(images)
@@ -172,12 +190,18 @@ def test_a_node_killed_mid_upload_loses_nothing_it_acknowledged(nodes, shared,
 
 def test_two_pacs_workers_send_each_seg_once(shared, tiny_model_folder, tmp_path):
     from helpers.orthanc import ORTHANC_PASSWORD, ORTHANC_USER, Orthanc
+
     server, _ = shared
     url, blob = server.new_database(), tmp_path / "blob"
     orthanc = Orthanc(tmp_path / "orthanc")
-    env = _env(url, blob, PNEUMO_DICOMWEB_URL=orthanc.dicomweb_url,
-               PNEUMO_DICOMWEB_USERNAME=ORTHANC_USER, PNEUMO_DICOMWEB_PASSWORD=ORTHANC_PASSWORD,
-               PNEUMO_DICOMWEB_AUTOSEND="1")
+    env = _env(
+        url,
+        blob,
+        PNEUMO_DICOMWEB_URL=orthanc.dicomweb_url,
+        PNEUMO_DICOMWEB_USERNAME=ORTHANC_USER,
+        PNEUMO_DICOMWEB_PASSWORD=ORTHANC_PASSWORD,
+        PNEUMO_DICOMWEB_AUTOSEND="1",
+    )
     node = LocalServer(tiny_model_folder, tmp_path / "node", workers=1, threads=4, env=env)
     try:
         dicoms = [p for p in loadtest.pick_images(40) if p.suffix == ".dcm"][:12]
@@ -186,10 +210,17 @@ def test_two_pacs_workers_send_each_seg_once(shared, tiny_model_folder, tmp_path
         time.sleep(1.0)
         # the web node only enqueued (PNEUMO_DICOMWEB_SENDER defaults to worker here)
         assert {store.sends.state(rid).state for rid in ids} == {"queued"}
-        workers = [subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "pacs", "worker", "--once", "--poll", "0.2"],
-            cwd=ROOT, env=dict(os.environ, **env, PNEUMO_DATA_DIR=str(tmp_path / f"w{i}")),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "pacs", "worker", "--once", "--poll", "0.2"],
+                cwd=ROOT,
+                env=dict(os.environ, **env, PNEUMO_DATA_DIR=str(tmp_path / f"w{i}")),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for i in range(2)
+        ]
         logs = [w.communicate(timeout=300)[0] for w in workers]
         assert [w.returncode for w in workers] == [0, 0], logs
         sent = [int(log.rsplit("stopped after ", 1)[1].split()[0]) for log in logs]
@@ -197,9 +228,11 @@ def test_two_pacs_workers_send_each_seg_once(shared, tiny_model_folder, tmp_path
         states = [store.sends.state(rid) for rid in ids]
         assert all(s.state == "sent" and s.attempts == 1 for s in states), states
         import requests
+
         for state in states:  # every SEG is on the PACS
-            found = requests.post(orthanc.url + "/tools/lookup", data=state.seg_sop_uid,
-                                  auth=orthanc.auth, timeout=30).json()
+            found = requests.post(
+                orthanc.url + "/tools/lookup", data=state.seg_sop_uid, auth=orthanc.auth, timeout=30
+            ).json()
             assert [f["Type"] for f in found] == ["Instance"], state
         store.close()
     finally:
@@ -211,18 +244,39 @@ def test_a_database_restart_under_load_is_503_then_recovers(tiny_model_folder, t
     server = pgserver.PostgresServer().start()
     node = None
     try:
-        node = LocalServer(tiny_model_folder, tmp_path / "node", workers=1, threads=4,
-                           env=_env(server.url(), tmp_path / "blob"),
-                           log_path=tmp_path / "node.log")
-        subprocess.run([sys.executable, "-m", "app.cli", "create-user", "alice",
-                        "--password-stdin"], input="correct horse battery", text=True,
-                       cwd=ROOT, check=True, capture_output=True,
-                       env=dict(os.environ, **_env(server.url(), tmp_path / "blob"),
-                                PNEUMO_DATA_DIR=str(tmp_path / "cli")))
-        token = subprocess.run([sys.executable, "-m", "app.cli", "create-token", "alice"],
-                               text=True, cwd=ROOT, check=True, capture_output=True,
-                               env=dict(os.environ, **_env(server.url(), tmp_path / "blob"),
-                                        PNEUMO_DATA_DIR=str(tmp_path / "cli"))).stdout.strip()
+        node = LocalServer(
+            tiny_model_folder,
+            tmp_path / "node",
+            workers=1,
+            threads=4,
+            env=_env(server.url(), tmp_path / "blob"),
+            log_path=tmp_path / "node.log",
+        )
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", "create-user", "alice", "--password-stdin"],
+            input="correct horse battery",
+            text=True,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env=dict(
+                os.environ,
+                **_env(server.url(), tmp_path / "blob"),
+                PNEUMO_DATA_DIR=str(tmp_path / "cli"),
+            ),
+        )
+        token = subprocess.run(
+            [sys.executable, "-m", "app.cli", "create-token", "alice"],
+            text=True,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            env=dict(
+                os.environ,
+                **_env(server.url(), tmp_path / "blob"),
+                PNEUMO_DATA_DIR=str(tmp_path / "cli"),
+            ),
+        ).stdout.strip()
         image = loadtest.pick_images(1)[0]
         body, ctype = multipart_file(image.read_bytes(), "f.dcm")
         seen: list[tuple[str, int, str | None]] = []
@@ -232,8 +286,11 @@ def test_a_database_restart_under_load_is_503_then_recovers(tiny_model_folder, t
         def load():
             while not stop.is_set():
                 req = urllib.request.Request(
-                    node.url + "/api/v1/predictions", data=body, method="POST",
-                    headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"})
+                    node.url + "/api/v1/predictions",
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=60) as r:
                         seen.append((phase[0], r.status, json.loads(r.read())["results"][0]["id"]))
@@ -261,16 +318,17 @@ def test_a_database_restart_under_load_is_503_then_recovers(tiny_model_folder, t
         for t in threads:
             t.join(120)
         statuses = {(p, s) for p, s, _ in seen}
-        assert {s for _, s in statuses} <= {201, 503}, \
-            (statuses, (tmp_path / "node.log").read_text()[-4000:])  # never a 500
+        assert {s for _, s in statuses} <= {201, 503}, (
+            statuses,
+            (tmp_path / "node.log").read_text()[-4000:],
+        )  # never a 500
         assert ("down", 503) in statuses and ready_down == 503
         assert ("after", 201) in statuses  # recovered without restarting the app
         assert node.proc.poll() is None
         auth = {"Authorization": f"Bearer {token}"}
         for _, status, rid in seen:
             if status == 201:  # nothing acknowledged was lost
-                req = urllib.request.Request(f"{node.url}/api/v1/predictions/{rid}",
-                                             headers=auth)
+                req = urllib.request.Request(f"{node.url}/api/v1/predictions/{rid}", headers=auth)
                 with urllib.request.urlopen(req, timeout=30) as r:
                     assert r.status == 200
     finally:

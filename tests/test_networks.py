@@ -4,12 +4,20 @@ import pytest
 import keras
 
 from pneumo.nets import losses
-from pneumo.nets.networks import (FIRST_MASK_OUTPUT, IMAGE_OUTPUT, MASK_OUTPUT, build_double_unet,
-                                  build_model, build_unet)
+from pneumo.nets.networks import (
+    FIRST_MASK_OUTPUT,
+    IMAGE_OUTPUT,
+    MASK_OUTPUT,
+    build_double_unet,
+    build_model,
+    build_unet,
+)
 
 
-@pytest.mark.parametrize("size,depth,width,channels", [
-    (64, 2, 0.125, 1), (64, 4, 0.125, 3), (96, 2, 0.25, 1), (128, 3, 0.125, 1)])
+@pytest.mark.parametrize(
+    "size,depth,width,channels",
+    [(64, 2, 0.125, 1), (64, 4, 0.125, 3), (96, 2, 0.25, 1), (128, 3, 0.125, 1)],
+)
 def test_double_unet_shapes(size, depth, width, channels):
     model = build_double_unet(size, depth, width, channels)
     out = model(np.zeros((2, size, size, channels), np.float32))
@@ -31,14 +39,17 @@ def test_paper_parameter_count():
     assert abs(model.count_params() - 29.3e6) / 29.3e6 < 0.01
 
 
-@pytest.mark.parametrize("kwargs,word", [
-    (dict(input_size=100, depth=4), "100"),
-    (dict(input_size=64, depth=5), "depth"),
-    (dict(input_size=64, depth=2, width=0), "width"),
-    (dict(input_size=64, depth=2, channels=2), "channels"),
-    (dict(input_size=64, depth=2, output_stride=4), "output_stride"),
-    (dict(input_size=64, depth=2, image_head=True, head_dropout=1.0), "head_dropout"),
-])
+@pytest.mark.parametrize(
+    "kwargs,word",
+    [
+        (dict(input_size=100, depth=4), "100"),
+        (dict(input_size=64, depth=5), "depth"),
+        (dict(input_size=64, depth=2, width=0), "width"),
+        (dict(input_size=64, depth=2, channels=2), "channels"),
+        (dict(input_size=64, depth=2, output_stride=4), "output_stride"),
+        (dict(input_size=64, depth=2, image_head=True, head_dropout=1.0), "head_dropout"),
+    ],
+)
 def test_double_unet_bad_arguments(kwargs, word):
     with pytest.raises(ValueError, match=word):
         build_double_unet(**kwargs)
@@ -54,8 +65,10 @@ def test_unet_bad_arguments():
 
 
 def test_save_rebuild_load_identical(tmp_path):
-    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
-                                            "channels": 1}}
+    arch = {
+        "name": "double_unet",
+        "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1},
+    }
     a = build_model(arch)
     x = np.random.default_rng(0).random((2, 64, 64, 1)).astype(np.float32)
     a.save_weights(tmp_path / "w.weights.h5")
@@ -66,8 +79,9 @@ def test_save_rebuild_load_identical(tmp_path):
 
 
 def test_output_stride_two_keeps_full_size_outputs():
-    model = build_double_unet(64, depth=3, width=0.125, channels=1, output_stride=2,
-                              image_head=True)
+    model = build_double_unet(
+        64, depth=3, width=0.125, channels=1, output_stride=2, image_head=True
+    )
     out = model(np.zeros((1, 64, 64, 1), np.float32))
     assert [tuple(o.shape) for o in out] == [(1, 64, 64, 1), (1, 64, 64, 1), (1, 1)]
     names = {layer.name for layer in model.layers}
@@ -77,11 +91,17 @@ def test_output_stride_two_keeps_full_size_outputs():
 def test_mask_loss_skipped_for_label_only_images():
     """Sample weight 0 on the mask outputs: an image label trains the head alone."""
     from pneumo.training.data import targets
+
     keras.utils.set_random_seed(0)
     model = build_double_unet(32, depth=2, width=0.125, channels=1, image_head=True)
-    model.compile(optimizer="adam", loss={FIRST_MASK_OUTPUT: losses.bce_dice,
-                                          MASK_OUTPUT: losses.bce_dice,
-                                          IMAGE_OUTPUT: losses.image_bce})
+    model.compile(
+        optimizer="adam",
+        loss={
+            FIRST_MASK_OUTPUT: losses.bce_dice,
+            MASK_OUTPUT: losses.bce_dice,
+            IMAGE_OUTPUT: losses.image_bce,
+        },
+    )
     x = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
     y = np.ones((2, 32, 32), np.uint8)  # a nonsense "mask" that must not count
     ys, weights = targets(model.output_names, y, np.array([True, True]), np.array([False, False]))
@@ -92,7 +112,8 @@ def test_mask_loss_skipped_for_label_only_images():
 
 
 def test_losses_values():
-    t = np.zeros((2, 8, 8, 1), np.float32); t[0, :4] = 1
+    t = np.zeros((2, 8, 8, 1), np.float32)
+    t[0, :4] = 1
     perfect = t.copy()
     assert float(keras.ops.mean(losses.soft_dice_loss(t, perfect))) < 0.01
     wrong = 1 - t
@@ -110,8 +131,11 @@ def test_losses_values():
 def test_tiny_double_unet_loss_falls():
     keras.utils.set_random_seed(0)
     model = build_double_unet(32, depth=2, width=0.125, channels=1)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3),
-                  loss=[losses.bce_dice, losses.bce_dice], loss_weights=[0.5, 1.0])
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=[losses.bce_dice, losses.bce_dice],
+        loss_weights=[0.5, 1.0],
+    )
     rng = np.random.default_rng(0)
     x = rng.random((8, 32, 32, 1)).astype(np.float32) * 0.3
     y = np.zeros((8, 32, 32, 1), np.float32)

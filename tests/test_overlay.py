@@ -1,4 +1,5 @@
 """pneumo.inference.overlay: pure renderings with fixed colours."""
+
 import numpy as np
 import pytest
 

@@ -6,6 +6,7 @@ pointing at the app (gunicorn through LocalServer, tiny untrained model). Real
 SIIM DICOMs go into Orthanc, Orthanc pushes them to the app with its own
 DICOMweb client, and the app's SEG must come back into Orthanc.
 """
+
 from __future__ import annotations
 
 import io
@@ -68,6 +69,7 @@ def colour_dicom(source: bytes) -> bytes:
 
 # -- fixtures ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def orthanc_installed():
     if _orthanc_binary() is None:
@@ -82,6 +84,7 @@ def app_instance(tmp_path_factory):
 def make_instance(folder: Path) -> tuple[Path, str]:
     """An instance folder with a user and an API token (the token's user owns results)."""
     from app.store.repository import Store
+
     store = Store(folder / "data")
     store.init()
     store.accounts.create("radiologist", "a-long-password-1")
@@ -93,17 +96,32 @@ def pacs_world(orthanc_installed, app_instance, tiny_model_folder, tmp_path_fact
     """gunicorn (the app) and Orthanc, each configured with the other."""
     folder, token = app_instance
     orthanc_http = free_port()
-    server = LocalServer(tiny_model_folder, folder, env={
-        "PNEUMO_DICOMWEB_URL": f"http://127.0.0.1:{orthanc_http}/dicom-web",
-        "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER, "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
-        "PNEUMO_DICOMWEB_AUTOSEND": "1", "PNEUMO_WARM_UP": "false"})
+    server = LocalServer(
+        tiny_model_folder,
+        folder,
+        env={
+            "PNEUMO_DICOMWEB_URL": f"http://127.0.0.1:{orthanc_http}/dicom-web",
+            "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
+            "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+            "PNEUMO_DICOMWEB_AUTOSEND": "1",
+            "PNEUMO_WARM_UP": "false",
+        },
+    )
     try:
-        orthanc = Orthanc(tmp_path_factory.mktemp("orthanc"), http_port=orthanc_http, servers={
-            "pneumo": {"Url": f"{server.url}/dicomweb/",
-                       "HttpHeaders": {"Authorization": f"Bearer {token}"}},
-            "pneumo-badtoken": {"Url": f"{server.url}/dicomweb/",
-                                "HttpHeaders": {"Authorization": "Bearer pn_not-a-real-token"}},
-        })
+        orthanc = Orthanc(
+            tmp_path_factory.mktemp("orthanc"),
+            http_port=orthanc_http,
+            servers={
+                "pneumo": {
+                    "Url": f"{server.url}/dicomweb/",
+                    "HttpHeaders": {"Authorization": f"Bearer {token}"},
+                },
+                "pneumo-badtoken": {
+                    "Url": f"{server.url}/dicomweb/",
+                    "HttpHeaders": {"Authorization": "Bearer pn_not-a-real-token"},
+                },
+            },
+        )
     except BaseException:
         server.stop()
         raise
@@ -113,8 +131,9 @@ def pacs_world(orthanc_installed, app_instance, tiny_model_folder, tmp_path_fact
 
 
 def api_results(server, token) -> list[dict]:
-    r = requests.get(server.url + "/api/v1/predictions",
-                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    r = requests.get(
+        server.url + "/api/v1/predictions", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     r.raise_for_status()
     return r.json()["results"]
 
@@ -131,9 +150,11 @@ def wait_for(check, timeout: float = 90.0, every: float = 0.25):
 
 # -- (1) push: Orthanc -> app (STOW-RS) -> SEG back into Orthanc ---------------------
 
+
 @pytest.mark.slow  # starts a real Orthanc
 def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, capsys):
     import highdicom as hd
+
     server, orthanc, token = pacs_world
     data = with_study(positive_dicom.read_bytes())
     src = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
@@ -148,8 +169,10 @@ def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, cap
     t_back = time.perf_counter() - t0
     assert len(segs) == 1, "the SEG did not arrive back in Orthanc"
     with capsys.disabled():
-        print(f"\nround trip (tiny model): Orthanc STOW -> app analysed {t_stow:.2f} s, "
-              f"SEG back in Orthanc {t_back:.2f} s")
+        print(
+            f"\nround trip (tiny model): Orthanc STOW -> app analysed {t_stow:.2f} s, "
+            f"SEG back in Orthanc {t_back:.2f} s"
+        )
 
     results = api_results(server, token)
     assert len(results) == before + 1  # the token's user owns the result
@@ -165,11 +188,16 @@ def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, cap
 
     # a resend (the button, through the API token) replaces: still one SEG, same UID
     rid = results[0]["id"]
-    again = requests.post(f"{server.url}/results/{rid}/pacs/send", allow_redirects=False,
-                          headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    again = requests.post(
+        f"{server.url}/results/{rid}/pacs/send",
+        allow_redirects=False,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120,
+    )
     assert again.status_code == 303
-    state = requests.get(f"{server.url}/results/{rid}/pacs",
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+    state = requests.get(
+        f"{server.url}/results/{rid}/pacs", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ).json()
     assert state["state"] == "sent" and state["attempts"] == 2, state
     assert state["seg_sop_instance_uid"] == seg_uid
     segs = orthanc.segs_in_study(str(src.StudyInstanceUID))
@@ -177,21 +205,27 @@ def test_orthanc_pushes_study_and_seg_comes_back(pacs_world, positive_dicom, cap
 
     # beside the SEG, the Structured Report and the Secondary Capture are in the study,
     # once each (resends replace), the same objects as the result page's downloads
-    instances = requests.get(f"{orthanc.dicomweb_url}/studies/{src.StudyInstanceUID}/instances",
-                             auth=orthanc.auth, timeout=60).json()
+    instances = requests.get(
+        f"{orthanc.dicomweb_url}/studies/{src.StudyInstanceUID}/instances",
+        auth=orthanc.auth,
+        timeout=60,
+    ).json()
     by_class = {}
     for item in instances:
         by_class.setdefault(item["00080016"]["Value"][0], []).append(item["00080018"]["Value"][0])
     sr_uids = by_class.get("1.2.840.10008.5.1.4.1.1.88.33", [])
-    sc_uids = [u for u in by_class.get("1.2.840.10008.5.1.4.1.1.7", [])
-               if u != str(src.SOPInstanceUID)]  # SIIM's films are Secondary Captures too
+    sc_uids = [
+        u for u in by_class.get("1.2.840.10008.5.1.4.1.1.7", []) if u != str(src.SOPInstanceUID)
+    ]  # SIIM's films are Secondary Captures too
     assert len(sr_uids) == 1 and len(sc_uids) == 1, by_class
     auth = {"Authorization": f"Bearer {token}"}
     for kind, uid in (("sr", sr_uids[0]), ("sc", sc_uids[0])):
         download = requests.get(f"{server.url}/results/{rid}/{kind}.dcm", headers=auth, timeout=60)
         assert download.status_code == 200
-        assert download.content == orthanc.instance_file(uid) or \
-            pydicom.dcmread(io.BytesIO(download.content)).SOPInstanceUID == uid
+        assert (
+            download.content == orthanc.instance_file(uid)
+            or pydicom.dcmread(io.BytesIO(download.content)).SOPInstanceUID == uid
+        )
     sr = hd.sr.srread(io.BytesIO(orthanc.instance_file(sr_uids[0])))
     assert sr.StudyInstanceUID == src.StudyInstanceUID
     referenced = set()
@@ -216,17 +250,31 @@ def test_round_trip_with_bundled_model(orthanc_installed, positive_dicom, tmp_pa
     """The same push -> analyse -> SEG back with the bundled model (timings printed)."""
     import highdicom as hd
     from pneumo.paths import default_model_dir
+
     folder, token = make_instance(tmp_path / "instance")
     orthanc_http = free_port()
-    server = LocalServer(default_model_dir(), folder, env={
-        "PNEUMO_DICOMWEB_URL": f"http://127.0.0.1:{orthanc_http}/dicom-web",
-        "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER, "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
-        "PNEUMO_DICOMWEB_AUTOSEND": "1"})
+    server = LocalServer(
+        default_model_dir(),
+        folder,
+        env={
+            "PNEUMO_DICOMWEB_URL": f"http://127.0.0.1:{orthanc_http}/dicom-web",
+            "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
+            "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+            "PNEUMO_DICOMWEB_AUTOSEND": "1",
+        },
+    )
     orthanc = None
     try:
-        orthanc = Orthanc(tmp_path / "orthanc", http_port=orthanc_http, servers={
-            "pneumo": {"Url": f"{server.url}/dicomweb/",
-                       "HttpHeaders": {"Authorization": f"Bearer {token}"}}})
+        orthanc = Orthanc(
+            tmp_path / "orthanc",
+            http_port=orthanc_http,
+            servers={
+                "pneumo": {
+                    "Url": f"{server.url}/dicomweb/",
+                    "HttpHeaders": {"Authorization": f"Bearer {token}"},
+                }
+            },
+        )
         timings = []
         for _ in range(2):  # the first request also pays for any lazy set-up
             data = with_study(positive_dicom.read_bytes())
@@ -235,8 +283,8 @@ def test_round_trip_with_bundled_model(orthanc_installed, positive_dicom, tmp_pa
             t0 = time.perf_counter()
             assert orthanc.stow_to("pneumo", [stored["ParentStudy"]]).ok
             t_stow = time.perf_counter() - t0
-            segs = wait_for(lambda: orthanc.segs_in_study(str(src.StudyInstanceUID)),
-                            every=0.05)
+            study_uid = str(src.StudyInstanceUID)
+            segs = wait_for(lambda uid=study_uid: orthanc.segs_in_study(uid), every=0.05)
             timings.append((t_stow, time.perf_counter() - t0))
             assert len(segs) == 1
         seg = hd.seg.segread(io.BytesIO(orthanc.instance_file(segs[0]["00080018"]["Value"][0])))
@@ -244,9 +292,11 @@ def test_round_trip_with_bundled_model(orthanc_installed, positive_dicom, tmp_pa
         assert "double_unet" in seg.SegmentSequence[0].SegmentAlgorithmName
         with capsys.disabled():
             for i, (stow, back) in enumerate(timings, 1):
-                print(f"\nround trip {i} (bundled model, gunicorn cold start "
-                      f"{server.cold_start_s:.1f} s): Orthanc STOW -> analysed {stow:.2f} s, "
-                      f"SEG back in Orthanc {back:.2f} s")
+                print(
+                    f"\nround trip {i} (bundled model, gunicorn cold start "
+                    f"{server.cold_start_s:.1f} s): Orthanc STOW -> analysed {stow:.2f} s, "
+                    f"SEG back in Orthanc {back:.2f} s"
+                )
     finally:
         if orthanc is not None:
             orthanc.stop()
@@ -254,6 +304,7 @@ def test_round_trip_with_bundled_model(orthanc_installed, positive_dicom, tmp_pa
 
 
 # -- (3) bad input through the real servers --------------------------------------------
+
 
 @pytest.mark.slow  # starts a real Orthanc
 def test_orthanc_push_with_wrong_token_is_refused(pacs_world, positive_dicom):
@@ -279,22 +330,25 @@ def test_orthanc_push_of_non_image_is_refused_with_reason(pacs_world, positive_d
 def test_dicomweb_client_stow_mixed_batch(pacs_world, positive_dicom):
     """A maintained DICOMweb client against the app: one good, one report, one colour image."""
     from dicomweb_client.api import DICOMwebClient
+
     server, _orthanc, token = pacs_world
     good = with_study(positive_dicom.read_bytes())
     study = str(pydicom.dcmread(io.BytesIO(good)).StudyInstanceUID)
-    instances = [pydicom.dcmread(io.BytesIO(b)) for b in
-                 (good, non_image_dicom(study), colour_dicom(good))]
-    client = DICOMwebClient(f"{server.url}/dicomweb",
-                            headers={"Authorization": f"Bearer {token}"})
+    instances = [
+        pydicom.dcmread(io.BytesIO(b)) for b in (good, non_image_dicom(study), colour_dicom(good))
+    ]
+    client = DICOMwebClient(f"{server.url}/dicomweb", headers={"Authorization": f"Bearer {token}"})
     client.set_http_retry_params(retry=False)
     resp = client.store_instances(instances)
-    assert [i.ReferencedSOPInstanceUID for i in resp.ReferencedSOPSequence] == \
-        [instances[0].SOPInstanceUID]
+    assert [i.ReferencedSOPInstanceUID for i in resp.ReferencedSOPSequence] == [
+        instances[0].SOPInstanceUID
+    ]
     failed = {i.ReferencedSOPInstanceUID: i.FailureReason for i in resp.FailedSOPSequence}
     assert failed == {instances[1].SOPInstanceUID: 0x0122, instances[2].SOPInstanceUID: 0xA900}
 
 
 # -- (2) pull: app -> Orthanc (QIDO-RS + WADO-RS) ---------------------------------------
+
 
 @pytest.fixture()
 def orthanc(orthanc_installed, tmp_path):
@@ -306,10 +360,20 @@ def orthanc(orthanc_installed, tmp_path):
 @pytest.fixture()
 def pacs_app(tmp_path, tiny_predictor, orthanc):
     from app import create_app
-    app = create_app({"TESTING": True, "SECRET_KEY": "test", "DATA_DIR": str(tmp_path / "data"),
-                      "PREDICTOR": tiny_predictor, "MAX_FILES": 5,
-                      "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
-                      "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_TIMEOUT": 10})
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test",
+            "DATA_DIR": str(tmp_path / "data"),
+            "PREDICTOR": tiny_predictor,
+            "MAX_FILES": 5,
+            "DICOMWEB_URL": orthanc.dicomweb_url,
+            "DICOMWEB_USERNAME": ORTHANC_USER,
+            "DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+            "DICOMWEB_TIMEOUT": 10,
+        }
+    )
     return app
 
 
@@ -323,8 +387,13 @@ def _csrf(client) -> str:
 @pytest.mark.slow  # starts a real Orthanc
 def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
     from pneumo.io.seg import make_seg
-    data = with_study(positive_dicom.read_bytes(), PatientID="PULL-TEST-42",
-                      AccessionNumber="ACC-PULL-1", StudyDate="20240115")
+
+    data = with_study(
+        positive_dicom.read_bytes(),
+        PatientID="PULL-TEST-42",
+        AccessionNumber="ACC-PULL-1",
+        StudyDate="20240115",
+    )
     orthanc.upload(data)
     src = pydicom.dcmread(io.BytesIO(data))
     # an earlier SEG in the same study must be skipped, not analysed
@@ -340,8 +409,9 @@ def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
     empty = client.get("/pacs?accession=NO-SUCH-ACCESSION").data.decode()
     assert 'id="pacs-none"' in empty
 
-    resp = client.post("/pacs/import", data={"study": str(src.StudyInstanceUID),
-                                            "csrf_token": _csrf(client)})
+    resp = client.post(
+        "/pacs/import", data={"study": str(src.StudyInstanceUID), "csrf_token": _csrf(client)}
+    )
     assert resp.status_code == 303, resp.data
     rid = resp.headers["Location"].rsplit("/", 1)[-1]
     result = client.get(f"/results/{rid}").data.decode()
@@ -352,21 +422,26 @@ def test_pull_study_from_orthanc(pacs_app, orthanc, positive_dicom):
 
 
 @pytest.mark.slow  # starts a real Orthanc
-def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_path,
-                                monkeypatch, capsys):
+def test_pacs_pull_command_line(
+    orthanc, positive_dicom, tiny_model_folder, tmp_path, monkeypatch, capsys
+):
     from app import cli
     from app.store.repository import Store
+
     data = with_study(positive_dicom.read_bytes())
     orthanc.upload(data)
     study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
     store = Store(tmp_path / "data")
     store.init()
     store.accounts.create("alice", "a-long-password-1")
-    for key, value in {"PNEUMO_INSTANCE_DIR": tmp_path, "PNEUMO_DATA_DIR": tmp_path / "data",
-                       "PNEUMO_MODEL_DIR": tiny_model_folder,
-                       "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
-                       "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
-                       "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD}.items():
+    for key, value in {
+        "PNEUMO_INSTANCE_DIR": tmp_path,
+        "PNEUMO_DATA_DIR": tmp_path / "data",
+        "PNEUMO_MODEL_DIR": tiny_model_folder,
+        "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
+        "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
+        "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+    }.items():
         monkeypatch.setenv(key, str(value))
     assert cli.main(["pacs", "pull", "--study", study, "--user", "alice"]) == 0
     out = capsys.readouterr().out
@@ -378,23 +453,36 @@ def test_pacs_pull_command_line(orthanc, positive_dicom, tiny_model_folder, tmp_
 
 # -- (3) the PACS is down: the failure is shown, kept, and retried -----------------------
 
+
 @pytest.mark.slow  # starts a real Orthanc
-def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tiny_predictor,
-                                                positive_dicom, monkeypatch, capsys):
+def test_pacs_down_failure_is_shown_and_retried(
+    orthanc_installed, tmp_path, tiny_predictor, positive_dicom, monkeypatch, capsys
+):
     from app import cli, create_app
+
     orthanc = Orthanc(tmp_path / "orthanc")
     orthanc.stop()  # down from the start
     try:
-        config = {"TESTING": True, "SECRET_KEY": "test",
-                  "DATA_DIR": str(tmp_path / "data"), "PREDICTOR": tiny_predictor,
-                  "DICOMWEB_URL": orthanc.dicomweb_url, "DICOMWEB_USERNAME": ORTHANC_USER,
-                  "DICOMWEB_PASSWORD": ORTHANC_PASSWORD, "DICOMWEB_AUTOSEND": "1",
-                  "DICOMWEB_TIMEOUT": 5, "DICOMWEB_RETRY_AFTER": 2.0}
+        config = {
+            "TESTING": True,
+            "SECRET_KEY": "test",
+            "DATA_DIR": str(tmp_path / "data"),
+            "PREDICTOR": tiny_predictor,
+            "DICOMWEB_URL": orthanc.dicomweb_url,
+            "DICOMWEB_USERNAME": ORTHANC_USER,
+            "DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+            "DICOMWEB_AUTOSEND": "1",
+            "DICOMWEB_TIMEOUT": 5,
+            "DICOMWEB_RETRY_AFTER": 2.0,
+        }
         app = create_app(config)
         client = app.test_client()
         data = with_study(positive_dicom.read_bytes())
-        resp = client.post("/upload", content_type="multipart/form-data", data={
-            "files": [(io.BytesIO(data), "chest.dcm")], "csrf_token": _csrf(client)})
+        resp = client.post(
+            "/upload",
+            content_type="multipart/form-data",
+            data={"files": [(io.BytesIO(data), "chest.dcm")], "csrf_token": _csrf(client)},
+        )
         assert resp.status_code == 303  # the analysis never waits for the PACS
         rid = resp.headers["Location"].rsplit("/", 1)[-1]
         sender = app.extensions["pneumo"].sender
@@ -437,10 +525,13 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
         assert "Segmentation stored on the PACS" in client.get(f"/results/{rid}").data.decode()
 
         # the command line: send one result again, then retry (nothing left to do)
-        for key, value in {"PNEUMO_INSTANCE_DIR": tmp_path, "PNEUMO_DATA_DIR": tmp_path / "data",
-                           "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
-                           "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
-                           "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD}.items():
+        for key, value in {
+            "PNEUMO_INSTANCE_DIR": tmp_path,
+            "PNEUMO_DATA_DIR": tmp_path / "data",
+            "PNEUMO_DICOMWEB_URL": orthanc.dicomweb_url,
+            "PNEUMO_DICOMWEB_USERNAME": ORTHANC_USER,
+            "PNEUMO_DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+        }.items():
             monkeypatch.setenv(key, str(value))
         assert cli.main(["pacs", "send", "--result", rid]) == 0
         assert f"{rid}: sent" in capsys.readouterr().out
@@ -453,10 +544,18 @@ def test_pacs_down_failure_is_shown_and_retried(orthanc_installed, tmp_path, tin
 
 # -- receiver details without Orthanc ----------------------------------------------------
 
+
 def _related(*parts: bytes, boundary: str | None = None) -> tuple[bytes, str]:
     boundary = boundary or uuid.uuid4().hex
-    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n"
-                    + p + b"\r\n" for p in parts) + b"--" + boundary.encode() + b"--\r\n"
+    body = (
+        b"".join(
+            b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+            for p in parts
+        )
+        + b"--"
+        + boundary.encode()
+        + b"--\r\n"
+    )
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
@@ -474,8 +573,10 @@ def test_stow_answers_in_dicom_json(token_client, positive_dicom):
     resp = client.post("/dicomweb/studies", data=body, content_type=ctype, headers=auth)
     assert resp.status_code == 202 and resp.mimetype == "application/dicom+json"
     ds = pydicom.Dataset.from_json(resp.json)
-    assert ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
-        pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID
+    assert (
+        ds.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        == pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID
+    )
     assert ds.FailedSOPSequence[0].FailureReason == 0xC000
     assert "Not a DICOM" in resp.headers["Warning"]
     listed = client.get("/api/v1/predictions", headers=auth).json["results"]
@@ -492,20 +593,32 @@ def test_stow_refusals(token_client, positive_dicom):
     body, ctype = _related(positive_dicom.read_bytes())
     no_token = client.post("/dicomweb/studies", data=body, content_type=ctype)
     assert no_token.status_code == 401 and "WWW-Authenticate" in no_token.headers
-    wrong = client.post("/dicomweb/studies", data=body, content_type=ctype,
-                        headers={"Authorization": "Bearer pn_wrong"})
+    wrong = client.post(
+        "/dicomweb/studies",
+        data=body,
+        content_type=ctype,
+        headers={"Authorization": "Bearer pn_wrong"},
+    )
     assert wrong.status_code == 401
     form = client.post("/dicomweb/studies", data={"x": "1"}, headers=auth)
     assert form.status_code == 415
-    json_parts = client.post("/dicomweb/studies", data=body, headers=auth,
-                             content_type=ctype.replace("application/dicom",
-                                                        "application/dicom+json"))
+    json_parts = client.post(
+        "/dicomweb/studies",
+        data=body,
+        headers=auth,
+        content_type=ctype.replace("application/dicom", "application/dicom+json"),
+    )
     assert json_parts.status_code == 415
     many, many_type = _related(*[b"x"] * 6)  # MAX_FILES is 5 in the test app
-    assert client.post("/dicomweb/studies", data=many, content_type=many_type,
-                       headers=auth).status_code == 413
-    other_study = client.post("/dicomweb/studies/1.2.3", data=body, content_type=ctype,
-                              headers=auth)
+    assert (
+        client.post(
+            "/dicomweb/studies", data=many, content_type=many_type, headers=auth
+        ).status_code
+        == 413
+    )
+    other_study = client.post(
+        "/dicomweb/studies/1.2.3", data=body, content_type=ctype, headers=auth
+    )
     assert other_study.status_code == 409
     assert pydicom.Dataset.from_json(other_study.json).FailedSOPSequence[0].FailureReason == 0xA900
     assert client.get("/api/v1/predictions", headers=auth).json["results"] == []
@@ -522,13 +635,22 @@ def test_pacs_settings_are_checked():
 
     def from_config(config):  # a test's mapping, parsed as the environment would be
         return Settings.from_mapping(config, env={}).pacs
-    ok = from_config({"DICOMWEB_URL": "http://pacs:8042/dicom-web/",
-                      "DICOMWEB_AUTOSEND": 1, "DICOMWEB_PASSWORD": 1234,
-                      "DICOMWEB_USERNAME": "u"})
+
+    ok = from_config(
+        {
+            "DICOMWEB_URL": "http://pacs:8042/dicom-web/",
+            "DICOMWEB_AUTOSEND": 1,
+            "DICOMWEB_PASSWORD": 1234,
+            "DICOMWEB_USERNAME": "u",
+        }
+    )
     assert ok.url == "http://pacs:8042/dicom-web" and ok.autosend and ok.password == "1234"
-    for bad in ({"DICOMWEB_URL": "pacs:8042"}, {"DICOMWEB_AUTOSEND": "maybe"},
-                {"DICOMWEB_TIMEOUT": "soon"},
-                {"DICOMWEB_TOKEN": "t", "DICOMWEB_USERNAME": "u"}):
+    for bad in (
+        {"DICOMWEB_URL": "pacs:8042"},
+        {"DICOMWEB_AUTOSEND": "maybe"},
+        {"DICOMWEB_TIMEOUT": "soon"},
+        {"DICOMWEB_TOKEN": "t", "DICOMWEB_USERNAME": "u"},
+    ):
         with pytest.raises(ValueError, match="PNEUMO_DICOMWEB"):
             from_config(bad)
     assert not from_config({}).configured
@@ -543,6 +665,7 @@ def test_stow_of_a_ct_slice_is_refused_as_not_a_chest_film(token_client):
     """A STOW-RS push of a CT instance gets no verdict: Failed SOP with 0xA900 and the reason."""
     from pathlib import Path
     from pydicom.data import get_testdata_file
+
     client, auth = token_client
     ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     body, ctype = _related(ct)

@@ -1,4 +1,5 @@
 """The site's prevalence (PNEUMO_PREVALENCE), the review band and the heat map on a result."""
+
 import pytest
 
 from conftest import write_untrained_model
@@ -8,13 +9,18 @@ from helpers.web import result_id_from, upload
 @pytest.mark.parametrize("raw, value", [("0.05", 0.05), ("5%", 0.05), ("", None)])
 def test_prevalence_setting(raw, value):
     from app.settings import Settings
-    assert Settings.from_env({"PNEUMO_PREVALENCE": raw}).prevalence == pytest.approx(value) \
-        if value else Settings.from_env({"PNEUMO_PREVALENCE": raw}).prevalence is None
+
+    assert (
+        Settings.from_env({"PNEUMO_PREVALENCE": raw}).prevalence == pytest.approx(value)
+        if value
+        else Settings.from_env({"PNEUMO_PREVALENCE": raw}).prevalence is None
+    )
 
 
 @pytest.mark.parametrize("raw", ["0", "1", "1.5", "five", "-3%"])
 def test_prevalence_setting_refuses_nonsense(raw):
     from app.settings import Settings, SettingsError
+
     with pytest.raises(SettingsError, match="PNEUMO_PREVALENCE"):
         Settings.from_env({"PNEUMO_PREVALENCE": raw})
 
@@ -22,28 +28,37 @@ def test_prevalence_setting_refuses_nonsense(raw):
 @pytest.fixture(scope="module")
 def calibrated_folder(tmp_path_factory):
     from pneumo.inference.card import read_card
-    arch = {"name": "double_unet", "args": {"input_size": 64, "depth": 2, "width": 0.125,
-                                            "channels": 1}}
-    folder = write_untrained_model(tmp_path_factory.mktemp("models") / "tiny_calibrated", arch,
-                                   {"size": 64, "channels": 1},
-                                   calibration={"features": ["evidence"], "coef": [1.0],
-                                                "intercept": 0.0})
+
+    arch = {
+        "name": "double_unet",
+        "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1},
+    }
+    folder = write_untrained_model(
+        tmp_path_factory.mktemp("models") / "tiny_calibrated",
+        arch,
+        {"size": 64, "channels": 1},
+        calibration={"features": ["evidence"], "coef": [1.0], "intercept": 0.0},
+    )
     card = read_card(folder)
     card.calibration_prevalence = 0.4
     card.write(folder)
     return folder
 
 
-def test_site_prevalence_rebases_probability_and_threshold_not_the_verdict(calibrated_folder,
-                                                                           positive_dicom):
+def test_site_prevalence_rebases_probability_and_threshold_not_the_verdict(
+    calibrated_folder, positive_dicom
+):
     from pneumo.inference.postprocess import rebase_probability
     from pneumo.inference.predictor import Predictor
     from pneumo.io.imaging import read_image
+
     record = read_image(positive_dicom)
     plain = Predictor.load(calibrated_folder).predict(record)
     site = Predictor.load(calibrated_folder, prevalence=0.05).predict(record)
     assert site.positive == plain.positive
-    assert site.probability == pytest.approx(float(rebase_probability(plain.probability, 0.4, 0.05)))
+    assert site.probability == pytest.approx(
+        float(rebase_probability(plain.probability, 0.4, 0.05))
+    )
     assert site.threshold == pytest.approx(float(rebase_probability(plain.threshold, 0.4, 0.05)))
     assert site.probability < plain.probability
     assert site.heat_map.max() <= site.probability_map.max() * site.probability + 1e-6
@@ -52,17 +67,26 @@ def test_site_prevalence_rebases_probability_and_threshold_not_the_verdict(calib
 def test_prevalence_needs_a_calibrated_model(tiny_model_folder):
     from pneumo.errors import ModelLoadError
     from pneumo.inference.predictor import Predictor
+
     with pytest.raises(ModelLoadError, match="calibrated probability"):
         Predictor.load(tiny_model_folder, prevalence=0.05)
 
 
-def test_result_page_says_prevalence_split_and_scales_the_legend(tmp_path, calibrated_folder,
-                                                                positive_dicom):
+def test_result_page_says_prevalence_split_and_scales_the_legend(
+    tmp_path, calibrated_folder, positive_dicom
+):
     from app import create_app
     from pneumo.inference.predictor import Predictor
+
     predictor = Predictor.load(calibrated_folder, prevalence=0.05)
-    app = create_app({"TESTING": True, "SECRET_KEY": "t", "DATA_DIR": str(tmp_path / "d"),
-                      "PREDICTOR": predictor})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "t",
+            "DATA_DIR": str(tmp_path / "d"),
+            "PREDICTOR": predictor,
+        }
+    )
     client = app.test_client()
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     page = client.get(f"/results/{rid}").get_data(as_text=True)

@@ -1,4 +1,5 @@
 """Patient names, IDs, birth dates and accession numbers never reach logs, file names or URLs."""
+
 import io
 import logging
 
@@ -6,8 +7,12 @@ import pydicom
 
 from helpers.web import result_id_from, upload
 
-PHI = {"PatientName": "Zzyzx^Quentin", "PatientID": "PHI-TEST-918273",
-       "PatientBirthDate": "19230417", "AccessionNumber": "ACC-55512"}
+PHI = {
+    "PatientName": "Zzyzx^Quentin",
+    "PatientID": "PHI-TEST-918273",
+    "PatientBirthDate": "19230417",
+    "AccessionNumber": "ACC-55512",
+}
 
 
 def phi_dicom(source) -> bytes:
@@ -27,13 +32,21 @@ def test_no_phi_in_logs_files_or_urls(app, client, positive_dicom, caplog, tmp_p
     rid = result_id_from(resp)
     urls = [resp.headers["Location"]]
     page = client.get(f"/results/{rid}").data.decode()
-    api = client.post("/api/v1/predictions", content_type="multipart/form-data",
-                      data={"files": [(io.BytesIO(data), "upload.dcm")]})
+    api = client.post(
+        "/api/v1/predictions",
+        content_type="multipart/form-data",
+        data={"files": [(io.BytesIO(data), "upload.dcm")]},
+    )
     bad = upload(client, (name, data[: len(data) // 3]))  # error path
     assert bad.status_code == 400
     worklist = client.get("/worklist").data.decode()
-    texts = {"log": caplog.text, "page": page, "worklist": worklist,
-             "api": api.data.decode(), "urls": " ".join(urls)}
+    texts = {
+        "log": caplog.text,
+        "page": page,
+        "worklist": worklist,
+        "api": api.data.decode(),
+        "urls": " ".join(urls),
+    }
     files = [str(p) for p in (tmp_path / "data").rglob("*")]
     # the client's file name is shown only to the uploader (their result, worklist and API
     # answers, as the worklist needs), never logged or used on disk
@@ -53,6 +66,7 @@ def test_no_phi_in_logs_files_or_urls(app, client, positive_dicom, caplog, tmp_p
 
 def test_seg_deidentified_strips_phi(client, positive_dicom):
     import highdicom as hd
+
     rid = result_id_from(upload(client, ("a.dcm", phi_dicom(positive_dicom))))
     seg = client.get(f"/results/{rid}/seg.dcm?deidentify=1").data
     for value in PHI.values():

@@ -54,8 +54,10 @@ def test_random_roundtrip(seed):
 
 
 def test_merge_is_or():
-    a = np.zeros((8, 8), bool); a[1:3, 1:3] = True
-    b = np.zeros((8, 8), bool); b[2:6, 4:7] = True
+    a = np.zeros((8, 8), bool)
+    a[1:3, 1:3] = True
+    b = np.zeros((8, 8), bool)
+    b[2:6, 4:7] = True
     merged = rle.merge([rle.encode(a), rle.encode(b), "-1"], (8, 8))
     assert np.array_equal(merged, a | b)
 
@@ -77,12 +79,15 @@ def test_read_csv_both_header_spellings(tmp_path, rle_table):
     t = rle.read_rle_csv(plain)
     assert t == {"A": ["-1"], "B": ["0 1", "5 2"]}
     assert rle.read_rle_csv(gz) == {"A": ["-1"]}
-    noheader = SIIM / "kaggle_sample_OleguerCanal/kaggle_provided_data/sample images/train-rle-sample.csv"
+    noheader = (
+        SIIM / "kaggle_sample_OleguerCanal/kaggle_provided_data/sample images/train-rle-sample.csv"
+    )
     assert len(rle.read_rle_csv(noheader)) >= 7
 
 
 def test_csv_masks_equal_committed_png_masks(rle_table):
     import csv
+
     id_of = {}
     for part in ("train", "test"):
         path = SIIM / f"thermistokles_CS534-Final-Project/stage_1_{part}_images.csv"

@@ -1,4 +1,5 @@
 """DICOM SEG: stable identity per result, PS3.15 de-identification, quiet downloads."""
+
 import io
 import logging
 import re
@@ -32,8 +33,10 @@ def test_same_result_same_seg(client, positive_dicom):
     assert seg.SeriesInstanceUID == stable_uid(rid, "seg-series")
     assert seg.SOPInstanceUID == stable_uid(rid, "seg-sop")
     other = result_id_from(upload(client, ("b.dcm", positive_dicom.read_bytes())))
-    assert pydicom.dcmread(io.BytesIO(client.get(f"/results/{other}/seg.dcm").data)) \
-        .SOPInstanceUID != seg.SOPInstanceUID
+    assert (
+        pydicom.dcmread(io.BytesIO(client.get(f"/results/{other}/seg.dcm").data)).SOPInstanceUID
+        != seg.SOPInstanceUID
+    )
     anon1 = client.get(f"/results/{rid}/seg.dcm?deidentify=1").data
     assert anon1 == client.get(f"/results/{rid}/seg.dcm?deidentify=1").data
     anon = pydicom.dcmread(io.BytesIO(anon1))
@@ -43,10 +46,12 @@ def test_same_result_same_seg(client, positive_dicom):
 
 def test_seg_downloads_have_distinct_file_names(client, positive_dicom):
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
-    names = [client.get(f"/results/{rid}/seg.dcm{q}").headers["Content-Disposition"]
-             for q in ("", "?deidentify=1")]
+    names = [
+        client.get(f"/results/{rid}/seg.dcm{q}").headers["Content-Disposition"]
+        for q in ("", "?deidentify=1")
+    ]
     assert names[0] != names[1]
-    assert names[0].endswith("a_seg.dcm")           # named after the uploaded file
+    assert names[0].endswith("a_seg.dcm")  # named after the uploaded file
     assert names[1].endswith(f"{rid[:8]}_seg_deidentified.dcm")  # never the uploader's name
     overlay = client.get(f"/results/{rid}/files/overlay.png?download=1")
     assert overlay.headers["Content-Disposition"].endswith("a_overlay.png")
@@ -55,6 +60,7 @@ def test_seg_downloads_have_distinct_file_names(client, positive_dicom):
 def test_download_names_are_safe_and_fall_back_to_the_id():
     from types import SimpleNamespace
     from app.views import download_stem
+
     row = SimpleNamespace(id="0123456789abcdef", file_name="../chest 0421 (copy).dcm")
     assert download_stem(row) == "chest_0421_copy"
     assert download_stem(SimpleNamespace(id="0123456789abcdef", file_name="")) == "01234567"
@@ -63,6 +69,7 @@ def test_download_names_are_safe_and_fall_back_to_the_id():
 
 def test_deidentified_seg_follows_basic_profile(client, positive_dicom):
     import highdicom as hd
+
     data = phi_dicom(positive_dicom)
     src = pydicom.dcmread(io.BytesIO(data))
     assert src.get("PatientSex") and src.get("PatientAge")  # the SIIM file has both
@@ -74,18 +81,24 @@ def test_deidentified_seg_follows_basic_profile(client, positive_dicom):
     assert any(m.startswith("DICOGNITO") for m in method)
     codes = {c.CodeValue for c in anon.DeidentificationMethodCodeSequence}
     assert {"113100", "113107"} <= codes  # Basic Profile, dates shifted (CID 7050)
-    for value in list(PHI.values()) + [str(src.StudyInstanceUID), str(src.SOPInstanceUID),
-                                       str(src.SeriesInstanceUID)]:
+    for value in list(PHI.values()) + [
+        str(src.StudyInstanceUID),
+        str(src.SOPInstanceUID),
+        str(src.SeriesInstanceUID),
+    ]:
         assert value.encode() not in raw, value
     assert anon.PatientSex == "" and "PatientAge" not in anon
     assert re.fullmatch(r"ANON\^[0-9A-F]{8}", str(anon.PatientName))  # plainly a pseudonym
     assert anon.StudyDate != src.StudyDate
     # the references stay consistent inside the de-identified SEG
     ref = anon.ReferencedSeriesSequence[0]
-    source_ref = anon.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0] \
-        .SourceImageSequence[0]
-    assert ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
-        source_ref.ReferencedSOPInstanceUID
+    source_ref = (
+        anon.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    )
+    assert (
+        ref.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+        == source_ref.ReferencedSOPInstanceUID
+    )
     mask = client.get(f"/results/{rid}/files/mask.png")
     assert mask.status_code == 200
     assert anon.pixel_array.any() == (client.get(f"/api/v1/predictions/{rid}").json["area_px"] > 0)
@@ -103,12 +116,14 @@ def test_seg_download_logs_nothing_from_highdicom(client, positive_dicom, caplog
 
 def test_make_seg_rejects_a_mask_of_another_size(positive_dicom):
     from pneumo.errors import UnsupportedDicomError
+
     with pytest.raises(UnsupportedDicomError, match="does not match"):
         make_seg(positive_dicom.read_bytes(), np.zeros((10, 10), bool), "m", uid_seed="x")
 
 
 def _with(data: bytes, **values) -> bytes:
     import warnings
+
     ds = pydicom.dcmread(io.BytesIO(data))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the invalid values on purpose
@@ -121,11 +136,19 @@ def _with(data: bytes, **values) -> bytes:
 
 #: Every date, time and coded value the SEG copies from its source (patient and study
 #: modules), each with values a real modality has been seen to write.
-MALFORMED = [("StudyDate", "2020-01-01"), ("StudyDate", "20201301"), ("StudyDate", "2020"),
-             ("StudyTime", "25:00"), ("StudyTime", "1pm"), ("PatientBirthDate", "19xx0101"),
-             ("PatientBirthDate", "1990-02-30"), ("PatientBirthTime", "99"),
-             ("SeriesDate", "2020.01.01"), ("AcquisitionDateTime", "2020-01-01T10:00"),
-             ("PatientSex", "male")]
+MALFORMED = [
+    ("StudyDate", "2020-01-01"),
+    ("StudyDate", "20201301"),
+    ("StudyDate", "2020"),
+    ("StudyTime", "25:00"),
+    ("StudyTime", "1pm"),
+    ("PatientBirthDate", "19xx0101"),
+    ("PatientBirthDate", "1990-02-30"),
+    ("PatientBirthTime", "99"),
+    ("SeriesDate", "2020.01.01"),
+    ("AcquisitionDateTime", "2020-01-01T10:00"),
+    ("PatientSex", "male"),
+]
 
 
 @pytest.mark.parametrize("keyword, value", MALFORMED)
@@ -134,6 +157,7 @@ def test_seg_leaves_out_malformed_values_instead_of_failing(positive_dicom, keyw
     (plain and de-identified), and the function the result's note uses names them."""
     import warnings
     from pneumo.io.seg import invalid_copied_values
+
     data = _with(positive_dicom.read_bytes(), **{keyword: value})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about the value it was given
@@ -142,14 +166,18 @@ def test_seg_leaves_out_malformed_values_instead_of_failing(positive_dicom, keyw
         mask = np.zeros((int(source.Rows), int(source.Columns)), bool)
         mask[100:200, 100:200] = True
         for deidentify in (False, True):
-            seg = pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", deidentify=deidentify,
-                                                      uid_seed="result-id-0123456789")))
+            seg = pydicom.dcmread(
+                io.BytesIO(
+                    make_seg(
+                        data, mask, "m", deidentify=deidentify, uid_seed="result-id-0123456789"
+                    )
+                )
+            )
             assert seg.Modality == "SEG" and str(seg.get(keyword, "") or "") != value
         assert str(source[keyword].value) == value  # the caller's dataset is untouched
 
 
-def test_result_with_a_malformed_study_date_downloads_its_seg_and_says_so(client,
-                                                                          positive_dicom):
+def test_result_with_a_malformed_study_date_downloads_its_seg_and_says_so(client, positive_dicom):
     data = _with(positive_dicom.read_bytes(), StudyDate="2020-01-01", StudyTime="25:00")
     rid = result_id_from(upload(client, ("a.dcm", data)))
     for url in (f"/results/{rid}/seg.dcm", f"/results/{rid}/seg.dcm?deidentify=1"):
@@ -167,19 +195,29 @@ def test_seg_of_a_source_without_study_or_series_uids_gets_stable_valid_ones(pos
     SEG without them): the SEG gets valid UIDs derived from the result, the same on every
     render, and references the same source SOP UID it declares."""
     import warnings
-    data = _with(positive_dicom.read_bytes(), StudyInstanceUID="", SeriesInstanceUID="",
-                 SOPInstanceUID="ID_48eca29e9")
+
+    data = _with(
+        positive_dicom.read_bytes(),
+        StudyInstanceUID="",
+        SeriesInstanceUID="",
+        SOPInstanceUID="ID_48eca29e9",
+    )
     mask = np.zeros(pydicom.dcmread(io.BytesIO(data)).pixel_array.shape, bool)
     mask[10:50, 10:50] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        segs = [pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", uid_seed="result-1")))
-                for _ in range(2)]
+        segs = [
+            pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", uid_seed="result-1")))
+            for _ in range(2)
+        ]
         other = pydicom.dcmread(io.BytesIO(make_seg(data, mask, "m", uid_seed="result-2")))
     seg = segs[0]
-    for uid in (seg.StudyInstanceUID, seg.SeriesInstanceUID, seg.SOPInstanceUID,
-                seg.ReferencedSeriesSequence[0].SeriesInstanceUID,
-                seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
-                .ReferencedSOPInstanceUID):
+    for uid in (
+        seg.StudyInstanceUID,
+        seg.SeriesInstanceUID,
+        seg.SOPInstanceUID,
+        seg.ReferencedSeriesSequence[0].SeriesInstanceUID,
+        seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID,
+    ):
         assert pydicom.uid.UID(str(uid)).is_valid, uid
     assert seg.StudyInstanceUID == segs[1].StudyInstanceUID != other.StudyInstanceUID

@@ -2,6 +2,7 @@
 server started by the tests) and on a blob store: the same queries, the send queue
 claimed once across workers, versioned migrations that keep every row, an outage
 answered with 503 and recovered from without a restart."""
+
 from __future__ import annotations
 
 import datetime
@@ -33,12 +34,26 @@ def store(request, tmp_path):
 
 
 def _row(owner: str = "user:1", created: float | None = None, **changes) -> ResultRow:
-    values = dict(id=uuid.uuid4().hex, owner=owner, created=created or time.time(),
-                  source_format="DICOM", positive=True, probability=0.8123456789,
-                  threshold=0.5, area_px=42, area_cm2=3.25, side={"side": "left"},
-                  meta={"modality": "CR"}, identifiers={"PatientID": "x"}, model="m (v3)",
-                  rle="5 3", timings={"total_ms": 9.5}, file_name="a.dcm",
-                  probability_kind="probability", operating_point={"name": "balanced"})
+    values = dict(
+        id=uuid.uuid4().hex,
+        owner=owner,
+        created=created or time.time(),
+        source_format="DICOM",
+        positive=True,
+        probability=0.8123456789,
+        threshold=0.5,
+        area_px=42,
+        area_cm2=3.25,
+        side={"side": "left"},
+        meta={"modality": "CR"},
+        identifiers={"PatientID": "x"},
+        model="m (v3)",
+        rle="5 3",
+        timings={"total_ms": 9.5},
+        file_name="a.dcm",
+        probability_kind="probability",
+        operating_point={"name": "balanced"},
+    )
     values.update(changes)
     return ResultRow(**values)
 
@@ -79,8 +94,9 @@ def test_results_accounts_sessions_and_counters_behave_alike(store):
 
     store.reads.add(ReadRow(row.id, "other (v4)", time.time(), 0.4, False, 0.5, 0, "-1"))
     store.reads.add(ReadRow(row.id, "other (v4)", time.time(), 0.6, True, 0.5, 7, "1 7"))
-    assert [(r.model, r.probability, r.positive) for r in store.reads.for_result(row.id)] == \
-        [("other (v4)", 0.6, True)]  # the same model's later read replaces the earlier
+    assert [(r.model, r.probability, r.positive) for r in store.reads.for_result(row.id)] == [
+        ("other (v4)", 0.6, True)
+    ]  # the same model's later read replaces the earlier
     assert store.delete(row.id, row.owner)
     assert store.results.get(row.id, row.owner) is None and store.reads.for_result(row.id) == []
     assert store.results.read_file(row.id, "source.dcm") is None
@@ -136,13 +152,20 @@ def test_the_rate_limiter_counts_through_the_stores_counters(store, tmp_path):
 
     from app.store import ratelimits
     from app import create_app
+
     uri = ratelimits.storage_uri(store)
     limiter_storage = storage_from_string(uri, counters=store.counters)  # the app's options
     assert limiter_storage.counters is store.counters  # the store's own, not a second pool
     assert [limiter_storage.incr("login/1.2.3.4", 60) for _ in range(2)] == [1, 2]
     assert store.counters.get("login/1.2.3.4")[0] == 2 and limiter_storage.check()
-    app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATA_DIR": str(tmp_path / "a"),
-                      "PREDICTOR": object()})
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k" * 32,
+            "DATA_DIR": str(tmp_path / "a"),
+            "PREDICTOR": object(),
+        }
+    )
     options = app.config["RATELIMIT_STORAGE_OPTIONS"]
     assert options["counters"] is app.extensions["pneumo"].store.counters
     # a process that made no store of its own counts in the same table of the same database
@@ -171,8 +194,9 @@ def test_a_database_made_by_the_last_release_upgrades_without_losing_a_row(tmp_p
         assert _counts(lambda sql: db.scalar(sql)) == before
     with sqlite3.connect(data / "pneumo.sqlite3") as db:
         columns = [c[1] for c in db.execute("PRAGMA table_info(results)")]
-        new_rows = db.execute(f"SELECT {', '.join(columns[:len(old_rows[0])])} FROM results "
-                              "ORDER BY id").fetchall()
+        new_rows = db.execute(
+            f"SELECT {', '.join(columns[: len(old_rows[0])])} FROM results ORDER BY id"
+        ).fetchall()
     assert new_rows == old_rows  # every value as it was
     uid = store.accounts.authenticate("alice", "correct horse battery")
     assert uid is not None
@@ -193,8 +217,11 @@ def test_postgres_upgrades_from_version_1_without_losing_a_row(postgres, tmp_pat
         for table in TABLES:
             for r in src.execute(f"SELECT * FROM {table}"):
                 names = list(r.keys())
-                db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES "
-                           f"({', '.join(':' + n for n in names)})", dict(r))
+                db.execute(
+                    f"INSERT INTO {table} ({', '.join(names)}) VALUES "
+                    f"({', '.join(':' + n for n in names)})",
+                    dict(r),
+                )
         before = _counts(lambda sql: db.scalar(sql))
     assert store.db.create_schema() == migrations.HEAD
     with store.db._connect() as db:
@@ -226,8 +253,9 @@ def test_nodes_starting_together_upgrade_once(postgres, tmp_path):
         t.join(60)
     assert not errors
     with Store(tmp_path / "node0", url).db._connect() as db:
-        assert [r["version"] for r in db.all("SELECT version FROM schema_version ORDER BY 1")] \
-            == [m.version for m in migrations.MIGRATIONS]
+        assert [r["version"] for r in db.all("SELECT version FROM schema_version ORDER BY 1")] == [
+            m.version for m in migrations.MIGRATIONS
+        ]
 
 
 def test_blob_store_keeps_files_and_purge_sweeps_files_without_a_row(tmp_path):
@@ -259,20 +287,36 @@ def test_blob_store_keeps_files_and_purge_sweeps_files_without_a_row(tmp_path):
 def test_a_shared_database_needs_a_shared_secret_key(postgres, tmp_path):
     from app import create_app
     from app.settings import SettingsError
+
     with pytest.raises(SettingsError, match="PNEUMO_SECRET_KEY"):
-        create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "d"),
-                    "DATABASE_URL": postgres.new_database(), "PREDICTOR": object()})
+        create_app(
+            {
+                "TESTING": True,
+                "DATA_DIR": str(tmp_path / "d"),
+                "DATABASE_URL": postgres.new_database(),
+                "PREDICTOR": object(),
+            }
+        )
 
 
 def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
-        tmp_path, tiny_predictor, positive_dicom):
+    tmp_path, tiny_predictor, positive_dicom
+):
     from helpers import pgserver
     from app import create_app
+
     server = pgserver.PostgresServer().start()
     try:
-        app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32,
-                          "DATA_DIR": str(tmp_path / "d"), "DATABASE_URL": server.url(),
-                          "PREDICTOR": tiny_predictor, "WARM_UP": False})
+        app = create_app(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "k" * 32,
+                "DATA_DIR": str(tmp_path / "d"),
+                "DATABASE_URL": server.url(),
+                "PREDICTOR": tiny_predictor,
+                "WARM_UP": False,
+            }
+        )
         client = app.test_client()
         data = positive_dicom.read_bytes()
         store = app.extensions["pneumo"].store
@@ -280,8 +324,9 @@ def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
         auth = {"Authorization": f"Bearer {store.accounts.create_token('alice')}"}
 
         def upload():
-            return client.post("/api/v1/predictions", headers=auth,
-                               data={"file": (io.BytesIO(data), "a.dcm")})
+            return client.post(
+                "/api/v1/predictions", headers=auth, data={"file": (io.BytesIO(data), "a.dcm")}
+            )
 
         assert upload().status_code == 201
         assert client.get("/readyz").status_code == 200
@@ -305,25 +350,36 @@ def test_database_outage_is_a_503_and_the_app_recovers_without_a_restart(
 
 def test_scale_out_settings_are_checked_and_never_print_a_password(tmp_path):
     from app.settings import Settings, SettingsError, shared_secret_problem
-    shared = Settings.from_env({"PNEUMO_DATABASE_URL": "postgresql://pneumo:s3cret@db/pneumo",
-                                "PNEUMO_BLOB_URL": "s3://bucket/pneumo"})
+
+    shared = Settings.from_env(
+        {
+            "PNEUMO_DATABASE_URL": "postgresql://pneumo:s3cret@db/pneumo",
+            "PNEUMO_BLOB_URL": "s3://bucket/pneumo",
+        }
+    )
     assert shared.shared_database and shared.pacs_sender == "worker"
     assert "s3cret" not in str(shared.to_dict()) and "***" in shared.to_dict()["database_url"]
     assert "PNEUMO_SECRET_KEY" in shared_secret_problem(shared)
     assert Settings.from_env({}).pacs_sender == "web" and not Settings.from_env({}).shared_database
-    assert Settings.from_env({"PNEUMO_DATABASE_URL": "postgresql://db/p",
-                              "PNEUMO_DICOMWEB_SENDER": "web"}).pacs_sender == "web"
+    assert (
+        Settings.from_env(
+            {"PNEUMO_DATABASE_URL": "postgresql://db/p", "PNEUMO_DICOMWEB_SENDER": "web"}
+        ).pacs_sender
+        == "web"
+    )
     key = tmp_path / "key"
     key.write_text("k" * 40 + "\n")
-    from_file = Settings.from_env({"PNEUMO_DATABASE_URL": "postgresql://db/p",
-                                   "PNEUMO_SECRET_KEY_FILE": str(key)})
+    from_file = Settings.from_env(
+        {"PNEUMO_DATABASE_URL": "postgresql://db/p", "PNEUMO_SECRET_KEY_FILE": str(key)}
+    )
     assert from_file.secret_key == "k" * 40 and shared_secret_problem(from_file) is None
-    for env, message in (({"PNEUMO_DATABASE_URL": "mysql://db/p"}, "DATABASE_URL"),
-                         ({"PNEUMO_SECRET_KEY": "short"}, "at least 16"),
-                         ({"PNEUMO_SECRET_KEY": "k" * 20, "PNEUMO_SECRET_KEY_FILE": str(key)},
-                          "not both"),
-                         ({"PNEUMO_SECRET_KEY_FILE": str(tmp_path / "missing")}, "cannot be read"),
-                         ({"PNEUMO_DICOMWEB_SENDER": "nobody"}, "DICOMWEB_SENDER")):
+    for env, message in (
+        ({"PNEUMO_DATABASE_URL": "mysql://db/p"}, "DATABASE_URL"),
+        ({"PNEUMO_SECRET_KEY": "short"}, "at least 16"),
+        ({"PNEUMO_SECRET_KEY": "k" * 20, "PNEUMO_SECRET_KEY_FILE": str(key)}, "not both"),
+        ({"PNEUMO_SECRET_KEY_FILE": str(tmp_path / "missing")}, "cannot be read"),
+        ({"PNEUMO_DICOMWEB_SENDER": "nobody"}, "DICOMWEB_SENDER"),
+    ):
         with pytest.raises(SettingsError, match=message):
             Settings.from_env(env)
 
@@ -334,11 +390,22 @@ def test_gunicorn_refuses_a_shared_database_without_a_shared_key(postgres, tmp_p
     import sys
     from conftest import ROOT
     from helpers.localserver import free_port
-    env = dict(os.environ, PNEUMO_DATABASE_URL=postgres.new_database(),
-               PNEUMO_INSTANCE_DIR=str(tmp_path), PNEUMO_PORT=str(free_port()))
+
+    env = dict(
+        os.environ,
+        PNEUMO_DATABASE_URL=postgres.new_database(),
+        PNEUMO_INSTANCE_DIR=str(tmp_path),
+        PNEUMO_PORT=str(free_port()),
+    )
     env.pop("PNEUMO_SECRET_KEY", None)
-    out = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 3
     assert "every node must sign logins with the same key" in out.stderr
     assert len([line for line in out.stderr.splitlines() if "refuses" in line]) == 1

@@ -1,6 +1,7 @@
 """Structured results for the PACS on a real SIIM file: the SR (TID 1500) beside the SEG,
 and the labelled Secondary Capture; read back by pydicom and highdicom, checked by
 dicom3tools' dciodvfy where it is installed."""
+
 import io
 import logging
 import shutil
@@ -24,9 +25,18 @@ from pneumo.io.sr import make_sr_dataset
 CREATED = 1_700_000_000.0
 PNEUMOTHORAX = Code("36118008", "SCT", "Pneumothorax")
 #: What the app knows of a positive result (issue 24 part 4's arguments).
-POSITIVE = dict(positive=True, probability=0.87, probability_kind="probability",
-                operating_point="balanced", threshold=0.5, area_px=40_000, area_cm2=81.8,
-                side="left", model_name="double_unet_v2", model_version="2.1.0")
+POSITIVE = dict(
+    positive=True,
+    probability=0.87,
+    probability_kind="probability",
+    operating_point="balanced",
+    threshold=0.5,
+    area_px=40_000,
+    area_cm2=81.8,
+    side="left",
+    model_name="double_unet_v2",
+    model_version="2.1.0",
+)
 
 
 def _mask(shape) -> np.ndarray:
@@ -50,8 +60,13 @@ def _objects(data: bytes, seed: str | None = "result-1", **values):
     pixels, mask = _pixels_and_mask(data)
     seg = make_seg_dataset(data, mask, POSITIVE["model_name"], seed, CREATED)
     sr = make_sr_dataset(data, seg, **{**POSITIVE, **values}, uid_seed=seed, created=CREATED)
-    sc = make_secondary_capture(data, filled(pixels, mask), model_name=POSITIVE["model_name"],
-                                uid_seed=seed, created=CREATED)
+    sc = make_secondary_capture(
+        data,
+        filled(pixels, mask),
+        model_name=POSITIVE["model_name"],
+        uid_seed=seed,
+        created=CREATED,
+    )
     return seg, sr, sc
 
 
@@ -73,9 +88,11 @@ def dciodvfy_errors(path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
-needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None,
-                                    reason="dicom3tools is not installed (apt-get install "
-                                           "dicom3tools); pydicom/highdicom checks still run")
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None,
+    reason="dicom3tools is not installed (apt-get install "
+    "dicom3tools); pydicom/highdicom checks still run",
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +105,10 @@ def written(source_bytes, tmp_path_factory):
     """The three objects of one positive result, written and read back."""
     folder = tmp_path_factory.mktemp("structured")
     seg, sr, sc = _objects(source_bytes)
-    return {name: (_written(ds, folder / f"{name}.dcm"), folder / f"{name}.dcm")
-            for name, ds in (("seg", seg), ("sr", sr), ("sc", sc))}
+    return {
+        name: (_written(ds, folder / f"{name}.dcm"), folder / f"{name}.dcm")
+        for name, ds in (("seg", seg), ("sr", sr), ("sc", sc))
+    }
 
 
 def _groups(sr: pydicom.Dataset):
@@ -134,8 +153,7 @@ def test_sr_says_what_the_result_says(written, source_bytes):
     frame = region.referenced_segmentation_frame
     assert frame.referenced_sop_instance_uid == seg.SOPInstanceUID
     assert frame.referenced_segment_numbers == [1]
-    assert frame.source_image_for_segmentation.referenced_sop_instance_uid == \
-        source.SOPInstanceUID
+    assert frame.source_image_for_segmentation.referenced_sop_instance_uid == source.SOPInstanceUID
 
     for group in (verdict, region):
         items = group[0].ContentSequence
@@ -150,20 +168,28 @@ def test_sr_says_what_the_result_says(written, source_bytes):
     assert evidence == {source.SOPInstanceUID, seg.SOPInstanceUID}
 
 
-@pytest.mark.parametrize("values, area, laterality, verdict_code", [
-    ({}, (81.8, "cm2"), "7771000", "52101004"),
-    ({"area_cm2": None}, (40_000.0, "{pixels}"), "7771000", "52101004"),   # implausible spacing
-    ({"side": "both"}, (81.8, "cm2"), "51440002", "52101004"),
-    ({"side": "unknown"}, (81.8, "cm2"), None, "52101004"),
-    ({"positive": False, "side": "none", "area_px": 0, "area_cm2": 0.0, "probability": 0.12},
-     (0.0, "cm2"), None, "272519000"),                                      # SCT Absent
-])
+@pytest.mark.parametrize(
+    "values, area, laterality, verdict_code",
+    [
+        ({}, (81.8, "cm2"), "7771000", "52101004"),
+        ({"area_cm2": None}, (40_000.0, "{pixels}"), "7771000", "52101004"),  # implausible spacing
+        ({"side": "both"}, (81.8, "cm2"), "51440002", "52101004"),
+        ({"side": "unknown"}, (81.8, "cm2"), None, "52101004"),
+        (
+            {"positive": False, "side": "none", "area_px": 0, "area_cm2": 0.0, "probability": 0.12},
+            (0.0, "cm2"),
+            None,
+            "272519000",
+        ),  # SCT Absent
+    ],
+)
 def test_sr_area_unit_side_and_verdict(source_bytes, values, area, laterality, verdict_code):
     _, sr, _ = _objects(source_bytes, **values)
     _, verdict, region = _groups(sr)
     assert _measurement(region, Code("42798000", "SCT", "Area")) == area
-    assert [s.laterality.value for s in verdict.finding_sites] == \
-        ([laterality] if laterality else [])
+    assert [s.laterality.value for s in verdict.finding_sites] == (
+        [laterality] if laterality else []
+    )
     assert verdict.get_qualitative_evaluations(name=PNEUMOTHORAX)[0].value.value == verdict_code
 
 
@@ -175,20 +201,24 @@ def test_sr_calls_an_uncalibrated_score_a_score(source_bytes):
     assert _measurement(verdict, Code("122411", "DCM", "Threshold Value")) == (2.5, "1")
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"probability_kind": "logit"}, "probability_kind"),
-    ({"probability": 1.5}, "probability must be in"),
-    ({"threshold": float("nan")}, "threshold must be a finite"),
-    ({"side": "top"}, "side must be one of"),
-    ({"area_px": -1}, "non-negative"),
-    ({"model_version": ""}, "version"),
-    ({"operating_point": ""}, "operating_point"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"probability_kind": "logit"}, "probability_kind"),
+        ({"probability": 1.5}, "probability must be in"),
+        ({"threshold": float("nan")}, "threshold must be a finite"),
+        ({"side": "top"}, "side must be one of"),
+        ({"area_px": -1}, "non-negative"),
+        ({"model_version": ""}, "version"),
+        ({"operating_point": ""}, "operating_point"),
+    ],
+)
 def test_sr_refuses_impossible_values(written, source_bytes, values, message):
     seg, _ = written["seg"]
     with pytest.raises(ValueError, match=message):
-        make_sr_dataset(source_bytes, seg, **{**POSITIVE, **values}, uid_seed="result-1",
-                        created=CREATED)
+        make_sr_dataset(
+            source_bytes, seg, **{**POSITIVE, **values}, uid_seed="result-1", created=CREATED
+        )
 
 
 def test_sr_refuses_a_seg_of_another_image(written, source_bytes):
@@ -217,8 +247,8 @@ def test_capture_shows_the_overlay_with_the_label_burned_in(written, source_byte
     assert not np.array_equal(shown[label], overlay[label])
     box = shown[top:bottom, left:right]
     assert (box == 255).all(axis=2).sum() > 200 and (box == 0).all(axis=2).mean() > 0.5
-    assert left < 0.05 * shown.shape[1] and top < 0.05 * shown.shape[0]        # top-left
-    assert bottom - top >= 0.025 * shown.shape[0]                             # readable size
+    assert left < 0.05 * shown.shape[1] and top < 0.05 * shown.shape[0]  # top-left
+    assert bottom - top >= 0.025 * shown.shape[0]  # readable size
 
 
 def test_label_on_a_small_image_and_refused_where_it_cannot_be_read():
@@ -228,16 +258,17 @@ def test_label_on_a_small_image_and_refused_where_it_cannot_be_read():
     assert right <= 160 and bottom - top >= 12 and (labelled[top:bottom, left:right] == 255).any()
     assert np.array_equal(labelled[bottom:], small[bottom:])
     with pytest.raises(ValueError, match="uint8"):
-        make_secondary_capture(b"", small.astype(np.float32), model_name="m", uid_seed="x",
-                               created=CREATED)
+        make_secondary_capture(
+            b"", small.astype(np.float32), model_name="m", uid_seed="x", created=CREATED
+        )
     with pytest.raises(ValueError, match="too small"):
-        make_secondary_capture(b"", small[:64, :80], model_name="m", uid_seed="x",
-                               created=CREATED)
+        make_secondary_capture(b"", small[:64, :80], model_name="m", uid_seed="x", created=CREATED)
 
 
 def test_same_result_same_objects_other_result_other_uids(source_bytes):
-    first, again, other = (_objects(source_bytes, seed) for seed in
-                           ("result-1", "result-1", "result-2"))
+    first, again, other = (
+        _objects(source_bytes, seed) for seed in ("result-1", "result-1", "result-2")
+    )
     for index, (kind, ds) in enumerate((("sr", first[1]), ("sc", first[2]))):
         assert ds.SeriesInstanceUID == stable_uid("result-1", f"{kind}-series")
         assert ds.SOPInstanceUID == stable_uid("result-1", f"{kind}-sop")
@@ -251,16 +282,17 @@ def test_same_result_same_objects_other_result_other_uids(source_bytes):
 def test_source_without_study_or_series_uids(source_bytes, tmp_path):
     """The SIIM test images without Study/Series UIDs: SEG, SR and capture all get the
     same valid derived study, and the SR names the image the SEG names."""
-    data = _with(source_bytes, StudyInstanceUID="", SeriesInstanceUID="",
-                 SOPInstanceUID="ID_48eca29e9")
-    seg, sr, sc = (_written(ds, tmp_path / f"{i}.dcm")
-                   for i, ds in enumerate(_objects(data)))
+    data = _with(
+        source_bytes, StudyInstanceUID="", SeriesInstanceUID="", SOPInstanceUID="ID_48eca29e9"
+    )
+    seg, sr, sc = (_written(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(_objects(data)))
     for ds in (sr, sc):
         for uid in (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID):
             assert pydicom.uid.UID(str(uid)).is_valid, uid
         assert ds.StudyInstanceUID == seg.StudyInstanceUID
-    source_uid = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0] \
-        .ReferencedSOPInstanceUID
+    source_uid = (
+        seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    )
     _, verdict, region = _groups(sr)
     assert verdict.source_images[0].referenced_sop_instance_uid == source_uid
     assert region.referenced_segmentation_frame.referenced_sop_instance_uid == seg.SOPInstanceUID
@@ -270,10 +302,13 @@ def test_source_without_study_or_series_uids(source_bytes, tmp_path):
 
 #: Results unlike the fixture's: a source without Study/Series UIDs, an area in pixels,
 #: an unknown side and a score; a negative result with an empty SEG.
-VARIANTS = [({"StudyInstanceUID": "", "SeriesInstanceUID": "", "SOPInstanceUID": "ID_48eca29e9"},
-             {"area_cm2": None, "side": "unknown", "probability_kind": "score"}),
-            ({}, {"positive": False, "side": "none", "area_px": 0, "area_cm2": None,
-                  "probability": 0.1})]
+VARIANTS = [
+    (
+        {"StudyInstanceUID": "", "SeriesInstanceUID": "", "SOPInstanceUID": "ID_48eca29e9"},
+        {"area_cm2": None, "side": "unknown", "probability_kind": "score"},
+    ),
+    ({}, {"positive": False, "side": "none", "area_px": 0, "area_cm2": None, "probability": 0.1}),
+]
 
 
 @needs_dciodvfy
@@ -284,8 +319,7 @@ def test_dciodvfy_finds_no_errors(written):
 
 @needs_dciodvfy
 @pytest.mark.parametrize("source_values, values", VARIANTS)
-def test_dciodvfy_finds_no_errors_in_other_results(source_bytes, tmp_path, source_values,
-                                                   values):
+def test_dciodvfy_finds_no_errors_in_other_results(source_bytes, tmp_path, source_values, values):
     data = _with(source_bytes, **source_values) if source_values else source_bytes
     _, sr, sc = _objects(data, **values)
     for name, ds in (("sr", sr), ("sc", sc)):
@@ -299,6 +333,7 @@ def test_sr_and_capture_log_nothing_from_highdicom(written, source_bytes, caplog
     pixels, mask = _pixels_and_mask(source_bytes)
     caplog.set_level(logging.INFO)
     make_sr_dataset(source_bytes, seg, **POSITIVE, uid_seed="result-1", created=CREATED)
-    make_secondary_capture(source_bytes, filled(pixels, mask), model_name="m",
-                           uid_seed="result-1", created=CREATED)
+    make_secondary_capture(
+        source_bytes, filled(pixels, mask), model_name="m", uid_seed="result-1", created=CREATED
+    )
     assert [r for r in caplog.records if r.name.startswith("highdicom")] == []

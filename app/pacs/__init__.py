@@ -1,4 +1,5 @@
-"""The PACS connection over DICOMweb (``PNEUMO_DICOMWEB_*``, see :class:`app.settings.PacsSettings`).
+"""The PACS connection over DICOMweb (``PNEUMO_DICOMWEB_*``, see
+:class:`app.settings.PacsSettings`).
 
 * ``client``: the DICOMweb client (QIDO-RS search, WADO-RS fetch, STOW-RS store);
 * ``sender``: a DICOM result's SEG to the PACS through a send queue in the

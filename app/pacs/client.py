@@ -1,6 +1,7 @@
 """The DICOMweb client of the PACS connection, through ``dicomweb-client``: search
 (QIDO-RS), fetch (WADO-RS) and store (STOW-RS), with failures turned into
 :class:`PacsError` messages that name what failed, never patient data."""
+
 from __future__ import annotations
 
 import logging
@@ -56,14 +57,20 @@ def describe_failure(exc: Exception, settings: PacsSettings) -> str:
         return f"The PACS at {settings.url} could not be reached (is it running?)."
     if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
         status = exc.response.status_code
-        hint = (" Check PNEUMO_DICOMWEB_USERNAME/PASSWORD or PNEUMO_DICOMWEB_TOKEN."
-                if status in (401, 403) else "")
+        hint = (
+            " Check PNEUMO_DICOMWEB_USERNAME/PASSWORD or PNEUMO_DICOMWEB_TOKEN."
+            if status in (401, 403)
+            else ""
+        )
         return f"The PACS at {settings.url} answered HTTP {status}.{hint}"
     return f"Sending failed: {type(exc).__name__}."
 
 
-_KINDS = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.88.33": "SR",
-          "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture"}
+_KINDS = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
+    "1.2.840.10008.5.1.4.1.1.88.33": "SR",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
+}
 
 
 def store_objects(settings: PacsSettings, datasets: list[pydicom.Dataset]) -> None:
@@ -78,13 +85,17 @@ def store_objects(settings: PacsSettings, datasets: list[pydicom.Dataset]) -> No
         code = f" (failure reason 0x{int(reason):04X})" if reason is not None else ""
         kind = _KINDS.get(str(failed[0].get("ReferencedSOPClassUID", "")), "result object")
         raise PacsError(f"The PACS at {settings.url} refused the {kind}{code}.")
-    stored = {str(item.get("ReferencedSOPInstanceUID", ""))
-              for item in response.get("ReferencedSOPSequence", [])}
+    stored = {
+        str(item.get("ReferencedSOPInstanceUID", ""))
+        for item in response.get("ReferencedSOPSequence", [])
+    }
     missing = [ds for ds in datasets if str(ds.SOPInstanceUID) not in stored]
     if missing:
         kind = _KINDS.get(str(missing[0].SOPClassUID), "result object")
-        raise PacsError(f"The PACS at {settings.url} did not confirm that it stored the "
-                        f"{kind} (its answer names neither it nor a failure reason).")
+        raise PacsError(
+            f"The PACS at {settings.url} did not confirm that it stored the "
+            f"{kind} (its answer names neither it nor a failure reason)."
+        )
 
 
 @dataclass
@@ -130,8 +141,14 @@ def _dicom_date_range(date_from: str, date_to: str) -> str | None:
     return a if a == b else f"{a}-{b}"
 
 
-def search_studies(settings: PacsSettings, patient_id: str = "", accession: str = "",
-                   date_from: str = "", date_to: str = "", limit: int = 50) -> list[StudyHit]:
+def search_studies(
+    settings: PacsSettings,
+    patient_id: str = "",
+    accession: str = "",
+    date_from: str = "",
+    date_to: str = "",
+    limit: int = 50,
+) -> list[StudyHit]:
     """QIDO-RS study search. Raises :class:`PacsError` with a message for the page."""
     filters = {}
     if patient_id.strip():
@@ -143,16 +160,25 @@ def search_studies(settings: PacsSettings, patient_id: str = "", accession: str 
         filters["StudyDate"] = date
     try:
         found = make_client(settings).search_for_studies(
-            search_filters=filters, limit=limit,
-            fields=["ModalitiesInStudy", "NumberOfStudyRelatedInstances", "StudyDescription"])
+            search_filters=filters,
+            limit=limit,
+            fields=["ModalitiesInStudy", "NumberOfStudyRelatedInstances", "StudyDescription"],
+        )
     except PacsError:
         raise
     except Exception as exc:  # noqa: BLE001 - shown on the page
         raise PacsError(describe_failure(exc, settings)) from None
-    hits = [StudyHit(
-        study_uid=json_value(s, "0020000D"), patient_id=json_value(s, "00100020"),
-        patient_name=str(json_value(s, "00100010")), accession=json_value(s, "00080050"),
-        date=json_value(s, "00080020"), description=json_value(s, "00081030"),
-        modalities=list(s.get("00080061", {}).get("Value") or []),
-        instances=json_value(s, "00201208", None)) for s in found]
+    hits = [
+        StudyHit(
+            study_uid=json_value(s, "0020000D"),
+            patient_id=json_value(s, "00100020"),
+            patient_name=str(json_value(s, "00100010")),
+            accession=json_value(s, "00080050"),
+            date=json_value(s, "00080020"),
+            description=json_value(s, "00081030"),
+            modalities=list(s.get("00080061", {}).get("Value") or []),
+            instances=json_value(s, "00201208", None),
+        )
+        for s in found
+    ]
     return [h for h in hits if h.study_uid]

@@ -1,12 +1,12 @@
 """The PACS pages: *Send to PACS* on a result, its send state, and *From PACS* (search
 studies, import the chosen ones). They call the sender, the pull and the service,
 through :mod:`app.context`; never another entry point."""
+
 from __future__ import annotations
 
 import time
 
-from flask import (Blueprint, abort, flash, jsonify, redirect, render_template,
-                   request, url_for)
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from app.context import analyser, current_owner, current_scope, readable_result, services, store
 from app.pacs.client import PacsError, search_studies
@@ -17,6 +17,7 @@ from app.settings import PacsSettings
 from app.store.records import ResultRow
 
 bp = Blueprint("pacs", __name__)
+
 
 def init_app(app, services) -> None:
     """Register the pages and their template helpers; in a web worker that sends, resume
@@ -91,8 +92,10 @@ def send_state(result_id: str):
 def search():
     """The "From PACS" page: a study search; chosen studies are imported."""
     settings = _settings()
-    query = {k: request.args.get(k, "").strip()[:64]
-             for k in ("patient_id", "accession", "date_from", "date_to")}
+    query = {
+        k: request.args.get(k, "").strip()[:64]
+        for k in ("patient_id", "accession", "date_from", "date_to")
+    }
     chest_only = request.args.get("all") != "1"
     hits, error = None, None
     if settings.configured and (any(query.values()) or request.args.get("search")):
@@ -103,9 +106,14 @@ def search():
         else:
             if chest_only:
                 hits = [h for h in hits if h.is_chest_radiograph]
-    return render_template("pacs.html", configured=settings.configured, query=query,
-                           hits=hits, error=error, chest_only=chest_only), \
-        (502 if error else 200)
+    return render_template(
+        "pacs.html",
+        configured=settings.configured,
+        query=query,
+        hits=hits,
+        error=error,
+        chest_only=chest_only,
+    ), (502 if error else 200)
 
 
 @bp.post("/pacs/import")

@@ -15,6 +15,7 @@ doubles from ``PNEUMO_DICOMWEB_RETRY_AFTER`` (at most an hour), on the next view
 that page, by the *Retry now* button and by ``pneumo pacs retry``. The SEG's UIDs
 derive from the result id, so a resend replaces, never duplicates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,11 +59,15 @@ def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendS
         error = describe_failure(exc, settings)
         log.warning("PACS send of result %s failed: %s", row.id, error)
     else:
-        log.info("result %s: %s stored on the PACS", row.id,
-                 ", ".join(k.upper() for k in settings.objects))
+        log.info(
+            "result %s: %s stored on the PACS",
+            row.id,
+            ", ".join(k.upper() for k in settings.objects),
+        )
     store.sends.finish(row.id, error, seg_uid, settings.retry_after_s)
-    store.audit.record("pacs-sender", "send", row.id, None, row.team_id,
-                       "sent" if error is None else "failed")
+    store.audit.record(
+        "pacs-sender", "send", row.id, None, row.team_id, "sent" if error is None else "failed"
+    )
     return store.sends.state(row.id)
 
 
@@ -89,8 +94,13 @@ def drain(store: Store, settings: PacsSettings, limit: int = 20) -> int:
     return len(claimed)
 
 
-def run_worker(store: Store, settings: PacsSettings, poll_s: float = 2.0,
-               stop: threading.Event | None = None, once: bool = False) -> int:
+def run_worker(
+    store: Store,
+    settings: PacsSettings,
+    poll_s: float = 2.0,
+    stop: threading.Event | None = None,
+    once: bool = False,
+) -> int:
     """``pneumo pacs worker``: drain the send queue until ``stop`` is set (or, with
     ``once``, until nothing is due). While the database cannot be reached it waits and
     tries again. Returns how many sends were tried."""
@@ -101,8 +111,10 @@ def run_worker(store: Store, settings: PacsSettings, poll_s: float = 2.0,
             n = drain(store, settings)
         except (StoreProblem, OSError) as exc:
             if not unavailable:
-                log.warning("PACS worker: the results database cannot be used (%s); "
-                            "waiting", type(exc).__name__)
+                log.warning(
+                    "PACS worker: the results database cannot be used (%s); waiting",
+                    type(exc).__name__,
+                )
             unavailable, n = True, 0
         else:
             if unavailable:

@@ -1,5 +1,6 @@
 """The audit trail: who viewed, downloaded, sent, reviewed or deleted which result, when
 and from where (append-only; purged after its own retention period)."""
+
 from __future__ import annotations
 
 import time
@@ -11,27 +12,48 @@ from app.store.records import AuditEvent
 class Audit(Repository):
     """Appending events and reading them back."""
 
-    def record(self, actor: str, action: str, result_id: str | None = None,
-               address: str | None = None, team_id: int | None = None,
-               detail: str | None = None) -> None:
+    def record(
+        self,
+        actor: str,
+        action: str,
+        result_id: str | None = None,
+        address: str | None = None,
+        team_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
         """Append one event to the audit trail."""
         with self._connect() as db:
-            db.execute("INSERT INTO audit_events (at, actor, team_id, action, result_id, "
-                       "address, detail) VALUES (:at, :actor, :team, :action, :rid, :addr, "
-                       ":detail)", {"at": time.time(), "actor": actor, "team": team_id,
-                                     "action": action, "rid": result_id, "addr": address,
-                                     "detail": detail})
+            db.execute(
+                "INSERT INTO audit_events (at, actor, team_id, action, result_id, "
+                "address, detail) VALUES (:at, :actor, :team, :action, :rid, :addr, "
+                ":detail)",
+                {
+                    "at": time.time(),
+                    "actor": actor,
+                    "team": team_id,
+                    "action": action,
+                    "rid": result_id,
+                    "addr": address,
+                    "detail": detail,
+                },
+            )
 
     def viewed_since(self, actor: str, result_id: str, since: float) -> bool:
         """Whether ``actor`` viewed ``result_id`` (its page or its API answer) since
         ``since``."""
         with self._connect(write=False) as db:
-            return db.scalar("SELECT 1 FROM audit_events WHERE result_id = :rid AND at >= "
-                             ":since AND actor = :actor AND action = 'view' LIMIT 1",
-                             {"rid": result_id, "since": since, "actor": actor}) is not None
+            return (
+                db.scalar(
+                    "SELECT 1 FROM audit_events WHERE result_id = :rid AND at >= "
+                    ":since AND actor = :actor AND action = 'view' LIMIT 1",
+                    {"rid": result_id, "since": since, "actor": actor},
+                )
+                is not None
+            )
 
-    def events(self, since: float = 0.0, team_id: int | None = None,
-               limit: int | None = None) -> list[AuditEvent]:
+    def events(
+        self, since: float = 0.0, team_id: int | None = None, limit: int | None = None
+    ) -> list[AuditEvent]:
         """Audit events since ``since`` (of one team's results, if given), oldest first."""
         where, args = "at >= :since", {"since": since}
         if team_id is not None:
@@ -40,8 +62,19 @@ class Audit(Repository):
         tail = f" LIMIT {int(limit)}" if limit else ""
         with self._connect(write=False) as db:
             rows = db.all(f"SELECT * FROM audit_events WHERE {where} ORDER BY id{tail}", args)
-        return [AuditEvent(r["id"], r["at"], r["actor"], r["team_id"], r["action"],
-                           r["result_id"], r["address"], r["detail"]) for r in rows]
+        return [
+            AuditEvent(
+                r["id"],
+                r["at"],
+                r["actor"],
+                r["team_id"],
+                r["action"],
+                r["result_id"],
+                r["address"],
+                r["detail"],
+            )
+            for r in rows
+        ]
 
     def purge(self, older_than_days: float, now: float | None = None) -> int:
         """Delete audit events older than their own retention period; returns how many."""

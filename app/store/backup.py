@@ -2,6 +2,7 @@
 ``pneumo backup`` (while the service runs) and ``pneumo restore`` (with the service
 stopped). A PostgreSQL database is backed up with its own tools (``pg_dump``) and a
 blob store with its storage's; these commands say so instead."""
+
 from __future__ import annotations
 
 import os
@@ -40,11 +41,14 @@ def backup(store: Store, dest: str | Path) -> int:
             shutil.copytree(src, dest / "results" / result_id, dirs_exist_ok=True)
     return len(ids)
 
+
 def _embedded_only(store: Store) -> None:
     if not store.db.is_sqlite or not hasattr(store.files, "tmp_dir"):
-        raise ValueError("pneumo backup and restore handle the embedded store (SQLite file "
-                         "and local folder); back up PostgreSQL with pg_dump and a blob store "
-                         "with its own tools (README, Scaling out)")
+        raise ValueError(
+            "pneumo backup and restore handle the embedded store (SQLite file "
+            "and local folder); back up PostgreSQL with pg_dump and a blob store "
+            "with its own tools (README, Scaling out)"
+        )
 
 
 def restore(backup: str | Path, data_dir: str | Path) -> int:

@@ -4,6 +4,7 @@ Passwords are hashed with scrypt through werkzeug's maintained helpers; API
 tokens and login session ids are random and stored only as SHA-256 hashes (their
 tables are kept by :mod:`app.store.accounts` and :mod:`app.store.sessions`).
 """
+
 from __future__ import annotations
 
 import hashlib

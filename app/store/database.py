@@ -13,6 +13,7 @@ the store's own errors:
   the next query tries again, so the service recovers on its own;
 * :class:`StoreFull`: the disk under the database is full (an ``OSError``, ENOSPC).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,9 +55,11 @@ class StoreDamaged(StoreProblem):
     code = "database_damaged"
 
     def __str__(self) -> str:
-        return (f"The results database is damaged ({self.args[0]}). Nothing is read or "
-                "written until an administrator restores it from a backup "
-                "(pneumo restore; README, Backup and restore).")
+        return (
+            f"The results database is damaged ({self.args[0]}). Nothing is read or "
+            "written until an administrator restores it from a backup "
+            "(pneumo restore; README, Backup and restore)."
+        )
 
 
 class StoreUnavailable(StoreProblem):
@@ -66,8 +69,10 @@ class StoreUnavailable(StoreProblem):
     code = "database_unavailable"
 
     def __str__(self) -> str:
-        return (f"The results database cannot be reached ({self.args[0]}). Try again in a "
-                "moment; if it persists, tell the administrator.")
+        return (
+            f"The results database cannot be reached ({self.args[0]}). Try again in a "
+            "moment; if it persists, tell the administrator."
+        )
 
 
 class StoreFull(OSError):
@@ -102,8 +107,12 @@ def _is_sqlite_damage(exc: BaseException) -> bool:
     if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError)):
         return False
     text_ = str(exc).lower()
-    return type(exc) is sqlite3.DatabaseError or "malformed" in text_ \
-        or "not a database" in text_ or "no such table" in text_
+    return (
+        type(exc) is sqlite3.DatabaseError
+        or "malformed" in text_
+        or "not a database" in text_
+        or "no such table" in text_
+    )
 
 
 class Tx:
@@ -143,8 +152,9 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(
-            "immediate") else "BEGIN")
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN"
+        )
 
     return engine
 
@@ -155,9 +165,15 @@ def _postgres_engine(url: str) -> Engine:
     scheme, rest = url.split("://", 1)
     if "+" not in scheme:
         scheme = "postgresql+psycopg"
-    return create_engine(f"{scheme}://{rest}", pool_pre_ping=True, pool_size=4,
-                         max_overflow=8, pool_timeout=15, pool_recycle=1800,
-                         connect_args={"connect_timeout": 5})
+    return create_engine(
+        f"{scheme}://{rest}",
+        pool_pre_ping=True,
+        pool_size=4,
+        max_overflow=8,
+        pool_timeout=15,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 class Database:
@@ -172,8 +188,10 @@ class Database:
         elif scheme == "sqlite":
             self.dialect = "sqlite"
         else:
-            raise ValueError(f"PNEUMO_DATABASE_URL must be sqlite:///… or postgresql://…, "
-                             f"got {without_password(url)!r}")
+            raise ValueError(
+                f"PNEUMO_DATABASE_URL must be sqlite:///… or postgresql://…, "
+                f"got {without_password(url)!r}"
+            )
         self._db_path = Path(url.split(":///", 1)[1]) if self.dialect == "sqlite" else None
         self._engine: Engine | None = None
         self._engine_pid = 0
@@ -258,13 +276,21 @@ class Database:
                 # e.g. the shared-memory file cannot grow on a full disk: a 503 that says so,
                 # and the next connection tries again once space is back
                 free = shutil.disk_usage(self._db_path.parent).free
-                log.warning("the results database could not be opened: %s (%d MB free)",
-                            _first_line(orig), free // 2**20)
-                return StoreFull(_first_line(orig)) if free < 2**26 else \
-                    StoreUnavailable(_first_line(orig))
+                log.warning(
+                    "the results database could not be opened: %s (%d MB free)",
+                    _first_line(orig),
+                    free // 2**20,
+                )
+                return (
+                    StoreFull(_first_line(orig))
+                    if free < 2**26
+                    else StoreUnavailable(_first_line(orig))
+                )
             return exc
-        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) \
-                or exc.connection_invalidated:
+        if (
+            isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+            or exc.connection_invalidated
+        ):
             log.warning("the results database cannot be reached: %s", _first_line(orig))
             return StoreUnavailable(_first_line(orig))
         return exc

@@ -12,6 +12,7 @@ to ``tmp/<id>`` and renamed into ``results/<id>`` before the database row is
 inserted, so a crash mid-request never leaves a half-written result. Folder
 and file names are generated ids and fixed names, never client-supplied ones.
 """
+
 from __future__ import annotations
 
 import os
@@ -194,8 +195,11 @@ class BlobFiles:
 
     def stage(self, result_id: str) -> Staged:
         """Files of a new result, written in place (invisible until its row exists)."""
-        return Staged(result_id, self._path(result_id),
-                      lambda name, data: self.fs.pipe_file(self._path(result_id, name), data))
+        return Staged(
+            result_id,
+            self._path(result_id),
+            lambda name, data: self.fs.pipe_file(self._path(result_id, name), data),
+        )
 
     def publish(self, staged: Staged) -> None:
         """Nothing to move: the row, inserted next, makes the result visible."""

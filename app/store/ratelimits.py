@@ -12,6 +12,7 @@ factory passes the store's own counters there (``counters=``), so the limiter co
 through them (and the store's connection pool), not a second pool. Without that option
 the URI's database is opened on its own (the same table, counted together).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 SCHEME = "pneumo-store"
 
+
 def storage_uri(store: "Store") -> str:
     """The storage URI of ``store``'s counters (pass ``counters=store.counters`` in the
     storage options to count through the store's own pool)."""
@@ -39,11 +41,17 @@ class StoreCounters(Storage):
 
     STORAGE_SCHEME = [SCHEME]
 
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
-                 counters: Counters | None = None, **options):
+    def __init__(
+        self,
+        uri: str | None = None,
+        wrap_exceptions: bool = False,
+        counters: Counters | None = None,
+        **options,
+    ):
         parts = urlsplit(uri or "")
-        database = parse_qs(parts.query).get("database", [None])[0] \
-            or sqlite_url(Path(unquote(parts.netloc + parts.path)) / DATABASE_NAME)
+        database = parse_qs(parts.query).get("database", [None])[0] or sqlite_url(
+            Path(unquote(parts.netloc + parts.path)) / DATABASE_NAME
+        )
         self.counters = counters or Counters(Database(database))
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 

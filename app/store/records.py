@@ -1,9 +1,11 @@
 """What the store keeps, as plain records: a result (its fields defined once, in
 :data:`FIELDS`), an upload batch, a PACS send, a model's re-read. No database and no files here."""
+
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+
 
 @dataclass(frozen=True)
 class Field:
@@ -14,12 +16,12 @@ class Field:
     """
 
     name: str
-    sql: str                    # column type (NOT NULL columns added later carry a DEFAULT)
-    schema: dict | None         # JSON schema of the public value; None: never public
+    sql: str  # column type (NOT NULL columns added later carry a DEFAULT)
+    schema: dict | None  # JSON schema of the public value; None: never public
     description: str = ""
-    kind: str = "value"         # "value", "bool" (INTEGER 0/1) or "json" (TEXT)
-    public: str | None = None   # the public name when it differs from ``name``
-    digits: int | None = None   # rounding of the public value
+    kind: str = "value"  # "value", "bool" (INTEGER 0/1) or "json" (TEXT)
+    public: str | None = None  # the public name when it differs from ``name``
+    digits: int | None = None  # rounding of the public value
 
     @property
     def public_name(self) -> str:
@@ -32,43 +34,100 @@ FIELDS: tuple[Field, ...] = (
     Field("owner", "TEXT NOT NULL", None),
     Field("created", "REAL NOT NULL", {"type": "number"}, "upload time, seconds since 1970 (UTC)"),
     Field("source_format", "TEXT NOT NULL", {"type": "string", "enum": ["DICOM", "PNG", "JPEG"]}),
-    Field("positive", "INTEGER NOT NULL", {"type": "boolean"},
-          "the verdict at the operating point: pneumothorax suspected", kind="bool"),
-    Field("probability", "REAL NOT NULL", {"type": "number", "minimum": 0, "maximum": 1},
-          "image-level probability of pneumothorax (calibrated), or an uncalibrated score "
-          "when probability_kind says so", digits=4),
-    Field("threshold", "REAL NOT NULL", {"type": "number"},
-          "the operating point's threshold on probability (positive at or above)", digits=4),
+    Field(
+        "positive",
+        "INTEGER NOT NULL",
+        {"type": "boolean"},
+        "the verdict at the operating point: pneumothorax suspected",
+        kind="bool",
+    ),
+    Field(
+        "probability",
+        "REAL NOT NULL",
+        {"type": "number", "minimum": 0, "maximum": 1},
+        "image-level probability of pneumothorax (calibrated), or an uncalibrated score "
+        "when probability_kind says so",
+        digits=4,
+    ),
+    Field(
+        "threshold",
+        "REAL NOT NULL",
+        {"type": "number"},
+        "the operating point's threshold on probability (positive at or above)",
+        digits=4,
+    ),
     Field("area_px", "INTEGER NOT NULL", {"type": "integer"}, "outlined area in pixels"),
-    Field("area_cm2", "REAL", {"type": ["number", "null"]},
-          "outlined area in cm² (null without a plausible pixel spacing)", digits=2),
-    Field("side", "TEXT NOT NULL", {"type": "object"}, "patient side of the outlined region",
-          kind="json"),
-    Field("meta", "TEXT NOT NULL", {"type": "object"},
-          "image metadata safe to show (no patient identifiers)", kind="json", public="metadata"),
+    Field(
+        "area_cm2",
+        "REAL",
+        {"type": ["number", "null"]},
+        "outlined area in cm² (null without a plausible pixel spacing)",
+        digits=2,
+    ),
+    Field(
+        "side",
+        "TEXT NOT NULL",
+        {"type": "object"},
+        "patient side of the outlined region",
+        kind="json",
+    ),
+    Field(
+        "meta",
+        "TEXT NOT NULL",
+        {"type": "object"},
+        "image metadata safe to show (no patient identifiers)",
+        kind="json",
+        public="metadata",
+    ),
     Field("identifiers", "TEXT NOT NULL", None, kind="json"),
     Field("model", "TEXT NOT NULL", {"type": "string"}, "model name and version"),
-    Field("rle", "TEXT NOT NULL", {"type": "string"},
-          "SIIM relative RLE, column-major, -1 if empty", public="mask_rle"),
+    Field(
+        "rle",
+        "TEXT NOT NULL",
+        {"type": "string"},
+        "SIIM relative RLE, column-major, -1 if empty",
+        public="mask_rle",
+    ),
     Field("timings", "TEXT NOT NULL", None, kind="json"),
-    Field("file_name", "TEXT NOT NULL DEFAULT ''", {"type": "string"},
-          "the uploader's own file name (shown to its owner only)", public="file"),
-    Field("probability_kind", "TEXT NOT NULL DEFAULT 'score'",
-          {"type": "string", "enum": ["probability", "score"]},
-          "probability: calibrated; score: an uncalibrated model output"),
-    Field("operating_point", "TEXT NOT NULL DEFAULT '{}'", {"type": "object"},
-          "the verdict's rule: name, threshold (on the shown probability's scale) and "
-          "calibrated_threshold, the sensitivity and specificity it had on the tune split "
-          "(split), the mask threshold of the outlined region, the review band, the "
-          "prevalence the probability is calibrated at and the site's (site_prevalence), "
-          "and the heat map's scale",
-          kind="json"),
-    Field("batch", "TEXT NOT NULL DEFAULT ''", {"type": "string"},
-          "id of the upload batch (several files sent at once; its page is /batches/<id>), "
-          "empty for a single file"),
-    Field("finding_below_threshold", "INTEGER NOT NULL DEFAULT 0", {"type": "boolean"},
-          "negative verdict with the probability in the review band (between the triage "
-          "point and the operating point): look again", kind="bool"),
+    Field(
+        "file_name",
+        "TEXT NOT NULL DEFAULT ''",
+        {"type": "string"},
+        "the uploader's own file name (shown to its owner only)",
+        public="file",
+    ),
+    Field(
+        "probability_kind",
+        "TEXT NOT NULL DEFAULT 'score'",
+        {"type": "string", "enum": ["probability", "score"]},
+        "probability: calibrated; score: an uncalibrated model output",
+    ),
+    Field(
+        "operating_point",
+        "TEXT NOT NULL DEFAULT '{}'",
+        {"type": "object"},
+        "the verdict's rule: name, threshold (on the shown probability's scale) and "
+        "calibrated_threshold, the sensitivity and specificity it had on the tune split "
+        "(split), the mask threshold of the outlined region, the review band, the "
+        "prevalence the probability is calibrated at and the site's (site_prevalence), "
+        "and the heat map's scale",
+        kind="json",
+    ),
+    Field(
+        "batch",
+        "TEXT NOT NULL DEFAULT ''",
+        {"type": "string"},
+        "id of the upload batch (several files sent at once; its page is /batches/<id>), "
+        "empty for a single file",
+    ),
+    Field(
+        "finding_below_threshold",
+        "INTEGER NOT NULL DEFAULT 0",
+        {"type": "boolean"},
+        "negative verdict with the probability in the review band (between the triage "
+        "point and the operating point): look again",
+        kind="bool",
+    ),
     Field("team_id", "INTEGER", None),  # the uploader's team (migration 3)
 )
 #: Public fields computed from the row rather than stored.
@@ -126,9 +185,11 @@ class ResultRow:
 
 def public_schema() -> dict:
     """JSON schema of :meth:`ResultRow.public_dict` (the OpenAPI result, without links)."""
-    props = {f.public_name: dict(f.schema, **({"description": f.description}
-                                              if f.description else {}))
-             for f in FIELDS if f.schema is not None}
+    props = {
+        f.public_name: dict(f.schema, **({"description": f.description} if f.description else {}))
+        for f in FIELDS
+        if f.schema is not None
+    }
     props.update(DERIVED_SCHEMA)
     return {"type": "object", "properties": props, "required": sorted(props)}
 
@@ -140,8 +201,11 @@ def new_id() -> str:
 
 def valid_id(result_id: str) -> bool:
     """True when ``result_id`` has the shape of an id (nothing else reaches the disk)."""
-    return (isinstance(result_id, str) and 16 <= len(result_id) <= 64
-            and all(c.isalnum() or c in "-_" for c in result_id))
+    return (
+        isinstance(result_id, str)
+        and 16 <= len(result_id) <= 64
+        and all(c.isalnum() or c in "-_" for c in result_id)
+    )
 
 
 @dataclass
@@ -149,7 +213,7 @@ class SendState:
     """One result's send to the PACS."""
 
     result_id: str
-    state: str              # queued | sending | sent | failed
+    state: str  # queued | sending | sent | failed
     attempts: int
     last_error: str | None
     updated: float
@@ -159,9 +223,15 @@ class SendState:
 
     def to_dict(self) -> dict:
         """Plain JSON for the result page's send status."""
-        return {"state": self.state, "attempts": self.attempts, "error": self.last_error,
-                "updated": self.updated, "sent_at": self.sent_at,
-                "seg_sop_instance_uid": self.seg_sop_uid, "next_attempt": self.next_attempt}
+        return {
+            "state": self.state,
+            "attempts": self.attempts,
+            "error": self.last_error,
+            "updated": self.updated,
+            "sent_at": self.sent_at,
+            "seg_sop_instance_uid": self.seg_sop_uid,
+            "next_attempt": self.next_attempt,
+        }
 
 
 @dataclass(frozen=True)
@@ -223,8 +293,12 @@ class Scope:
 
 
 #: The reasons a reviewer may give for disagreeing with the model.
-REVIEW_REASONS = {"missed": "missed pneumothorax", "false_alarm": "false alarm",
-                  "wrong_extent": "wrong extent", "other": "other"}
+REVIEW_REASONS = {
+    "missed": "missed pneumothorax",
+    "false_alarm": "false alarm",
+    "wrong_extent": "wrong extent",
+    "other": "other",
+}
 
 
 @dataclass(frozen=True)
@@ -233,7 +307,7 @@ class Review:
     optional corrected mask (SIIM RLE at the image's size)."""
 
     result_id: str
-    reviewer: str           # the reviewer's owner key (user:<id>)
+    reviewer: str  # the reviewer's owner key (user:<id>)
     reviewer_name: str
     created: float
     agrees: bool
@@ -242,9 +316,13 @@ class Review:
 
     def to_dict(self) -> dict:
         """Plain JSON for the API and pages (the reviewer's name, never a patient's)."""
-        return {"reviewer": self.reviewer_name, "created": self.created,
-                "agrees": self.agrees, "reason": self.reason,
-                "corrected_mask": self.corrected_rle is not None}
+        return {
+            "reviewer": self.reviewer_name,
+            "created": self.created,
+            "agrees": self.agrees,
+            "reason": self.reason,
+            "corrected_mask": self.corrected_rle is not None,
+        }
 
 
 @dataclass(frozen=True)
@@ -262,6 +340,13 @@ class AuditEvent:
     detail: str | None
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "at": self.at, "actor": self.actor, "team_id": self.team_id,
-                "action": self.action, "result_id": self.result_id, "address": self.address,
-                "detail": self.detail}
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "team_id": self.team_id,
+            "action": self.action,
+            "result_id": self.result_id,
+            "address": self.address,
+            "detail": self.detail,
+        }

@@ -12,6 +12,7 @@ connections or paths. The SQL is written once for SQLite and PostgreSQL alike (`
 CONFLICT``, ``RETURNING``); where they differ (PostgreSQL's ``FOR UPDATE SKIP LOCKED``
 for the PACS queue) the method says so.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,12 @@ from app.store.sessions import Sessions
 def _forget(db, ids: list[str]) -> None:
     """Delete the rows of results and of what hangs on them (re-reads, sends, reviews)."""
     for result_id in ids:
-        for table, column in (("reads", "result_id"), ("pacs_sends", "result_id"),
-                              ("reviews", "result_id"), ("results", "id")):
+        for table, column in (
+            ("reads", "result_id"),
+            ("pacs_sends", "result_id"),
+            ("reviews", "result_id"),
+            ("results", "id"),
+        ):
             db.execute(f"DELETE FROM {table} WHERE {column} = :id", {"id": result_id})
 
 
@@ -43,8 +48,13 @@ class Store:
     """Results, re-reads, batches, accounts, login sessions, rate counters, PACS sends,
     reviews and the audit trail: a room each, rows in one database, files beside."""
 
-    def __init__(self, data_dir: str | Path, database_url: str | None = None,
-                 blob_url: str | None = None, reserve_mb: float = 0.0):
+    def __init__(
+        self,
+        data_dir: str | Path,
+        database_url: str | None = None,
+        blob_url: str | None = None,
+        reserve_mb: float = 0.0,
+    ):
         self.root = Path(data_dir)
         self.files = open_files(blob_url or str(self.root))
         self.db = Database(database_url or sqlite_url(self.root / DATABASE_NAME))
@@ -62,8 +72,9 @@ class Store:
     def from_settings(cls, settings) -> "Store":
         """The store the settings name (data folder, database URL, blob URL, free-space
         reserve)."""
-        return cls(settings.data_dir, settings.database_url, settings.blob_url,
-                   settings.min_free_mb)
+        return cls(
+            settings.data_dir, settings.database_url, settings.blob_url, settings.min_free_mb
+        )
 
     def init(self) -> None:
         """Create folders and the schema; clear stale half-written results and result
@@ -111,13 +122,20 @@ class Store:
         files without a row (a node that died between writing files and their row)."""
         cutoff = (now or time.time()) - older_than_days * 86400
         with self.db._connect() as db:
-            ids = [r["id"] for r in db.all("SELECT id FROM results WHERE created < :cutoff",
-                                           {"cutoff": cutoff})]
+            ids = [
+                r["id"]
+                for r in db.all(
+                    "SELECT id FROM results WHERE created < :cutoff", {"cutoff": cutoff}
+                )
+            ]
             for result_id in ids:
                 self.files.delete(result_id)
-                db.execute("INSERT INTO audit_events (at, actor, action, result_id, team_id) "
-                           "SELECT :at, 'retention', 'purge', id, team_id FROM results "
-                           "WHERE id = :id", {"at": time.time(), "id": result_id})
+                db.execute(
+                    "INSERT INTO audit_events (at, actor, action, result_id, team_id) "
+                    "SELECT :at, 'retention', 'purge', id, team_id FROM results "
+                    "WHERE id = :id",
+                    {"at": time.time(), "id": result_id},
+                )
             _forget(db, ids)
             db.execute("DELETE FROM batches WHERE created < :cutoff", {"cutoff": cutoff})
             db.execute("DELETE FROM pacs_sends WHERE result_id NOT IN (SELECT id FROM results)")

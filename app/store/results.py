@@ -1,4 +1,5 @@
 """Results: a row each in the database, their files beside (:mod:`app.store.files`)."""
+
 from __future__ import annotations
 
 from app.store.database import Database, Repository, StoreFull
@@ -22,9 +23,11 @@ class Results(Repository):
         """Raise :class:`StoreFull` when writing ``what`` would eat into the reserve."""
         free = self._files.free_bytes()
         if free is not None and free < self.reserve_bytes:
-            raise StoreFull(f"{free / 2**20:.0f} MB free, under the "
-                            f"{self.reserve_bytes / 2**20:.0f} MB kept for the database; "
-                            f"{what} not written")
+            raise StoreFull(
+                f"{free / 2**20:.0f} MB free, under the "
+                f"{self.reserve_bytes / 2**20:.0f} MB kept for the database; "
+                f"{what} not written"
+            )
 
     # -- writing ------------------------------------------------------------------
 
@@ -43,9 +46,13 @@ class Results(Repository):
                 if values["team_id"] is None and row.owner.startswith("user:"):
                     values["team_id"] = db.scalar(
                         "SELECT team_id FROM users WHERE 'user:' || CAST(id AS TEXT) = :o",
-                        {"o": row.owner})
-                db.execute(f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
-                           f"VALUES ({', '.join(':' + f.name for f in FIELDS)})", values)
+                        {"o": row.owner},
+                    )
+                db.execute(
+                    f"INSERT INTO results ({', '.join(f.name for f in FIELDS)}) "
+                    f"VALUES ({', '.join(':' + f.name for f in FIELDS)})",
+                    values,
+                )
         except Exception:
             self._files.delete(row.id)
             raise
@@ -68,27 +75,31 @@ class Results(Repository):
         if not valid_id(result_id):
             return None
         where, args = visible(owner)
-        r = self._one(f"SELECT * FROM results WHERE id = :id AND {where}",
-                      {"id": result_id, **args})
+        r = self._one(
+            f"SELECT * FROM results WHERE id = :id AND {where}", {"id": result_id, **args}
+        )
         return from_sql(r) if r else None
 
     def get_any(self, result_id: str) -> ResultRow | None:
         """A result whoever owns it (the operator's commands), else ``None``."""
         return self.get(result_id, None)
 
-    def list(self, owner: "str | Scope", sort: str = "newest", limit: int = 200,
-             batch: str | None = None) -> list[ResultRow]:
+    def list(
+        self, owner: "str | Scope", sort: str = "newest", limit: int = 200, batch: str | None = None
+    ) -> list[ResultRow]:
         """The results ``owner`` may read (of one batch, if given): newest first, by
         probability (triage), or in upload order (``sort="upload"``)."""
-        order = {"probability": "probability DESC, created DESC",
-                 "upload": "created ASC"}.get(sort, "created DESC")
+        order = {"probability": "probability DESC, created DESC", "upload": "created ASC"}.get(
+            sort, "created DESC"
+        )
         where, args = visible(owner)
         args["limit"] = limit
         if batch is not None:
             where, args["batch"] = where + " AND batch = :batch", batch
         with self._connect(write=False) as db:
-            rows = db.all(f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT :limit",
-                          args)
+            rows = db.all(
+                f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT :limit", args
+            )
         return [from_sql(r) for r in rows]
 
     def all_ids(self) -> list[str]:
@@ -100,8 +111,11 @@ class Results(Repository):
         """Every result uploaded in ``[since, until)``, whoever owns it, oldest first
         (the operator's re-reads)."""
         with self._connect(write=False) as db:
-            rows = db.all("SELECT * FROM results WHERE created >= :since AND created < :until "
-                          "ORDER BY created", {"since": since, "until": until})
+            rows = db.all(
+                "SELECT * FROM results WHERE created >= :since AND created < :until "
+                "ORDER BY created",
+                {"since": since, "until": until},
+            )
         return [from_sql(r) for r in rows]
 
     def read_file(self, result_id: str, name: str) -> bytes | None:

@@ -1,5 +1,6 @@
 """A result as a database row and back, and which results a caller may read: shared by
 the rooms that return results (:mod:`app.store.results`, :mod:`app.store.reviews`)."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """PACS sends: a queue in the database, drained by PACS workers (one row per result
 whose SEG is to be sent, with its state and back-off)."""
+
 from __future__ import annotations
 
 import time
@@ -13,8 +14,16 @@ MAX_BACKOFF_S = 3600.0
 
 
 def _send_state(r: Mapping) -> SendState:
-    return SendState(r["result_id"], r["state"], r["attempts"], r["last_error"], r["updated"],
-                     r["sent_at"], r["seg_sop_uid"], r["next_attempt"])
+    return SendState(
+        r["result_id"],
+        r["state"],
+        r["attempts"],
+        r["last_error"],
+        r["updated"],
+        r["sent_at"],
+        r["seg_sop_uid"],
+        r["next_attempt"],
+    )
 
 
 class Sends(Repository):
@@ -29,12 +38,14 @@ class Sends(Repository):
         """Record that a result's SEG must be sent now (unless a sender holds it)."""
         now = time.time()
         with self._connect() as db:
-            db.execute("INSERT INTO pacs_sends (result_id, owner, state, updated, next_attempt) "
-                       "VALUES (:id, :owner, 'queued', :now, :now) ON CONFLICT (result_id) "
-                       "DO UPDATE SET state = 'queued', updated = excluded.updated, "
-                       "next_attempt = excluded.next_attempt "
-                       "WHERE pacs_sends.state != 'sending'",
-                       {"id": result_id, "owner": owner, "now": now})
+            db.execute(
+                "INSERT INTO pacs_sends (result_id, owner, state, updated, next_attempt) "
+                "VALUES (:id, :owner, 'queued', :now, :now) ON CONFLICT (result_id) "
+                "DO UPDATE SET state = 'queued', updated = excluded.updated, "
+                "next_attempt = excluded.next_attempt "
+                "WHERE pacs_sends.state != 'sending'",
+                {"id": result_id, "owner": owner, "now": now},
+            )
 
     def claim(self, result_id: str, owner: str, stale_after_s: float) -> bool:
         """Mark one send as in progress; ``False`` if another thread or worker holds it
@@ -46,7 +57,8 @@ class Sends(Repository):
                 "VALUES (:id, :owner, 'sending', :now) ON CONFLICT (result_id) DO UPDATE SET "
                 "state = 'sending', updated = excluded.updated "
                 "WHERE pacs_sends.state != 'sending' OR pacs_sends.updated < :stale",
-                {"id": result_id, "owner": owner, "now": now, "stale": now - stale_after_s})
+                {"id": result_id, "owner": owner, "now": now, "stale": now - stale_after_s},
+            )
             return cur.rowcount == 1
 
     def claim_due(self, limit: int, stale_after_s: float) -> list[tuple[str, str]]:
@@ -64,30 +76,42 @@ class Sends(Repository):
                 "SELECT result_id FROM pacs_sends WHERE (state IN ('queued', 'failed') AND "
                 "COALESCE(next_attempt, 0) <= :now) OR (state = 'sending' AND updated < :stale) "
                 f"ORDER BY updated LIMIT :limit{lock}) RETURNING result_id, owner",
-                {"now": now, "stale": now - stale_after_s, "limit": limit})
+                {"now": now, "stale": now - stale_after_s, "limit": limit},
+            )
         return [(r["result_id"], r["owner"]) for r in rows]
 
-    def finish(self, result_id: str, error: str | None, seg_uid: str | None,
-               retry_after_s: float = 60.0) -> None:
+    def finish(
+        self, result_id: str, error: str | None, seg_uid: str | None, retry_after_s: float = 60.0
+    ) -> None:
         """Record a send's outcome: sent (with the SEG's SOP Instance UID), or failed and
         due again after a back-off that doubles with each failure (``retry_after_s``
         first, at most :data:`MAX_BACKOFF_S`)."""
         now = time.time()
         with self._connect() as db:
             if error is None:
-                db.execute("UPDATE pacs_sends SET state = 'sent', attempts = attempts + 1, "
-                           "last_error = NULL, updated = :now, sent_at = :now, "
-                           "seg_sop_uid = :uid, next_attempt = NULL WHERE result_id = :id",
-                           {"now": now, "uid": seg_uid, "id": result_id})
+                db.execute(
+                    "UPDATE pacs_sends SET state = 'sent', attempts = attempts + 1, "
+                    "last_error = NULL, updated = :now, sent_at = :now, "
+                    "seg_sop_uid = :uid, next_attempt = NULL WHERE result_id = :id",
+                    {"now": now, "uid": seg_uid, "id": result_id},
+                )
                 return
-            attempts = int(db.scalar("SELECT attempts FROM pacs_sends WHERE result_id = :id",
-                                     {"id": result_id}) or 0) + 1
+            attempts = (
+                int(
+                    db.scalar(
+                        "SELECT attempts FROM pacs_sends WHERE result_id = :id", {"id": result_id}
+                    )
+                    or 0
+                )
+                + 1
+            )
             wait = min(retry_after_s * 2 ** min(attempts - 1, 16), MAX_BACKOFF_S)
-            db.execute("UPDATE pacs_sends SET state = 'failed', attempts = :n, "
-                       "last_error = :error, updated = :now, next_attempt = :next "
-                       "WHERE result_id = :id",
-                       {"n": attempts, "error": error, "now": now, "next": now + wait,
-                        "id": result_id})
+            db.execute(
+                "UPDATE pacs_sends SET state = 'failed', attempts = :n, "
+                "last_error = :error, updated = :now, next_attempt = :next "
+                "WHERE result_id = :id",
+                {"n": attempts, "error": error, "now": now, "next": now + wait, "id": result_id},
+            )
 
     def unfinished(self, stale_after_s: float, limit: int = 500) -> list[tuple[str, str]]:
         """``(result_id, owner)`` of sends not yet done (queued, failed, or claimed longer
@@ -97,5 +121,6 @@ class Sends(Repository):
             rows = db.all(
                 "SELECT result_id, owner FROM pacs_sends WHERE state IN ('queued', 'failed') "
                 "OR (state = 'sending' AND updated < :stale) ORDER BY updated LIMIT :limit",
-                {"stale": time.time() - stale_after_s, "limit": limit})
+                {"stale": time.time() - stale_after_s, "limit": limit},
+            )
         return [(r["result_id"], r["owner"]) for r in rows]

@@ -1,4 +1,5 @@
 """Data specification files (``configs/data_*.json``): where images, labels and the split live."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,9 @@ class DataConfig:
             tune_fraction=raw.get("tune_fraction"),
             tune_seed=int(raw.get("tune_seed", 2027)),
             nih_positives=bool(raw.get("nih_positives", False)),
-            extra_sources=[(res(e["images"]), res(e["rle_csv"]))
-                           for e in raw.get("extra_sources", [])],
+            extra_sources=[
+                (res(e["images"]), res(e["rle_csv"])) for e in raw.get("extra_sources", [])
+            ],
         )
 
     def table(self) -> dict[str, list[str]]:
@@ -75,8 +77,11 @@ class DataConfig:
     def samples(self, table=None) -> tuple[dataset.IndexResult, list[dataset.Sample]]:
         """Index SIIM files and, when configured, add NIH negatives."""
         table = self.table() if table is None else table
-        result = dataset.build_index(self.image_dirs + [d for d, _ in self.extra_sources],
-                                     table, [p for p in self.id_maps if p.exists()])
+        result = dataset.build_index(
+            self.image_dirs + [d for d, _ in self.extra_sources],
+            table,
+            [p for p in self.id_maps if p.exists()],
+        )
         samples = list(result.samples)
         if self.nih_index and self.nih_index.exists() and self.nih_images:
             nih, _ = dataset.nih_samples(self.nih_index, self.nih_images, self.nih_positives)
@@ -94,5 +99,6 @@ class DataConfig:
             return dataset.assign_split(samples, self.val_fraction, self.split_seed)
         if not self.tune_fraction:
             raise ValueError("a data config with base_split needs tune_fraction")
-        return dataset.carve_tune(samples, dataset.read_split(self.base_split),
-                                  float(self.tune_fraction), self.tune_seed)
+        return dataset.carve_tune(
+            samples, dataset.read_split(self.base_split), float(self.tune_fraction), self.tune_seed
+        )

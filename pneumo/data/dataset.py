@@ -14,6 +14,7 @@ The split is deterministic: each group key is hashed with a seed and the
 lowest ``val_fraction`` of every stratum (positive / negative / source)
 goes to validation.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,13 @@ from PIL import Image
 from pneumo.io import rle
 from pneumo.io.imaging import read_image
 
-IMAGE_SUFFIXES = {".dcm": "DICOM", ".dicom": "DICOM", ".png": "PNG", ".jpg": "JPEG",
-                  ".jpeg": "JPEG"}
+IMAGE_SUFFIXES = {
+    ".dcm": "DICOM",
+    ".dicom": "DICOM",
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+}
 _FORMAT_RANK = {"DICOM": 0, "PNG": 1, "JPEG": 2}
 
 
@@ -102,8 +108,9 @@ def read_id_map(path: str | Path) -> dict[str, str]:
     id_col = next((c for c in columns if c.strip().lower() == "imageid"), None)
     if id_col is None:
         raise ValueError(f"{Path(path).name} has no ImageId column (columns: {columns})")
-    file_cols = [c for c in columns if c != id_col and
-                 Path(str(rows[0][c])).suffix.lower() in IMAGE_SUFFIXES]
+    file_cols = [
+        c for c in columns if c != id_col and Path(str(rows[0][c])).suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not file_cols:
         raise ValueError(f"{Path(path).name} has no column of image file names")
     mapping: dict[str, str] = {}
@@ -120,10 +127,9 @@ def dicom_image_id(path: str | Path) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=["SOPInstanceUID"])
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
             uid = ds.get("SOPInstanceUID")
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unreadable file has no id; the index skips it
             return None
     return str(uid).strip() if uid else None
 
@@ -145,8 +151,9 @@ def _image_size(path: Path, fmt: str) -> int:
         return img.size[0] * img.size[1]
 
 
-def build_index(folders: Iterable[str | Path], table: dict[str, list[str]],
-                id_maps: Iterable[str | Path] = ()) -> IndexResult:
+def build_index(
+    folders: Iterable[str | Path], table: dict[str, list[str]], id_maps: Iterable[str | Path] = ()
+) -> IndexResult:
     """Match every image under ``folders`` to the ground-truth ``table``.
 
     Args:
@@ -173,18 +180,22 @@ def build_index(folders: Iterable[str | Path], table: dict[str, list[str]],
             result.unmatched.append(str(path))
             continue
         by_id.setdefault(image_id, []).append(
-            Sample(image_id=image_id, path=str(path), format=fmt, positive=positive))
+            Sample(image_id=image_id, path=str(path), format=fmt, positive=positive)
+        )
     for image_id in sorted(by_id):
-        copies = sorted(by_id[image_id], key=lambda s: (
-            _FORMAT_RANK[s.format], -_image_size(Path(s.path), s.format), s.path))
+        copies = sorted(
+            by_id[image_id],
+            key=lambda s: (_FORMAT_RANK[s.format], -_image_size(Path(s.path), s.format), s.path),
+        )
         result.duplicate_files += len(copies) - 1
         best = copies[0]
         (result.samples if best.positive is not None else result.unlabelled).append(best)
     return result
 
 
-def nih_samples(index_csv: str | Path, images_dir: str | Path,
-                positives: bool = False) -> tuple[list[Sample], int]:
+def nih_samples(
+    index_csv: str | Path, images_dir: str | Path, positives: bool = False
+) -> tuple[list[Sample], int]:
     """NIH ChestX-ray14 images as samples: negatives with an empty mask.
 
     An image is positive when its NIH label says Pneumothorax or the Google
@@ -206,20 +217,28 @@ def nih_samples(index_csv: str | Path, images_dir: str | Path,
             n_pos += positive
             if positive and not positives:
                 continue
-            samples.append(Sample(image_id=f"nih:{row['image_index']}", path=str(path),
-                                  format="PNG", positive=positive, source="nih",
-                                  group=f"nih-patient:{row['patient_id']}",
-                                  has_mask=not positive))
+            samples.append(
+                Sample(
+                    image_id=f"nih:{row['image_index']}",
+                    path=str(path),
+                    format="PNG",
+                    positive=positive,
+                    source="nih",
+                    group=f"nih-patient:{row['patient_id']}",
+                    has_mask=not positive,
+                )
+            )
     return samples, n_pos
 
 
 def _hash_fraction(key: str, seed: int) -> float:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
-    return int(digest[:12], 16) / float(16 ** 12)
+    return int(digest[:12], 16) / float(16**12)
 
 
-def assign_split(samples: Iterable[Sample], val_fraction: float = 0.2,
-                 seed: int = 2026) -> dict[str, str]:
+def assign_split(
+    samples: Iterable[Sample], val_fraction: float = 0.2, seed: int = 2026
+) -> dict[str, str]:
     """Deterministic stratified split: ``{image_id: "train" | "val"}``.
 
     Samples are grouped by ``split_key`` (ImageId, or patient for NIH); in
@@ -241,8 +260,9 @@ def assign_split(samples: Iterable[Sample], val_fraction: float = 0.2,
     return split
 
 
-def carve_tune(samples: Iterable[Sample], base: dict[str, str], fraction: float,
-               seed: int) -> dict[str, str]:
+def carve_tune(
+    samples: Iterable[Sample], base: dict[str, str], fraction: float, seed: int
+) -> dict[str, str]:
     """Add a ``tune`` split carved from training, keeping ``val`` exactly as in ``base``.
 
     A group (ImageId, or NIH patient) goes to ``tune`` when its seeded hash
@@ -255,8 +275,11 @@ def carve_tune(samples: Iterable[Sample], base: dict[str, str], fraction: float,
         raise ValueError(f"tune fraction must be in (0, 1), got {fraction}")
     samples = list(samples)
     in_val = {s.split_key for s in samples if base.get(s.image_id) == "val"}
-    group_split = {s.split_key: "val" if s.split_key in in_val else base[s.image_id]
-                   for s in samples if s.image_id in base}
+    group_split = {
+        s.split_key: "val" if s.split_key in in_val else base[s.image_id]
+        for s in samples
+        if s.image_id in base
+    }
     split: dict[str, str] = {}
     for s in samples:
         where = base.get(s.image_id, group_split.get(s.split_key, "train"))
@@ -274,8 +297,9 @@ def write_split(path: str | Path, samples: Iterable[Sample], split: dict[str, st
         writer = csv.writer(fh)
         writer.writerow(["image_id", "split", "positive", "source", "group"])
         for s in rows:
-            writer.writerow([s.image_id, split[s.image_id], int(bool(s.positive)), s.source,
-                             s.split_key])
+            writer.writerow(
+                [s.image_id, split[s.image_id], int(bool(s.positive)), s.source, s.split_key]
+            )
 
 
 def read_split(path: str | Path) -> dict[str, str]:
@@ -290,8 +314,9 @@ def pixel_fingerprint(pixels: np.ndarray) -> bytes:
     return np.packbits(small > small.mean()).tobytes()
 
 
-def cross_split_pixel_duplicates(samples: list[Sample], split: dict[str, str],
-                                 max_hamming: int = 6) -> list[tuple[str, str]]:
+def cross_split_pixel_duplicates(
+    samples: list[Sample], split: dict[str, str], max_hamming: int = 6
+) -> list[tuple[str, str]]:
     """Pairs of ImageIds in different splits whose images look identical.
 
     Used to check that no validation image reaches training through a copy
@@ -299,8 +324,9 @@ def cross_split_pixel_duplicates(samples: list[Sample], split: dict[str, str],
     """
     prints = {}
     for s in samples:
-        bits = np.unpackbits(np.frombuffer(pixel_fingerprint(read_image(s.path).pixels),
-                                           dtype=np.uint8))
+        bits = np.unpackbits(
+            np.frombuffer(pixel_fingerprint(read_image(s.path).pixels), dtype=np.uint8)
+        )
         prints[s.image_id] = bits
     val = [i for i in prints if split.get(i) == "val"]
     train = [i for i in prints if split.get(i) in ("train", "tune")]

@@ -5,6 +5,7 @@
 :func:`decode_examples` decodes a list of them into :class:`Arrays`, which hold a split's
 examples with their labels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ from pneumo.progress import track
 class Arrays:
     """Decoded model-size images of one split, with their targets."""
 
-    x: np.ndarray         # uint8 (N, size, size)
-    y: np.ndarray         # uint8 0/1 (N, size, size)
-    label: np.ndarray     # bool (N,): image-level pneumothorax
+    x: np.ndarray  # uint8 (N, size, size)
+    y: np.ndarray  # uint8 0/1 (N, size, size)
+    label: np.ndarray  # bool (N,): image-level pneumothorax
     has_mask: np.ndarray  # bool (N,): y is ground truth (False: image label only)
     source: np.ndarray | None = None  # str (N,): data source of each image ("siim", "nih")
     file_format: np.ndarray | None = None  # str (N,): the file's format ("DICOM", "PNG", "JPEG")
@@ -42,12 +43,16 @@ class Arrays:
 
 def preprocess_config(preprocess: PreprocessConfig | int) -> PreprocessConfig:
     """A preprocessing config; a bare size means no canonical step."""
-    return preprocess if isinstance(preprocess, PreprocessConfig) else \
-        PreprocessConfig(size=int(preprocess))
+    return (
+        preprocess
+        if isinstance(preprocess, PreprocessConfig)
+        else PreprocessConfig(size=int(preprocess))
+    )
 
 
-def load_example(sample: dataset.Sample, table: dict[str, list[str]],
-                 preprocess: PreprocessConfig | int) -> tuple[np.ndarray, np.ndarray]:
+def load_example(
+    sample: dataset.Sample, table: dict[str, list[str]], preprocess: PreprocessConfig | int
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode one sample to (uint8 model image size x size, uint8 0/1 mask size x size)."""
     pcfg = preprocess_config(preprocess)
     size = pcfg.size
@@ -57,8 +62,12 @@ def load_example(sample: dataset.Sample, table: dict[str, list[str]],
     return x, np.zeros((size, size), np.uint8)
 
 
-def decode_examples(samples: list[dataset.Sample], table: dict[str, list[str]],
-                    preprocess: PreprocessConfig | int, progress: str | None = None) -> Arrays:
+def decode_examples(
+    samples: list[dataset.Sample],
+    table: dict[str, list[str]],
+    preprocess: PreprocessConfig | int,
+    progress: str | None = None,
+) -> Arrays:
     """Every sample decoded by :func:`load_example`, with its labels (:func:`labelled`).
 
     ``progress``: a label for a progress display on stderr (``None``: none).
@@ -75,7 +84,11 @@ def decode_examples(samples: list[dataset.Sample], table: dict[str, list[str]],
 def labelled(samples: list[dataset.Sample], x: np.ndarray, y: np.ndarray) -> Arrays:
     """``x`` and ``y`` (in the order of ``samples``) with each sample's image label,
     mask flag, source and file format."""
-    return Arrays(x, y, np.array([bool(s.positive) for s in samples], bool),
-                  np.array([s.has_mask for s in samples], bool),
-                  np.array([s.source for s in samples], dtype=str),
-                  np.array([s.format for s in samples], dtype=str))
+    return Arrays(
+        x,
+        y,
+        np.array([bool(s.positive) for s in samples], bool),
+        np.array([s.has_mask for s in samples], bool),
+        np.array([s.source for s in samples], dtype=str),
+        np.array([s.format for s in samples], dtype=str),
+    )

@@ -1,4 +1,5 @@
 """Batch prediction of image files to a Kaggle submission CSV, scores and overlays."""
+
 from __future__ import annotations
 
 import csv
@@ -18,10 +19,16 @@ from pneumo.inference.reads import READ_FIELDS, Read, file_items
 from pneumo.io.imaging import read_image
 
 
-def predict_files(model: Predictor | ModelOptions | None, inputs: list[str],
-                  submission: str | Path, scores_csv: str | Path | None = None,
-                  overlays: str | Path | None = None, batch_size: int = 4,
-                  progress: bool = True, **engine) -> dict:
+def predict_files(
+    model: Predictor | ModelOptions | None,
+    inputs: list[str],
+    submission: str | Path,
+    scores_csv: str | Path | None = None,
+    overlays: str | Path | None = None,
+    batch_size: int = 4,
+    progress: bool = True,
+    **engine,
+) -> dict:
     """Batch prediction to a Kaggle submission CSV (+ scores CSV, overlay PNGs).
 
     ``model``: a loaded :class:`Predictor` (the ``local`` engine), or how to load one
@@ -35,10 +42,19 @@ def predict_files(model: Predictor | ModelOptions | None, inputs: list[str],
     progress bar.
     """
     files = dataset.iter_image_files(inputs)
-    card = model.card if isinstance(model, Predictor) else \
-        read_card((model or ModelOptions()).model_dir)
-    reads = reread(model, file_items(files), batch_size=batch_size, total=len(files),
-                   progress="predicting" if progress else None, **engine)
+    card = (
+        model.card
+        if isinstance(model, Predictor)
+        else read_card((model or ModelOptions()).model_dir)
+    )
+    reads = reread(
+        model,
+        file_items(files),
+        batch_size=batch_size,
+        total=len(files),
+        progress="predicting" if progress else None,
+        **engine,
+    )
     if overlays:
         Path(overlays).mkdir(parents=True, exist_ok=True)
     sub_fh = open(submission, "w", newline="")
@@ -47,8 +63,7 @@ def predict_files(model: Predictor | ModelOptions | None, inputs: list[str],
     sc_fh = open(scores_csv, "w", newline="") if scores_csv else None
     sc = csv.writer(sc_fh) if sc_fh else None
     if sc:
-        sc.writerow(["ImageId", card.probability_kind, "area_px", "threshold",
-                     "operating_point"])
+        sc.writerow(["ImageId", card.probability_kind, "area_px", "threshold", "operating_point"])
     counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
     skipped: list[str] = []
     try:
@@ -62,8 +77,15 @@ def predict_files(model: Predictor | ModelOptions | None, inputs: list[str],
                 continue
             sub.writerow([image_id, read.rle])
             if sc:
-                sc.writerow([image_id, f"{read.probability:.4f}", read.area_px,
-                             f"{read.threshold:.4f}", read.operating_point])
+                sc.writerow(
+                    [
+                        image_id,
+                        f"{read.probability:.4f}",
+                        read.area_px,
+                        f"{read.threshold:.4f}",
+                        read.operating_point,
+                    ]
+                )
             if overlays:
                 _write_overlay(path, read, Path(overlays) / f"{_safe_name(image_id)}.png")
             counts["images"] += 1
@@ -101,8 +123,9 @@ def write_reads(reads: Iterable[Read], out: str | Path, append: bool = False) ->
         with open(out, newline="") as fh:
             header = tuple(next(csv.reader(fh), ()))
         if header != READ_COLUMNS:
-            raise ValueError(f"{out} has other columns than a re-read CSV; "
-                             "write to a new file instead")
+            raise ValueError(
+                f"{out} has other columns than a re-read CSV; write to a new file instead"
+            )
     read_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     counts = {"images": 0, "positive": 0, "failed": 0, "not_chest": 0}
     with open(out, "a" if adding else "w", newline="") as fh:

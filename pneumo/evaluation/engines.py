@@ -16,6 +16,7 @@ masks equal):
 A file that cannot be read, or that the chest gate refuses, gives a read with ``error``
 set; the run goes on.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,11 +33,19 @@ from pneumo.progress import counter
 ENGINES = ("local", "ray")
 
 
-def reread(model: Predictor | ModelOptions | None, items: Iterable[Item], *,
-           engine: str = "local", batch_size: int = 4, address: str | None = None,
-           cores_per_actor: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS,
-           total: int | None = None, progress: str | None = None,
-           on_ready: Callable[[str], None] | None = None) -> Iterator[Read]:
+def reread(
+    model: Predictor | ModelOptions | None,
+    items: Iterable[Item],
+    *,
+    engine: str = "local",
+    batch_size: int = 4,
+    address: str | None = None,
+    cores_per_actor: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    total: int | None = None,
+    progress: str | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> Iterator[Read]:
     """Predict every item with a model: one read per item, in input order.
 
     Args:
@@ -69,12 +78,32 @@ def reread(model: Predictor | ModelOptions | None, items: Iterable[Item], *,
     ``close()`` it, to shut down a Ray it started.
     """
     _check_arguments(model, engine, batch_size, address, cores_per_actor)
-    return _reread(model or ModelOptions(), items, engine, batch_size, address,
-                   cores_per_actor, max_pixels, total, progress, on_ready)
+    return _reread(
+        model or ModelOptions(),
+        items,
+        engine,
+        batch_size,
+        address,
+        cores_per_actor,
+        max_pixels,
+        total,
+        progress,
+        on_ready,
+    )
 
 
-def _reread(model, items, engine, batch_size, address, cores_per_actor, max_pixels, total,
-            progress, on_ready) -> Iterator[Read]:
+def _reread(
+    model,
+    items,
+    engine,
+    batch_size,
+    address,
+    cores_per_actor,
+    max_pixels,
+    total,
+    progress,
+    on_ready,
+) -> Iterator[Read]:
     if engine == "local":
         predictor = model if isinstance(model, Predictor) else load_predictor(model)
         if on_ready:
@@ -83,9 +112,17 @@ def _reread(model, items, engine, batch_size, address, cores_per_actor, max_pixe
         if engine == "local":
             reads = read_items(predictor, items, batch_size, max_pixels, progress=advance)
         else:
-            reads = _flat(ray_reads(model, batches(items, batch_size), address=address,
-                                    cores_per_actor=cores_per_actor, max_pixels=max_pixels,
-                                    on_ready=on_ready), advance)
+            reads = _flat(
+                ray_reads(
+                    model,
+                    batches(items, batch_size),
+                    address=address,
+                    cores_per_actor=cores_per_actor,
+                    max_pixels=max_pixels,
+                    on_ready=on_ready,
+                ),
+                advance,
+            )
         try:
             yield from reads
         finally:
@@ -109,8 +146,9 @@ def _flat(results: Iterator[list[Read]], progress: Progress | None) -> Iterator[
         results.close()
 
 
-def _check_arguments(model, engine: str, batch_size: int, address: str | None,
-                     cores_per_actor: int) -> None:
+def _check_arguments(
+    model, engine: str, batch_size: int, address: str | None, cores_per_actor: int
+) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     for name, value in (("batch_size", batch_size), ("cores_per_actor", cores_per_actor)):
@@ -119,5 +157,7 @@ def _check_arguments(model, engine: str, batch_size: int, address: str | None,
     if engine != "ray" and address is not None:
         raise ValueError(f"a Ray address ({address!r}) needs engine='ray'")
     if engine == "ray" and isinstance(model, Predictor):
-        raise ValueError("the ray engine loads the model on its workers: pass its "
-                         "ModelOptions, not a loaded Predictor")
+        raise ValueError(
+            "the ray engine loads the model on its workers: pass its "
+            "ModelOptions, not a loaded Predictor"
+        )

@@ -9,6 +9,7 @@ outlined region at the file's own resolution, and, against the original
 file, the verdict flips at each operating point and the change of the
 displayed probability.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,14 @@ def _truth(sample: dataset.Sample, table: dict, shape: tuple[int, int]) -> np.nd
     return m > 0.5
 
 
-def predict_encoding(predictor: Predictor, samples: list[dataset.Sample], table: dict,
-                     encoding: str, batch_size: int = 8, progress: bool = False) -> dict:
+def predict_encoding(
+    predictor: Predictor,
+    samples: list[dataset.Sample],
+    table: dict,
+    encoding: str,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict:
     """Predict every sample stored as ``encoding``.
 
     Returns ``{"probability": (N,), "scores": card figures, "dice_full": mean
@@ -73,10 +80,10 @@ def predict_encoding(predictor: Predictor, samples: list[dataset.Sample], table:
     if progress:
         starts = track(starts, f"{encoding}", unit="batch")
     for start in starts:
-        chunk = samples[start:start + batch_size]
+        chunk = samples[start : start + batch_size]
         records = [record_as(s, encoding) for s in chunk]
         batch = np.stack([model_image(r.pixels, predictor.pcfg) for r in records])
-        small[start:start + len(chunk)] = batch
+        small[start : start + len(chunk)] = batch
         out = predictor.output(batch)
         maps.append(out.maps)
         if out.head is not None:
@@ -89,16 +96,26 @@ def predict_encoding(predictor: Predictor, samples: list[dataset.Sample], table:
             if s.has_mask and s.image_id in table:
                 dice_full.append(dice(truth, predictor.finish(rec, out, i).mask))
     model_out = ModelOutput(np.concatenate(maps), np.concatenate(heads) if heads else None)
-    labels = _Labels(truth_small, np.array([bool(s.positive) for s in samples]),
-                     np.array([s.has_mask for s in samples]),
-                     np.array([s.source for s in samples], dtype=str))
-    return {"probability": image_probability(predictor.card, model_out),
-            "scores": score_outputs(predictor.card, model_out, labels),
-            "dice_full": float(np.mean(dice_full)) if dice_full else float("nan")}
+    labels = _Labels(
+        truth_small,
+        np.array([bool(s.positive) for s in samples]),
+        np.array([s.has_mask for s in samples]),
+        np.array([s.source for s in samples], dtype=str),
+    )
+    return {
+        "probability": image_probability(predictor.card, model_out),
+        "scores": score_outputs(predictor.card, model_out, labels),
+        "dice_full": float(np.mean(dice_full)) if dice_full else float("nan"),
+    }
 
 
-def invariance_report(predictor: Predictor, samples: list[dataset.Sample], table: dict,
-                      names: tuple[str, ...] = ALL, progress: bool = True) -> dict:
+def invariance_report(
+    predictor: Predictor,
+    samples: list[dataset.Sample],
+    table: dict,
+    names: tuple[str, ...] = ALL,
+    progress: bool = True,
+) -> dict:
     """Every encoding's figures and its flips against ``original`` (which must come first)."""
     if not names or names[0] != "original":
         raise ValueError("the encodings must start with 'original', the reference")
@@ -113,29 +130,43 @@ def invariance_report(predictor: Predictor, samples: list[dataset.Sample], table
             ref = prob
         s = res["scores"]
         delta = np.abs(prob - ref)
-        row = {"auc": s["auc"], "ece": s["ece"], "dice_positive_mask": s["dice_positive_mask"],
-               "dice_positive_full_size": res["dice_full"],
-               "median_abs_dp": float(np.median(delta)), "p95_abs_dp": float(np.percentile(delta, 95)),
-               "max_abs_dp": float(delta.max()), "auc_by_source": s.get("auc_by_source", {}),
-               "by_source": s.get("by_source", {}), "operating_points": {}}
+        row = {
+            "auc": s["auc"],
+            "ece": s["ece"],
+            "dice_positive_mask": s["dice_positive_mask"],
+            "dice_positive_full_size": res["dice_full"],
+            "median_abs_dp": float(np.median(delta)),
+            "p95_abs_dp": float(np.percentile(delta, 95)),
+            "max_abs_dp": float(delta.max()),
+            "auc_by_source": s.get("auc_by_source", {}),
+            "by_source": s.get("by_source", {}),
+            "operating_points": {},
+        }
         for pname, point in points.items():
             flips = (prob >= point.threshold) != (ref >= point.threshold)
             op = s["operating_points"][pname]
             row["operating_points"][pname] = {
-                "sensitivity": op["sensitivity"], "specificity": op["specificity"],
+                "sensitivity": op["sensitivity"],
+                "specificity": op["specificity"],
                 "siim_score_reweighted": op.get("siim_score_reweighted"),
-                "flips": int(flips.sum()), "flip_rate": float(flips.mean()),
-                "flips_by_source": {str(src): int(flips[sources == src].sum())
-                                    for src in sorted(set(sources.tolist()))}}
+                "flips": int(flips.sum()),
+                "flip_rate": float(flips.mean()),
+                "flips_by_source": {
+                    str(src): int(flips[sources == src].sum())
+                    for src in sorted(set(sources.tolist()))
+                },
+            }
         report["encodings"][name] = json_safe(row)
     worst = report["encodings"]
     base_auc = worst["original"]["auc"]
     report["summary"] = {
-        "max_flip_rate": max(op["flip_rate"] for r in worst.values()
-                             for op in r["operating_points"].values()),
+        "max_flip_rate": max(
+            op["flip_rate"] for r in worst.values() for op in r["operating_points"].values()
+        ),
         "max_median_abs_dp": max(r["median_abs_dp"] for r in worst.values()),
-        "max_auc_drop": max(base_auc - (r["auc"] if r["auc"] is not None else 0)
-                            for r in worst.values()),
+        "max_auc_drop": max(
+            base_auc - (r["auc"] if r["auc"] is not None else 0) for r in worst.values()
+        ),
         "worst_auc": min(r["auc"] for r in worst.values() if r["auc"] is not None),
     }
     return report
@@ -146,30 +177,51 @@ def markdown(report: dict) -> str:
     names = list(next(iter(report["encodings"].values()))["operating_points"])
     first = next(iter(report["encodings"].values()))
     sources = sorted(first.get("by_source", {}))
-    head = ["encoding", "AUC", *[f"{src.upper()} AUC" for src in sources], "ECE",
-            "Dice+ (model size)", "Dice+ (full size)", "median abs dp", "p95 abs dp"]
+    head = [
+        "encoding",
+        "AUC",
+        *[f"{src.upper()} AUC" for src in sources],
+        "ECE",
+        "Dice+ (model size)",
+        "Dice+ (full size)",
+        "median abs dp",
+        "p95 abs dp",
+    ]
     for n in names:
-        head += [f"{n} sens/spec", *[f"{n} {src.upper()} sens/spec" for src in sources],
-                 f"{n} flips" + (f" ({'/'.join(s.upper() for s in sources)})" if sources else "")]
+        head += [
+            f"{n} sens/spec",
+            *[f"{n} {src.upper()} sens/spec" for src in sources],
+            f"{n} flips" + (f" ({'/'.join(s.upper() for s in sources)})" if sources else ""),
+        ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, fmt="{:.3f}"):
         return "n/a" if v is None else fmt.format(v)
+
     for enc, r in report["encodings"].items():
         per = r.get("by_source", {})
-        cells = [enc, f(r["auc"]), *[f(per.get(src, {}).get("auc")) for src in sources],
-                 f(r["ece"]), f(r["dice_positive_mask"]), f(r["dice_positive_full_size"]),
-                 f(r["median_abs_dp"]), f(r["p95_abs_dp"])]
+        cells = [
+            enc,
+            f(r["auc"]),
+            *[f(per.get(src, {}).get("auc")) for src in sources],
+            f(r["ece"]),
+            f(r["dice_positive_mask"]),
+            f(r["dice_positive_full_size"]),
+            f(r["median_abs_dp"]),
+            f(r["p95_abs_dp"]),
+        ]
         for n in names:
             op = r["operating_points"][n]
             cells.append(f"{f(op['sensitivity'], '{:.2f}')}/{f(op['specificity'], '{:.2f}')}")
             for src in sources:
                 o = per.get(src, {}).get("operating_points", {}).get(n, {})
-                cells.append(f"{f(o.get('sensitivity'), '{:.2f}')}/"
-                             f"{f(o.get('specificity'), '{:.2f}')}")
+                cells.append(
+                    f"{f(o.get('sensitivity'), '{:.2f}')}/{f(o.get('specificity'), '{:.2f}')}"
+                )
             by = op.get("flips_by_source", {})
-            cells.append(f"{op['flips']} ({100 * op['flip_rate']:.1f} %)"
-                         + (f" ({'/'.join(str(by.get(src, 0)) for src in sources)})"
-                            if sources else ""))
+            cells.append(
+                f"{op['flips']} ({100 * op['flip_rate']:.1f} %)"
+                + (f" ({'/'.join(str(by.get(src, 0)) for src in sources)})" if sources else "")
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n{report['n_images']} images; model {report['model']}.\n"

@@ -3,6 +3,7 @@
 The SIIM rule: Dice of two empty masks is 1; any predicted pixel on an empty
 image gives 0. The SIIM score is the mean per-image Dice.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
         j = i
         while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
         i = j + 1
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
@@ -67,9 +68,12 @@ def sensitivity_specificity(labels, predicted) -> tuple[float, float]:
     return sens, spec
 
 
-def summarise(truths: list[np.ndarray], preds: list[np.ndarray],
-              image_scores: np.ndarray | None = None,
-              prevalence: float = REAL_PREVALENCE) -> dict[str, float]:
+def summarise(
+    truths: list[np.ndarray],
+    preds: list[np.ndarray],
+    image_scores: np.ndarray | None = None,
+    prevalence: float = REAL_PREVALENCE,
+) -> dict[str, float]:
     """Every metric of the project for a set of images.
 
     Args:
@@ -98,7 +102,8 @@ def summarise(truths: list[np.ndarray], preds: list[np.ndarray],
         "iou": float(ious.mean()) if len(ious) else float("nan"),
     }
     out["siim_score_reweighted"] = (
-        prevalence * out["dice_positive"] + (1 - prevalence) * out["empty_accuracy"])
+        prevalence * out["dice_positive"] + (1 - prevalence) * out["empty_accuracy"]
+    )
     out["sensitivity"], out["specificity"] = sensitivity_specificity(labels, predicted)
     if image_scores is not None:
         out["auc"] = roc_auc(labels, image_scores)

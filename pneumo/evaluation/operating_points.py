@@ -5,6 +5,7 @@
 picks the ``triage`` and ``balanced`` thresholds on the image-level probability. Both
 travel with the weights in the card; serving only applies them.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -15,9 +16,14 @@ from pneumo.evaluation import metrics
 from pneumo.inference.postprocess import OperatingPoint, PostProcess, mask_from_map
 
 
-def tune_mask(maps: np.ndarray, truths: np.ndarray, reference_size: int,
-              evidence: int = 100, pixel_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7),
-              min_areas=(0, 20, 80, 200)) -> tuple[PostProcess, float]:
+def tune_mask(
+    maps: np.ndarray,
+    truths: np.ndarray,
+    reference_size: int,
+    evidence: int = 100,
+    pixel_thresholds=(0.3, 0.4, 0.5, 0.6, 0.7),
+    min_areas=(0, 20, 80, 200),
+) -> tuple[PostProcess, float]:
     """Mask thresholds that maximise the mean Dice on positive images.
 
     Args:
@@ -30,16 +36,25 @@ def tune_mask(maps: np.ndarray, truths: np.ndarray, reference_size: int,
     best, best_score = PostProcess(evidence_pixels=evidence, reference_size=reference_size), -1.0
     for pt, area in itertools.product(pixel_thresholds, min_areas):
         pp = PostProcess(pt, area, evidence, reference_size)
-        score = float(np.mean([metrics.dice(t > 0, mask_from_map(m, pp))
-                               for m, t in zip(maps, truths)])) if len(maps) else 0.0
+        score = (
+            float(
+                np.mean([metrics.dice(t > 0, mask_from_map(m, pp)) for m, t in zip(maps, truths)])
+            )
+            if len(maps)
+            else 0.0
+        )
         if score > best_score:
             best, best_score = pp, score
     return best, best_score
 
 
-def siim_by_threshold(probability: np.ndarray, dice_if_positive: np.ndarray,
-                      truth_positive: np.ndarray, thresholds: np.ndarray,
-                      prevalence: float = metrics.REAL_PREVALENCE) -> np.ndarray:
+def siim_by_threshold(
+    probability: np.ndarray,
+    dice_if_positive: np.ndarray,
+    truth_positive: np.ndarray,
+    thresholds: np.ndarray,
+    prevalence: float = metrics.REAL_PREVALENCE,
+) -> np.ndarray:
     """SIIM score re-weighted to ``prevalence`` for each gate threshold.
 
     An image called positive scores ``dice_if_positive`` (its mask's Dice; 0
@@ -55,11 +70,14 @@ def siim_by_threshold(probability: np.ndarray, dice_if_positive: np.ndarray,
     return out
 
 
-def choose_operating_points(probability: np.ndarray, labels: np.ndarray,
-                            dice_if_positive: np.ndarray, has_mask: np.ndarray,
-                            min_sensitivity: float = 0.95,
-                            prevalence: float = metrics.REAL_PREVALENCE
-                            ) -> dict[str, OperatingPoint]:
+def choose_operating_points(
+    probability: np.ndarray,
+    labels: np.ndarray,
+    dice_if_positive: np.ndarray,
+    has_mask: np.ndarray,
+    min_sensitivity: float = 0.95,
+    prevalence: float = metrics.REAL_PREVALENCE,
+) -> dict[str, OperatingPoint]:
     """The ``triage`` and ``balanced`` operating points on the tune split.
 
     ``balanced``: the threshold with the best SIIM score re-weighted to
@@ -75,8 +93,9 @@ def choose_operating_points(probability: np.ndarray, labels: np.ndarray,
     candidates = np.unique(np.concatenate([probability, [1.0 + 1e-9]]))
     sens = np.array([(probability[labels] >= t).mean() for t in candidates])
     m = np.asarray(has_mask, bool)
-    scores = siim_by_threshold(probability[m], dice_if_positive[m], labels[m], candidates,
-                               prevalence)
+    scores = siim_by_threshold(
+        probability[m], dice_if_positive[m], labels[m], candidates, prevalence
+    )
     balanced_t = float(candidates[int(np.argmax(scores))])
     ok = candidates[sens >= min_sensitivity]
     triage_t = float(ok.max()) if len(ok) else float(candidates.min())
@@ -90,23 +109,38 @@ def choose_operating_points(probability: np.ndarray, labels: np.ndarray,
         return OperatingPoint(name, t, s, sp, text)
 
     return {
-        "triage": point("triage", triage_t, f"sensitivity at least {min_sensitivity:.0%} on the "
-                        "tune split: fewer missed pneumothoraces, more false alarms"),
-        "balanced": point("balanced", balanced_t, f"best SIIM score at {prevalence:.0%} "
-                          "prevalence on the tune split: fewer false alarms"),
+        "triage": point(
+            "triage",
+            triage_t,
+            f"sensitivity at least {min_sensitivity:.0%} on the "
+            "tune split: fewer missed pneumothoraces, more false alarms",
+        ),
+        "balanced": point(
+            "balanced",
+            balanced_t,
+            f"best SIIM score at {prevalence:.0%} prevalence on the tune split: fewer false alarms",
+        ),
     }
 
 
-def review_floor(probability: np.ndarray, labels: np.ndarray, upper: float,
-                 sources: np.ndarray | None = None, max_share: float = 0.10) -> float:
+def review_floor(
+    probability: np.ndarray,
+    labels: np.ndarray,
+    upper: float,
+    sources: np.ndarray | None = None,
+    max_share: float = 0.10,
+) -> float:
     """The lowest probability of the review band below ``upper`` (the verdict threshold)
     such that at most ``max_share`` of the normal films of every source fall in
     ``[floor, upper)``: the sub-threshold note then stays something a reader sees on
     about one normal film in ten at most, not on every other one."""
     probability = np.asarray(probability, np.float64)
     neg = ~np.asarray(labels, bool)
-    groups = [neg] if sources is None else [neg & (np.asarray(sources) == s)
-                                            for s in sorted(set(np.asarray(sources).tolist()))]
+    groups = (
+        [neg]
+        if sources is None
+        else [neg & (np.asarray(sources) == s) for s in sorted(set(np.asarray(sources).tolist()))]
+    )
     floor = 0.0
     for g in groups:
         below = np.sort(probability[g & (probability < upper)])[::-1]  # highest first

@@ -26,6 +26,7 @@ workers' logs kept off the terminal, workers at the command's own priority) and 
 down at the end; a Ray this process
 already runs (``ray.init`` by the caller) is used as it is and left running.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,9 @@ def plan_actors(nodes: Iterable[dict], cores_per_actor: int) -> ActorPlan:
     return ActorPlan(sum(c // cores for c in cpus), num_cpus=cores, num_gpus=0, threads=cores)
 
 
-def in_order(chunks: Iterable[T], submit: Callable[[int, T], H], fetch: Callable[[H], list],
-             window: int) -> Iterator[list]:
+def in_order(
+    chunks: Iterable[T], submit: Callable[[int, T], H], fetch: Callable[[H], list], window: int
+) -> Iterator[list]:
     """Submit chunks as they come, at most ``window`` unfetched; yield results in order."""
     pending: deque[H] = deque()
     for index, chunk in enumerate(chunks):
@@ -111,9 +113,15 @@ def machine_cores() -> int:
     return os.cpu_count() or 1
 
 
-def ray_reads(options: ModelOptions, chunks: Iterable[list[Item]], *,
-              address: str | None, cores_per_actor: int, max_pixels: int,
-              on_ready: Callable[[str], None] | None = None) -> Iterator[list[Read]]:
+def ray_reads(
+    options: ModelOptions,
+    chunks: Iterable[list[Item]],
+    *,
+    address: str | None,
+    cores_per_actor: int,
+    max_pixels: int,
+    on_ready: Callable[[str], None] | None = None,
+) -> Iterator[list[Read]]:
     """The reads of each chunk, in order, by Ray actors (see the module docstring).
 
     Each actor loads ``options``' model folder by its absolute path, with the CPU
@@ -126,15 +134,22 @@ def ray_reads(options: ModelOptions, chunks: Iterable[list[Item]], *,
     try:
         plan = plan_actors(ray.nodes(), cores_per_actor)
         reader = ray.remote(BatchReader).options(
-            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, runtime_env=_runtime_env())
+            num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, runtime_env=_runtime_env()
+        )
         each = replace(options, model_dir=options.model_dir.resolve(), threads=plan.threads)
         actors = [reader.remote(each, max_pixels) for _ in range(plan.count)]
         where = _load(ray, actors)
         if on_ready:
-            on_ready(f"{len(actors)} Ray actor{'s' if len(actors) > 1 else ''}: "
-                     + "; ".join(sorted(set(where))))
-        yield from in_order(chunks, lambda i, chunk: actors[i % len(actors)].read.remote(chunk),
-                            ray.get, WINDOW_PER_ACTOR * len(actors))
+            on_ready(
+                f"{len(actors)} Ray actor{'s' if len(actors) > 1 else ''}: "
+                + "; ".join(sorted(set(where)))
+            )
+        yield from in_order(
+            chunks,
+            lambda i, chunk: actors[i % len(actors)].read.remote(chunk),
+            ray.get,
+            WINDOW_PER_ACTOR * len(actors),
+        )
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -154,8 +169,13 @@ def _connect(ray, address: str | None) -> bool:
         # left a cluster to join (pass address="auto" for that). Its workers do this
         # command's work, so they keep its priority (Ray's default lowers theirs by 15:
         # on a shared machine they then yield to every other process)
-        ray.init(address="local", num_cpus=machine_cores(), include_dashboard=False,
-                 _system_config={"worker_niceness": 0}, **quiet)
+        ray.init(
+            address="local",
+            num_cpus=machine_cores(),
+            include_dashboard=False,
+            _system_config={"worker_niceness": 0},
+            **quiet,
+        )
     return True
 
 

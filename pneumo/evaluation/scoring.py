@@ -4,6 +4,7 @@
 into the card's figures; :func:`evaluate` predicts labelled images and writes the
 reports; :func:`stats` describes a labelled data set.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,35 +52,49 @@ def score_outputs(card: ModelCard, out: ModelOutput, arrays) -> dict:
     rel = calibration.reliability(prob, labels)
     pos_masked = np.flatnonzero(labels & m)
     result = {
-        "n_images": int(len(labels)), "n_positive": int(labels.sum()),
-        "n_negative": int((~labels).sum()), "n_label_only": int((~m).sum()),
-        "auc": metrics.roc_auc(labels, prob), "ece": rel.ece,
+        "n_images": int(len(labels)),
+        "n_positive": int(labels.sum()),
+        "n_negative": int((~labels).sum()),
+        "n_label_only": int((~m).sum()),
+        "auc": metrics.roc_auc(labels, prob),
+        "ece": rel.ece,
         "brier": float(np.mean((prob - labels) ** 2)) if len(labels) else float("nan"),
-        "dice_positive_mask": float(np.mean([metrics.dice(truths[i], regions[i])
-                                             for i in pos_masked])) if len(pos_masked)
+        "dice_positive_mask": float(
+            np.mean([metrics.dice(truths[i], regions[i]) for i in pos_masked])
+        )
+        if len(pos_masked)
         else float("nan"),
-        "reliability": asdict(rel), "operating_points": {},
+        "reliability": asdict(rel),
+        "operating_points": {},
         "auc_by_source": auc_by_source(prob, labels, getattr(arrays, "source", None)),
         "by_source": by_source(card, prob, labels, getattr(arrays, "source", None)),
     }
     for name, point in card.operating_points.items():
         called = prob >= point.threshold
         preds = [r if c else np.zeros_like(r) for r, c in zip(regions, called)]
-        seg = metrics.summarise([truths[i] for i in np.flatnonzero(m)],
-                                [preds[i] for i in np.flatnonzero(m)])
+        seg = metrics.summarise(
+            [truths[i] for i in np.flatnonzero(m)], [preds[i] for i in np.flatnonzero(m)]
+        )
         sens, spec = metrics.sensitivity_specificity(labels, called)
-        result["operating_points"][name] = json_safe({
-            "threshold": point.threshold, "sensitivity": sens, "specificity": spec,
-            "dice_positive": seg["dice_positive"], "empty_accuracy": seg["empty_accuracy"],
-            "siim_score": seg["siim_score"],
-            "siim_score_reweighted": seg["siim_score_reweighted"]})
+        result["operating_points"][name] = json_safe(
+            {
+                "threshold": point.threshold,
+                "sensitivity": sens,
+                "specificity": spec,
+                "dice_positive": seg["dice_positive"],
+                "empty_accuracy": seg["empty_accuracy"],
+                "siim_score": seg["siim_score"],
+                "siim_score_reweighted": seg["siim_score_reweighted"],
+            }
+        )
     result.update(result["operating_points"].get(card.default_operating_point, {}))
     result.pop("threshold", None)
     return json_safe(result)
 
 
-def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000,
-                        seed: int = 0, level: float = 0.95) -> dict:
+def bootstrap_intervals(
+    card: ModelCard, out: ModelOutput, arrays, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Percentile bootstrap intervals of the card's headline figures.
 
     Images are resampled with replacement ``n`` times (per source and class, so every
@@ -101,8 +116,11 @@ def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000
     source = getattr(arrays, "source", None)
     source = np.asarray(source) if source is not None else np.full(len(labels), "all")
     # resampled within each source and class, so every resample keeps the split's make-up
-    strata = [np.flatnonzero((source == s) & (labels == c))
-              for s in sorted(set(source.tolist())) for c in (True, False)]
+    strata = [
+        np.flatnonzero((source == s) & (labels == c))
+        for s in sorted(set(source.tolist()))
+        for c in (True, False)
+    ]
     strata = [g for g in strata if len(g)]
     sources = sorted(set(source.tolist())) if len(set(source.tolist())) > 1 else []
     rng = np.random.default_rng(seed)
@@ -142,16 +160,25 @@ def bootstrap_intervals(card: ModelCard, out: ModelOutput, arrays, n: int = 1000
             add(f"{name}.dice_positive", float(pos_s.mean()) if len(pos_s) else np.nan)
             neg_s = np.where(c, empty_region[mi], True)[~labels[mi]].astype(float)
             if len(pos_s) and len(neg_s):
-                add(f"{name}.siim_score_reweighted", metrics.REAL_PREVALENCE * pos_s.mean()
-                    + (1 - metrics.REAL_PREVALENCE) * neg_s.mean())
+                add(
+                    f"{name}.siim_score_reweighted",
+                    metrics.REAL_PREVALENCE * pos_s.mean()
+                    + (1 - metrics.REAL_PREVALENCE) * neg_s.mean(),
+                )
     tail = (1 - level) / 2 * 100
-    return {k: [round(float(np.nanpercentile(v, tail)), 4),
-                round(float(np.nanpercentile(v, 100 - tail)), 4)]
-            for k, v in draws.items() if np.isfinite(v).any()}
+    return {
+        k: [
+            round(float(np.nanpercentile(v, tail)), 4),
+            round(float(np.nanpercentile(v, 100 - tail)), 4),
+        ]
+        for k, v in draws.items()
+        if np.isfinite(v).any()
+    }
 
 
-def by_source(card: ModelCard, prob: np.ndarray, labels: np.ndarray,
-              source: np.ndarray | None) -> dict:
+def by_source(
+    card: ModelCard, prob: np.ndarray, labels: np.ndarray, source: np.ndarray | None
+) -> dict:
     """The headline figures within each data source: AUC (where it has both classes) and,
     per operating point, sensitivity and specificity (where it has that class).
 
@@ -167,7 +194,8 @@ def by_source(card: ModelCard, prob: np.ndarray, labels: np.ndarray,
             called = p >= point.threshold
             points[op] = {
                 "sensitivity": float(called[y].mean()) if y.any() else None,
-                "specificity": float((~called[~y]).mean()) if (~y).any() else None}
+                "specificity": float((~called[~y]).mean()) if (~y).any() else None,
+            }
         entry["operating_points"] = points
     return out
 
@@ -185,13 +213,21 @@ def auc_by_source(prob: np.ndarray, labels: np.ndarray, source: np.ndarray | Non
     for name in sorted(set(source.tolist())):
         sel = source == name
         n_pos, n_neg = int(labels[sel].sum()), int((~labels[sel]).sum())
-        out[name] = {"auc": metrics.roc_auc(labels[sel], prob[sel]) if n_pos and n_neg else None,
-                     "n_positive": n_pos, "n_negative": n_neg}
+        out[name] = {
+            "auc": metrics.roc_auc(labels[sel], prob[sel]) if n_pos and n_neg else None,
+            "n_positive": n_pos,
+            "n_negative": n_neg,
+        }
     return out
 
 
-def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
-             out_dir: str | Path, progress: bool = True) -> dict:
+def evaluate(
+    predictor: Predictor,
+    samples: list[dataset.Sample],
+    table: dict,
+    out_dir: str | Path,
+    progress: bool = True,
+) -> dict:
     """Predict every sample, compute all metrics at the model size, write reports.
 
     Writes ``metrics.json``, ``per_image.csv``, ``roc.png``, ``dice_hist.png``
@@ -199,8 +235,7 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arrays = decode_examples(samples, table, predictor.pcfg,
-                             "evaluating" if progress else None)
+    arrays = decode_examples(samples, table, predictor.pcfg, "evaluating" if progress else None)
     xs, ys = arrays.x, arrays.y
     model_out = predictor.output(xs)
     card = predictor.card
@@ -214,10 +249,16 @@ def evaluate(predictor: Predictor, samples: list[dataset.Sample], table: dict,
         region = postprocess.mask_from_map(p, card.postprocess)
         called = pr >= predictor.operating_point.threshold
         mask = region if called else np.zeros_like(region)
-        rows.append({"ImageId": s.image_id, "label": int(bool(s.positive)),
-                     "truth_area": int(y.sum()), "pred_area": int(mask.sum()),
-                     "dice": metrics.dice(y.astype(bool), mask),
-                     card.probability_kind: round(float(pr), 4)})
+        rows.append(
+            {
+                "ImageId": s.image_id,
+                "label": int(bool(s.positive)),
+                "truth_area": int(y.sum()),
+                "pred_area": int(mask.sum()),
+                "dice": metrics.dice(y.astype(bool), mask),
+                card.probability_kind: round(float(pr), 4),
+            }
+        )
     with open(out / "per_image.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["ImageId"])
         writer.writeheader()
@@ -240,25 +281,36 @@ def _plots(out: Path, rows, xs, ys, maps, predictor, prob) -> None:
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
+
     if not rows:
         return
     labels = np.array([r["label"] > 0 for r in rows])
     scores = np.asarray(prob)
     fpr, tpr = metrics.roc_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(4, 4))
-    ax.plot(fpr, tpr); ax.plot([0, 1], [0, 1], "k:")
-    ax.set_xlabel("1 - specificity"); ax.set_ylabel("sensitivity")
+    ax.plot(fpr, tpr)
+    ax.plot([0, 1], [0, 1], "k:")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
     ax.set_title(f"ROC, AUC {metrics.roc_auc(labels, scores):.3f}")
-    fig.tight_layout(); fig.savefig(out / "roc.png", dpi=80); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=80)
+    plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist([r["dice"] for r in rows if r["truth_area"] > 0], bins=20, range=(0, 1))
-    ax.set_xlabel("Dice (positive images)"); ax.set_ylabel("images")
-    fig.tight_layout(); fig.savefig(out / "dice_hist.png", dpi=80); plt.close(fig)
+    ax.set_xlabel("Dice (positive images)")
+    ax.set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(out / "dice_hist.png", dpi=80)
+    plt.close(fig)
     worst = np.argsort([r["dice"] for r in rows])[:8]
     tiles = []
     for i in worst:
-        mask = postprocess.mask_from_map(maps[i], predictor.pp) \
-            if prob[i] >= predictor.operating_point.threshold else np.zeros(maps[i].shape, bool)
+        mask = (
+            postprocess.mask_from_map(maps[i], predictor.pp)
+            if prob[i] >= predictor.operating_point.threshold
+            else np.zeros(maps[i].shape, bool)
+        )
         pred = overlay.filled(xs[i], mask)
         truth = overlay.contour(xs[i], ys[i].astype(bool), 1, (0, 255, 0))
         tiles.append(overlay.side_by_side(truth, pred, gap=2))
@@ -304,21 +356,35 @@ def _quantiles(values: list[int]) -> dict:
     if not values:
         return {}
     q = np.percentile(values, [0, 25, 50, 75, 100])
-    return {"n": len(values), "min": float(q[0]), "q25": float(q[1]), "median": float(q[2]),
-            "q75": float(q[3]), "max": float(q[4])}
+    return {
+        "n": len(values),
+        "min": float(q[0]),
+        "q25": float(q[1]),
+        "median": float(q[2]),
+        "q75": float(q[3]),
+        "max": float(q[4]),
+    }
 
 
 def _stats_plots(out: Path, areas, views) -> None:
     import matplotlib  # lazy: the train extra's plotting library, absent from serving
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: after matplotlib.use("Agg")
+
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 3))
     if areas:
-        ax.hist(np.array(areas) / 1024 ** 2 * 100, bins=30)
-    ax.set_xlabel("mask area (% of image)"); ax.set_ylabel("positive images")
-    fig.tight_layout(); fig.savefig(out / "mask_area.png", dpi=80); plt.close(fig)
+        ax.hist(np.array(areas) / 1024**2 * 100, bins=30)
+    ax.set_xlabel("mask area (% of image)")
+    ax.set_ylabel("positive images")
+    fig.tight_layout()
+    fig.savefig(out / "mask_area.png", dpi=80)
+    plt.close(fig)
     fig, ax = plt.subplots(figsize=(4, 3))
     ax.bar(list(views), list(views.values()))
-    ax.set_ylabel("DICOM images"); ax.set_title("View position")
-    fig.tight_layout(); fig.savefig(out / "view_position.png", dpi=80); plt.close(fig)
+    ax.set_ylabel("DICOM images")
+    ax.set_title("View position")
+    fig.tight_layout()
+    fig.savefig(out / "view_position.png", dpi=80)
+    plt.close(fig)

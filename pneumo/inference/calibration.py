@@ -7,6 +7,7 @@ regression on their logits (Platt scaling; with two inputs, a two-feature
 logistic model). :func:`choose_calibrator` picks the inputs by cross-validated
 log-loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -29,9 +30,13 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2,
-                 iterations: int = 50, sample_weight: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, float]:
+def fit_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    l2: float = 1e-2,
+    iterations: int = 50,
+    sample_weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
     """Logistic regression by Newton's method with a small L2 penalty on the weights.
 
     Args:
@@ -72,8 +77,10 @@ class Calibrator:
     def __post_init__(self):
         bad = [f for f in self.features if f not in FEATURES]
         if bad or not self.features or len(self.coef) != len(self.features):
-            raise ValueError(f"calibrator needs features from {FEATURES} and one coefficient "
-                             f"each, got {self.features} / {self.coef}")
+            raise ValueError(
+                f"calibrator needs features from {FEATURES} and one coefficient "
+                f"each, got {self.features} / {self.coef}"
+            )
 
     def probability(self, head: np.ndarray | None, evidence_: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N,) from the head output (or None) and the evidence."""
@@ -88,12 +95,18 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibrator":
-        return cls(tuple(d["features"]), tuple(float(c) for c in d["coef"]),
-                   float(d["intercept"]), d.get("method", "platt"), d.get("fitted_on", "tune"))
+        return cls(
+            tuple(d["features"]),
+            tuple(float(c) for c in d["coef"]),
+            float(d["intercept"]),
+            d.get("method", "platt"),
+            d.get("fitted_on", "tune"),
+        )
 
 
-def fit_calibrator(features: tuple[str, ...], head: np.ndarray | None, evidence_: np.ndarray,
-                   labels: np.ndarray) -> Calibrator:
+def fit_calibrator(
+    features: tuple[str, ...], head: np.ndarray | None, evidence_: np.ndarray, labels: np.ndarray
+) -> Calibrator:
     """Fit a :class:`Calibrator` on the given inputs."""
     inputs = {"head": head, "evidence": evidence_}
     x = np.stack([logit(inputs[f]) for f in features], axis=1)
@@ -107,8 +120,13 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def choose_calibrator(head: np.ndarray | None, evidence_: np.ndarray, labels: np.ndarray,
-                      folds: int = 5, seed: int = 0) -> tuple[Calibrator, dict[str, float]]:
+def choose_calibrator(
+    head: np.ndarray | None,
+    evidence_: np.ndarray,
+    labels: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+) -> tuple[Calibrator, dict[str, float]]:
     """Pick the calibrator inputs with the lowest ``folds``-fold cross-validated log-loss.
 
     Returns:
@@ -124,8 +142,9 @@ def choose_calibrator(head: np.ndarray | None, evidence_: np.ndarray, labels: np
         p = np.zeros(len(labels))
         for k in range(folds):
             train, test = fold_of != k, fold_of == k
-            cal = fit_calibrator(feats, None if head is None else head[train], evidence_[train],
-                                 labels[train])
+            cal = fit_calibrator(
+                feats, None if head is None else head[train], evidence_[train], labels[train]
+            )
             p[test] = cal.probability(None if head is None else head[test], evidence_[test])
         losses["+".join(feats)] = log_loss(p, labels)
     best = min(candidates, key=lambda f: losses["+".join(f)])
@@ -162,5 +181,6 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 10) -> Reliab
         else:
             mean_p.append(None)
             obs.append(None)
-    return Reliability([float(e) for e in edges], mean_p, obs, counts,
-                       float(ece) if len(probs) else float("nan"))
+    return Reliability(
+        [float(e) for e in edges], mean_p, obs, counts, float(ece) if len(probs) else float("nan")
+    )

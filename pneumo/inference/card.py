@@ -6,6 +6,7 @@ Cards written before model v2 (a gate on the ``min_top_pixels``-th highest
 pixel, no calibration) are read as one ``balanced`` operating point on that
 uncalibrated score.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ class ModelCard:
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     intended_use: str = INTENDED_USE
-    chest_gate: dict[str, Any] | None = None  # pneumo.inference.gate.AppearanceGate, fitted on its features
+    chest_gate: dict[str, Any] | None = (
+        None  # pneumo.inference.gate.AppearanceGate, fitted on its features
+    )
     calibration_prevalence: float | None = None  # prevalence the probability is calibrated at
     # the review band's lowest probability (fitted so that few normal films fall in the band);
     # None: the band reaches down to the next operating point
@@ -52,8 +55,10 @@ class ModelCard:
 
     def __post_init__(self):
         if self.default_operating_point not in self.operating_points:
-            raise ValueError(f"default operating point {self.default_operating_point!r} is not "
-                             f"among {sorted(self.operating_points)}")
+            raise ValueError(
+                f"default operating point {self.default_operating_point!r} is not "
+                f"among {sorted(self.operating_points)}"
+            )
 
     @property
     def probability_kind(self) -> str:
@@ -75,21 +80,32 @@ class ModelCard:
         """The named operating point (the default when ``name`` is None)."""
         name = name or self.default_operating_point
         if name not in self.operating_points:
-            raise ValueError(f"unknown operating point {name!r}; this model has "
-                             f"{', '.join(sorted(self.operating_points))}")
+            raise ValueError(
+                f"unknown operating point {name!r}; this model has "
+                f"{', '.join(sorted(self.operating_points))}"
+            )
         return self.operating_points[name]
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "architecture": self.architecture,
-            "parameters": self.parameters, "preprocess": self.preprocess.to_dict(),
+            "name": self.name,
+            "version": self.version,
+            "architecture": self.architecture,
+            "parameters": self.parameters,
+            "preprocess": self.preprocess.to_dict(),
             "postprocess": self.postprocess.to_dict(),
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "operating_points": {k: v.to_dict() for k, v in self.operating_points.items()},
-            "default_operating_point": self.default_operating_point, "tta": self.tta,
-            "data": self.data, "tune": self.tune, "validation": self.validation,
-            "training": self.training, "config": self.config, "extra": self.extra,
-            "intended_use": self.intended_use, "chest_gate": self.chest_gate,
+            "default_operating_point": self.default_operating_point,
+            "tta": self.tta,
+            "data": self.data,
+            "tune": self.tune,
+            "validation": self.validation,
+            "training": self.training,
+            "config": self.config,
+            "extra": self.extra,
+            "intended_use": self.intended_use,
+            "chest_gate": self.chest_gate,
             "calibration_prevalence": self.calibration_prevalence,
             **({"review_floor": self.review_floor} if self.review_floor is not None else {}),
         }
@@ -101,23 +117,38 @@ class ModelCard:
             points = {k: OperatingPoint.from_dict(k, v) for k, v in d["operating_points"].items()}
         else:  # before model v2: one gate on the uncalibrated score
             val = d.get("validation", {})
-            points = {"balanced": OperatingPoint(
-                "balanced", float(pp["top_threshold"]), float(val.get("sensitivity", "nan")),
-                float(val.get("specificity", "nan")), "the single gate of a pre-v2 card")}
+            points = {
+                "balanced": OperatingPoint(
+                    "balanced",
+                    float(pp["top_threshold"]),
+                    float(val.get("sensitivity", "nan")),
+                    float(val.get("specificity", "nan")),
+                    "the single gate of a pre-v2 card",
+                )
+            }
         cal = d.get("calibration")
         return cls(
-            name=d["name"], architecture=d["architecture"],
+            name=d["name"],
+            architecture=d["architecture"],
             preprocess=PreprocessConfig.from_dict(d["preprocess"]),
-            postprocess=PostProcess.from_dict(pp), operating_points=points,
+            postprocess=PostProcess.from_dict(pp),
+            operating_points=points,
             default_operating_point=d.get("default_operating_point", "balanced"),
-            calibration=Calibrator.from_dict(cal) if cal else None, tta=bool(d.get("tta")),
-            version=str(d.get("version", "")), parameters=d.get("parameters"),
-            data=d.get("data", {}), tune=d.get("tune", {}), validation=d.get("validation", {}),
-            training=d.get("training", {}), config=d.get("config", {}),
-            extra=d.get("extra", {}), intended_use=d.get("intended_use", INTENDED_USE),
+            calibration=Calibrator.from_dict(cal) if cal else None,
+            tta=bool(d.get("tta")),
+            version=str(d.get("version", "")),
+            parameters=d.get("parameters"),
+            data=d.get("data", {}),
+            tune=d.get("tune", {}),
+            validation=d.get("validation", {}),
+            training=d.get("training", {}),
+            config=d.get("config", {}),
+            extra=d.get("extra", {}),
+            intended_use=d.get("intended_use", INTENDED_USE),
             chest_gate=d.get("chest_gate"),
             calibration_prevalence=d.get("calibration_prevalence"),
-            review_floor=d.get("review_floor"))
+            review_floor=d.get("review_floor"),
+        )
 
     def write(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / CARD

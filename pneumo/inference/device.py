@@ -8,6 +8,7 @@ memory growth, JAX without its default 75 % preallocation; torch's caching
 allocator is lazy already) and says where the model will run, e.g.
 ``GPU 0: NVIDIA H100 80GB HBM3 (jax)`` or ``CPU (tensorflow, 2 threads)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,11 +29,14 @@ DEFAULT_DEVICE = "auto"
 
 #: Lines TensorFlow's C++ runtime prints on every start-up of a machine without an
 #: NVIDIA driver: expected there, so they are dropped; every other line is kept.
-EXPECTED_WITHOUT_GPU = ("failed call to cuInit", "Could not find cuda drivers",
-                        "All log messages before absl::InitializeLog()",
-                        "oneDNN custom operations are on",
-                        "rebuild TensorFlow with the appropriate compiler flags",
-                        "This TensorFlow binary is optimized to use available CPU")
+EXPECTED_WITHOUT_GPU = (
+    "failed call to cuInit",
+    "Could not find cuda drivers",
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations are on",
+    "rebuild TensorFlow with the appropriate compiler flags",
+    "This TensorFlow binary is optimized to use available CPU",
+)
 
 
 class DeviceError(ModelLoadError):
@@ -44,9 +48,9 @@ class Placement:
     """Where the model runs: the backend, CPU or GPU, and the GPU's index and name."""
 
     backend: str
-    kind: str                 # "cpu" or "gpu"
+    kind: str  # "cpu" or "gpu"
     index: int | None = None  # GPU index within the backend's own numbering
-    name: str | None = None   # GPU model name, e.g. "NVIDIA H100 80GB HBM3"
+    name: str | None = None  # GPU model name, e.g. "NVIDIA H100 80GB HBM3"
     threads: int | None = None  # CPU threads per operation, when capped
 
     def __str__(self) -> str:
@@ -81,8 +85,11 @@ def quiet_gpu_probe():
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
-                    if not any(p in line for p in EXPECTED_WITHOUT_GPU)]
+            kept = [
+                line
+                for line in captured.read().decode(errors="replace").splitlines(True)
+                if not any(p in line for p in EXPECTED_WITHOUT_GPU)
+            ]
             if kept:
                 os.write(2, "".join(kept).encode())
 
@@ -91,17 +98,18 @@ def check_device_choice(device: str) -> str:
     """``device`` lower-cased if it is one of :data:`DEVICE_CHOICES`, else ``ValueError``."""
     choice = str(device).strip().lower()
     if choice not in DEVICE_CHOICES:
-        raise ValueError(f"PNEUMO_DEVICE must be one of {', '.join(DEVICE_CHOICES)}, "
-                         f"got {device!r}")
+        raise ValueError(
+            f"PNEUMO_DEVICE must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}"
+        )
     return choice
 
 
 def check_threads(threads) -> None:
     """``ValueError`` unless ``threads`` is ``None`` or a whole number of at least 1."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ValueError(f"PNEUMO_TF_THREADS must be a whole number of at least 1, "
-                         f"got {threads!r}")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"PNEUMO_TF_THREADS must be a whole number of at least 1, got {threads!r}")
 
 
 def _prepare_environment(device: str) -> None:
@@ -143,24 +151,35 @@ def configure_device(threads: int | None = None, device: str = "auto") -> Placem
         _prepare_environment(device)
     with quiet_gpu_probe():
         import keras  # lazy: importing Keras starts its backend, which this set-up must precede
+
         backend = keras.config.backend()
-        place = {"tensorflow": _place_tensorflow, "jax": _place_jax,
-                 "torch": _place_torch}.get(backend)
+        place = {"tensorflow": _place_tensorflow, "jax": _place_jax, "torch": _place_torch}.get(
+            backend
+        )
         if place is None:
-            raise DeviceError(f"The Keras backend {backend!r} is not supported here; use "
-                              "KERAS_BACKEND=tensorflow, jax or torch.")
+            raise DeviceError(
+                f"The Keras backend {backend!r} is not supported here; use "
+                "KERAS_BACKEND=tensorflow, jax or torch."
+            )
         placement = place(device, threads)
     if device == "gpu" and placement.kind != "gpu":
-        raise DeviceError(f"PNEUMO_DEVICE=gpu, but the {backend} backend sees no GPU "
-                          f"(NVIDIA driver {'present' if nvidia_driver_present() else 'absent'}).")
+        raise DeviceError(
+            f"PNEUMO_DEVICE=gpu, but the {backend} backend sees no GPU "
+            f"(NVIDIA driver {'present' if nvidia_driver_present() else 'absent'})."
+        )
     if device == "auto" and placement.kind == "cpu" and nvidia_driver_present():
-        log.warning("an NVIDIA driver is present but the %s backend sees no GPU (a CPU-only "
-                    "build of %s?): the model runs on the CPU", backend, backend)
+        log.warning(
+            "an NVIDIA driver is present but the %s backend sees no GPU (a CPU-only "
+            "build of %s?): the model runs on the CPU",
+            backend,
+            backend,
+        )
     return placement
 
 
 def _place_tensorflow(device: str, threads: int | None) -> Placement:
     import tensorflow as tf  # lazy: an optional backend, present only under it
+
     if threads is not None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -169,8 +188,9 @@ def _place_tensorflow(device: str, threads: int | None) -> Placement:
         try:
             tf.config.set_visible_devices([], "GPU")
         except RuntimeError as exc:  # already initialised
-            raise DeviceError("PNEUMO_DEVICE=cpu came too late: TensorFlow had already "
-                              "started on the GPU") from exc
+            raise DeviceError(
+                "PNEUMO_DEVICE=cpu came too late: TensorFlow had already started on the GPU"
+            ) from exc
         gpus = []
     for gpu in gpus:
         try:
@@ -185,13 +205,15 @@ def _place_tensorflow(device: str, threads: int | None) -> Placement:
 
 def _place_jax(device: str, threads: int | None) -> Placement:
     import jax  # lazy: an optional backend, present only under it
+
     if device == "cpu":
         # JAX_PLATFORMS=cpu (set before import) keeps JAX off the GPU altogether;
         # when JAX had started already, its default device still moves to the CPU
         jax.config.update("jax_default_device", jax.devices("cpu")[0])
     if threads is not None:
-        log.info("PNEUMO_TF_THREADS=%d is not applied under jax (XLA picks its CPU threads)",
-                 threads)
+        log.info(
+            "PNEUMO_TF_THREADS=%d is not applied under jax (XLA picks its CPU threads)", threads
+        )
     where = next(iter(_probe().devices()))
     if where.platform == "gpu":
         return Placement("jax", "gpu", where.id, where.device_kind)
@@ -200,12 +222,14 @@ def _place_jax(device: str, threads: int | None) -> Placement:
 
 def _place_torch(device: str, threads: int | None) -> Placement:
     import torch  # lazy: an optional backend, present only under it
+
     if threads is not None:
         torch.set_num_threads(threads)
     where = _probe().device  # Keras' torch backend picks its device once, at import
     if device == "cpu" and where.type != "cpu":
-        raise DeviceError("PNEUMO_DEVICE=cpu came too late: Keras' torch backend had already "
-                          f"started on {where}")
+        raise DeviceError(
+            f"PNEUMO_DEVICE=cpu came too late: Keras' torch backend had already started on {where}"
+        )
     if where.type == "cpu":
         return Placement("torch", "cpu", threads=threads)
     index = where.index or 0
@@ -216,6 +240,7 @@ def _place_torch(device: str, threads: int | None) -> Placement:
 def _probe():
     """A one-element tensor made by Keras: it lands where the model's tensors will."""
     import keras  # lazy: importing Keras starts its backend, which this set-up must precede
+
     return keras.ops.zeros((1,))
 
 
@@ -235,24 +260,34 @@ def gpu_memory_peak() -> dict | None:
     hundred MiB) is not included, so ``nvidia-smi`` shows more.
     """
     import keras  # lazy: importing Keras starts its backend, which this set-up must precede
+
     backend = keras.config.backend()
     try:
         if backend == "torch":
             import torch  # lazy: an optional backend, present only under it
+
             if torch.cuda.is_available() and torch.cuda.max_memory_reserved():
-                return {"peak_mib": torch.cuda.max_memory_reserved() / 2**20,
-                        "source": "torch.cuda.max_memory_reserved"}
+                return {
+                    "peak_mib": torch.cuda.max_memory_reserved() / 2**20,
+                    "source": "torch.cuda.max_memory_reserved",
+                }
         elif backend == "jax":
             import jax  # lazy: an optional backend, present only under it
+
             stats = jax.devices()[0].memory_stats() or {}
             if "peak_bytes_in_use" in stats:
-                return {"peak_mib": stats["peak_bytes_in_use"] / 2**20,
-                        "source": "jax memory_stats peak_bytes_in_use"}
+                return {
+                    "peak_mib": stats["peak_bytes_in_use"] / 2**20,
+                    "source": "jax memory_stats peak_bytes_in_use",
+                }
         elif backend == "tensorflow":
             import tensorflow as tf  # lazy: an optional backend, present only under it
+
             if tf.config.get_visible_devices("GPU"):
-                return {"peak_mib": tf.config.experimental.get_memory_info("GPU:0")["peak"]
-                        / 2**20, "source": "tf.config.experimental.get_memory_info peak"}
+                return {
+                    "peak_mib": tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20,
+                    "source": "tf.config.experimental.get_memory_info peak",
+                }
     except Exception as exc:  # noqa: BLE001 - a figure for a report, never fatal
         log.warning("peak GPU memory could not be read: %s", exc)
     return None
@@ -261,10 +296,12 @@ def gpu_memory_peak() -> dict | None:
 def has_gpu() -> bool:
     """True when the active Keras backend computes on a GPU (a forced CPU counts as none)."""
     import keras  # lazy: importing Keras starts its backend, which this set-up must precede
+
     backend = keras.config.backend()
     try:
         if backend == "tensorflow":
             import tensorflow as tf  # lazy: an optional backend, present only under it
+
             return bool(tf.config.get_visible_devices("GPU"))
         if backend == "jax":
             return next(iter(_probe().devices())).platform == "gpu"

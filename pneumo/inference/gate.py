@@ -19,6 +19,7 @@ such inputs with a reason instead of a verdict:
    threshold sits ``margin`` log-odds below the lowest score of any chest
    film it was fitted on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,20 +83,30 @@ class AppearanceGate:
         return self.scores(features) >= self.threshold
 
     def to_dict(self) -> dict:
-        return {"mean": [round(float(v), 6) for v in self.mean],
-                "scale": [round(float(v), 6) for v in self.scale],
-                "coef": [round(float(v), 6) for v in self.coef],
-                "intercept": self.intercept, "threshold": self.threshold, "info": self.info}
+        return {
+            "mean": [round(float(v), 6) for v in self.mean],
+            "scale": [round(float(v), 6) for v in self.scale],
+            "coef": [round(float(v), 6) for v in self.coef],
+            "intercept": self.intercept,
+            "threshold": self.threshold,
+            "info": self.info,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "AppearanceGate":
-        return cls(np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
-                   np.asarray(d["coef"], np.float64), float(d["intercept"]),
-                   float(d["threshold"]), dict(d.get("info", {})))
+        return cls(
+            np.asarray(d["mean"], np.float64),
+            np.asarray(d["scale"], np.float64),
+            np.asarray(d["coef"], np.float64),
+            float(d["intercept"]),
+            float(d["threshold"]),
+            dict(d.get("info", {})),
+        )
 
 
-def fit(chest: np.ndarray, other: np.ndarray, margin: float = 1.0,
-        l2: float = 10.0) -> AppearanceGate:
+def fit(
+    chest: np.ndarray, other: np.ndarray, margin: float = 1.0, l2: float = 10.0
+) -> AppearanceGate:
     """Fit the appearance gate: chest-film features (N, F) against other images' (M, F).
 
     Both classes weigh the same in the loss; the threshold is the lowest
@@ -109,6 +120,17 @@ def fit(chest: np.ndarray, other: np.ndarray, margin: float = 1.0,
     coef, intercept = fit_logistic((x - mean) / scale, y, l2=l2, sample_weight=weight)
     gate = AppearanceGate(mean, scale, coef, intercept, 0.0, {})
     lowest = float(gate.scores(chest).min())
-    return AppearanceGate(mean, scale, coef, intercept, lowest - margin,
-                          {"chest_images": len(chest), "other_images": len(other),
-                           "lowest_chest_score": round(lowest, 4), "margin": margin, "l2": l2})
+    return AppearanceGate(
+        mean,
+        scale,
+        coef,
+        intercept,
+        lowest - margin,
+        {
+            "chest_images": len(chest),
+            "other_images": len(other),
+            "lowest_chest_score": round(lowest, 4),
+            "margin": margin,
+            "l2": l2,
+        },
+    )

@@ -7,6 +7,7 @@ standard display of a PA or AP chest film). Without it, a PA/AP View
 Position implies the standard display, which is stated as an assumption.
 Without either, only the image side is known.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -20,9 +21,9 @@ from pneumo.io.imaging import DisplayMetadata
 class Side:
     """Result of :func:`patient_side`."""
 
-    side: str | None        # "right", "left", "bilateral" or None when unknown
+    side: str | None  # "right", "left", "bilateral" or None when unknown
     image_side: str | None  # "image left", "image right", "both halves" or None (empty mask)
-    basis: str              # how the side was worked out, in words
+    basis: str  # how the side was worked out, in words
 
     @property
     def label(self) -> str:
@@ -30,8 +31,9 @@ class Side:
             return "no finding"
         if self.side is None:
             return f"unknown ({self.image_side}; {self.basis})"
-        text = {"right": "patient's right", "left": "patient's left",
-                "bilateral": "both sides"}[self.side]
+        text = {"right": "patient's right", "left": "patient's left", "bilateral": "both sides"}[
+            self.side
+        ]
         return f"{text} ({self.basis})"
 
     def to_dict(self) -> dict:
@@ -63,7 +65,10 @@ def patient_side(mask: np.ndarray, meta: DisplayMetadata) -> Side:
         flip, basis = True, "from Patient Orientation"
     elif (meta.view_position or "").upper() in ("PA", "AP"):
         view = meta.view_position.upper()
-        flip, basis = False, f"assuming standard display of {'an' if view == 'AP' else 'a'} {view} film"
+        flip, basis = (
+            False,
+            f"assuming standard display of {'an' if view == 'AP' else 'a'} {view} film",
+        )
     else:
         return Side(None, image_side, "image has no orientation or view position")
     if image_side == "both halves":

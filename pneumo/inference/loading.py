@@ -7,14 +7,19 @@ the operating point, the site prevalence and the warm-up mean the same everywher
 
     predictor = load_predictor(ModelOptions(model_dir, device="cpu", threads=2))
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumo.inference.device import DEFAULT_DEVICE, check_device_choice, check_threads, \
-    configure_device
+from pneumo.inference.device import (
+    DEFAULT_DEVICE,
+    check_device_choice,
+    check_threads,
+    configure_device,
+)
 from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
 from pneumo.inference.runtime import DEFAULT_RUNTIME, check_runtime
 
@@ -70,8 +75,18 @@ def load_predictor(options: ModelOptions = ModelOptions()) -> Predictor:
         ModelLoadError: the folder, its card or its weights could not be loaded.
     """
     placement = configure_device(options.threads, options.device)
-    log.info("Keras backend %s; the model goes on %s (device choice %s)", placement.backend,
-             placement, options.device)
-    return Predictor.load(options.model_dir, warm_up=options.warm_up,
-                          operating_point=options.operating_point, runtime=options.runtime,
-                          prevalence=options.prevalence, tta=options.tta, placement=placement)
+    log.info(
+        "Keras backend %s; the model goes on %s (device choice %s)",
+        placement.backend,
+        placement,
+        options.device,
+    )
+    return Predictor.load(
+        options.model_dir,
+        warm_up=options.warm_up,
+        operating_point=options.operating_point,
+        runtime=options.runtime,
+        prevalence=options.prevalence,
+        tta=options.tta,
+        placement=placement,
+    )

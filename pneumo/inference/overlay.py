@@ -4,6 +4,7 @@ All functions are pure and return new ``uint8`` RGB arrays. Colours
 are fixed (never rescaled to an image's own min/max), so an empty
 prediction renders as an untouched X-ray.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -28,8 +29,12 @@ def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(pixels[:, :, None], 3, axis=2)
 
 
-def filled(pixels: np.ndarray, mask: np.ndarray, opacity: float = DEFAULT_OPACITY,
-           colour: tuple[int, int, int] = MASK_COLOUR) -> np.ndarray:
+def filled(
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    opacity: float = DEFAULT_OPACITY,
+    colour: tuple[int, int, int] = MASK_COLOUR,
+) -> np.ndarray:
     """Blend ``colour`` over the mask pixels with ``opacity`` in [0, 1]."""
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
@@ -39,15 +44,20 @@ def filled(pixels: np.ndarray, mask: np.ndarray, opacity: float = DEFAULT_OPACIT
     return np.round(rgb).astype(np.uint8)
 
 
-def contour(pixels: np.ndarray, mask: np.ndarray, thickness: int | None = None,
-            colour: tuple[int, int, int] = CONTOUR_COLOUR) -> np.ndarray:
+def contour(
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    thickness: int | None = None,
+    colour: tuple[int, int, int] = CONTOUR_COLOUR,
+) -> np.ndarray:
     """Draw the mask outline; thickness defaults to ~0.3 % of the image side."""
     rgb = grey_to_rgb(pixels).copy()
     if not mask.any():
         return rgb
     thickness = thickness or contour_width(pixels.shape)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     cv2.drawContours(rgb, contours, -1, colour, thickness)
     return rgb
 
@@ -82,6 +92,6 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarra
         right = grey_to_rgb(right)
     h = max(left.shape[0], right.shape[0])
     canvas = np.zeros((h, left.shape[1] + gap + right.shape[1], 3), np.uint8)
-    canvas[:left.shape[0], :left.shape[1]] = left
-    canvas[:right.shape[0], left.shape[1] + gap:] = right
+    canvas[: left.shape[0], : left.shape[1]] = left
+    canvas[: right.shape[0], left.shape[1] + gap :] = right
     return canvas

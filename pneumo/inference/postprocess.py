@@ -12,6 +12,7 @@
 Everything here is fitted on the tune split (by
 :mod:`pneumo.evaluation.operating_points`) and travels with the weights in the card.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -44,8 +45,12 @@ class PostProcess:
         if size == self.reference_size:
             return self
         f = (size / self.reference_size) ** 2
-        return PostProcess(self.pixel_threshold, int(round(self.min_area * f)),
-                           max(1, int(round(self.evidence_pixels * f))), size)
+        return PostProcess(
+            self.pixel_threshold,
+            int(round(self.min_area * f)),
+            max(1, int(round(self.evidence_pixels * f))),
+            size,
+        )
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,13 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> "OperatingPoint":
-        return cls(name, float(d["threshold"]), float(d.get("sensitivity", float("nan"))),
-                   float(d.get("specificity", float("nan"))), d.get("description", ""))
+        return cls(
+            name,
+            float(d["threshold"]),
+            float(d.get("sensitivity", float("nan"))),
+            float(d.get("specificity", float("nan"))),
+            d.get("description", ""),
+        )
 
 
 def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
@@ -96,8 +106,9 @@ def upsample_probability(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray
     return cv2.resize(prob, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def review_band(points: dict[str, OperatingPoint], active: OperatingPoint,
-                floor: float | None = None) -> tuple[float, float] | None:
+def review_band(
+    points: dict[str, OperatingPoint], active: OperatingPoint, floor: float | None = None
+) -> tuple[float, float] | None:
     """The probabilities, below the active point, at which a reader should still look.
 
     From the highest other operating point below ``active`` (or the card's fitted
@@ -129,8 +140,9 @@ def heat_map(prob_map: np.ndarray, probability: float | None) -> np.ndarray:
     return shown * np.float32(min(max(float(probability), 0.0), 1.0))
 
 
-def rebase_probability(p: np.ndarray | float, from_prevalence: float,
-                       to_prevalence: float) -> np.ndarray:
+def rebase_probability(
+    p: np.ndarray | float, from_prevalence: float, to_prevalence: float
+) -> np.ndarray:
     """Shift calibrated probabilities from one prevalence to another (prior shift on the odds).
 
     ``odds' = odds * [to / (1 - to)] / [from / (1 - from)]``: the likelihood

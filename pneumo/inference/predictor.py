@@ -6,6 +6,7 @@
 image's own resolution. The card is the only source of input size,
 normalisation, thresholds, calibration and operating points.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,8 @@ DEFAULT_MODEL_DIR = paths.default_model_dir()
 class ModelOutput:
     """Raw network output for a batch at the model's resolution."""
 
-    maps: np.ndarray          # float32 (N, size, size) pixel probabilities
-    head: np.ndarray | None   # float32 (N,) image-level head output, if the model has one
+    maps: np.ndarray  # float32 (N, size, size) pixel probabilities
+    head: np.ndarray | None  # float32 (N,) image-level head output, if the model has one
     features: np.ndarray | None = None  # float32 (N, F) pooled features (the chest gate's)
 
     def evidence(self, k: int) -> np.ndarray:
@@ -54,9 +55,9 @@ class Prediction:
     (``app.service.result_row``).
     """
 
-    mask: np.ndarray              # bool (rows, columns): the outlined region when positive
-    probability_map: np.ndarray   # float32 (size, size) at the model's resolution
-    probability: float            # calibrated image-level probability (or score, see card),
+    mask: np.ndarray  # bool (rows, columns): the outlined region when positive
+    probability_map: np.ndarray  # float32 (size, size) at the model's resolution
+    probability: float  # calibrated image-level probability (or score, see card),
     #                               re-based to the site's prevalence where one is set
     operating_point: OperatingPoint
     positive: bool
@@ -68,8 +69,9 @@ class Prediction:
     heat_map: np.ndarray | None = None  # float32 (size, size): what the viewer colours
 
 
-def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool = False,
-                    batch_size: int = 8) -> ModelOutput:
+def predict_batches(
+    model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool = False, batch_size: int = 8
+) -> ModelOutput:
     """Network output for model-size ``uint8`` images (N, size, size); optional flip TTA.
 
     ``model``: a :class:`pneumo.inference.runtime.Runtime` or a Keras model (run by Keras).
@@ -79,20 +81,21 @@ def predict_batches(model, images: np.ndarray, pcfg: PreprocessConfig, tta: bool
     heads: list[np.ndarray] = []
     feats: list[np.ndarray] = []
     for i in range(0, len(images), batch_size):
-        x = model_input(images[i:i + batch_size], pcfg)
+        x = model_input(images[i : i + batch_size], pcfg)
         m, h, f = runtime.predict(x)
         if tta:
             mf, hf, ff = runtime.predict(x[:, :, ::-1].copy())
             m = 0.5 * (m + mf[:, :, ::-1])
             h = None if h is None else 0.5 * (h + hf)
             f = None if f is None else 0.5 * (f + ff)
-        maps[i:i + batch_size] = m
+        maps[i : i + batch_size] = m
         if h is not None:
             heads.append(h)
         if f is not None:
             feats.append(f)
-    return ModelOutput(maps, np.concatenate(heads) if heads else None,
-                       np.concatenate(feats) if feats else None)
+    return ModelOutput(
+        maps, np.concatenate(heads) if heads else None, np.concatenate(feats) if feats else None
+    )
 
 
 def image_probability(card: ModelCard, out: ModelOutput) -> np.ndarray:
@@ -112,10 +115,17 @@ class Predictor:
     model, which :attr:`device` and :attr:`backend` describe (``"unknown"`` without it).
     """
 
-    def __init__(self, model, card: ModelCard, model_dir: Path,
-                 operating_point: str | None = None, runtime: str = "keras",
-                 prevalence: float | None = None, tta: bool | None = None,
-                 placement: Placement | None = None):
+    def __init__(
+        self,
+        model,
+        card: ModelCard,
+        model_dir: Path,
+        operating_point: str | None = None,
+        runtime: str = "keras",
+        prevalence: float | None = None,
+        tta: bool | None = None,
+        placement: Placement | None = None,
+    ):
         self.model = model
         self.runtime = runtimes.load(runtime, model)
         self.card = card
@@ -125,15 +135,22 @@ class Predictor:
         self.tta = card.tta if tta is None else tta
         self.backend = placement.backend if placement else "unknown"
         # OpenVINO runs on the CPU whatever the Keras backend placed
-        self.device = "unknown" if placement is None else \
-            str(placement) if runtime == "keras" else f"CPU ({self.runtime.name})"
+        self.device = (
+            "unknown"
+            if placement is None
+            else str(placement)
+            if runtime == "keras"
+            else f"CPU ({self.runtime.name})"
+        )
         self.operating_point = card.operating_point(operating_point)
         self.gate = gate.AppearanceGate.from_dict(card.chest_gate) if card.chest_gate else None
         self.prevalence = prevalence
         if prevalence is not None:
             if card.calibration is None or card.calibrated_at is None:
-                raise ValueError("a site prevalence needs a model with a calibrated probability "
-                                 "and the prevalence it was calibrated at")
+                raise ValueError(
+                    "a site prevalence needs a model with a calibrated probability "
+                    "and the prevalence it was calibrated at"
+                )
             postprocess.rebase_probability(0.5, card.calibrated_at, prevalence)  # checks range
         self._lock = threading.Lock()
 
@@ -147,10 +164,16 @@ class Predictor:
         return f"{self.device}, runtime {self.runtime.name}"
 
     @classmethod
-    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, warm_up: bool = True,
-             operating_point: str | None = None, runtime: str = "keras",
-             prevalence: float | None = None, tta: bool | None = None,
-             placement: Placement | None = None) -> "Predictor":
+    def load(
+        cls,
+        model_dir: str | Path = DEFAULT_MODEL_DIR,
+        warm_up: bool = True,
+        operating_point: str | None = None,
+        runtime: str = "keras",
+        prevalence: float | None = None,
+        tta: bool | None = None,
+        placement: Placement | None = None,
+    ) -> "Predictor":
         """Build the network from the card, load its weights and optionally warm it up.
 
         ``operating_point`` names one of the card's points (default: the card's);
@@ -160,6 +183,7 @@ class Predictor:
         """
         # lazy: importing Keras starts its backend, which configure_device must precede
         from pneumo.nets.networks import IMAGE_OUTPUT, build_model, with_features
+
         card = read_card(model_dir)
         try:
             card.operating_point(operating_point)
@@ -173,14 +197,21 @@ class Predictor:
         except Exception as exc:
             raise ModelLoadError(
                 f"Weights in {model_dir} could not be loaded into "
-                f"{card.architecture.get('name')}: {exc}") from exc
-        if card.calibration and "head" in card.calibration.features \
-                and IMAGE_OUTPUT not in model.output_names:
-            raise ModelLoadError(f"The card in {model_dir} calibrates the image head's output, "
-                                 "but its architecture has no image head")
+                f"{card.architecture.get('name')}: {exc}"
+            ) from exc
+        if (
+            card.calibration
+            and "head" in card.calibration.features
+            and IMAGE_OUTPUT not in model.output_names
+        ):
+            raise ModelLoadError(
+                f"The card in {model_dir} calibrates the image head's output, "
+                "but its architecture has no image head"
+            )
         try:
-            predictor = cls(model, card, Path(model_dir), operating_point, runtime, prevalence,
-                            tta, placement)
+            predictor = cls(
+                model, card, Path(model_dir), operating_point, runtime, prevalence, tta, placement
+            )
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         if warm_up:
@@ -210,8 +241,9 @@ class Predictor:
         self.check_appearance(out, 0)
         t2 = time.perf_counter()
         result = self.finish(record, out, 0)
-        result.timings.update(preprocess_s=t1 - t0, model_s=t2 - t1,
-                              postprocess_s=time.perf_counter() - t2)
+        result.timings.update(
+            preprocess_s=t1 - t0, model_s=t2 - t1, postprocess_s=time.perf_counter() - t2
+        )
         return result
 
     @staticmethod
@@ -223,40 +255,59 @@ class Predictor:
 
     def check_appearance(self, out: ModelOutput, index: int) -> None:
         """Refuse image ``index`` of a batch when the card's appearance gate does."""
-        if self.gate is not None and out.features is not None \
-                and not self.gate.passes(out.features[index:index + 1])[0]:
+        if (
+            self.gate is not None
+            and out.features is not None
+            and not self.gate.passes(out.features[index : index + 1])[0]
+        ):
             raise gate.refuse(gate.APPEARANCE_REASON)
 
     def finish(self, record: ImageRecord, out: ModelOutput, index: int) -> Prediction:
         """Post-process image ``index`` of a batch's output for ``record``."""
         prob_map = out.maps[index]
-        one = ModelOutput(out.maps[index:index + 1],
-                          None if out.head is None else out.head[index:index + 1])
+        one = ModelOutput(
+            out.maps[index : index + 1], None if out.head is None else out.head[index : index + 1]
+        )
         probability = float(image_probability(self.card, one)[0])
         positive = probability >= self.operating_point.threshold
-        band = postprocess.review_band(self.card.operating_points, self.operating_point,
-                                       self.card.review_floor)
+        band = postprocess.review_band(
+            self.card.operating_points, self.operating_point, self.card.review_floor
+        )
         in_band = (not positive) and band is not None and probability >= band[0]
         shown = self.shown(probability)
         region = postprocess.mask_from_map(prob_map, self.pp)
         shape = record.pixels.shape
-        mask = (postprocess.upsample_probability(region.astype(np.float32), shape) > 0.5) \
-            if positive and region.any() else np.zeros(shape, bool)
+        mask = (
+            (postprocess.upsample_probability(region.astype(np.float32), shape) > 0.5)
+            if positive and region.any()
+            else np.zeros(shape, bool)
+        )
         area_px = int(mask.sum())
         spacing = record.meta.pixel_spacing_mm
-        area_cm2 = (area_px * spacing[0] * spacing[1] / 100.0) \
-            if spacing and not record.meta.spacing_warning else None
+        area_cm2 = (
+            (area_px * spacing[0] * spacing[1] / 100.0)
+            if spacing and not record.meta.spacing_warning
+            else None
+        )
         calibrated = self.card.calibration is not None
-        return Prediction(mask=mask, probability_map=prob_map, probability=shown,
-                          operating_point=self.operating_point, positive=positive,
-                          finding_below_threshold=bool(in_band),
-                          area_px=area_px, area_cm2=area_cm2, timings={},
-                          threshold=self.shown(self.operating_point.threshold),
-                          heat_map=postprocess.heat_map(prob_map, shown if calibrated else None))
+        return Prediction(
+            mask=mask,
+            probability_map=prob_map,
+            probability=shown,
+            operating_point=self.operating_point,
+            positive=positive,
+            finding_below_threshold=bool(in_band),
+            area_px=area_px,
+            area_cm2=area_cm2,
+            timings={},
+            threshold=self.shown(self.operating_point.threshold),
+            heat_map=postprocess.heat_map(prob_map, shown if calibrated else None),
+        )
 
     def shown(self, probability: float) -> float:
         """A calibrated probability as shown: re-based to the site's prevalence if one is set."""
         if self.prevalence is None:
             return float(probability)
-        return float(postprocess.rebase_probability(probability, self.card.calibrated_at,
-                                                    self.prevalence))
+        return float(
+            postprocess.rebase_probability(probability, self.card.calibrated_at, self.prevalence)
+        )

@@ -14,6 +14,7 @@ Two steps, both used by training, evaluation, serving and the benchmarks:
 
 Training targets follow the image through :func:`resize_target_mask`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,16 +55,23 @@ class PreprocessConfig:
         if self.channels not in (1, 3):
             raise ValueError(f"preprocess channels must be 1 or 3, got {self.channels!r}")
         if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"unknown normalisation {self.normalisation!r}; "
-                             f"choose one of {list(NORMALISATIONS)}")
+            raise ValueError(
+                f"unknown normalisation {self.normalisation!r}; "
+                f"choose one of {list(NORMALISATIONS)}"
+            )
         if self.normalisation == "caffe" and self.channels != 3:
             raise ValueError("the caffe normalisation needs channels=3")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"preprocess jpeg_quality must be in 1..100, got {self.jpeg_quality!r}")
-        if self.working_size is not None and (not isinstance(self.working_size, int)
-                                              or self.working_size < self.size):
-            raise ValueError("preprocess working_size must be an integer of at least the input "
-                             f"size {self.size}, got {self.working_size!r}")
+            raise ValueError(
+                f"preprocess jpeg_quality must be in 1..100, got {self.jpeg_quality!r}"
+            )
+        if self.working_size is not None and (
+            not isinstance(self.working_size, int) or self.working_size < self.size
+        ):
+            raise ValueError(
+                "preprocess working_size must be an integer of at least the input "
+                f"size {self.size}, got {self.working_size!r}"
+            )
 
     def to_dict(self) -> dict:
         d = {"size": self.size, "channels": self.channels, "normalisation": self.normalisation}
@@ -76,26 +84,44 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         q, w = d.get("jpeg_quality"), d.get("working_size")
-        return cls(size=int(d["size"]), channels=int(d.get("channels", 1)),
-                   normalisation=str(d.get("normalisation", "unit")),
-                   jpeg_quality=None if q is None else int(q),
-                   working_size=None if w is None else int(w))
+        return cls(
+            size=int(d["size"]),
+            channels=int(d.get("channels", 1)),
+            normalisation=str(d.get("normalisation", "unit")),
+            jpeg_quality=None if q is None else int(q),
+            working_size=None if w is None else int(w),
+        )
 
     def describe(self) -> str:
         """One line for model cards."""
-        norm = {"unit": "v (grey value scaled to [0, 1])",
-                "efficientnet_lite": "(255 v - 127) / 128",
-                "caffe": "255 v minus the ImageNet BGR mean"}[self.normalisation]
+        norm = {
+            "unit": "v (grey value scaled to [0, 1])",
+            "efficientnet_lite": "(255 v - 127) / 128",
+            "caffe": "255 v minus the ImageNet BGR mean",
+        }[self.normalisation]
         where = "its own resolution" if self.working_size is None else "that resolution"
-        work = "" if self.working_size is None else (
-            f"brought to the canonical working resolution {self.working_size} x "
-            f"{self.working_size} (`cv2.INTER_AREA` when larger, bilinear when smaller, so the "
-            "film's pixel size carries no information), then ")
-        canon = "" if self.jpeg_quality is None else (
-            f"stored once more as JPEG quality {self.jpeg_quality} at {where} (a "
-            "canonical encoding, so the file's own compression matters less), then ")
-        return (f"grey image {work}{canon}resized to {self.size} x {self.size} in uint8 (`cv2.INTER_AREA`"
-                f" when shrinking), {self.channels} channel(s), each channel = {norm}")
+        work = (
+            ""
+            if self.working_size is None
+            else (
+                f"brought to the canonical working resolution {self.working_size} x "
+                f"{self.working_size} (`cv2.INTER_AREA` when larger, bilinear when smaller, so the "
+                "film's pixel size carries no information), then "
+            )
+        )
+        canon = (
+            ""
+            if self.jpeg_quality is None
+            else (
+                f"stored once more as JPEG quality {self.jpeg_quality} at {where} (a "
+                "canonical encoding, so the file's own compression matters less), then "
+            )
+        )
+        return (
+            f"grey image {work}{canon}resized to {self.size} x {self.size} in uint8"
+            " (`cv2.INTER_AREA` when shrinking),"
+            f" {self.channels} channel(s), each channel = {norm}"
+        )
 
 
 def resize_image(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -166,8 +192,11 @@ def model_input(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """
     if images.ndim != 3 or images.shape[1:] != (config.size, config.size):
         raise ValueError(f"images must be (N, {config.size}, {config.size}), got {images.shape}")
-    v = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else \
-        np.asarray(images, np.float32)
+    v = (
+        images.astype(np.float32) / 255.0
+        if images.dtype == np.uint8
+        else np.asarray(images, np.float32)
+    )
     v = v[..., None]
     if config.normalisation == "efficientnet_lite":
         v = (v * 255.0 - 127.0) / 128.0

@@ -11,6 +11,7 @@ A file that cannot be read, or that the chest gate refuses, gives a :class:`Read
 ``error`` set; the run goes on. Progress comes in as a callback, ``progress(read)``, once
 per item: nothing here draws a progress bar.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,10 +34,27 @@ Item = tuple[str, "bytes | PneumoError"]
 Progress = Callable[["Read"], None]
 
 #: The columns of a read, in order (a re-read CSV's, after ``read_at``): see :meth:`Read.to_dict`.
-READ_FIELDS = ("key", "model", "model_version", "probability_kind", "source_format",
-               "image_id", "rows", "columns", "probability", "positive", "threshold",
-               "operating_point", "finding_below_threshold", "area_px", "area_cm2", "rle",
-               "error", "error_code", "refused_by")
+READ_FIELDS = (
+    "key",
+    "model",
+    "model_version",
+    "probability_kind",
+    "source_format",
+    "image_id",
+    "rows",
+    "columns",
+    "probability",
+    "positive",
+    "threshold",
+    "operating_point",
+    "finding_below_threshold",
+    "area_px",
+    "area_cm2",
+    "rle",
+    "error",
+    "error_code",
+    "refused_by",
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,8 +112,7 @@ class Read:
 
     @property
     def finding_below_threshold(self) -> bool | None:
-        return None if self.prediction is None \
-            else bool(self.prediction.finding_below_threshold)
+        return None if self.prediction is None else bool(self.prediction.finding_below_threshold)
 
     @property
     def area_px(self) -> int | None:
@@ -114,9 +131,12 @@ class Read:
         return {name: getattr(self, name) for name in READ_FIELDS}
 
 
-def read_batch(predictor: Predictor, items: Sequence[Item],
-               max_pixels: int = DEFAULT_MAX_PIXELS,
-               progress: Progress | None = None) -> list[Read]:
+def read_batch(
+    predictor: Predictor,
+    items: Sequence[Item],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Progress | None = None,
+) -> list[Read]:
     """Read, gate and predict one batch of items: one :class:`Read` per item, in order.
 
     The files the reader and the header gate accept go through the network together
@@ -134,9 +154,13 @@ def read_batch(predictor: Predictor, items: Sequence[Item],
     return done
 
 
-def read_items(predictor: Predictor, items: Iterable[Item], batch_size: int = 4,
-               max_pixels: int = DEFAULT_MAX_PIXELS,
-               progress: Progress | None = None) -> Iterator[Read]:
+def read_items(
+    predictor: Predictor,
+    items: Iterable[Item],
+    batch_size: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Progress | None = None,
+) -> Iterator[Read]:
     """:func:`read_batch` on consecutive batches of ``batch_size`` items, drawn lazily:
     one :class:`Read` per item, in input order.
 
@@ -145,8 +169,11 @@ def read_items(predictor: Predictor, items: Iterable[Item], batch_size: int = 4,
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
-    return (read for chunk in batches(items, batch_size)
-            for read in read_batch(predictor, chunk, max_pixels, progress))
+    return (
+        read
+        for chunk in batches(items, batch_size)
+        for read in read_batch(predictor, chunk, max_pixels, progress)
+    )
 
 
 def file_items(paths: Iterable[str | Path]) -> Iterator[Item]:
@@ -164,8 +191,9 @@ def file_items(paths: Iterable[str | Path]) -> Iterator[Item]:
         except IsADirectoryError:
             data = UnsupportedImageError(f"{path.name} is a folder, not an image")
         except OSError as exc:
-            data = UnsupportedImageError(f"{path.name} could not be opened "
-                                         f"({exc.strerror or type(exc).__name__}).")
+            data = UnsupportedImageError(
+                f"{path.name} could not be opened ({exc.strerror or type(exc).__name__})."
+            )
         yield str(path), data
 
 
@@ -176,8 +204,9 @@ def batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
-def _decode(predictor: Predictor, items: Sequence[Item], max_pixels: int
-            ) -> tuple[dict[int, Read], list[tuple[int, ImageRecord]]]:
+def _decode(
+    predictor: Predictor, items: Sequence[Item], max_pixels: int
+) -> tuple[dict[int, Read], list[tuple[int, ImageRecord]]]:
     """Refusals by item index, and the decoded records the header gate lets through."""
     refused: dict[int, Read] = {}
     accepted: list[tuple[int, ImageRecord]] = []
@@ -198,11 +227,11 @@ def _decode(predictor: Predictor, items: Sequence[Item], max_pixels: int
     return refused, accepted
 
 
-def _verdicts(predictor: Predictor, items: Sequence[Item],
-              accepted: list[tuple[int, ImageRecord]]) -> dict[int, Read]:
+def _verdicts(
+    predictor: Predictor, items: Sequence[Item], accepted: list[tuple[int, ImageRecord]]
+) -> dict[int, Read]:
     """The network on the accepted records together, then each one's verdict or refusal."""
-    out = predictor.output(np.stack([model_image(r.pixels, predictor.pcfg)
-                                     for _, r in accepted]))
+    out = predictor.output(np.stack([model_image(r.pixels, predictor.pcfg) for _, r in accepted]))
     reads: dict[int, Read] = {}
     for row, (index, record) in enumerate(accepted):
         key = items[index][0]
@@ -211,23 +240,30 @@ def _verdicts(predictor: Predictor, items: Sequence[Item],
         except NotChestXrayError as exc:
             reads[index] = _refusal(predictor, key, record, exc, "appearance")
             continue
-        reads[index] = Read(**_identity(predictor, key, record),
-                            prediction=predictor.finish(record, out, row))
+        reads[index] = Read(
+            **_identity(predictor, key, record), prediction=predictor.finish(record, out, row)
+        )
     return reads
 
 
 def _identity(predictor: Predictor, key: str, record: ImageRecord | None) -> dict:
     card = predictor.card
-    facts = dict(key=key, model=card.name, model_version=card.version,
-                 probability_kind=card.probability_kind)
+    facts = dict(
+        key=key, model=card.name, model_version=card.version, probability_kind=card.probability_kind
+    )
     if record is not None:
-        facts.update(source_format=record.meta.format, rows=int(record.pixels.shape[0]),
-                     columns=int(record.pixels.shape[1]),
-                     image_id=record.image_id if record.meta.format == "DICOM" else None)
+        facts.update(
+            source_format=record.meta.format,
+            rows=int(record.pixels.shape[0]),
+            columns=int(record.pixels.shape[1]),
+            image_id=record.image_id if record.meta.format == "DICOM" else None,
+        )
     return facts
 
 
-def _refusal(predictor: Predictor, key: str, record: ImageRecord | None, exc: PneumoError,
-             where: str) -> Read:
-    return Read(**_identity(predictor, key, record), error=str(exc), error_code=exc.code,
-                refused_by=where)
+def _refusal(
+    predictor: Predictor, key: str, record: ImageRecord | None, exc: PneumoError, where: str
+) -> Read:
+    return Read(
+        **_identity(predictor, key, record), error=str(exc), error_code=exc.code, refused_by=where
+    )

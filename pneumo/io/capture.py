@@ -17,6 +17,7 @@ overlay travels as one (RGB, uncompressed) in the source's study, beside it.
   creation time, the source's patient and study, the source's missing or invalid
   UIDs replaced exactly as the SEG replaces them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,8 +28,13 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 
-from pneumo.io.seg import creation_time, derived_header, pin_creation_time, quiet_highdicom, \
-    source_dataset
+from pneumo.io.seg import (
+    creation_time,
+    derived_header,
+    pin_creation_time,
+    quiet_highdicom,
+    source_dataset,
+)
 
 #: The words every rendering of a result carries; the same as
 #: ``pneumo.inference.overlay.AI_LABEL`` (a room this one may not import; a test
@@ -48,8 +54,9 @@ def _label_geometry(text: str, size: int) -> tuple[ImageFont.FreeTypeFont, int, 
     return font, pad, right - left + 2 * pad, bottom - top + 2 * pad
 
 
-def burn_notice(rgb: np.ndarray,
-                text: str = AI_LABEL) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def burn_notice(
+    rgb: np.ndarray, text: str = AI_LABEL
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """``text`` white on a black box in the top-left corner of an RGB image.
 
     The text is about 3 % of the image's shorter side high (12 pixels at least):
@@ -81,14 +88,22 @@ def label_fits(shape: tuple[int, ...], text: str = AI_LABEL) -> bool:
 
 
 def _check_overlay(overlay_rgb: np.ndarray) -> None:
-    if not isinstance(overlay_rgb, np.ndarray) or overlay_rgb.dtype != np.uint8 \
-            or overlay_rgb.ndim != 3 or overlay_rgb.shape[2] != 3:
-        raise ValueError("overlay_rgb must be a (rows, columns, 3) uint8 array, got "
-                         f"{getattr(overlay_rgb, 'shape', None)} "
-                         f"{getattr(overlay_rgb, 'dtype', type(overlay_rgb).__name__)}")
+    if (
+        not isinstance(overlay_rgb, np.ndarray)
+        or overlay_rgb.dtype != np.uint8
+        or overlay_rgb.ndim != 3
+        or overlay_rgb.shape[2] != 3
+    ):
+        raise ValueError(
+            "overlay_rgb must be a (rows, columns, 3) uint8 array, got "
+            f"{getattr(overlay_rgb, 'shape', None)} "
+            f"{getattr(overlay_rgb, 'dtype', type(overlay_rgb).__name__)}"
+        )
     if not label_fits(overlay_rgb.shape):
-        raise ValueError(f"overlay_rgb {overlay_rgb.shape[:2]} is too small to carry a "
-                         f"readable '{AI_LABEL}' label")
+        raise ValueError(
+            f"overlay_rgb {overlay_rgb.shape[:2]} is too small to carry a "
+            f"readable '{AI_LABEL}' label"
+        )
 
 
 def _orientation(ds: pydicom.Dataset) -> tuple[str, str] | None:
@@ -99,9 +114,14 @@ def _orientation(ds: pydicom.Dataset) -> tuple[str, str] | None:
     return None
 
 
-def make_secondary_capture(source: bytes | pydicom.Dataset, overlay_rgb: np.ndarray, *,
-                           model_name: str, uid_seed: str | None,
-                           created: dt.datetime | float | None) -> pydicom.Dataset:
+def make_secondary_capture(
+    source: bytes | pydicom.Dataset,
+    overlay_rgb: np.ndarray,
+    *,
+    model_name: str,
+    uid_seed: str | None,
+    created: dt.datetime | float | None,
+) -> pydicom.Dataset:
     """The overlay as a labelled Secondary Capture in the source's study, ready to send
     (STOW-RS) or write.
 
@@ -128,11 +148,15 @@ def make_secondary_capture(source: bytes | pydicom.Dataset, overlay_rgb: np.ndar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc = hd.sc.SCImage.from_ref_dataset(
-            ref_dataset=ds, pixel_array=pixels, photometric_interpretation="RGB",
-            bits_allocated=8, coordinate_system="PATIENT",
+            ref_dataset=ds,
+            pixel_array=pixels,
+            photometric_interpretation="RGB",
+            bits_allocated=8,
+            coordinate_system="PATIENT",
             # highdicom wants two letters for the patient coordinate system; an unknown
             # orientation is written empty below (Type 2), never guessed
-            patient_orientation=orientation or ("L", "F"), series_number=902,
+            patient_orientation=orientation or ("L", "F"),
+            series_number=902,
             series_description="Pneumothorax overlay (AI output, not a diagnosis)",
             transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
             **derived_header("sc", uid_seed, model_name, created),
@@ -162,15 +186,18 @@ def _describe(sc: pydicom.Dataset, source: pydicom.Dataset, model_name: str) -> 
     _copy_body_part(sc, source)
     sc.ConversionType = "WSD"
     sc.ImageComments = f"{AI_LABEL} ({model_name})"
-    sc.DerivationDescription = (f"Pneumothorax prediction of {model_name} over the "
-                                f"source image; labelled '{AI_LABEL}'")[:1024]
+    sc.DerivationDescription = (
+        f"Pneumothorax prediction of {model_name} over the source image; labelled '{AI_LABEL}'"
+    )[:1024]
     ref = pydicom.Dataset()
     ref.ReferencedSOPClassUID = source.SOPClassUID
     ref.ReferencedSOPInstanceUID = source.SOPInstanceUID
     sc.SourceImageSequence = [ref]
     if str(source.get("LossyImageCompression", "")) == "01":
-        for keyword in ("LossyImageCompression", "LossyImageCompressionRatio",
-                        "LossyImageCompressionMethod"):
+        for keyword in (
+            "LossyImageCompression",
+            "LossyImageCompressionRatio",
+            "LossyImageCompressionMethod",
+        ):
             if keyword in source:
                 setattr(sc, keyword, source[keyword].value)
-

@@ -24,6 +24,7 @@ receiver, the SEG note and the exports): the scan, then pydicom with every eleme
 converted, so that a damaged value fails here and not later, and every exception the
 parser raises turned into a refusal by :func:`refusal`.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,12 @@ from pydicom.datadict import dictionary_VR, private_dictionary_VR
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
-from pneumo.errors import (CorruptImageError, DicomTooComplexError, PneumoError,
-                           UnsupportedImageError)
+from pneumo.errors import (
+    CorruptImageError,
+    DicomTooComplexError,
+    PneumoError,
+    UnsupportedImageError,
+)
 
 #: Most data elements a file may hold, at every level together (a CR or DX image has a
 #: few hundred, a single-frame SEG about two hundred).
@@ -65,9 +70,15 @@ _KNOWN_VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)
 _LONG_VRS = frozenset(vr.value.encode() for vr in EXPLICIT_VR_LENGTH_32)
 #: Per byte order: implicit header (tag, 4-byte length), explicit header (tag, VR,
 #: 2-byte length), a 4-byte length, a tag.
-_STRUCTS = {little: (struct.Struct(f"{o}HHL"), struct.Struct(f"{o}HH2sH"),
-                     struct.Struct(f"{o}L"), struct.Struct(f"{o}HH"))
-            for little, o in ((True, "<"), (False, ">"))}
+_STRUCTS = {
+    little: (
+        struct.Struct(f"{o}HHL"),
+        struct.Struct(f"{o}HH2sH"),
+        struct.Struct(f"{o}L"),
+        struct.Struct(f"{o}HH"),
+    )
+    for little, o in ((True, "<"), (False, ">"))
+}
 _SEQUENCE_END_BYTES = {little: _STRUCTS[little][3].pack(0xFFFE, 0xE0DD) for little in _STRUCTS}
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
@@ -143,8 +154,16 @@ class DicomScan:
 
     # -- data sets, sequences, values ------------------------------------------------
 
-    def _dataset(self, pos: int, end: int | None, limit: int, implicit: bool, little: bool,
-                 depth: int, stop: Callable[[int], bool] | None = None) -> int:
+    def _dataset(
+        self,
+        pos: int,
+        end: int | None,
+        limit: int,
+        implicit: bool,
+        little: bool,
+        depth: int,
+        stop: Callable[[int], bool] | None = None,
+    ) -> int:
         """Walk one data set from ``pos``; returns the position after it.
 
         Args:
@@ -169,7 +188,8 @@ class DicomScan:
             if self.elements > MAX_ELEMENTS:
                 raise DicomTooComplexError(
                     f"The DICOM file holds more than {MAX_ELEMENTS:,} data elements; it is "
-                    "refused unread (a radiograph has a few hundred).")
+                    "refused unread (a radiograph has a few hundred)."
+                )
             pos += size
             if depth == 0:
                 self._note(tag, pos, length, limit)
@@ -188,8 +208,9 @@ class DicomScan:
         first, second = self.data[pos + 4], self.data[pos + 5]
         return not (0x40 < first < 0x5B and 0x40 < second < 0x5B)
 
-    def _header(self, pos: int, limit: int, implicit: bool,
-                little: bool) -> tuple[int, bytes | None, int, int] | None:
+    def _header(
+        self, pos: int, limit: int, implicit: bool, little: bool
+    ) -> tuple[int, bytes | None, int, int] | None:
         """``(tag, VR or None, value length, header size)`` of the element at ``pos``, or
         ``None`` where the bytes end first."""
         if pos + 8 > limit:
@@ -218,18 +239,31 @@ class DicomScan:
 
     def _text(self, pos: int, length: int) -> str:
         """A short text value (a UID, a Private Creator), padding stripped."""
-        return self.data[pos:pos + min(length, 64)].decode("latin-1").strip(" \x00")
+        return self.data[pos : pos + min(length, 64)].decode("latin-1").strip(" \x00")
 
-    def _value(self, pos: int, tag: int, vr: bytes | None, length: int, limit: int,
-               implicit: bool, little: bool, depth: int, creators: dict[int, str]) -> int:
+    def _value(
+        self,
+        pos: int,
+        tag: int,
+        vr: bytes | None,
+        length: int,
+        limit: int,
+        implicit: bool,
+        little: bool,
+        depth: int,
+        creators: dict[int, str],
+    ) -> int:
         """Walk one element's value from ``pos``; returns the position after it."""
         if length != _UNDEFINED:
             end = min(pos + length, limit)
             if self._is_sequence(tag, vr, creators):
                 self._sequence(pos, end, end, implicit, little, depth + 1, tag)
             return end
-        if vr in (b"SQ", b"UN") or vr is None and self._undefined_is_sequence(tag, pos, limit,
-                                                                            little):
+        if (
+            vr in (b"SQ", b"UN")
+            or vr is None
+            and self._undefined_is_sequence(tag, pos, limit, little)
+        ):
             return self._sequence(pos, None, limit, implicit, little, depth + 1, tag)
         return self._undefined_value(pos, limit, little, tag)
 
@@ -255,17 +289,28 @@ class DicomScan:
         try:
             return dictionary_VR(tag) == "SQ"
         except KeyError:
-            return pos + 4 <= limit and _STRUCTS[little][3].unpack_from(self.data, pos) \
-                == (0xFFFE, 0xE000)
+            return pos + 4 <= limit and _STRUCTS[little][3].unpack_from(self.data, pos) == (
+                0xFFFE,
+                0xE000,
+            )
 
-    def _sequence(self, pos: int, end: int | None, limit: int, implicit: bool, little: bool,
-                  depth: int, tag: int) -> int:
+    def _sequence(
+        self,
+        pos: int,
+        end: int | None,
+        limit: int,
+        implicit: bool,
+        little: bool,
+        depth: int,
+        tag: int,
+    ) -> int:
         """Walk a sequence's items (every 8-byte header is read as an item, as pydicom
         does); returns the position after it."""
         if depth > MAX_DEPTH:
             raise DicomTooComplexError(
                 f"The DICOM file nests sequences more than {MAX_DEPTH} deep (at {_tag(tag)}); "
-                "it is refused unread.")
+                "it is refused unread."
+            )
         self.depth = max(self.depth, depth)
         item_header = _STRUCTS[little][0]
         while end is None or pos < end:
@@ -302,7 +347,8 @@ class DicomScan:
         if self.items > MAX_ITEMS:
             raise DicomTooComplexError(
                 f"The DICOM file holds more than {MAX_ITEMS:,} sequence items or pixel data "
-                f"fragments (the limit was passed in {_tag(tag)}); it is refused unread.")
+                f"fragments (the limit was passed in {_tag(tag)}); it is refused unread."
+            )
 
 
 def inflate(deflated: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
@@ -319,11 +365,13 @@ def inflate(deflated: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
     except zlib.error:
         raise CorruptImageError(
             "The DICOM file says its data set is deflated (Transfer Syntax UID (0002,0010) "
-            "1.2.840.10008.1.2.1.99), but the data is not deflate data.") from None
+            "1.2.840.10008.1.2.1.99), but the data is not deflate data."
+        ) from None
     if len(out) > limit:
         raise DicomTooComplexError(
             f"The deflated DICOM data set inflates to more than {limit // 2**20} MB; it is "
-            "refused unread.")
+            "refused unread."
+        )
     if not inflater.eof:
         raise CorruptImageError("The deflated DICOM data set is truncated.")
     return out
@@ -353,8 +401,10 @@ def identity(data: bytes) -> tuple[str | None, str | None]:
     except PneumoError:
         pass  # a limit passed or no inflating: what was found before still names it
     found = walk.identity
-    return (found.get(0x00080016) or found.get(0x00020002),
-            found.get(0x00080018) or found.get(0x00020003))
+    return (
+        found.get(0x00080016) or found.get(0x00020002),
+        found.get(0x00080018) or found.get(0x00020003),
+    )
 
 
 def reraise_interrupts(exc: BaseException) -> None:
@@ -390,12 +440,15 @@ def refusal(exc: BaseException) -> PneumoError:
     if isinstance(exc, InvalidDicomError):
         return UnsupportedImageError(f"Not a readable DICOM file: {exc}")
     reason = next((words for kind, words in _FAILURES if isinstance(exc, kind)), None)
-    return CorruptImageError("The DICOM header could not be read; the file is truncated or "
-                             "damaged" + (f": {reason}." if reason else "."))
+    return CorruptImageError(
+        "The DICOM header could not be read; the file is truncated or "
+        "damaged" + (f": {reason}." if reason else ".")
+    )
 
 
-def read_dataset(data: bytes, *, stop_before_pixels: bool = False,
-                 part10_only: bool = False) -> pydicom.Dataset:
+def read_dataset(
+    data: bytes, *, stop_before_pixels: bool = False, part10_only: bool = False
+) -> pydicom.Dataset:
     """Parse untrusted DICOM bytes: :func:`scan` first, then pydicom, every element
     converted (sequences included) so that a damaged value fails here, not later.
 
@@ -415,14 +468,16 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False,
     """
     has_preamble = data[128:132] == b"DICM"
     if part10_only and not has_preamble:
-        raise UnsupportedImageError("Not a DICOM Part 10 instance: the 128-byte preamble and "
-                                    "'DICM' prefix are missing.")
+        raise UnsupportedImageError(
+            "Not a DICOM Part 10 instance: the 128-byte preamble and 'DICM' prefix are missing."
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             scan(data)
-            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble,
-                                 stop_before_pixels=stop_before_pixels)
+            ds = pydicom.dcmread(
+                io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels
+            )
             for _ in ds.iterall():
                 pass
         except PneumoError:
@@ -430,9 +485,9 @@ def read_dataset(data: bytes, *, stop_before_pixels: bool = False,
         except BaseException as exc:  # noqa: BLE001 - damaged files find odd corners
             raise refusal(exc) from exc
     ended_early = any("End of file" in str(w.message) for w in caught)
-    pixel_tag_cut = (not stop_before_pixels and "PixelData" not in ds
-                     and b"\xe0\x7f\x10\x00" in data)
+    pixel_tag_cut = not stop_before_pixels and "PixelData" not in ds and b"\xe0\x7f\x10\x00" in data
     if len(ds) == 0 or ended_early or pixel_tag_cut:
         raise CorruptImageError(
-            "The DICOM file is truncated: it ends before its data elements are complete.")
+            "The DICOM file is truncated: it ends before its data elements are complete."
+        )
     return ds

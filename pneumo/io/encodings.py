@@ -11,6 +11,7 @@ an upload (:func:`pneumo.io.imaging.read_image`).
 :func:`jpeg_roundtrip` and :func:`resample_roundtrip` are the in-memory forms
 that training augmentation applies at the image's own resolution.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,12 +21,26 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (ExplicitVRLittleEndian, JPEGBaseline8Bit,
-                         SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
 #: Every encoding :func:`encode` writes, in the order reports list them.
-ENCODINGS = ("png", "jpeg95", "jpeg75", "jpeg50", "downscale2x", "upscale2x", "dicom_jpeg",
-             "dicom_raw", "dicom16", "dicom16_2500")
+ENCODINGS = (
+    "png",
+    "jpeg95",
+    "jpeg75",
+    "jpeg50",
+    "downscale2x",
+    "upscale2x",
+    "dicom_jpeg",
+    "dicom_raw",
+    "dicom16",
+    "dicom16_2500",
+)
 
 #: The long side of the ``dicom16_2500`` encoding: a CR/DX film's native size.
 DR_SIDE = 2500
@@ -78,8 +93,9 @@ def upscale(pixels: np.ndarray, factor: float) -> np.ndarray:
     if factor < 1.0:
         raise ValueError(f"upscale factor must be at least 1, got {factor}")
     rows, cols = pixels.shape
-    return cv2.resize(pixels, (round(cols * factor), round(rows * factor)),
-                      interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(
+        pixels, (round(cols * factor), round(rows * factor)), interpolation=cv2.INTER_CUBIC
+    )
 
 
 def resample_roundtrip(pixels: np.ndarray, factor: float) -> np.ndarray:
@@ -88,8 +104,13 @@ def resample_roundtrip(pixels: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(small, (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def _dicom(pixels: np.ndarray, transfer_syntax, pixel_data: bytes, bits: int,
-           window: tuple[float, float] | None) -> bytes:
+def _dicom(
+    pixels: np.ndarray,
+    transfer_syntax,
+    pixel_data: bytes,
+    bits: int,
+    window: tuple[float, float] | None,
+) -> bytes:
     """A minimal Secondary Capture DICOM holding one grey frame."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -118,7 +139,7 @@ def _dicom(pixels: np.ndarray, transfer_syntax, pixel_data: bytes, bits: int,
 
 def dicom16_values(pixels: np.ndarray) -> np.ndarray:
     """12-bit stored values whose DICOM window (:data:`DICOM16_WINDOW`) gives ``pixels`` back."""
-    return (pixels.astype(np.uint16) * 16 + 8)
+    return pixels.astype(np.uint16) * 16 + 8
 
 
 #: Window centre and width that map :func:`dicom16_values` back onto 0-255.
@@ -153,6 +174,7 @@ def encode(pixels: np.ndarray, name: str) -> tuple[bytes, str]:
         if name == "dicom16_2500":  # a CR/DX-sized film: the long side DR_SIDE px, bicubic
             pixels = upscale(pixels, DR_SIDE / max(pixels.shape))
         values = dicom16_values(pixels)
-        return _dicom(pixels, ExplicitVRLittleEndian, values.astype("<u2").tobytes(), 12,
-                      DICOM16_WINDOW), ".dcm"
+        return _dicom(
+            pixels, ExplicitVRLittleEndian, values.astype("<u2").tobytes(), 12, DICOM16_WINDOW
+        ), ".dcm"
     raise ValueError(f"unknown encoding {name!r}; choose one of {list(ENCODINGS)}")

@@ -12,6 +12,7 @@ and hides them from ``repr``.
 
 Every failure raises a subclass of :class:`pneumo.errors.PneumoError`.
 """
+
 from __future__ import annotations
 
 import io
@@ -122,8 +123,9 @@ class ImageRecord:
         return self.identifiers.sop_instance_uid
 
 
-def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               name: str | None = None) -> ImageRecord:
+def read_image(
+    source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+) -> ImageRecord:
     """Read a DICOM, PNG or JPEG chest X-ray.
 
     Args:
@@ -157,10 +159,13 @@ def read_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         reraise_interrupts(exc)
         raise CorruptImageError(
             f"The {kind} file could not be read; it is damaged or uses values this reader "
-            "does not understand.") from exc
+            "does not understand."
+        ) from exc
     raise UnsupportedImageError(
         "This file is not a DICOM, PNG or JPEG image"
-        + (f" ({Path(name).suffix or 'no extension'})" if name else "") + ".")
+        + (f" ({Path(name).suffix or 'no extension'})" if name else "")
+        + "."
+    )
 
 
 def declared_pixels(data: bytes) -> int | None:
@@ -194,8 +199,9 @@ def sniff_format(data: bytes) -> str | None:
         return "PNG"
     if data[:3] == b"\xff\xd8\xff":
         return "JPEG"
-    if len(data) >= 8 and (data[:2] in (b"\x02\x00", b"\x08\x00")
-                           or data[:2] in (b"\x00\x02", b"\x00\x08")):
+    if len(data) >= 8 and (
+        data[:2] in (b"\x02\x00", b"\x08\x00") or data[:2] in (b"\x00\x02", b"\x00\x08")
+    ):
         return "DICOM"  # a dataset written without preamble or file meta
     return None
 
@@ -229,15 +235,20 @@ def _read_dicom(data: bytes, max_pixels: int) -> ImageRecord:
             raise CorruptImageError(
                 "The DICOM pixel data could not be decoded "
                 f"(transfer syntax {tsyntax.name if tsyntax else 'unknown'}); "
-                "the file may be truncated or damaged.") from exc
+                "the file may be truncated or damaged."
+            ) from exc
         expected = (int(ds.Rows), int(ds.Columns))
         if arr.shape != expected:
             raise CorruptImageError(
                 f"Decoded pixel data has shape {arr.shape}, but Rows/Columns "
-                f"(0028,0010)/(0028,0011) declare {expected}.")
+                f"(0028,0010)/(0028,0011) declare {expected}."
+            )
         pixels, windowing = dicom_to_display(arr, ds)
-        return ImageRecord(pixels=pixels, meta=_dicom_meta(ds, tsyntax, windowing),
-                           identifiers=_dicom_identifiers(ds))
+        return ImageRecord(
+            pixels=pixels,
+            meta=_dicom_meta(ds, tsyntax, windowing),
+            identifiers=_dicom_identifiers(ds),
+        )
 
 
 def _transfer_syntax(ds: pydicom.Dataset):
@@ -260,16 +271,19 @@ def check_dimensions(rows: int, columns: int, max_pixels: int) -> None:
     if rows * columns > max_pixels:
         raise ImageTooLargeError(
             f"The image is too large: {rows} x {columns} pixels exceeds the limit of "
-            f"{max_pixels:,} pixels.")
+            f"{max_pixels:,} pixels."
+        )
     if max(rows, columns) > MAX_SIDE:
         raise ImageTooLargeError(
             f"The image is {rows} x {columns} pixels: a side over {MAX_SIDE:,} pixels "
-            "cannot be processed.")
+            "cannot be processed."
+        )
     if min(rows, columns) < MIN_SIDE or max(rows, columns) > MAX_ASPECT * min(rows, columns):
         raise ImageTooLargeError(
             f"The image is {rows} x {columns} pixels: a strip this narrow is not a "
             f"radiograph (each side must be at least {MIN_SIDE} pixels and at most "
-            f"{MAX_ASPECT} times the other).")
+            f"{MAX_ASPECT} times the other)."
+        )
 
 
 def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
@@ -278,7 +292,8 @@ def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
             raise UnsupportedDicomError("Float pixel data (7FE0,0008/0009) is not supported.")
         raise UnsupportedDicomError(
             "This DICOM has no image: Pixel Data (7FE0,0010) is missing "
-            "(is it a report or structured document?).")
+            "(is it a report or structured document?)."
+        )
     for keyword, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)")):
         if keyword not in ds or ds[keyword].value in (None, ""):
             raise CorruptImageError(f"{keyword} {tag} is missing.")
@@ -287,26 +302,31 @@ def _check_dicom_pixels(ds: pydicom.Dataset, max_pixels: int) -> None:
     if frames > 1:
         raise UnsupportedDicomError(
             f"Multi-frame DICOM (Number of Frames (0028,0008) = {frames}) is not supported; "
-            "upload a single radiograph.")
+            "upload a single radiograph."
+        )
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise UnsupportedDicomError(
             f"Colour DICOM (Photometric Interpretation (0028,0004) = {photometric}, "
-            f"Samples per Pixel {samples}) is not a greyscale radiograph.")
+            f"Samples per Pixel {samples}) is not a greyscale radiograph."
+        )
     tsyntax = _transfer_syntax(ds)
     if tsyntax is not None and not tsyntax.is_transfer_syntax:
         raise UnsupportedDicomError(
-            f"Transfer Syntax UID (0002,0010) {str(tsyntax)[:64]!r} is not a known transfer syntax.")
+            f"Transfer Syntax UID (0002,0010) {str(tsyntax)[:64]!r} is not a known transfer syntax."
+        )
     if tsyntax is not None and tsyntax.is_compressed:
         try:
             decoder = get_decoder(tsyntax)
         except NotImplementedError as exc:
             raise UnsupportedDicomError(
-                f"Transfer syntax {tsyntax} ({tsyntax.name}) is not supported.") from exc
+                f"Transfer syntax {tsyntax} ({tsyntax.name}) is not supported."
+            ) from exc
         if not decoder.is_available:
             raise UnsupportedDicomError(
-                f"No decoder is installed for transfer syntax {tsyntax} ({tsyntax.name}).")
+                f"No decoder is installed for transfer syntax {tsyntax} ({tsyntax.name})."
+            )
 
 
 def dicom_to_display(arr: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str]:
@@ -325,7 +345,7 @@ def dicom_to_display(arr: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, 
     if "VOILUTSequence" in ds:
         out = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
         lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        display = _to_uint8(out / float(2 ** lut_bits - 1))
+        display = _to_uint8(out / float(2**lut_bits - 1))
         windowing = "voi_lut"
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         center = float(_first(ds.WindowCenter))
@@ -354,16 +374,20 @@ PERCENTILE_SAMPLE = 16_000_000
 def window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     """DICOM linear window (PS3.3 C.11.2.1.2) mapped to [0, 1] floats."""
     v = values.astype(np.float64)
-    return np.clip((v - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0) if width > 1 else \
-        (v > center).astype(np.float64)
+    return (
+        np.clip((v - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
+        if width > 1
+        else (v > center).astype(np.float64)
+    )
 
 
-def percentile_range(values: np.ndarray, low: float = 0.5,
-                     high: float = 99.5) -> tuple[float, float]:
+def percentile_range(
+    values: np.ndarray, low: float = 0.5, high: float = 99.5
+) -> tuple[float, float]:
     """The [low, high] percentiles of ``values`` (of an even subsample of a huge array)."""
     flat = values.reshape(-1)
     if flat.size > PERCENTILE_SAMPLE:
-        flat = flat[::-(-flat.size // PERCENTILE_SAMPLE)]
+        flat = flat[:: -(-flat.size // PERCENTILE_SAMPLE)]
     lo, hi = (float(x) for x in np.percentile(flat, [low, high]))
     return lo, (hi if hi > lo else lo + 1.0)
 
@@ -373,7 +397,7 @@ def to_display(values: np.ndarray, unit) -> np.ndarray:
     applied a block of rows at a time so that memory stays bounded for huge images."""
     out = np.empty(values.shape, np.uint8)
     for start in range(0, values.shape[0], BLOCK_ROWS):
-        out[start:start + BLOCK_ROWS] = _to_uint8(unit(values[start:start + BLOCK_ROWS]))
+        out[start : start + BLOCK_ROWS] = _to_uint8(unit(values[start : start + BLOCK_ROWS]))
     return out
 
 
@@ -398,8 +422,14 @@ def _dicom_meta(ds: pydicom.Dataset, tsyntax, windowing: str) -> DisplayMetadata
     spacing = spacing_from_dataset(ds, int(ds.Rows), int(ds.Columns))
     orientation = ds.get("PatientOrientation")
     if orientation not in (None, ""):
-        orientation = tuple(str(o) for o in (orientation if isinstance(
-            orientation, (list, tuple, pydicom.multival.MultiValue)) else [orientation]))
+        orientation = tuple(
+            str(o)
+            for o in (
+                orientation
+                if isinstance(orientation, (list, tuple, pydicom.multival.MultiValue))
+                else [orientation]
+            )
+        )
     else:
         orientation = None
     return DisplayMetadata(
@@ -445,17 +475,27 @@ def _read_raster(data: bytes, kind: str, max_pixels: int) -> ImageRecord:
             img = Image.open(io.BytesIO(data))
             check_dimensions(img.size[1], img.size[0], max_pixels)
             img.load()
-    except (ImageTooLargeError,):
+    except ImageTooLargeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise CorruptImageError(
-            f"The {kind} file could not be decoded; it may be truncated or damaged.") from exc
+            f"The {kind} file could not be decoded; it may be truncated or damaged."
+        ) from exc
     pixels = raster_to_grey(img)
-    meta = DisplayMetadata(format=kind, rows=pixels.shape[0], columns=pixels.shape[1],
-                           bits_stored=16 if img.mode.startswith("I") else 8,
-                           windowing="percentile" if img.mode.startswith("I") else "none",
-                           chroma=chroma(img))
+    meta = DisplayMetadata(
+        format=kind,
+        rows=pixels.shape[0],
+        columns=pixels.shape[1],
+        bits_stored=16 if img.mode.startswith("I") else 8,
+        windowing="percentile" if img.mode.startswith("I") else "none",
+        chroma=chroma(img),
+    )
     return ImageRecord(pixels=pixels, meta=meta)
 
 

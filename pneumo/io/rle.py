@@ -12,6 +12,7 @@ The "absolute" variant used by most other Kaggle segmentation contests writes
 All functions are vectorised with numpy; masks are ``bool`` arrays of shape
 (height, width).
 """
+
 from __future__ import annotations
 
 import csv
@@ -140,8 +141,9 @@ def is_positive(rles: Iterable[str]) -> bool:
     return any(r.strip() not in ("", EMPTY) for r in rles)
 
 
-def mask_for(table: dict[str, list[str]], image_id: str,
-             shape: tuple[int, int] = SIIM_SHAPE) -> np.ndarray:
+def mask_for(
+    table: dict[str, list[str]], image_id: str, shape: tuple[int, int] = SIIM_SHAPE
+) -> np.ndarray:
     """Merged ground-truth mask of ``image_id`` at the SIIM 1024x1024 resolution."""
     if image_id not in table:
         raise KeyError(image_id)

@@ -26,6 +26,7 @@ PACS or viewer can show it over the X-ray.
   ``deid_seed`` the output is the same; keep that seed secret, since it is
   what stands between the pseudonyms and the real values.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,14 +57,27 @@ PNEUMOTHORAX_CODE = ("36118008", "SCT", "Pneumothorax")
 _UID_NAMESPACE = uuid.UUID("5a0f3c52-8f0e-4f57-9d6a-0c1b7f4a8e21")
 #: PS3.15 Table E.1-1 attributes dicognito keeps (it aims for plausible data)
 #: that the Basic Profile removes (X) or empties (Z).
-_BASIC_PROFILE_REMOVE = ("PatientAge", "PatientSize", "PatientWeight", "EthnicGroup",
-                         "PatientComments", "AdditionalPatientHistory", "StudyDescription",
-                         "PatientSexNeutered", "MedicalAlerts", "Allergies",
-                         "PregnancyStatus", "SmokingStatus", "PatientState")
+_BASIC_PROFILE_REMOVE = (
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "EthnicGroup",
+    "PatientComments",
+    "AdditionalPatientHistory",
+    "StudyDescription",
+    "PatientSexNeutered",
+    "MedicalAlerts",
+    "Allergies",
+    "PregnancyStatus",
+    "SmokingStatus",
+    "PatientState",
+)
 _BASIC_PROFILE_EMPTY = ("PatientSex",)
 #: CID 7050 De-identification Method codes that describe what is applied.
-_DEID_CODES = (("113100", "Basic Application Confidentiality Profile"),
-               ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"))
+_DEID_CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+)
 
 
 def stable_uid(seed: str, purpose: str) -> str:
@@ -107,8 +121,10 @@ def _deidentify(ds: pydicom.Dataset, seed: str | None = None) -> None:
     # a SEG's pixels are a generated mask: nothing is burned in
     ds.PatientIdentityRemoved = "YES"
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
-    ds.DeidentificationMethod = [f"DICOGNITO {dicognito_version}",
-                                 "PS3.15 Basic Profile, dates shifted"]
+    ds.DeidentificationMethod = [
+        f"DICOGNITO {dicognito_version}",
+        "PS3.15 Basic Profile, dates shifted",
+    ]
     method_codes = []
     for value, meaning in _DEID_CODES:
         item = pydicom.Dataset()
@@ -140,8 +156,11 @@ def _valid_temporal(vr: str, text: str) -> bool:
     if not found:
         return False
     year, month, day, hour, minute = found.group(1, 2, 3, 4, 5)
-    return _valid_date(f"{year}{month or '01'}{day or '01'}") and int(hour or 0) < 24 \
+    return (
+        _valid_date(f"{year}{month or '01'}{day or '01'}")
+        and int(hour or 0) < 24
         and int(minute or 0) < 60
+    )
 
 
 #: Enumerated values of attributes the SEG copies from its source (PS3.3 C.7.1.1).
@@ -192,8 +211,11 @@ def _fill_source_uids(ds: pydicom.Dataset, seed: str | None) -> None:
 _SOP_CLASS_BY_MODALITY = {"CR": "1.2.840.10008.5.1.4.1.1.1", "DX": "1.2.840.10008.5.1.4.1.1.1.1"}
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: Modality of a source that states none, by its SOP Class (``OT``, other, otherwise).
-_MODALITY_BY_SOP_CLASS = {"1.2.840.10008.5.1.4.1.1.1": "CR", "1.2.840.10008.5.1.4.1.1.1.1": "DX",
-                          "1.2.840.10008.5.1.4.1.1.1.1.1": "DX"}
+_MODALITY_BY_SOP_CLASS = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
+}
 
 
 def _valid_uid(value) -> str | None:
@@ -209,8 +231,9 @@ def _fill_sop_class_and_modality(ds: pydicom.Dataset) -> None:
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if not _valid_uid(ds.get("SOPClassUID")):
         meta = getattr(ds, "file_meta", None)
-        ds.SOPClassUID = (_valid_uid(meta.get("MediaStorageSOPClassUID") if meta else None)
-                          or _SOP_CLASS_BY_MODALITY.get(modality, SECONDARY_CAPTURE))
+        ds.SOPClassUID = _valid_uid(
+            meta.get("MediaStorageSOPClassUID") if meta else None
+        ) or _SOP_CLASS_BY_MODALITY.get(modality, SECONDARY_CAPTURE)
     if not modality:
         ds.Modality = _MODALITY_BY_SOP_CLASS.get(str(ds.SOPClassUID), "OT")
 
@@ -227,8 +250,14 @@ def export_character_set(value) -> str | list[str] | None:
     extensions (several values) are kept where each is a defined ISO 2022 term, the
     empty first value written as ``ISO 2022 IR 6``.
     """
-    values = [str(v).strip() for v in (value if isinstance(
-        value, (list, tuple, pydicom.multival.MultiValue)) else [value or ""])]
+    values = [
+        str(v).strip()
+        for v in (
+            value
+            if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
+            else [value or ""]
+        )
+    ]
     if len(values) == 1:
         return values[0] if values[0] in _CHARACTER_SETS else None
     values = [v or "ISO 2022 IR 6" for v in values]
@@ -274,8 +303,11 @@ def source_dataset(source: bytes | pydicom.Dataset, uid_seed: str | None) -> pyd
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = copy.deepcopy(source) if isinstance(source, pydicom.Dataset) \
+        ds = (
+            copy.deepcopy(source)
+            if isinstance(source, pydicom.Dataset)
             else read_dataset(source, stop_before_pixels=True)
+        )
         _empty_invalid_values(ds)
         _fill_source_uids(ds, uid_seed)
         _fill_sop_class_and_modality(ds)
@@ -291,28 +323,40 @@ def creation_time(created: dt.datetime | float | None) -> dt.datetime:
     return created
 
 
-def derived_header(kind: str, uid_seed: str | None, model_name: str,
-                   created: dt.datetime) -> dict:
+def derived_header(kind: str, uid_seed: str | None, model_name: str, created: dt.datetime) -> dict:
     """The header every object made from a result (SEG, SR, secondary capture) gives
     highdicom, as keyword arguments: its Series and SOP Instance UIDs derived from
     ``uid_seed`` (purposes ``"<kind>-series"`` and ``"<kind>-sop"``; random without a
     seed), instance number 1, pneumo as manufacturer with ``model_name`` (64 characters
     at most) and its version, and ``created`` as content and series date and time."""
     if uid_seed:
-        series_uid, sop_uid = stable_uid(uid_seed, f"{kind}-series"), \
-            stable_uid(uid_seed, f"{kind}-sop")
+        series_uid, sop_uid = (
+            stable_uid(uid_seed, f"{kind}-series"),
+            stable_uid(uid_seed, f"{kind}-sop"),
+        )
     else:
         series_uid, sop_uid = hd.UID(), hd.UID()
-    return dict(series_instance_uid=series_uid, sop_instance_uid=sop_uid, instance_number=1,
-                manufacturer="pneumo", manufacturer_model_name=model_name[:64],
-                software_versions=__version__,
-                content_date=created.date(), content_time=created.time(),
-                series_date=created.date(), series_time=created.time())
+    return dict(
+        series_instance_uid=series_uid,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer="pneumo",
+        manufacturer_model_name=model_name[:64],
+        software_versions=__version__,
+        content_date=created.date(),
+        content_time=created.time(),
+        series_date=created.date(),
+        series_time=created.time(),
+    )
 
 
-def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
-                     uid_seed: str | None = None,
-                     created: dt.datetime | float | None = None) -> pydicom.Dataset:
+def make_seg_dataset(
+    source: bytes | pydicom.Dataset,
+    mask: np.ndarray,
+    model_name: str,
+    uid_seed: str | None = None,
+    created: dt.datetime | float | None = None,
+) -> pydicom.Dataset:
     """``mask`` (bool, rows x columns of the source) as a binary DICOM SEG dataset, ready
     to send (STOW-RS) or write.
 
@@ -336,15 +380,22 @@ def make_seg_dataset(source: bytes | pydicom.Dataset, mask: np.ndarray, model_na
     if mask.shape != (int(ds.Rows), int(ds.Columns)):
         raise UnsupportedDicomError(
             f"Mask shape {mask.shape} does not match the source image "
-            f"{int(ds.Rows)} x {int(ds.Columns)}.")
+            f"{int(ds.Rows)} x {int(ds.Columns)}."
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _segmentation(ds, mask, model_name, uid_seed, creation_time(created))
 
 
-def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
-             deidentify: bool = False, uid_seed: str | None = None,
-             created: dt.datetime | float | None = None, deid_seed: str | None = None) -> bytes:
+def make_seg(
+    source: bytes | pydicom.Dataset,
+    mask: np.ndarray,
+    model_name: str,
+    deidentify: bool = False,
+    uid_seed: str | None = None,
+    created: dt.datetime | float | None = None,
+    deid_seed: str | None = None,
+) -> bytes:
     """The SEG of :func:`make_seg_dataset` as a file, optionally de-identified.
 
     Args:
@@ -373,8 +424,13 @@ def make_seg(source: bytes | pydicom.Dataset, mask: np.ndarray, model_name: str,
     return buf.getvalue()
 
 
-def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
-                  uid_seed: str | None, created: dt.datetime):
+def _segmentation(
+    ds: pydicom.Dataset,
+    mask: np.ndarray,
+    model_name: str,
+    uid_seed: str | None,
+    created: dt.datetime,
+):
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
     description = hd.seg.SegmentDescription(
         segment_number=1,
@@ -383,8 +439,8 @@ def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
         segmented_property_type=Code(*PNEUMOTHORAX_CODE),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=model_name[:64], version=__version__,
-            family=codes.cid7162.ArtificialIntelligence),
+            name=model_name[:64], version=__version__, family=codes.cid7162.ArtificialIntelligence
+        ),
     )
     header = derived_header("seg", uid_seed, model_name, created)
     seg = hd.seg.Segmentation(
@@ -398,7 +454,8 @@ def _segmentation(ds: pydicom.Dataset, mask: np.ndarray, model_name: str,
         # Projection radiographs have no slice thickness; the SEG IOD needs one
         # when a frame of reference is present, so a nominal 1 mm is written.
         pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0),
+            pixel_spacing=[float(v) for v in spacing], slice_thickness=1.0
+        ),
         **header,
     )
     _pin_generated_values(seg, uid_seed or header["sop_instance_uid"], created)
@@ -410,8 +467,9 @@ def _pin_generated_values(seg, seed: str, created: dt.datetime) -> None:
     from the result instead, so one result always gives the same bytes."""
     pin_creation_time(seg, created)
     dim_uid = stable_uid(seed, "seg-dimension-organization")
-    for item in (list(seg.get("DimensionOrganizationSequence", []))
-                 + list(seg.get("DimensionIndexSequence", []))):
+    for item in list(seg.get("DimensionOrganizationSequence", [])) + list(
+        seg.get("DimensionIndexSequence", [])
+    ):
         if "DimensionOrganizationUID" in item:
             item.DimensionOrganizationUID = dim_uid
 

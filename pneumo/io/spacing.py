@@ -9,6 +9,7 @@ plane, and dividing it by the *Estimated Radiographic Magnification Factor*
 keep the spacing of the full-size film, so a chest comes out 14 cm wide: a
 field of view outside :data:`FIELD_OF_VIEW_CM` gives no area in cm².
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,9 +23,9 @@ FIELD_OF_VIEW_CM = (20.0, 50.0)
 class Spacing:
     """What is known about the pixel size of one image."""
 
-    mm: tuple[float, float] | None   # (row, column) spacing in mm
-    source: str | None               # how it was obtained, for display
-    warning: str | None = None       # why areas in cm² must not be shown
+    mm: tuple[float, float] | None  # (row, column) spacing in mm
+    source: str | None  # how it was obtained, for display
+    warning: str | None = None  # why areas in cm² must not be shown
 
     @property
     def usable(self) -> bool:
@@ -57,8 +58,10 @@ def field_of_view_warning(mm: tuple[float, float], rows: int, columns: int) -> s
     width, height = columns * mm[1] / 10.0, rows * mm[0] / 10.0
     for size, word in ((width, "wide"), (height, "tall")):
         if not low <= size <= high:
-            return (f"pixel spacing implausible: the image would be {size:.1f} cm {word} "
-                    f"(a chest radiograph is {low:.0f}-{high:.0f} cm)")
+            return (
+                f"pixel spacing implausible: the image would be {size:.1f} cm {word} "
+                f"(a chest radiograph is {low:.0f}-{high:.0f} cm)"
+            )
     return None
 
 
@@ -71,14 +74,19 @@ def from_dataset(ds, rows: int, columns: int) -> Spacing:
     if pixel:
         calibration = str(ds.get("PixelSpacingCalibrationType") or "").strip().upper()
         mm = pixel
-        source = ("Pixel Spacing, calibrated (" + calibration.lower() + ")" if calibration
-                  else "Pixel Spacing (calibration not stated)")
+        source = (
+            "Pixel Spacing, calibrated (" + calibration.lower() + ")"
+            if calibration
+            else "Pixel Spacing (calibration not stated)"
+        )
     elif imager:
         factor = _positive(ds.get("EstimatedRadiographicMagnificationFactor"))
         if factor:
             mm = (imager[0] / factor, imager[1] / factor)
-            source = (f"Imager Pixel Spacing divided by the estimated radiographic "
-                      f"magnification factor {factor:g}")
+            source = (
+                f"Imager Pixel Spacing divided by the estimated radiographic "
+                f"magnification factor {factor:g}"
+            )
         else:
             mm = imager
             source = "Imager Pixel Spacing (detector plane; magnification not corrected)"

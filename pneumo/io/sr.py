@@ -27,6 +27,7 @@ result page says, in coded form, beside the SEG it points to.
   creation time, the source's study, and the source's missing or invalid UIDs
   replaced exactly as the SEG replaced them, so SEG, SR and capture agree.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,15 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from pneumo.io.seg import (PNEUMOTHORAX_CODE, creation_time, derived_header,
-                           pin_creation_time, quiet_highdicom, source_dataset, stable_uid)
+from pneumo.io.seg import (
+    PNEUMOTHORAX_CODE,
+    creation_time,
+    derived_header,
+    pin_creation_time,
+    quiet_highdicom,
+    source_dataset,
+    stable_uid,
+)
 
 #: The values ``probability_kind`` takes: a calibrated probability or a raw score.
 PROBABILITY_KINDS = ("probability", "score")
@@ -57,8 +65,11 @@ THRESHOLD = Code("122411", "DCM", "Threshold Value")
 AREA = Code("42798000", "SCT", "Area")
 PLEURA = Code("3120008", "SCT", "Pleural structure")
 #: CID 244 Laterality by side; "unknown" and "none" have none.
-LATERALITY = {"left": Code("7771000", "SCT", "Left"), "right": Code("24028007", "SCT", "Right"),
-              "both": Code("51440002", "SCT", "Bilateral")}
+LATERALITY = {
+    "left": Code("7771000", "SCT", "Left"),
+    "right": Code("24028007", "SCT", "Right"),
+    "both": Code("51440002", "SCT", "Bilateral"),
+}
 RATIO = Code("{ratio}", "UCUM", "ratio")
 NO_UNITS = Code("1", "UCUM", "no units")
 SQUARE_CM = Code("cm2", "UCUM", "square centimeter")
@@ -67,15 +78,25 @@ PIXELS = Code("{pixels}", "UCUM", "pixels")
 XR_PROCEDURE = Code("43468-8", "LN", "XR unspecified body region")
 
 
-def _check(*, probability: float, probability_kind: str, operating_point: str,
-           threshold: float, area_px: int, area_cm2: float | None, side: str,
-           model_name: str, model_version: str) -> None:
+def _check(
+    *,
+    probability: float,
+    probability_kind: str,
+    operating_point: str,
+    threshold: float,
+    area_px: int,
+    area_cm2: float | None,
+    side: str,
+    model_name: str,
+    model_version: str,
+) -> None:
     """Refuse impossible values before any work, naming the value."""
     if not operating_point:
         raise ValueError(f"operating_point must be named, got {operating_point!r}")
     if probability_kind not in PROBABILITY_KINDS:
-        raise ValueError(f"probability_kind must be one of {PROBABILITY_KINDS}, "
-                         f"got {probability_kind!r}")
+        raise ValueError(
+            f"probability_kind must be one of {PROBABILITY_KINDS}, got {probability_kind!r}"
+        )
     for name, value in (("probability", probability), ("threshold", threshold)):
         if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -86,33 +107,44 @@ def _check(*, probability: float, probability_kind: str, operating_point: str,
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
     if not model_name or not model_version:
-        raise ValueError(f"model name and version are required, got {model_name!r}, "
-                         f"{model_version!r}")
+        raise ValueError(
+            f"model name and version are required, got {model_name!r}, {model_version!r}"
+        )
 
 
 def _check_seg(source: pydicom.Dataset, seg: pydicom.Dataset) -> None:
     """The SEG must be one of this source: same study, referencing this image."""
     if str(seg.get("Modality", "")) != "SEG":
         raise ValueError(f"seg must be a DICOM SEG, got Modality {seg.get('Modality')!r}")
-    referenced = {str(item.ReferencedSOPInstanceUID)
-                  for series in seg.get("ReferencedSeriesSequence", [])
-                  for item in series.get("ReferencedInstanceSequence", [])}
-    if str(source.SOPInstanceUID) not in referenced \
-            or str(seg.StudyInstanceUID) != str(source.StudyInstanceUID):
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.get("ReferencedSeriesSequence", [])
+        for item in series.get("ReferencedInstanceSequence", [])
+    }
+    if str(source.SOPInstanceUID) not in referenced or str(seg.StudyInstanceUID) != str(
+        source.StudyInstanceUID
+    ):
         raise ValueError(
             f"the SEG (Study Instance UID {seg.StudyInstanceUID}, Referenced SOP Instance "
             f"UIDs {sorted(referenced)}) was not made from this source (Study Instance UID "
             f"{source.StudyInstanceUID}, SOP Instance UID {source.SOPInstanceUID}): make "
-            "both from the same file with the same uid_seed")
+            "both from the same file with the same uid_seed"
+        )
 
 
 def _observer(model_name: str, model_version: str) -> hd.sr.ObservationContext:
     """TID 1002/1004: the model as the device observer, one UID per model version."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=stable_uid(f"{model_name}:{model_version}", "sr-device-observer"),
-        name=model_name, manufacturer_name="pneumo", model_name=f"{model_name} {model_version}")
-    return hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
-        observer_type=codes.cid270.Device, observer_identifying_attributes=device))
+        name=model_name,
+        manufacturer_name="pneumo",
+        model_name=f"{model_name} {model_version}",
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.cid270.Device, observer_identifying_attributes=device
+        )
+    )
 
 
 def _tracking(uid_seed: str | None, name: str) -> hd.sr.TrackingIdentifier:
@@ -120,39 +152,60 @@ def _tracking(uid_seed: str | None, name: str) -> hd.sr.TrackingIdentifier:
     return hd.sr.TrackingIdentifier(uid=uid, identifier=f"Pneumothorax {name}")
 
 
-def _verdict_group(source: pydicom.Dataset, *, positive: bool, probability: float,
-                   probability_kind: str, threshold: float, side: str,
-                   algorithm: hd.sr.AlgorithmIdentification,
-                   uid_seed: str | None) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _verdict_group(
+    source: pydicom.Dataset,
+    *,
+    positive: bool,
+    probability: float,
+    probability_kind: str,
+    threshold: float,
+    side: str,
+    algorithm: hd.sr.AlgorithmIdentification,
+    uid_seed: str | None,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 on the whole image: present or absent, the probability (or score) and
     the threshold it was compared with, the side, the source image."""
     name, unit = (PROBABILITY, RATIO) if probability_kind == "probability" else (SCORE, NO_UNITS)
     # a finding site only says something with its side; "unknown" and "none" give none
-    sites = [hd.sr.FindingSite(anatomic_location=PLEURA, laterality=LATERALITY[side])] \
-        if side in LATERALITY else None
+    sites = (
+        [hd.sr.FindingSite(anatomic_location=PLEURA, laterality=LATERALITY[side])]
+        if side in LATERALITY
+        else None
+    )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(uid_seed, "verdict"),
         finding_type=PNEUMOTHORAX,
         algorithm_id=algorithm,
         finding_sites=sites,
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(
-            name=PNEUMOTHORAX, value=PRESENT if positive else ABSENT)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=PNEUMOTHORAX, value=PRESENT if positive else ABSENT)
+        ],
         measurements=[
             hd.sr.Measurement(name=name, value=float(probability), unit=unit),
-            hd.sr.Measurement(name=THRESHOLD, value=float(threshold), unit=unit)],
+            hd.sr.Measurement(name=THRESHOLD, value=float(threshold), unit=unit),
+        ],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
     )
 
 
-def _region_group(source: pydicom.Dataset, seg: pydicom.Dataset, *, area_px: int,
-                  area_cm2: float | None, algorithm: hd.sr.AlgorithmIdentification,
-                  uid_seed: str | None) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _region_group(
+    source: pydicom.Dataset,
+    seg: pydicom.Dataset,
+    *,
+    area_px: int,
+    area_cm2: float | None,
+    algorithm: hd.sr.AlgorithmIdentification,
+    uid_seed: str | None,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410: segment 1 of the SEG (its only frame) and its area."""
     area, unit = (float(area_cm2), SQUARE_CM) if area_cm2 is not None else (float(area_px), PIXELS)
     segment = hd.sr.ReferencedSegmentationFrame(
-        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
-        frame_number=1, segment_number=1,
-        source_image=hd.sr.SourceImageForSegmentation.from_source_image(source))
+        sop_class_uid=seg.SOPClassUID,
+        sop_instance_uid=seg.SOPInstanceUID,
+        frame_number=1,
+        segment_number=1,
+        source_image=hd.sr.SourceImageForSegmentation.from_source_image(source),
+    )
     # PS3.3 Table C.18.4-1 allows a frame or a segment number, not both; TID 1410 row 7
     # leaves the frame out when the reference covers every frame of a one-segment SEG,
     # as here (one frame, segment 1)
@@ -166,11 +219,23 @@ def _region_group(source: pydicom.Dataset, seg: pydicom.Dataset, *, area_px: int
     )
 
 
-def make_sr_dataset(source: bytes | pydicom.Dataset, seg: pydicom.Dataset, *, positive: bool,
-                    probability: float, probability_kind: str, operating_point: str,
-                    threshold: float, area_px: int, area_cm2: float | None, side: str,
-                    model_name: str, model_version: str, uid_seed: str | None,
-                    created: dt.datetime | float | None) -> pydicom.Dataset:
+def make_sr_dataset(
+    source: bytes | pydicom.Dataset,
+    seg: pydicom.Dataset,
+    *,
+    positive: bool,
+    probability: float,
+    probability_kind: str,
+    operating_point: str,
+    threshold: float,
+    area_px: int,
+    area_cm2: float | None,
+    side: str,
+    model_name: str,
+    model_version: str,
+    uid_seed: str | None,
+    created: dt.datetime | float | None,
+) -> pydicom.Dataset:
     """The result as a Comprehensive SR (TID 1500 Measurement Report), ready to send
     (STOW-RS) or write.
 
@@ -198,30 +263,57 @@ def make_sr_dataset(source: bytes | pydicom.Dataset, seg: pydicom.Dataset, *, po
     Raises:
         ValueError: an impossible value (named), or a SEG made from another source.
     """
-    _check(probability=probability, probability_kind=probability_kind,
-           operating_point=operating_point, threshold=threshold, area_px=area_px,
-           area_cm2=area_cm2, side=side, model_name=model_name, model_version=model_version)
+    _check(
+        probability=probability,
+        probability_kind=probability_kind,
+        operating_point=operating_point,
+        threshold=threshold,
+        area_px=area_px,
+        area_cm2=area_cm2,
+        side=side,
+        model_name=model_name,
+        model_version=model_version,
+    )
     quiet_highdicom()
     ds = source_dataset(source, uid_seed)
     _check_seg(ds, seg)
     created = creation_time(created)
     algorithm = hd.sr.AlgorithmIdentification(
-        name=model_name, version=model_version, family=codes.cid7162.ArtificialIntelligence,
-        parameters=[f"operating point: {operating_point}"])
+        name=model_name,
+        version=model_version,
+        family=codes.cid7162.ArtificialIntelligence,
+        parameters=[f"operating point: {operating_point}"],
+    )
     report = hd.sr.MeasurementReport(
         observation_context=_observer(model_name, model_version),
         procedure_reported=XR_PROCEDURE,
         imaging_measurements=[
-            _verdict_group(ds, positive=positive, probability=probability,
-                           probability_kind=probability_kind, threshold=threshold, side=side,
-                           algorithm=algorithm, uid_seed=uid_seed),
-            _region_group(ds, seg, area_px=area_px, area_cm2=area_cm2, algorithm=algorithm,
-                          uid_seed=uid_seed)])
+            _verdict_group(
+                ds,
+                positive=positive,
+                probability=probability,
+                probability_kind=probability_kind,
+                threshold=threshold,
+                side=side,
+                algorithm=algorithm,
+                uid_seed=uid_seed,
+            ),
+            _region_group(
+                ds, seg, area_px=area_px, area_cm2=area_cm2, algorithm=algorithm, uid_seed=uid_seed
+            ),
+        ],
+    )
     return _document(ds, seg, report, model_name, uid_seed, created)
 
 
-def _document(source: pydicom.Dataset, seg: pydicom.Dataset, report: hd.sr.MeasurementReport,
-              model_name: str, uid_seed: str | None, created: dt.datetime) -> hd.sr.ComprehensiveSR:
+def _document(
+    source: pydicom.Dataset,
+    seg: pydicom.Dataset,
+    report: hd.sr.MeasurementReport,
+    model_name: str,
+    uid_seed: str | None,
+    created: dt.datetime,
+) -> hd.sr.ComprehensiveSR:
     """The report as a document in the source's study, with the result's identity."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -229,9 +321,12 @@ def _document(source: pydicom.Dataset, seg: pydicom.Dataset, report: hd.sr.Measu
             # the source first: the SR copies patient, study and acquisition equipment
             # from it
             evidence=[_evidence_source(source), seg],
-            content=report[0], series_number=901,
+            content=report[0],
+            series_number=901,
             series_description="Pneumothorax report (AI, decision support)",
-            is_complete=True, is_final=False, is_verified=False,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
             **derived_header("sr", uid_seed, model_name, created),
         )
     pin_creation_time(sr, created)
@@ -240,8 +335,17 @@ def _document(source: pydicom.Dataset, seg: pydicom.Dataset, report: hd.sr.Measu
 
 #: Type 2 patient and study attributes highdicom reads from the first evidence item;
 #: a file exported without some of them still gives an SR (with them empty).
-_TYPE2 = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber",
-          "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName")
+_TYPE2 = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
 #: PS3.5 Table 6.2-1 Age String: three digits and a unit (SIIM writes ``46``).
 _AGE = re.compile(r"^\d{3}[DWMY]$")
 
@@ -261,4 +365,3 @@ def _evidence_source(ds: pydicom.Dataset) -> pydicom.Dataset:
     if bad_age:
         fixed.PatientAge = ""
     return fixed
-

@@ -3,6 +3,7 @@
 All take ``y_true`` and ``y_pred`` of shape (N, H, W, 1) with probabilities
 in [0, 1] and return one loss value per image (Keras averages them).
 """
+
 from __future__ import annotations
 
 import keras
@@ -69,9 +70,15 @@ def focal_dice(y_true, y_pred):
     return 10.0 * focal_loss(y_true, y_pred) + soft_dice_loss(y_true, y_pred)
 
 
-LOSSES = {"bce_dice": bce_dice, "weighted_bce_dice": weighted_bce_dice,
-          "focal_dice": focal_dice, "bce": bce, "dice": soft_dice_loss,
-          "weighted_bce": weighted_bce, "focal": focal_loss}
+LOSSES = {
+    "bce_dice": bce_dice,
+    "weighted_bce_dice": weighted_bce_dice,
+    "focal_dice": focal_dice,
+    "bce": bce,
+    "dice": soft_dice_loss,
+    "weighted_bce": weighted_bce,
+    "focal": focal_loss,
+}
 
 
 def get_loss(name: str):

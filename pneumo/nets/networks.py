@@ -14,6 +14,7 @@ naming an impossible value, and name every layer by stage
 
 :func:`build_model` builds either from a card's ``architecture`` dict.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,9 +42,8 @@ def _check_common(input_size: int, depth: int, max_depth: int, channels: int) ->
         raise ValueError(f"depth must be an integer in 1..{max_depth}, got {depth!r}")
     if not isinstance(input_size, int) or input_size <= 0:
         raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
-    if input_size % (2 ** depth):
-        raise ValueError(
-            f"input_size {input_size} is not divisible by 2**depth = {2 ** depth}")
+    if input_size % (2**depth):
+        raise ValueError(f"input_size {input_size} is not divisible by 2**depth = {2**depth}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
 
@@ -51,12 +51,19 @@ def _check_common(input_size: int, depth: int, max_depth: int, channels: int) ->
 # --------------------------------------------------------------------------- blocks
 
 
-def conv_bn_relu(x, filters: int, name: str, kernel: int = 3, dilation: int = 1,
-                 batch_norm: bool = True):
+def conv_bn_relu(
+    x, filters: int, name: str, kernel: int = 3, dilation: int = 1, batch_norm: bool = True
+):
     """3x3 (or ``kernel``) convolution, optional batch norm, ReLU."""
-    x = layers.Conv2D(filters, kernel, padding="same", dilation_rate=dilation,
-                      use_bias=not batch_norm, kernel_initializer="he_normal",
-                      name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters,
+        kernel,
+        padding="same",
+        dilation_rate=dilation,
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
+    )(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
@@ -66,10 +73,20 @@ def squeeze_excite(x, name: str, ratio: int = 8):
     """Channel attention (Hu et al. 2018): global pool -> bottleneck -> sigmoid gate."""
     filters = x.shape[-1]
     se = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
-    se = layers.Dense(max(1, filters // ratio), activation="relu", use_bias=False,
-                      kernel_initializer="he_normal", name=f"{name}_se_reduce")(se)
-    se = layers.Dense(filters, activation="sigmoid", use_bias=False,
-                      kernel_initializer="he_normal", name=f"{name}_se_expand")(se)
+    se = layers.Dense(
+        max(1, filters // ratio),
+        activation="relu",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_se_reduce",
+    )(se)
+    se = layers.Dense(
+        filters,
+        activation="sigmoid",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_se_expand",
+    )(se)
     return layers.Multiply(name=f"{name}_se_scale")([x, se])
 
 
@@ -103,9 +120,15 @@ def _mask_head(x, name: str, upsample: int = 1):
 # --------------------------------------------------------------------------- U-Net
 
 
-def build_unet(input_size: int = 256, depth: int = 4, base_filters: int = 32,
-               channels: int = 1, batch_norm: bool = True, dropout: float = 0.0,
-               name: str = "unet") -> keras.Model:
+def build_unet(
+    input_size: int = 256,
+    depth: int = 4,
+    base_filters: int = 32,
+    channels: int = 1,
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+    name: str = "unet",
+) -> keras.Model:
     """U-Net (Ronneberger et al. 2015) with a sigmoid mask output.
 
     Args:
@@ -127,20 +150,21 @@ def build_unet(input_size: int = 256, depth: int = 4, base_filters: int = 32,
     inputs = keras.Input((input_size, input_size, channels), name="image")
     x, skips = inputs, []
     for stage in range(depth):
-        f = base_filters * 2 ** stage
+        f = base_filters * 2**stage
         x = conv_bn_relu(x, f, f"enc_stage{stage + 1}_conv1", batch_norm=batch_norm)
         x = conv_bn_relu(x, f, f"enc_stage{stage + 1}_conv2", batch_norm=batch_norm)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"enc_stage{stage + 1}_pool")(x)
-    f = base_filters * 2 ** depth
+    f = base_filters * 2**depth
     x = conv_bn_relu(x, f, "bottleneck_conv1", batch_norm=batch_norm)
     if dropout:
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
     x = conv_bn_relu(x, f, "bottleneck_conv2", batch_norm=batch_norm)
     for stage in reversed(range(depth)):
-        f = base_filters * 2 ** stage
-        x = layers.Conv2DTranspose(f, 2, strides=2, padding="same",
-                                   name=f"dec_stage{stage + 1}_upconv")(x)
+        f = base_filters * 2**stage
+        x = layers.Conv2DTranspose(
+            f, 2, strides=2, padding="same", name=f"dec_stage{stage + 1}_upconv"
+        )(x)
         x = layers.Concatenate(name=f"dec_stage{stage + 1}_concat")([x, skips[stage]])
         x = conv_bn_relu(x, f, f"dec_stage{stage + 1}_conv1", batch_norm=batch_norm)
         x = conv_bn_relu(x, f, f"dec_stage{stage + 1}_conv2", batch_norm=batch_norm)
@@ -149,11 +173,14 @@ def build_unet(input_size: int = 256, depth: int = 4, base_filters: int = 32,
 
 # --------------------------------------------------------------------------- Double-UNet
 
+
 def _check_double_unet(input_size, depth, width, channels, encoder) -> encoders.Encoder:
     spec = encoders.get(encoder)
     if len(spec.depths) == 1 and depth != spec.depths[0]:
-        raise ValueError(f"the {encoder} encoder has depth {spec.depths[0]} "
-                         f"(stride {2 ** spec.depths[0]}), got {depth!r}")
+        raise ValueError(
+            f"the {encoder} encoder has depth {spec.depths[0]} "
+            f"(stride {2 ** spec.depths[0]}), got {depth!r}"
+        )
     _check_common(input_size, depth, max(spec.depths), channels)
     if not 0.0 < width <= 4.0:
         raise ValueError(f"width must be in (0, 4], got {width}")
@@ -171,11 +198,19 @@ def _decoder(x, filters, skip_lists, name: str):
     return x
 
 
-def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
-                      channels: int = 3, aspp_filters: int = 64, encoder: str = "vgg19",
-                      encoder_batch_norm: bool = False, image_head: bool = False,
-                      head_dropout: float = 0.3, output_stride: int = 1,
-                      name: str = "double_unet") -> keras.Model:
+def build_double_unet(
+    input_size: int = 256,
+    depth: int = 4,
+    width: float = 1.0,
+    channels: int = 3,
+    aspp_filters: int = 64,
+    encoder: str = "vgg19",
+    encoder_batch_norm: bool = False,
+    image_head: bool = False,
+    head_dropout: float = 0.3,
+    output_stride: int = 1,
+    name: str = "double_unet",
+) -> keras.Model:
     """Double-UNet (Jha et al. 2020), with a choice of first encoder.
 
     Args:
@@ -209,13 +244,15 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
     spec = _check_double_unet(input_size, depth, width, channels, encoder)
     if not 0.0 <= head_dropout < 1.0:
         raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
-    if output_stride not in (1, 2) or output_stride >= 2 ** depth:
-        raise ValueError(f"output_stride must be 1 or 2 (and below 2**depth), got {output_stride!r}")
+    if output_stride not in (1, 2) or output_stride >= 2**depth:
+        raise ValueError(
+            f"output_stride must be 1 or 2 (and below 2**depth), got {output_stride!r}"
+        )
     skip = output_stride // 2  # decoder stages left out at the fine end
     inputs = keras.Input((input_size, input_size, channels), name="image")
     dec_filters = [scaled_filters(f, width) for f in spec.decoder_filters[-depth:]]
     enc2_filters = [scaled_filters(f, width) for f in spec.encoder2_filters[:depth]]
-    dec_filters, enc2_filters = dec_filters[:len(dec_filters) - skip], enc2_filters[skip:]
+    dec_filters, enc2_filters = dec_filters[: len(dec_filters) - skip], enc2_filters[skip:]
     a_filters = scaled_filters(aspp_filters, width)
 
     # Network 1
@@ -235,8 +272,7 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
         skips2.append(x)
         x = layers.MaxPooling2D(2, name=f"enc2_stage{stage}_pool")(x)
     bottom2 = aspp(x, a_filters, "aspp2")
-    x = _decoder(bottom2, dec_filters, [list(reversed(enc.skips)), list(reversed(skips2))],
-                 "dec2")
+    x = _decoder(bottom2, dec_filters, [list(reversed(enc.skips)), list(reversed(skips2))], "dec2")
     outputs = [mask1, _mask_head(x, MASK_OUTPUT, output_stride)]
     if image_head:
         outputs.append(_image_head(enc.pooled_source, bottom2, head_dropout))
@@ -244,9 +280,12 @@ def build_double_unet(input_size: int = 256, depth: int = 4, width: float = 1.0,
 
 
 def _image_head(deep, aspp_out, dropout: float):
-    pooled = layers.Concatenate(name=FEATURES_LAYER)([
-        layers.GlobalAveragePooling2D(name="image_head_pool1")(deep),
-        layers.GlobalAveragePooling2D(name="image_head_pool2")(aspp_out)])
+    pooled = layers.Concatenate(name=FEATURES_LAYER)(
+        [
+            layers.GlobalAveragePooling2D(name="image_head_pool1")(deep),
+            layers.GlobalAveragePooling2D(name="image_head_pool2")(aspp_out),
+        ]
+    )
     if dropout:
         pooled = layers.Dropout(dropout, name="image_head_dropout")(pooled)
     logit = layers.Dense(1, name="image_head_logit")(pooled)
@@ -290,7 +329,8 @@ def with_features(model: keras.Model) -> keras.Model:
     if FEATURES_OUTPUT in model.output_names:
         return model
     features = layers.Identity(name=FEATURES_OUTPUT, dtype="float32")(
-        model.get_layer(FEATURES_LAYER).output)
+        model.get_layer(FEATURES_LAYER).output
+    )
     outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
     return keras.Model(model.inputs, [*outputs, features], name=model.name)
 

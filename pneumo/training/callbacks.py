@@ -1,4 +1,5 @@
 """Per-epoch checks on the tune split: scores, checkpoints, resume state, time limit."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ from pneumo.training.config import TrainConfig
 KEY = "key"
 
 
-def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
-                 images: np.ndarray | None = None, by: str = "pooled") -> dict:
+def epoch_scores(
+    model,
+    arrays: Arrays,
+    pcfg: PreprocessConfig,
+    images: np.ndarray | None = None,
+    by: str = "pooled",
+) -> dict:
     """Scores for checkpoint choice on the tune split (no TTA).
 
     ``auc``: image-level AUC of the model's image probability (the head where
@@ -32,19 +38,36 @@ def epoch_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
     out = predict_batches(model, arrays.x if images is None else images, pcfg, tta=False)
     score = out.head if out.head is not None else out.evidence(100)
     pooled = metrics.roc_auc(arrays.label, score)
-    within = {k: v["auc"] for k, v in auc_by_source(score, arrays.label, arrays.source).items()
-              if v["auc"] is not None}
+    within = {
+        k: v["auc"]
+        for k, v in auc_by_source(score, arrays.label, arrays.source).items()
+        if v["auc"] is not None
+    }
     auc = min(within.values()) if by == "worst_source" and within else pooled
     pos = np.flatnonzero(arrays.label & arrays.has_mask)
-    raw = float(np.mean([metrics.dice(arrays.y[i] > 0, out.maps[i] > 0.5) for i in pos])) \
-        if len(pos) else float("nan")
+    raw = (
+        float(np.mean([metrics.dice(arrays.y[i] > 0, out.maps[i] > 0.5) for i in pos]))
+        if len(pos)
+        else float("nan")
+    )
     key = np.nanmean([auc, raw]) if not (np.isnan(auc) and np.isnan(raw)) else -1.0
-    return {"auc": auc, "pooled_auc": pooled, **{f"{k}_auc": v for k, v in within.items()},
-            "dice_positive_raw": raw, KEY: float(key), "_head": out.head}
+    return {
+        "auc": auc,
+        "pooled_auc": pooled,
+        **{f"{k}_auc": v for k, v in within.items()},
+        "dice_positive_raw": raw,
+        KEY: float(key),
+        "_head": out.head,
+    }
 
 
-def worst_encoding_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
-                          encoded: dict[str, np.ndarray], by: str = "pooled") -> dict:
+def worst_encoding_scores(
+    model,
+    arrays: Arrays,
+    pcfg: PreprocessConfig,
+    encoded: dict[str, np.ndarray],
+    by: str = "pooled",
+) -> dict:
     """:func:`epoch_scores` on each encoding of the tune split; the key is the worst one's.
 
     Also reports, per encoding, the mean absolute change of the image head
@@ -54,8 +77,12 @@ def worst_encoding_scores(model, arrays: Arrays, pcfg: PreprocessConfig,
     per = {name: epoch_scores(model, arrays, pcfg, images, by) for name, images in encoded.items()}
     first = next(iter(per.values()))
     worst = min(per, key=lambda n: per[n][KEY])
-    out = {"auc": per[worst]["auc"], "dice_positive_raw": per[worst]["dice_positive_raw"],
-           KEY: per[worst][KEY], "worst_encoding": worst}
+    out = {
+        "auc": per[worst]["auc"],
+        "dice_positive_raw": per[worst]["dice_positive_raw"],
+        KEY: per[worst][KEY],
+        "worst_encoding": worst,
+    }
     for name, s in per.items():
         out[f"{name}_auc"], out[f"{name}_dice"] = s["auc"], s["dice_positive_raw"]
         for k, v in s.items():
@@ -70,9 +97,17 @@ class TuneCheckpoint(keras.callbacks.Callback):
     """After each epoch: score on the tune split, save last/best/per-epoch weights
     and ``state.json`` (for ``--resume``), stop early or at the time limit."""
 
-    def __init__(self, arrays: Arrays, pcfg: PreprocessConfig, out: Path, cfg: TrainConfig,
-                 best: float = -1.0, best_epoch: int = 0, prior_seconds: float = 0.0,
-                 encoded: dict[str, np.ndarray] | None = None):
+    def __init__(
+        self,
+        arrays: Arrays,
+        pcfg: PreprocessConfig,
+        out: Path,
+        cfg: TrainConfig,
+        best: float = -1.0,
+        best_epoch: int = 0,
+        prior_seconds: float = 0.0,
+        encoded: dict[str, np.ndarray] | None = None,
+    ):
         super().__init__()
         self.encoded = encoded or {"original": arrays.x}
         self.arrays, self.pcfg, self.out, self.cfg = arrays, pcfg, out, cfg
@@ -84,14 +119,17 @@ class TuneCheckpoint(keras.callbacks.Callback):
         self.images_seen += self.cfg.batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        s = worst_encoding_scores(self.model, self.arrays, self.pcfg, self.encoded,
-                                  self.cfg.checkpoint_by)
+        s = worst_encoding_scores(
+            self.model, self.arrays, self.pcfg, self.encoded, self.cfg.checkpoint_by
+        )
         if logs is not None:
             logs.update({f"tune_{k}": v for k, v in s.items() if k != "worst_encoding"})
-        print(f" - tune (worst encoding: {s['worst_encoding']}) AUC {s['auc']:.4f}, positive "
-              f"Dice (raw) {s['dice_positive_raw']:.4f}; " + ", ".join(
-                  f"{k} {v:.3f}" for k, v in s.items() if k.endswith("mean_abs_dhead")),
-              flush=True)
+        print(
+            f" - tune (worst encoding: {s['worst_encoding']}) AUC {s['auc']:.4f}, positive "
+            f"Dice (raw) {s['dice_positive_raw']:.4f}; "
+            + ", ".join(f"{k} {v:.3f}" for k, v in s.items() if k.endswith("mean_abs_dhead")),
+            flush=True,
+        )
         self.epochs_run = epoch + 1
         self.model.save_weights(self.out / "last.weights.h5")
         (self.out / "epochs").mkdir(exist_ok=True)
@@ -106,10 +144,18 @@ class TuneCheckpoint(keras.callbacks.Callback):
         elapsed = self.prior_seconds + time.time() - self.started
         if self.cfg.max_seconds and elapsed >= self.cfg.max_seconds:
             self.model.stop_training = True
-        (self.out / "state.json").write_text(json.dumps(
-            {"epoch": epoch + 1, "key": KEY, "best_score": self.best,
-             "best_epoch": self.best_epoch, "seconds": round(elapsed, 1),
-             "images_per_second": round(self.images_per_second(), 2)}))
+        (self.out / "state.json").write_text(
+            json.dumps(
+                {
+                    "epoch": epoch + 1,
+                    "key": KEY,
+                    "best_score": self.best,
+                    "best_epoch": self.best_epoch,
+                    "seconds": round(elapsed, 1),
+                    "images_per_second": round(self.images_per_second(), 2),
+                }
+            )
+        )
 
     def images_per_second(self) -> float:
         return self.images_seen / max(time.time() - self.started, 1e-9)

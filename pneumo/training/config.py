@@ -1,4 +1,5 @@
 """Training configuration: everything a run needs, saved inside the model card."""
+
 from __future__ import annotations
 
 import json
@@ -26,21 +27,25 @@ class Augment:
     # File-encoding augmentation at the image's own resolution, before the resize to
     # model size, applied to both classes alike so that compression artefacts and
     # resolution carry no information about the label (see :mod:`pneumo.training.encode`).
-    jpeg: float = 0.0                   # probability of a JPEG round trip
+    jpeg: float = 0.0  # probability of a JPEG round trip
     jpeg_quality: tuple[int, int] = (30, 95)
-    resample: float = 0.0               # probability of a down/up-scale round trip
+    resample: float = 0.0  # probability of a down/up-scale round trip
     resample_range: tuple[float, float] = (0.4, 0.9)
-    blur: float = 0.0                   # probability of a Gaussian blur (sigma 0.3-1.2 px)
-    sharpen: float = 0.0                # probability of an unsharp mask
-    noise: float = 0.0                  # probability of Gaussian noise (sd 1-4 grey levels)
+    blur: float = 0.0  # probability of a Gaussian blur (sigma 0.3-1.2 px)
+    sharpen: float = 0.0  # probability of an unsharp mask
+    noise: float = 0.0  # probability of Gaussian noise (sd 1-4 grey levels)
 
     def __post_init__(self):
         lo, hi = self.jpeg_quality
         if not 1 <= lo <= hi <= 100:
-            raise ValueError(f"jpeg_quality must be 1 <= low <= high <= 100, got {self.jpeg_quality}")
+            raise ValueError(
+                f"jpeg_quality must be 1 <= low <= high <= 100, got {self.jpeg_quality}"
+            )
         lo, hi = self.resample_range
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"resample_range must be 0 < low <= high <= 1, got {self.resample_range}")
+            raise ValueError(
+                f"resample_range must be 0 < low <= high <= 1, got {self.resample_range}"
+            )
 
     @property
     def encodes(self) -> bool:
@@ -59,9 +64,12 @@ class TrainConfig:
     a CPU; ``mixed_bfloat16`` pays on CPUs with AVX-512 BF16.
     """
 
-    architecture: dict[str, Any] = field(default_factory=lambda: {
-        "name": "double_unet", "args": {"input_size": 256, "depth": 4, "width": 0.25,
-                                        "channels": 1}})
+    architecture: dict[str, Any] = field(
+        default_factory=lambda: {
+            "name": "double_unet",
+            "args": {"input_size": 256, "depth": 4, "width": 0.25, "channels": 1},
+        }
+    )
     preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 256, "channels": 1})
     data: str = "configs/data_siim_v2.json"
     batch_size: int = 8
@@ -77,7 +85,7 @@ class TrainConfig:
     positive_fraction: float = 0.5
     source_balance: float = 0.0
     balance_by: str = "source"  # "source" or "source_format": the groups source_balance evens out
-    native_size: int = 1024     # cap of the full-size image cache used by encoding augmentation
+    native_size: int = 1024  # cap of the full-size image cache used by encoding augmentation
     tune_encodings: list[str] = field(default_factory=lambda: ["original"])
     # the AUC in the checkpoint key: pooled, or the worst of the AUCs within each source
     checkpoint_by: str = "pooled"
@@ -97,13 +105,17 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.precision not in PRECISIONS + ("auto",):
-            raise ValueError(f"precision must be one of {list(PRECISIONS) + ['auto']}, "
-                             f"got {self.precision!r}")
+            raise ValueError(
+                f"precision must be one of {list(PRECISIONS) + ['auto']}, got {self.precision!r}"
+            )
         if self.balance_by not in BALANCE_BY:
-            raise ValueError(f"balance_by must be one of {list(BALANCE_BY)}, got {self.balance_by!r}")
+            raise ValueError(
+                f"balance_by must be one of {list(BALANCE_BY)}, got {self.balance_by!r}"
+            )
         if self.checkpoint_by not in CHECKPOINT_BY:
-            raise ValueError(f"checkpoint_by must be one of {list(CHECKPOINT_BY)}, "
-                             f"got {self.checkpoint_by!r}")
+            raise ValueError(
+                f"checkpoint_by must be one of {list(CHECKPOINT_BY)}, got {self.checkpoint_by!r}"
+            )
         if not 0.0 < self.encoder_lr_factor <= 1.0:
             raise ValueError(f"encoder_lr_factor must be in (0, 1], got {self.encoder_lr_factor}")
 

@@ -1,4 +1,5 @@
 """Training data: the committed split, decoded arrays, balanced augmented batches."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,11 +34,14 @@ class SplitData:
 
     def info(self) -> dict:
         """Counts for the model card."""
-        out = {"sources": sorted({s.source for v in self.samples.values() for s in v}),
-               "split_file": Path(self.dcfg.split).name if self.dcfg.split else None,
-               "split_sha256": hashlib.sha256(Path(self.dcfg.split).read_bytes()).hexdigest()
-               if self.dcfg.split else None,
-               "ground_truth": Path(self.dcfg.rle_csv).name}
+        out = {
+            "sources": sorted({s.source for v in self.samples.values() for s in v}),
+            "split_file": Path(self.dcfg.split).name if self.dcfg.split else None,
+            "split_sha256": hashlib.sha256(Path(self.dcfg.split).read_bytes()).hexdigest()
+            if self.dcfg.split
+            else None,
+            "ground_truth": Path(self.dcfg.rle_csv).name,
+        }
         for name, items in self.samples.items():
             out[f"{name}_images"] = len(items)
             out[f"{name}_positive"] = sum(bool(s.positive) for s in items)
@@ -61,28 +65,37 @@ def split_samples(cfg: TrainConfig) -> SplitData:
     for name, limit in (("train", cfg.max_train), ("tune", cfg.max_val), ("val", cfg.max_val)):
         items = by_split[name]
         if limit and len(items) > limit:
-            by_split[name] = [items[i] for i in sorted(rng.choice(len(items), limit, replace=False))]
+            by_split[name] = [
+                items[i] for i in sorted(rng.choice(len(items), limit, replace=False))
+            ]
     return SplitData(dcfg, table, by_split)
 
 
-def cached_arrays(samples: list[dataset.Sample], table: dict[str, list[str]],
-                  preprocess: PreprocessConfig | int, cache_dir: str | Path,
-                  progress: bool = True) -> Arrays:
+def cached_arrays(
+    samples: list[dataset.Sample],
+    table: dict[str, list[str]],
+    preprocess: PreprocessConfig | int,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> Arrays:
     """Decode and resize every sample once; reuse the ``.npz`` cache afterwards."""
     pcfg = preprocess_config(preprocess)
     size = pcfg.size
     version = [size, 2] if pcfg.jpeg_quality is None else [size, 2, pcfg.jpeg_quality]
     if pcfg.working_size is not None:
         version += ["working", pcfg.working_size]
-    key = hashlib.sha256(json.dumps(
-        version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
-    ).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
+        ).encode()
+    ).hexdigest()[:16]
     path = Path(cache_dir) / f"arrays_{size}_{key}.npz"
     if path.exists():
         with np.load(path) as z:
             return labelled(samples, z["x"], z["y"])
-    arrays = decode_examples(samples, table, pcfg,
-                             f"decoding {len(samples)} images" if progress else None)
+    arrays = decode_examples(
+        samples, table, pcfg, f"decoding {len(samples)} images" if progress else None
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x=arrays.x, y=arrays.y)
     return arrays
@@ -94,11 +107,13 @@ def native_image(sample: dataset.Sample, cap: int) -> np.ndarray:
     return encodings.downscale(x, cap / max(x.shape)) if max(x.shape) > cap else x
 
 
-def cached_native(samples: list[dataset.Sample], cap: int, cache_dir: str | Path,
-                  progress: bool = True) -> list[np.ndarray]:
+def cached_native(
+    samples: list[dataset.Sample], cap: int, cache_dir: str | Path, progress: bool = True
+) -> list[np.ndarray]:
     """Every sample's full-size pixels (for encoding augmentation); cached as ``.npz``."""
-    key = hashlib.sha256(json.dumps(
-        [cap, 1] + [(s.image_id, s.path) for s in samples]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps([cap, 1] + [(s.image_id, s.path) for s in samples]).encode()
+    ).hexdigest()[:16]
     path = Path(cache_dir) / f"native_{cap}_{key}.npz"
     if path.exists():
         with np.load(path) as z:
@@ -127,9 +142,14 @@ def encoded_arrays(arrays: Arrays, encoding: str, preprocess: PreprocessConfig |
     return out
 
 
-def balanced_indices(labels: np.ndarray, n: int, positive_fraction: float,
-                     rng: np.random.Generator, groups: np.ndarray | None = None,
-                     group_balance: float = 0.0) -> np.ndarray:
+def balanced_indices(
+    labels: np.ndarray,
+    n: int,
+    positive_fraction: float,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
+    group_balance: float = 0.0,
+) -> np.ndarray:
     """Draw ``n`` indices so that about ``positive_fraction`` of them are positives.
 
     With ``groups`` (e.g. the source of each image) and ``group_balance`` ``a`` > 0,
@@ -155,8 +175,9 @@ def balanced_indices(labels: np.ndarray, n: int, positive_fraction: float,
     return idx
 
 
-def targets(output_names: list[str], y: np.ndarray, label: np.ndarray,
-            has_mask: np.ndarray) -> tuple[dict | np.ndarray, tuple | np.ndarray]:
+def targets(
+    output_names: list[str], y: np.ndarray, label: np.ndarray, has_mask: np.ndarray
+) -> tuple[dict | np.ndarray, tuple | np.ndarray]:
     """Targets (by output name) and per-image sample weights (a tuple in output order).
 
     Mask outputs learn only from images whose mask is ground truth (weight 0
@@ -185,8 +206,15 @@ class BalancedBatches(keras.utils.PyDataset):
     serving build identical input).
     """
 
-    def __init__(self, arrays: Arrays, cfg: TrainConfig, pcfg: PreprocessConfig,
-                 output_names: list[str], augment: Augment | None, steps: int):
+    def __init__(
+        self,
+        arrays: Arrays,
+        cfg: TrainConfig,
+        pcfg: PreprocessConfig,
+        output_names: list[str],
+        augment: Augment | None,
+        steps: int,
+    ):
         super().__init__(workers=1, use_multiprocessing=False)
         self.arrays, self.cfg, self.pcfg = arrays, cfg, pcfg
         self.output_names, self.augment, self.steps = output_names, augment, steps
@@ -195,10 +223,14 @@ class BalancedBatches(keras.utils.PyDataset):
 
     def _draw(self) -> None:
         rng = np.random.default_rng(self.cfg.seed + self.epoch)
-        self.order = balanced_indices(self.arrays.label, self.steps * self.cfg.batch_size,
-                                      self.cfg.positive_fraction, rng,
-                                      self.arrays.groups(self.cfg.balance_by),
-                                      self.cfg.source_balance)
+        self.order = balanced_indices(
+            self.arrays.label,
+            self.steps * self.cfg.batch_size,
+            self.cfg.positive_fraction,
+            rng,
+            self.arrays.groups(self.cfg.balance_by),
+            self.cfg.source_balance,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -226,7 +258,7 @@ class BalancedBatches(keras.utils.PyDataset):
         return model_image(encode_augment(a.native[j], self.augment, rng), self.pcfg)
 
     def __getitem__(self, i):
-        idx = self.order[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size]
+        idx = self.order[i * self.cfg.batch_size : (i + 1) * self.cfg.batch_size]
         return self.batch(idx, np.random.default_rng([self.cfg.seed, self.epoch, i]))
 
     def on_epoch_end(self):

@@ -11,6 +11,7 @@ gate's catch rate is measured on images it was not fitted on:
 * ``synthetic``: stripes, checkerboards, gradients, noise, blobs, shapes and
   text drawn with a seeded generator (different seeds per part).
 """
+
 from __future__ import annotations
 
 import io
@@ -26,10 +27,33 @@ from pneumo.errors import PneumoError
 from pneumo.io.imaging import ImageRecord, read_image
 
 PARTS = ("fit", "held_out")
-_SKIMAGE = ("astronaut", "binary_blobs", "brick", "camera", "cat", "cell", "checkerboard",
-            "chelsea", "clock", "coffee", "coins", "colorwheel", "grass", "gravel", "horse",
-            "hubble_deep_field", "immunohistochemistry", "logo", "microaneurysms", "moon",
-            "page", "retina", "rocket", "shepp_logan_phantom", "text")
+_SKIMAGE = (
+    "astronaut",
+    "binary_blobs",
+    "brick",
+    "camera",
+    "cat",
+    "cell",
+    "checkerboard",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "colorwheel",
+    "grass",
+    "gravel",
+    "horse",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "logo",
+    "microaneurysms",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "shepp_logan_phantom",
+    "text",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,7 @@ def _png_record(arr: np.ndarray) -> ImageRecord:
 def skimage_examples(part: str) -> list[Example]:
     """scikit-image's sample images (every other one per part)."""
     from skimage import data  # lazy: the train extra's, absent from the serving image
+
     out = []
     for i, name in enumerate(_SKIMAGE):
         if (i % 2 == 0) != (part == "fit"):
@@ -82,7 +107,7 @@ def _pattern(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     if kind == "stripes":
         angle, freq = rng.uniform(0, np.pi), rng.uniform(3, 60)
         v = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
-        return (127.5 + 127.5 * (np.sign(v) if rng.random() < 0.5 else v))
+        return 127.5 + 127.5 * (np.sign(v) if rng.random() < 0.5 else v)
     if kind == "checker":
         n = int(rng.integers(2, 40))
         return ((np.floor(xx * n) + np.floor(yy * n)) % 2) * 255.0
@@ -108,13 +133,29 @@ def _pattern(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
             cv2.circle(img, c, int(rng.integers(5, size // 3)), colour, -1)
         else:  # text
             org = (int(rng.integers(0, size // 2)), int(rng.integers(20, size)))
-            cv2.putText(img, "".join(rng.choice(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), 8)),
-                        org, cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.5, 3), colour, 2)
+            cv2.putText(
+                img,
+                "".join(rng.choice(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"), 8)),
+                org,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                rng.uniform(0.5, 3),
+                colour,
+                2,
+            )
     return img.astype(np.float64)
 
 
-SYNTHETIC_KINDS = ("stripes", "checker", "gradient", "radial", "noise", "blobs", "uniform",
-                   "shapes", "text")
+SYNTHETIC_KINDS = (
+    "stripes",
+    "checker",
+    "gradient",
+    "radial",
+    "noise",
+    "blobs",
+    "uniform",
+    "shapes",
+    "text",
+)
 
 
 def synthetic_examples(part: str, per_kind: int = 12) -> list[Example]:

@@ -1,4 +1,5 @@
 """The fit loop: build, compile, fit with per-epoch tune checks, package."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,13 @@ from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.nets import losses, networks
 from pneumo.training.callbacks import KEY, TuneCheckpoint
 from pneumo.training.config import Augment, TrainConfig
-from pneumo.training.data import (BalancedBatches, cached_arrays, cached_native, encoded_arrays,
-                                  split_samples)
+from pneumo.training.data import (
+    BalancedBatches,
+    cached_arrays,
+    cached_native,
+    encoded_arrays,
+    split_samples,
+)
 from pneumo.training.packaging import load_init_weights, write_model_folder
 
 
@@ -30,15 +36,20 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     warmup = steps_per_epoch * cfg.warmup_epochs
     if cfg.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(
-            cfg.learning_rate * (0.1 if warmup else 1.0), max(1, total - warmup), alpha=0.05,
-            warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
+            cfg.learning_rate * (0.1 if warmup else 1.0),
+            max(1, total - warmup),
+            alpha=0.05,
+            warmup_target=cfg.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     else:
         lr = cfg.learning_rate
     mask_loss = losses.get_loss(cfg.loss)
     names = list(model.output_names)
     mask_names = [n for n in names if n != networks.IMAGE_OUTPUT]
-    weights = dict(zip(mask_names, cfg.deep_supervision[-len(mask_names):]
-                       if len(mask_names) > 1 else [1.0]))
+    weights = dict(
+        zip(mask_names, cfg.deep_supervision[-len(mask_names) :] if len(mask_names) > 1 else [1.0])
+    )
     loss, metrics = {}, {}
     for name in names:
         if name == networks.IMAGE_OUTPUT:
@@ -48,8 +59,9 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     metrics[mask_names[-1]] = [losses.dice_coef]
     if len(names) == 1:  # a single-output model (U-Net)
         loss, weights, metrics = loss[names[0]], None, [losses.dice_coef]
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, loss_weights=weights,
-                  metrics=metrics)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr), loss=loss, loss_weights=weights, metrics=metrics
+    )
 
 
 def build_for_training(cfg: TrainConfig, out: Path, resume: bool):
@@ -77,20 +89,25 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         raise ValueError(f"architecture input_size {arch_size} != preprocess size {pcfg.size}")
     data = split_samples(cfg)
     tune_name = "tune" if data.samples["tune"] else "val"  # split_v1 has no tune split
-    arrays = {name: cached_arrays(data.samples[name], data.table, pcfg, cfg.cache_dir,
-                                  progress=verbose > 0) for name in ("train", tune_name)}
+    arrays = {
+        name: cached_arrays(
+            data.samples[name], data.table, pcfg, cfg.cache_dir, progress=verbose > 0
+        )
+        for name in ("train", tune_name)
+    }
     augment = Augment(**cfg.augment)
     encoded = None
     if augment.encodes or cfg.tune_encodings != ["original"]:
         for name in ("train", tune_name):
-            arrays[name].native = cached_native(data.samples[name], cfg.native_size,
-                                                cfg.cache_dir, progress=verbose > 0)
-        encoded = {name: encoded_arrays(arrays[tune_name], name, pcfg)
-                   for name in cfg.tune_encodings}
+            arrays[name].native = cached_native(
+                data.samples[name], cfg.native_size, cfg.cache_dir, progress=verbose > 0
+            )
+        encoded = {
+            name: encoded_arrays(arrays[tune_name], name, pcfg) for name in cfg.tune_encodings
+        }
     model = build_for_training(cfg, out, resume)
     steps = cfg.steps_per_epoch or max(1, len(arrays["train"]) // cfg.batch_size)
-    seq = BalancedBatches(arrays["train"], cfg, pcfg, list(model.output_names),
-                          augment, steps)
+    seq = BalancedBatches(arrays["train"], cfg, pcfg, list(model.output_names), augment, steps)
     compile_model(model, cfg, steps)
     initial_epoch, best, best_epoch, prior = 0, -1.0, 0, 0.0
     state_path = out / "state.json"
@@ -107,12 +124,21 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         model.optimizer.iterations.assign(initial_epoch * len(seq))
     check = TuneCheckpoint(arrays[tune_name], pcfg, out, cfg, best, best_epoch, prior, encoded)
     started = time.time()
-    model.fit(seq, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
-              callbacks=[check, keras.callbacks.CSVLogger(str(out / "log.csv"), append=resume)])
+    model.fit(
+        seq,
+        epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
+        verbose=verbose,
+        callbacks=[check, keras.callbacks.CSVLogger(str(out / "log.csv"), append=resume)],
+    )
     keras.mixed_precision.set_global_policy("float32")
-    info = {"seconds": round(time.time() - started + prior, 1),
-            "epochs_run": check.epochs_run or initial_epoch,
-            "best_epoch": check.best_epoch, "gpu": gpu, "backend": keras.config.backend(),
-            "precision": precision_policy(cfg, gpu),
-            "train_images_per_second": round(check.images_per_second(), 2)}
+    info = {
+        "seconds": round(time.time() - started + prior, 1),
+        "epochs_run": check.epochs_run or initial_epoch,
+        "best_epoch": check.best_epoch,
+        "gpu": gpu,
+        "backend": keras.config.backend(),
+        "precision": precision_policy(cfg, gpu),
+        "train_images_per_second": round(check.images_per_second(), 2),
+    }
     return write_model_folder(cfg, out, out, data, info, progress=verbose > 0)

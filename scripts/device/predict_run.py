@@ -17,6 +17,7 @@ chest gate refuses, ``null`` and the reason), with ``--maps`` the probability ma
 ``pneumo predict`` runs) at each batch size after one warm-up pass, and the
 allocator's peak GPU memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 def weights_digest(model_dir: Path) -> str:
     """sha256 of the model folder's weights file: which weights a reference belongs to."""
     from pneumo.inference.card import WEIGHTS
+
     return hashlib.sha256((Path(model_dir) / WEIGHTS).read_bytes()).hexdigest()
 
 
@@ -42,10 +44,15 @@ def outputs(predictor, files: list[Path], batch: int = 16):
     one read per file, and the probability maps (NaN where a file was refused)."""
     import numpy as np
     from pneumo.inference.reads import file_items, read_items
+
     reads = list(read_items(predictor, file_items(files), batch))
     size = predictor.pcfg.size
-    maps = np.stack([r.prediction.probability_map if r.ok
-                     else np.full((size, size), np.nan, np.float32) for r in reads])
+    maps = np.stack(
+        [
+            r.prediction.probability_map if r.ok else np.full((size, size), np.nan, np.float32)
+            for r in reads
+        ]
+    )
     return reads, maps
 
 
@@ -53,6 +60,7 @@ def bench(predictor, files: list[Path], batch_sizes: list[int], min_s: float) ->
     """images/s of predict_files at each batch size: one warm-up pass (traces the
     batch shapes), then whole passes until ``min_s`` seconds have been timed."""
     from pneumo.evaluation.batch import predict_files
+
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
         sub, scores = Path(tmp) / "sub.csv", Path(tmp) / "scores.csv"
@@ -61,14 +69,16 @@ def bench(predictor, files: list[Path], batch_sizes: list[int], min_s: float) ->
             images, elapsed, passes = 0, 0.0, 0
             while elapsed < min_s or passes == 0:
                 t0 = time.perf_counter()
-                counts = predict_files(predictor, files, sub, scores, batch_size=bs,
-                                       progress=False)
+                counts = predict_files(predictor, files, sub, scores, batch_size=bs, progress=False)
                 elapsed += time.perf_counter() - t0
                 images += counts["images"]
                 passes += 1
-            result[f"batch{bs}"] = {"images_per_s": round(images / elapsed, 2),
-                                    "images": images, "passes": passes,
-                                    "seconds": round(elapsed, 3)}
+            result[f"batch{bs}"] = {
+                "images_per_s": round(images / elapsed, 2),
+                "images": images,
+                "passes": passes,
+                "seconds": round(elapsed, 3),
+            }
     return result
 
 
@@ -86,25 +96,34 @@ def main(argv: list[str] | None = None) -> int:
     from pneumo.inference.device import gpu_memory_peak, weights_device
     from pneumo.inference.loading import ModelOptions, load_predictor
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+
     options = ModelOptions(Path(args.model or DEFAULT_MODEL_DIR).resolve(), device=args.device)
     t0 = time.perf_counter()
     predictor = load_predictor(options)
     load_s = time.perf_counter() - t0
     from pneumo.data.dataset import iter_image_files
+
     files = iter_image_files(args.inputs)
     reads, maps = outputs(predictor, files)
     ids = [r.image_id or f.stem for r, f in zip(reads, files)]
     report = {
-        "backend": predictor.backend, "device": predictor.device,
+        "backend": predictor.backend,
+        "device": predictor.device,
         "weights_device": weights_device(predictor.model),
-        "model": predictor.name, "model_dir": str(options.model_dir),
+        "model": predictor.name,
+        "model_dir": str(options.model_dir),
         "weights_sha256": weights_digest(options.model_dir),
-        "load_and_warm_up_s": round(load_s, 3), "tta": bool(predictor.tta),
-        "files": [{"file": f.name, "image_id": i, "probability": r.probability}
-                  | ({} if r.ok else {"error": r.error}) for f, i, r in zip(files, ids, reads)],
+        "load_and_warm_up_s": round(load_s, 3),
+        "tta": bool(predictor.tta),
+        "files": [
+            {"file": f.name, "image_id": i, "probability": r.probability}
+            | ({} if r.ok else {"error": r.error})
+            for f, i, r in zip(files, ids, reads)
+        ],
     }
     if args.maps:
         import numpy as np
+
         np.savez_compressed(args.maps, maps=maps, image_ids=np.array(ids))
     if args.bench:
         sizes = [int(b) for b in args.bench.split(",")]

@@ -8,6 +8,7 @@ machines run JAX and PyTorch) through this environment's installed packages,
 at the versions installed here (the tested ones), and leaves out what
 ``device_packages.txt`` says the machine already has, except :data:`ALWAYS`.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,11 @@ def norm(name: str) -> str:
 
 
 def pinned_names(path: Path) -> list[str]:
-    return [norm(line.split("==")[0]) for line in path.read_text().splitlines()
-            if "==" in line and not line.lstrip().startswith("#")]
+    return [
+        norm(line.split("==")[0])
+        for line in path.read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    ]
 
 
 def closure(names: list[str]) -> dict[str, str]:
@@ -53,8 +57,11 @@ def closure(names: list[str]) -> dict[str, str]:
 
 
 def main() -> int:
-    have = {norm(line.strip()) for line in (HERE / "device_packages.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+    have = {
+        norm(line.strip())
+        for line in (HERE / "device_packages.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     needed = closure(pinned_names(ROOT / "requirements.txt"))
     for name, version in sorted(needed.items()):
         if name not in have or name in ALWAYS:

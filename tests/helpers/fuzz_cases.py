@@ -1,4 +1,5 @@
 """Mutations of real image files for the fuzz suite (used by tests/test_fuzz.py)."""
+
 from __future__ import annotations
 
 import io
@@ -18,6 +19,7 @@ from conftest import SIIM
 def seed_files() -> dict[str, bytes]:
     """Real inputs to mutate: SIIM DICOM, PNG and JPEG, plus pydicom's RLE/16-bit files."""
     from pydicom.data import get_testdata_file
+
     return {
         "siim.dcm": sorted(SIIM.glob("jayantc79/**/*.dcm"))[0].read_bytes(),
         "siim.png": sorted(SIIM.glob("ktlProject0/data/train/images/*.png"))[0].read_bytes(),
@@ -28,12 +30,18 @@ def seed_files() -> dict[str, bytes]:
 
 
 DICOM_EDITS = [
-    ("Rows", [0, 1, 65535]), ("Columns", [0, 65535]), ("BitsAllocated", [0, 1, 3, 64]),
-    ("BitsStored", [0, 17, 40]), ("SamplesPerPixel", [0, 3, 4]),
+    ("Rows", [0, 1, 65535]),
+    ("Columns", [0, 65535]),
+    ("BitsAllocated", [0, 1, 3, 64]),
+    ("BitsStored", [0, 17, 40]),
+    ("SamplesPerPixel", [0, 3, 4]),
     ("PhotometricInterpretation", ["", "RGB", "PALETTE COLOR", "GARBAGE"]),
-    ("NumberOfFrames", [0, 2, 100000]), ("PixelRepresentation", [1, 7]),
-    ("WindowWidth", [0, -5, 1e30]), ("WindowCenter", [1e30, -1e30]),
-    ("RescaleSlope", [0, -1, 1e30]), ("PixelSpacing", [[0, 0], [-1, 2], [1e9, 1e9]]),
+    ("NumberOfFrames", [0, 2, 100000]),
+    ("PixelRepresentation", [1, 7]),
+    ("WindowWidth", [0, -5, 1e30]),
+    ("WindowCenter", [1e30, -1e30]),
+    ("RescaleSlope", [0, -1, 1e30]),
+    ("PixelSpacing", [[0, 0], [-1, 2], [1e9, 1e9]]),
 ]
 
 
@@ -45,7 +53,7 @@ def edit_dicom(data: bytes, keyword: str, value) -> bytes:
             setattr(ds, keyword, value)
             buf = io.BytesIO()
             ds.save_as(buf)
-        except Exception:
+        except Exception:  # noqa: BLE001 - pydicom refuses the value: keep the file as it was
             return data
     return buf.getvalue()
 
@@ -83,7 +91,7 @@ def jpeg_with_dimensions(data: bytes, width: int, height: int) -> bytes:
     i = out.find(b"\xff\xc0")
     if i < 0:
         return data
-    out[i + 5:i + 9] = struct.pack(">HH", height, width)
+    out[i + 5 : i + 9] = struct.pack(">HH", height, width)
     return bytes(out)
 
 
@@ -102,9 +110,9 @@ def mutate(data: bytes, name: str, kind: str, a: float, b: int, blob: bytes) -> 
     if kind == "insert":
         return data[:pos] + blob + data[pos:]
     if kind == "zero":
-        return data[:pos] + b"\x00" * min(b, n - pos) + data[pos + b:]
+        return data[:pos] + b"\x00" * min(b, n - pos) + data[pos + b :]
     if kind == "duplicate":
-        return data[:pos] + data[pos:pos + b] * 3 + data[pos:]
+        return data[:pos] + data[pos : pos + b] * 3 + data[pos:]
     if kind == "header" and name.endswith(".dcm"):
         keyword, values = DICOM_EDITS[b % len(DICOM_EDITS)]
         return edit_dicom(data, keyword, values[int(a * len(values)) % len(values)])
@@ -114,8 +122,11 @@ def mutate(data: bytes, name: str, kind: str, a: float, b: int, blob: bytes) -> 
         # a Content Sequence of many empty items before the pixel data (Hardening III item 2)
         at = data.rfind(b"\xe0\x7f\x10\x00")
         items = (b"\xfe\xff\x00\xe0" + b"\x00" * 4) * (1000 + 100 * b)
-        seq = (b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff" + items
-               + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+        seq = (
+            b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"
+            + items
+            + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        )
         return data[:at] + seq + data[at:] if at > 0 else data
     if kind == "no_preamble" and name.endswith(".dcm") and data[128:132] == b"DICM":
         return data[132:] if b % 2 else data[128:]
@@ -131,11 +142,27 @@ def mutate(data: bytes, name: str, kind: str, a: float, b: int, blob: bytes) -> 
     return data
 
 
-KINDS = ["truncate", "flip", "insert", "zero", "duplicate", "header", "nested", "dimensions",
-         "long_sequence", "no_preamble", "charset"]
+KINDS = [
+    "truncate",
+    "flip",
+    "insert",
+    "zero",
+    "duplicate",
+    "header",
+    "nested",
+    "dimensions",
+    "long_sequence",
+    "no_preamble",
+    "charset",
+]
 
 
 def cases(names: list[str]):
     """Hypothesis strategy of (file name, mutation kind, position, size, blob)."""
-    return st.tuples(st.sampled_from(names), st.sampled_from(KINDS),
-                     st.floats(0, 1), st.integers(0, 10_000), st.binary(max_size=64))
+    return st.tuples(
+        st.sampled_from(names),
+        st.sampled_from(KINDS),
+        st.floats(0, 1),
+        st.integers(0, 10_000),
+        st.binary(max_size=64),
+    )

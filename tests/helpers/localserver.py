@@ -3,6 +3,7 @@ and load runs (not part of the product; scripts put tests/ on sys.path to import
 
 Only ``127.0.0.1`` is used. No Flask import here: the server is a subprocess.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,14 @@ ROOT = paths.project_root()
 def multipart_file(data: bytes, filename: str, field: str = "files") -> tuple[bytes, str]:
     """A one-file ``multipart/form-data`` body and its Content-Type header value."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-            f"filename=\"{filename}\"\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -57,15 +64,30 @@ class LocalServer:
         cold_start_s: seconds from process start to ``/readyz`` answering 200.
     """
 
-    def __init__(self, model_dir: str | Path, instance_dir: str | Path, workers: int = 1,
-                 threads: int = 4, log_path: str | Path | None = None,
-                 env: dict | None = None, timeout: float = 180, proxy: bool = False):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        instance_dir: str | Path,
+        workers: int = 1,
+        threads: int = 4,
+        log_path: str | Path | None = None,
+        env: dict | None = None,
+        timeout: float = 180,
+        proxy: bool = False,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance_dir = Path(instance_dir)
-        full_env = dict(os.environ, PNEUMO_PORT=str(self.port), PNEUMO_HOST="127.0.0.1",
-                        PNEUMO_MODEL_DIR=str(model_dir), PNEUMO_INSTANCE_DIR=str(instance_dir),
-                        PNEUMO_WORKERS=str(workers), PNEUMO_THREADS=str(threads), **(env or {}))
+        full_env = dict(
+            os.environ,
+            PNEUMO_PORT=str(self.port),
+            PNEUMO_HOST="127.0.0.1",
+            PNEUMO_MODEL_DIR=str(model_dir),
+            PNEUMO_INSTANCE_DIR=str(instance_dir),
+            PNEUMO_WORKERS=str(workers),
+            PNEUMO_THREADS=str(threads),
+            **(env or {}),
+        )
         self._own_log_dir = None
         if log_path is None:  # keep the output so a failed start can say why
             self._own_log_dir = Path(tempfile.mkdtemp(prefix="pneumo-server-"))
@@ -76,8 +98,12 @@ class LocalServer:
             full_env["PNEUMO_PROXY"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.cold_start_s = self._wait_ready(started, timeout, log_path)
 
     def _wait_ready(self, started: float, timeout: float, log_path) -> float:
@@ -123,6 +149,7 @@ class SlowClients:
 
     def __init__(self, port: int, n: int = 50, bodies: int = 10, every_s: float = 2.0):
         import threading
+
         self.port, self.n, self.bodies, self.every_s = port, n, bodies, every_s
         self.reconnects = 0
         self._stop = threading.Event()
@@ -131,9 +158,11 @@ class SlowClients:
     def _open(self, i: int) -> socket.socket:
         s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         if i < self.bodies:
-            s.sendall(b"POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\n"
-                      b"Content-Type: multipart/form-data; boundary=zz\r\n"
-                      b"Content-Length: 1000000\r\n\r\n")
+            s.sendall(
+                b"POST /api/v1/predictions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: multipart/form-data; boundary=zz\r\n"
+                b"Content-Length: 1000000\r\n\r\n"
+            )
         else:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         return s
@@ -166,8 +195,9 @@ class SlowClients:
         self._thread.join(timeout=30)
 
 
-def probe_latencies(url: str, duration_s: float, every_s: float = 0.5,
-                    timeout_s: float = 5.0) -> list[float]:
+def probe_latencies(
+    url: str, duration_s: float, every_s: float = 0.5, timeout_s: float = 5.0
+) -> list[float]:
     """GET ``url`` every ``every_s`` seconds for ``duration_s``: each answer's seconds
     (``timeout_s`` when none came in time)."""
     out = []
@@ -195,17 +225,27 @@ def peak_rss_mb(pid: int) -> float:
 def multipart_files(files: list[tuple[bytes, str]], field: str = "files") -> tuple[bytes, str]:
     """A ``multipart/form-data`` body with several files, and its Content-Type value."""
     boundary = uuid.uuid4().hex
-    parts = [(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
-              f"filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
-             + data + b"\r\n" for data, name in files]
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
-        f"multipart/form-data; boundary={boundary}"
+    parts = [
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + data
+        + b"\r\n"
+        for data, name in files
+    ]
+    return b"".join(
+        parts
+    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def stow_body(data: bytes, boundary: str = "pneumo-stow-boundary") -> tuple[bytes, str]:
     """A one-instance STOW-RS ``multipart/related`` body and its Content-Type value."""
-    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
-            + f"\r\n--{boundary}--\r\n".encode())
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
@@ -216,17 +256,20 @@ class Colleagues:
 
     def __init__(self, url: str, tokens: list[str], paths: list[str]):
         import collections
+
         self.url, self.tokens, self.paths = url, tokens, paths
         self.statuses: collections.Counter = collections.Counter()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._read, args=(t,), daemon=True)
-                         for t in tokens]
+        self._threads = [
+            threading.Thread(target=self._read, args=(t,), daemon=True) for t in tokens
+        ]
 
     def _read(self, token: str) -> None:
         while not self._stop.is_set():
             for path in self.paths:
-                req = urllib.request.Request(self.url + path,
-                                             headers={"Authorization": f"Bearer {token}"})
+                req = urllib.request.Request(
+                    self.url + path, headers={"Authorization": f"Bearer {token}"}
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=60) as resp:
                         resp.read()

@@ -2,6 +2,7 @@
 cluster (``initdb``) in a temporary folder, listening on a free loopback port, stopped
 by the tests that start it. PostgreSQL refuses to run as root, so as root the server
 runs as the ``postgres`` user the package creates."""
+
 from __future__ import annotations
 
 import glob
@@ -48,19 +49,40 @@ class PostgresServer:
         if self._as_root:
             shutil.chown(self.folder, "postgres", "postgres")
         os.chmod(self.folder, 0o700)
-        self._run(_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                  "--no-sync", "-E", "UTF8")
+        self._run(
+            _bin("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                       f"unix_socket_directories = '{self.folder}'\nfsync = off\n"
-                       "max_connections = 200\n")
+            conf.write(
+                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.folder}'\nfsync = off\n"
+                "max_connections = 200\n"
+            )
         self.resume()
         return self
 
     def resume(self) -> None:
         """Start (again) the stopped server and wait until it answers."""
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.folder / "log"),
-                  "-w", "-t", "60", "start")
+        self._run(
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.folder / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: drop the connections, as a restart does)."""
@@ -72,6 +94,7 @@ class PostgresServer:
     def new_database(self) -> str:
         """The URL of a new empty database in the cluster."""
         import psycopg
+
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")

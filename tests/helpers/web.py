@@ -1,5 +1,6 @@
 """What the web tests share: a session's CSRF token, uploads and form posts through the
 test client, the result id of an upload's redirect, an app with two teams' accounts."""
+
 from __future__ import annotations
 
 import io
@@ -19,13 +20,21 @@ def upload(client, *files, url="/upload"):
     encoder spools bodies over 500 kB to a temporary file that it never closes."""
     from werkzeug.datastructures import FileStorage, MultiDict
     from werkzeug.test import encode_multipart
-    fields = MultiDict([("files", FileStorage(io.BytesIO(content), filename=name,
-                                              content_type="application/octet-stream"))
-                        for name, content in files])
+
+    fields = MultiDict(
+        [
+            (
+                "files",
+                FileStorage(
+                    io.BytesIO(content), filename=name, content_type="application/octet-stream"
+                ),
+            )
+            for name, content in files
+        ]
+    )
     fields.add("csrf_token", csrf(client))
     boundary, body = encode_multipart(fields)
-    return client.post(url, data=body,
-                       content_type=f"multipart/form-data; boundary={boundary}")
+    return client.post(url, data=body, content_type=f"multipart/form-data; boundary={boundary}")
 
 
 def post(client, url, **form):
@@ -42,10 +51,21 @@ def user_app(tmp_path, tiny_predictor, **extra):
     """An app with two accounts in two teams (alice, bob) and alice's API token."""
     from app import create_app
     from app.store.repository import Store
-    store = Store(tmp_path / "d"); store.init()
+
+    store = Store(tmp_path / "d")
+    store.init()
     store.accounts.create("alice", "correct horse 1")
     store.accounts.create("bob", "correct horse 2", team="another team")  # isolation across teams
     token = store.accounts.create_token("alice")
-    app = create_app(dict({"TESTING": True, "SECRET_KEY": "k", "DATA_DIR": str(tmp_path / "d"),
-                           "PREDICTOR": tiny_predictor}, **extra))
+    app = create_app(
+        dict(
+            {
+                "TESTING": True,
+                "SECRET_KEY": "k",
+                "DATA_DIR": str(tmp_path / "d"),
+                "PREDICTOR": tiny_predictor,
+            },
+            **extra,
+        )
+    )
     return app, token
