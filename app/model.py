@@ -13,8 +13,8 @@ import logging
 import threading
 
 from pneumo.errors import PneumoError
-from pneumo.inference.card import read_card
-from pneumo.inference.loading import ModelOptions
+
+from pneumo.inference.loading import ModelOptions, check_model
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,7 @@ class ModelHolder:
         """Check the card now, load the model on a background thread
         (:func:`~pneumo.inference.loading.load_predictor`: the device, the runtime, the
         operating point and the site prevalence as ``options`` say)."""
-        card = read_card(options.model_dir)
-        card.operating_point(options.operating_point)  # fail fast, with the reason
-        if options.prevalence is not None and card.calibrated_at is None:
-            raise ModelNotReady(
-                f"PNEUMO_PREVALENCE is set, but the model {card.name} has no "
-                "calibrated probability to re-base"
-            )
+        check_model(options)  # fail fast, with the reason
         thread = threading.Thread(
             target=self._load, name="model-loader", daemon=True, args=(options,)
         )

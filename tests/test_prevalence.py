@@ -72,6 +72,25 @@ def test_prevalence_needs_a_calibrated_model(tiny_model_folder):
         Predictor.load(tiny_model_folder, prevalence=0.05)
 
 
+def test_the_service_refuses_an_unusable_model_at_start_up(tmp_path, tiny_model_folder):
+    """The one card check (operating point, prevalence) stops ``create_app`` before the
+    loader thread starts, with the reason."""
+    from app import create_app
+    from pneumo.errors import ModelLoadError
+
+    base = {
+        "TESTING": True,
+        "SECRET_KEY": "k",
+        "DATA_DIR": str(tmp_path / "d"),
+        "MODEL_DIR": str(tiny_model_folder),
+        "WARM_UP": False,
+    }
+    with pytest.raises(ModelLoadError, match="unknown operating point 'nope'.*balanced, triage"):
+        create_app(dict(base, OPERATING_POINT="nope"))
+    with pytest.raises(ModelLoadError, match="PNEUMO_PREVALENCE.*calibrated probability"):
+        create_app(dict(base, PREVALENCE="0.05"))
+
+
 def test_result_page_says_prevalence_split_and_scales_the_legend(
     tmp_path, calibrated_folder, positive_dicom
 ):

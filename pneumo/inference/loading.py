@@ -20,7 +20,8 @@ from pneumo.inference.device import (
     check_threads,
     configure_device,
 )
-from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor
+from pneumo.inference.card import ModelCard, read_card
+from pneumo.inference.predictor import DEFAULT_MODEL_DIR, Predictor, check_use
 from pneumo.inference.runtime import DEFAULT_RUNTIME, check_runtime
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,18 @@ class ModelOptions:
         object.__setattr__(self, "device", check_device_choice(self.device))
         check_threads(self.threads)
         check_runtime(self.runtime)
+
+
+def check_model(options: ModelOptions) -> ModelCard:
+    """The model's card, checked against ``options`` before anything loads (the web
+    service fails at start-up, with the reason, rather than in its loader thread).
+
+    Raises:
+        ModelLoadError: no card, or an operating point or prevalence the card cannot serve.
+    """
+    card = read_card(options.model_dir)
+    check_use(card, options.operating_point, options.prevalence)
+    return card
 
 
 def load_predictor(options: ModelOptions = ModelOptions()) -> Predictor:

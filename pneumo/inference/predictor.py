@@ -33,6 +33,29 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_DIR = paths.default_model_dir()
 
 
+def check_use(card: ModelCard, operating_point: str | None, prevalence: float | None) -> None:
+    """Check that a model can be used as asked, from its card alone (the one check, made
+    before any weights load): ``operating_point`` names one of its points, and a site
+    ``prevalence`` has a calibrated probability (and the prevalence it was calibrated at)
+    to re-base, within range.
+
+    Raises:
+        ModelLoadError: naming what does not fit.
+    """
+    try:
+        card.operating_point(operating_point)
+        if prevalence is not None:
+            if card.calibration is None or card.calibrated_at is None:
+                raise ValueError(
+                    f"a site prevalence (PNEUMO_PREVALENCE) is set, but the model {card.name} "
+                    "has no calibrated probability (and the prevalence it was calibrated at) "
+                    "to re-base"
+                )
+            postprocess.rebase_probability(0.5, card.calibrated_at, prevalence)  # its range
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
 @dataclass
 class ModelOutput:
     """Raw network output for a batch at the model's resolution."""
@@ -142,16 +165,9 @@ class Predictor:
             if runtime == "keras"
             else f"CPU ({self.runtime.name})"
         )
-        self.operating_point = card.operating_point(operating_point)
+        self.operating_point = card.operating_point(operating_point)  # checked by load
         self.gate = gate.AppearanceGate.from_dict(card.chest_gate) if card.chest_gate else None
         self.prevalence = prevalence
-        if prevalence is not None:
-            if card.calibration is None or card.calibrated_at is None:
-                raise ValueError(
-                    "a site prevalence needs a model with a calibrated probability "
-                    "and the prevalence it was calibrated at"
-                )
-            postprocess.rebase_probability(0.5, card.calibrated_at, prevalence)  # checks range
         self._lock = threading.Lock()
 
     @property
@@ -185,10 +201,7 @@ class Predictor:
         from pneumo.nets.networks import IMAGE_OUTPUT, build_model, with_features
 
         card = read_card(model_dir)
-        try:
-            card.operating_point(operating_point)
-        except ValueError as exc:
-            raise ModelLoadError(str(exc)) from exc
+        check_use(card, operating_point, prevalence)  # before the weights load
         try:
             model = build_model(card.architecture)
             model.load_weights(Path(model_dir) / WEIGHTS)
