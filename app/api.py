@@ -26,9 +26,12 @@ from app.context import (
     upload_limit,
 )
 from app.openapi import OPENAPI
+from app.store.results import BadCursor
 from app.service import uploaded_items
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+#: Results per page of ``GET /api/v1/predictions`` (default, most).
+API_PAGE, API_PAGE_MAX = 200, 1000
 docs_bp = Blueprint("api_docs", __name__)
 
 #: Swagger UI's files that the reference page loads (from the swagger-ui-bundle package:
@@ -103,8 +106,21 @@ def list_predictions():
     sort = request.args.get("sort", "newest")
     if sort not in ("newest", "probability"):
         abort(400, description="sort must be newest or probability.")
-    rows = store().results.list(current_scope(), sort)
-    return jsonify(results=[result_json(r) for r in rows])
+    limit = request.args.get("limit", str(API_PAGE), type=str)
+    if not limit.isdigit() or not 1 <= int(limit) <= API_PAGE_MAX:
+        abort(400, description=f"limit must be a whole number from 1 to {API_PAGE_MAX}.")
+    try:
+        page = store().results.page(
+            current_scope(), sort, int(limit), request.args.get("cursor") or None
+        )
+    except BadCursor:
+        abort(400, description="cursor is not one this list gave (start again without it).")
+    following = (
+        url_for("api.list_predictions", sort=sort, limit=limit, cursor=page.next)
+        if page.next
+        else None
+    )
+    return jsonify(results=[result_json(r) for r in page.rows], total=page.total, next=following)
 
 
 @bp.get("/predictions/<result_id>")

@@ -88,15 +88,45 @@ OPENAPI = {
                 },
             },
             "get": {
-                "summary": "The caller's predictions",
+                "summary": "The caller's predictions, a page at a time: `total` counts them "
+                "all, `next` is the URL of the next page (null on the last); every "
+                "prediction is on exactly one page while new ones arrive",
                 "parameters": [
                     {
                         "name": "sort",
                         "in": "query",
                         "schema": {"type": "string", "enum": ["newest", "probability"]},
-                    }
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "description": "predictions per page (default 200)",
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "where the page starts: from the previous page's `next`",
+                    },
                 ],
-                "responses": {"200": {"description": "list"}},
+                "responses": {
+                    "200": {
+                        "description": "one page",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "results": {"type": "array"},
+                                        "total": {"type": "integer"},
+                                        "next": {"type": ["string", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
             },
         },
         "/api/v1/csrf-token": {
@@ -294,4 +324,6 @@ for _path, _ops in OPENAPI["paths"].items():
         for _code, _words in _COMMON.items():
             _op["responses"].setdefault(_code, {"description": _words})
         if _path == "/api/v1/predictions" and "parameters" in _op:
-            _op["responses"].setdefault("400", {"description": "an unknown sort"})
+            _op["responses"].setdefault(
+                "400", {"description": "an unknown sort, a limit out of range or a bad cursor"}
+            )

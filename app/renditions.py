@@ -93,12 +93,24 @@ def _render_overlay(results, row) -> bytes:
     return png_bytes(overlay.burn_label(_filled(results, row, overlay.DEFAULT_OPACITY)))
 
 
-def _render_thumb(results, row) -> bytes:
-    thumb = Image.fromarray(_filled(results, row, 0.5))
-    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+def thumbnail(pixels: np.ndarray, mask: np.ndarray) -> bytes:
+    """The worklist's thumbnail: the X-ray at most :data:`THUMB_SIDE` pixels a side with
+    the mask filled in at half opacity, as JPEG. Made with the result (a few milliseconds:
+    shrunk first, then filled), so a worklist never waits for it."""
+    rows, cols = pixels.shape[:2]
+    f = min(1.0, THUMB_SIDE / max(rows, cols, 1))
+    size = (max(1, round(cols * f)), max(1, round(rows * f)))
+    if f < 1.0:
+        pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
     buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=80)
+    Image.fromarray(overlay.filled(pixels, mask, 0.5)).save(buf, "JPEG", quality=80)
     return buf.getvalue()
+
+
+def _render_thumb(results, row) -> bytes:  # results stored before thumbnails came with them
+    pixels = result_pixels(results, row)
+    return thumbnail(pixels, result_mask(results, row, pixels.shape))
 
 
 #: Longest side of the rendition the viewer shows (the full-size files stay for downloads).

@@ -34,7 +34,7 @@ from pneumo.io.dicomguard import read_dataset
 from pneumo.io.imaging import ImageRecord, declared_pixels, read_image
 from pneumo.io.seg import invalid_copied_values
 
-from app.renditions import png_bytes
+from app.renditions import png_bytes, thumbnail
 from app.store.files import Staged
 from app.store.records import ReadRow, ResultRow, new_id
 from app.store.database import StoreProblem
@@ -49,15 +49,17 @@ log = logging.getLogger(__name__)
 
 
 def write_upload_files(
-    staged: Staged, pixels: np.ndarray, prob: np.ndarray, encoded_mask: str
+    staged: Staged, pixels: np.ndarray, prob: np.ndarray, encoded_mask: str, mask: np.ndarray
 ) -> None:
-    """The files written while the uploader waits (a few milliseconds)."""
+    """The files written while the uploader waits (a few milliseconds), the worklist's
+    thumbnail among them."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(pixels, np.uint8))
     staged.put("pixels.npy", buf.getvalue())
     prob_u8 = np.round(np.clip(prob, 0.0, 1.0) * 255).astype(np.uint8)
     staged.put("prob.png", png_bytes(prob_u8))
     staged.put("mask_rle.txt", (encoded_mask + "\n").encode())
+    staged.put("thumb.jpg", thumbnail(pixels, mask))
 
 
 def analyse_one(
@@ -92,6 +94,7 @@ def analyse_one(
             record.pixels,
             pred.heat_map if pred.heat_map is not None else pred.probability_map,
             encoded,
+            pred.mask,
         )
         meta = record.meta.to_dict()
         if record.meta.format == "DICOM":

@@ -42,6 +42,7 @@ from app.context import (
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
 from app.store.records import REVIEW_REASONS
+from app.store.results import BadCursor
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)
@@ -217,6 +218,10 @@ def batch(batch_id: str):
     return render_template("batch.html", batch=info, rows=rows, order=order)
 
 
+#: Rows per page of the worklist.
+WORKLIST_PAGE = 50
+
+
 @bp.get("/worklist")
 def worklist():
     """The owner's results, newest or most probable first (of one batch: ``?batch=``)."""
@@ -224,10 +229,18 @@ def worklist():
     if sort not in ("newest", "probability"):
         sort = "newest"
     batch_id = request.args.get("batch") or None
-    rows = store().results.list(current_scope(), sort, batch=batch_id)
+    cursor = request.args.get("cursor") or None
+    try:
+        page = store().results.page(current_scope(), sort, WORKLIST_PAGE, cursor, batch_id)
+    except BadCursor:
+        return redirect(url_for("views.worklist", sort=sort, batch=batch_id), 303)
+    rows = page.rows
     return render_template(
         "worklist.html",
         rows=rows,
+        total=page.total,
+        next_cursor=page.next,
+        paged=cursor is not None,
         sort=sort,
         batch=batch_id,
         me=current_owner(),

@@ -6,8 +6,10 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from conftest import ROOT
 
@@ -122,6 +124,13 @@ def test_store_hands_out_bytes_and_keeps_files_whole(app, client, positive_dicom
     row = store.results.get_any(rid)
     assert store.results.read_file(rid, "source.dcm") == positive_dicom.read_bytes()
     assert store.results.read_file(rid, "overlay.png") is None  # rendered on first request only
+    # the worklist's thumbnail is written with the result: at most 160 px a side, the
+    # predicted mask filled in (the tiny model's mask covers part of this film)
+    thumb = Image.open(io.BytesIO(store.results.read_file(rid, "thumb.jpg")))
+    assert thumb.format == "JPEG" and max(thumb.size) == renditions.THUMB_SIDE
+    rgb = np.asarray(thumb.convert("RGB")).astype(int)
+    tinted = (np.abs(rgb[..., 0] - rgb[..., 2]) > 40).mean()
+    assert (tinted > 0.005) == bool(row.area_px), tinted
     png = renditions.artefact(store.results, row, "overlay.png")
     assert png.startswith(b"\x89PNG") and store.results.read_file(rid, "overlay.png") == png
     seg = renditions.seg_dataset(store.results, row)  # the SEG travels as a dataset, not as bytes

@@ -2,10 +2,64 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import dataclass
+
 from app.store.database import Database, Repository, StoreFull
 from app.store.files import BlobFiles, LocalFiles, Staged
 from app.store.records import FIELDS, ResultRow, Scope, valid_id
 from app.store.rows import from_sql, to_sql, visible
+
+
+#: The orders a list of results can take: the columns of its key, each descending (or
+#: ascending for ``upload``), the id last so that every row has its own place.
+ORDERS = {
+    "newest": (("created", "id"), "DESC"),
+    "probability": (("probability", "created", "id"), "DESC"),
+    "upload": (("created", "id"), "ASC"),
+}
+
+
+class BadCursor(ValueError):
+    """A page cursor that this store did not give out (or for another order)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list of results: its rows, how many the whole list holds, and the
+    cursor of the next page (``None`` on the last)."""
+
+    rows: list[ResultRow]
+    total: int
+    next: str | None
+
+
+def _cursor(sort: str, row: ResultRow) -> str:
+    key = [getattr(row, c) for c in ORDERS[sort][0]]
+    return base64.urlsafe_b64encode(json.dumps([sort, *key]).encode()).decode().rstrip("=")
+
+
+def _after(sort: str, cursor: str) -> tuple[str, dict]:
+    """The condition that keeps the rows after ``cursor`` (keyset paging: a row's place
+    is its key, so rows added or deleted meanwhile never shift a page)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        name, *key = json.loads(raw)
+    except (ValueError, TypeError):
+        raise BadCursor("not a page cursor of this list") from None
+    columns, direction = ORDERS[sort]
+    if name != sort or len(key) != len(columns) or not isinstance(key[-1], str):
+        raise BadCursor("a page cursor of another order")
+    if not all(isinstance(v, (int, float)) for v in key[:-1]):
+        raise BadCursor("not a page cursor of this list")
+    op = "<" if direction == "DESC" else ">"
+    args = {f"k{i}": v for i, v in enumerate(key)}
+    # (a, b, c) after (x, y, z): a < x OR (a = x AND (b < y OR (b = y AND c < z)))
+    cond = f"{columns[-1]} {op} :k{len(columns) - 1}"
+    for i in range(len(columns) - 2, -1, -1):
+        cond = f"({columns[i]} {op} :k{i} OR ({columns[i]} = :k{i} AND {cond}))"
+    return cond, args
 
 
 class Results(Repository):
@@ -101,6 +155,38 @@ class Results(Repository):
                 f"SELECT * FROM results WHERE {where} ORDER BY {order} LIMIT :limit", args
             )
         return [from_sql(r) for r in rows]
+
+    def page(
+        self,
+        owner: "str | Scope",
+        sort: str = "newest",
+        limit: int = 50,
+        cursor: str | None = None,
+        batch: str | None = None,
+    ) -> Page:
+        """One page of the results ``owner`` may read, in ``sort`` order (``newest``,
+        ``probability``, ``upload``), after ``cursor`` (a :class:`Page`'s ``next``); the
+        total counts the whole list. Every result is on exactly one page, however many
+        are added or deleted while someone pages through.
+
+        Raises:
+            BadCursor: ``cursor`` is not one of this order's.
+        """
+        columns, direction = ORDERS[sort]
+        where, args = visible(owner)
+        if batch is not None:
+            where, args["batch"] = where + " AND batch = :batch", batch
+        after, after_args = _after(sort, cursor) if cursor else ("1 = 1", {})
+        order = ", ".join(f"{c} {direction}" for c in columns)
+        with self._connect(write=False) as db:
+            total = int(db.scalar(f"SELECT COUNT(*) FROM results WHERE {where}", args))
+            rows = db.all(
+                f"SELECT * FROM results WHERE {where} AND {after} ORDER BY {order} LIMIT :limit",
+                {**args, **after_args, "limit": limit + 1},
+            )
+        found = [from_sql(r) for r in rows[:limit]]
+        more = len(rows) > limit and found
+        return Page(found, total, _cursor(sort, found[-1]) if more else None)
 
     def all_ids(self) -> list[str]:
         """Every stored result id."""
