@@ -77,10 +77,17 @@ def upload():
     """Analyse the uploaded files; one opens its result, several a summary."""
     items = uploaded_items(request.files.getlist("files"))
     outcome = analyser().analyse_many(items, current_owner(), as_batch=True)
+    target = None
     if len(outcome.results) == 1 and not outcome.errors and not outcome.batch:
-        return redirect(url_for("views.result", result_id=outcome.results[0][1].id), 303)
-    if outcome.batch:  # a batch has a page of its own: a reload keeps it
-        return redirect(url_for("views.batch", batch_id=outcome.batch), 303)
+        target = url_for("views.result", result_id=outcome.results[0][1].id)
+    elif outcome.batch:  # a batch has a page of its own: a reload keeps it
+        target = url_for("views.batch", batch_id=outcome.batch)
+    if target and request.headers.get("X-Requested-With") == "XMLHttpRequest":
+        # the page's script goes there itself: a 303 would make it fetch the page once
+        # to follow the redirect and then again to show it (twice the work, two views)
+        return jsonify(location=target)
+    if target:
+        return redirect(target, 303)
     return render_template("upload_summary.html", outcome=outcome), outcome.status
 
 

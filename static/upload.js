@@ -51,13 +51,16 @@
     e.preventDefault();
     const xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);
+    xhr.setRequestHeader("X-Requested-With", "XMLHttpRequest");  // answer where to go, not a 303
     bar.hidden = false; button.disabled = true;
     xhr.upload.addEventListener("progress", (ev) => {
       if (ev.lengthComputable) { bar.value = Math.round(100 * ev.loaded / ev.total); status.textContent = "Uploading… " + bar.value + " %"; }
     });
     xhr.upload.addEventListener("load", () => { bar.removeAttribute("value"); status.textContent = "Analysing… the model is reading the image(s)."; });
     xhr.addEventListener("load", () => {
-      if (xhr.responseURL && xhr.responseURL !== form.action) { window.location.assign(xhr.responseURL); return; }
+      if ((xhr.getResponseHeader("Content-Type") || "").startsWith("application/json")) {
+        window.location.assign(JSON.parse(xhr.responseText).location); return;
+      }
       document.open(); document.write(xhr.responseText); document.close();
     });
     xhr.addEventListener("error", () => { button.disabled = false; bar.hidden = true; errorBox.hidden = false; errorBox.textContent = "The upload failed (network error). Nothing was stored; try again."; });

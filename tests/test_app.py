@@ -903,3 +903,26 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
     )
     (res,) = resp.json["results"]
     assert fresh.get(res["links"]["self"], headers=auth).status_code == 200
+
+
+def test_the_upload_script_is_told_where_to_go_and_the_page_renders_once(
+    app, client, positive_dicom
+):
+    """The upload page's script asks with X-Requested-With: it gets the result's address
+    (200 JSON) and opens it once; a form post without the script still gets the 303."""
+    data = positive_dicom.read_bytes()
+    resp = client.post(
+        "/upload",
+        data={"files": [(io.BytesIO(data), "a.dcm")], "csrf_token": csrf(client)},
+        headers={"X-Requested-With": "XMLHttpRequest"},
+    )
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    location = resp.get_json()["location"]
+    assert re.fullmatch(r"/results/[A-Za-z0-9_-]{16,}", location)
+    store = app.extensions["pneumo"].store
+    rid = location.rsplit("/", 1)[-1]
+    assert not [e for e in store.audit.events() if e.result_id == rid and e.action == "view"]
+    assert client.get(location).status_code == 200
+    views = [e for e in store.audit.events() if e.result_id == rid and e.action == "view"]
+    assert len(views) == 1
+    assert upload(client, ("b.dcm", data)).status_code == 303  # no script: the redirect
