@@ -105,12 +105,14 @@ def predict_batches(
     feats: list[np.ndarray] = []
     for i in range(0, len(images), batch_size):
         x = model_input(images[i : i + batch_size], pcfg)
-        m, h, f = runtime.predict(x)
-        if tta:
-            mf, hf, ff = runtime.predict(x[:, :, ::-1].copy())
-            m = 0.5 * (m + mf[:, :, ::-1])
-            h = None if h is None else 0.5 * (h + hf)
-            f = None if f is None else 0.5 * (f + ff)
+        if tta:  # both passes in one call: a batch of two runs faster than two of one
+            n = len(x)
+            m2, h2, f2 = runtime.predict(np.concatenate([x, x[:, :, ::-1]]))
+            m = 0.5 * (m2[:n] + m2[n:, :, ::-1])
+            h = None if h2 is None else 0.5 * (h2[:n] + h2[n:])
+            f = None if f2 is None else 0.5 * (f2[:n] + f2[n:])
+        else:
+            m, h, f = runtime.predict(x)
         maps[i : i + batch_size] = m
         if h is not None:
             heads.append(h)
