@@ -244,6 +244,7 @@ def sr_dataset(
         model_version=version,
         uid_seed=row.id,
         created=row.created,
+        below_threshold=row.finding_below_threshold,
     )
 
 

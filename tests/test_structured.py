@@ -193,6 +193,26 @@ def test_sr_area_unit_side_and_verdict(source_bytes, values, area, laterality, v
     assert verdict.get_qualitative_evaluations(name=PNEUMOTHORAX)[0].value.value == verdict_code
 
 
+def test_sr_says_when_a_negative_verdict_is_in_the_review_band(source_bytes, tmp_path):
+    """The page's sub-threshold note reaches the PACS: a negative verdict in the review
+    band carries the finding, a positive one or one outside the band does not."""
+    finding = Code("121073", "DCM", "Impression")
+    negative = {"positive": False, "probability": 0.7, "side": "none"}
+    _, sr, _ = _objects(source_bytes, **negative, below_threshold=True)
+    _, verdict, _ = _groups(sr)
+    (note,) = verdict.get_qualitative_evaluations(name=finding)
+    assert note.value.value == "SUBTHRESHOLD" and "review band" in note.value.meaning
+    assert verdict.get_qualitative_evaluations(name=PNEUMOTHORAX)[0].value.value == "272519000"
+    for values in (negative, {"below_threshold": True}):  # outside the band; positive
+        values = {"below_threshold": False, **values}
+        _, sr, _ = _objects(source_bytes, **values)
+        assert _groups(sr)[1].get_qualitative_evaluations(name=finding) == []
+    if shutil.which("dciodvfy"):
+        _, sr, _ = _objects(source_bytes, **negative, below_threshold=True)
+        sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+        assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+
+
 def test_sr_calls_an_uncalibrated_score_a_score(source_bytes):
     _, sr, _ = _objects(source_bytes, probability_kind="score", probability=3.2, threshold=2.5)
     _, verdict, _ = _groups(sr)

@@ -11,7 +11,9 @@ result page says, in coded form, beside the SEG it points to.
   operating point's threshold on the same scale (DCM 122411 *Threshold Value*), the
   side as the finding site's laterality (pleura, SCT 3120008, with Left, Right or
   Bilateral from CID 244; no finding site when the side is unknown or there is no
-  finding), and the source image; the *region* (TID 1410) that references
+  finding), and the source image, and for a negative verdict in the review band (the page's
+  "check the heat map" note) an impression that says so (local code ``99PNEUMO
+  SUBTHRESHOLD``); the *region* (TID 1410) that references
   segment 1 of the SEG and gives its area, in cm² only where the caller trusts the
   pixel spacing, else in pixels (UCUM ``{pixels}``). Both groups carry the algorithm
   identification (TID 4019: model name and version, the operating point as a
@@ -74,6 +76,16 @@ RATIO = Code("{ratio}", "UCUM", "ratio")
 NO_UNITS = Code("1", "UCUM", "no units")
 SQUARE_CM = Code("cm2", "UCUM", "square centimeter")
 PIXELS = Code("{pixels}", "UCUM", "pixels")
+IMPRESSION = Code("121073", "DCM", "Impression")
+#: A negative verdict whose probability lies in the model's review band (between the
+#: triage and the balanced thresholds): what the result page shows as "check the heat
+#: map". No standard code says it, so a local one (coding scheme ``99PNEUMO``, PS3.16
+#: 8.2's private designators) with its meaning in words.
+SUB_THRESHOLD = Code(
+    "SUBTHRESHOLD",
+    "99PNEUMO",
+    "Sub-threshold: probability in the review band, check heat map",
+)
 #: CID 100: the procedure the report is about (a radiograph; the region is in the SEG).
 XR_PROCEDURE = Code("43468-8", "LN", "XR unspecified body region")
 
@@ -162,9 +174,11 @@ def _verdict_group(
     side: str,
     algorithm: hd.sr.AlgorithmIdentification,
     uid_seed: str | None,
+    below_threshold: bool = False,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 on the whole image: present or absent, the probability (or score) and
-    the threshold it was compared with, the side, the source image."""
+    the threshold it was compared with, the side, the source image; for a negative
+    verdict in the review band, a finding that says so."""
     name, unit = (PROBABILITY, RATIO) if probability_kind == "probability" else (SCORE, NO_UNITS)
     # a finding site only says something with its side; "unknown" and "none" give none
     sites = (
@@ -179,7 +193,12 @@ def _verdict_group(
         finding_sites=sites,
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(name=PNEUMOTHORAX, value=PRESENT if positive else ABSENT)
-        ],
+        ]
+        + (
+            [hd.sr.QualitativeEvaluation(name=IMPRESSION, value=SUB_THRESHOLD)]
+            if below_threshold and not positive
+            else []
+        ),
         measurements=[
             hd.sr.Measurement(name=name, value=float(probability), unit=unit),
             hd.sr.Measurement(name=THRESHOLD, value=float(threshold), unit=unit),
@@ -235,6 +254,7 @@ def make_sr_dataset(
     model_version: str,
     uid_seed: str | None,
     created: dt.datetime | float | None,
+    below_threshold: bool = False,
 ) -> pydicom.Dataset:
     """The result as a Comprehensive SR (TID 1500 Measurement Report), ready to send
     (STOW-RS) or write.
@@ -259,6 +279,9 @@ def make_sr_dataset(
             source's missing UIDs) from this, e.g. the result id; ``None``: random.
         created: content and instance creation time (datetime or POSIX seconds);
             ``None``: now.
+        below_threshold: a negative verdict whose probability is in the review band
+            (the page's sub-threshold note): the verdict group carries a finding that
+            says so (:data:`SUB_THRESHOLD`).
 
     Raises:
         ValueError: an impossible value (named), or a SEG made from another source.
@@ -297,6 +320,7 @@ def make_sr_dataset(
                 side=side,
                 algorithm=algorithm,
                 uid_seed=uid_seed,
+                below_threshold=below_threshold,
             ),
             _region_group(
                 ds, seg, area_px=area_px, area_cm2=area_cm2, algorithm=algorithm, uid_seed=uid_seed
