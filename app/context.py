@@ -15,7 +15,7 @@ from flask import abort, current_app, g, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
-from app.service import Analyser
+from app.service import ONE_OFF, Analyser
 from app.settings import Settings
 from app.store.records import ResultRow, Scope, User
 from app.store.repository import Store
@@ -104,7 +104,7 @@ def current_owner() -> str:
     if not owner and one_off_call():
         # an API call with neither a token nor a session cookie asked for no session:
         # its results are returned in full, without a cookie and without links
-        g.owner, g.one_off = "oneoff:" + secrets.token_urlsafe(18), True
+        g.owner, g.one_off = ONE_OFF + secrets.token_urlsafe(18), True
         return g.owner
     if not owner:
         owner = "session:" + secrets.token_urlsafe(18)

@@ -13,8 +13,8 @@ _LINKS = {
     "type": ["object", "null"],
     "description": "URLs of the result's page and files, for the caller's session or "
     "token. null when the call carried neither a bearer token nor a "
-    "session cookie: such a call gets no cookie and could not open the "
-    "links, so send a token (or first GET /api/v1/csrf-token to start a "
+    "session cookie: such a call gets no cookie, nothing of it is stored, "
+    "and nobody could open the links, so send a token (or first GET /api/v1/csrf-token to start a "
     "session) to read results back later",
     "properties": {
         k: {"type": ["string", "null"] if k == "seg" else "string"}

@@ -62,6 +62,11 @@ def write_upload_files(
     staged.put("thumb.jpg", thumbnail(pixels, mask))
 
 
+#: The owner of a one-off API call (no token, no session cookie): nobody could ever read
+#: its result again, so it is analysed and answered but not stored.
+ONE_OFF = "oneoff:"
+
+
 def analyse_one(
     data: bytes,
     owner: str,
@@ -71,7 +76,8 @@ def analyse_one(
     file_name: str = "",
     batch: str = "",
 ) -> ResultRow:
-    """Read, predict, render and store one uploaded file.
+    """Read, predict, render and store one uploaded file (a one-off caller's,
+    :data:`ONE_OFF`, is only answered: nothing of it is kept).
 
     ``file_name`` is the uploader's own name for the file, kept in the row for
     its owner's worklist (never logged, never used on disk).
@@ -86,6 +92,21 @@ def analyse_one(
     t2 = time.perf_counter()
     side = patient_side(pred.mask, record.meta)
     result_id = new_id()
+    if owner.startswith(ONE_OFF):
+        timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1}
+        return result_row(
+            pred,
+            predictor,
+            record,
+            result_id=result_id,
+            owner=owner,
+            meta=record.meta.to_dict(),
+            side=side.to_dict(),
+            mask_rle=rle.encode(pred.mask),
+            timings=timings,
+            file_name=file_name,
+            batch=batch,
+        )
     staged = results.stage(result_id)
     try:
         encoded = rle.encode(pred.mask)
@@ -434,7 +455,8 @@ class Analyser:
                 f"{len(items)} files were sent; at most {self.max_files} can be analysed at once.",
             )
             return outcome
-        outcome.batch = new_id() if as_batch and len(items) > 1 else None
+        kept = not owner.startswith(ONE_OFF)
+        outcome.batch = new_id() if as_batch and kept and len(items) > 1 else None
         if outcome.batch:  # first: a worker killed mid-batch leaves a batch page for what it stored
             self.batches.add(outcome.batch, owner, len(items), [])
         used = 0  # pixels of this request analysed so far
@@ -498,8 +520,11 @@ class Analyser:
                 )
                 outcome.entries.append((item.name, refusal(item.name, exc)))
                 continue
-            log.info("result %s stored from %s (%s)", row.id, source, row.verdict)
             outcome.entries.append((item.name, row))
+            if not kept:
+                log.info("a one-off call from %s answered, not stored (%s)", source, row.verdict)
+                continue
+            log.info("result %s stored from %s (%s)", row.id, source, row.verdict)
             self._fire(row)
         if outcome.batch and outcome.errors:
             self.batches.set_errors(

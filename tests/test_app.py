@@ -590,6 +590,7 @@ def test_upload_writes_little_and_views_render_on_demand(app, client, positive_d
         "pixels.npy",
         "prob.png",
         "source.dcm",
+        "thumb.jpg",  # the worklist's, written with the result
     ]
     assert np.array_equal(np.load(folder / "pixels.npy"), read_image(positive_dicom).pixels)
     with Image.open(folder / "prob.png") as prob:
@@ -874,6 +875,17 @@ def test_one_off_api_call_gets_no_cookie_and_no_dead_links(app, positive_dicom):
     assert resp.status_code == 201 and "Set-Cookie" not in resp.headers
     (res,) = resp.json["results"]
     assert res["links"] is None and res["mask_rle"] and res["verdict"]
+    # answered, not stored: nobody could ever read it again (two files: no batch either)
+    store = app.extensions["pneumo"].store
+    assert store.results.get_any(res["id"]) is None and not store.results.all_ids()
+    assert not any(store.results.has_file(res["id"], n) for n in ("source.dcm", "pixels.npy"))
+    two = fresh.post(
+        "/api/v1/predictions",
+        content_type="multipart/form-data",
+        data={"files": [(io.BytesIO(positive_dicom.read_bytes()), n) for n in ("a.dcm", "b.dcm")]},
+    )
+    assert len(two.json["results"]) == 2 and two.json["batch"] is None
+    assert not store.results.all_ids()
     links = fresh.get("/api/v1/openapi.json").json
     schema = links["paths"]["/api/v1/predictions"]["post"]["responses"]["201"]["content"][
         "application/json"
