@@ -113,7 +113,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(dicomweb.bp)
     pacs_pages.init_app(app, services)  # PACS pages; resumes unfinished sends
     app.register_blueprint(review.bp)
-    app.register_blueprint(admin.bp)
+    admin.init_app(app, services)  # the admin's pages; uploads become audit events
     views.register_error_handlers(app)
     app.after_request(admin.record_request)  # the audit trail
     app.after_request(_security_headers)

@@ -9,6 +9,7 @@ result and from where; never a patient identifier. An admin reads the team's eve
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import (
@@ -16,6 +17,7 @@ from flask import (
     Response,
     abort,
     flash,
+    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -82,9 +84,40 @@ def record_request(response):
         args.get("result_id"),
         request.remote_addr,
         user.team_id if user else None,
-        args.get("name"),
+        _detail(request.endpoint, args),
     )
     return response
+
+
+def _detail(endpoint: str, args: dict) -> str | None:
+    """What exactly was taken: the file, or which DICOM object (an identified SEG leaves
+    the building with the patient's identity; a de-identified one does not)."""
+    if endpoint == "views.seg":
+        return "SEG, de-identified" if request.args.get("deidentify") == "1" else "SEG, identified"
+    if endpoint == "views.structured":
+        return {"sr": "SR (structured report)", "sc": "SC (secondary capture)"}[args["kind"]]
+    return args.get("name")
+
+
+def init_app(app, services) -> None:
+    """Register the pages; every stored upload becomes an event (:func:`record_upload`)."""
+    services.analyser.on_result(functools.partial(record_upload, services.store))
+    app.register_blueprint(bp)
+
+
+def record_upload(store_, row) -> None:
+    """The analysis service's ``on_result`` hook: a stored upload is an event (who, which
+    result, from where), whichever entry point it came through."""
+    in_request = has_request_context()
+    user = current_user() if in_request else None
+    store_.audit.record(
+        row.owner,
+        "upload",
+        row.id,
+        request.remote_addr if in_request else None,
+        user.team_id if user else row.team_id,
+        None,
+    )
 
 
 def _admin():
@@ -154,6 +187,12 @@ def audit():
     ``json`` downloads them."""
     admin = _admin()
     events = store().audit.events(_since(), admin.team_id)
+    action = request.args.get("action") or None
+    if action:
+        events = [e for e in events if e.action == action]
+    result_id = (request.args.get("result") or "").strip()
+    if result_id:
+        events = [e for e in events if e.result_id == result_id]
     fmt = request.args.get("format")
     if fmt == "json":
         return jsonify(events=[e.to_dict() for e in events])
@@ -163,6 +202,29 @@ def audit():
             mimetype="text/csv",
             headers={"Content-Disposition": "attachment; filename=pneumo-audit.csv"},
         )
+    shown = events[-1000:]
     return render_template(
-        "audit.html", events=events[-1000:], total=len(events), since=request.args.get("since", "")
+        "audit.html",
+        events=shown,
+        total=len(events),
+        since=request.args.get("since", ""),
+        action=action,
+        actions=AUDIT_ACTIONS,
+        names=_names(e.actor for e in shown),
     )
+
+
+#: What the audit page can be filtered by.
+AUDIT_ACTIONS = ("upload", "refused", *dict.fromkeys(AUDITED.values()))
+
+
+def _names(actors) -> dict[str, str]:
+    """The user names of the ``user:<id>`` actors (a browser session or a one-off caller
+    has none)."""
+    names = {}
+    for actor in set(actors):
+        if actor.startswith("user:") and actor[5:].isdigit():
+            user = store().accounts.get(int(actor[5:]))
+            if user is not None:
+                names[actor] = user.username
+    return names

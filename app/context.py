@@ -17,7 +17,7 @@ from flask_limiter.util import get_remote_address
 
 from app.service import ONE_OFF, Analyser
 from app.settings import Settings
-from app.store.records import ResultRow, Scope, User
+from app.store.records import ResultRow, Scope, User, valid_id
 from app.store.repository import Store
 
 if TYPE_CHECKING:  # the services are made by the factory; requests only use them
@@ -119,8 +119,23 @@ def readable_result(result_id: str, manage: bool = False, missing: str | None = 
     its message: the same answer whether the result does not exist or is another team's."""
     row = store().results.get(result_id, current_scope(manage=manage))
     if row is None:
+        _record_refusal(result_id, manage)
         abort(404, description=missing)
     return row
+
+
+def _record_refusal(result_id: str, manage: bool) -> None:
+    """A request for a result the caller may not read (or delete) is an audit event: who,
+    which id, why. It belongs to the result's team, whose admin sees who tried."""
+    other = store().results.get_any(result_id)
+    if other is None:
+        why, team = "no such result", None
+    else:
+        why = "not the caller's to delete" if manage else "another owner's or team's result"
+        team = other.team_id
+    if not valid_id(result_id):
+        result_id, why = None, "not a result id"
+    store().audit.record(current_owner(), "refused", result_id, request.remote_addr, team, why)
 
 
 def current_user() -> User | None:

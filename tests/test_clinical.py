@@ -328,6 +328,36 @@ def test_every_access_is_an_audit_event_only_admins_read(department, positive_di
     assert "events" in alice.get("/admin/audit?format=json").get_json()
 
 
+def test_the_audit_trail_answers_an_auditor(department, positive_dicom):
+    """Uploads are events; a refused attempt on another team's result is an event that
+    team's admin sees (who, which id, why); a download says which object left (the
+    identified or the de-identified SEG); the page names users and links full ids."""
+    app, store, tokens = department
+    rid = _api_upload(app.test_client(), tokens["carol"], positive_dicom)
+    carol, dave = store.accounts.id_of("carol"), store.accounts.id_of("dave")
+    team_a = store.accounts.get(carol).team_id
+    assert _login(app, "dave").get(f"/results/{rid}").status_code == 404  # another team
+    bob = _login(app, "bob")
+    assert bob.get(f"/results/{rid}/seg.dcm").status_code == 200
+    assert bob.get(f"/results/{rid}/seg.dcm?deidentify=1").status_code == 200
+    assert bob.get("/results/" + "x" * 22).status_code == 404  # no such result
+    events = store.audit.events()
+    (upload,) = [e for e in events if e.action == "upload"]
+    assert (upload.actor, upload.result_id, upload.team_id) == (f"user:{carol}", rid, team_a)
+    refused = [e for e in events if e.action == "refused"]
+    assert [(e.actor, e.result_id, e.team_id, e.detail) for e in refused] == [
+        (f"user:{dave}", rid, team_a, "another owner's or team's result"),
+        (f"user:{store.accounts.id_of('bob')}", "x" * 22, None, "no such result"),
+    ]
+    details = [e.detail for e in events if e.action == "download"]
+    assert details == ["SEG, identified", "SEG, de-identified"]
+    page = _login(app, "alice").get("/admin/audit").data.decode()
+    assert f'dave <span class="small">(user:{dave})</span>' in page
+    assert f'<a href="/results/{rid}"><code>{rid}</code></a>' in page
+    only = _login(app, "alice").get("/admin/audit?action=refused&format=json").get_json()
+    assert {e["action"] for e in only["events"]} == {"refused"} and len(only["events"]) == 1
+
+
 def test_the_admin_revokes_tokens_and_sets_roles(department):
     app, store, tokens = department
     client = app.test_client()
