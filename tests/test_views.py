@@ -1,4 +1,5 @@
-"""The web app through Flask's test client, with a tiny model."""
+"""The pages, uploads, downloads, accounts and the JSON API (app.views, app.api,
+app.access) through Flask's test client, with a tiny model."""
 
 import io
 import json
