@@ -57,7 +57,7 @@ class Services:
             raise SettingsError(problem)
         store = Store.from_settings(settings)
         store.init()
-        problem = login_problem(settings, store.accounts.count())
+        problem = login_problem(settings, store.accounts.count)
         if problem:
             raise ConfigError(problem)
         holder = ModelHolder(predictor)

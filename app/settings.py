@@ -14,7 +14,7 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from pneumo import paths
@@ -470,10 +470,14 @@ def shared_secret_problem(settings: Settings) -> str | None:
     return None
 
 
-def login_problem(settings: Settings, n_users: int) -> str | None:
+def login_problem(settings: Settings, n_users: "int | Callable[[], int]") -> str | None:
     """Why the service must not start, or ``None``: beyond loopback a login must exist
-    (``n_users`` accounts, or the shared access password)."""
-    if settings.loopback or settings.access_password or n_users:
+    (``n_users`` accounts, or the shared access password). ``n_users`` may be a function,
+    called only when the answer depends on it (on loopback the database is never asked,
+    so a damaged one still lets the service start and say so)."""
+    if settings.loopback or settings.access_password:
+        return None
+    if n_users() if callable(n_users) else n_users:
         return None
     return no_login_message(settings.host)
 

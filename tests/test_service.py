@@ -303,3 +303,17 @@ def test_a_batch_interrupted_midway_keeps_its_page_and_no_folder_lacks_a_row(
     Store(store.root).init()
     assert not (store.files.results_dir / ("0" * 22)).exists()
     assert (store.files.results_dir / batches[0].id).exists()
+
+
+def test_the_login_rule_asks_the_database_only_beyond_loopback():
+    """On loopback the service starts whatever the database says (a damaged one is
+    reported by /readyz); beyond it, a login must exist."""
+    from app.settings import Settings, login_problem
+
+    def broken():
+        raise AssertionError("the database was asked")
+
+    assert login_problem(Settings.from_env({}), broken) is None
+    beyond = Settings.from_env({"PNEUMO_HOST": "0.0.0.0"})
+    assert "no login is configured" in login_problem(beyond, lambda: 0)
+    assert login_problem(beyond, lambda: 2) is None and login_problem(beyond, 1) is None
