@@ -52,6 +52,8 @@ def test_real_gunicorn_log_has_no_forged_lines_or_uids_and_data_is_private(
     import urllib.request
 
     log = tmp_path / "gunicorn.log"
+    # an anonymous API call is answered and nothing kept: a user's upload is what is stored
+    token = _team(tmp_path / "instance" / "data", ("up", "uploader"))["up"]
     server = LocalServer(tiny_model_folder, tmp_path / "instance", log_path=log)
     try:
         host, port = "127.0.0.1", server.port
@@ -67,7 +69,7 @@ def test_real_gunicorn_log_has_no_forged_lines_or_uids_and_data_is_private(
         req = urllib.request.Request(
             server.url + "/api/v1/predictions",
             data=body,
-            headers={"Content-Type": ctype},
+            headers={"Content-Type": ctype, "Authorization": f"Bearer {token}"},
             method="POST",
         )
         with urllib.request.urlopen(req, timeout=120) as resp:

@@ -20,16 +20,21 @@ def test_stored_studies_are_read_again_and_kept_beside_the_first(
 
     store = app.extensions["pneumo"].store
     client = app.test_client()
+    store.accounts.create("rita", "a-long-password-1")  # a one-off call would keep nothing
+    auth = {"Authorization": f"Bearer {store.accounts.create_token('rita')}"}
     ids = []
     jpegs = sorted(SIIM.glob("amarshrma/Deployment/Images/*.jpg"))[:2]
     for path in [positive_dicom] + jpegs:
         resp = client.post(
-            "/api/v1/predictions", data={"file": (io.BytesIO(path.read_bytes()), path.name)}
+            "/api/v1/predictions",
+            headers=auth,
+            data={"file": (io.BytesIO(path.read_bytes()), path.name)},
         )
         assert resp.status_code == 201
         ids.append(resp.get_json()["results"][0]["id"])
     png = client.post(
         "/api/v1/predictions",
+        headers=auth,
         data={"file": (io.BytesIO((ROOT / "static" / "favicon.svg").read_bytes()), "x.svg")},
     )
     assert png.status_code == 415  # not stored: nothing to re-read
