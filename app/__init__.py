@@ -103,6 +103,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.add_template_filter(views.dicom_date, "dicom_date")
     app.add_template_filter(views.shown_probability, "shown_probability")
     app.add_template_filter(views.iso_time, "iso_time")
+    app.add_template_filter(views.middle_ellipsis, "middle_ellipsis")
 
     dicomweb.init_app(app)  # first: a DICOMweb client without a token gets 401, not the login page
     app.before_request(access.check_access)

@@ -23,9 +23,11 @@ from app.context import (
     limiter,
     readable_result,
     store,
+    team_names,
     upload_limit,
 )
 from app.openapi import OPENAPI
+from app.listing import FILTER_FIELDS, read_filter
 from app.store.results import BadCursor
 from app.service import uploaded_items
 
@@ -92,35 +94,77 @@ def create_predictions():
     outcome = analyser().analyse_many(
         uploaded_items(files), current_owner(), as_batch=True, source="API"
     )
+    results = []
+    for _, row in outcome.results:  # a file sent before links to its first result
+        results.append(dict(result_json(row), uploaded_before=row.id in outcome.repeated))
     body = {
         "batch": outcome.batch,
-        "results": [result_json(row) for _, row in outcome.results],
+        "results": results,
         "errors": [e.to_dict() for e in outcome.errors],
     }
-    return jsonify(body), 201 if outcome.results else outcome.status
+    created = any(not r["uploaded_before"] for r in results)
+    return jsonify(body), 201 if created else 200 if results else outcome.status
 
 
 @bp.get("/predictions")
 def list_predictions():
-    """GET /api/v1/predictions: the caller's results, newest or most probable first."""
-    sort = request.args.get("sort", "newest")
-    if sort not in ("newest", "probability"):
-        abort(400, description="sort must be newest or probability.")
-    limit = request.args.get("limit", str(API_PAGE), type=str)
-    if not limit.isdigit() or not 1 <= int(limit) <= API_PAGE_MAX:
-        abort(400, description=f"limit must be a whole number from 1 to {API_PAGE_MAX}.")
-    try:
-        page = store().results.page(
-            current_scope(), sort, int(limit), request.args.get("cursor") or None
+    """GET /api/v1/predictions: the caller's results, newest or most probable first, a page
+    at a time, filtered by the query's status, verdict, from, to, batch and uploader."""
+    if "q" in request.args:
+        abort(
+            400,
+            description="search with POST /api/v1/predictions/search: a search "
+            "text (a patient's name) never goes in a URL.",
         )
-    except BadCursor:
-        abort(400, description="cursor is not one this list gave (start again without it).")
+    page, sort, limit, chosen = _page(request.args)
     following = (
-        url_for("api.list_predictions", sort=sort, limit=limit, cursor=page.next)
+        url_for("api.list_predictions", sort=sort, limit=limit, cursor=page.next, **chosen)
         if page.next
         else None
     )
     return jsonify(results=[result_json(r) for r in page.rows], total=page.total, next=following)
+
+
+@bp.post("/predictions/search")
+def search_predictions():
+    """POST /api/v1/predictions/search: the list of GET /api/v1/predictions searched by
+    file name, accession number or patient (``q``), with the same filters, all in a JSON
+    body; ``cursor`` of the next page is the answer's ``next_cursor``."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(
+            400,
+            description="send a JSON object: q, and any of status, verdict, from, to, "
+            "batch, uploader, sort, limit, cursor.",
+        )
+    page, _, _, _ = _page({k: "" if v is None else str(v) for k, v in body.items()})
+    return jsonify(
+        results=[result_json(r) for r in page.rows], total=page.total, next_cursor=page.next
+    )
+
+
+def _page(values):
+    """One page of the caller's results as ``values`` ask (sort, limit, cursor and the
+    filters of :func:`app.listing.read_filter`); a 400 naming the bad value otherwise."""
+    sort = values.get("sort") or "newest"
+    if sort not in ("newest", "probability"):
+        abort(400, description="sort must be newest or probability.")
+    limit = str(values.get("limit") or API_PAGE)
+    if not limit.isdigit() or not 1 <= int(limit) <= API_PAGE_MAX:
+        abort(400, description=f"limit must be a whole number from 1 to {API_PAGE_MAX}.")
+    owners = {name: owner for owner, name in team_names().items()}
+    try:
+        where = read_filter(values, owners.get)
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    try:
+        page = store().results.page(
+            current_scope(), sort, int(limit), values.get("cursor") or None, where=where
+        )
+    except BadCursor:
+        abort(400, description="cursor is not one this list gave (start again without it).")
+    chosen = {k: values[k] for k in FILTER_FIELDS if k != "q" and values.get(k)}
+    return page, sort, limit, chosen
 
 
 @bp.get("/predictions/<result_id>")

@@ -156,6 +156,16 @@ def current_scope(manage: bool = False) -> Scope:
     return Scope(current_owner())
 
 
+def team_names() -> dict[str, str]:
+    """The owner keys (``user:<id>``) and user names of the caller's team, for a caller
+    whose role reads the team's results (the worklist's uploader column and filter);
+    else empty."""
+    user = current_user()
+    if user is None or user.team_id is None or not user.reads_team:
+        return {}
+    return {f"user:{u.id}": u.username for u in store().accounts.list(user.team_id)}
+
+
 def one_off_call() -> bool:
     """An API request that carries no bearer token and no session cookie."""
     return (

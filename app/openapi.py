@@ -24,6 +24,17 @@ _LINKS = {
 _RESULT = dict(public_schema())
 _RESULT["properties"] = dict(_RESULT["properties"], links=_LINKS)
 _RESULT["required"] = sorted(_RESULT["properties"])
+#: A result in the answer to an upload: says whether the file was sent before.
+_POSTED = dict(_RESULT)
+_POSTED["properties"] = dict(
+    _RESULT["properties"],
+    uploaded_before={
+        "type": "boolean",
+        "description": "true: the same file or DICOM instance was uploaded before by the "
+        "caller or its team, and this is that first result (nothing new was stored)",
+    },
+)
+_POSTED["required"] = sorted(_POSTED["properties"])
 _ERROR = {
     "type": "object",
     "properties": {
@@ -32,6 +43,41 @@ _ERROR = {
         "message": {"type": "string"},
     },
 }
+#: The filters of a list of predictions (app.listing.read_filter).
+_FILTERS = [
+    {
+        "name": "status",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["unreviewed", "reviewed", "disagreed"]},
+        "description": "review state: no review yet, reviewed, a reviewer disagreed",
+    },
+    {
+        "name": "verdict",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["positive", "negative"]},
+        "description": "positive: pneumothorax suspected",
+    },
+    {
+        "name": "from",
+        "in": "query",
+        "schema": {"type": "string", "format": "date"},
+        "description": "uploaded on or after this day (UTC)",
+    },
+    {
+        "name": "to",
+        "in": "query",
+        "schema": {"type": "string", "format": "date"},
+        "description": "uploaded on or before this day (UTC)",
+    },
+    {"name": "batch", "in": "query", "schema": {"type": "string"}, "description": "one batch"},
+    {
+        "name": "uploader",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "a user name of the caller's team (for a radiologist or an admin)",
+    },
+]
+
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {
@@ -60,8 +106,14 @@ OPENAPI = {
                     }
                 },
                 "responses": {
+                    "200": {
+                        "description": "every file was uploaded before by the caller or its "
+                        "team: each result is the first copy's (`uploaded_before`: true), "
+                        "nothing new is stored"
+                    },
                     "201": {
-                        "description": "at least one file analysed",
+                        "description": "at least one file analysed (a result with "
+                        "`uploaded_before`: true is the first copy of a file sent before)",
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -72,7 +124,7 @@ OPENAPI = {
                                             "description": "the batch id when several files were "
                                             "sent (its page: /batches/<id>), else null",
                                         },
-                                        "results": {"type": "array", "items": _RESULT},
+                                        "results": {"type": "array", "items": _POSTED},
                                         "errors": {"type": "array", "items": _ERROR},
                                     },
                                 }
@@ -109,6 +161,7 @@ OPENAPI = {
                         "schema": {"type": "string"},
                         "description": "where the page starts: from the previous page's `next`",
                     },
+                    *_FILTERS,
                 ],
                 "responses": {
                     "200": {
@@ -126,6 +179,48 @@ OPENAPI = {
                             }
                         },
                     }
+                },
+            },
+        },
+        "/api/v1/predictions/search": {
+            "post": {
+                "summary": "The caller's predictions searched by file name, accession number "
+                "or patient (`q`, in the body so that it never goes in a URL), with the "
+                "filters and paging of GET /api/v1/predictions; the next page: send "
+                "`next_cursor` as `cursor`",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "q": {"type": "string", "maxLength": 100},
+                                    **{f["name"]: f["schema"] for f in _FILTERS},
+                                    "sort": {"type": "string", "enum": ["newest", "probability"]},
+                                    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                    "cursor": {"type": "string"},
+                                },
+                            }
+                        }
+                    }
+                },
+                "responses": {
+                    "200": {
+                        "description": "one page",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "results": {"type": "array"},
+                                        "total": {"type": "integer"},
+                                        "next_cursor": {"type": ["string", "null"]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": {"description": "not a JSON object, or a bad filter, limit or cursor"},
                 },
             },
         },

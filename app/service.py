@@ -15,6 +15,7 @@ Everything else is rendered later from those (:mod:`app.renditions`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import re
@@ -36,7 +37,7 @@ from pneumo.io.seg import invalid_copied_values
 
 from app.renditions import png_bytes, thumbnail
 from app.store.files import Staged
-from app.store.records import ReadRow, ResultRow, new_id
+from app.store.records import ReadRow, ResultRow, instance_key, new_id, search_text
 from app.store.database import StoreProblem
 from app.store.repository import Store
 from app.store.results import Results
@@ -75,9 +76,12 @@ def analyse_one(
     max_pixels: int,
     file_name: str = "",
     batch: str = "",
+    link_duplicates: bool = True,
 ) -> ResultRow:
     """Read, predict, render and store one uploaded file (a one-off caller's,
-    :data:`ONE_OFF`, is only answered: nothing of it is kept).
+    :data:`ONE_OFF`, is only answered: nothing of it is kept). With ``link_duplicates``,
+    a file that ``owner`` or its team uploaded before (the same bytes or the same DICOM
+    instance) raises :class:`Duplicate` before the model runs.
 
     ``file_name`` is the uploader's own name for the file, kept in the row for
     its owner's worklist (never logged, never used on disk).
@@ -87,12 +91,18 @@ def analyse_one(
     """
     t0 = time.perf_counter()
     record = read_image(data, max_pixels=max_pixels)
+    kept = not owner.startswith(ONE_OFF)
+    digest = hashlib.sha256(data).hexdigest() if kept else ""
+    key = instance_key(record.identifiers.to_dict()) if kept else ""
+    first = results.first_copy(owner, digest, key) if kept and link_duplicates else None
+    if first is not None:
+        raise Duplicate(first)
     t1 = time.perf_counter()
     pred = predictor.predict(record)
     t2 = time.perf_counter()
     side = patient_side(pred.mask, record.meta)
     result_id = new_id()
-    if owner.startswith(ONE_OFF):
+    if not kept:
         timings = {"decode_s": t1 - t0, **pred.timings, "predict_total_s": t2 - t1}
         return result_row(
             pred,
@@ -143,6 +153,7 @@ def analyse_one(
             file_name=file_name,
             batch=batch,
         )
+        row.digest, row.instance_key = digest, key
         results.commit(row, staged)
     except BaseException:
         results.discard(staged)
@@ -189,6 +200,7 @@ def result_row(
         operating_point=operating_point_facts(predictor, pred),
         finding_below_threshold=pred.finding_below_threshold,
         batch=batch,
+        search_text=search_text(file_name, record.identifiers.to_dict()),
     )
 
 
@@ -297,6 +309,8 @@ class UploadOutcome:
     entries: list[tuple[str, ResultRow | Refusal]] = field(default_factory=list)
     batch: str | None = None  # the batch id when several files came at once
     refused_request: Refusal | None = None  # the whole request was refused
+    #: ids of results that were already stored: a file uploaded again links to its first copy
+    repeated: set[str] = field(default_factory=set)
 
     @property
     def results(self) -> list[tuple[str, ResultRow]]:
@@ -319,6 +333,7 @@ class UploadOutcome:
     def merge(self, other: "UploadOutcome") -> None:
         """Add another request's files (several PACS studies imported at once)."""
         self.entries += other.entries
+        self.repeated |= other.repeated
         if other.refused_request:
             self.entries.append((other.refused_request.file or "", other.refused_request))
 
@@ -358,6 +373,19 @@ def display_name(filename: str | None) -> str:
     return name[:100] or "unnamed file"
 
 
+#: What a page says of a file that was uploaded before.
+REPEATED = "uploaded before: not analysed again, its first result is kept"
+
+
+class Duplicate(Exception):
+    """The file, or the same DICOM instance, was uploaded before by the same uploader or
+    its team: ``first`` is that result, and nothing new is stored."""
+
+    def __init__(self, first: ResultRow):
+        super().__init__("uploaded before")
+        self.first = first
+
+
 class Busy(Exception):
     """The image does not fit in this process's pixels in flight now."""
 
@@ -380,6 +408,7 @@ class Analyser:
         max_files: int,
         max_request_pixels: int | None = None,
         max_pixels_in_flight: int | None = None,
+        link_duplicates: bool = True,
     ):
         self.results = store.results
         self.batches = store.batches
@@ -388,6 +417,7 @@ class Analyser:
         self.max_files = max_files
         self.max_request_pixels = max_request_pixels or max_files * max_pixels
         self.max_pixels_in_flight = max_pixels_in_flight or 2 * max_pixels
+        self.link_duplicates = link_duplicates
         self._in_flight = 0  # pixels of the images this process is analysing now
         self._lock = threading.Lock()
         self._on_result: list[Callable[[ResultRow], None]] = []
@@ -409,6 +439,7 @@ class Analyser:
             self.max_pixels,
             file_name=file_name,
             batch=batch,
+            link_duplicates=self.link_duplicates,
         )
 
     @contextlib.contextmanager
@@ -487,6 +518,11 @@ class Analyser:
                         file_name=item.name if item.keep_name else "",
                         batch=outcome.batch or "",
                     )
+            except Duplicate as again:
+                log.info("%s: a file uploaded before, result %s", source, again.first.id)
+                outcome.entries.append((item.name, again.first))
+                outcome.repeated.add(again.first.id)
+                continue
             except Busy:
                 log.info("%s refused: busy", source)
                 outcome.entries.append(
@@ -526,9 +562,15 @@ class Analyser:
                 continue
             log.info("result %s stored from %s (%s)", row.id, source, row.verdict)
             self._fire(row)
-        if outcome.batch and outcome.errors:
+        again = [
+            {"file": name, "message": REPEATED, "result": row.id}
+            for name, row in outcome.results
+            if row.id in outcome.repeated
+        ]
+        if outcome.batch and (outcome.errors or again):
             self.batches.set_errors(
-                outcome.batch, [{"file": e.file, "message": e.message} for e in outcome.errors]
+                outcome.batch,
+                [{"file": e.file, "message": e.message} for e in outcome.errors] + again,
             )
         return outcome
 

@@ -72,6 +72,7 @@ class Services:
             settings.max_files,
             settings.max_request_pixels,
             settings.max_pixels_in_flight,
+            link_duplicates=settings.duplicates == "link",
         )
         sender = Sender(store, settings.pacs, settings.pacs_sender)
         analyser.on_result(sender.autosend)

@@ -231,6 +231,9 @@ class Settings:
     session_days: float = 31.0  # a login lasts this long unless logged out
     login_rate_limit: str = "10 per minute"
     upload_rate_limit: str = "120 per minute"
+    # a file uploaded again by its uploader or the team: "link" to the first result, or
+    # "keep" analysing and storing every copy
+    duplicates: str = "link"
     # limits of one request
     max_files: int = 20
     max_content_length: int = 64 * 1024 * 1024
@@ -325,6 +328,7 @@ class Settings:
             session_days=_number(env, "SESSION_DAYS", d["session_days"], "days"),
             login_rate_limit=_text(env, "LOGIN_RATE_LIMIT", d["login_rate_limit"]),
             upload_rate_limit=_text(env, "UPLOAD_RATE_LIMIT", d["upload_rate_limit"]),
+            duplicates=_choice(env, "DUPLICATES", d["duplicates"], ("link", "keep")),
             max_files=_int(env, "MAX_FILES", d["max_files"]),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", d["max_content_length"]),
             max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", d["max_image_pixels"]),

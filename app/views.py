@@ -37,12 +37,14 @@ from app.context import (
     services,
     settings,
     store,
+    team_names,
     upload_limit,
 )
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
 from app.store.records import REVIEW_REASONS
-from app.store.results import BadCursor
+from app.listing import FILTER_FIELDS, read_filter
+from app.store.results import STATUSES, BadCursor, Filter
 
 log = logging.getLogger(__name__)
 bp = Blueprint("views", __name__)
@@ -80,6 +82,10 @@ def upload():
     target = None
     if len(outcome.results) == 1 and not outcome.errors and not outcome.batch:
         target = url_for("views.result", result_id=outcome.results[0][1].id)
+        if outcome.repeated:
+            flash(
+                "This file was uploaded before: here is its first result (nothing new was stored)."
+            )
     elif outcome.batch:  # a batch has a page of its own: a reload keeps it
         target = url_for("views.batch", batch_id=outcome.batch)
     if target and request.headers.get("X-Requested-With") == "XMLHttpRequest":
@@ -229,18 +235,31 @@ def batch(batch_id: str):
 WORKLIST_PAGE = 50
 
 
-@bp.get("/worklist")
+@bp.route("/worklist", methods=["GET", "POST"])
 def worklist():
-    """The owner's results, newest or most probable first (of one batch: ``?batch=``)."""
-    sort = request.args.get("sort", "newest")
+    """The results the caller may read, newest or most probable first, a page at a time,
+    filtered by review state, verdict, upload days, batch and uploader (the query string)
+    and searched by file name, accession number or patient (a POSTed form only, so that
+    what is searched for never reaches a URL, a log or the browser's history)."""
+    values = request.form if request.method == "POST" else request.args
+    sort = values.get("sort", "newest")
     if sort not in ("newest", "probability"):
         sort = "newest"
-    batch_id = request.args.get("batch") or None
-    cursor = request.args.get("cursor") or None
+    cursor = values.get("cursor") or None
+    names = team_names()
+    owners = {name: owner for owner, name in names.items()}
+    chosen = {k: values.get(k, "").strip() for k in FILTER_FIELDS if values.get(k, "").strip()}
+    if request.method == "GET":
+        chosen.pop("q", None)
+    problem, status = None, 200
     try:
-        page = store().results.page(current_scope(), sort, WORKLIST_PAGE, cursor, batch_id)
+        where = read_filter(chosen, owners.get)
+    except ValueError as exc:
+        problem, status, chosen, where = str(exc), 400, {}, Filter()
+    try:
+        page = store().results.page(current_scope(), sort, WORKLIST_PAGE, cursor, where=where)
     except BadCursor:
-        return redirect(url_for("views.worklist", sort=sort, batch=batch_id), 303)
+        return redirect(url_for("views.worklist", sort=sort, **without_q(chosen)), 303)
     rows = page.rows
     return render_template(
         "worklist.html",
@@ -249,10 +268,20 @@ def worklist():
         next_cursor=page.next,
         paged=cursor is not None,
         sort=sort,
-        batch=batch_id,
+        batch=chosen.get("batch"),
+        chosen=chosen,
+        links=without_q(chosen),
+        problem=problem,
+        names=names,
+        statuses=STATUSES,
         me=current_owner(),
         reviews=store().reviews.latest([r.id for r in rows]),
-    )
+    ), status
+
+
+def without_q(chosen: dict) -> dict:
+    """The filters of a worklist that may go in a link (never the search text)."""
+    return {k: v for k, v in chosen.items() if k != "q"}
 
 
 @bp.get("/favicon.ico")
@@ -313,6 +342,15 @@ def dicom_date(value: str | None) -> str:
     if len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
     return text or "–"
+
+
+def middle_ellipsis(name: str, keep: int = 34) -> str:
+    """A long file name with its middle left out (``1.2.276.0.7…1517875165.878027.dcm``):
+    the end, which tells SIIM-style names apart, stays in view."""
+    if len(name) <= keep:
+        return name
+    head = keep // 3
+    return f"{name[:head]}…{name[-(keep - head - 1) :]}"
 
 
 def iso_time(epoch: float) -> str:

@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite sends the same real films again and again as new studies (apps, servers and
+# commands it starts inherit this); linking a repeated upload to its first result, the
+# product's default, is tested where a test asks for it (tests/test_worklist_filters.py).
+os.environ.setdefault("PNEUMO_DUPLICATES", "keep")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

@@ -248,12 +248,14 @@ def test_worklist_sorting(client, positive_dicom):
 
 
 def test_worklist_is_readable(client, positive_dicom):
-    """Long file names end in an ellipsis with the whole name on hover/focus; upload times
-    are ISO like the study date, in UTC until the page's script says the reader's zone."""
+    """Long file names lose their middle (the end tells names apart), with the whole name on
+    hover/focus; upload times are ISO like the study date, in UTC until the page's script
+    says the reader's zone."""
     name = "a_very_long_file_name_from_the_modality_archive_2026_12_01_chest_pa.dcm"
     upload(client, (name, positive_dicom.read_bytes()))
     page = client.get("/worklist").data.decode()
-    assert f'<span class="ellipsis" tabindex="0" title="{name}">{name}</span>' in page
+    shown = "a_very_long…026_12_01_chest_pa.dcm"
+    assert f'<span class="ellipsis" tabindex="0" title="{name}">{shown}</span>' in page
     assert re.search(
         r'<td class="when" data-epoch="[\d.]+">\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>', page
     )
@@ -325,6 +327,9 @@ def test_served_openapi_document_matches_real_responses(client, positive_dicom):
     assert resp.status_code == 201
     jsonschema.validate(resp.json, created)
     result = resp.json["results"][0]
+    posted = created["properties"]["results"]["items"]
+    jsonschema.validate(result, dict(posted, additionalProperties=False))
+    assert result.pop("uploaded_before") is False  # the one field a fresh upload adds
     jsonschema.validate(result, strict)
     assert result["file"] == "chest.dcm" and {"created", "source_format"} <= set(result)
     got = client.get(f"/api/v1/predictions/{result['id']}").json

@@ -16,12 +16,13 @@ To change the schema, append a migration; never edit one that has shipped.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from app.store.records import FIELDS
+from app.store.records import FIELDS, instance_key, search_text
 
 #: Columns of ``results`` in version 1 (the release before versions). Later columns
 #: arrive by migrations, and FIELDS must name each one (tests check the table).
@@ -181,13 +182,39 @@ def _v4() -> list[str]:
     return ["CREATE INDEX IF NOT EXISTS audit_events_result ON audit_events(result_id, at)"]
 
 
+def _v5() -> list[str]:
+    # the worklist's search and filters, and duplicate uploads recognised (issue 35)
+    return [
+        "ALTER TABLE results ADD COLUMN search_text TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE results ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE results ADD COLUMN instance_key TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX IF NOT EXISTS results_digest ON results(digest)",
+        "CREATE INDEX IF NOT EXISTS results_instance ON results(instance_key)",
+        "CREATE INDEX IF NOT EXISTS results_owner ON results(owner, created)",
+        "CREATE INDEX IF NOT EXISTS reviews_result ON reviews(result_id, agrees)",
+    ]
+
+
+def _v5_rows(db) -> None:
+    """The search text and instance key of the results stored before version 5 (the
+    bytes of an older upload are not all kept, so its digest stays unknown)."""
+    for r in db.all("SELECT id, file_name, identifiers FROM results"):
+        ids = json.loads(r["identifiers"] or "{}")
+        db.execute(
+            "UPDATE results SET search_text = :t, instance_key = :k WHERE id = :id",
+            {"t": search_text(r["file_name"] or "", ids), "k": instance_key(ids), "id": r["id"]},
+        )
+
+
 @dataclass(frozen=True)
 class Migration:
-    """One schema version: its number, what it does, and its statements (SQLite words)."""
+    """One schema version: its number, what it does, its statements (SQLite words) and
+    what it does to the rows already there (``rows``, given the transaction)."""
 
     version: int
     description: str
     statements: Callable[[], list[str]]
+    rows: Callable[[object], None] | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -195,6 +222,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "PACS send back-off (next_attempt); model re-reads (reads)", _v2),
     Migration(3, "teams and roles, result teams, reviews, the audit trail", _v3),
     Migration(4, "audit events by result", _v4),
+    Migration(5, "search text, upload digests and instance keys of results", _v5, _v5_rows),
 )
 #: The newest schema version.
 HEAD = MIGRATIONS[-1].version
@@ -254,6 +282,8 @@ def migrate(db, target: int = HEAD) -> int:
         if current < m.version <= target:
             for statement in m.statements():
                 db.execute(ddl(statement, db.dialect))
+            if m.rows is not None:
+                m.rows(db)
             _stamp(db, m, m.description)
             current = m.version
     return current

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 
@@ -129,6 +130,13 @@ FIELDS: tuple[Field, ...] = (
         kind="bool",
     ),
     Field("team_id", "INTEGER", None),  # the uploader's team (migration 3)
+    # what the worklist's search reads: the file name, accession number, patient name and
+    # id, lower case (migration 5); never public, never in a URL or a log
+    Field("search_text", "TEXT NOT NULL DEFAULT ''", None),
+    # the uploaded file's SHA-256 and its SOP Instance UID's, so that a second upload of
+    # the same study is recognised (migration 5; '' where unknown)
+    Field("digest", "TEXT NOT NULL DEFAULT ''", None),
+    Field("instance_key", "TEXT NOT NULL DEFAULT ''", None),
 )
 #: Public fields computed from the row rather than stored.
 DERIVED_SCHEMA = {
@@ -163,6 +171,9 @@ class ResultRow:
     batch: str = ""
     finding_below_threshold: bool = False
     team_id: int | None = None
+    search_text: str = ""
+    digest: str = ""
+    instance_key: str = ""
 
     @property
     def verdict(self) -> str:
@@ -192,6 +203,22 @@ def public_schema() -> dict:
     }
     props.update(DERIVED_SCHEMA)
     return {"type": "object", "properties": props, "required": sorted(props)}
+
+
+def search_text(file_name: str, identifiers: dict) -> str:
+    """What a result is found by in the worklist's search: its file name, accession
+    number, patient name (DICOM's ``^`` as spaces) and patient id, lower case."""
+    parts = [file_name] + [
+        str(identifiers.get(k) or "") for k in ("accession_number", "patient_name", "patient_id")
+    ]
+    return " | ".join(p.replace("^", " ").strip().lower() for p in parts if p and p.strip())
+
+
+def instance_key(identifiers: dict) -> str:
+    """The SHA-256 of a study's SOP Instance UID ('' without one): the same instance
+    uploaded twice has the same key (the UID itself is not indexed)."""
+    uid = str(identifiers.get("sop_instance_uid") or "").strip()
+    return hashlib.sha256(uid.encode()).hexdigest() if uid else ""
 
 
 def new_id() -> str:

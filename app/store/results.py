@@ -21,6 +21,68 @@ ORDERS = {
 }
 
 
+#: The review states a list can be filtered by.
+STATUSES = ("unreviewed", "reviewed", "disagreed")
+#: The verdicts a list can be filtered by (``positive`` is pneumothorax suspected).
+VERDICTS = ("positive", "negative")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which of the results a caller may read a list keeps: a review state (see
+    :data:`STATUSES`: no review yet, reviewed, a reviewer disagreed), a verdict (see
+    :data:`VERDICTS`), an upload time range ``[since, until)`` in seconds since 1970, one
+    batch, one uploader (an owner key) and a search text (found in the file name,
+    accession number, patient name or id; case does not matter). ``None`` or empty: any."""
+
+    status: str | None = None
+    verdict: str | None = None
+    since: float | None = None
+    until: float | None = None
+    batch: str | None = None
+    uploader: str | None = None
+    text: str = ""
+
+    def __post_init__(self):
+        if self.status not in (None, *STATUSES):
+            raise ValueError(f"status is one of {', '.join(STATUSES)}")
+        if self.verdict not in (None, *VERDICTS):
+            raise ValueError(f"verdict is one of {', '.join(VERDICTS)}")
+
+    def sql(self) -> tuple[str, dict]:
+        """The condition (and its parameters) on ``results`` rows."""
+        where, args = [], {}
+        if self.status == "unreviewed":
+            where.append("NOT EXISTS (SELECT 1 FROM reviews v WHERE v.result_id = results.id)")
+        elif self.status == "reviewed":
+            where.append("EXISTS (SELECT 1 FROM reviews v WHERE v.result_id = results.id)")
+        elif self.status == "disagreed":
+            where.append(
+                "EXISTS (SELECT 1 FROM reviews v WHERE v.result_id = results.id AND v.agrees = 0)"
+            )
+        if self.verdict:
+            where.append("positive = :f_positive")
+            args["f_positive"] = int(self.verdict == "positive")
+        if self.since is not None:
+            where.append("created >= :f_since")
+            args["f_since"] = float(self.since)
+        if self.until is not None:
+            where.append("created < :f_until")
+            args["f_until"] = float(self.until)
+        if self.batch:
+            where.append("batch = :f_batch")
+            args["f_batch"] = self.batch
+        if self.uploader:
+            where.append("owner = :f_uploader")
+            args["f_uploader"] = self.uploader
+        text = " ".join(self.text.lower().split())
+        if text:
+            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("search_text LIKE :f_text ESCAPE '\\'")
+            args["f_text"] = f"%{escaped}%"
+        return " AND ".join(where) or "1 = 1", args
+
+
 class BadCursor(ValueError):
     """A page cursor that this store did not give out (or for another order)."""
 
@@ -163,30 +225,51 @@ class Results(Repository):
         limit: int = 50,
         cursor: str | None = None,
         batch: str | None = None,
+        where: Filter | None = None,
     ) -> Page:
-        """One page of the results ``owner`` may read, in ``sort`` order (``newest``,
-        ``probability``, ``upload``), after ``cursor`` (a :class:`Page`'s ``next``); the
-        total counts the whole list. Every result is on exactly one page, however many
-        are added or deleted while someone pages through.
+        """One page of the results ``owner`` may read (those ``where`` keeps), in
+        ``sort`` order (``newest``, ``probability``, ``upload``), after ``cursor`` (a
+        :class:`Page`'s ``next``); the total counts the whole list. Every result is on
+        exactly one page, however many are added or deleted while someone pages through.
 
         Raises:
             BadCursor: ``cursor`` is not one of this order's.
         """
         columns, direction = ORDERS[sort]
-        where, args = visible(owner)
+        seen, args = visible(owner)
+        kept, kept_args = (where or Filter()).sql()
+        where_sql, args = f"{seen} AND {kept}", {**args, **kept_args}
         if batch is not None:
-            where, args["batch"] = where + " AND batch = :batch", batch
+            where_sql, args["batch"] = where_sql + " AND batch = :batch", batch
         after, after_args = _after(sort, cursor) if cursor else ("1 = 1", {})
         order = ", ".join(f"{c} {direction}" for c in columns)
         with self._connect(write=False) as db:
-            total = int(db.scalar(f"SELECT COUNT(*) FROM results WHERE {where}", args))
+            total = int(db.scalar(f"SELECT COUNT(*) FROM results WHERE {where_sql}", args))
             rows = db.all(
-                f"SELECT * FROM results WHERE {where} AND {after} ORDER BY {order} LIMIT :limit",
+                f"SELECT * FROM results WHERE {where_sql} AND {after} "
+                f"ORDER BY {order} LIMIT :limit",
                 {**args, **after_args, "limit": limit + 1},
             )
         found = [from_sql(r) for r in rows[:limit]]
         more = len(rows) > limit and found
         return Page(found, total, _cursor(sort, found[-1]) if more else None)
+
+    def first_copy(self, owner: str, digest: str, key: str) -> ResultRow | None:
+        """The earliest result that ``owner`` may read (its own, or its team's for a user
+        whose role reads the team) of the same file (``digest``) or the same DICOM
+        instance (``key``, see :func:`app.store.records.instance_key`), else ``None``."""
+        same = ["digest = :d"] if digest else []
+        if key:
+            same.append("instance_key = :k")
+        if not same:
+            return None
+        r = self._one(
+            f"SELECT * FROM results WHERE ({' OR '.join(same)}) AND (owner = :o OR "
+            "team_id IN (SELECT team_id FROM users WHERE 'user:' || CAST(id AS TEXT) = :o "
+            "AND role IN ('admin', 'radiologist'))) ORDER BY created LIMIT 1",
+            {"d": digest, "k": key, "o": owner},
+        )
+        return from_sql(r) if r else None
 
     def all_ids(self) -> list[str]:
         """Every stored result id."""
