@@ -409,3 +409,37 @@ def test_gunicorn_refuses_a_shared_database_without_a_shared_key(postgres, tmp_p
     assert out.returncode == 3
     assert "every node must sign logins with the same key" in out.stderr
     assert len([line for line in out.stderr.splitlines() if "refuses" in line]) == 1
+
+
+def test_filters_search_and_first_copies_behave_alike(store):
+    """The worklist's filters and search, and the first copy of a repeated upload, give the
+    same answers on SQLite and PostgreSQL (LIKE with its escapes, review subqueries)."""
+    from app.store.records import Review
+    from app.store.results import Filter
+
+    uid = store.accounts.create("rad", "a-long-password-1", "A", "radiologist")
+    owner = f"user:{uid}"
+    rows = [
+        _row(owner, 1000.0, positive=True, search_text="scan_1.dcm | acc1 | doe jane", digest="d1"),
+        _row(owner, 2000.0, positive=False, search_text="scan%2.dcm | acc2 | roe john"),
+        _row("user:99", 3000.0, positive=True, search_text="other.dcm | doe jane"),
+    ]
+    for r in rows:
+        _commit(store, r)
+    store.reviews.add(Review(rows[1].id, owner, "rad", 2500.0, False, "missed", None))
+
+    def ids(**kw):
+        return {r.id for r in store.results.page(owner, where=Filter(**kw)).rows}
+
+    mine = {rows[0].id, rows[1].id}
+    assert ids() == mine
+    assert ids(text="DOE") == {rows[0].id} and ids(text="scan%") == {rows[1].id}
+    assert ids(text="scan_") == {rows[0].id} and ids(text="%") == {rows[1].id}
+    assert ids(text="_") == {rows[0].id}
+    assert ids(status="unreviewed") == {rows[0].id} and ids(status="disagreed") == {rows[1].id}
+    assert ids(verdict="positive") == {rows[0].id} and ids(since=1500.0) == {rows[1].id}
+    assert ids(until=1500.0) == {rows[0].id} and ids(uploader="user:99") == set()
+    assert store.results.page(None, where=Filter(text="doe jane")).total == 2
+    assert store.results.first_copy(owner, "d1", "").id == rows[0].id
+    assert store.results.first_copy("user:99", "d1", "") is None  # not its result
+    assert store.results.first_copy(owner, "", "") is None
