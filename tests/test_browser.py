@@ -340,3 +340,48 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(
     middle = corrected[int(corrected.shape[0] * 0.49) : int(corrected.shape[0] * 0.51)]
     assert not middle.any()  # the erased band
     assert model.sum() > corrected.sum()  # the model's larger outline was replaced
+
+
+def test_worklist_shows_fifteen_rows_at_1280x720(tiny_model_folder, positive_dicom, tmp_path):
+    """A reading room's screen: at 1280x720 at least 15 worklist rows are in view without
+    scrolling, each one line high, however long the (SIIM-style) file names are."""
+    import dataclasses
+
+    from playwright.sync_api import sync_playwright
+
+    from app.store.records import new_id
+    from app.store.repository import Store
+
+    proc, url = serve(tiny_model_folder, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            _upload_and_wait(page, url, positive_dicom)
+            store = Store(tmp_path / "instance" / "data")
+            first = store.results.get_any(store.results.all_ids()[0])
+            for i in range(24):  # copies with long names, flags and batches
+                row = dataclasses.replace(
+                    first,
+                    id=new_id(),
+                    created=first.created - i - 1,
+                    file_name=f"1.2.276.0.7230010.3.1.4.8323329.{1000 + i}.1517875165."
+                    f"{878027 + i}.dcm",
+                    finding_below_threshold=i % 2 == 0,
+                    batch="b" * 22 if i % 3 == 0 else "",
+                )
+                staged = store.results.stage(row.id)
+                staged.put("thumb.jpg", store.results.read_file(first.id, "thumb.jpg"))
+                store.results.commit(row, staged)
+            store.close()
+            page.goto(url + "/worklist")
+            boxes = [r.bounding_box() for r in page.query_selector_all("table.worklist tbody tr")]
+            assert len(boxes) == 25
+            in_view = [b for b in boxes if b["y"] + b["height"] <= 720]
+            assert len(in_view) >= 15, [round(b["y"]) for b in boxes]
+            assert max(b["height"] for b in boxes) < 40  # one line each: nothing wraps
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1280, width  # and nothing runs off the side
+            browser.close()
+    finally:
+        proc.stop()
