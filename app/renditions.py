@@ -254,8 +254,32 @@ def sc_dataset(results: Results, row: ResultRow, parts: tuple | None = None) -> 
     source, pixels, mask = parts or _dicom_parts(results, row)
     name, _ = _model_name_version(row)
     return make_secondary_capture(
-        source, overlay.filled(pixels, mask), model_name=name, uid_seed=row.id, created=row.created
+        source,
+        overlay.filled(pixels, mask),
+        model_name=name,
+        uid_seed=row.id,
+        created=row.created,
+        findings=sc_findings(row),
     )
+
+
+def sc_findings(row: ResultRow) -> str:
+    """What the Secondary Capture says under its label, as the page and the SR say it:
+    the verdict with the probability (or uncalibrated score) against the operating
+    point's threshold, the operating point, and for a negative verdict in the review
+    band, that the heat map should be checked. Short lines, plain ASCII."""
+    kind = "p" if row.probability_kind == "probability" else "score"
+    p = min(max(row.probability, 0.0), 1.0)
+    shown = "> 0.99" if p > 0.99 else "< 0.01" if p < 0.01 else f"{p:.2f}"
+    if row.positive:
+        verdict = f"Pneumothorax suspected: {kind} {shown} (threshold {row.threshold:.2f})"
+    else:
+        verdict = f"Not detected: {kind} {shown} (threshold {row.threshold:.2f})"
+    point = (row.operating_point or {}).get("name") or "default"
+    lines = [verdict, f"operating point: {point}"]
+    if row.finding_below_threshold and not row.positive:
+        lines.append("in the review band: check the heat map")
+    return "\n".join(lines)
 
 
 def dicom_objects(

@@ -357,3 +357,72 @@ def test_sr_and_capture_log_nothing_from_highdicom(written, source_bytes, caplog
         source_bytes, filled(pixels, mask), model_name="m", uid_seed="result-1", created=CREATED
     )
     assert [r for r in caplog.records if r.name.startswith("highdicom")] == []
+
+
+def test_capture_says_what_the_page_and_the_sr_say(source_bytes):
+    """The Secondary Capture's burned-in text carries the verdict, the probability against
+    the threshold, the operating point and the review band (issue 35), in its pixels and
+    in Image Comments."""
+    import dataclasses
+
+    from app.renditions import sc_findings
+    from app.store.records import ResultRow
+
+    row = ResultRow(
+        id="r" * 22,
+        owner="user:1",
+        created=CREATED,
+        source_format="DICOM",
+        positive=False,
+        probability=0.412,
+        threshold=0.66,
+        area_px=0,
+        area_cm2=None,
+        side={},
+        meta={},
+        identifiers={},
+        model="m (v4)",
+        rle="-1",
+        timings={},
+        probability_kind="probability",
+        operating_point={"name": "balanced"},
+        finding_below_threshold=True,
+    )
+    said = sc_findings(row)
+    assert said.splitlines() == [
+        "Not detected: p 0.41 (threshold 0.66)",
+        "operating point: balanced",
+        "in the review band: check the heat map",
+    ]
+    positive = sc_findings(dataclasses.replace(row, positive=True, probability=0.996))
+    assert positive.startswith("Pneumothorax suspected: p > 0.99 (threshold 0.66)")
+    assert "review band" not in positive
+    score = sc_findings(
+        dataclasses.replace(row, probability_kind="score", finding_below_threshold=False)
+    )
+    assert (
+        score.splitlines()[0] == "Not detected: score 0.41 (threshold 0.66)" and "band" not in score
+    )
+    assert all(line.isascii() and len(line) <= 45 for line in said.splitlines())
+
+    overlay = filled(*_pixels_and_mask(source_bytes))
+    plain = make_secondary_capture(
+        source_bytes, overlay, model_name="m", uid_seed="x", created=CREATED
+    )
+    told = make_secondary_capture(
+        source_bytes, overlay, model_name="m", uid_seed="x", created=CREATED, findings=said
+    )
+    assert told.ImageComments.endswith(
+        "Not detected: p 0.41 (threshold 0.66); operating point: balanced; "
+        "in the review band: check the heat map"
+    )
+    _, one = burn_notice(overlay)
+    _, four = burn_notice(overlay, AI_LABEL + "\n" + said)
+    assert four[3] - four[1] > 3 * (one[3] - one[1])  # four lines, each as high as the label
+    assert four[2] <= overlay.shape[1]  # every line fits across the film
+    shown, before = told.pixel_array, plain.pixel_array
+    below = slice(one[3] + 2, four[3] - 2)
+    assert not np.array_equal(shown[below, : four[2]], before[below, : four[2]])
+    white = (shown[below, : four[2]] == 255).all(axis=2).sum()
+    assert white > 3 * (before[one[1] : one[3], : one[2]] == 255).all(axis=2).sum() / 2
+    assert np.array_equal(shown[four[3] :], before[four[3] :])  # the overlay below, untouched

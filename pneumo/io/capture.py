@@ -45,19 +45,25 @@ _LABEL_SHARE, _LABEL_MIN_PX = 0.03, 12
 _ORIENTATION_LETTERS = {v.value for v in hd.PatientOrientationValuesBiped}
 
 
+def _text_box(text: str, font) -> tuple[int, int, int, int]:
+    """The bounds of ``text`` (one line or several) drawn at the origin."""
+    return ImageDraw.Draw(Image.new("L", (1, 1))).multiline_textbbox((0, 0), text, font=font)
+
+
 def _label_geometry(text: str, size: int) -> tuple[ImageFont.FreeTypeFont, int, int, int]:
     """The default font at ``size`` pixels, the padding, and the box's width and height
     (the box sits one padding away from the corner)."""
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(text)
-    pad = max(2, (bottom - top) // 4)
+    left, top, right, bottom = _text_box(text, font)
+    pad = max(2, size // 4)
     return font, pad, right - left + 2 * pad, bottom - top + 2 * pad
 
 
 def burn_notice(
     rgb: np.ndarray, text: str = AI_LABEL
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """``text`` white on a black box in the top-left corner of an RGB image.
+    """``text`` (one line or several) white on a black box in the top-left corner of an
+    RGB image.
 
     The text is about 3 % of the image's shorter side high (12 pixels at least):
     legible on the full film and when a viewer shrinks it to fit the screen.
@@ -75,8 +81,8 @@ def burn_notice(
     box = (pad, pad, min(img.width, pad + width), min(img.height, pad + height))
     draw = ImageDraw.Draw(img)
     draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=(0, 0, 0))
-    left, top, _, _ = font.getbbox(text)
-    draw.text((2 * pad - left, 2 * pad - top), text, fill=(255, 255, 255), font=font)
+    left, top, _, _ = _text_box(text, font)
+    draw.multiline_text((2 * pad - left, 2 * pad - top), text, fill=(255, 255, 255), font=font)
     return np.asarray(img), box
 
 
@@ -121,6 +127,7 @@ def make_secondary_capture(
     model_name: str,
     uid_seed: str | None,
     created: dt.datetime | float | None,
+    findings: str = "",
 ) -> pydicom.Dataset:
     """The overlay as a labelled Secondary Capture in the source's study, ready to send
     (STOW-RS) or write.
@@ -135,6 +142,9 @@ def make_secondary_capture(
             source's missing UIDs) from this, e.g. the result id; ``None``: random.
         created: content and instance creation time (datetime or POSIX seconds);
             ``None``: now.
+        findings: what the result says, burned in under the label (lines of about 40
+            characters; the structured report's verdict, probability, threshold, operating
+            point and review band) and repeated in Image Comments.
 
     Raises:
         ValueError: ``overlay_rgb`` is not an RGB uint8 image large enough to label.
@@ -143,7 +153,7 @@ def make_secondary_capture(
     quiet_highdicom()
     ds = source_dataset(source, uid_seed)
     created = creation_time(created)
-    pixels, _ = burn_notice(overlay_rgb)
+    pixels, _ = burn_notice(overlay_rgb, "\n".join([AI_LABEL, *findings.splitlines()]))
     orientation = _orientation(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -163,7 +173,7 @@ def make_secondary_capture(
         )
     if orientation is None:
         sc.PatientOrientation = ""
-    _describe(sc, ds, model_name)
+    _describe(sc, ds, model_name, findings)
     pin_creation_time(sc, created)
     sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = sc.ContentDate, sc.ContentTime
     return sc
@@ -180,12 +190,15 @@ def _copy_body_part(sc: pydicom.Dataset, source: pydicom.Dataset) -> None:
         sc.Laterality = ""
 
 
-def _describe(sc: pydicom.Dataset, source: pydicom.Dataset, model_name: str) -> None:
+def _describe(
+    sc: pydicom.Dataset, source: pydicom.Dataset, model_name: str, findings: str = ""
+) -> None:
     """What the pixels are: derived from the source, carrying burned-in text."""
     sc.BurnedInAnnotation = "YES"
     _copy_body_part(sc, source)
     sc.ConversionType = "WSD"
-    sc.ImageComments = f"{AI_LABEL} ({model_name})"
+    said = "; ".join(line.strip() for line in findings.splitlines() if line.strip())
+    sc.ImageComments = f"{AI_LABEL} ({model_name})" + (f": {said}" if said else "")
     sc.DerivationDescription = (
         f"Pneumothorax prediction of {model_name} over the source image; labelled '{AI_LABEL}'"
     )[:1024]
