@@ -318,6 +318,16 @@ _REVIEW = {
         "agrees": {"type": "boolean"},
         "reason": {"type": ["string", "null"]},
         "corrected_mask": {"type": "boolean"},
+        "corrected_mask_rle": {
+            "type": ["string", "null"],
+            "description": "the reviewer's corrected mask: SIIM relative RLE, column-major, at "
+            "the image's size (-1 if empty); null without one",
+        },
+        "corrected_mask_png": {
+            "type": "string",
+            "description": "in the list of reviews, on the newest review with a corrected "
+            "mask: the URL of that mask as a PNG at the image's size",
+        },
     },
 }
 #: The radiologist's review and the running agreement (:mod:`app.review`).

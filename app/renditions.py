@@ -140,6 +140,24 @@ def _render_view_mask(results, row) -> bytes:
     return png_bytes((mask > 0.5).astype(np.uint8) * 255)
 
 
+def corrected_view_mask(row: ResultRow, corrected_rle: str) -> bytes:
+    """A reviewer's corrected mask (SIIM RLE at the image's size) at the viewer's size, as
+    ``view_mask.png`` is for the model's: white where the region is. Made on each request
+    (a later review replaces it)."""
+    shape = (int(row.meta.get("rows", 0)), int(row.meta.get("columns", 0)))
+    mask = rle.decode(corrected_rle, shape).astype(np.float32)
+    rows, cols = view_shape(shape)
+    if (rows, cols) != mask.shape:
+        mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
+    return png_bytes((mask > 0.5).astype(np.uint8) * 255)
+
+
+def corrected_mask(row: ResultRow, corrected_rle: str) -> bytes:
+    """A reviewer's corrected mask at the image's size (white where the region is)."""
+    shape = (int(row.meta.get("rows", 0)), int(row.meta.get("columns", 0)))
+    return png_bytes(rle.decode(corrected_rle, shape).astype(np.uint8) * 255)
+
+
 #: Files rendered on first request from the upload's files.
 RENDERERS = {
     "image.png": _render_image,

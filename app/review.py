@@ -85,7 +85,13 @@ def review_api(result_id: str):
 def reviews_api(result_id: str):
     """Every reviewer's verdict on a result the caller may read."""
     readable_result(result_id)
-    return jsonify(reviews=[r.to_dict() for r in store().reviews.for_result(result_id)])
+    reviews = [r.to_dict() for r in store().reviews.for_result(result_id)]
+    newest = next((r for r in reviews if r["corrected_mask"]), None)
+    if newest is not None:  # the newest correction as a PNG too (the page's reviewer layer)
+        newest["corrected_mask_png"] = url_for(
+            "views.download", result_id=result_id, name="corrected_mask.png"
+        )
+    return jsonify(reviews=reviews)
 
 
 def _agreement() -> dict:

@@ -109,18 +109,21 @@ def result(result_id: str):
     heat_scale = point.get("heat_scale", 1.0)
     shape = renditions.view_shape((row.meta.get("rows", 0), row.meta.get("columns", 0)))
     user = current_user()
+    reviews = store().reviews.for_result(row.id)
     return render_template(
         "result.html",
         r=row,
         point=point,
         mask_threshold=mask_threshold,
         mine=row.owner == current_owner(),
-        reviews=store().reviews.for_result(row.id),
+        reviews=reviews,
+        corrected=next((v for v in reviews if v.corrected_rle is not None), None),
         reasons=REVIEW_REASONS,
         can_review=bool(user and user.reads_team),
         heat_scale=heat_scale,
         mask_colour=",".join(map(str, overlay.MASK_COLOUR)),
         contour_colour=",".join(map(str, overlay.CONTOUR_COLOUR)),
+        review_colour=",".join(map(str, REVIEW_COLOUR)),
         contour_width=overlay.contour_width(shape),
         opacity=round(100 * overlay.DEFAULT_OPACITY),
     )
@@ -136,10 +139,23 @@ def identifiers(result_id: str):
     )
 
 
+#: The colour of a reviewer's corrected mask in the viewer (the model's is orange).
+REVIEW_COLOUR = (0, 190, 255)
+
+#: The newest reviewer's corrected mask: at the image's size (a download) and at the
+#: viewer's (its layer); made from the review on each request.
+CORRECTED = {
+    "corrected_mask.png": ("image/png", "corrected_mask.png"),
+    "corrected_view_mask.png": ("image/png", None),
+}
+
+
 @bp.get("/results/<result_id>/files/<name>")
 def download(result_id: str, name: str):
     """One file of a result (rendered on first request)."""
     row = readable_result(result_id)
+    if name in CORRECTED:
+        return _corrected(row, name)
     if name not in DOWNLOADS:
         abort(404)
     mimetype, download_name = DOWNLOADS[name]
@@ -154,6 +170,46 @@ def download(result_id: str, name: str):
         and f"{download_stem(row, row.owner == current_owner())}_{download_name}",
         max_age=0,
     )
+
+
+def _corrected(row, name: str):
+    """The newest corrected mask of a result (404 when no reviewer drew one)."""
+    review = corrected_review(row.id)
+    if review is None:
+        abort(404, description="No reviewer has saved a corrected mask for this result.")
+    if name == "corrected_view_mask.png":
+        data = renditions.corrected_view_mask(row, review.corrected_rle)
+    else:
+        data = renditions.corrected_mask(row, review.corrected_rle)
+    mimetype, download_name = CORRECTED[name]
+    return send_file(
+        io.BytesIO(data),
+        mimetype=mimetype,
+        as_attachment=bool(download_name) and request.args.get("download") == "1",
+        download_name=download_name
+        and f"{download_stem(row, row.owner == current_owner())}_{download_name}",
+        max_age=0,
+    )
+
+
+def corrected_review(result_id: str):
+    """The newest review of a result that carries a corrected mask, or ``None``."""
+    return next(
+        (v for v in store().reviews.for_result(result_id) if v.corrected_rle is not None), None
+    )
+
+
+@bp.get("/next-unreviewed")
+def next_unreviewed():
+    """The newest study the caller may read that nobody has reviewed yet (other than
+    ``?after=<id>``, the one on screen), else the worklist saying none is left."""
+    after = request.args.get("after", "")
+    page = store().results.page(current_scope(), "newest", 2, where=Filter(status="unreviewed"))
+    following = next((r for r in page.rows if r.id != after), None)
+    if following is None:
+        flash("No unreviewed studies left.")
+        return redirect(url_for("views.worklist", status="unreviewed"), 303)
+    return redirect(url_for("views.result", result_id=following.id), 303)
 
 
 def download_stem(row, mine: bool = True) -> str:

@@ -17,6 +17,13 @@
   const state = { zoom: 1, panX: 0, panY: 0, center: 127.5, width: 255, lastMode: "filled" };
   let grey = null, display = null, W = 0, H = 0;
   const layers = {};
+  // The review editor (review.js) paints on the image through this: while ``tool`` is set,
+  // a left drag on the overlay's pane calls it with image coordinates (space+drag pans),
+  // and ``editLayer`` (a W x H canvas) is drawn over the image.
+  const api = { tool: null, editLayer: null, size: () => [W, H], redraw: () => draw() };
+  let loaded;
+  api.ready = new Promise((resolve) => { loaded = resolve; });
+  window.pneumoViewer = api;
 
   function loadImage(url) {
     return new Promise((resolve, reject) => {
@@ -72,8 +79,13 @@
       ctx.drawImage(display, 0, 0);
       const mode = ui.mode.value;
       if (withOverlay && mode !== "off" && layers[mode]) {
-        ctx.globalAlpha = mode === "contour" ? Math.max(0.2, ui.opacity.value / 100) : ui.opacity.value / 100;
+        ctx.globalAlpha = mode === "contour" || mode === "both" ? Math.max(0.2, ui.opacity.value / 100) : ui.opacity.value / 100;
         ctx.drawImage(layers[mode], 0, 0);
+        ctx.globalAlpha = 1;
+      }
+      if (withOverlay && api.editLayer) {
+        ctx.globalAlpha = 0.55;
+        ctx.drawImage(api.editLayer, 0, 0);
         ctx.globalAlpha = 1;
       }
       ctx.restore();
@@ -103,13 +115,35 @@
     state.zoom = z; draw();
   }, { passive: false });
 
-  let drag = null;
+  // a pointer on the canvas as a pixel of the image under the overlay (null off it)
+  function imagePoint(ev) {
+    const [x, y] = toImage(ev);
+    const x0 = ui.side.checked ? W + GAP : 0;
+    if (x < x0) return null;
+    return [(x - x0 - state.panX) / state.zoom, (y - state.panY) / state.zoom];
+  }
+
+  let drag = null, painting = false, spaceDown = false;
   canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
   canvas.addEventListener("pointerdown", (ev) => {
+    if (api.tool && ev.button === 0 && !ev.shiftKey && !spaceDown) {
+      const p = imagePoint(ev);
+      if (p) {
+        painting = true;
+        canvas.setPointerCapture(ev.pointerId);
+        api.tool.down(p[0], p[1]);
+        return;
+      }
+    }
     drag = { x: ev.clientX, y: ev.clientY, wl: ev.shiftKey || ev.button === 2 };
     canvas.setPointerCapture(ev.pointerId);
   });
   canvas.addEventListener("pointermove", (ev) => {
+    if (painting && api.tool) {
+      const p = imagePoint(ev);
+      if (p) api.tool.move(p[0], p[1]);
+      return;
+    }
     if (!drag) return;
     const r = canvas.getBoundingClientRect();
     const dx = (ev.clientX - drag.x) * canvas.width / r.width;
@@ -122,7 +156,13 @@
     } else { state.panX += dx; state.panY += dy; }
     draw();
   });
-  canvas.addEventListener("pointerup", () => { drag = null; });
+  for (const name of ["pointerup", "pointercancel"]) {
+    canvas.addEventListener(name, () => {
+      if (painting && api.tool) api.tool.up();
+      drag = null; painting = false;
+    });
+  }
+  document.addEventListener("keyup", (ev) => { if (ev.key === " ") spaceDown = false; });
 
   const legend = document.getElementById("legend");
   function showLegend() { if (legend) legend.hidden = ui.mode.value !== "heatmap"; fit(); }
@@ -149,6 +189,8 @@
   document.addEventListener("keydown", (ev) => {
     if (typing(ev.target) || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const key = ev.key.toLowerCase();
+    if (ev.key === " " && api.tool) { ev.preventDefault(); spaceDown = true; return; }
+    if (key === "n" && root.dataset.next) { ev.preventDefault(); window.location.assign(root.dataset.next); return; }
     if (key === "o") {
       ev.preventDefault();  // a focused menu would otherwise jump to its "off" entry itself
       ui.mode.value = ui.mode.value === "off" ? state.lastMode : "off";
@@ -178,6 +220,7 @@
   // the server's overlay colours (pneumo.overlay), so downloads and viewer agree
   const rgb = (text) => text.split(",").map(Number);
   const MASK_RGB = rgb(root.dataset.maskColour), CONTOUR_RGB = rgb(root.dataset.contourColour);
+  const REVIEW_RGB = rgb(root.dataset.reviewColour || "0,190,255");
   const HEAT_FLOOR = 0.1;
 
   function pixelsOf(img, w, h) {
@@ -221,7 +264,7 @@
     return out;
   }
 
-  function maskLayers(maskImg) {
+  function maskLayers(maskImg, fillRGB = MASK_RGB, lineRGB = CONTOUR_RGB) {
     const src = pixelsOf(maskImg, W, H);
     const inside = new Uint8Array(W * H);
     for (let i = 0; i < W * H; i++) inside[i] = src[4 * i] > 127 ? 1 : 0;
@@ -233,8 +276,8 @@
         d[4 * i] = rgb[0]; d[4 * i + 1] = rgb[1]; d[4 * i + 2] = rgb[2]; d[4 * i + 3] = 255;
       }
     };
-    return [layerFrom(paint((i) => inside[i], MASK_RGB)),
-            layerFrom(paint((i) => inside[i] && !core[i], CONTOUR_RGB))];
+    return [layerFrom(paint((i) => inside[i], fillRGB)),
+            layerFrom(paint((i) => inside[i] && !core[i], lineRGB))];
   }
 
   // jet colour map on an absolute 0..1 scale; transparent below the floor
@@ -277,16 +320,27 @@
   }
 
   const loading = document.getElementById("loading");
+  // the reviewer's saved correction, when there is one: its own layer, in its own colour
+  const corrected = root.dataset.corrected ? loadImage(root.dataset.corrected) : Promise.resolve(null);
   Promise.all([loadImage(root.dataset.image), loadImage(root.dataset.mask),
-               loadImage(root.dataset.heatmap)])
-    .then(([img, mask, prob]) => {
+               loadImage(root.dataset.heatmap), corrected])
+    .then(([img, mask, prob, reviewed]) => {
       W = img.naturalWidth; H = img.naturalHeight;
       grey = pixelsOf(img, W, H);
       display = document.createElement("canvas"); display.width = W; display.height = H;
       [layers.filled, layers.contour] = maskLayers(mask);
       layers.heatmap = heatLayer(prob);
+      if (reviewed) {
+        const [fill, line] = maskLayers(reviewed, REVIEW_RGB, REVIEW_RGB);
+        layers.reviewer = fill;
+        const both = document.createElement("canvas"); both.width = W; both.height = H;
+        const g = both.getContext("2d");
+        g.drawImage(layers.contour, 0, 0); g.drawImage(line, 0, 0);
+        layers.both = both;
+      }
       applyWindow(); draw(); fit(); drawLegend(); showLegend();
       canvas.dataset.ready = "1";
+      loaded();
       if (loading) loading.hidden = true;
     })
     .catch((err) => {

@@ -36,6 +36,15 @@ def orange_pixels(png: bytes) -> int:
     return int(((r - b > 60) & (r - g > 15)).sum())
 
 
+def blue_pixels(png: bytes) -> int:
+    """Pixels in the reviewer's colour (sky blue, over grey)."""
+    import io
+
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    return int(((b - r > 60) & (g - r > 25)).sum())
+
+
 def coloured_pixels(png: bytes) -> int:
     import io
 
@@ -275,13 +284,15 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(
         page.fill("input[name=password]", "correct horse battery")
         page.click("button[type=submit]")
         _upload_and_wait(page, server.url, positive_dicom)
-        page.click("#review-editor summary")
-        page.wait_for_function("document.getElementById('review-canvas').width > 0")
-        before = page.locator("#review-canvas").screenshot()
+        viewer = page.locator("#canvas")
+        page.keyboard.press("m")  # correct the mask on the main viewer
+        page.wait_for_selector("#canvas[data-editing='1']")
+        assert page.is_visible("#editor-tools")
+        page.select_option("#mode", "off")  # only the correction in view
+        before = blue_pixels(viewer.screenshot())
 
         def drag(x0, y0, x1, y1):
-            page.locator("#review-canvas").scroll_into_view_if_needed()
-            box = page.locator("#review-canvas").bounding_box()  # after any scrolling
+            box = viewer.bounding_box()
             page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
             page.mouse.down()
             for i in range(1, 11):
@@ -293,29 +304,59 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(
 
         page.eval_on_selector("#brush-size", "e => { e.value = 30; }")
         page.click("#clear-mask")  # start from an empty mask
-        cleared = orange_pixels(page.locator("#review-canvas").screenshot())
-        assert cleared < orange_pixels(before) or orange_pixels(before) < 500
+        cleared = blue_pixels(viewer.screenshot())
+        assert cleared < before or before < 500
         drag(0.15, 0.2, 0.3, 0.6)  # a stroke on the image's left
-        painted = orange_pixels(page.locator("#review-canvas").screenshot())
+        painted = blue_pixels(viewer.screenshot())
         assert painted > cleared + 500
         assert page.is_enabled("#undo")
-        page.click("#undo")  # undo takes the stroke back
-        assert abs(orange_pixels(page.locator("#review-canvas").screenshot()) - cleared) < 200
+        page.keyboard.press("u")  # undo takes the stroke back
+        assert abs(blue_pixels(viewer.screenshot()) - cleared) < 200
         drag(0.15, 0.2, 0.3, 0.6)
-        page.check("input[name=tool][value=eraser]")
+        page.keyboard.press("e")  # the eraser
         page.eval_on_selector("#brush-size", "e => { e.value = 40; }")
         drag(0.0, 0.5, 1.0, 0.5)  # erase a band across the stroke
-        erased = orange_pixels(page.locator("#review-canvas").screenshot())
+        erased = blue_pixels(viewer.screenshot())
         assert cleared + 100 < erased < painted - 50
-        page.check("input[name=tool][value=brush]")
+        page.keyboard.press("b")
         page.eval_on_selector("#brush-size", "e => { e.value = 30; }")
-        page.locator("#review").screenshot(path=str(shots / "review_tools.png"))
+        page.screenshot(path=str(shots / "review_tools.png"))
         page.check("input[name=verdict][value=disagree]")
         page.select_option("#reason", "wrong_extent")
         page.click("#review-submit")
         page.wait_for_selector("#reviews")
         assert "wrong extent" in page.inner_text("#reviews")
         assert "corrected mask" in page.inner_text("#reviews")
+        # after the reload: the saved correction is a layer of its own, in its own colour
+        page.wait_for_selector("#canvas[data-ready='1']", timeout=60_000)
+        assert "Corrected mask by rita" in page.inner_text("#corrected-mask")
+        page.select_option("#mode", "off")
+        bare = blue_pixels(viewer.screenshot())
+        page.select_option("#mode", "reviewer")
+        shown = blue_pixels(viewer.screenshot())
+        assert shown > bare + 500
+        page.select_option("#mode", "both")  # both outlines: the model's and the reviewer's
+        outlines = viewer.screenshot()
+        assert bare + 50 < blue_pixels(outlines) < shown  # an outline, not the filled region
+        result_url = page.url.split("#")[0]
+        reviews = page.evaluate(
+            "url => fetch(url).then(r => r.json())",
+            result_url.replace("/results/", "/api/v1/predictions/") + "/reviews",
+        )["reviews"]
+        assert reviews[0]["corrected_mask_rle"] not in (None, "-1")
+        png = page.evaluate(
+            "url => fetch(url).then(r => r.status)", server.url + reviews[0]["corrected_mask_png"]
+        )
+        assert png == 200
+        # reopening the editor starts from the saved correction, not the model's outline
+        page.select_option("#mode", "off")
+        page.keyboard.press("m")
+        page.wait_for_selector("#canvas[data-editing='1']")
+        assert abs(blue_pixels(viewer.screenshot()) - shown) < 0.2 * shown  # as saved
+        page.keyboard.press("m")
+        page.keyboard.press("n")  # the next unreviewed study: none is left
+        page.wait_for_url("**/worklist?status=unreviewed")
+        assert "No unreviewed studies left." in page.content()
         page.goto(server.url + "/worklist")
         assert "disagreed" in page.inner_text("table.worklist")
         page.goto(server.url + "/agreement")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import ROOT
 from pneumo.io import rle
-from helpers.web import post
+from helpers.web import csrf, post
 
 PASSWORD = "correct horse battery"
 
@@ -156,6 +156,17 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(
         "reason": "wrong_extent",
         "corrected_mask": True,
     }
+    # the correction itself: RLE in the API, a PNG at the image's size and at the view's
+    assert np.array_equal(rle.decode(api["reviews"][0]["corrected_mask_rle"], shape), corrected)
+    png = client.get(api["reviews"][0]["corrected_mask_png"], headers=tokens["alice"])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.data))) > 0, corrected)
+    shown = bob.get(f"/results/{rid}/files/corrected_view_mask.png")
+    assert np.asarray(Image.open(io.BytesIO(shown.data))).shape == view
+    assert "reviewer's correction" in page and "corrected_view_mask.png" in page
+    assert (
+        client.get(f"/results/{rid}/files/corrected_mask.png", headers=tokens["dave"]).status_code
+        == 404
+    )  # another team
     # bad reviews are refused with a message, nothing kept
     bad = client.post(
         f"/api/v1/predictions/{rid}/review",
@@ -220,6 +231,21 @@ def test_a_review_with_a_corrected_mask_is_kept_shown_and_exported(
     )
     _, samples = DataConfig.load(config).samples()
     assert [(s.image_id, s.positive) for s in samples] == [(rid, bool(corrected.any()))]
+    # the next unreviewed study is one request away; none left: the worklist says so
+    other = _api_upload(client, tokens["carol"], positive_dicom)
+    nxt = bob.get(f"/next-unreviewed?after={rid}")
+    assert nxt.status_code == 303 and nxt.headers["Location"].endswith(f"/results/{other}")
+    assert bob.get(f"/results/{other}/files/corrected_mask.png").status_code == 404
+    bob.post(
+        f"/api/v1/predictions/{other}/review",
+        json={"agrees": True},
+        headers={"X-CSRF-Token": csrf(bob)},
+    )
+    done_all = bob.get(f"/next-unreviewed?after={other}")
+    assert done_all.headers["Location"].endswith("/worklist?status=unreviewed")
+    assert "No unreviewed studies left." in bob.get(done_all.headers["Location"]).get_data(
+        as_text=True
+    )
 
 
 def test_agreement_counts_the_reviews_per_operating_point():

@@ -349,6 +349,7 @@ class Review:
             "agrees": self.agrees,
             "reason": self.reason,
             "corrected_mask": self.corrected_rle is not None,
+            "corrected_mask_rle": self.corrected_rle,
         }
 
 
