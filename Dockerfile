@@ -48,7 +48,9 @@ RUN pip install --no-deps . \
     && chown pneumo:pneumo /data /home/pneumo/.config /home/pneumo/.config/matplotlib \
     && chmod 0755 /usr/local/bin/pneumo-entrypoint /usr/local/bin/pneumo-healthcheck
 
-ENV HOME=/home/pneumo MPLCONFIGDIR=/home/pneumo/.config/matplotlib
+# the OpenVINO network converted from the weights is kept on the data volume, so only the
+# first start of a new volume converts it (PNEUMO_RUNTIME=auto; docs/configuration.md)
+ENV HOME=/home/pneumo MPLCONFIGDIR=/home/pneumo/.config/matplotlib XDG_CACHE_HOME=/data/cache
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000

@@ -280,7 +280,8 @@ def _model_args(p) -> None:
         "--runtime",
         choices=RUNTIMES,
         default=DEFAULT_RUNTIME,
-        help="inference runtime (default: keras; PNEUMO_RUNTIME under the pneumo command)",
+        help="inference runtime (default: auto, the model card's measured choice where it "
+        "can run; PNEUMO_RUNTIME under the pneumo command)",
     )
 
 

@@ -47,7 +47,7 @@ def test_model_options_are_checked_and_normalised_before_any_work():
 
     default = ModelOptions()
     assert default.model_dir == DEFAULT_MODEL_DIR and default.warm_up
-    assert (default.device, default.runtime, default.threads) == ("auto", "keras", None)
+    assert (default.device, default.runtime, default.threads) == ("auto", "auto", None)
     assert (default.operating_point, default.prevalence, default.tta) == (None, None, None)
     options = ModelOptions("models/x", device=" CPU ", threads=2)
     assert options.model_dir == Path("models/x") and options.device == "cpu"
@@ -134,7 +134,8 @@ def test_load_predictor_honours_the_options(bundled, monkeypatch):
     card = bundled.card
     assert bundled.model_dir == DEFAULT_MODEL_DIR and bundled.tta == card.tta
     assert bundled.operating_point == card.operating_point(None) and bundled.prevalence is None
-    assert bundled.device.startswith("CPU (") and bundled.runtime.name.startswith("keras")
+    served = bundled.card.serving["runtime"]  # auto: the card's measured choice
+    assert bundled.device.startswith("CPU (") and bundled.runtime.name.startswith(served)
     assert bundled.where == f"{bundled.device}, runtime {bundled.runtime.name}"
     calls = []
     real_output = Predictor.output

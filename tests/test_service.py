@@ -264,7 +264,7 @@ def test_pneumo_command_takes_device_and_runtime_from_the_settings(monkeypatch):
     args = build_parser().parse_args(["predict", "x.dcm", "--submission", "s.csv"])
     assert (args.device, args.runtime) == ("cpu", "openvino")
     core = core_parser().parse_args(["predict", "x.dcm", "--submission", "s.csv"])
-    assert (core.device, core.runtime) == ("auto", "keras")
+    assert (core.device, core.runtime) == ("auto", "auto")
     monkeypatch.setenv("PNEUMO_DEVICE", "tpu")
     with pytest.raises(ValueError, match="PNEUMO_DEVICE"):
         build_parser()

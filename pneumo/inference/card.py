@@ -52,6 +52,9 @@ class ModelCard:
     # the review band's lowest probability (fitted so that few normal films fall in the band);
     # None: the band reaches down to the next operating point
     review_floor: float | None = None
+    # how the model is served: the runtime chosen by measurement with its accuracy guard
+    # (benchmarks/runtime_choice.py), which PNEUMO_RUNTIME=auto follows where it can run
+    serving: dict[str, Any] | None = None
 
     def __post_init__(self):
         if self.default_operating_point not in self.operating_points:
@@ -108,6 +111,7 @@ class ModelCard:
             "chest_gate": self.chest_gate,
             "calibration_prevalence": self.calibration_prevalence,
             **({"review_floor": self.review_floor} if self.review_floor is not None else {}),
+            **({"serving": self.serving} if self.serving is not None else {}),
         }
 
     @classmethod
@@ -148,6 +152,7 @@ class ModelCard:
             chest_gate=d.get("chest_gate"),
             calibration_prevalence=d.get("calibration_prevalence"),
             review_floor=d.get("review_floor"),
+            serving=d.get("serving"),
         )
 
     def write(self, model_dir: str | Path) -> Path:

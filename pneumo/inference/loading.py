@@ -35,7 +35,8 @@ class ModelOptions:
     Attributes:
         model_dir: the model folder (card and weights); default: the bundled model.
         device: ``auto``, ``cpu`` or ``gpu`` (``PNEUMO_DEVICE``, ``--device``).
-        runtime: ``keras`` or ``openvino`` (``PNEUMO_RUNTIME``, ``--runtime``).
+        runtime: ``auto`` (the card's measured choice where it can run), ``keras`` or
+            ``openvino`` (``PNEUMO_RUNTIME``, ``--runtime``).
         threads: CPU threads per operation (``PNEUMO_TF_THREADS``); ``None``: one per core.
         operating_point: one of the card's points (``None``: the card's).
         prevalence: the site prevalence the shown probability is re-based to

@@ -152,7 +152,19 @@ class Predictor:
         placement: Placement | None = None,
     ):
         self.model = model
-        self.runtime = runtimes.load(runtime, model)
+        choice = (card.serving or {}).get("runtime")
+        on_gpu = placement is not None and placement.kind == "gpu"
+        if placement is not None:
+            backend = placement.backend
+        else:  # Keras is imported: the model was built with it
+            import keras  # lazy: see KerasRuntime
+
+            backend = keras.config.backend()
+        runtime = runtimes.resolve(runtime, choice, on_gpu, backend)
+        key = None
+        if runtime == "openvino" and (Path(model_dir) / WEIGHTS).exists():
+            key = runtimes.weights_key(Path(model_dir) / WEIGHTS)
+        self.runtime = runtimes.load(runtime, model, cache_key=key)
         self.card = card
         self.model_dir = Path(model_dir)
         self.pcfg = card.preprocess
@@ -187,7 +199,7 @@ class Predictor:
         model_dir: str | Path = DEFAULT_MODEL_DIR,
         warm_up: bool = True,
         operating_point: str | None = None,
-        runtime: str = "keras",
+        runtime: str = runtimes.DEFAULT_RUNTIME,
         prevalence: float | None = None,
         tta: bool | None = None,
         placement: Placement | None = None,

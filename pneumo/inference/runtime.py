@@ -1,23 +1,76 @@
 """The inference runtime seam: one ``predict(batch) -> (maps, head)`` behind a loader.
 
 :class:`KerasRuntime` runs the Keras model (any backend); :class:`OpenVINORuntime`
-converts the same weights to OpenVINO at load time (the ``openvino`` extra) and runs
-them on the CPU at float32, which measured faster than TensorFlow here with outputs
-within 1e-5 (benchmarks/README.md). The Predictor and the benchmarks pick one by
-name (``PNEUMO_RUNTIME``); nothing else knows which is in use.
+converts the same weights to OpenVINO (the ``openvino`` package) and runs them on the
+CPU at float32. The Predictor and the benchmarks pick one by name (``PNEUMO_RUNTIME``);
+nothing else knows which is in use.
+
+``auto`` (the default) serves what the model's card chose by measurement
+(``serving.runtime``, from ``benchmarks/runtime_choice.py``: the fastest runtime whose
+validation figures stay within the accuracy guard of Keras) when it can run here: OpenVINO
+on the CPU when the package is installed; Keras otherwise and on a GPU. The converted
+network is kept in a cache folder (keyed by the weights and the OpenVINO version), so
+only the first start converts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-RUNTIMES = ("keras", "openvino")
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("auto", "keras", "openvino")
 #: The runtime used unless another is asked for (``PNEUMO_RUNTIME``).
-DEFAULT_RUNTIME = "keras"
+DEFAULT_RUNTIME = "auto"
+
+
+def openvino_installed() -> bool:
+    """Whether the ``openvino`` package can be imported here."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def resolve(
+    name: str, card_choice: str | None, on_gpu: bool = False, backend: str = "tensorflow"
+) -> str:
+    """The runtime that ``name`` means: itself, or for ``auto`` the card's measured choice
+    where it can run (OpenVINO: installed, the model not placed on a GPU, and the Keras
+    backend TensorFlow, whose saved model it converts), else ``keras``."""
+    check_runtime(name)
+    if name != "auto":
+        return name
+    if (
+        card_choice == "openvino"
+        and not on_gpu
+        and backend == "tensorflow"
+        and openvino_installed()
+    ):
+        return "openvino"
+    return "keras"
+
+
+def cache_dir() -> Path:
+    """Where converted networks are kept: ``$XDG_CACHE_HOME/pneumo`` (by default
+    ``~/.cache/pneumo``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pneumo"
+
+
+def weights_key(path: Path) -> str:
+    """A short digest of a weights file (the cache key of its converted network)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:20]
 
 
 class Runtime(Protocol):
@@ -47,17 +100,34 @@ class KerasRuntime:
 
 
 class OpenVINORuntime:
-    """The same network converted to OpenVINO (CPU, float32 inference precision)."""
+    """The same network converted to OpenVINO (CPU, float32 inference precision).
 
-    def __init__(self, model, precision: str = "f32"):
+    With ``cache_key`` (e.g. :func:`weights_key` of the weights), the converted network is
+    written to :func:`cache_dir` on first use and read from there afterwards (a start
+    then skips the conversion, which takes seconds); a cache that cannot be written or
+    read is skipped with a log line, never an error."""
+
+    def __init__(self, model, precision: str = "f32", cache_key: str | None = None):
         import openvino as ov  # lazy: the optional openvino extra
 
         shape = model.input_shape[1:]
         self.output_names = list(model.output_names)
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = Path(tmp) / "saved_model"
-            model.export(str(saved), format="tf_saved_model", verbose=False)
-            converted = ov.convert_model(str(saved), input=[[-1, *shape]])
+        cached = None
+        if cache_key:
+            cached = cache_dir() / f"openvino-{ov.__version__.split('-')[0]}-{cache_key}.xml"
+        converted = None
+        if cached is not None and cached.exists():
+            try:
+                converted = ov.Core().read_model(str(cached))
+            except Exception as exc:  # noqa: BLE001 - a damaged cache converts again
+                log.warning("the converted network in the cache is unreadable: %s", exc)
+        if converted is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                saved = Path(tmp) / "saved_model"
+                model.export(str(saved), format="tf_saved_model", verbose=False)
+                converted = ov.convert_model(str(saved), input=[[-1, *shape]])
+            if cached is not None:
+                _keep(ov, converted, cached)
         self.compiled = ov.Core().compile_model(
             converted, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         )
@@ -70,6 +140,19 @@ class OpenVINORuntime:
         return _as_arrays(
             *split_named(self.output_names, [result[port] for port in self.compiled.outputs])
         )
+
+
+def _keep(ov, converted, path: Path) -> None:
+    """Write a converted network to ``path`` (both files renamed into place at the end,
+    so a reader never sees half of one)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
+        ov.save_model(converted, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not keep the converted network in %s: %s", path.parent, exc)
 
 
 class Raw(NamedTuple):
@@ -97,18 +180,21 @@ def check_runtime(name: str) -> str:
     return name
 
 
-def load(name: str, model) -> Runtime:
-    """The runtime ``name`` for a built Keras model with its weights loaded."""
+def load(name: str, model, cache_key: str | None = None) -> Runtime:
+    """The runtime ``name`` (``keras`` or ``openvino``; see :func:`resolve` for ``auto``)
+    for a built Keras model with its weights loaded."""
     check_runtime(name)
+    if name == "auto":
+        raise ValueError("resolve the runtime 'auto' first (runtime.resolve)")
     if name == "keras":
         return KerasRuntime(model)
     try:  # openvino, the only other one
         import openvino  # noqa: F401  # lazy: is the optional openvino extra installed?
     except ImportError as exc:
         raise ValueError(
-            "PNEUMO_RUNTIME=openvino needs the openvino extra (pip install 'pneumo[openvino]')"
+            "PNEUMO_RUNTIME=openvino needs the openvino package (pip install -r requirements.txt)"
         ) from exc
-    return OpenVINORuntime(model)
+    return OpenVINORuntime(model, cache_key=cache_key)
 
 
 def as_runtime(model_or_runtime) -> Runtime:

@@ -91,13 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--maps", help="npz file for the probability maps")
     p.add_argument("--bench", help="batch sizes to time, e.g. 1,16")
     p.add_argument("--bench-min-s", dest="bench_min_s", type=float, default=2.0)
+    p.add_argument(
+        "--runtime",
+        default="keras",
+        help="keras (default: this script compares the Keras backends), openvino or auto",
+    )
     args = p.parse_args(argv)
 
     from pneumo.inference.device import gpu_memory_peak, weights_device
     from pneumo.inference.loading import ModelOptions, load_predictor
     from pneumo.inference.predictor import DEFAULT_MODEL_DIR
 
-    options = ModelOptions(Path(args.model or DEFAULT_MODEL_DIR).resolve(), device=args.device)
+    options = ModelOptions(
+        Path(args.model or DEFAULT_MODEL_DIR).resolve(), device=args.device, runtime=args.runtime
+    )
     t0 = time.perf_counter()
     predictor = load_predictor(options)
     load_s = time.perf_counter() - t0
