@@ -43,6 +43,28 @@ _ERROR = {
         "message": {"type": "string"},
     },
 }
+
+
+def _page(following: str) -> dict:
+    """The answer of one page of a list: its results, the total, and ``following`` (the
+    next page's URL or cursor; null on the last)."""
+    return {
+        "description": "one page",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "results": {"type": "array"},
+                        "total": {"type": "integer"},
+                        following: {"type": ["string", "null"]},
+                    },
+                }
+            }
+        },
+    }
+
+
 #: The filters of a list of predictions (app.listing.read_filter).
 _FILTERS = [
     {
@@ -163,23 +185,7 @@ OPENAPI = {
                     },
                     *_FILTERS,
                 ],
-                "responses": {
-                    "200": {
-                        "description": "one page",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "results": {"type": "array"},
-                                        "total": {"type": "integer"},
-                                        "next": {"type": ["string", "null"]},
-                                    },
-                                }
-                            }
-                        },
-                    }
-                },
+                "responses": {"200": _page("next")},
             },
         },
         "/api/v1/predictions/search": {
@@ -205,21 +211,7 @@ OPENAPI = {
                     }
                 },
                 "responses": {
-                    "200": {
-                        "description": "one page",
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        "results": {"type": "array"},
-                                        "total": {"type": "integer"},
-                                        "next_cursor": {"type": ["string", "null"]},
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "200": _page("next_cursor"),
                     "400": {"description": "not a JSON object, or a bad filter, limit or cursor"},
                 },
             },

@@ -162,6 +162,12 @@ def download(result_id: str, name: str):
     data = renditions.artefact(store().results, row, name)
     if data is None:
         abort(404)
+    return _send(row, data, mimetype, download_name)
+
+
+def _send(row, data: bytes, mimetype: str, download_name: str | None):
+    """A result's file: shown in place, or with ``?download=1`` saved under a name made
+    from the uploader's file name (for the uploader) or the result id."""
     return send_file(
         io.BytesIO(data),
         mimetype=mimetype,
@@ -181,15 +187,7 @@ def _corrected(row, name: str):
         data = renditions.corrected_view_mask(row, review.corrected_rle)
     else:
         data = renditions.corrected_mask(row, review.corrected_rle)
-    mimetype, download_name = CORRECTED[name]
-    return send_file(
-        io.BytesIO(data),
-        mimetype=mimetype,
-        as_attachment=bool(download_name) and request.args.get("download") == "1",
-        download_name=download_name
-        and f"{download_stem(row, row.owner == current_owner())}_{download_name}",
-        max_age=0,
-    )
+    return _send(row, data, *CORRECTED[name])
 
 
 def corrected_review(result_id: str):
