@@ -164,7 +164,8 @@ class Predictor:
         key = None
         if runtime == "openvino" and (Path(model_dir) / WEIGHTS).exists():
             key = runtimes.weights_key(Path(model_dir) / WEIGHTS)
-        self.runtime = runtimes.load(runtime, model, cache_key=key)
+        threads = placement.threads if placement is not None else None
+        self.runtime = runtimes.load(runtime, model, cache_key=key, threads=threads)
         self.card = card
         self.model_dir = Path(model_dir)
         self.pcfg = card.preprocess
@@ -178,6 +179,8 @@ class Predictor:
             else str(placement)
             if runtime == "keras"
             else f"CPU ({self.runtime.name})"
+            if not threads
+            else f"CPU ({self.runtime.name}, {threads} thread{'s' if threads > 1 else ''})"
         )
         self.operating_point = card.operating_point(operating_point)  # checked by load
         self.gate = gate.AppearanceGate.from_dict(card.chest_gate) if card.chest_gate else None

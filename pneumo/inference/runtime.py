@@ -107,7 +107,13 @@ class OpenVINORuntime:
     then skips the conversion, which takes seconds); a cache that cannot be written or
     read is skipped with a log line, never an error."""
 
-    def __init__(self, model, precision: str = "f32", cache_key: str | None = None):
+    def __init__(
+        self,
+        model,
+        precision: str = "f32",
+        cache_key: str | None = None,
+        threads: int | None = None,
+    ):
         import openvino as ov  # lazy: the optional openvino extra
 
         shape = model.input_shape[1:]
@@ -128,10 +134,12 @@ class OpenVINORuntime:
                 converted = ov.convert_model(str(saved), input=[[-1, *shape]])
             if cached is not None:
                 _keep(ov, converted, cached)
-        self.compiled = ov.Core().compile_model(
-            converted, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-        )
-        self.name = f"openvino {ov.__version__} ({precision})"
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:  # PNEUMO_TF_THREADS: the CPU threads per operation, whatever the runtime
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = ov.Core().compile_model(converted, "CPU", config)
+        self.name = f"openvino {ov.__version__.split('-')[0]} ({precision})"
+        self.threads = threads
 
     def predict(self, x: np.ndarray) -> Raw:
         from pneumo.nets.networks import split_named  # lazy: imports Keras (see KerasRuntime)
@@ -180,7 +188,7 @@ def check_runtime(name: str) -> str:
     return name
 
 
-def load(name: str, model, cache_key: str | None = None) -> Runtime:
+def load(name: str, model, cache_key: str | None = None, threads: int | None = None) -> Runtime:
     """The runtime ``name`` (``keras`` or ``openvino``; see :func:`resolve` for ``auto``)
     for a built Keras model with its weights loaded."""
     check_runtime(name)
@@ -194,7 +202,7 @@ def load(name: str, model, cache_key: str | None = None) -> Runtime:
         raise ValueError(
             "PNEUMO_RUNTIME=openvino needs the openvino package (pip install -r requirements.txt)"
         ) from exc
-    return OpenVINORuntime(model, cache_key=cache_key)
+    return OpenVINORuntime(model, cache_key=cache_key, threads=threads)
 
 
 def as_runtime(model_or_runtime) -> Runtime:
