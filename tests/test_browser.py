@@ -384,8 +384,9 @@ def test_review_tools_draw_undo_and_save_a_corrected_mask(
 
 
 def test_worklist_shows_fifteen_rows_at_1280x720(tiny_model_folder, positive_dicom, tmp_path):
-    """A reading room's screen: at 1280x720 at least 15 worklist rows are in view without
-    scrolling, each one line high, however long the (SIIM-style) file names are."""
+    """A reading room's screen: at 1280x720 a radiologist sees at least 15 worklist rows
+    without scrolling, each one line high, however long the (SIIM-style) file names and the
+    uploaders' names are, and nothing runs off the side."""
     import dataclasses
 
     from playwright.sync_api import sync_playwright
@@ -393,18 +394,30 @@ def test_worklist_shows_fifteen_rows_at_1280x720(tiny_model_folder, positive_dic
     from app.store.records import new_id
     from app.store.repository import Store
 
+    store = Store(tmp_path / "instance" / "data")
+    store.init()
+    store.accounts.create("rad", "a-long-password-1", "A", "radiologist")
+    sender = store.accounts.create(
+        "an_uploader_with_a_long_name", "a-long-password-1", "A", "uploader"
+    )
+    store.close()
     proc, url = serve(tiny_model_folder, tmp_path)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(url + "/login")
+            page.fill("input[name=username]", "rad")
+            page.fill("input[name=password]", "a-long-password-1")
+            page.click("button[type=submit]")
             _upload_and_wait(page, url, positive_dicom)
             store = Store(tmp_path / "instance" / "data")
             first = store.results.get_any(store.results.all_ids()[0])
-            for i in range(24):  # copies with long names, flags and batches
+            for i in range(24):  # a teammate's copies with long names, flags and batches
                 row = dataclasses.replace(
                     first,
                     id=new_id(),
+                    owner=f"user:{sender}",
                     created=first.created - i - 1,
                     file_name=f"1.2.276.0.7230010.3.1.4.8323329.{1000 + i}.1517875165."
                     f"{878027 + i}.dcm",
@@ -417,7 +430,7 @@ def test_worklist_shows_fifteen_rows_at_1280x720(tiny_model_folder, positive_dic
             store.close()
             page.goto(url + "/worklist")
             boxes = [r.bounding_box() for r in page.query_selector_all("table.worklist tbody tr")]
-            assert len(boxes) == 25
+            assert len(boxes) == 25 and page.locator("td.uploader").count() == 25
             in_view = [b for b in boxes if b["y"] + b["height"] <= 720]
             assert len(in_view) >= 15, [round(b["y"]) for b in boxes]
             assert max(b["height"] for b in boxes) < 40  # one line each: nothing wraps

@@ -169,7 +169,7 @@ def test_the_worklist_filters_and_searches_in_a_posted_form(team, positive_dicom
     page = client.get("/worklist").get_data(as_text=True)
     # a teammate sees the file names (their ends, which tell SIIM names apart) and who sent them
     assert "….1517875165.878027.dcm<" in page and "….1517875165.999999.dcm<" in page
-    assert page.count('<td class="uploader">up</td>') == 2
+    assert page.count('<td class="uploader"><span class="ellipsis" title="up">up</span></td>') == 2
     assert "2 shown of 2 studies" in page
     found = client.post("/worklist", data={"q": "doe jane", "csrf_token": csrf(client)}).get_data(
         as_text=True
