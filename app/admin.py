@@ -186,7 +186,10 @@ def audit():
     """The team's audit events since a day (default: the last 7 days); ``format=csv`` or
     ``json`` downloads them."""
     admin = _admin()
-    events = store().audit.events(_since(), admin.team_id)
+    # an admin named in PNEUMO_AUDIT_ADMINS reads every team's events (the deployment's
+    # data-protection officer or IT); any other admin, the team's
+    everyone = admin.username in settings().audit_admins
+    events = store().audit.events(_since(), None if everyone else admin.team_id)
     action = request.args.get("action") or None
     if action:
         events = [e for e in events if e.action == action]
@@ -211,6 +214,9 @@ def audit():
         action=action,
         actions=AUDIT_ACTIONS,
         names=_names(e.actor for e in shown),
+        everyone=everyone,
+        own_team=admin.team_id,
+        teams={u.team_id: u.team for u in store().accounts.list()} if everyone else {},
     )
 
 

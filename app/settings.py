@@ -219,6 +219,8 @@ class Settings:
     )  # <instance>/data when PNEUMO_INSTANCE_DIR is set
     retention_days: float = 30.0
     audit_retention_days: float = 2192.0  # the audit trail: 6 years, beyond the results'
+    # admins (by user name) who read the whole deployment's audit trail, every team's
+    audit_admins: tuple[str, ...] = ()
     min_free_mb: int = 500  # kept free for the database: below it new results
     #                                        are refused (503) and /readyz says "degraded"
     database_url: str | None = None  # None: the SQLite file in the data folder
@@ -317,6 +319,11 @@ class Settings:
             retention_days=_number(env, "RETENTION_DAYS", d["retention_days"], "days"),
             audit_retention_days=_number(
                 env, "AUDIT_RETENTION_DAYS", d["audit_retention_days"], "days"
+            ),
+            audit_admins=tuple(
+                name.strip()
+                for name in (_text(env, "AUDIT_ADMINS", "") or "").split(",")
+                if name.strip()
             ),
             min_free_mb=_int(env, "MIN_FREE_MB", d["min_free_mb"], minimum=0),
             database_url=_database_url(env),

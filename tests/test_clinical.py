@@ -384,6 +384,40 @@ def test_the_audit_trail_answers_an_auditor(department, positive_dicom):
     assert {e["action"] for e in only["events"]} == {"refused"} and len(only["events"]) == 1
 
 
+def test_a_deployment_admin_reads_every_teams_audit_trail(tmp_path, tiny_predictor, positive_dicom):
+    """PNEUMO_AUDIT_ADMINS: the named admin reads every team's events, with a team column
+    and links only to the results it may open; any other admin, its own team's."""
+    from app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k" * 32,
+            "DATA_DIR": str(tmp_path / "d"),
+            "PREDICTOR": tiny_predictor,
+            "AUDIT_ADMINS": " dpo , nobody ",
+        }
+    )
+    store = app.extensions["pneumo"].store
+    for name, team, role in (
+        ("dpo", "IT", "admin"),
+        ("alice", "A", "admin"),
+        ("dave", "B", "radiologist"),
+    ):
+        store.accounts.create(name, PASSWORD, team, role)
+    dave = store.accounts.create_token("dave")
+    rid = _api_upload(app.test_client(), {"Authorization": f"Bearer {dave}"}, positive_dicom)
+    assert _login(app, "alice").get(f"/results/{rid}").status_code == 404  # refused: B's
+    everyone = _login(app, "dpo").get("/admin/audit").data.decode()
+    assert "every team of this deployment" in everyone
+    assert '<td class="team">B</td>' in everyone and "upload" in everyone and "refused" in everyone
+    assert f"<code>{rid}</code>" in everyone and f'href="/results/{rid}"' not in everyone
+    events = _login(app, "dpo").get("/admin/audit?format=json").get_json()["events"]
+    assert {e["action"] for e in events} >= {"upload", "refused"}
+    own = _login(app, "alice").get("/admin/audit").data.decode()
+    assert "every team" not in own and rid not in own  # B's events are not A's admin's
+
+
 def test_the_admin_revokes_tokens_and_sets_roles(department):
     app, store, tokens = department
     client = app.test_client()
