@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from app.audit import day_start
-from app.store.results import STATUSES, VERDICTS, Filter
+from app.store.results import Filter
 
 #: The longest search text (a file name or a patient's name fits).
 MAX_SEARCH = 100
@@ -32,11 +32,6 @@ def read_filter(values: Mapping[str, str], owner_of: Callable[[str], str | None]
     def get(name: str) -> str:
         return str(values.get(name) or "").strip()
 
-    status, verdict = get("status") or None, get("verdict") or None
-    if status is not None and status not in STATUSES:
-        raise ValueError(f"status must be one of: {', '.join(STATUSES)}.")
-    if verdict is not None and verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of: {', '.join(VERDICTS)}.")
     since = day_start(get("from")) if get("from") else None
     until = day_start(get("to")) + DAY if get("to") else None
     if since is not None and until is not None and until <= since:
@@ -49,9 +44,9 @@ def read_filter(values: Mapping[str, str], owner_of: Callable[[str], str | None]
     text = get("q")
     if len(text) > MAX_SEARCH:
         raise ValueError(f"the search text is longer than {MAX_SEARCH} characters.")
-    return Filter(
-        status=status,
-        verdict=verdict,
+    return Filter(  # checks the review state and the verdict
+        status=get("status") or None,
+        verdict=get("verdict") or None,
         since=since,
         until=until,
         batch=get("batch") or None,

@@ -132,30 +132,35 @@ def _render_view(results, row) -> bytes:
     return png_bytes(pixels)
 
 
-def _render_view_mask(results, row) -> bytes:
-    mask = result_mask(results, row).astype(np.float32)
+def _view_mask_png(mask: np.ndarray) -> bytes:
+    """A mask at the image's size as the viewer's rendition: area-averaged to the view's
+    size, white where at least half of a view pixel is in it."""
+    mask = mask.astype(np.float32)
     rows, cols = view_shape(mask.shape)
     if (rows, cols) != mask.shape:
         mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
     return png_bytes((mask > 0.5).astype(np.uint8) * 255)
 
 
-def corrected_view_mask(row: ResultRow, corrected_rle: str) -> bytes:
-    """A reviewer's corrected mask (SIIM RLE at the image's size) at the viewer's size, as
-    ``view_mask.png`` is for the model's: white where the region is. Made on each request
-    (a later review replaces it)."""
+def _render_view_mask(results, row) -> bytes:
+    return _view_mask_png(result_mask(results, row))
+
+
+def _corrected(row: ResultRow, corrected_rle: str) -> np.ndarray:
+    """A reviewer's corrected mask (SIIM RLE at the image's size) as a bool array."""
     shape = (int(row.meta.get("rows", 0)), int(row.meta.get("columns", 0)))
-    mask = rle.decode(corrected_rle, shape).astype(np.float32)
-    rows, cols = view_shape(shape)
-    if (rows, cols) != mask.shape:
-        mask = cv2.resize(mask, (cols, rows), interpolation=cv2.INTER_AREA)
-    return png_bytes((mask > 0.5).astype(np.uint8) * 255)
+    return rle.decode(corrected_rle, shape)
+
+
+def corrected_view_mask(row: ResultRow, corrected_rle: str) -> bytes:
+    """A reviewer's corrected mask at the viewer's size, as ``view_mask.png`` is for the
+    model's. Made on each request (a later review replaces it)."""
+    return _view_mask_png(_corrected(row, corrected_rle))
 
 
 def corrected_mask(row: ResultRow, corrected_rle: str) -> bytes:
     """A reviewer's corrected mask at the image's size (white where the region is)."""
-    shape = (int(row.meta.get("rows", 0)), int(row.meta.get("columns", 0)))
-    return png_bytes(rle.decode(corrected_rle, shape).astype(np.uint8) * 255)
+    return png_bytes(_corrected(row, corrected_rle).astype(np.uint8) * 255)
 
 
 #: Files rendered on first request from the upload's files.

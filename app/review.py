@@ -16,7 +16,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 
 from app.clinical import ReviewError, agreement, check_review, mask_from_png
 from app.context import current_scope, current_user, readable_result, store
-from app.store.records import REVIEW_REASONS, Review
+from app.store.records import REVIEW_REASONS, Review, newest_correction
 
 bp = Blueprint("review", __name__)
 
@@ -85,13 +85,17 @@ def review_api(result_id: str):
 def reviews_api(result_id: str):
     """Every reviewer's verdict on a result the caller may read."""
     readable_result(result_id)
-    reviews = [r.to_dict() for r in store().reviews.for_result(result_id)]
-    newest = next((r for r in reviews if r["corrected_mask"]), None)
-    if newest is not None:  # the newest correction as a PNG too (the page's reviewer layer)
-        newest["corrected_mask_png"] = url_for(
-            "views.download", result_id=result_id, name="corrected_mask.png"
-        )
-    return jsonify(reviews=reviews)
+    reviews = store().reviews.for_result(result_id)
+    newest = newest_correction(reviews)
+    listed = []
+    for review in reviews:
+        d = review.to_dict()
+        if review is newest:  # the newest correction as a PNG too (the page's reviewer layer)
+            d["corrected_mask_png"] = url_for(
+                "views.download", result_id=result_id, name="corrected_mask.png"
+            )
+        listed.append(d)
+    return jsonify(reviews=listed)
 
 
 def _agreement() -> dict:

@@ -42,7 +42,7 @@ from app.context import (
 )
 from app.service import uploaded_items
 from app.store.database import StoreFull, StoreProblem
-from app.store.records import REVIEW_REASONS
+from app.store.records import REVIEW_REASONS, newest_correction
 from app.listing import FILTER_FIELDS, read_filter
 from app.store.results import STATUSES, BadCursor, Filter
 
@@ -117,7 +117,7 @@ def result(result_id: str):
         mask_threshold=mask_threshold,
         mine=row.owner == current_owner(),
         reviews=reviews,
-        corrected=next((v for v in reviews if v.corrected_rle is not None), None),
+        corrected=newest_correction(reviews),
         reasons=REVIEW_REASONS,
         can_review=bool(user and user.reads_team),
         heat_scale=heat_scale,
@@ -180,7 +180,7 @@ def _send(row, data: bytes, mimetype: str, download_name: str | None):
 
 def _corrected(row, name: str):
     """The newest corrected mask of a result (404 when no reviewer drew one)."""
-    review = corrected_review(row.id)
+    review = newest_correction(store().reviews.for_result(row.id))
     if review is None:
         abort(404, description="No reviewer has saved a corrected mask for this result.")
     if name == "corrected_view_mask.png":
@@ -188,13 +188,6 @@ def _corrected(row, name: str):
     else:
         data = renditions.corrected_mask(row, review.corrected_rle)
     return _send(row, data, *CORRECTED[name])
-
-
-def corrected_review(result_id: str):
-    """The newest review of a result that carries a corrected mask, or ``None``."""
-    return next(
-        (v for v in store().reviews.for_result(result_id) if v.corrected_rle is not None), None
-    )
 
 
 @bp.get("/next-unreviewed")

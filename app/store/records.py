@@ -353,6 +353,12 @@ class Review:
         }
 
 
+def newest_correction(reviews: list[Review]) -> Review | None:
+    """The newest of ``reviews`` (newest first, as the reviews room lists them) that
+    carries a corrected mask, or ``None``."""
+    return next((v for v in reviews if v.corrected_rle is not None), None)
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     """One access to patient data: who, when, which result, from where. Never a patient

@@ -45,9 +45,9 @@ class Filter:
 
     def __post_init__(self):
         if self.status not in (None, *STATUSES):
-            raise ValueError(f"status is one of {', '.join(STATUSES)}")
+            raise ValueError(f"status must be one of: {', '.join(STATUSES)}.")
         if self.verdict not in (None, *VERDICTS):
-            raise ValueError(f"verdict is one of {', '.join(VERDICTS)}")
+            raise ValueError(f"verdict must be one of: {', '.join(VERDICTS)}.")
 
     def sql(self) -> tuple[str, dict]:
         """The condition (and its parameters) on ``results`` rows."""
@@ -224,7 +224,6 @@ class Results(Repository):
         sort: str = "newest",
         limit: int = 50,
         cursor: str | None = None,
-        batch: str | None = None,
         where: Filter | None = None,
     ) -> Page:
         """One page of the results ``owner`` may read (those ``where`` keeps), in
@@ -239,8 +238,6 @@ class Results(Repository):
         seen, args = visible(owner)
         kept, kept_args = (where or Filter()).sql()
         where_sql, args = f"{seen} AND {kept}", {**args, **kept_args}
-        if batch is not None:
-            where_sql, args["batch"] = where_sql + " AND batch = :batch", batch
         after, after_args = _after(sort, cursor) if cursor else ("1 = 1", {})
         order = ", ".join(f"{c} {direction}" for c in columns)
         with self._connect(write=False) as db:
