@@ -38,11 +38,7 @@ class ReviewError(ValueError):
 
 def truth(row: ResultRow, review: Review) -> bool | None:
     """Whether there is a pneumothorax, by the review (``None``: the review cannot say)."""
-    if review.agrees:
-        return bool(row.positive)
-    return {"missed": True, "false_alarm": False, "wrong_extent": bool(row.positive)}.get(
-        review.reason or ""
-    )
+    return review.present(row.positive)
 
 
 def check_review(agrees: bool, reason: str | None) -> str | None:

@@ -24,9 +24,9 @@ from pneumo.inference import overlay
 from pneumo.io import rle
 from pneumo.io.capture import make_secondary_capture
 from pneumo.io.seg import make_seg, make_seg_dataset, source_dataset
-from pneumo.io.sr import make_sr_dataset
+from pneumo.io.sr import make_review_sr_dataset, make_sr_dataset
 
-from app.store.records import ResultRow
+from app.store.records import ResultRow, Review
 from app.store.results import Results
 
 log = logging.getLogger(__name__)
@@ -305,11 +305,75 @@ def sc_findings(row: ResultRow) -> str:
     return "\n".join(lines)
 
 
+def review_seed(row: ResultRow, review: Review) -> str:
+    """The UID seed of a review's objects: one review (reviewer and time) of one result,
+    so sending it again replaces it, a later review adds its own, and the model's objects
+    (seeded by the result id) are never replaced."""
+    return f"{row.id}:review:{review.reviewer}:{review.created!r}"
+
+
+def _area_cm2(row: ResultRow, area_px: int) -> float | None:
+    """An area in pixels of the image in cm², where the stored pixel spacing is trusted
+    (as the model's area was computed); else ``None``."""
+    spacing = row.meta.get("pixel_spacing_mm")
+    if not spacing or row.meta.get("spacing_warning"):
+        return None
+    return area_px * float(spacing[0]) * float(spacing[1]) / 100.0
+
+
+def review_datasets(
+    results: Results,
+    row: ResultRow,
+    review: Review,
+    parts: tuple | None = None,
+    model_seg: pydicom.Dataset | None = None,
+) -> dict[str, pydicom.Dataset]:
+    """A radiologist's review as DICOM objects beside the model's: ``"seg"``, their
+    corrected mask as a SEG marked as theirs (only when they drew one), and ``"sr"``,
+    their verdict as an SR (:func:`pneumo.io.sr.make_review_sr_dataset`) whose region is
+    their SEG, or the model's (``model_seg``, made here unless given) when they agreed
+    with a positive result without drawing, or none. UIDs from :func:`review_seed`."""
+    parts = parts or _dicom_parts(results, row)
+    source, _, mask = parts
+    seed = review_seed(row, review)
+    made: dict[str, pydicom.Dataset] = {}
+    region, area_px = None, 0
+    if review.corrected_rle is not None:
+        corrected = _corrected(row, review.corrected_rle)
+        made["seg"] = make_seg_dataset(
+            source,
+            corrected,
+            row.model,
+            uid_seed=seed,
+            created=review.created,
+            reviewer=review.reviewer_name,
+        )
+        region, area_px = made["seg"], int(corrected.sum())
+    elif review.agrees and row.positive:
+        region = model_seg if model_seg is not None else seg_dataset(results, row, parts)
+        area_px = int(mask.sum())
+    made["sr"] = make_review_sr_dataset(
+        source,
+        region,
+        reviewer=review.reviewer_name,
+        present=review.present(row.positive),
+        review="agree" if review.agrees else (review.reason or "other"),
+        area_px=area_px,
+        area_cm2=_area_cm2(row, area_px),
+        model_name=row.model,
+        uid_seed=seed,
+        created=review.created,
+    )
+    return made
+
+
 def dicom_objects(
-    results: Results, row: ResultRow, kinds: tuple[str, ...]
+    results: Results, row: ResultRow, kinds: tuple[str, ...], review: Review | None = None
 ) -> list[pydicom.Dataset]:
     """The DICOM objects ``kinds`` (of :data:`DICOM_OBJECTS`) of a DICOM result, SEG first:
-    the stored files read once, the SEG made once (the SR references it)."""
+    the stored files read once, the SEG made once (the SR references it). With a
+    ``review``, the reviewer's objects of the same kinds follow the model's (their SEG
+    when they drew a correction, their SR; :func:`review_datasets`)."""
     parts = _dicom_parts(results, row)
     made: dict[str, pydicom.Dataset] = {}
     if "seg" in kinds or "sr" in kinds:
@@ -318,7 +382,11 @@ def dicom_objects(
         made["sr"] = sr_dataset(results, row, parts, made["seg"])
     if "sc" in kinds:
         made["sc"] = sc_dataset(results, row, parts)
-    return [made[k] for k in DICOM_OBJECTS if k in kinds]
+    objects = [made[k] for k in DICOM_OBJECTS if k in kinds]
+    if review is not None and ("seg" in kinds or "sr" in kinds):
+        theirs = review_datasets(results, row, review, parts, made["seg"])
+        objects += [theirs[k] for k in ("seg", "sr") if k in kinds and k in theirs]
+    return objects
 
 
 def dataset_bytes(ds: pydicom.Dataset) -> bytes:

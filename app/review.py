@@ -15,7 +15,7 @@ import time
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from app.clinical import ReviewError, agreement, check_review, mask_from_png
-from app.context import current_scope, current_user, readable_result, store
+from app.context import current_scope, current_user, readable_result, services, store
 from app.store.records import REVIEW_REASONS, Review, newest_correction
 
 bp = Blueprint("review", __name__)
@@ -40,6 +40,7 @@ def _keep(result_id: str, agrees: bool, reason: str | None, mask_png: str | None
     )
     review = Review(row.id, user.owner, user.username, time.time(), agrees, reason, corrected)
     store().reviews.add(review)
+    services().sender.reviewed(row)  # the PACS hears the reviewer too
     return review
 
 

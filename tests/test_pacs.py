@@ -676,3 +676,107 @@ def test_stow_of_a_ct_slice_is_refused_as_not_a_chest_film(token_client):
     assert failed.ReferencedSOPInstanceUID == pydicom.dcmread(io.BytesIO(ct)).SOPInstanceUID
     assert "not a frontal chest X-ray (Modality (0008,0060) is CT" in resp.headers["Warning"]
     assert client.get("/api/v1/predictions", headers=auth).json["results"] == []
+
+
+# -- (4) the reviewer's verdict and outline reach the PACS beside the model's (issue 35) ----
+
+
+def _instances(orthanc, study: str) -> dict[str, list[pydicom.Dataset]]:
+    """Every instance of a study in Orthanc, read back, by modality."""
+    found = requests.get(
+        f"{orthanc.dicomweb_url}/studies/{study}/instances", auth=orthanc.auth, timeout=60
+    ).json()
+    by_modality: dict[str, list[pydicom.Dataset]] = {}
+    for item in found:
+        ds = pydicom.dcmread(io.BytesIO(orthanc.instance_file(item["00080018"]["Value"][0])))
+        by_modality.setdefault(str(ds.Modality), []).append(ds)
+    return by_modality
+
+
+@pytest.mark.slow  # starts a real Orthanc
+def test_a_review_reaches_the_pacs_beside_the_models_objects(
+    orthanc, tiny_predictor, tmp_path, positive_dicom
+):
+    import base64
+
+    from PIL import Image
+
+    from app import create_app
+    from helpers.web import post
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "k" * 32,
+            "DATA_DIR": str(tmp_path / "data"),
+            "PREDICTOR": tiny_predictor,
+            "WARM_UP": False,
+            "DICOMWEB_URL": orthanc.dicomweb_url,
+            "DICOMWEB_USERNAME": ORTHANC_USER,
+            "DICOMWEB_PASSWORD": ORTHANC_PASSWORD,
+            "DICOMWEB_AUTOSEND": "1",
+            "DICOMWEB_TIMEOUT": 10,
+        }
+    )
+    services = app.extensions["pneumo"]
+    services.store.accounts.create("alice", "correct horse battery", "A")  # the team's admin
+    services.store.accounts.create("carol", "correct horse battery", "A", "uploader")
+    carol = {"Authorization": f"Bearer {services.store.accounts.create_token('carol')}"}
+    alice = {"Authorization": f"Bearer {services.store.accounts.create_token('alice')}"}
+    client = app.test_client()
+    data = with_study(positive_dicom.read_bytes())
+    study = str(pydicom.dcmread(io.BytesIO(data)).StudyInstanceUID)
+    resp = client.post(
+        "/api/v1/predictions", headers=carol, data={"file": (io.BytesIO(data), "chest.dcm")}
+    )
+    assert resp.status_code == 201, resp.get_json()
+    rid = resp.get_json()["results"][0]["id"]
+    services.sender.wait()
+    model = _instances(orthanc, study)
+    assert len(model["SEG"]) == 1 and len(model["SR"]) == 1  # the model's, sent on upload
+    model_seg_uid = model["SEG"][0].SOPInstanceUID
+
+    # alice draws the pneumothorax the model missed: her SEG and her SR follow
+    row = services.store.results.get_any(rid)
+    shape = (row.meta["rows"], row.meta["columns"])
+    rgba = np.zeros(shape + (4,), np.uint8)
+    rgba[300:500, 100:260] = 255
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    mask_png = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    review = client.post(
+        f"/api/v1/predictions/{rid}/review",
+        headers=alice,
+        json={"agrees": False, "reason": "missed", "mask_png": mask_png},
+    )
+    assert review.status_code == 201, review.get_json()
+    services.sender.wait()
+    after = _instances(orthanc, study)
+    assert len(after["SEG"]) == 2 and len(after["SR"]) == 2
+    (theirs,) = [s for s in after["SEG"] if s.SOPInstanceUID != model_seg_uid]
+    assert str(theirs.ContentCreatorName) == "alice^" and theirs.SeriesNumber == 902
+    assert theirs.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+    frame = theirs.pixel_array.reshape(shape).astype(bool)
+    assert frame[300:500, 100:260].all() and frame.sum() == 200 * 160
+    (verdict,) = [s for s in after["SR"] if s.SeriesNumber == 903]
+    assert verdict.VerificationFlag == "VERIFIED"
+    codes = {str(element.value) for element in verdict.iterall() if element.keyword == "CodeValue"}
+    assert {"52101004", "MISSED"} <= codes  # Pneumothorax: Present, by alice
+    referenced = {
+        str(e.value) for e in verdict.iterall() if e.keyword == "ReferencedSOPInstanceUID"
+    }
+    assert theirs.SOPInstanceUID in referenced
+    page = client.get(f"/results/{rid}", headers=alice).data.decode()
+    assert "With alice&#39;s review" in page or "With alice's review" in page
+
+    # her later review (agreeing, without drawing) is a new report; the PACS keeps both
+    assert (
+        post(client, "/login", username="alice", password="correct horse battery").status_code
+        == 303
+    )
+    assert post(client, f"/results/{rid}/review", verdict="agree").status_code == 303
+    services.sender.wait()
+    last = _instances(orthanc, study)
+    assert len(last["SEG"]) == 2 and len(last["SR"]) == 3
+    audit = [e for e in services.store.audit.events(team_id=row.team_id) if e.action == "send"]
+    assert any("with the review by alice" in (e.detail or "") for e in audit)

@@ -426,3 +426,119 @@ def test_capture_says_what_the_page_and_the_sr_say(source_bytes):
     white = (shown[below, : four[2]] == 255).all(axis=2).sum()
     assert white > 3 * (before[one[1] : one[3], : one[2]] == 255).all(axis=2).sum() / 2
     assert np.array_equal(shown[four[3] :], before[four[3] :])  # the overlay below, untouched
+
+
+# -- a radiologist's review beside the model's objects (issue 35) -------------------------
+
+REVIEW_SEED = "result-1:review:user:2:1700000100.0"
+
+
+def _review_objects(data: bytes, present, review: str, with_seg: bool = True):
+    from pneumo.io.sr import make_review_sr_dataset
+
+    pixels, _ = _pixels_and_mask(data)
+    corrected = np.zeros(pixels.shape, bool)
+    corrected[200:420, 500:700] = True
+    seg = (
+        make_seg_dataset(
+            data, corrected, "double_unet_v2", REVIEW_SEED, CREATED + 100, reviewer="alice"
+        )
+        if with_seg
+        else None
+    )
+    sr = make_review_sr_dataset(
+        data,
+        seg,
+        reviewer="alice",
+        present=present,
+        review=review,
+        area_px=int(corrected.sum()) if with_seg else 0,
+        area_cm2=None,
+        model_name="double_unet_v2",
+        uid_seed=REVIEW_SEED,
+        created=CREATED + 100,
+    )
+    return corrected, seg, sr
+
+
+def test_a_reviewers_seg_is_marked_as_theirs_and_never_replaces_the_models(source_bytes):
+    model_seg, _, _ = _objects(source_bytes)
+    corrected, seg, _ = _review_objects(source_bytes, True, "missed")
+    seg = hd.seg.segread(io.BytesIO(_bytes(seg)))
+    assert seg.StudyInstanceUID == model_seg.StudyInstanceUID  # the same study and image
+    assert seg.SOPInstanceUID != model_seg.SOPInstanceUID
+    assert seg.SeriesInstanceUID != model_seg.SeriesInstanceUID
+    assert (seg.SeriesNumber, model_seg.SeriesNumber) == (902, 900)
+    assert str(seg.ContentCreatorName) == "alice^"
+    (segment,) = seg.SegmentSequence
+    assert segment.SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in segment
+    assert model_seg.SegmentSequence[0].SegmentAlgorithmType == "AUTOMATIC"
+    assert "radiologist" in seg.SeriesDescription and "radiologist" in segment.SegmentLabel
+    frame = seg.pixel_array.reshape(corrected.shape)
+    assert np.array_equal(frame.astype(bool), corrected)
+
+
+@pytest.mark.parametrize(
+    "present, review, verdict",
+    [
+        (True, "missed", "52101004"),
+        (False, "false_alarm", "272519000"),
+        (True, "agree", "52101004"),
+        (None, "other", None),
+    ],
+)
+def test_a_review_sr_gives_the_reviewers_verdict(source_bytes, present, review, verdict):
+    from pneumo.io.sr import AI_REVIEW, REVIEW_VALUES
+
+    _, seg, sr = _review_objects(source_bytes, present, review)
+    sr = pydicom.dcmread(io.BytesIO(_bytes(sr)))
+    assert (sr.SeriesNumber, sr.SeriesDescription) == (903, "Pneumothorax review (radiologist)")
+    assert sr.VerificationFlag == "VERIFIED" and sr.CompletionFlag == "COMPLETE"
+    assert sr.PreliminaryFlag == "PRELIMINARY"  # a review, not the radiology report
+    assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "alice^"
+    report = hd.sr.srread(io.BytesIO(_bytes(sr))).content
+    observers = [
+        item
+        for item in sr.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "121008"  # Person Observer Name
+    ]
+    assert [str(item.PersonName) for item in observers] == ["alice^"]
+    (group,) = report.get_image_measurement_groups()
+    evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
+    assert evaluations[AI_REVIEW.value] == REVIEW_VALUES[review].value
+    assert evaluations.get("36118008") == verdict  # none when the review cannot say
+    assert not group.get_measurements()  # the model's probability stays in the model's SR
+    (region,) = report.get_planar_roi_measurement_groups()
+    assert region.referenced_segmentation_frame.referenced_sop_instance_uid == seg.SOPInstanceUID
+    area = region.get_measurements(name=Code("42798000", "SCT", "Area"))[0]
+    assert area.value == 220 * 200 and area.unit.value == "{pixels}"
+
+
+def test_a_review_sr_without_a_region_and_refusals(source_bytes):
+    from pneumo.io.sr import make_review_sr_dataset
+
+    _, _, sr = _review_objects(source_bytes, False, "false_alarm", with_seg=False)
+    report = hd.sr.srread(io.BytesIO(_bytes(sr))).content
+    assert report.get_planar_roi_measurement_groups() == []
+    values = dict(
+        reviewer="alice",
+        present=True,
+        review="agree",
+        area_px=0,
+        area_cm2=None,
+        model_name="m",
+        uid_seed="s",
+        created=CREATED,
+    )
+    with pytest.raises(ValueError, match="review must be one of"):
+        make_review_sr_dataset(source_bytes, None, **{**values, "review": "maybe"})
+    with pytest.raises(ValueError, match="reviewer must be named"):
+        make_review_sr_dataset(source_bytes, None, **{**values, "reviewer": ""})
+
+
+@needs_dciodvfy
+def test_dciodvfy_finds_no_errors_in_a_review_sr(source_bytes, tmp_path):
+    for present, review, with_seg in ((True, "missed", True), (None, "other", False)):
+        _, _, sr = _review_objects(source_bytes, present, review, with_seg)
+        sr.save_as(tmp_path / "review_sr.dcm", enforce_file_format=True)
+        assert dciodvfy_errors(tmp_path / "review_sr.dcm") == [], review

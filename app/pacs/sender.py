@@ -51,8 +51,10 @@ def send_result(store: Store, settings: PacsSettings, row: ResultRow) -> SendSta
 def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendState:
     """Send a result whose send this process has claimed; record the outcome."""
     error, seg_uid = None, None
+    reviews = store.reviews.for_result(row.id)
+    review = reviews[0] if reviews else None  # the newest: the reader's verdict now
     try:
-        objects = renditions.dicom_objects(store.results, row, settings.objects)
+        objects = renditions.dicom_objects(store.results, row, settings.objects, review)
         seg_uid = next((str(ds.SOPInstanceUID) for ds in objects if ds.Modality == "SEG"), None)
         store_objects(settings, objects)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
@@ -60,14 +62,16 @@ def _send_claimed(store: Store, settings: PacsSettings, row: ResultRow) -> SendS
         log.warning("PACS send of result %s failed: %s", row.id, error)
     else:
         log.info(
-            "result %s: %s stored on the PACS",
+            "result %s: %s stored on the PACS%s",
             row.id,
             ", ".join(k.upper() for k in settings.objects),
+            " with the newest review" if review else "",
         )
     store.sends.finish(row.id, error, seg_uid, settings.retry_after_s)
-    store.audit.record(
-        "pacs-sender", "send", row.id, None, row.team_id, "sent" if error is None else "failed"
-    )
+    outcome = "sent" if error is None else "failed"
+    if review is not None:
+        outcome += f" (with the review by {review.reviewer_name})"
+    store.audit.record("pacs-sender", "send", row.id, None, row.team_id, outcome)
     return store.sends.state(row.id)
 
 
@@ -161,6 +165,18 @@ class Sender:
         ``PNEUMO_DICOMWEB_AUTOSEND`` is on."""
         if self.settings.configured and self.settings.autosend and row.source_format == "DICOM":
             self.queue(row)
+
+    def reviewed(self, row: ResultRow) -> bool:
+        """A review of ``row`` was saved: queue it for the PACS (the model's objects again,
+        which replace themselves, and the reviewer's) when the PACS has, or will be sent,
+        the model's: autosend on, or the result queued or sent before. Returns whether it
+        was queued."""
+        if not self.settings.configured or row.source_format != "DICOM":
+            return False
+        if not (self.settings.autosend or self.store.sends.state(row.id) is not None):
+            return False
+        self.queue(row)
+        return True
 
     def unfinished(self) -> list[tuple[str, str]]:
         """``(result_id, owner)`` of the sends not yet done, oldest first."""

@@ -341,6 +341,17 @@ class Review:
     reason: str | None = None
     corrected_rle: str | None = None
 
+    def present(self, model_positive: bool) -> bool | None:
+        """Whether there is a pneumothorax, by this review of a result the model called
+        ``model_positive``: agreeing, the model's verdict; disagreeing, by the reason
+        (*missed*: yes, *false alarm*: no, *wrong extent*: the model's verdict, *other*:
+        ``None``, the review cannot say)."""
+        if self.agrees:
+            return bool(model_positive)
+        return {"missed": True, "false_alarm": False, "wrong_extent": bool(model_positive)}.get(
+            self.reason or ""
+        )
+
     def to_dict(self) -> dict:
         """Plain JSON for the API and pages (the reviewer's name, never a patient's)."""
         return {

@@ -53,6 +53,8 @@ from pneumo.io.dicomguard import read_dataset
 
 #: SNOMED CT 36118008 |Pneumothorax (disorder)|
 PNEUMOTHORAX_CODE = ("36118008", "SCT", "Pneumothorax")
+#: Series numbers of a radiologist's objects (the model's SEG is 900, its SR 901).
+REVIEW_SERIES = {"seg": 902, "sr": 903}
 #: Namespace of the name-based UUIDs behind the SEG UIDs (a fixed random UUID).
 _UID_NAMESPACE = uuid.UUID("5a0f3c52-8f0e-4f57-9d6a-0c1b7f4a8e21")
 #: PS3.15 Table E.1-1 attributes dicognito keeps (it aims for plausible data)
@@ -356,6 +358,7 @@ def make_seg_dataset(
     model_name: str,
     uid_seed: str | None = None,
     created: dt.datetime | float | None = None,
+    reviewer: str | None = None,
 ) -> pydicom.Dataset:
     """``mask`` (bool, rows x columns of the source) as a binary DICOM SEG dataset, ready
     to send (STOW-RS) or write.
@@ -368,6 +371,11 @@ def make_seg_dataset(
             result id); ``None``: new random UIDs.
         created: content and instance creation time (datetime or POSIX seconds);
             ``None``: now.
+        reviewer: a radiologist's corrected mask rather than the model's: the SEG is
+            marked as theirs (segment algorithm type MANUAL, no algorithm, the
+            reviewer as Content Creator's Name, its own series number and
+            description, :data:`REVIEW_SERIES`); give it a ``uid_seed`` of its own
+            (a review's) so that it never replaces the model's SEG.
 
     A source without valid Study, Series or SOP Instance UIDs (a file exported without
     them) gets stable ones derived from ``uid_seed`` in the SEG, so that a PACS accepts it.
@@ -384,7 +392,7 @@ def make_seg_dataset(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _segmentation(ds, mask, model_name, uid_seed, creation_time(created))
+        return _segmentation(ds, mask, model_name, uid_seed, creation_time(created), reviewer)
 
 
 def make_seg(
@@ -430,17 +438,35 @@ def _segmentation(
     model_name: str,
     uid_seed: str | None,
     created: dt.datetime,
+    reviewer: str | None = None,
 ):
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [1.0, 1.0]
+    if reviewer is None:
+        made_by = dict(
+            segment_label="Pneumothorax",
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name=model_name[:64],
+                version=__version__,
+                family=codes.cid7162.ArtificialIntelligence,
+            ),
+        )
+        series = dict(series_number=900, series_description="Pneumothorax (AI, decision support)")
+    else:
+        made_by = dict(
+            segment_label="Pneumothorax (radiologist)",
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        series = dict(
+            series_number=REVIEW_SERIES["seg"],
+            series_description="Pneumothorax (radiologist's correction of the AI)",
+            content_creator_name=person_name(reviewer),
+        )
     description = hd.seg.SegmentDescription(
         segment_number=1,
-        segment_label="Pneumothorax",
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=Code(*PNEUMOTHORAX_CODE),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=model_name[:64], version=__version__, family=codes.cid7162.ArtificialIntelligence
-        ),
+        **made_by,
     )
     header = derived_header("seg", uid_seed, model_name, created)
     seg = hd.seg.Segmentation(
@@ -448,9 +474,8 @@ def _segmentation(
         pixel_array=mask.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
-        series_number=900,
         device_serial_number="0",
-        series_description="Pneumothorax (AI, decision support)",
+        **series,
         # Projection radiographs have no slice thickness; the SEG IOD needs one
         # when a frame of reference is present, so a nominal 1 mm is written.
         pixel_measures=hd.PixelMeasuresSequence(
@@ -472,6 +497,14 @@ def _pin_generated_values(seg, seed: str, created: dt.datetime) -> None:
     ):
         if "DimensionOrganizationUID" in item:
             item.DimensionOrganizationUID = dim_uid
+
+
+def person_name(name: str) -> str:
+    """A reviewer's user name as a DICOM Person Name (PN): the family name component
+    alone, marked so by a trailing ``^`` (PS3.5 6.2.1.2), without the characters PN
+    reserves (``^``, ``=``, ``\\``), at most 64 characters."""
+    cleaned = re.sub(r"[\^=\\\x00-\x1f]", " ", name).strip()[:63].strip()
+    return f"{cleaned or 'reviewer'}^"
 
 
 def pin_creation_time(ds: pydicom.Dataset, created: dt.datetime) -> None:

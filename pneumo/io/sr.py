@@ -45,8 +45,10 @@ from pydicom.sr.coding import Code
 
 from pneumo.io.seg import (
     PNEUMOTHORAX_CODE,
+    REVIEW_SERIES,
     creation_time,
     derived_header,
+    person_name,
     pin_creation_time,
     quiet_highdicom,
     source_dataset,
@@ -86,6 +88,16 @@ SUB_THRESHOLD = Code(
     "99PNEUMO",
     "Sub-threshold: probability in the review band, check heat map",
 )
+#: A radiologist's review of the model's result: no standard code says "agrees with the
+#: AI" or why not, so local ones (``99PNEUMO``), each with its meaning in words.
+AI_REVIEW = Code("AIREVIEW", "99PNEUMO", "Review of the AI result")
+REVIEW_VALUES = {
+    "agree": Code("AGREE", "99PNEUMO", "Agrees with the AI result"),
+    "missed": Code("MISSED", "99PNEUMO", "Disagrees: missed pneumothorax"),
+    "false_alarm": Code("FALSEALARM", "99PNEUMO", "Disagrees: false alarm"),
+    "wrong_extent": Code("WRONGEXTENT", "99PNEUMO", "Disagrees: wrong extent"),
+    "other": Code("OTHER", "99PNEUMO", "Disagrees: other reason"),
+}
 #: CID 100: the procedure the report is about (a radiograph; the region is in the SEG).
 XR_PROCEDURE = Code("43468-8", "LN", "XR unspecified body region")
 
@@ -213,10 +225,11 @@ def _region_group(
     *,
     area_px: int,
     area_cm2: float | None,
-    algorithm: hd.sr.AlgorithmIdentification,
+    algorithm: hd.sr.AlgorithmIdentification | None,
     uid_seed: str | None,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    """TID 1410: segment 1 of the SEG (its only frame) and its area."""
+    """TID 1410: segment 1 of the SEG (its only frame) and its area (measured by
+    ``algorithm``, or by the observer when ``None``)."""
     area, unit = (float(area_cm2), SQUARE_CM) if area_cm2 is not None else (float(area_px), PIXELS)
     segment = hd.sr.ReferencedSegmentationFrame(
         sop_class_uid=seg.SOPClassUID,
@@ -330,27 +343,131 @@ def make_sr_dataset(
     return _document(ds, seg, report, model_name, uid_seed, created)
 
 
+def make_review_sr_dataset(
+    source: bytes | pydicom.Dataset,
+    seg: pydicom.Dataset | None,
+    *,
+    reviewer: str,
+    present: bool | None,
+    review: str,
+    area_px: int,
+    area_cm2: float | None,
+    model_name: str,
+    uid_seed: str,
+    created: dt.datetime | float | None,
+) -> pydicom.Dataset:
+    """A radiologist's review of a result as its own Comprehensive SR (TID 1500), beside
+    the model's: what the PACS shows as the reader's verdict once someone has reviewed.
+
+    The reviewer is the person observer (TID 1003) and the verifying observer (the
+    document is VERIFIED: a person has read it; still not final, it is not the
+    radiology report). The verdict group says ``Pneumothorax = Present | Absent`` as the
+    reviewer judged it (nothing when the review cannot say: reason ``other``) and the
+    review itself (:data:`AI_REVIEW`: agrees, or which disagreement); no algorithm
+    and no probability, which are the model's and stay in its SR. The region group
+    references segment 1 of ``seg`` (the reviewer's corrected SEG, or the model's SEG
+    they agreed with) with its area; none when ``seg`` is ``None``.
+
+    Args:
+        source: the uploaded DICOM (bytes) or its dataset (as repaired for the model's
+            objects, so that the same study and image are referenced).
+        seg: the SEG whose segment the reviewer stands behind, or ``None``.
+        reviewer: the reviewer's name (a user name; written as a Person Name).
+        present: whether there is a pneumothorax, by the review (``None``: cannot say).
+        review: ``"agree"`` or the disagreement's reason (keys of :data:`REVIEW_VALUES`).
+        area_px, area_cm2: the area of ``seg``'s segment, as in :func:`make_sr_dataset`.
+        model_name: the model whose result was reviewed (the manufacturer's model name).
+        uid_seed: the review's own seed (never the result's: the model's SR stays).
+        created: when the review was saved.
+
+    Raises:
+        ValueError: an impossible value (named), or a SEG made from another source.
+    """
+    if review not in REVIEW_VALUES:
+        raise ValueError(f"review must be one of {tuple(REVIEW_VALUES)}, got {review!r}")
+    if not reviewer:
+        raise ValueError("the reviewer must be named")
+    if area_px < 0 or (area_cm2 is not None and not (math.isfinite(area_cm2) and area_cm2 >= 0)):
+        raise ValueError(f"areas must be non-negative, got {area_px!r} px, {area_cm2!r} cm2")
+    quiet_highdicom()
+    ds = source_dataset(source, uid_seed)
+    if seg is not None:
+        _check_seg(ds, seg)
+    created = creation_time(created)
+    name = person_name(reviewer)
+    context = hd.sr.ObservationContext(
+        observer_person_context=hd.sr.ObserverContext(
+            observer_type=codes.cid270.Person,
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=name),
+        )
+    )
+    evaluations = [hd.sr.QualitativeEvaluation(name=AI_REVIEW, value=REVIEW_VALUES[review])]
+    if present is not None:
+        evaluations.insert(
+            0, hd.sr.QualitativeEvaluation(name=PNEUMOTHORAX, value=PRESENT if present else ABSENT)
+        )
+    groups: list = [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=_tracking(uid_seed, "review verdict"),
+            finding_type=PNEUMOTHORAX,
+            qualitative_evaluations=evaluations,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(ds)],
+        )
+    ]
+    if seg is not None:
+        groups.append(
+            _region_group(
+                ds, seg, area_px=area_px, area_cm2=area_cm2, algorithm=None, uid_seed=uid_seed
+            )
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=context, procedure_reported=XR_PROCEDURE, imaging_measurements=groups
+    )
+    return _document(
+        ds,
+        seg,
+        report,
+        model_name,
+        uid_seed,
+        created,
+        series=(REVIEW_SERIES["sr"], "Pneumothorax review (radiologist)"),
+        verified_by=name,
+    )
+
+
 def _document(
     source: pydicom.Dataset,
-    seg: pydicom.Dataset,
+    seg: pydicom.Dataset | None,
     report: hd.sr.MeasurementReport,
     model_name: str,
     uid_seed: str | None,
     created: dt.datetime,
+    series: tuple[int, str] = (901, "Pneumothorax report (AI, decision support)"),
+    verified_by: str | None = None,
 ) -> hd.sr.ComprehensiveSR:
-    """The report as a document in the source's study, with the result's identity."""
+    """The report as a document in the source's study, with the result's identity;
+    verified by ``verified_by`` (a person's name) when given."""
+    verification = (
+        dict(
+            is_verified=True,
+            verifying_observer_name=verified_by,
+            verifying_organization=str(source.get("InstitutionName", "") or "pneumo"),
+        )
+        if verified_by
+        else dict(is_verified=False)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sr = hd.sr.ComprehensiveSR(
             # the source first: the SR copies patient, study and acquisition equipment
             # from it
-            evidence=[_evidence_source(source), seg],
+            evidence=[_evidence_source(source)] + ([seg] if seg is not None else []),
             content=report[0],
-            series_number=901,
-            series_description="Pneumothorax report (AI, decision support)",
+            series_number=series[0],
+            series_description=series[1],
             is_complete=True,
             is_final=False,
-            is_verified=False,
+            **verification,
             **derived_header("sr", uid_seed, model_name, created),
         )
     pin_creation_time(sr, created)
