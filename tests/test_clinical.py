@@ -416,6 +416,15 @@ def test_a_deployment_admin_reads_every_teams_audit_trail(tmp_path, tiny_predict
     assert {e["action"] for e in events} >= {"upload", "refused"}
     own = _login(app, "alice").get("/admin/audit").data.decode()
     assert "every team" not in own and rid not in own  # B's events are not A's admin's
+    # the retention purge of the trail is itself an event the deployment's auditor reads
+    import time
+
+    n = store.audit.purge(1, now=time.time() + 3 * 86400)
+    assert n >= 2  # the upload and the refused attempt at least
+    events = _login(app, "dpo").get("/admin/audit?format=json").get_json()["events"]
+    purges = [e for e in events if e["action"] == "purge-audit"]
+    assert len(purges) == 1 and purges[0]["actor"] == "retention"
+    assert f"{n} event(s) before" in purges[0]["detail"]
 
 
 def test_the_admin_revokes_tokens_and_sets_roles(department):

@@ -77,7 +77,22 @@ class Audit(Repository):
         ]
 
     def purge(self, older_than_days: float, now: float | None = None) -> int:
-        """Delete audit events older than their own retention period; returns how many."""
-        cutoff = (now or time.time()) - older_than_days * 86400
+        """Delete audit events older than their own retention period; returns how many.
+        The purge itself is an event (actor ``retention``, action ``purge-audit``, how
+        many and the cut-off in its detail), so a gap in the trail always has a reason."""
+        at = now or time.time()
+        cutoff = at - older_than_days * 86400
         with self._connect() as db:
-            return db.execute("DELETE FROM audit_events WHERE at < :c", {"c": cutoff}).rowcount
+            n = db.execute("DELETE FROM audit_events WHERE at < :c", {"c": cutoff}).rowcount
+            if n:
+                db.execute(
+                    "INSERT INTO audit_events (at, actor, action, detail) "
+                    "VALUES (:at, 'retention', 'purge-audit', :detail)",
+                    {
+                        "at": time.time(),
+                        "detail": f"{n} event(s) before "
+                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(cutoff))} deleted "
+                        f"(retention {older_than_days:g} days)",
+                    },
+                )
+            return n
