@@ -66,7 +66,7 @@ class ModelHolder:
                 predictor.name,
                 options.model_dir,
                 predictor.device,
-                weights_device(predictor.model),
+                weights_device(predictor.model) if predictor.model is not None else "the CPU",
             )
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and every request
             self.error = f"{type(exc).__name__}: {exc}"

@@ -115,7 +115,12 @@ class Server:
         from helpers.localserver import LocalServer
 
         self.tmp = tempfile.mkdtemp(prefix="pneumo-bench-")
-        env = {"PNEUMO_LOG_LEVEL": "WARNING", "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute"}
+        env = {
+            "PNEUMO_LOG_LEVEL": "WARNING",
+            "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
+            # the same film again and again: each upload must be analysed, not linked
+            "PNEUMO_DUPLICATES": "keep",
+        }
         if tf_threads:
             env["PNEUMO_TF_THREADS"] = str(tf_threads)
         self.local = LocalServer(model_dir, self.tmp, workers, threads, env=env)

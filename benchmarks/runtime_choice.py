@@ -119,7 +119,7 @@ def main() -> int:
     candidates.append(("openvino-f32", openvino))
     if _cpu_has("avx512_bf16") or _cpu_has("amx_bf16"):
         bf16 = Predictor.load(args.model, runtime="openvino")
-        bf16.runtime = OpenVINORuntime(bf16.model, "bf16")
+        bf16.runtime = OpenVINORuntime.from_model(bf16.model, "bf16")
         candidates.append(("openvino-bf16", bf16))
 
     report = {"films": len(samples), "split": args.split, "model": reference.name, "guard": GUARD}

@@ -42,6 +42,7 @@ def _env(database_url: str | None, blob: Path | None) -> dict:
         "PNEUMO_UPLOAD_RATE_LIMIT": "100000 per minute",
         "PNEUMO_LOG_LEVEL": "WARNING",
         "PNEUMO_SECRET_KEY": "b" * 32,
+        "PNEUMO_DUPLICATES": "keep",  # the same films again: analysed each time, not linked
     }
     if database_url:
         env["PNEUMO_DATABASE_URL"] = database_url

@@ -1,5 +1,9 @@
 """The runtime seam: Keras and OpenVINO run the same weights to the same answer."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -121,7 +125,7 @@ def test_the_converted_network_is_kept_and_reused(tmp_path, monkeypatch):
     first = Predictor.load(folder)
     assert first.runtime.name.startswith("openvino")
     kept = sorted(p.name for p in (tmp_path / "cache" / "pneumo").iterdir())
-    assert len(kept) == 2 and kept[0].endswith(".bin") and kept[1].endswith(".xml")
+    assert [k.rsplit(".", 1)[1] for k in kept] == ["bin", "json", "xml"]
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
@@ -131,6 +135,43 @@ def test_the_converted_network_is_kept_and_reused(tmp_path, monkeypatch):
     x = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
     np.testing.assert_allclose(again.output(x).maps, first.output(x).maps, atol=1e-6)
     assert Predictor.load(folder, runtime="keras").runtime.name.startswith("keras")
+
+    # a new process loads the kept network without Keras or TensorFlow, with the same output
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "maps.npy", first.output(x).maps)
+    script = f"""
+import json, sys
+import numpy as np
+from pneumo.inference.loading import ModelOptions, load_predictor
+p = load_predictor(ModelOptions({str(folder)!r}, device="cpu"))
+out = p.output(np.load({str(tmp_path / "x.npy")!r}))
+print(json.dumps(dict(
+    built=p.model is not None,
+    runtime=p.runtime.name,
+    keras="keras" in sys.modules,
+    tensorflow="tensorflow" in sys.modules,
+    diff=float(np.abs(out.maps - np.load({str(tmp_path / "maps.npy")!r})).max()),
+)))
+"""
+
+    def load_in_a_new_process(cache: str) -> dict:
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / cache)),
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    kept = load_in_a_new_process("cache")
+    assert kept["runtime"].startswith("openvino") and kept["diff"] <= 1e-6
+    assert not kept["built"] and not kept["keras"] and not kept["tensorflow"]
+    # with the kept network gone, the model is built with Keras (and converted again)
+    fresh = load_in_a_new_process("elsewhere")
+    assert fresh["runtime"].startswith("openvino") and fresh["diff"] <= 1e-6
+    assert fresh["built"] and fresh["keras"]
 
 
 @pytest.mark.bundled

@@ -61,6 +61,24 @@ class Placement:
         return f"CPU ({self.backend}, {self.threads} thread{'s' if self.threads > 1 else ''})"
 
 
+def configured_backend() -> str:
+    """The Keras backend this process would start, read as Keras reads it but without
+    importing Keras: ``KERAS_BACKEND``, else ``backend`` in ``$KERAS_HOME/keras.json``
+    (by default ``~/.keras``), else ``tensorflow``."""
+    import json
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"].config.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as fh:
+            return str(json.load(fh).get("backend") or "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def nvidia_driver_present() -> bool:
     """An NVIDIA kernel driver is loaded (the CUDA runtime could find a GPU)."""
     return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")

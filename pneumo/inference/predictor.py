@@ -135,6 +135,9 @@ def image_probability(card: ModelCard, out: ModelOutput) -> np.ndarray:
 class Predictor:
     """A loaded model with its card; thread-safe (model calls are serialised).
 
+    ``model`` is the built Keras model, or ``None`` when ``runtime`` is a runtime made
+    without one (a kept OpenVINO conversion, :func:`pneumo.inference.loading.load_predictor`);
+    ``runtime`` is a runtime's name (loaded here from ``model``) or such a runtime;
     ``tta`` overrides the card's flip test-time augmentation (``None``: the card's);
     ``placement`` is where :func:`~pneumo.inference.device.configure_device` put the
     model, which :attr:`device` and :attr:`backend` describe (``"unknown"`` without it).
@@ -146,26 +149,30 @@ class Predictor:
         card: ModelCard,
         model_dir: Path,
         operating_point: str | None = None,
-        runtime: str = "keras",
+        runtime: "str | runtimes.Runtime" = "keras",
         prevalence: float | None = None,
         tta: bool | None = None,
         placement: Placement | None = None,
     ):
         self.model = model
-        choice = (card.serving or {}).get("runtime")
-        on_gpu = placement is not None and placement.kind == "gpu"
-        if placement is not None:
-            backend = placement.backend
-        else:  # Keras is imported: the model was built with it
-            import keras  # lazy: see KerasRuntime
-
-            backend = keras.config.backend()
-        runtime = runtimes.resolve(runtime, choice, on_gpu, backend)
-        key = None
-        if runtime == "openvino" and (Path(model_dir) / WEIGHTS).exists():
-            key = runtimes.weights_key(Path(model_dir) / WEIGHTS)
         threads = placement.threads if placement is not None else None
-        self.runtime = runtimes.load(runtime, model, cache_key=key, threads=threads)
+        if isinstance(runtime, str):
+            choice = (card.serving or {}).get("runtime")
+            on_gpu = placement is not None and placement.kind == "gpu"
+            if placement is not None:
+                backend = placement.backend
+            else:  # Keras is imported: the model was built with it
+                import keras  # lazy: see KerasRuntime
+
+                backend = keras.config.backend()
+            runtime = runtimes.resolve(runtime, choice, on_gpu, backend)
+            key = None
+            if runtime == "openvino" and (Path(model_dir) / WEIGHTS).exists():
+                key = runtimes.weights_key(Path(model_dir) / WEIGHTS)
+            self.runtime = runtimes.load(runtime, model, cache_key=key, threads=threads)
+        else:  # a runtime made already (a kept conversion: no Keras model at all)
+            self.runtime = runtime
+            runtime = "keras" if isinstance(runtime, runtimes.KerasRuntime) else "openvino"
         self.card = card
         self.model_dir = Path(model_dir)
         self.pcfg = card.preprocess
@@ -245,8 +252,13 @@ class Predictor:
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
         if warm_up:
-            predictor.output(np.zeros((1, predictor.pcfg.size, predictor.pcfg.size), np.uint8))
+            predictor.warm_up()
         return predictor
+
+    def warm_up(self) -> None:
+        """Run the network once on a blank image (the first call's set-up, out of the
+        first request's time)."""
+        self.output(np.zeros((1, self.pcfg.size, self.pcfg.size), np.uint8))
 
     def output(self, batch: np.ndarray) -> ModelOutput:
         """(N, size, size) uint8 model-size images -> raw network output."""

@@ -16,6 +16,7 @@ only the first start converts.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
+
+from pneumo.nets.outputs import split_named
 
 log = logging.getLogger(__name__)
 
@@ -94,73 +97,133 @@ class KerasRuntime:
     def predict(self, x: np.ndarray) -> Raw:
         # predict_on_batch traces once per input shape (a graph under TensorFlow, jit under
         # JAX): about 3x faster on CPU than an eager call
-        from pneumo.nets.networks import split_named  # lazy: imports Keras (see __init__)
-
         return _as_arrays(*split_named(self.model.output_names, self.model.predict_on_batch(x)))
+
+
+def openvino_version() -> str:
+    """The installed OpenVINO's version without its build suffix, e.g. ``2026.4.1``."""
+    import openvino as ov  # lazy: the optional openvino extra
+
+    return ov.__version__.split("-")[0]
+
+
+def cached_network(cache_key: str) -> Path:
+    """Where the network converted from the weights ``cache_key`` is kept: an OpenVINO IR
+    (``.xml`` + ``.bin``) and its outputs' names (``.json``), keyed by the weights and
+    the OpenVINO version."""
+    return cache_dir() / f"openvino-{openvino_version()}-{cache_key}.xml"
 
 
 class OpenVINORuntime:
     """The same network converted to OpenVINO (CPU, float32 inference precision).
 
-    With ``cache_key`` (e.g. :func:`weights_key` of the weights), the converted network is
-    written to :func:`cache_dir` on first use and read from there afterwards (a start
-    then skips the conversion, which takes seconds); a cache that cannot be written or
-    read is skipped with a log line, never an error."""
+    :meth:`from_model` converts a built Keras model (through a TensorFlow saved model);
+    with a ``cache_key`` (e.g. :func:`weights_key` of the weights) the converted network
+    is written to :func:`cache_dir` on first use and read from there afterwards (a start
+    then skips the conversion, which takes seconds). :meth:`from_cache` reads a kept one
+    without Keras at all: a server whose network is in the cache never imports Keras or
+    TensorFlow. A cache that cannot be written or read is skipped with a log line, never
+    an error."""
 
     def __init__(
-        self,
+        self, network, output_names: list[str], precision: str = "f32", threads: int | None = None
+    ):
+        import openvino as ov  # lazy: the optional openvino extra
+
+        self.output_names = list(output_names)
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:  # PNEUMO_TF_THREADS: the CPU threads per operation, whatever the runtime
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = ov.Core().compile_model(network, "CPU", config)
+        self.name = f"openvino {openvino_version()} ({precision})"
+        self.threads = threads
+
+    @classmethod
+    def from_model(
+        cls,
         model,
         precision: str = "f32",
         cache_key: str | None = None,
         threads: int | None = None,
-    ):
+    ) -> "OpenVINORuntime":
+        """Convert a built Keras model (weights loaded), or read its kept conversion."""
         import openvino as ov  # lazy: the optional openvino extra
 
-        shape = model.input_shape[1:]
-        self.output_names = list(model.output_names)
-        cached = None
-        if cache_key:
-            cached = cache_dir() / f"openvino-{ov.__version__.split('-')[0]}-{cache_key}.xml"
-        converted = None
-        if cached is not None and cached.exists():
-            try:
-                converted = ov.Core().read_model(str(cached))
-            except Exception as exc:  # noqa: BLE001 - a damaged cache converts again
-                log.warning("the converted network in the cache is unreadable: %s", exc)
-        if converted is None:
+        names = list(model.output_names)
+        cached = cached_network(cache_key) if cache_key else None
+        network = _read_kept(ov, cached) if cached is not None else None
+        if network is None:
             with tempfile.TemporaryDirectory() as tmp:
                 saved = Path(tmp) / "saved_model"
                 model.export(str(saved), format="tf_saved_model", verbose=False)
-                converted = ov.convert_model(str(saved), input=[[-1, *shape]])
+                network = ov.convert_model(str(saved), input=[[-1, *model.input_shape[1:]]])
             if cached is not None:
-                _keep(ov, converted, cached)
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-        if threads:  # PNEUMO_TF_THREADS: the CPU threads per operation, whatever the runtime
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = ov.Core().compile_model(converted, "CPU", config)
-        self.name = f"openvino {ov.__version__.split('-')[0]} ({precision})"
-        self.threads = threads
+                _keep(ov, network, names, cached)
+        elif not cached.with_suffix(".json").exists():  # kept before the names were
+            _keep_names(names, cached)
+        return cls(network, names, precision, threads)
+
+    @classmethod
+    def from_cache(
+        cls, cache_key: str, precision: str = "f32", threads: int | None = None
+    ) -> "OpenVINORuntime | None":
+        """The network kept for the weights ``cache_key`` (with its outputs' names), or
+        ``None`` when none is kept (or it cannot be read: it is converted again)."""
+        import openvino as ov  # lazy: the optional openvino extra
+
+        cached = cached_network(cache_key)
+        names = cached.with_suffix(".json")
+        network = _read_kept(ov, cached)
+        if network is None or not names.exists():
+            return None
+        try:
+            output_names = json.loads(names.read_text())["output_names"]
+            return cls(network, output_names, precision, threads)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache converts again
+            log.warning("the converted network in the cache is unusable: %s", exc)
+            return None
 
     def predict(self, x: np.ndarray) -> Raw:
-        from pneumo.nets.networks import split_named  # lazy: imports Keras (see KerasRuntime)
-
         result = self.compiled(np.ascontiguousarray(x, np.float32))
         return _as_arrays(
             *split_named(self.output_names, [result[port] for port in self.compiled.outputs])
         )
 
 
-def _keep(ov, converted, path: Path) -> None:
-    """Write a converted network to ``path`` (both files renamed into place at the end,
-    so a reader never sees half of one)."""
+def _read_kept(ov, path: Path):
+    """A kept network, or ``None`` when there is none or it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return ov.Core().read_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - a damaged cache converts again
+        log.warning("the converted network in the cache is unreadable: %s", exc)
+        return None
+
+
+def _keep(ov, converted, output_names: list[str], path: Path) -> None:
+    """Write a converted network to ``path`` with its outputs' names beside it (every
+    file renamed into place, the ``.xml`` last, so a reader never sees half of one)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
         ov.save_model(converted, str(tmp), compress_to_fp16=False)
+        tmp.with_suffix(".json").write_text(json.dumps({"output_names": output_names}))
         os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(tmp.with_suffix(".json"), path.with_suffix(".json"))
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("could not keep the converted network in %s: %s", path.parent, exc)
+
+
+def _keep_names(output_names: list[str], path: Path) -> None:
+    """Write the outputs' names of the network kept at ``path`` beside it."""
+    try:
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.json")
+        tmp.write_text(json.dumps({"output_names": output_names}))
+        os.replace(tmp, path.with_suffix(".json"))
+    except OSError as exc:
+        log.warning("could not keep the converted network's outputs in %s: %s", path.parent, exc)
 
 
 class Raw(NamedTuple):
@@ -202,7 +265,7 @@ def load(name: str, model, cache_key: str | None = None, threads: int | None = N
         raise ValueError(
             "PNEUMO_RUNTIME=openvino needs the openvino package (pip install -r requirements.txt)"
         ) from exc
-    return OpenVINORuntime(model, cache_key=cache_key, threads=threads)
+    return OpenVINORuntime.from_model(model, cache_key=cache_key, threads=threads)
 
 
 def as_runtime(model_or_runtime) -> Runtime:

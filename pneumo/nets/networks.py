@@ -25,16 +25,15 @@ from keras import layers
 from pneumo.nets import encoders
 from pneumo.nets.encoders import scaled_filters
 
-#: Names of the networks' outputs (the layers that make them: saved weights and the
-#: training losses go by them). U-Net has one mask output; Double-UNet two, of which the
-#: second is the prediction, and the image-level head's output where it has the head.
-UNET_MASK_OUTPUT = "mask"
-FIRST_MASK_OUTPUT = "mask1"
-MASK_OUTPUT = "mask2"
-IMAGE_OUTPUT = "image_prob"
-#: The pooled deep features the image head reads; the chest gate reads them too.
-FEATURES_LAYER = "image_head_concat"
-FEATURES_OUTPUT = "features"
+from pneumo.nets.outputs import (  # noqa: F401 - the names, re-exported for the builders' callers
+    FEATURES_LAYER,
+    FEATURES_OUTPUT,
+    FIRST_MASK_OUTPUT,
+    IMAGE_OUTPUT,
+    MASK_OUTPUT,
+    UNET_MASK_OUTPUT,
+    split_named,
+)
 
 
 def _check_common(input_size: int, depth: int, max_depth: int, channels: int) -> None:
@@ -342,12 +341,3 @@ def split_outputs(model: keras.Model, outputs) -> tuple[Any, Any | None]:
     the image-level output is ``image_prob`` where the model has the head.
     """
     return split_named(model.output_names, outputs)[:2]
-
-
-def split_named(output_names: list[str], outputs) -> tuple[Any, Any | None, Any | None]:
-    """``(mask, image probability or None, pooled features or None)`` by output name."""
-    if not isinstance(outputs, (list, tuple)):
-        return outputs, None, None
-    named = dict(zip(output_names, outputs))
-    mask = named.get(MASK_OUTPUT, named.get(UNET_MASK_OUTPUT))
-    return mask, named.get(IMAGE_OUTPUT), named.get(FEATURES_OUTPUT)
