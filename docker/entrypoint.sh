@@ -18,5 +18,11 @@ if [ ! -f "$model/model.json" ]; then
   echo "error: PNEUMO_MODEL_DIR=$model has no model.json" >&2
   exit 1
 fi
+# the network converted when the image was built (Dockerfile), into the volume's cache when
+# it is not there yet: no start converts the bundled model (the slim image cannot)
+if [ -n "${PNEUMO_NETWORKS:-}" ] && [ -d "$PNEUMO_NETWORKS" ] && [ -n "${XDG_CACHE_HOME:-}" ]; then
+  mkdir -p "$XDG_CACHE_HOME/pneumo" 2>/dev/null \
+    && cp -n "$PNEUMO_NETWORKS"/* "$XDG_CACHE_HOME/pneumo/" 2>/dev/null || true
+fi
 pneumo purge || true
 exec "$@"

@@ -70,6 +70,33 @@ def cmd_fetch_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_network(args: argparse.Namespace) -> int:
+    """Convert a model folder's network to OpenVINO and keep it in the runtime's cache
+    (the full image's build does it for the bundled model; the slim image serves only
+    networks kept so)."""
+    from pneumo.inference import runtime as runtimes
+    from pneumo.inference.card import WEIGHTS
+    from pneumo.inference.loading import keras_installed
+
+    if not keras_installed():
+        print(
+            "pneumo convert-network needs Keras and TensorFlow (the full image, or "
+            "pip install -r requirements.txt)",
+            file=sys.stderr,
+        )
+        return 1
+    model_dir = Path(args.model or DEFAULT_MODEL_DIR)
+    predictor = load_predictor(
+        ModelOptions(model_dir=model_dir, device="cpu", runtime="openvino", warm_up=False)
+    )
+    kept = runtimes.cached_network(runtimes.weights_key(model_dir / WEIGHTS))
+    if not kept.exists():
+        print(f"the converted network could not be kept in {kept.parent}", file=sys.stderr)
+        return 1
+    print(f"{predictor.name}: {predictor.runtime.name} network kept at {kept}")
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register the ML subcommands on the ``pneumo`` parser."""
     p = sub.add_parser("train", help="train a model from a JSON config")
@@ -103,6 +130,14 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("names", nargs="*", help="efficientnet_lite0, vgg16_hed (default: both)")
     p.add_argument("--cache", help="folder for the weights (default: .cache/encoders)")
     p.set_defaults(func=cmd_fetch_encoder)
+
+    p = sub.add_parser(
+        "convert-network",
+        help="convert a model's network to OpenVINO and keep it in the cache "
+        "(what the slim image serves)",
+    )
+    p.add_argument("--model", help="model folder (default: the bundled model)")
+    p.set_defaults(func=cmd_convert_network)
     add_ml_commands(sub)
 
 

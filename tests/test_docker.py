@@ -48,9 +48,12 @@ def test_image_user_has_a_writable_home_and_no_build_leftovers(dockerfile):
     text = (ROOT / dockerfile).read_text()
     env = "ENV HOME=/home/pneumo MPLCONFIGDIR=/home/pneumo/.config/matplotlib"
     assert env in text and text.index(env) < text.index("USER 10001:10001")
-    (install,) = [r for r in instructions(dockerfile, "RUN") if "pip install --no-deps ." in r]
-    assert "rm -rf build ./*.egg-info" in install
-    assert "chown pneumo:pneumo /data /home/pneumo/.config" in install
+    installs = [r for r in instructions(dockerfile, "RUN") if "pip install --no-deps ." in r]
+    assert installs and all("rm -rf build ./*.egg-info" in r for r in installs)
+    assert any(
+        "chown pneumo:pneumo /data /home/pneumo/.config" in r
+        for r in instructions(dockerfile, "RUN")
+    )
 
 
 def test_gpu_image_runs_the_pinned_tensorflow_and_keras():
@@ -67,8 +70,9 @@ def test_gpu_image_runs_the_pinned_tensorflow_and_keras():
     assert not any(line.startswith("tensorflow") for line in kept)
 
 
-def test_cpu_image_installs_the_cpu_build_of_the_pinned_tensorflow():
-    (install,) = [r for r in instructions("Dockerfile", "RUN") if "requirements.txt" in r]
+def _requirements_installed(install: str) -> list[str]:
+    """The requirement lines a Dockerfile's ``RUN <filter> > /tmp/req.txt && pip install``
+    gives pip."""
     res = subprocess.run(
         [
             "sh",
@@ -80,10 +84,30 @@ def test_cpu_image_installs_the_cpu_build_of_the_pinned_tensorflow():
         cwd=ROOT,
         check=True,
     )
-    installed = res.stdout.splitlines()
+    return res.stdout.splitlines()
+
+
+def test_cpu_images_install_the_pinned_requirements():
+    """The full image: the CPU build of the pinned TensorFlow and everything else as
+    pinned; the slim (default, last) image: the same without TensorFlow and Keras, with
+    the bundled model's network converted in the full one."""
+    full, slim = [r for r in instructions("Dockerfile", "RUN") if "requirements.txt" in r]
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    installed = _requirements_installed(full)
     assert f"tensorflow-cpu=={pins()['tensorflow']}" in installed
-    assert f"keras=={pins()['keras']}" in installed and "tensorflow==" not in res.stdout
-    assert len(installed) == len((ROOT / "requirements.txt").read_text().splitlines())
+    assert f"keras=={pins()['keras']}" in installed and "tensorflow==" not in "\n".join(installed)
+    assert len(installed) == len(requirements)
+    lean = _requirements_installed(slim)
+    assert not any(line.startswith(("tensorflow", "keras")) for line in lean)
+    assert any(line.startswith(f"openvino=={pins()['openvino']}") for line in lean)
+    assert len(lean) == len(requirements) - 2
+    stages = instructions("Dockerfile", "FROM")
+    assert stages[-1] == "FROM base AS slim" and "FROM base AS full" in stages
+    (convert,) = [r for r in instructions("Dockerfile", "RUN") if "convert-network" in r]
+    assert "PNEUMO_NETWORKS" in convert
+    assert "COPY --from=full /opt/pneumo/networks /opt/pneumo/networks" in instructions(
+        "Dockerfile", "COPY"
+    )
 
 
 def test_smoke_script_takes_readme_docker_lines_as_written():
@@ -210,6 +234,7 @@ def test_readme_docker_commands_on_a_real_engine(positive_dicom):
     if problem:
         pytest.skip(problem)
     figures = run_smoke(SMOKE, positive_dicom)
+    assert figures["image_bytes"] <= 800e6  # the slim image (issue 36)
     assert figures["uid"] == 10001
     assert figures["stop_s"] < 10
     assert figures["healthy_after_ready_s"] <= 10

@@ -1,5 +1,6 @@
 """The runtime seam: Keras and OpenVINO run the same weights to the same answer."""
 
+import json
 import os
 import subprocess
 import sys
@@ -204,3 +205,64 @@ def test_the_served_runtime_keeps_the_keras_verdicts():
     np.testing.assert_allclose(b.maps, a.maps, atol=1e-3)
     for point in served.card.operating_points.values():
         assert ((pa >= point.threshold) == (pb >= point.threshold)).all(), point.name
+
+
+SLIM_APP = """
+import io, json, sys, time
+for name in ("keras", "tensorflow", "jax", "torch"):
+    sys.modules[name] = None  # as in the slim image: none of them can be imported
+from app import create_app
+model, data_dir, film = sys.argv[1:4]
+app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATA_DIR": data_dir,
+                  "MODEL_DIR": model, "RUNTIME": "openvino"})
+client = app.test_client()
+for _ in range(600):
+    ready = client.get("/readyz")
+    if ready.status_code != 503 or ready.get_json().get("status") == "failed":
+        break
+    time.sleep(0.1)
+with open(film, "rb") as fh:
+    upload = client.post("/api/v1/predictions", data={"file": (io.BytesIO(fh.read()), "x.dcm")})
+print(json.dumps({"ready": [ready.status_code, ready.get_json()],
+                  "upload": [upload.status_code, upload.get_json()]}))
+"""
+
+
+@pytest.mark.slow
+def test_the_app_serves_a_kept_network_without_keras(tmp_path, tiny_model_folder, positive_dicom):
+    """The slim image's Python path: with Keras, TensorFlow, JAX and torch unimportable, the
+    app serves a model whose OpenVINO network is kept, and says why it cannot serve one
+    whose network is not."""
+    from pneumo.inference.loading import ModelOptions, load_predictor
+
+    def slim_app(cache: str) -> dict:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                SLIM_APP,
+                str(tiny_model_folder),
+                str(tmp_path / cache),
+                str(positive_dicom),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / cache)),
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+    missing = slim_app("empty")
+    assert missing["ready"][0] == 503
+    assert "Keras is not installed here" in missing["ready"][1]["error"]
+    assert missing["upload"][0] == 503
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path / "kept"))
+        load_predictor(ModelOptions(tiny_model_folder, runtime="openvino", warm_up=False))
+    served = slim_app("kept")
+    assert served["ready"][0] == 200, served
+    assert served["ready"][1]["device"].startswith("CPU (openvino")
+    assert served["upload"][0] == 201, served["upload"]
+    assert served["upload"][1]["results"][0]["probability"] is not None

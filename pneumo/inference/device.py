@@ -67,7 +67,7 @@ def configured_backend() -> str:
     (by default ``~/.keras``), else ``tensorflow``."""
     import json
 
-    if "keras" in sys.modules:
+    if sys.modules.get("keras") is not None:  # started already: the one it started
         return sys.modules["keras"].config.backend()
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]

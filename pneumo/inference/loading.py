@@ -10,10 +10,13 @@ the operating point, the site prevalence and the warm-up mean the same everywher
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumo.errors import ModelLoadError
 from pneumo.inference import runtime as runtimes
 from pneumo.inference.card import WEIGHTS, ModelCard, read_card
 from pneumo.inference.device import (
@@ -96,6 +99,14 @@ def load_predictor(options: ModelOptions = ModelOptions()) -> Predictor:
     kept = _from_kept_network(options)
     if kept is not None:
         return kept
+    if not keras_installed():
+        raise ModelLoadError(
+            f"Keras is not installed here (the slim serving image), so only a model whose "
+            f"OpenVINO network was converted beforehand can be served, and none is kept for "
+            f"{options.model_dir} in {runtimes.cache_dir()} (PNEUMO_RUNTIME={options.runtime}, "
+            f"PNEUMO_DEVICE={options.device}). Use the full image (docker build --target "
+            "full), or convert the network with it into this cache."
+        )
     placement = configure_device(options.threads, options.device)
     log.info(
         "Keras backend %s; the model goes on %s (device choice %s)",
@@ -112,6 +123,14 @@ def load_predictor(options: ModelOptions = ModelOptions()) -> Predictor:
         tta=options.tta,
         placement=placement,
     )
+
+
+def keras_installed() -> bool:
+    """Whether Keras can be imported here (found, without importing it: importing starts
+    its backend, which :func:`configure_device` must precede)."""
+    if "keras" in sys.modules:
+        return sys.modules["keras"] is not None
+    return importlib.util.find_spec("keras") is not None
 
 
 def _from_kept_network(options: ModelOptions) -> Predictor | None:
@@ -145,7 +164,7 @@ def _from_kept_network(options: ModelOptions) -> Predictor | None:
         runtime,
         options.prevalence,
         options.tta,
-        Placement(backend, "cpu", threads=options.threads),
+        Placement("openvino", "cpu", threads=options.threads),  # no Keras backend runs
     )
     if options.warm_up:
         predictor.warm_up()
