@@ -89,6 +89,46 @@ def _scored(predictor, arrays) -> dict:
     }
 
 
+def samples_by_split(dcfg, table, name: str) -> list:
+    """The labelled samples of one split of the committed split file."""
+    from pneumo.data import dataset
+
+    _, samples = dcfg.samples(table)
+    split = dataset.read_split(dcfg.split)
+    return [s for s in samples if split.get(s.image_id) == name]
+
+
+def _int8_candidate(model_dir, dcfg, table, tune):
+    """OpenVINO int8: the f32 network quantised after training by NNCF (``pip install
+    nncf``; not a serving requirement), calibrated on the tune split's films as served
+    (each with its flip); ``None`` (and a line saying so) where NNCF is not installed."""
+    try:
+        import nncf
+    except ImportError:
+        print("openvino-int8: skipped (pip install nncf to measure it)", file=sys.stderr)
+        return None
+    import openvino as ov
+
+    from pneumo.evaluation.scoring import decode_examples
+    from pneumo.inference import runtime as runtimes
+    from pneumo.inference.card import WEIGHTS
+    from pneumo.inference.predictor import Predictor
+    from pneumo.inference.preprocess import model_input
+
+    predictor = Predictor.load(model_dir, runtime="openvino")  # keeps the f32 network
+    kept = runtimes.cached_network(runtimes.weights_key(Path(model_dir) / WEIGHTS))
+    network = ov.Core().read_model(str(kept))
+    films = decode_examples(tune, table, predictor.pcfg, None).x
+    inputs = [model_input(films[i : i + 1], predictor.pcfg) for i in range(len(films))]
+    inputs += [x[:, :, ::-1].copy() for x in inputs]  # the flips the served pass sees
+    quantised = nncf.quantize(network, nncf.Dataset(inputs), subset_size=len(inputs))
+    predictor.runtime = runtimes.OpenVINORuntime(
+        quantised, predictor.runtime.output_names, "f32", None
+    )
+    predictor.runtime.name = predictor.runtime.name.replace("(f32)", "(int8, NNCF)")
+    return predictor
+
+
 def main() -> int:
     from pneumo.data import dataset
     from pneumo.data.datacfg import DataConfig
@@ -121,6 +161,10 @@ def main() -> int:
         bf16 = Predictor.load(args.model, runtime="openvino")
         bf16.runtime = OpenVINORuntime.from_model(bf16.model, "bf16")
         candidates.append(("openvino-bf16", bf16))
+
+    int8 = _int8_candidate(args.model, dcfg, table, samples_by_split(dcfg, table, "tune"))
+    if int8 is not None:
+        candidates.append(("openvino-int8", int8))
 
     report = {"films": len(samples), "split": args.split, "model": reference.name, "guard": GUARD}
     runs = {}
