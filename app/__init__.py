@@ -10,9 +10,11 @@ pages (``pacs``), logins (``access``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
+from functools import lru_cache
 from pathlib import Path
 
 from flask import Flask, request
@@ -61,6 +63,38 @@ class JSONProvider(DefaultJSONProvider):
             raise ValueError("the JSON body is nested too deeply") from None
 
 
+#: How long a browser keeps a versioned static file (``?v=`` its content's digest): a year,
+#: since a changed file gets a new address.
+STATIC_MAX_AGE_S = 365 * 86400
+
+
+@lru_cache(maxsize=256)
+def _static_digest(path: str, mtime_ns: int) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:12]
+
+
+class App(Flask):
+    """Flask with versioned static files: ``url_for("static", ...)`` adds ``v=`` (the
+    file's content digest), and a request that carries it may be kept by the browser
+    (:data:`STATIC_MAX_AGE_S`), so the pages' scripts and styles are not asked for again
+    on every page; an address without ``v`` is revalidated as before."""
+
+    def get_send_file_max_age(self, filename: str | None) -> int | None:
+        if request.args.get("v"):
+            return STATIC_MAX_AGE_S
+        return super().get_send_file_max_age(filename)
+
+    def inject_url_defaults(self, endpoint: str, values: dict) -> None:
+        super().inject_url_defaults(endpoint, values)
+        if endpoint == "static" and "filename" in values and "v" not in values:
+            path = Path(self.static_folder or "") / values["filename"]
+            try:
+                values["v"] = _static_digest(str(path), path.stat().st_mtime_ns)
+            except OSError:  # no such file: the address stays unversioned (a 404 anyway)
+                pass
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """The app: its settings from the ``PNEUMO_*`` variables (:class:`app.settings.Settings`),
     then ``test_config`` (a setting by its variable's name without the prefix, e.g.
@@ -70,7 +104,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     test_config = dict(test_config or {})
     predictor = test_config.pop("PREDICTOR", None)
     settings = Settings.from_mapping(test_config)
-    app = Flask(
+    app = App(
         __name__,
         instance_path=str(settings.instance_dir),
         template_folder=str(paths.project_root() / "templates"),

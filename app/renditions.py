@@ -6,8 +6,10 @@ An upload stores only ``pixels.npy``, ``prob.png``, ``mask_rle.txt`` and (DICOM)
 (``image.png``, ``mask.png``, ``overlay.png``, ``thumb.jpg``, the viewer's
 ``view.png`` and ``view_mask.png``) is rendered from those on first request
 and kept beside them, so encoding PNGs never delays the answer to an upload
-(see benchmarks/README.md). The viewer builds its overlay layers (filled,
-contour, heat map) in the browser from ``view_mask.png`` and ``prob.png``.
+(see benchmarks/README.md); after an upload from the browser, the viewer's two are made
+at once in the background (:func:`prerender`), since its page asks for them next. The
+viewer builds its overlay layers (filled, contour, heat map) in the browser from
+``view_mask.png`` and ``prob.png``.
 """
 
 from __future__ import annotations
@@ -172,6 +174,20 @@ RENDERERS = {
     "view.png": _render_view,
     "view_mask.png": _render_view_mask,
 }
+
+
+#: What the result page's viewer loads first, besides ``prob.png`` (stored with the result).
+VIEWER_FILES = ("view.png", "view_mask.png")
+
+
+def prerender(results: Results, row: ResultRow) -> None:
+    """Make and keep a result's viewer files now (:data:`VIEWER_FILES`), ahead of the page
+    that will ask for them; one that cannot be made is made on request instead."""
+    for name in VIEWER_FILES:
+        try:
+            artefact(results, row, name)
+        except Exception as exc:  # noqa: BLE001 - a background nicety: never an error
+            log.warning("could not prepare %s of a result: %s", name, type(exc).__name__)
 
 
 def artefact(results: Results, row: ResultRow, name: str) -> bytes | None:

@@ -11,7 +11,11 @@ Flask app to reach the store.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from app import renditions
 
 from app.model import ModelHolder
 from app.pacs.sender import Sender
@@ -35,6 +39,8 @@ class Services:
     model: ModelHolder
     analyser: Analyser
     sender: Sender
+    _renderer: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _renderer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(
@@ -77,6 +83,16 @@ class Services:
         sender = Sender(store, settings.pacs, settings.pacs_sender)
         analyser.on_result(sender.autosend)
         return cls(settings, store, holder, analyser, sender)
+
+    def prerender(self, row) -> None:
+        """Render a new result's viewer files (:data:`app.renditions.VIEWER_FILES`) in the
+        background, one thread per process: the browser that uploaded it asks for them as
+        soon as its page opens, and finds them made (or being made) rather than waiting
+        for the first request to make them. Failures only mean they are made on request."""
+        with self._renderer_lock:
+            if self._renderer is None:
+                self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+            self._renderer.submit(renditions.prerender, self.store.results, row)
 
     def resume_sends(self) -> int:
         """Queue again the PACS sends a previous process left unfinished (web workers

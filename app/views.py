@@ -82,6 +82,7 @@ def upload():
     target = None
     if len(outcome.results) == 1 and not outcome.errors and not outcome.batch:
         target = url_for("views.result", result_id=outcome.results[0][1].id)
+        services().prerender(outcome.results[0][1])  # the page asks for them next
         if outcome.repeated:
             flash(
                 "This file was uploaded before: here is its first result (nothing new was stored)."

@@ -858,10 +858,12 @@ def test_api_reference_page_serves_its_assets_locally(client):
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and 'data-url="/api/v1/openapi.json"' in html
     assert "http://" not in html and "https://" not in html
-    assert re.findall(r'<script src="([^"]+)"', html) == [
-        "/api/docs/assets/swagger-ui-bundle.js",
-        "/static/api_docs.js",
-    ]
+    scripts = re.findall(r'<script src="([^"]+)"', html)
+    assert scripts[0] == "/api/docs/assets/swagger-ui-bundle.js"
+    assert re.fullmatch(r"/static/api_docs\.js\?v=[0-9a-f]{12}", scripts[1])  # versioned
+    kept = client.get(scripts[1])  # a versioned address may be kept; a bare one is asked again
+    assert kept.status_code == 200 and "max-age=31536000" in kept.headers["Cache-Control"]
+    assert "max-age=31536000" not in client.get("/static/api_docs.js").headers["Cache-Control"]
     js = client.get("/api/docs/assets/swagger-ui-bundle.js")
     assert js.status_code == 200 and b"SwaggerUIBundle" in js.data[:200_000]
     assert client.get("/api/docs/assets/swagger-ui.css").status_code == 200
@@ -944,3 +946,10 @@ def test_the_upload_script_is_told_where_to_go_and_the_page_renders_once(
     views = [e for e in store.audit.events() if e.result_id == rid and e.action == "view"]
     assert len(views) == 1
     assert upload(client, ("b.dcm", data)).status_code == 303  # no script: the redirect
+    # the viewer's files were made in the background after the upload, before any asked
+    services = app.extensions["pneumo"]
+    services._renderer.submit(lambda: None).result(timeout=60)
+    for name in ("view.png", "view_mask.png"):
+        made = store.results.read_file(rid, name)
+        assert made is not None and made[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert client.get(f"/results/{rid}/files/{name}").data == made
