@@ -150,7 +150,7 @@ def main() -> int:
     _, samples = dcfg.samples(table)
     split = dataset.read_split(dcfg.split)
     samples = [s for s in samples if split.get(s.image_id) == args.split][: args.limit]
-    reference = Predictor.load(args.model)
+    reference = Predictor.load(args.model, runtime="keras")  # by name: "auto" is the card's choice
     arrays = decode_examples(samples, table, reference.pcfg, None)
     x = model_input(arrays.x[:1], reference.pcfg)
 
