@@ -94,13 +94,8 @@ RUN grep -v -E '^(tensorflow|keras)==' requirements.txt > /tmp/req.txt \
     && rm -f "$ov"/libopenvino_intel_gpu_plugin.so "$ov"/libopenvino_intel_npu_plugin.so \
        "$ov"/cache.json \
     && find "$ov" -name 'libopenvino_*_frontend.so*' ! -name 'libopenvino_ir_frontend.so*' -delete
-COPY pyproject.toml README.md wsgi.py gunicorn.conf.py ./
-COPY pneumo/ pneumo/
-COPY app/ app/
-COPY templates/ templates/
-COPY static/ static/
-COPY configs/ configs/
-COPY models/ models/
+# the same project files as the full stage (copied there from the build context)
+COPY --from=full /app /app
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info
 COPY --from=full /opt/pneumo/networks /opt/pneumo/networks

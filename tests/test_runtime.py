@@ -105,6 +105,20 @@ def test_auto_serves_the_cards_choice_where_it_can_run(monkeypatch):
         runtime.load("auto", object())
 
 
+def in_a_new_process(script: str, args: list, cache) -> dict:
+    """Run ``script`` in a new Python with ``args`` and the runtime cache ``cache``; the
+    JSON it prints last."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, XDG_CACHE_HOME=str(cache)),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_the_converted_network_is_kept_and_reused(tmp_path, monkeypatch):
     """A card that chose OpenVINO is served by it under ``auto``; the first load converts
@@ -156,15 +170,7 @@ print(json.dumps(dict(
 """
 
     def load_in_a_new_process(cache: str) -> dict:
-        run = subprocess.run(
-            [sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / cache)),
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        return json.loads(run.stdout.strip().splitlines()[-1])
+        return in_a_new_process(script, [], tmp_path / cache)
 
     kept = load_in_a_new_process("cache")
     assert kept["runtime"].startswith("openvino") and kept["diff"] <= 1e-6
@@ -236,22 +242,8 @@ def test_the_app_serves_a_kept_network_without_keras(tmp_path, tiny_model_folder
     from pneumo.inference.loading import ModelOptions, load_predictor
 
     def slim_app(cache: str) -> dict:
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                SLIM_APP,
-                str(tiny_model_folder),
-                str(tmp_path / cache),
-                str(positive_dicom),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / cache)),
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        return json.loads(run.stdout.strip().splitlines()[-1])
+        args = [tiny_model_folder, tmp_path / cache, positive_dicom]
+        return in_a_new_process(SLIM_APP, args, tmp_path / cache)
 
     missing = slim_app("empty")
     assert missing["ready"][0] == 503
