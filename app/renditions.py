@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from pneumo.inference import overlay
+from pneumo.inference import overlay, postprocess
 from pneumo.io import rle
 from pneumo.io.capture import make_secondary_capture
 from pneumo.io.seg import make_seg, make_seg_dataset, source_dataset
@@ -328,15 +328,6 @@ def review_seed(row: ResultRow, review: Review) -> str:
     return f"{row.id}:review:{review.reviewer}:{review.created!r}"
 
 
-def _area_cm2(row: ResultRow, area_px: int) -> float | None:
-    """An area in pixels of the image in cm², where the stored pixel spacing is trusted
-    (as the model's area was computed); else ``None``."""
-    spacing = row.meta.get("pixel_spacing_mm")
-    if not spacing or row.meta.get("spacing_warning"):
-        return None
-    return area_px * float(spacing[0]) * float(spacing[1]) / 100.0
-
-
 def review_datasets(
     results: Results,
     row: ResultRow,
@@ -375,7 +366,9 @@ def review_datasets(
         present=review.present(row.positive),
         review="agree" if review.agrees else (review.reason or "other"),
         area_px=area_px,
-        area_cm2=_area_cm2(row, area_px),
+        area_cm2=postprocess.area_cm2(
+            area_px, row.meta.get("pixel_spacing_mm"), row.meta.get("spacing_warning")
+        ),
         model_name=row.model,
         uid_seed=seed,
         created=review.created,

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from app import renditions
-
 from app.model import ModelHolder
 from app.pacs.sender import Sender
 from app.service import Analyser

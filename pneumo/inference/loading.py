@@ -104,8 +104,9 @@ def load_predictor(options: ModelOptions = ModelOptions()) -> Predictor:
             f"Keras is not installed here (the slim serving image), so only a model whose "
             f"OpenVINO network was converted beforehand can be served, and none is kept for "
             f"{options.model_dir} in {runtimes.cache_dir()} (PNEUMO_RUNTIME={options.runtime}, "
-            f"PNEUMO_DEVICE={options.device}). Use the full image (docker build --target "
-            "full), or convert the network with it into this cache."
+            f"PNEUMO_DEVICE={options.device}). Convert it into this cache with Keras "
+            "installed (`pneumo convert-network --model DIR`; in Docker with the full image, "
+            "`docker build --target full -t pneumo:full .`), or serve with that image."
         )
     placement = configure_device(options.threads, options.device)
     log.info(

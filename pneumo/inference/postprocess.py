@@ -77,6 +77,16 @@ class OperatingPoint:
         )
 
 
+def area_cm2(
+    area_px: int, spacing_mm: "tuple[float, float] | list[float] | None", spacing_warning=None
+) -> float | None:
+    """An area in pixels of the image in cm², where its pixel spacing (mm per row and
+    column) is known and trusted (no ``spacing_warning``); else ``None``."""
+    if not spacing_mm or spacing_warning:
+        return None
+    return area_px * float(spacing_mm[0]) * float(spacing_mm[1]) / 100.0
+
+
 def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     """Drop 8-connected components smaller than ``min_area`` pixels."""
     if min_area <= 1 or not mask.any():

@@ -325,11 +325,8 @@ class Predictor:
             else np.zeros(shape, bool)
         )
         area_px = int(mask.sum())
-        spacing = record.meta.pixel_spacing_mm
-        area_cm2 = (
-            (area_px * spacing[0] * spacing[1] / 100.0)
-            if spacing and not record.meta.spacing_warning
-            else None
+        area_cm2 = postprocess.area_cm2(
+            area_px, record.meta.pixel_spacing_mm, record.meta.spacing_warning
         )
         calibrated = self.card.calibration is not None
         return Prediction(

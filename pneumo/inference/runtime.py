@@ -173,8 +173,8 @@ class OpenVINORuntime:
 
         cached = cached_network(cache_key)
         names = cached.with_suffix(".json")
-        network = _read_kept(ov, cached)
-        if network is None or not names.exists():
+        network = _read_kept(ov, cached) if names.exists() else None
+        if network is None:
             return None
         try:
             output_names = json.loads(names.read_text())["output_names"]
@@ -208,9 +208,8 @@ def _keep(ov, converted, output_names: list[str], path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.xml")
         ov.save_model(converted, str(tmp), compress_to_fp16=False)
-        tmp.with_suffix(".json").write_text(json.dumps({"output_names": output_names}))
         os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-        os.replace(tmp.with_suffix(".json"), path.with_suffix(".json"))
+        _keep_names(output_names, path)
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("could not keep the converted network in %s: %s", path.parent, exc)
