@@ -290,6 +290,29 @@ def _listed(lists: list[str] | None) -> list[str]:
     return paths
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from pneumo.data import pseudo
+
+    try:
+        selection = pseudo.confident_negatives(pseudo.read_scores(args.scores), args.below)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"error: cannot read {args.scores}: {exc}", file=sys.stderr)
+        return 2
+    pseudo.write_labels(args.out, selection.negatives)
+    report = {
+        "read": selection.read,
+        "negatives": len(selection.negatives),
+        "fraction": round(selection.fraction, 3),
+        "below": args.below,
+    }
+    if args.missed is not None:
+        report["expected_contamination"] = round(
+            pseudo.contamination(selection, args.prevalence, args.missed), 4
+        )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     samples, table = _samples_for(args)
     print(json.dumps(stats(samples, table, args.out), indent=2))
@@ -358,6 +381,24 @@ def add_ml_commands(sub) -> None:
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     _data_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "pseudo-label",
+        help="training negatives from unlabelled films a model read (self-training)",
+    )
+    p.add_argument("--scores", required=True, help="scores CSV of `pneumo predict --scores`")
+    p.add_argument("--below", type=float, required=True, help="keep films under this probability")
+    p.add_argument("--out", required=True, help="SIIM RLE CSV to write (empty masks)")
+    p.add_argument(
+        "--prevalence", type=float, default=0.22, help="share of positives among the films"
+    )
+    p.add_argument(
+        "--missed",
+        type=float,
+        help="the model's share of positives under the threshold (tune split), "
+        "to estimate the contamination",
+    )
+    p.set_defaults(func=cmd_pseudo_label)
 
     p = sub.add_parser("predict", help="predict files or folders to a submission CSV")
     p.add_argument("inputs", nargs="+", help="DICOM/PNG/JPEG files or folders")

@@ -13,6 +13,15 @@ from pneumo.io import rle
 DEFAULT_DATA_CONFIG = paths.default_data_config()
 
 
+@dataclass(frozen=True)
+class TrainOnly:
+    """Films that only ever train (pseudo-labelled, ``pneumo pseudo-label``)."""
+
+    images: Path
+    rle_csv: Path
+    origin: str = ""  # where the films come from (repository, commit, folder), for the card
+
+
 @dataclass
 class DataConfig:
     """Resolved data specification; every path is absolute."""
@@ -32,6 +41,9 @@ class DataConfig:
     #: more labelled images, e.g. the reviews a team exported (``pneumo export-reviews``):
     #: (image folder, SIIM RLE CSV) pairs
     extra_sources: list[tuple[Path, Path]] = field(default_factory=list)
+    #: films that only ever train: pseudo-labelled (``pneumo pseudo-label``); they never
+    #: enter the split file, tune or validation
+    train_only: list[TrainOnly] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_DATA_CONFIG) -> "DataConfig":
@@ -58,6 +70,10 @@ class DataConfig:
             extra_sources=[
                 (res(e["images"]), res(e["rle_csv"])) for e in raw.get("extra_sources", [])
             ],
+            train_only=[
+                TrainOnly(res(e["images"]), res(e["rle_csv"]), e.get("origin", ""))
+                for e in raw.get("train_only", [])
+            ],
         )
 
     def table(self) -> dict[str, list[str]]:
@@ -65,6 +81,13 @@ class DataConfig:
         table = rle.read_rle_csv(self.rle_csv)
         for _, csv_path in self.extra_sources:
             table.update(rle.read_rle_csv(csv_path))
+        return table
+
+    def train_only_table(self) -> dict[str, list[str]]:
+        """The train-only films' labels (kept apart, so they never reach the split)."""
+        table: dict[str, list[str]] = {}
+        for source in self.train_only:
+            table.update(rle.read_rle_csv(source.rle_csv))
         return table
 
     def id_map(self) -> dict[str, str]:
@@ -87,6 +110,20 @@ class DataConfig:
             nih, _ = dataset.nih_samples(self.nih_index, self.nih_images, self.nih_positives)
             samples += nih
         return result, samples
+
+    def train_only_samples(self) -> list[dataset.Sample]:
+        """The train-only films that have a label in their CSV (a folder may hold more).
+
+        Raises ``FileNotFoundError`` when a folder is missing: they are put in place at
+        training set-up (see ``scripts/siim_stage2.sh``), and training without them
+        would silently be another recipe.
+        """
+        out: list[dataset.Sample] = []
+        for source in self.train_only:
+            if not source.images.exists():
+                raise FileNotFoundError(f"train-only images missing: {source.images}")
+            out += dataset.build_index([source.images], rle.read_rle_csv(source.rle_csv)).samples
+        return out
 
     def make_split(self, samples: list[dataset.Sample]) -> dict[str, str]:
         """The split this configuration defines (what ``pneumo index --write`` writes).

@@ -268,6 +268,17 @@ def render(model_dir: str | Path, notes: str | None = None) -> str:
                 f" positive, {data.get(f'{split}_label_only', 0)} of them with an image"
                 " label only)"
             )
+    if data.get("train_only"):
+        extra = data["train_only"]
+        lines.append(
+            f"- of the training images, {extra['images']} are train-only pseudo-labelled"
+            " negatives (self-training; never in tune or validation): "
+            + "; ".join(
+                f"`splits/{lab['file']}` (sha256 `{lab['sha256']}`)"
+                + (f", films from {lab['origin']}" if lab.get("origin") else "")
+                for lab in extra["labels"]
+            )
+        )
     lines += [
         "",
         "## Training procedure",
