@@ -257,6 +257,7 @@ def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
         heat_scale=pred.probability if card.calibration is not None else 1.0,
         threshold=pred.threshold,
         calibrated_threshold=pred.operating_point.threshold,
+        by_source=card.source_figures(pred.operating_point.name),
     )
     band = review_band(card.operating_points, pred.operating_point, card.review_floor)
     if band is not None:

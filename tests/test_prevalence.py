@@ -1,5 +1,7 @@
 """The site's prevalence (PNEUMO_PREVALENCE), the review band and the heat map on a result."""
 
+import json
+
 import pytest
 
 from conftest import write_untrained_model
@@ -41,6 +43,10 @@ def calibrated_folder(tmp_path_factory):
     )
     card = read_card(folder)
     card.calibration_prevalence = 0.4
+    # the bundled model's held-out figures, so the page shows real per-source ones
+    from pneumo.inference.predictor import DEFAULT_MODEL_DIR
+
+    card.validation = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["validation"]
     card.write(folder)
     return folder
 
@@ -91,6 +97,12 @@ def test_the_service_refuses_an_unusable_model_at_start_up(tmp_path, tiny_model_
         create_app(dict(base, PREVALENCE="0.05"))
 
 
+def point_figures(folder):
+    from pneumo.inference.card import read_card
+
+    return read_card(folder).source_figures("balanced")
+
+
 def test_result_page_says_prevalence_split_and_scales_the_legend(
     tmp_path, calibrated_folder, positive_dicom
 ):
@@ -110,7 +122,18 @@ def test_result_page_says_prevalence_split_and_scales_the_legend(
     rid = result_id_from(upload(client, ("a.dcm", positive_dicom.read_bytes())))
     page = client.get(f"/results/{rid}").get_data(as_text=True)
     assert "at this site's prevalence of 5.0 %" in page and "calibrated at 40 %" in page
-    assert "(on the tune split: sensitivity" in page
+    assert "(pooled on the tune split: sensitivity" in page
+    # the headline is within each source, from the card's held-out figures and intervals
+    figures = {(f["source"], f["figure"]): f for f in point_figures(calibrated_folder)}
+    siim = figures[("siim", "sensitivity")]
+    nih = figures[("nih", "specificity")]
+    assert ("nih", "sensitivity") not in figures  # no NIH positive in validation: no figure
+    shown = (
+        f"SIIM sensitivity {100 * siim['value']:.0f} % ({100 * siim['ci'][0]:.0f}–"
+        f"{100 * siim['ci'][1]:.0f} %) of {siim['n']} films with pneumothorax"
+    )
+    assert shown in " ".join(page.split()), page[page.find("by-source") :][:600]
+    assert f"NIH specificity {100 * nih['value']:.0f} %" in " ".join(page.split())
     point = client.get(f"/api/v1/predictions/{rid}").get_json()["operating_point"]
     assert point["site_prevalence"] == 0.05 and point["calibrated_at"] == 0.4
     assert point["review_band"][1] == pytest.approx(point["threshold"])

@@ -89,6 +89,28 @@ class ModelCard:
             )
         return self.operating_points[name]
 
+    def source_figures(self, point: str | None = None) -> list[dict[str, Any]]:
+        """The held-out validation figures of operating point ``point`` within each source
+        (the headline: pooled figures mix sources whose label shares differ), each with
+        its film count and 95 % bootstrap interval where the card has one.
+
+        Returns ``[{"source", "figure", "value", "n", "ci"}, ...]``: sensitivity where a
+        source has positives, specificity where it has negatives; [] for cards without
+        per-source figures.
+        """
+        name = point or self.default_operating_point
+        intervals = self.validation.get("ci95") or {}
+        out = []
+        for source, figures in sorted((self.validation.get("by_source") or {}).items()):
+            at = (figures.get("operating_points") or {}).get(name) or {}
+            for figure, count in (("sensitivity", "n_positive"), ("specificity", "n_negative")):
+                value, n = at.get(figure), figures.get(count) or 0
+                if value is None or not n:
+                    continue
+                ci = intervals.get(f"{source}.{name}.{figure}")
+                out.append({"source": source, "figure": figure, "value": value, "n": n, "ci": ci})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
