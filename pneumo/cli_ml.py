@@ -42,8 +42,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.data = args.data
     if args.init_weights:
         cfg.init_weights = args.init_weights
+    if args.packed:
+        cfg.packed = args.packed
     card = train(cfg, args.out, resume=args.resume, verbose=0 if args.quiet else 1)
     print(json.dumps(card["validation"], indent=2))
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from pneumo.training.config import TrainConfig
+    from pneumo.training.packed import pack_config  # lazy: Keras (see the module docstring)
+
+    try:
+        report = pack_config(
+            TrainConfig.load(args.config),
+            args.out,
+            size=args.size,
+            quality=args.quality,
+            budget_mb=args.budget_mb,
+            train_only=args.train_only,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {"out": str(report.path), "films": report.films, "mib": round(report.bytes / 2**20, 1)}
+        )
+    )
     return 0
 
 
@@ -104,6 +130,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--data", help="data config JSON (overrides the training config)")
     p.add_argument("--resume", action="store_true", help="continue from last.weights.h5")
+    p.add_argument("--packed", help="train from a pack (`pneumo pack`): checkpoints only")
     p.add_argument(
         "--init-weights",
         dest="init_weights",
@@ -116,6 +143,19 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-val", dest="max_val", type=int, help="subsample validation images")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "pack", help="pack a training config's train and tune films for a GPU machine"
+    )
+    p.add_argument("--config", required=True, help="training config JSON")
+    p.add_argument("--out", required=True, help=".npz to write")
+    p.add_argument("--size", type=int, default=512, help="films stored at most this size")
+    p.add_argument("--quality", type=int, default=75, help="JPEG quality of the stored films")
+    p.add_argument("--budget-mb", dest="budget_mb", type=float, help="refuse a larger pack")
+    p.add_argument(
+        "--train-only", dest="train_only", type=int, help="at most this many pseudo-labelled films"
+    )
+    p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("finalize", help="package a run's best checkpoint as a model folder")
     p.add_argument("--config", required=True, help="the run's training config JSON")
@@ -294,12 +334,17 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from pneumo.data import pseudo
 
     try:
-        selection = pseudo.confident_negatives(pseudo.read_scores(args.scores), args.below)
+        scores = pseudo.read_scores(args.scores)
+        kept_out = pseudo.held_out(scores, args.hold_out)
+        selection = pseudo.confident_negatives(scores, args.below, kept_out)
     except (OSError, KeyError, ValueError) as exc:
-        print(f"error: cannot read {args.scores}: {exc}", file=sys.stderr)
+        print(f"error: {args.scores}: {exc}", file=sys.stderr)
         return 2
     pseudo.write_labels(args.out, selection.negatives)
+    if args.held_out_list:
+        Path(args.held_out_list).write_text("".join(f"{i}\n" for i in sorted(kept_out)))
     report = {
+        "held_out": len(kept_out),
         "read": selection.read,
         "negatives": len(selection.negatives),
         "fraction": round(selection.fraction, 3),
@@ -389,6 +434,16 @@ def add_ml_commands(sub) -> None:
     p.add_argument("--scores", required=True, help="scores CSV of `pneumo predict --scores`")
     p.add_argument("--below", type=float, required=True, help="keep films under this probability")
     p.add_argument("--out", required=True, help="SIIM RLE CSV to write (empty masks)")
+    p.add_argument(
+        "--hold-out",
+        dest="hold_out",
+        type=float,
+        default=0.0,
+        help="share of the films kept out of self-training (drawn by ImageId)",
+    )
+    p.add_argument(
+        "--held-out-list", dest="held_out_list", help="text file for the held-out ImageIds"
+    )
     p.add_argument(
         "--prevalence", type=float, default=0.22, help="share of positives among the films"
     )

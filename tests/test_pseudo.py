@@ -24,6 +24,13 @@ def test_confident_negatives_and_their_expected_contamination():
     assert pseudo.contamination(pseudo.Selection([], 10), 0.22, 0.03) == 0.0
     with pytest.raises(ValueError, match="between 0 and 1"):
         pseudo.confident_negatives(scores, 1.5)
+    # a held-out share is never pseudo-labelled: it measures flag rates on unseen films
+    ids = [f"ID_{i:05d}" for i in range(2000)]
+    half = pseudo.held_out(ids, 0.5)
+    assert 900 < len(half) < 1100 and half == pseudo.held_out(list(reversed(ids)), 0.5)
+    low = {i: 0.01 for i in ids}
+    kept = pseudo.confident_negatives(low, 0.124, half)
+    assert kept.read == 2000 - len(half) and not set(kept.negatives) & half
 
 
 def _unlabelled_stage2(rle_table) -> list:
@@ -50,7 +57,8 @@ def test_pseudo_labelled_films_only_ever_train(tmp_path, rle_table):
     labels = tmp_path / "pseudo.csv"
     out = subprocess.run(
         [sys.executable, "-m", "pneumo.cli", "pseudo-label", "--scores", str(scores)]
-        + ["--below", "0.124", "--out", str(labels), "--missed", "0.03"],
+        + ["--below", "0.124", "--out", str(labels), "--missed", "0.03"]
+        + ["--held-out-list", str(tmp_path / "held_out.txt")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -58,7 +66,8 @@ def test_pseudo_labelled_films_only_ever_train(tmp_path, rle_table):
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["read"] == 3 and report["negatives"] == 2
+    assert report["read"] == 3 and report["negatives"] == 2 and report["held_out"] == 0
+    assert (tmp_path / "held_out.txt").read_text() == ""
     assert report["expected_contamination"] == pytest.approx(3 * 0.22 * 0.03 / 2, abs=1e-4)
     table = rle.read_rle_csv(labels)
     assert set(table) == {films[0].image_id, films[1].image_id}

@@ -231,7 +231,8 @@ def nih_samples(
     return samples, n_pos
 
 
-def _hash_fraction(key: str, seed: int) -> float:
+def hash_fraction(key: str, seed: int) -> float:
+    """A number in [0, 1) fixed by ``key`` and ``seed`` (the splits' deterministic draw)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
     return int(digest[:12], 16) / float(16**12)
 
@@ -252,7 +253,7 @@ def assign_split(
         strata.setdefault((s.source, bool(s.positive)), {}).setdefault(s.split_key, []).append(s)
     split: dict[str, str] = {}
     for groups in strata.values():
-        keys = sorted(groups, key=lambda k: _hash_fraction(k, seed))
+        keys = sorted(groups, key=lambda k: hash_fraction(k, seed))
         n_val = int(round(len(keys) * val_fraction))
         for i, key in enumerate(keys):
             for s in groups[key]:
@@ -286,7 +287,7 @@ def carve_tune(
         if where == "val":
             split[s.image_id] = "val" if s.image_id in base else "excluded"
         else:
-            split[s.image_id] = "tune" if _hash_fraction(s.split_key, seed) < fraction else "train"
+            split[s.image_id] = "tune" if hash_fraction(s.split_key, seed) < fraction else "train"
     return split
 
 

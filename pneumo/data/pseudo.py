@@ -13,6 +13,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumo.data.dataset import hash_fraction
 from pneumo.io import rle
 
 
@@ -34,11 +35,23 @@ def read_scores(path: str | Path) -> dict[str, float]:
         return {row["ImageId"]: float(row["probability"]) for row in csv.DictReader(fh)}
 
 
-def confident_negatives(scores: dict[str, float], below: float) -> Selection:
-    """The films whose probability is under ``below``, in ImageId order."""
+def held_out(ids, fraction: float, seed: int = 2032) -> set[str]:
+    """The films kept out of self-training (a fixed share, drawn by hashing each ImageId):
+    never pseudo-labelled, they measure how often a model flags unlabelled films."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"the held-out share must be in [0, 1), got {fraction}")
+    return {i for i in ids if hash_fraction(i, seed) < fraction}
+
+
+def confident_negatives(
+    scores: dict[str, float], below: float, exclude: set[str] = frozenset()
+) -> Selection:
+    """The films whose probability is under ``below``, in ImageId order, out of those
+    not in ``exclude``."""
     if not 0.0 < below < 1.0:
         raise ValueError(f"the threshold must be between 0 and 1, got {below}")
-    return Selection(sorted(i for i, p in scores.items() if p < below), len(scores))
+    pool = {i: p for i, p in scores.items() if i not in exclude}
+    return Selection(sorted(i for i, p in pool.items() if p < below), len(pool))
 
 
 def contamination(selection: Selection, prevalence: float, missed: float) -> float:

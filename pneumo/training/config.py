@@ -102,6 +102,10 @@ class TrainConfig:
     max_train: int | None = None
     max_val: int | None = None
     cache_dir: str = ".cache"
+    # a packed training set (pneumo pack, for a GPU machine): train and tune come from it
+    # instead of the data config's files, and the run writes checkpoints only (the model
+    # folder is made from them by `pneumo finalize`, which reads the real files)
+    packed: str | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS + ("auto",):

@@ -12,6 +12,7 @@ from pneumo.inference.device import has_gpu
 from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.nets import losses, networks
 from pneumo.training.callbacks import KEY, TuneCheckpoint
+from pneumo.training import packed
 from pneumo.training.config import Augment, TrainConfig
 from pneumo.training.data import (
     BalancedBatches,
@@ -87,21 +88,26 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
     arch_size = cfg.architecture["args"].get("input_size")
     if arch_size != pcfg.size:
         raise ValueError(f"architecture input_size {arch_size} != preprocess size {pcfg.size}")
-    data = split_samples(cfg)
-    tune_name = "tune" if data.samples["tune"] else "val"  # split_v1 has no tune split
-    arrays = {
-        name: cached_arrays(
-            data.samples[name], data.table, pcfg, cfg.cache_dir, progress=verbose > 0
-        )
-        for name in ("train", tune_name)
-    }
     augment = Augment(**cfg.augment)
+    if cfg.packed:
+        data, tune_name = None, "tune"
+        arrays = packed.unpack(cfg.packed, pcfg)
+    else:
+        data = split_samples(cfg)
+        tune_name = "tune" if data.samples["tune"] else "val"  # split_v1 has no tune split
+        arrays = {
+            name: cached_arrays(
+                data.samples[name], data.table, pcfg, cfg.cache_dir, progress=verbose > 0
+            )
+            for name in ("train", tune_name)
+        }
     encoded = None
     if augment.encodes or cfg.tune_encodings != ["original"]:
         for name in ("train", tune_name):
-            arrays[name].native = cached_native(
-                data.samples[name], cfg.native_size, cfg.cache_dir, progress=verbose > 0
-            )
+            if data is not None:
+                arrays[name].native = cached_native(
+                    data.samples[name], cfg.native_size, cfg.cache_dir, progress=verbose > 0
+                )
         encoded = {
             name: encoded_arrays(arrays[tune_name], name, pcfg) for name in cfg.tune_encodings
         }
@@ -141,4 +147,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         "precision": precision_policy(cfg, gpu),
         "train_images_per_second": round(check.images_per_second(), 2),
     }
+    if data is None:  # a packed run: checkpoints only, `pneumo finalize` makes the folder
+        info["packed"] = cfg.packed
+        (out / "training.json").write_text(json.dumps(info, indent=2))
+        return {"training": info, "validation": {}}
     return write_model_folder(cfg, out, out, data, info, progress=verbose > 0)

@@ -2,6 +2,7 @@
 """The serving packages a GPU machine of the device tool lacks, as pinned requirement lines.
 
     .venv/bin/python scripts/device/wheels.py > .device_check/wheels/requirements.txt
+    .venv/bin/python scripts/device/wheels.py keras pydicom   # training from a pack
 
 Walks the dependencies of ``requirements.txt`` (TensorFlow left out: those
 machines run JAX and PyTorch) through this environment's installed packages,
@@ -62,7 +63,7 @@ def main() -> int:
         for line in (HERE / "device_packages.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    needed = closure(pinned_names(ROOT / "requirements.txt"))
+    needed = closure(sys.argv[1:] or pinned_names(ROOT / "requirements.txt"))
     for name, version in sorted(needed.items()):
         if name not in have or name in ALWAYS:
             print(f"{name}=={version}")

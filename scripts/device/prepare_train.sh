@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Prepare, here, what scripts/device_train.sh needs on a GPU machine of the device tool
+# (issue 32, item 6), which can download nothing and takes at most 64 MiB in all:
+#   .device_train/packed.npz   the config's train and tune films at 512 px, JPEG, with their
+#                              targets (`pneumo pack`; budget BUDGET_MB, default 28 MiB: the
+#                              repository with the warm-start weights is about 30 MiB)
+#   .device_train/config.json  the config with the GPU run's settings (DEVICE_SETTINGS)
+#   .device_train/wheels/      Python 3.12 wheels of what training needs there: Keras, pydicom
+# .device_train/ is git-ignored through .git/info/exclude; the device tool carries it:
+#   run(command="bash scripts/device_train.sh", carry=[".device_train"], timeout_s=560)
+# Settings: CONFIG (configs/train_double_unet_lite0_384_v5.json), QUALITY (75),
+# TRAIN_ONLY (at most this many pseudo-labelled films; default all that fit), BUDGET_MB.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-.venv/bin/python}
+CONFIG=${CONFIG:-configs/train_double_unet_lite0_384_v5.json}
+TRAIN=.device_train
+exclude=$(git rev-parse --git-path info/exclude)
+grep -qxF "/$TRAIN/" "$exclude" 2>/dev/null || echo "/$TRAIN/" >> "$exclude"
+rm -rf "$TRAIN"
+mkdir -p "$TRAIN/wheels"
+
+# The GPU run: larger batches, mixed precision, a fixed wall-clock budget (checkpoints
+# every epoch), the same recipe otherwise.
+"$PY" - "$CONFIG" "$TRAIN/config.json" <<'PYEOF'
+import json, os, sys
+cfg = json.load(open(sys.argv[1]))
+cfg.update(
+    json.loads(
+        os.environ.get(
+            "DEVICE_SETTINGS",
+            '{"batch_size": 32, "steps_per_epoch": 60, "epochs": 30, "max_seconds": 420,'
+            ' "precision": "auto", "cache_dir": "/tmp/pneumo-cache"}',
+        )
+    )
+)
+cfg["_comment"] = f"GPU run of {sys.argv[1]} from a pack (scripts/device/prepare_train.sh)"
+json.dump(cfg, open(sys.argv[2], "w"), indent=2)
+PYEOF
+
+pack_args=(--config "$CONFIG" --out "$TRAIN/packed.npz" --quality "${QUALITY:-75}"
+           --budget-mb "${BUDGET_MB:-28}")
+[ -n "${TRAIN_ONLY:-}" ] && pack_args+=(--train-only "$TRAIN_ONLY")
+"$PY" -m pneumo.cli pack "${pack_args[@]}"
+
+"$PY" scripts/device/wheels.py keras pydicom > "$TRAIN/wheels/requirements.txt"
+platforms=()
+for p in manylinux_2_39_x86_64 manylinux_2_35_x86_64 manylinux_2_28_x86_64 \
+         manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
+  platforms+=(--platform "$p")
+done
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp "${platforms[@]}" -d "$TRAIN/wheels" -r "$TRAIN/wheels/requirements.txt"
+echo 3.12 > "$TRAIN/wheels/PYTHON_VERSION"
+echo "prepared $TRAIN: $(du -sh "$TRAIN" | cut -f1); with the repository:" \
+     "$(( ($(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $(du -sb "$TRAIN" | cut -f1)) / 1048576 )) MiB"
