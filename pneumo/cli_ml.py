@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.packed:
         cfg.packed = args.packed
     card = train(cfg, args.out, resume=args.resume, verbose=0 if args.quiet else 1)
-    print(json.dumps(card["validation"], indent=2))
+    print(json.dumps(card["training"] if cfg.packed else card["validation"], indent=2))
     return 0
 
 

@@ -6,7 +6,8 @@
 #   here:   cat <files_at>/weights.part-* > runs/device/weights.weights.h5, the other files
 #           beside it, then `pneumo finalize --config CONFIG --run runs/device --out ...`
 #           scores the candidate on the real tune and validation films on the CPU.
-# On a CPU (tested here): PYTHON=.venv/bin/python KERAS_BACKEND=jax OUT=/tmp/dt \
+# On a CPU (tested here, with a config of a few steps in TRAIN_CONFIG):
+#   PYTHON=.venv/bin/python KERAS_BACKEND=jax OUT=/tmp/dt TRAIN_CONFIG=/tmp/few.json \
 #   bash scripts/device_train.sh
 # What comes back in $OUT (at most 8 files of 16 MiB): the best checkpoint in 15 MiB
 # parts, log.csv, state.json, training.json, train.log.
@@ -40,7 +41,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "no nvidia-smi: no GPU
 
 rm -rf "$RUN"
 status=0
-"$PY" -m pneumo.cli train --config "$TRAIN/config.json" --packed "$TRAIN/packed.npz" \
+"$PY" -m pneumo.cli train --config "${TRAIN_CONFIG:-$TRAIN/config.json}" --packed "$TRAIN/packed.npz" \
   --out "$RUN" --quiet > "$OUT_DIR/train.log" 2>&1 || status=$?
 tail -n 20 "$OUT_DIR/train.log"
 for f in log.csv state.json training.json; do

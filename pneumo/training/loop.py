@@ -21,7 +21,7 @@ from pneumo.training.data import (
     encoded_arrays,
     split_samples,
 )
-from pneumo.training.packaging import load_init_weights, write_model_folder
+from pneumo.training.packaging import load_init_weights, slim_weights, write_model_folder
 
 
 def precision_policy(cfg: TrainConfig, gpu: bool) -> str:
@@ -148,6 +148,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         "train_images_per_second": round(check.images_per_second(), 2),
     }
     if data is None:  # a packed run: checkpoints only, `pneumo finalize` makes the folder
+        slim_weights(cfg, out / "weights.weights.h5")
         info["packed"] = cfg.packed
         (out / "training.json").write_text(json.dumps(info, indent=2))
         return {"training": info, "validation": {}}

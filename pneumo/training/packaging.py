@@ -44,6 +44,14 @@ def load_model_weights(model, path: str | Path) -> None:
         model.load_weights(path)
 
 
+def slim_weights(cfg: TrainConfig, path: Path) -> None:
+    """Rewrite a run's weights file with the network's weights alone (no optimizer
+    variables: a third of the size), as a model folder ships them."""
+    model = networks.build_model(cfg.architecture)
+    load_model_weights(model, path)
+    model.save_weights(path)
+
+
 def load_init_weights(model, path: str | Path) -> None:
     """Warm start: load a previous run's weights into a freshly built model.
 

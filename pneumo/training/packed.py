@@ -11,6 +11,7 @@ The candidate it gives is scored on the real files by ``pneumo finalize`` on the
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,9 @@ def pack(
         "mask_size": int(next(iter(arrays.values())).y.shape[-1]),
     }
     fields["meta"] = np.array(json.dumps(meta))
-    total = sum(f.nbytes for f in fields.values())
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **fields)  # the masks are mostly empty: they shrink
+    total = buffer.tell()
     if budget_mb is not None and total > budget_mb * 2**20:
         raise ValueError(
             f"the pack would be {total / 2**20:.1f} MiB, over its budget of {budget_mb} MiB: "
@@ -84,8 +87,7 @@ def pack(
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as fh:
-        np.savez(fh, **fields)
+    out.write_bytes(buffer.getvalue())
     return PackReport(out, {n: len(a) for n, a in arrays.items()}, out.stat().st_size)
 
 

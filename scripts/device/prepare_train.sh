@@ -2,14 +2,14 @@
 # Prepare, here, what scripts/device_train.sh needs on a GPU machine of the device tool
 # (issue 32, item 6), which can download nothing and takes at most 64 MiB in all:
 #   .device_train/packed.npz   the config's train and tune films at 512 px, JPEG, with their
-#                              targets (`pneumo pack`; budget BUDGET_MB, default 28 MiB: the
+#                              targets (`pneumo pack`; budget BUDGET_MB, default 29 MiB: the
 #                              repository with the warm-start weights is about 30 MiB)
 #   .device_train/config.json  the config with the GPU run's settings (DEVICE_SETTINGS)
 #   .device_train/wheels/      Python 3.12 wheels of what training needs there: Keras, pydicom
 # .device_train/ is git-ignored through .git/info/exclude; the device tool carries it:
 #   run(command="bash scripts/device_train.sh", carry=[".device_train"], timeout_s=560)
-# Settings: CONFIG (configs/train_double_unet_lite0_384_v5.json), QUALITY (75),
-# TRAIN_ONLY (at most this many pseudo-labelled films; default all that fit), BUDGET_MB.
+# Settings: CONFIG (configs/train_double_unet_lite0_384_v5.json), QUALITY (70),
+# TRAIN_ONLY (at most this many pseudo-labelled films; 120, so that the pack fits), BUDGET_MB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
@@ -38,9 +38,9 @@ cfg["_comment"] = f"GPU run of {sys.argv[1]} from a pack (scripts/device/prepare
 json.dump(cfg, open(sys.argv[2], "w"), indent=2)
 PYEOF
 
-pack_args=(--config "$CONFIG" --out "$TRAIN/packed.npz" --quality "${QUALITY:-75}"
-           --budget-mb "${BUDGET_MB:-28}")
-[ -n "${TRAIN_ONLY:-}" ] && pack_args+=(--train-only "$TRAIN_ONLY")
+pack_args=(--config "$CONFIG" --out "$TRAIN/packed.npz" --quality "${QUALITY:-70}"
+           --budget-mb "${BUDGET_MB:-29}")
+pack_args+=(--train-only "${TRAIN_ONLY:-120}")
 "$PY" -m pneumo.cli pack "${pack_args[@]}"
 
 "$PY" scripts/device/wheels.py keras pydicom > "$TRAIN/wheels/requirements.txt"
