@@ -143,6 +143,11 @@ def main() -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--out")
+    parser.add_argument(
+        "--write-card",
+        action="store_true",
+        help="record the choice and its figures as the card's `serving` entry",
+    )
     args = parser.parse_args()
 
     dcfg = DataConfig.load(args.data)
@@ -206,7 +211,40 @@ def main() -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.write_card:
+        write_serving(Path(args.model), report)
     return 0
+
+
+def write_serving(model_dir: Path, report: dict) -> None:
+    """The card's ``serving`` entry (what ``PNEUMO_RUNTIME=auto`` follows) from a report."""
+    from pneumo.inference.card import read_card
+
+    runtime, _, precision = report["choice"].partition("-")
+    measured = {}
+    for name, run in report["runtimes"].items():
+        against = run["against_keras"]
+        measured[name] = {
+            "forward_tta_ms": run["forward_tta_ms"],
+            "validation_films_per_s": run.get("films_per_s"),
+            "auc": round(run["auc"], 4),
+            "auc_siim": round(run["auc_by_source"].get("siim", float("nan")), 4),
+            "dice_positive_mask": round(run["dice_positive_mask"], 4),
+            "verdict_flips": against["verdict_flips"],
+            "max_probability_difference": against["max_probability_difference"],
+            "passes_guard": against["passes_guard"],
+        }
+    card = read_card(model_dir)
+    card.serving = {
+        "runtime": runtime,
+        "precision": precision or "f32",
+        "chosen_by": f"benchmarks/runtime_choice.py on the {report['split']} split "
+        f"({report['films']} films), {time.strftime('%Y-%m-%d')}: the fastest runtime whose "
+        "figures stay within the guard of Keras",
+        "guard": {"auc": GUARD["auc"], "dice": GUARD["dice"], "verdict_flips": GUARD["flips"]},
+        "measured": measured,
+    }
+    card.write(model_dir)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 #: The bundled default model's folder name under ``models/``.
-DEFAULT_MODEL_NAME = "double_unet_lite0_384_v4"
+DEFAULT_MODEL_NAME = "double_unet_lite0_384_v5"
 
 
 def project_root() -> Path:

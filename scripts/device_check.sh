@@ -25,20 +25,8 @@ started=$(date +%s)
 
 # The app's packages the machine lacks, from the carried wheels (--target: nothing of
 # the machine's own Python is changed; PYTHONPATH puts them first for every process).
-if compgen -G "$CHECK/wheels/*.whl" >/dev/null; then
-  want=$(cat "$CHECK/wheels/PYTHON_VERSION")
-  have=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  if [ "$want" = "$have" ]; then
-    SITE=$(mktemp -d /tmp/pneumo-site.XXXXXX)
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --target "$SITE" "$CHECK"/wheels/*.whl
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-    echo "installed $(ls "$CHECK"/wheels/*.whl | wc -l) carried wheels into $SITE" \
-         "in $(( $(date +%s) - started )) s"
-  else
-    echo "the carried wheels are for Python $want, $PY is $have: using its own packages"
-  fi
-fi
+source "$ROOT/scripts/device/wheels.sh"
+install_carried_wheels "$PY" "$CHECK/wheels"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 command -v nvidia-smi >/dev/null && nvidia-smi -L || echo "no nvidia-smi: no GPU here"

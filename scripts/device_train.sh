@@ -21,18 +21,8 @@ RUN=${RUN_DIR:-/tmp/pneumo-device-run}
 mkdir -p "$OUT_DIR"
 [ -f "$TRAIN/packed.npz" ] || { echo "error: no $TRAIN/packed.npz (run scripts/device/prepare_train.sh)" >&2; exit 2; }
 
-if compgen -G "$TRAIN/wheels/*.whl" >/dev/null; then
-  want=$(cat "$TRAIN/wheels/PYTHON_VERSION")
-  have=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-  if [ "$want" = "$have" ]; then
-    SITE=$(mktemp -d /tmp/pneumo-site.XXXXXX)
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --target "$SITE" "$TRAIN"/wheels/*.whl
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    echo "the carried wheels are for Python $want, $PY is $have: using its own packages"
-  fi
-fi
+source "$ROOT/scripts/device/wheels.sh"
+install_carried_wheels "$PY" "$TRAIN/wheels"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 # JAX takes GPU memory as it needs it, not 75 % at start

@@ -15,14 +15,15 @@ from conftest import ROOT
 pytestmark = [pytest.mark.bundled, pytest.mark.slow]
 
 # measured when packaged (models/<default>/model.json "validation"); floors a little under
-# (model v4: every film through the canonical working resolution; the pooled figures no
-# longer ride on telling the sources apart, so the within-source ones are the headline)
-FLOOR_DICE_POSITIVE = 0.34  # measured 0.366 (balanced operating point)
-FLOOR_AUC = 0.945  # measured 0.958
-CEILING_ECE = 0.08  # measured 0.068
-FLOOR_TRIAGE_SENSITIVITY = 0.96  # measured 0.986
-FLOOR_SIIM_AUC = 0.90  # measured 0.928 (147 positive / 11 negative SIIM films)
-FLOOR_NIH_SPECIFICITY = 0.94  # measured 0.967 at balanced (246 normal NIH films)
+# (model v5: v4 fine-tuned with self-training on unlabelled SIIM films; the pooled figures
+# do not ride on telling the sources apart, so the within-source ones are the headline)
+FLOOR_DICE_POSITIVE = 0.34  # measured 0.369 (balanced operating point)
+FLOOR_AUC = 0.95  # measured 0.962
+CEILING_ECE = 0.065  # measured 0.051
+FLOOR_TRIAGE_SENSITIVITY = 0.96  # measured 0.980
+FLOOR_TRIAGE_SPECIFICITY = 0.65  # measured 0.677 (v4: 0.607)
+FLOOR_SIIM_AUC = 0.92  # measured 0.943 (147 positive / 11 negative SIIM films)
+FLOOR_NIH_SPECIFICITY = 0.93  # measured 0.955 at balanced (246 normal NIH films)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def test_bundled_model_floors(validation_scores):
     assert s["auc"] >= FLOOR_AUC
     assert s["ece"] <= CEILING_ECE
     assert s["operating_points"]["triage"]["sensitivity"] >= FLOOR_TRIAGE_SENSITIVITY
+    assert s["operating_points"]["triage"]["specificity"] >= FLOOR_TRIAGE_SPECIFICITY
     assert s["by_source"]["siim"]["auc"] >= FLOOR_SIIM_AUC
     assert (
         s["by_source"]["nih"]["operating_points"]["balanced"]["specificity"]

@@ -11,6 +11,7 @@
 #   run(command="bash scripts/device_check.sh", carry=[".device_check"], timeout_s=420)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/device/wheels.sh
 PY=${PYTHON:-.venv/bin/python}
 CHECK=.device_check
 exclude=$(git rev-parse --git-path info/exclude)
@@ -19,15 +20,7 @@ rm -rf "$CHECK"
 mkdir -p "$CHECK/wheels" "$CHECK/siim"
 
 "$PY" scripts/device/wheels.py > "$CHECK/wheels/requirements.txt"
-platforms=()
-for p in manylinux_2_39_x86_64 manylinux_2_35_x86_64 manylinux_2_34_x86_64 manylinux_2_31_x86_64 \
-         manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 \
-         manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
-  platforms+=(--platform "$p")
-done
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-  --implementation cp "${platforms[@]}" -d "$CHECK/wheels" -r "$CHECK/wheels/requirements.txt"
-echo 3.12 > "$CHECK/wheels/PYTHON_VERSION"
+download_wheels "$PY" "$CHECK/wheels"
 
 PYTHONPATH=. "$PY" - "$CHECK/siim" <<'EOF'
 import shutil, sys

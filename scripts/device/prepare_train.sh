@@ -8,10 +8,12 @@
 #   .device_train/wheels/      Python 3.12 wheels of what training needs there: Keras, pydicom
 # .device_train/ is git-ignored through .git/info/exclude; the device tool carries it:
 #   run(command="bash scripts/device_train.sh", carry=[".device_train"], timeout_s=560)
-# Settings: CONFIG (configs/train_double_unet_lite0_384_v5.json), QUALITY (70),
+# Settings: CONFIG (configs/train_double_unet_lite0_384_v5.json), INIT_WEIGHTS (the bundled
+# model's), QUALITY (70),
 # TRAIN_ONLY (at most this many pseudo-labelled films; 120, so that the pack fits), BUDGET_MB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/device/wheels.sh
 PY=${PYTHON:-.venv/bin/python}
 CONFIG=${CONFIG:-configs/train_double_unet_lite0_384_v5.json}
 TRAIN=.device_train
@@ -34,6 +36,12 @@ cfg.update(
         )
     )
 )
+# a warm start from the bundled model (a config's own may name weights no longer in the tree)
+sys.path.insert(0, ".")
+from pneumo import paths
+cfg["init_weights"] = os.environ.get(
+    "INIT_WEIGHTS", str(paths.default_model_dir().relative_to(paths.project_root()) / "weights.weights.h5")
+)
 cfg["_comment"] = f"GPU run of {sys.argv[1]} from a pack (scripts/device/prepare_train.sh)"
 json.dump(cfg, open(sys.argv[2], "w"), indent=2)
 PYEOF
@@ -44,13 +52,6 @@ pack_args+=(--train-only "${TRAIN_ONLY:-120}")
 "$PY" -m pneumo.cli pack "${pack_args[@]}"
 
 "$PY" scripts/device/wheels.py keras pydicom > "$TRAIN/wheels/requirements.txt"
-platforms=()
-for p in manylinux_2_39_x86_64 manylinux_2_35_x86_64 manylinux_2_28_x86_64 \
-         manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
-  platforms+=(--platform "$p")
-done
-"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-  --implementation cp "${platforms[@]}" -d "$TRAIN/wheels" -r "$TRAIN/wheels/requirements.txt"
-echo 3.12 > "$TRAIN/wheels/PYTHON_VERSION"
+download_wheels "$PY" "$TRAIN/wheels"
 echo "prepared $TRAIN: $(du -sh "$TRAIN" | cut -f1); with the repository:" \
      "$(( ($(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) + $(du -sb "$TRAIN" | cut -f1)) / 1048576 )) MiB"
