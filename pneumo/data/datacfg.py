@@ -111,19 +111,21 @@ class DataConfig:
             samples += nih
         return result, samples
 
-    def train_only_samples(self) -> list[dataset.Sample]:
-        """The train-only films that have a label in their CSV (a folder may hold more).
+    def train_only_samples(self, table=None) -> list[dataset.Sample]:
+        """The train-only films that have a label in their CSVs (a folder may hold more);
+        ``table``: :meth:`train_only_table`, when the caller has read it already.
 
         Raises ``FileNotFoundError`` when a folder is missing: they are put in place at
         training set-up (see ``scripts/siim_stage2.sh``), and training without them
         would silently be another recipe.
         """
-        out: list[dataset.Sample] = []
-        for source in self.train_only:
-            if not source.images.exists():
-                raise FileNotFoundError(f"train-only images missing: {source.images}")
-            out += dataset.build_index([source.images], rle.read_rle_csv(source.rle_csv)).samples
-        return out
+        missing = [str(s.images) for s in self.train_only if not s.images.exists()]
+        if missing:
+            raise FileNotFoundError(f"train-only images missing: {', '.join(missing)}")
+        if not self.train_only:
+            return []
+        table = self.train_only_table() if table is None else table
+        return dataset.build_index([s.images for s in self.train_only], table).samples
 
     def make_split(self, samples: list[dataset.Sample]) -> dict[str, str]:
         """The split this configuration defines (what ``pneumo index --write`` writes).

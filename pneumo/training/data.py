@@ -31,7 +31,7 @@ class SplitData:
     dcfg: DataConfig
     table: dict[str, list[str]]
     samples: dict[str, list[dataset.Sample]]
-    train_only: int = 0  # how many of the training films are train-only (pseudo-labelled)
+    train_only: frozenset[str] = frozenset()  # ImageIds of the train-only (pseudo-labelled) films
 
     def info(self) -> dict:
         """Counts for the model card."""
@@ -49,7 +49,7 @@ class SplitData:
             out[f"{name}_label_only"] = sum(not s.has_mask for s in items)
         if self.dcfg.train_only:
             out["train_only"] = {
-                "images": self.train_only,
+                "images": sum(s.image_id in self.train_only for s in self.samples["train"]),
                 "labels": [
                     {
                         "file": source.rle_csv.name,
@@ -74,14 +74,15 @@ def split_samples(cfg: TrainConfig) -> SplitData:
         raise FileNotFoundError(f"split file missing: {dcfg.split} (run `pneumo index --write`)")
     split = dataset.read_split(dcfg.split)
     by_split = {name: [s for s in samples if split.get(s.image_id) == name] for name in SPLITS}
-    extra = dcfg.train_only_samples()
+    extra_table = dcfg.train_only_table()
+    extra = dcfg.train_only_samples(extra_table)
     clash = {s.image_id for s in extra} & set(split)
     if clash:
         raise ValueError(
             f"{len(clash)} train-only film(s) are in the split file too, e.g. {min(clash)}"
         )
     by_split["train"] += extra
-    table = {**table, **dcfg.train_only_table()}
+    table = {**table, **extra_table}
     rng = np.random.default_rng(cfg.seed)
     for name, limit in (("train", cfg.max_train), ("tune", cfg.max_val), ("val", cfg.max_val)):
         items = by_split[name]
@@ -89,7 +90,7 @@ def split_samples(cfg: TrainConfig) -> SplitData:
             by_split[name] = [
                 items[i] for i in sorted(rng.choice(len(items), limit, replace=False))
             ]
-    return SplitData(dcfg, table, by_split, len(extra))
+    return SplitData(dcfg, table, by_split, frozenset(s.image_id for s in extra))
 
 
 def cached_arrays(

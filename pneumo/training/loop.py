@@ -103,8 +103,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
         }
     encoded = None
     if augment.encodes or cfg.tune_encodings != ["original"]:
-        for name in ("train", tune_name):
-            if data is not None:
+        if data is not None:  # a pack holds its films at full size already
+            for name in ("train", tune_name):
                 arrays[name].native = cached_native(
                     data.samples[name], cfg.native_size, cfg.cache_dir, progress=verbose > 0
                 )

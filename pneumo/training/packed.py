@@ -138,9 +138,9 @@ def pack_config(
     pcfg = PreprocessConfig.from_dict(cfg.preprocess)
     data = split_samples(cfg)
     samples = dict(data.samples)
-    if train_only is not None and data.train_only > train_only:
-        labelled = samples["train"][: len(samples["train"]) - data.train_only]
-        extra = samples["train"][len(labelled) :]
+    extra = [s for s in samples["train"] if s.image_id in data.train_only]
+    if train_only is not None and len(extra) > train_only:
+        labelled = [s for s in samples["train"] if s.image_id not in data.train_only]
         keep = np.random.default_rng(cfg.seed).choice(len(extra), train_only, replace=False)
         samples["train"] = labelled + [extra[i] for i in sorted(keep)]
     arrays, ids = {}, {}
