@@ -88,6 +88,50 @@ def get_loss(name: str):
     return LOSSES[name]
 
 
+PAIR_CLIP = 0.01  # scores outside [0.01, 0.99] decide no verdict: their gaps are not counted
+
+
+def _partner_logit_gap(score):
+    """Squared logit gap between each odd image's ``score`` and its even partner's,
+    with the partner held fixed (no gradient); 0 for the even images. Scores are
+    clipped to [``PAIR_CLIP``, 1 - ``PAIR_CLIP``] first: 1e-6 against 1e-4 is a
+    large logit gap but the same verdict.
+
+    A consistency batch holds pairs: image ``2i`` as augmented, image ``2i + 1``
+    the same film at another pixel size (:class:`pneumo.training.data.BalancedBatches`).
+    The gradient moves only the resized view towards the original's reading.
+    """
+    s = ops.clip(ops.cast(score, "float32"), PAIR_CLIP, 1.0 - PAIR_CLIP)
+    z = ops.log(s) - ops.log(1.0 - s)
+    pairs = ops.reshape(z, (-1, 2))
+    gap = pairs[:, 1] - ops.stop_gradient(pairs[:, 0])
+    return ops.reshape(ops.stack([ops.zeros_like(gap), gap * gap], axis=1), (-1,))
+
+
+def paired_image_loss(base, weight: float):
+    """``base`` plus ``weight`` x the pair's squared logit gap of the image-level output."""
+
+    def loss(y_true, y_pred):
+        return base(y_true, y_pred) + weight * _partner_logit_gap(ops.reshape(y_pred, (-1,)))
+
+    return loss
+
+
+def paired_mask_loss(base, weight: float, evidence_fraction: float):
+    """``base`` plus ``weight`` x the pair's squared logit gap of the mask evidence
+    (the mean of each map's top ``evidence_fraction`` of pixels, the number the
+    verdict reads)."""
+
+    def loss(y_true, y_pred):
+        pixels = int(y_pred.shape[1]) * int(y_pred.shape[2])  # static: maps are square
+        k = max(1, int(round(evidence_fraction * pixels)))
+        flat = _flat(y_pred)
+        top = ops.mean(ops.top_k(flat, k, sorted=False)[0], axis=1)
+        return base(y_true, y_pred) + weight * _partner_logit_gap(top)
+
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="pneumo")
 def dice_coef(y_true, y_pred):
     """Hard Dice at 0.5 for progress display (both empty counts 1)."""

@@ -54,6 +54,50 @@ class Augment:
 
 
 @dataclass
+class Consistency:
+    """Pairs of one film at two pixel sizes, trained to read alike.
+
+    With ``weight`` > 0 each batch holds ``batch_size / 2`` films, each twice:
+    as augmented, and the same (same augmentation) after its full-size pixels were
+    area-downscaled by a factor in ``down`` or bicubic-upscaled by one in ``up``
+    (``down_share`` of the pairs go down). The loss adds ``weight`` x the squared
+    logit gap between the two readings of the image-level output, and
+    ``evidence_weight`` (``None``: ``weight``) x that of the mask evidence, the
+    resized view moving towards the original's.
+    """
+
+    weight: float = 0.0
+    evidence_weight: float | None = None
+    down: tuple[float, float] = (0.45, 0.75)
+    up: tuple[float, float] = (1.5, 2.5)
+    down_share: float = 0.5
+    evidence_pixels: int = 100  # at 384 px, as the card's postprocess counts them
+    reference_size: int = 384
+
+    def __post_init__(self):
+        if self.weight < 0 or (self.evidence_weight or 0.0) < 0:
+            raise ValueError(
+                f"consistency weights must be >= 0, got {self.weight}, {self.evidence_weight}"
+            )
+        lo, hi = self.down
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"consistency down must be 0 < low <= high <= 1, got {self.down}")
+        lo, hi = self.up
+        if not 1.0 <= lo <= hi <= 4.0:
+            raise ValueError(f"consistency up must be 1 <= low <= high <= 4, got {self.up}")
+        if not 0.0 <= self.down_share <= 1.0:
+            raise ValueError(f"consistency down_share must be in [0, 1], got {self.down_share}")
+
+    @property
+    def on(self) -> bool:
+        return self.weight > 0
+
+    @property
+    def mask_weight(self) -> float:
+        return self.weight if self.evidence_weight is None else self.evidence_weight
+
+
+@dataclass
 class TrainConfig:
     """A training run, read from ``configs/train_*.json``.
 
@@ -90,6 +134,7 @@ class TrainConfig:
     # the AUC in the checkpoint key: pooled, or the worst of the AUCs within each source
     checkpoint_by: str = "pooled"
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
+    consistency: dict[str, Any] = field(default_factory=lambda: asdict(Consistency()))
     early_stopping_patience: int = 8
     tta: bool = True
     report_validation: bool = True  # False for pilots: the validation split is for the final card
@@ -120,6 +165,8 @@ class TrainConfig:
             raise ValueError(
                 f"checkpoint_by must be one of {list(CHECKPOINT_BY)}, got {self.checkpoint_by!r}"
             )
+        if Consistency(**self.consistency).on and self.batch_size % 2:
+            raise ValueError(f"consistency pairs need an even batch_size, got {self.batch_size}")
         if not 0.0 < self.encoder_lr_factor <= 1.0:
             raise ValueError(f"encoder_lr_factor must be in (0, 1], got {self.encoder_lr_factor}")
 

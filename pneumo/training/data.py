@@ -19,7 +19,7 @@ from pneumo.io.imaging import read_image
 from pneumo.nets.networks import IMAGE_OUTPUT
 from pneumo.progress import track
 from pneumo.training.augment import augment_pair, encode_augment
-from pneumo.training.config import Augment, TrainConfig
+from pneumo.training.config import Augment, Consistency, TrainConfig
 
 SPLITS = ("train", "tune", "val")
 
@@ -262,15 +262,54 @@ class BalancedBatches(keras.utils.PyDataset):
         return self.steps
 
     def batch(self, idx: np.ndarray, rng: np.random.Generator):
-        """``(model input, targets, sample weights)`` for the images ``idx``."""
+        """``(model input, targets, sample weights)`` for the images ``idx``.
+
+        With consistency pairs on, the first half of ``idx`` is used, each film
+        twice in a row: as augmented, then resized (:meth:`_pair`).
+        """
         a = self.arrays
-        if self.augment is None:
+        pairs_on = self.augment is not None and Consistency(**self.cfg.consistency).on
+        if pairs_on:
+            idx = np.repeat(idx[: len(idx) // 2], 2)
+            views = [self._pair(j, rng) for j in idx[::2]]
+            bx = np.stack([v for pair in views for v in pair[0]])
+            by = np.stack([m for pair in views for m in pair[1]])
+        elif self.augment is None:
             bx, by = a.x[idx], a.y[idx]
         else:
             pairs = [augment_pair(self._image(j, rng), a.y[j], self.augment, rng) for j in idx]
             bx, by = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         ys, weights = targets(self.output_names, by, a.label[idx], a.has_mask[idx])
         return model_input(bx, self.pcfg), ys, weights
+
+    def _pair(
+        self, j: int, rng: np.random.Generator
+    ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Film ``j`` as augmented and the same film resized at full size first
+        (area down or bicubic up, :class:`Consistency`), both given the same
+        encoding, geometric and photometric draws. Returns ``(images, masks)``."""
+        a, con = self.arrays, Consistency(**self.cfg.consistency)
+        if a.native is None:
+            raise ValueError("consistency pairs need the full-size images (Arrays.native)")
+        native = a.native[j]
+        if rng.random() < con.down_share:
+            resized = encodings.downscale(native, float(rng.uniform(*con.down)))
+        else:
+            resized = encodings.upscale(native, float(rng.uniform(*con.up)))
+        encode_seed, geometry_seed = rng.integers(2**63, size=2)
+        out = []
+        for pixels in (native, resized):
+            if self.augment.encodes:
+                pixels = encode_augment(pixels, self.augment, np.random.default_rng(encode_seed))
+            out.append(
+                augment_pair(
+                    model_image(pixels, self.pcfg),
+                    a.y[j],
+                    self.augment,
+                    np.random.default_rng(geometry_seed),
+                )
+            )
+        return (out[0][0], out[1][0]), (out[0][1], out[1][1])
 
     def _image(self, j: int, rng: np.random.Generator) -> np.ndarray:
         """Image ``j`` at model size, re-encoded at full size first when configured."""

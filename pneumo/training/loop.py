@@ -13,7 +13,7 @@ from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.nets import losses, networks
 from pneumo.training.callbacks import KEY, TuneCheckpoint
 from pneumo.training import packed
-from pneumo.training.config import Augment, TrainConfig
+from pneumo.training.config import Augment, Consistency, TrainConfig
 from pneumo.training.data import (
     BalancedBatches,
     cached_arrays,
@@ -46,17 +46,26 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     else:
         lr = cfg.learning_rate
     mask_loss = losses.get_loss(cfg.loss)
+    image_loss = losses.image_bce
     names = list(model.output_names)
     mask_names = [n for n in names if n != networks.IMAGE_OUTPUT]
+    con = Consistency(**cfg.consistency)
+    final_mask_loss = mask_loss
+    if con.on:
+        image_loss = losses.paired_image_loss(image_loss, con.weight)
+        if con.mask_weight > 0:
+            final_mask_loss = losses.paired_mask_loss(
+                mask_loss, con.mask_weight, con.evidence_pixels / con.reference_size**2
+            )
     weights = dict(
         zip(mask_names, cfg.deep_supervision[-len(mask_names) :] if len(mask_names) > 1 else [1.0])
     )
     loss, metrics = {}, {}
     for name in names:
         if name == networks.IMAGE_OUTPUT:
-            loss[name], weights[name] = losses.image_bce, cfg.image_loss_weight
+            loss[name], weights[name] = image_loss, cfg.image_loss_weight
         else:
-            loss[name] = mask_loss
+            loss[name] = final_mask_loss if name == mask_names[-1] else mask_loss
     metrics[mask_names[-1]] = [losses.dice_coef]
     if len(names) == 1:  # a single-output model (U-Net)
         loss, weights, metrics = loss[names[0]], None, [losses.dice_coef]
@@ -102,7 +111,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
             for name in ("train", tune_name)
         }
     encoded = None
-    if augment.encodes or cfg.tune_encodings != ["original"]:
+    pairs = Consistency(**cfg.consistency).on
+    if augment.encodes or pairs or cfg.tune_encodings != ["original"]:
         if data is not None:  # a pack holds its films at full size already
             for name in ("train", tune_name):
                 arrays[name].native = cached_native(

@@ -52,6 +52,21 @@ def slim_weights(cfg: TrainConfig, path: Path) -> None:
     model.save_weights(path)
 
 
+def average_weights(cfg: TrainConfig, paths: list[str | Path], out: str | Path) -> None:
+    """Write the element-wise mean of several weight files of ``cfg``'s network to
+    ``out`` (a "weight soup": runs fine-tuned from one start can be averaged into one
+    network that serves at the cost of one)."""
+    if len(paths) < 2:
+        raise ValueError("a weight soup needs at least two weight files")
+    sets = []
+    for path in paths:
+        model = networks.build_model(cfg.architecture)
+        load_init_weights(model, path)
+        sets.append(model.get_weights())
+    model.set_weights([np.mean(ws, axis=0).astype(ws[0].dtype) for ws in zip(*sets)])
+    model.save_weights(out)
+
+
 def load_init_weights(model, path: str | Path) -> None:
     """Warm start: load a previous run's weights into a freshly built model.
 
