@@ -12,6 +12,10 @@ from pneumo.nets import losses
 from pneumo.training.config import Augment, Consistency, TrainConfig
 from pneumo.training.data import BalancedBatches, cached_arrays, native_image
 
+TINY_ARCH = {
+    "name": "double_unet",
+    "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1, "image_head": True},
+}
 NO_AUG = dict(
     hflip=0.0, rotate_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, gamma=0.0
 )
@@ -139,10 +143,7 @@ def test_a_consistency_run_trains(siim_dicoms, rle_table, tmp_path):
 
     pcfg = PreprocessConfig(size=64, channels=1, jpeg_quality=75, working_size=128)
     arrays = _arrays(siim_dicoms, rle_table, pcfg, tmp_path)
-    arch = {
-        "name": "double_unet",
-        "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1, "image_head": True},
-    }
+    arch = TINY_ARCH
     cfg = TrainConfig(
         architecture=arch,
         preprocess={"size": 64, "channels": 1},
@@ -167,10 +168,7 @@ def test_evidence_weight_zero_keeps_the_plain_mask_loss():
     from pneumo.nets import networks
     from pneumo.training.loop import compile_model
 
-    arch = {
-        "name": "double_unet",
-        "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1, "image_head": True},
-    }
+    arch = TINY_ARCH
     model = networks.build_model(arch)
     final = [n for n in model.output_names if n != networks.IMAGE_OUTPUT][-1]
     plain = losses.get_loss("bce_dice")
@@ -189,10 +187,7 @@ def test_weight_soup_is_the_mean_of_its_parts(tmp_path):
     from pneumo.nets import networks
     from pneumo.training.packaging import average_weights, load_init_weights
 
-    arch = {
-        "name": "double_unet",
-        "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1, "image_head": True},
-    }
+    arch = TINY_ARCH
     cfg = TrainConfig(architecture=arch, preprocess={"size": 64, "channels": 1})
     import keras
 
