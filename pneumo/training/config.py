@@ -165,10 +165,15 @@ class TrainConfig:
             raise ValueError(
                 f"checkpoint_by must be one of {list(CHECKPOINT_BY)}, got {self.checkpoint_by!r}"
             )
-        if Consistency(**self.consistency).on and self.batch_size % 2:
+        if self.pairs.on and self.batch_size % 2:
             raise ValueError(f"consistency pairs need an even batch_size, got {self.batch_size}")
         if not 0.0 < self.encoder_lr_factor <= 1.0:
             raise ValueError(f"encoder_lr_factor must be in (0, 1], got {self.encoder_lr_factor}")
+
+    @property
+    def pairs(self) -> Consistency:
+        """The ``consistency`` entry, read."""
+        return Consistency(**self.consistency)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

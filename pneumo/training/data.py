@@ -19,7 +19,7 @@ from pneumo.io.imaging import read_image
 from pneumo.nets.networks import IMAGE_OUTPUT
 from pneumo.progress import track
 from pneumo.training.augment import augment_pair, encode_augment
-from pneumo.training.config import Augment, Consistency, TrainConfig
+from pneumo.training.config import Augment, TrainConfig
 
 SPLITS = ("train", "tune", "val")
 
@@ -240,6 +240,7 @@ class BalancedBatches(keras.utils.PyDataset):
         super().__init__(workers=1, use_multiprocessing=False)
         self.arrays, self.cfg, self.pcfg = arrays, cfg, pcfg
         self.output_names, self.augment, self.steps = output_names, augment, steps
+        self.pairs = cfg.pairs if augment is not None and cfg.pairs.on else None
         self.epoch = 0
         self._draw()
 
@@ -268,8 +269,7 @@ class BalancedBatches(keras.utils.PyDataset):
         twice in a row: as augmented, then resized (:meth:`_pair`).
         """
         a = self.arrays
-        pairs_on = self.augment is not None and Consistency(**self.cfg.consistency).on
-        if pairs_on:
+        if self.pairs is not None:
             idx = np.repeat(idx[: len(idx) // 2], 2)
             views = [self._pair(j, rng) for j in idx[::2]]
             bx = np.stack([v for pair in views for v in pair[0]])
@@ -286,9 +286,9 @@ class BalancedBatches(keras.utils.PyDataset):
         self, j: int, rng: np.random.Generator
     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Film ``j`` as augmented and the same film resized at full size first
-        (area down or bicubic up, :class:`Consistency`), both given the same
+        (area down or bicubic up, :class:`pneumo.training.config.Consistency`), both given the same
         encoding, geometric and photometric draws. Returns ``(images, masks)``."""
-        a, con = self.arrays, Consistency(**self.cfg.consistency)
+        a, con = self.arrays, self.pairs
         if a.native is None:
             raise ValueError("consistency pairs need the full-size images (Arrays.native)")
         native = a.native[j]

@@ -13,7 +13,7 @@ from pneumo.inference.preprocess import PreprocessConfig
 from pneumo.nets import losses, networks
 from pneumo.training.callbacks import KEY, TuneCheckpoint
 from pneumo.training import packed
-from pneumo.training.config import Augment, Consistency, TrainConfig
+from pneumo.training.config import Augment, TrainConfig
 from pneumo.training.data import (
     BalancedBatches,
     cached_arrays,
@@ -49,7 +49,7 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     image_loss = losses.image_bce
     names = list(model.output_names)
     mask_names = [n for n in names if n != networks.IMAGE_OUTPUT]
-    con = Consistency(**cfg.consistency)
+    con = cfg.pairs
     final_mask_loss = mask_loss
     if con.on:
         image_loss = losses.paired_image_loss(image_loss, con.weight)
@@ -111,8 +111,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, verbose: 
             for name in ("train", tune_name)
         }
     encoded = None
-    pairs = Consistency(**cfg.consistency).on
-    if augment.encodes or pairs or cfg.tune_encodings != ["original"]:
+    if augment.encodes or cfg.pairs.on or cfg.tune_encodings != ["original"]:
         if data is not None:  # a pack holds its films at full size already
             for name in ("train", tune_name):
                 arrays[name].native = cached_native(
