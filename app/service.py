@@ -245,7 +245,8 @@ def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
     ``threshold`` and ``review_band`` are on the shown probability's scale (re-based
     to the site's prevalence where ``PNEUMO_PREVALENCE`` is set); ``heat_scale`` is
     the factor the heat map's pixel probabilities were multiplied by, so the
-    legend can mark where the mask threshold falls on it.
+    legend can mark where the mask threshold falls on it; ``size_note``, only for a film
+    under the model's working resolution, says that it was enlarged before reading.
     """
     card = predictor.card
     facts = dict(
@@ -262,6 +263,8 @@ def operating_point_facts(predictor: Predictor, pred: Prediction) -> dict:
     band = review_band(card.operating_points, pred.operating_point, card.review_floor)
     if band is not None:
         facts["review_band"] = [predictor.shown(band[0]), predictor.shown(band[1])]
+    if pred.size_note:
+        facts["size_note"] = pred.size_note
     return facts
 
 

@@ -152,3 +152,15 @@ def test_working_size_is_checked_and_travels_with_the_card():
     assert PreprocessConfig.from_dict(pcfg.to_dict()) == pcfg
     assert "working resolution 512 x 512" in pcfg.describe()
     assert PreprocessConfig.from_dict({"size": 384}).working_size is None
+
+
+def test_only_films_under_the_working_resolution_get_the_enlarged_note():
+    from pneumo.inference.preprocess import PreprocessConfig, enlarged_note
+
+    pcfg = PreprocessConfig(size=384, channels=3, jpeg_quality=75, working_size=512)
+    for shape in [(512, 512), (1024, 1024), (2500, 2048)]:
+        assert enlarged_note(shape, pcfg) is None, shape
+    note = enlarged_note((256, 300), pcfg)  # rows x columns; the note says width x height
+    assert "300 x 256 px" in note and "512 x 512 px" in note and "enlarged" in note
+    assert enlarged_note((2500, 400), pcfg) is not None  # one short side is enough
+    assert enlarged_note((256, 256), PreprocessConfig(size=384)) is None  # no working size

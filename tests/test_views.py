@@ -953,3 +953,44 @@ def test_the_upload_script_is_told_where_to_go_and_the_page_renders_once(
         made = store.results.read_file(rid, name)
         assert made is not None and made[:8] == b"\x89PNG\r\n\x1a\n", name
         assert client.get(f"/results/{rid}/files/{name}").data == made
+
+
+def test_film_under_the_working_resolution_is_read_with_a_note(tmp_path):
+    """A film smaller than the card's working resolution is enlarged before reading; its
+    page and its JSON say so, and a full-size film's do not."""
+    from app import create_app
+    from conftest import write_untrained_model
+    from pneumo.inference.predictor import Predictor
+
+    arch = {
+        "name": "double_unet",
+        "args": {"input_size": 64, "depth": 2, "width": 0.125, "channels": 1},
+    }
+    folder = write_untrained_model(
+        tmp_path / "model", arch, {"size": 64, "channels": 1, "working_size": 128}
+    )
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test",
+            "DATA_DIR": str(tmp_path / "data"),
+            "PREDICTOR": Predictor.load(folder),
+        }
+    )
+    client = app.test_client()
+    path = next(SIIM.glob("ktlProject0/data/train/images/*.png"))
+    film = np.asarray(Image.open(path).convert("L"))
+    assert min(film.shape) >= 128
+    small = io.BytesIO()
+    Image.fromarray(film).resize((96, 100), Image.Resampling.BOX).save(small, "PNG")
+
+    full = upload(client, ("full.png", path.read_bytes()), url="/api/v1/predictions").json
+    assert "size_note" not in full["results"][0]["operating_point"]
+    page = client.get(full["results"][0]["links"]["page"]).data.decode()
+    assert 'id="size-note"' not in page
+
+    body = upload(client, ("small.png", small.getvalue()), url="/api/v1/predictions").json
+    note = body["results"][0]["operating_point"]["size_note"]
+    assert "96 x 100 px" in note and "128 x 128" in note and "enlarged" in note
+    page = client.get(body["results"][0]["links"]["page"]).data.decode()
+    assert 'id="size-note"' in page and "96 x 100 px" in page

@@ -111,7 +111,8 @@ FIELDS: tuple[Field, ...] = (
         "calibrated_threshold, the sensitivity and specificity it had on the tune split "
         "(split), the mask threshold of the outlined region, the review band, the "
         "prevalence the probability is calibrated at and the site's (site_prevalence), "
-        "and the heat map's scale",
+        "the heat map's scale, and size_note where the film was smaller than the model's "
+        "working resolution",
         kind="json",
     ),
     Field(

@@ -25,7 +25,12 @@ from pneumo.inference.calibration import evidence
 from pneumo.inference.card import WEIGHTS, ModelCard, read_card
 from pneumo.inference.device import Placement
 from pneumo.inference.postprocess import OperatingPoint
-from pneumo.inference.preprocess import PreprocessConfig, model_image, model_input
+from pneumo.inference.preprocess import (
+    PreprocessConfig,
+    enlarged_note,
+    model_image,
+    model_input,
+)
 from pneumo.io.imaging import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,7 @@ class Prediction:
     timings: dict
     threshold: float = float("nan")  # the operating point's threshold on ``probability``'s scale
     heat_map: np.ndarray | None = None  # float32 (size, size): what the viewer colours
+    size_note: str | None = None  # set when the film is under the working resolution
 
 
 def predict_batches(
@@ -341,6 +347,7 @@ class Predictor:
             timings={},
             threshold=self.shown(self.operating_point.threshold),
             heat_map=postprocess.heat_map(prob_map, shown if calibrated else None),
+            size_note=enlarged_note(shape, self.pcfg),
         )
 
     def shown(self, probability: float) -> float:

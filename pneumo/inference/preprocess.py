@@ -158,6 +158,26 @@ def to_working(pixels: np.ndarray, working_size: int | None) -> np.ndarray:
     return resize_image(pixels, working_size)
 
 
+def enlarged_note(shape: tuple[int, int], config: PreprocessConfig) -> str | None:
+    """What a reader should know about a film smaller than the working resolution.
+
+    Such a film (under ``working_size`` on either side) is enlarged by :func:`to_working`,
+    so a pleural line reaches the network softer than in a full-size film and the reading
+    tends lower. ``None`` for films at or above the working resolution and for models
+    without one.
+    """
+    rows, columns = (int(v) for v in shape[:2])
+    w = config.working_size
+    if w is None or min(rows, columns) >= w:
+        return None
+    return (
+        f"This film is {columns} x {rows} px, smaller than the model's working resolution "
+        f"of {w} x {w} px: it was enlarged before reading, so fine detail such as a pleural "
+        "line is softer than in a full-size film and the verdict is less reliable (it tends "
+        "lower). Read the full-size film where one exists."
+    )
+
+
 def canonical(pixels: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
     """The canonical encoding step: a JPEG round trip at ``jpeg_quality`` (``None``: none).
 
