@@ -164,3 +164,35 @@ def test_only_films_under_the_working_resolution_get_the_enlarged_note():
     assert "300 x 256 px" in note and "512 x 512 px" in note and "enlarged" in note
     assert enlarged_note((2500, 400), pcfg) is not None  # one short side is enough
     assert enlarged_note((256, 256), PreprocessConfig(size=384)) is None  # no working size
+
+
+def test_canonical_jpeg_step_averaged_over_block_grid_offsets(film):
+    """``jpeg_offsets``: the canonical JPEG round trip averaged with the block grid moved;
+    it travels with the card and stays close to the single round trip."""
+    import cv2
+
+    from pneumo.inference.preprocess import PreprocessConfig, canonical, model_image
+    from pneumo.io.encodings import jpeg_roundtrip
+
+    working = cv2.resize(film, (512, 512), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(canonical(working, 75, 1), jpeg_roundtrip(working, 75))
+    four = canonical(working, 75, 4)
+    assert four.shape == working.shape and four.dtype == np.uint8
+    single = canonical(working, 75).astype(int)
+    # closer to the film than one round trip (the artefacts partly average out), not equal
+    err_four = np.abs(four.astype(int) - working).mean()
+    assert 0 < err_four < np.abs(single - working).mean()
+    assert 0 < np.abs(four.astype(int) - single).mean() < 2
+
+    pcfg = PreprocessConfig(size=384, channels=3, jpeg_quality=75, working_size=512, jpeg_offsets=4)
+    assert PreprocessConfig.from_dict(pcfg.to_dict()) == pcfg
+    assert "averaged over 4 round trips" in pcfg.describe()
+    assert "jpeg_offsets" not in PreprocessConfig(size=384, jpeg_quality=75).to_dict()
+    assert np.array_equal(
+        model_image(film, pcfg), cv2.resize(four, (384, 384), interpolation=cv2.INTER_AREA)
+    )
+    for bad in (3, 0):
+        with pytest.raises(ValueError, match="jpeg_offsets"):
+            PreprocessConfig(size=384, jpeg_quality=75, jpeg_offsets=bad)
+    with pytest.raises(ValueError, match="jpeg_offsets needs a jpeg_quality"):
+        PreprocessConfig(size=384, jpeg_offsets=4)

@@ -69,3 +69,36 @@ def test_bundled_model_verdicts_hold_across_encodings():
     assert s["max_flip_rate"] <= MAX_FLIP_RATE
     assert s["max_median_abs_dp"] <= MAX_MEDIAN_ABS_DP
     assert s["max_auc_drop"] <= MAX_AUC_DROP
+
+
+def test_flip_sources_served_mode_is_the_serving_path(tiny_predictor):
+    """benchmarks/flip_sources.py: its ``served`` reading is the card's own path, the other
+    two modes change only the canonical JPEG step, and the report counts flips by source."""
+    import numpy as np
+
+    import flip_sources
+    from encoding_invariance import split_samples
+    from pneumo.evaluation.invariance import record_as
+    from pneumo.inference.preprocess import PreprocessConfig, model_image, resize_image, to_working
+
+    pcfg = PreprocessConfig(size=384, channels=3, jpeg_quality=75, working_size=512)
+    samples, _ = split_samples(ROOT / "configs" / "data_siim_v2.json", "val", 4)
+    working = to_working(record_as(samples[0], "original").pixels, pcfg.working_size)
+    served = flip_sources.mode_image(working, "served", pcfg)
+    assert np.array_equal(served, model_image(working, pcfg))
+    assert np.array_equal(
+        flip_sources.mode_image(working, "no_jpeg", pcfg), resize_image(working, 384)
+    )
+    averaged = flip_sources.mode_image(working, "jpeg_4_offsets", pcfg)
+    diff = np.abs(averaged.astype(int) - served)
+    assert 0 < diff.mean() < 2  # the block grid moved, the film did not
+
+    read = flip_sources.readings(tiny_predictor, samples, ["downscale2x"])
+    report = flip_sources.summarise(tiny_predictor, samples, read)
+    assert set(report) == set(flip_sources.MODES)
+    for row in report.values():
+        flips = row["encodings"]["downscale2x"]["flips"]
+        assert set(flips) == set(tiny_predictor.card.operating_points)
+        assert all(0 <= n <= len(samples) for by in flips.values() for n in by.values())
+    md = flip_sources.markdown(report, len(samples))
+    assert md.count("\n|") == 1 + len(flip_sources.MODES)

@@ -48,6 +48,7 @@ class PreprocessConfig:
     normalisation: str = "unit"
     jpeg_quality: int | None = None  # canonical JPEG round trip (at the working resolution)
     working_size: int | None = None  # canonical working resolution every input reaches first
+    jpeg_offsets: int = 1  # JPEG round trips averaged, block grid moved (GRID_OFFSETS)
 
     def __post_init__(self):
         if not isinstance(self.size, int) or self.size < 1:
@@ -65,6 +66,12 @@ class PreprocessConfig:
             raise ValueError(
                 f"preprocess jpeg_quality must be in 1..100, got {self.jpeg_quality!r}"
             )
+        if self.jpeg_offsets not in (1, 2, 4):
+            raise ValueError(
+                f"preprocess jpeg_offsets must be 1, 2 or 4, got {self.jpeg_offsets!r}"
+            )
+        if self.jpeg_offsets != 1 and self.jpeg_quality is None:
+            raise ValueError("preprocess jpeg_offsets needs a jpeg_quality")
         if self.working_size is not None and (
             not isinstance(self.working_size, int) or self.working_size < self.size
         ):
@@ -79,6 +86,8 @@ class PreprocessConfig:
             d["jpeg_quality"] = self.jpeg_quality
         if self.working_size is not None:
             d["working_size"] = self.working_size
+        if self.jpeg_offsets != 1:
+            d["jpeg_offsets"] = self.jpeg_offsets
         return d
 
     @classmethod
@@ -90,6 +99,7 @@ class PreprocessConfig:
             normalisation=str(d.get("normalisation", "unit")),
             jpeg_quality=None if q is None else int(q),
             working_size=None if w is None else int(w),
+            jpeg_offsets=int(d.get("jpeg_offsets", 1)),
         )
 
     def describe(self) -> str:
@@ -114,7 +124,14 @@ class PreprocessConfig:
             if self.jpeg_quality is None
             else (
                 f"stored once more as JPEG quality {self.jpeg_quality} at {where} (a "
-                "canonical encoding, so the file's own compression matters less), then "
+                "canonical encoding, so the file's own compression matters less)"
+                + (
+                    ""
+                    if self.jpeg_offsets == 1
+                    else f", averaged over {self.jpeg_offsets} round trips with the 8 x 8 block "
+                    "grid moved by 0 or 4 px"
+                )
+                + ", then "
             )
         )
         return (
@@ -178,16 +195,30 @@ def enlarged_note(shape: tuple[int, int], config: PreprocessConfig) -> str | Non
     )
 
 
-def canonical(pixels: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
+#: Where the 8 x 8 JPEG block grid starts (rows, columns down and across) for each of the
+#: averaged round trips of :func:`canonical`; the first ``offsets`` are used.
+GRID_OFFSETS = ((0, 0), (4, 4), (0, 4), (4, 0))
+
+
+def canonical(pixels: np.ndarray, jpeg_quality: int | None, offsets: int = 1) -> np.ndarray:
     """The canonical encoding step: a JPEG round trip at ``jpeg_quality`` (``None``: none).
 
     Every input then carries at least this level of JPEG artefacts, whatever
     its file held: a lossless film and a JPEG of the same film reach the
-    network much closer to each other.
+    network much closer to each other. With ``offsets`` 2 or 4 the round trip is
+    done that many times with the block grid moved (:data:`GRID_OFFSETS`; the film is
+    padded by reflection before and cropped after) and the results averaged, so where
+    the blocks fall, which a small change of the film moves, matters less.
     """
     if jpeg_quality is None:
         return pixels
-    return jpeg_roundtrip(np.ascontiguousarray(pixels), int(jpeg_quality))
+    if offsets == 1:
+        return jpeg_roundtrip(np.ascontiguousarray(pixels), int(jpeg_quality))
+    total = np.zeros(pixels.shape, np.float32)
+    for dy, dx in GRID_OFFSETS[:offsets]:
+        padded = np.pad(pixels, ((dy, 0), (dx, 0)), mode="reflect") if dy or dx else pixels
+        total += jpeg_roundtrip(np.ascontiguousarray(padded), int(jpeg_quality))[dy:, dx:]
+    return np.clip(np.rint(total / offsets), 0, 255).astype(np.uint8)
 
 
 def model_image(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -196,7 +227,7 @@ def model_image(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     if pixels.ndim != 2 or pixels.dtype != np.uint8:
         raise ValueError(f"pixels must be 2-D uint8, got {pixels.dtype} {pixels.shape}")
     working = to_working(pixels, config.working_size)
-    return resize_image(canonical(working, config.jpeg_quality), config.size)
+    return resize_image(canonical(working, config.jpeg_quality, config.jpeg_offsets), config.size)
 
 
 def model_input(images: np.ndarray, config: PreprocessConfig) -> np.ndarray:

@@ -106,6 +106,8 @@ def cached_arrays(
     version = [size, 2] if pcfg.jpeg_quality is None else [size, 2, pcfg.jpeg_quality]
     if pcfg.working_size is not None:
         version += ["working", pcfg.working_size]
+    if pcfg.jpeg_offsets != 1:
+        version += ["jpeg_offsets", pcfg.jpeg_offsets]
     key = hashlib.sha256(
         json.dumps(
             version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
