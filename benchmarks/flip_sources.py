@@ -39,12 +39,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from encoding_invariance import split_samples  # noqa: E402
 from pneumo import paths  # noqa: E402
-from pneumo.evaluation.invariance import record_as  # noqa: E402
+from pneumo.evaluation.invariance import count_by_source, record_as  # noqa: E402
 from pneumo.evaluation.metrics import roc_auc  # noqa: E402
+from pneumo.evaluation.scoring import auc_by_source, json_safe  # noqa: E402
 from pneumo.inference.predictor import Predictor, image_probability  # noqa: E402
 from pneumo.inference.preprocess import (  # noqa: E402
     PreprocessConfig,
     canonical,
+    model_image,
     resize_image,
     to_working,
 )
@@ -55,10 +57,11 @@ MODES = ("served", "no_jpeg", "jpeg_4_offsets")
 
 def mode_image(working: np.ndarray, mode: str, pcfg: PreprocessConfig) -> np.ndarray:
     """A working-resolution film to the model-size ``uint8`` image of ``mode``."""
+    if mode == "served":
+        return model_image(working, pcfg)
     if mode == "no_jpeg" or pcfg.jpeg_quality is None:
         return resize_image(working, pcfg.size)
-    offsets = pcfg.jpeg_offsets if mode == "served" else 4
-    return resize_image(canonical(working, pcfg.jpeg_quality, offsets), pcfg.size)
+    return resize_image(canonical(working, pcfg.jpeg_quality, 4), pcfg.size)
 
 
 def readings(predictor: Predictor, samples: list, encodings: list[str]) -> dict:
@@ -75,12 +78,6 @@ def readings(predictor: Predictor, samples: list, encodings: list[str]) -> dict:
     return {e: {m: np.array(v) for m, v in ms.items()} for e, ms in out.items()}
 
 
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """AUC, ``None`` where one class is missing (standard JSON has no NaN)."""
-    value = roc_auc(labels, scores)
-    return None if np.isnan(value) else value
-
-
 def summarise(predictor: Predictor, samples: list, read: dict) -> dict:
     """Figures per mode and encoding, by source (see the module docstring)."""
     labels = np.array([bool(s.positive) for s in samples])
@@ -89,13 +86,13 @@ def summarise(predictor: Predictor, samples: list, read: dict) -> dict:
     report = {}
     for m in MODES:
         base = read["original"][m]
-        row = {
-            "auc": _auc(labels, base),
-            "auc_by_source": {
-                src: _auc(labels[source == src], base[source == src]) for src in sorted(set(source))
-            },
-            "encodings": {},
-        }
+        row = json_safe(
+            {
+                "auc": roc_auc(labels, base),
+                "auc_by_source": auc_by_source(base, labels, source),
+                "encodings": {},
+            }
+        )
         for e, by_mode in read.items():
             if e == "original":
                 continue
@@ -105,10 +102,7 @@ def summarise(predictor: Predictor, samples: list, read: dict) -> dict:
                 "median_abs_dp": float(np.median(dp)),
                 "p95_abs_dp": float(np.percentile(dp, 95)),
                 "flips": {
-                    name: {
-                        src: int((((p >= t) != (base >= t)) & (source == src)).sum())
-                        for src in sorted(set(source))
-                    }
+                    name: count_by_source((p >= t) != (base >= t), source)
                     for name, t in points.items()
                 },
             }
@@ -125,7 +119,10 @@ def markdown(report: dict, n: int) -> str:
     for m, row in report.items():
         auc = " / ".join(
             f"{k} {'–' if v is None else f'{v:.3f}'}"
-            for k, v in [("pooled", row["auc"]), *row["auc_by_source"].items()]
+            for k, v in [
+                ("pooled", row["auc"]),
+                *((src, by["auc"]) for src, by in row["auc_by_source"].items()),
+            ]
         )
         for i, (e, f) in enumerate(row["encodings"].items()):
             flips = "; ".join(

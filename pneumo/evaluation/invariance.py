@@ -109,6 +109,11 @@ def predict_encoding(
     }
 
 
+def count_by_source(flags: np.ndarray, sources: np.ndarray) -> dict[str, int]:
+    """How many of ``flags`` (bool, one per film) are set within each source."""
+    return {str(src): int(flags[sources == src].sum()) for src in sorted(set(sources.tolist()))}
+
+
 def invariance_report(
     predictor: Predictor,
     samples: list[dataset.Sample],
@@ -151,10 +156,7 @@ def invariance_report(
                 "siim_score_reweighted": op.get("siim_score_reweighted"),
                 "flips": int(flips.sum()),
                 "flip_rate": float(flips.mean()),
-                "flips_by_source": {
-                    str(src): int(flips[sources == src].sum())
-                    for src in sorted(set(sources.tolist()))
-                },
+                "flips_by_source": count_by_source(flips, sources),
             }
         report["encodings"][name] = json_safe(row)
     worst = report["encodings"]

@@ -103,11 +103,10 @@ def cached_arrays(
     """Decode and resize every sample once; reuse the ``.npz`` cache afterwards."""
     pcfg = preprocess_config(preprocess)
     size = pcfg.size
-    version = [size, 2] if pcfg.jpeg_quality is None else [size, 2, pcfg.jpeg_quality]
-    if pcfg.working_size is not None:
-        version += ["working", pcfg.working_size]
-    if pcfg.jpeg_offsets != 1:
-        version += ["jpeg_offsets", pcfg.jpeg_offsets]
+    # every preprocessing field that shapes the cached uint8 image (channels and
+    # normalisation act later, in model_input), so a new field cannot share a stale cache
+    shaping = {k: v for k, v in pcfg.to_dict().items() if k not in ("channels", "normalisation")}
+    version = [3, shaping]
     key = hashlib.sha256(
         json.dumps(
             version + [(s.image_id, s.path, s.positive, s.has_mask) for s in samples]
